@@ -1,0 +1,58 @@
+// The runner's settings: one table gives each its flag, environment variable, type and default.
+
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+
+export type OptionType = "string" | "path" | "boolean" | "integer" | "duration" | "size" | "regex" | "enum";
+
+export type OptionSpec = {
+  name: string;
+  type: OptionType;
+  description: string;
+  default?: string;
+  choices?: string[];
+  /** Shown in --help with the default text when the real default is computed. */
+  defaultText?: string;
+};
+
+export const DEFAULT_QUEUE_MATCH = "^(rmq|sqs|local)(_.*)?$";
+
+export const RUN_OPTIONS: OptionSpec[] = [
+  { name: "config", type: "path", description: "YAML file whose keys are these option names" },
+  { name: "queue-root", type: "path", description: "directory of local queues (<root>/<queue>/<file>)", defaultText: "~/.studioml/queue" },
+  { name: "queue-match", type: "regex", description: "only serve queues whose name matches", default: DEFAULT_QUEUE_MATCH },
+  { name: "queue-mismatch", type: "regex", description: "never serve queues whose name matches" },
+  { name: "working-dir", type: "path", description: "where experiment directories are made", defaultText: "$TMPDIR" },
+  { name: "cache-dir", type: "path", description: "immutable artifact and venv cache", defaultText: "~/.cache/studio-runner" },
+  { name: "cache-size", type: "size", description: "bound on the immutable artifact cache", default: "10gib" },
+  { name: "venv-cache-size", type: "size", description: "bound on cached python environments", default: "20gib" },
+  { name: "venv-max-age", type: "duration", description: "unused python environments older than this are removed", default: "168h" },
+  { name: "venv-system-site-packages", type: "boolean", description: "venvs see the interpreter's site-packages (host-installed torch/TF)", default: "false" },
+  { name: "pip-strict", type: "boolean", description: "fail the experiment when any requirement cannot be installed", default: "false" },
+  { name: "max-cores", type: "integer", description: "CPUs this runner may hand out (0 = all)", default: "0" },
+  { name: "max-mem", type: "size", description: "RAM this runner may hand out (0 = all)", default: "0" },
+  { name: "max-disk", type: "size", description: "disk this runner may hand out in working-dir (0 = free space)", default: "0" },
+  { name: "max-deliveries", type: "integer", description: "deliveries before a message moves to the failed place", default: "3" },
+  { name: "max-duration", type: "duration", description: "cap on any experiment's run time (0 = none)", default: "0" },
+  { name: "limit-tasks", type: "integer", description: "exit after this many experiments (0 = no limit)", default: "0" },
+  { name: "limit-idle-duration", type: "duration", description: "exit after being idle this long (0 = never)", default: "0" },
+  { name: "shutdown-grace", type: "duration", description: "on SIGTERM, how long running experiments may go on before they are checkpointed and requeued", default: "10m" },
+  { name: "allow-env-secrets", type: "boolean", description: "let config.env %NAME% references expand the runner's secret variables", default: "false" },
+  { name: "log-format", type: "enum", choices: ["human", "json"], description: "runner log format", default: "human" },
+  { name: "debug", type: "boolean", description: "verbose logs; keep experiment directories", default: "false" },
+];
+
+export function defaultQueueRoot(): string {
+  return process.env.STUDIOML_HOME ? join(process.env.STUDIOML_HOME, "queue") : join(homedir(), ".studioml", "queue");
+}
+
+export function defaultCacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "studio-runner");
+}
+
+export function defaultWorkingDir(): string {
+  return tmpdir();
+}
+
+/** Flag name → environment variable name, as the Go runner reads them. */
+export const envName = (flag: string) => flag.toUpperCase().replaceAll("-", "_");

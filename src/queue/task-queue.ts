@@ -1,0 +1,59 @@
+// The queue interface every backend (local directory, RabbitMQ, SQS, Pub/Sub) implements.
+
+export type NackOutcome = "requeued" | "failed";
+
+/** One received request, held by this runner until it is acked, nacked or rejected. */
+export interface Delivery {
+  /** Backend message id, stable across redeliveries where the backend allows. */
+  readonly id: string;
+  readonly queue: string;
+  readonly body: Uint8Array;
+  /** How many times this message has been delivered, this delivery included. */
+  readonly deliveryCount: number;
+  /** Keep the message ours (backends with leases also renew them on their own). */
+  extendLease(): Promise<void>;
+  /** Done: the message is removed for good. */
+  ack(): Promise<void>;
+  /**
+   * Runner-side fault: give it back for another attempt, or move it to the failed place once it
+   * has been delivered maxDeliveries times. countDelivery=false (shutdown) does not count this one.
+   */
+  nack(reason: string, options?: { countDelivery?: boolean }): Promise<NackOutcome>;
+  /** Permanent request fault: keep it in the failed place with the reason. */
+  reject(reason: string): Promise<void>;
+}
+
+export type ReceiveOptions = {
+  /**
+   * Backends that can look at a message before taking it call this and leave the message for
+   * others when it returns false; the rest take the message and nack it.
+   */
+  accept?: (body: Uint8Array) => boolean;
+};
+
+export interface TaskQueue {
+  readonly name: string;
+  receive(options?: ReceiveOptions): Promise<Delivery | undefined>;
+}
+
+export interface QueueBackend {
+  readonly kind: string;
+  /** Names of the queues this backend can serve now, after match/mismatch filtering. */
+  discover(): Promise<string[]>;
+  open(name: string): TaskQueue;
+  /** Resolves when new work may have arrived, after timeoutMs at the latest, or on abort. */
+  waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void>;
+  /** Send a request (used by `submit` and tests). */
+  publish(queue: string, body: Uint8Array | string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export type QueueFilter = { match?: RegExp; mismatch?: RegExp };
+
+/** Queue names that are work queues for this runner (report queues never are). */
+export function queueWanted(name: string, filter: QueueFilter): boolean {
+  if (name.endsWith("_response")) return false;
+  if (filter.match && !filter.match.test(name)) return false;
+  if (filter.mismatch && filter.mismatch.test(name)) return false;
+  return true;
+}

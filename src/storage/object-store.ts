@@ -1,0 +1,23 @@
+// The storage interface every backend (file:, s3://, gs://, http GET) implements.
+
+import type { Readable } from "node:stream";
+import type { Credentials } from "../request/model.ts";
+
+export type ObjectInfo = {
+  sizeBytes: number;
+  modifiedMs: number;
+  /** Changes whenever the content changes (ETag, generation, or size+mtime). */
+  version: string;
+};
+
+export interface ObjectStore {
+  /** Metadata, or undefined when the object does not exist. */
+  head(location: string): Promise<ObjectInfo | undefined>;
+  /** A stream of the object's bytes; NotFoundError when it does not exist. */
+  get(location: string): Promise<Readable>;
+  /** Store the stream's bytes; readers see the old object or the whole new one, never a part. */
+  put(location: string, body: Readable): Promise<ObjectInfo>;
+  delete(location: string): Promise<void>;
+}
+
+export type StoreOptions = { credentials?: Credentials; endpoint?: string };

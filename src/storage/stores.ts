@@ -1,0 +1,40 @@
+// Picks the object store for a location by its scheme.
+
+import { PermanentError, RequestError } from "../errors.ts";
+import { FileStore } from "./file/file-store.ts";
+import { HttpStore } from "./http/http-store.ts";
+import type { ObjectStore, StoreOptions } from "./object-store.ts";
+
+export type StoreFactory = (location: string, options: StoreOptions) => ObjectStore;
+
+const fileStore = new FileStore();
+const httpStore = new HttpStore();
+
+const factories: Record<string, StoreFactory> = {
+  file: () => fileStore,
+  http: () => httpStore,
+  https: () => httpStore,
+};
+
+/** Backends not built into this version are recognised and refused with a clear reason. */
+const NOT_YET = new Set(["s3", "gs"]);
+
+export function registerStore(scheme: string, factory: StoreFactory): void {
+  factories[scheme] = factory;
+  NOT_YET.delete(scheme);
+}
+
+export function schemeOf(location: string): string {
+  const match = /^([a-z][a-z0-9+.-]*):/i.exec(location);
+  return match ? match[1]!.toLowerCase() : "";
+}
+
+export function storeFor(location: string, options: StoreOptions = {}, field = "qualified"): ObjectStore {
+  const scheme = schemeOf(location);
+  const factory = factories[scheme];
+  if (factory) return factory(location, options);
+  if (NOT_YET.has(scheme)) {
+    throw new PermanentError(`${field}: ${scheme}:// storage is not yet supported by this runner (${location})`, { field });
+  }
+  throw new RequestError(field, location, "has an unknown storage scheme (expected file:, s3://, gs:// or http(s)://)");
+}

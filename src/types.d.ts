@@ -1,0 +1,8 @@
+// Type declarations for dependencies that ship none.
+declare module "unbzip2-stream" {
+  import type { Duplex } from "node:stream";
+  function unbzip2(): Duplex;
+  export default unbzip2;
+}
+declare const STUDIO_RUNNER_VERSION: string;
+declare const STUDIO_RUNNER_COMMIT: string;
