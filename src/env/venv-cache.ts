@@ -39,6 +39,8 @@ export type VenvCacheOptions = {
   maxBytes: number;
   maxAgeMs: number;
   strict: boolean;
+  /** Build venvs that see the interpreter's own packages (GPU hosts with torch/TF preinstalled). */
+  systemSitePackages?: boolean;
   /** Environment for venv/pip (the runner's own, secrets removed): pip's configuration lives here. */
   env: Record<string, string | undefined>;
   log?: (message: string) => void;

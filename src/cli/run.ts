@@ -1,0 +1,112 @@
+// `studio-runner run`: the daemon. Reads settings, builds the runner, handles signals.
+
+import { defineCommand } from "citty";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
+import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
+import { formatBytes } from "../config/units.ts";
+import { discoverInterpreters } from "../env/interpreters.ts";
+import { VenvCache } from "../env/venv-cache.ts";
+import { createLogger, type LogFormat } from "../observe/logger.ts";
+import { LocalQueueBackend } from "../queue/local/local-queue.ts";
+import { machineCapacity } from "../resources/machine.ts";
+import { ResourcePool } from "../resources/pool.ts";
+import { Runner } from "../runner/runner.ts";
+import { ArtifactCache } from "../storage/artifact-cache.ts";
+import { isRunnerSecret } from "../task/job-env.ts";
+import { VERSION } from "../version.ts";
+import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
+
+export const runCommand = defineCommand({
+  meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
+  args: cittyArgs(RUN_OPTIONS),
+  async run({ args, rawArgs }) {
+    const settings = settingsOrExit(rawArgs, args);
+    process.exitCode = await runDaemon(settings);
+  },
+});
+
+/** Settings from flags, environment and file; every problem printed at once, then exit 2. */
+export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
+  const problems = unknownFlags(rawArgs, RUN_OPTIONS).map((f) => `${f}: unknown flag`);
+  try {
+    const settings = loadSettings(RUN_OPTIONS, pickFlags(args, RUN_OPTIONS));
+    if (!problems.length) return settings;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  process.stderr.write(`studio-runner: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+  process.exit(2);
+}
+
+export async function runDaemon(settings: Settings): Promise<number> {
+  const log = createLogger(settings["log-format"] as LogFormat, settings.debug as boolean);
+  const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
+  const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
+  const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
+  const capacity = machineCapacity({
+    maxCores: settings["max-cores"] as number,
+    maxMemBytes: settings["max-mem"] as number,
+    maxDiskBytes: settings["max-disk"] as number,
+    workingDir,
+  });
+  const runnerEnv = { ...process.env };
+  const pipEnv = Object.fromEntries(Object.entries(runnerEnv).filter(([k, v]) => v !== undefined && (k.startsWith("PIP_") || !isRunnerSecret(k, v))));
+  const venvs = new VenvCache({
+    root: join(cacheDir, "venvs"),
+    maxBytes: settings["venv-cache-size"] as number,
+    maxAgeMs: settings["venv-max-age"] as number,
+    strict: settings["pip-strict"] as boolean,
+    systemSitePackages: settings["venv-system-site-packages"] as boolean,
+    env: pipEnv,
+    log: (m) => log.info(m),
+  });
+  const backends = [
+    new LocalQueueBackend({
+      root: queueRoot,
+      match: settings["queue-match"] as RegExp | undefined,
+      mismatch: settings["queue-mismatch"] as RegExp | undefined,
+      maxDeliveries: settings["max-deliveries"] as number,
+      log: (m) => log.info(m),
+    }),
+  ];
+  const pool = new ResourcePool(capacity);
+  const runner = new Runner(
+    backends,
+    pool,
+    {
+      workingDir,
+      host: hostname(),
+      runnerEnv,
+      venvs,
+      artifacts: new ArtifactCache(join(cacheDir, "artifacts"), settings["cache-size"] as number),
+      allowEnvSecrets: settings["allow-env-secrets"] as boolean,
+      maxDurationMs: settings["max-duration"] as number,
+      keepDirectories: settings.debug as boolean,
+      log,
+    },
+    {
+      limitTasks: settings["limit-tasks"] as number,
+      limitIdleMs: settings["limit-idle-duration"] as number,
+      shutdownGraceMs: settings["shutdown-grace"] as number,
+    },
+  );
+  log.info(
+    `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk; local queues in ${queueRoot}`,
+  );
+  const pythons = discoverInterpreters(runnerEnv);
+  log.info(`python interpreters: ${pythons.map((p) => `${p.versionText} (${p.path})`).join(", ") || "none found"}`);
+  const onSignal = (signal: NodeJS.Signals) => runner.drain(signal);
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    await runner.run();
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+  log.info("stopped");
+  return 0;
+}

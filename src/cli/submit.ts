@@ -1,0 +1,161 @@
+// `studio-runner submit`: queue an experiment without the Python studioml client.
+
+import { defineCommand } from "citty";
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { defaultQueueRoot } from "../config/options.ts";
+import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
+import { LocalQueueBackend } from "../queue/local/local-queue.ts";
+import { buildRequest } from "../submit/build-request.ts";
+import { follow } from "../submit/follow.ts";
+import { uploadWorkspace } from "../submit/workspace-upload.ts";
+import { filePath } from "../storage/file/file-store.ts";
+import { storeFor } from "../storage/stores.ts";
+
+const VALUE_FLAGS = [
+  "queue", "queue-root", "storage", "bucket", "workspace", "experiment", "pythonver", "requirements",
+  "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout",
+];
+const BOOL_FLAGS = ["wait", "help", "h"];
+
+/** Split argv into our flags and the script with its own arguments (the first positional onward). */
+export function splitSubmitArgv(raw: string[]): { ours: string[]; script?: string; scriptArgs: string[] } {
+  const ours: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const a = raw[i]!;
+    if (a === "--") return { ours, script: raw[i + 1], scriptArgs: raw.slice(i + 2) };
+    if (a.startsWith("-")) {
+      ours.push(a);
+      const name = a.replace(/^--?/, "").split("=")[0]!;
+      if (!a.includes("=") && VALUE_FLAGS.includes(name) && i + 1 < raw.length) ours.push(raw[++i]!);
+      continue;
+    }
+    return { ours, script: a, scriptArgs: raw.slice(i + 1) };
+  }
+  return { ours, scriptArgs: [] };
+}
+
+export const submitCommand = defineCommand({
+  meta: { name: "submit", description: "Queue an experiment: submit [options] SCRIPT [ARGS...]" },
+  args: {
+    queue: { type: "string", description: "queue name [default: local]" },
+    "queue-root": { type: "string", description: "local queue directory [default: ~/.studioml/queue] (env QUEUE_ROOT)" },
+    storage: { type: "string", description: "storage root as a file: URL [default: file://~/.studioml/storage]" },
+    bucket: { type: "string", description: "bucket (a folder under the storage root) [default: studioml-artifacts]" },
+    workspace: { type: "string", description: "directory to send as the workspace [default: .]" },
+    experiment: { type: "string", description: "experiment key [default: <time>_<uuid>]" },
+    pythonver: { type: "string", description: "python version the runner should use [default: 3]" },
+    requirements: { type: "string", description: "pip requirements file [default: <workspace>/requirements.txt if present]" },
+    cpus: { type: "string", description: "CPUs needed [default: 1]" },
+    ram: { type: "string", description: "RAM needed, e.g. 2g [default: 1g]" },
+    hdd: { type: "string", description: "disk needed, e.g. 3g [default: 1g]" },
+    gpus: { type: "string", description: "GPUs needed [default: 0]" },
+    "max-duration": { type: "string", description: "time limit per attempt, e.g. 20m" },
+    lifetime: { type: "string", description: "the request is void after this long, e.g. 30m" },
+    "save-frequency": { type: "string", description: "checkpoint interval [default: 1m]" },
+    env: { type: "string", description: "NAME=VALUE pairs for the experiment, comma-separated" },
+    wait: { type: "boolean", description: "wait for the experiment and print its log; exit 0 only when it succeeded" },
+    "wait-timeout": { type: "string", description: "give up waiting after this long [default: none]" },
+  },
+  async run({ rawArgs }) {
+    const { ours, script, scriptArgs } = splitSubmitArgv(rawArgs);
+    const flags = parseOurFlags(ours);
+    const problems: string[] = [];
+    if (!script) problems.push("SCRIPT: missing (usage: studio-runner submit [options] SCRIPT [ARGS...])");
+    const workspace = resolve(flags.workspace ?? ".");
+    if (!existsSync(workspace)) problems.push(`--workspace: ${workspace} does not exist`);
+    if (script && existsSync(workspace) && script !== "-m" && !existsSync(join(workspace, script))) {
+      problems.push(`SCRIPT: ${script} is not in the workspace ${workspace}`);
+    }
+    for (const f of ["ram", "hdd"] as const) if (flags[f] && parseSizeBytes(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a size`);
+    for (const f of ["max-duration", "lifetime", "save-frequency", "wait-timeout"] as const) {
+      if (flags[f] && parseDurationMs(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a duration`);
+    }
+    const storageUrl = flags.storage ?? process.env.STUDIO_STORAGE ?? `file://${join(homedir(), ".studioml", "storage")}`;
+    if (!storageUrl.startsWith("file:")) problems.push(`--storage: ${storageUrl} — only file: storage is supported by submit in this version`);
+    const env: Record<string, string> = {};
+    for (const pair of (flags.env ?? "").split(",").filter(Boolean)) {
+      const eq = pair.indexOf("=");
+      if (eq <= 0) problems.push(`--env: ${JSON.stringify(pair)} is not NAME=VALUE`);
+      else env[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    if (problems.length) {
+      process.stderr.write(`studio-runner submit: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+      process.exit(2);
+    }
+
+    const storageRoot = filePath(storageUrl);
+    const bucket = flags.bucket ?? "studioml-artifacts";
+    // The python client's local-storage form: 'file:/' + root + '/' + bucket + '/' + key.
+    const locationOf = (key: string) => `file:/${storageRoot}/${bucket}/${key}`;
+    const store = storeFor(locationOf("x"));
+    const queueRoot = resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot());
+    const queue = flags.queue ?? "local";
+    const key = flags.experiment ?? `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
+    const reqFile = flags.requirements ?? (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
+    const pythonenv = reqFile ? readFileSync(reqFile, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")) : [];
+
+    const uploaded = await uploadWorkspace(workspace, store, locationOf);
+    const message = buildRequest({
+      key,
+      script: script!,
+      args: scriptArgs,
+      pythonenv,
+      pythonver: flags.pythonver ?? "3",
+      resources: { cpus: Number(flags.cpus ?? 1), ram: flags.ram ?? "1g", hdd: flags.hdd ?? "1g", gpus: Number(flags.gpus ?? 0) },
+      maxDuration: flags["max-duration"],
+      lifetime: flags.lifetime,
+      saveFrequency: flags["save-frequency"],
+      env,
+      workspaceKey: uploaded.key,
+      locationOf,
+      storage: { type: "local", endpoint: storageUrl, bucket },
+    });
+    const backend = new LocalQueueBackend({ root: queueRoot, maxDeliveries: 3 });
+    const id = await backend.publish(queue, JSON.stringify(message, null, 1));
+    process.stdout.write(`${key}\n`);
+    if (!flags.wait) return;
+
+    const result = await follow({
+      queueRoot,
+      queue,
+      id,
+      store,
+      outputLocation: locationOf(`experiments/${key}/output.tar`),
+      resultsLocation: locationOf(`experiments/${key}/_results.tar`),
+      timeoutMs: flags["wait-timeout"] ? parseDurationMs(flags["wait-timeout"])! : 0,
+    });
+    if (result.state === "timeout") {
+      process.stderr.write(`studio-runner submit: experiment ${key} still not done after ${flags["wait-timeout"]}\n`);
+      process.exit(3);
+    }
+    if (result.log) process.stdout.write(result.log.endsWith("\n") ? result.log : `${result.log}\n`);
+    if (result.state === "failed") {
+      process.stderr.write(`studio-runner submit: experiment ${key} failed: ${result.reason}\n`);
+      process.exit(1);
+    }
+    if (result.exitMsg && result.exitMsg !== "exited with code 0") {
+      process.stderr.write(`studio-runner submit: experiment ${key} ${result.exitMsg}\n`);
+      process.exit(1);
+    }
+  },
+});
+
+function parseOurFlags(tokens: string[]): Record<string, string | undefined> & { wait?: string } {
+  const out: Record<string, string | undefined> = {};
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    const [rawName, inline] = t.replace(/^--?/, "").split(/=(.*)/s) as [string, string | undefined];
+    if (BOOL_FLAGS.includes(rawName)) {
+      out[rawName] = inline ?? "true";
+      continue;
+    }
+    if (!VALUE_FLAGS.includes(rawName)) {
+      process.stderr.write(`studio-runner submit: unknown flag ${t}\n`);
+      process.exit(2);
+    }
+    out[rawName] = inline ?? tokens[++i];
+  }
+  return out;
+}

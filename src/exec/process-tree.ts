@@ -1,0 +1,122 @@
+// Spawns an experiment in its own process group and kills the whole tree (group and any
+// descendants that left it) on timeout, stop or shutdown.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+
+export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null; killedFor?: string };
+
+/** Pids of every descendant of `root`, found through /proc (Linux). */
+export function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(e));
+      children.set(ppid, list);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const stack = [root];
+  while (stack.length) {
+    const pid = stack.pop()!;
+    for (const c of children.get(pid) ?? []) {
+      out.push(c);
+      stack.push(c);
+    }
+  }
+  return out;
+}
+
+export class JobProcess {
+  private readonly child: ChildProcess;
+  private killedFor?: string;
+  readonly exited: Promise<ExitInfo>;
+
+  constructor(argv: string[], options: { cwd: string; env: Record<string, string>; onLine: (line: string) => void }) {
+    this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const split = () => {
+      let partial = "";
+      return {
+        data: (chunk: Buffer) => {
+          const lines = (partial + chunk.toString("utf8")).split("\n");
+          partial = lines.pop() ?? "";
+          for (const line of lines) options.onLine(line.replace(/\r$/, ""));
+        },
+        end: () => {
+          if (partial) options.onLine(partial);
+          partial = "";
+        },
+      };
+    };
+    const out = split();
+    const err = split();
+    this.child.stdout!.on("data", out.data);
+    this.child.stderr!.on("data", err.data);
+    const streamsDone = Promise.all([
+      new Promise<void>((r) => this.child.stdout!.on("close", () => (out.end(), r()))),
+      new Promise<void>((r) => this.child.stderr!.on("close", () => (err.end(), r()))),
+    ]);
+    this.exited = new Promise<ExitInfo>((resolve) => {
+      this.child.on("error", (e) => {
+        options.onLine(`[studio-runner] could not start ${argv[0]}: ${e.message}`);
+        resolve({ code: 127, signal: null });
+      });
+      this.child.on("exit", (code, signal) => {
+        // Descendants may hold the pipes open; they die with the tree.
+        this.killTree("SIGKILL", true);
+        Promise.race([streamsDone, Bun.sleep(2000)]).then(() => resolve({ code, signal, killedFor: this.killedFor }));
+      });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** SIGTERM the tree, then SIGKILL what is left after graceMs. */
+  async stop(reason: string, graceMs = 10_000): Promise<ExitInfo> {
+    this.killedFor ??= reason;
+    this.killTree("SIGTERM");
+    const done = await Promise.race([this.exited, Bun.sleep(graceMs).then(() => undefined)]);
+    if (done) return done;
+    this.killTree("SIGKILL");
+    return this.exited;
+  }
+
+  private killTree(signal: NodeJS.Signals, afterExit = false) {
+    const pid = this.child.pid;
+    if (!pid) return;
+    const tree = descendants(pid);
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // group gone
+    }
+    for (const p of tree) {
+      try {
+        process.kill(p, signal);
+      } catch {
+        // gone
+      }
+    }
+    if (!afterExit) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // gone
+      }
+    }
+  }
+}

@@ -1,0 +1,22 @@
+// Entry point of the studio-runner binary: the run, submit and version commands.
+
+import { defineCommand, runMain } from "citty";
+import { runCommand } from "./cli/run.ts";
+import { submitCommand } from "./cli/submit.ts";
+import { versionCommand } from "./cli/version.ts";
+import { VERSION } from "./version.ts";
+
+const main = defineCommand({
+  meta: {
+    name: "studio-runner",
+    version: VERSION,
+    description: "Runs studioml experiments from queues on this machine's CPUs and GPUs",
+  },
+  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand },
+});
+
+async function start(): Promise<void> {
+  await runMain(main);
+}
+
+void start();

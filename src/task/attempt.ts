@@ -1,0 +1,254 @@
+// One attempt at one request, read top to bottom: parse, layout, fetch, environment, execute
+// (with checkpoints), finish, then ack. Faults decide between requeue (retryable) and the failed
+// place (permanent); a failing script is a finished experiment.
+
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { formatBytes, formatDuration } from "../config/units.ts";
+import { chooseInterpreter } from "../env/interpreters.ts";
+import { normaliseRequirements } from "../env/requirements.ts";
+import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
+import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
+import type { Delivery } from "../queue/task-queue.ts";
+import type { Request } from "../request/model.ts";
+import { parseRequest } from "../request/parse.ts";
+import type { Reservation } from "../resources/pool.ts";
+import { ArtifactUploader, fetchArtifact } from "./artifacts.ts";
+import type { TaskContext } from "./context.ts";
+import { buildJobEnv } from "./job-env.ts";
+import { OutputLog } from "./output-log.ts";
+import { SecretMasker } from "./secret-mask.ts";
+import { timeLimit } from "./time-limit.ts";
+
+export type AttemptOutcome =
+  | { kind: "finished"; exitCode: number | null; reason: string }
+  | { kind: "requeued" | "failed"; reason: string }
+  | { kind: "rejected"; reason: string };
+
+export type AttemptControl = {
+  /** Aborted when the runner drains: stop, checkpoint and requeue (without counting a delivery). */
+  shutdown: AbortSignal;
+  /** Grace a running experiment gets after shutdown before it is stopped. */
+  shutdownGraceMs: number;
+  /** Aborted on a forced shutdown: stop at once. */
+  force: AbortSignal;
+};
+
+const ALWAYS_FIRST = "workspace";
+
+export async function runAttempt(
+  delivery: Delivery,
+  ctx: TaskContext,
+  control: AttemptControl,
+  reservation?: Reservation,
+  parsed?: Request,
+): Promise<AttemptOutcome> {
+  const where = `${delivery.queue}/${delivery.id}`;
+  let request: Request;
+  try {
+    request = parsed ?? parseRequest(delivery.body);
+  } catch (err) {
+    const reason = `bad request: ${errorMessage(err)}`;
+    ctx.log.error(`${where}: ${reason}`);
+    await delivery.reject(reason);
+    return { kind: "rejected", reason };
+  }
+  const key = request.experiment.key;
+  const limit = timeLimit(request, ctx.maxDurationMs);
+  if (limit && limit.ms <= 0) {
+    const reason = `experiment ${key} expired before it could start (${limit.because})`;
+    ctx.log.warn(`${where}: ${reason}`);
+    await delivery.reject(reason);
+    return { kind: "rejected", reason };
+  }
+
+  // layout
+  const attemptDir = join(ctx.workingDir, "studio-runner", key, `${Date.now()}-${delivery.deliveryCount}`);
+  const dirs: Record<string, string> = {};
+  for (const label of Object.keys(request.experiment.artifacts)) dirs[label] = join(attemptDir, label);
+  dirs.output ??= join(attemptDir, "output");
+  await mkdir(dirs.output, { recursive: true });
+  const mappingFile = join(attemptDir, "artifact-mapping.json");
+  await writeFile(mappingFile, JSON.stringify(dirs, null, 2));
+  const jobEnv = buildJobEnv({
+    runnerEnv: ctx.runnerEnv,
+    request,
+    attemptDir,
+    mappingFile,
+    cpus: reservation?.needs.cpus ?? request.experiment.resources.cpus,
+    gpuIds: [],
+    allowEnvSecrets: ctx.allowEnvSecrets,
+  });
+  const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues));
+  const uploader = new ArtifactUploader(request, dirs);
+  const startedMs = Date.now();
+  log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
+  ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
+  for (const w of jobEnv.warnings) log.note(`warning: ${w}`);
+
+  let exit: ExitInfo | undefined;
+  let venvRelease: (() => void) | undefined;
+  try {
+    // fetch
+    const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
+    for (const label of labels) {
+      const artifact = request.experiment.artifacts[label]!;
+      if (label === "output") {
+        await uploader.baseline(label, false);
+        continue; // the log of this attempt replaces any earlier one
+      }
+      const fetched = await fetchArtifact(artifact, dirs[label]!, request, {
+        cache: ctx.artifacts,
+        budgetBytes: request.experiment.resources.hddBytes || undefined,
+      }).catch((err) => {
+        throw asFault(err).with({ phase: `fetch ${label}` });
+      });
+      if (artifact.mutable) await uploader.baseline(label, fetched.existed);
+      log.note(
+        fetched.existed
+          ? `artifact ${label}: ${fetched.files} file(s), ${formatBytes(fetched.bytes)}${fetched.cached ? " (from cache)" : ""}`
+          : `artifact ${label}: not in storage yet, starting empty`,
+      );
+    }
+
+    // environment
+    if (request.experiment.filename === null) {
+      throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image, which this runner does not support yet");
+    }
+    const interpreter = chooseInterpreter(request.experiment.pythonver);
+    const venv = await ctx.venvs.acquire(
+      {
+        interpreter,
+        requirements: normaliseRequirements([...request.experiment.pythonenv, ...request.config.pip]),
+        systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
+      },
+      (line) => log.write(line),
+    );
+    venvRelease = venv.release;
+    ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
+
+    // execute
+    const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}` };
+    const script = request.experiment.filename;
+    const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
+    log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+    exit = await execute(argv, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, control, ctx);
+
+    // finish
+    const shutdown = exit.killedFor === "shutdown";
+    const reason = shutdown
+      ? "runner shutting down"
+      : exit.killedFor
+        ? `stopped: ${exit.killedFor}`
+        : exit.code === 0
+          ? "exited with code 0"
+          : `exited with ${exit.code !== null ? `code ${exit.code}` : `signal ${exit.signal}`}`;
+    log.note(`experiment ${reason} after ${formatDuration(Date.now() - startedMs)}`);
+    await log.close();
+    if (shutdown) {
+      await uploader.upload(undefined, { includeMissing: true }).catch((err) => ctx.log.warn(`checkpoint before requeue failed: ${errorMessage(err)}`));
+      const outcome = await delivery.nack("runner shutting down", { countDelivery: false });
+      ctx.log.info(`experiment ${key} checkpointed and requeued for shutdown`);
+      return { kind: outcome, reason: "runner shutting down" };
+    }
+    await uploadFinal(uploader, request, dirs, ctx, reason);
+    await delivery.ack();
+    ctx.log.info(`experiment ${key} finished: ${reason}`, { experiment: key, exitCode: exit.code });
+    return { kind: "finished", exitCode: exit.code, reason };
+  } catch (err) {
+    const fault = asFault(err, { experiment: key });
+    const phase = fault.context.phase ? ` (${fault.context.phase})` : "";
+    log.note(`${fault.retryable ? "runner fault, will retry" : "experiment failed"}${phase}: ${fault.message}`);
+    await log.close();
+    // The log is the user's only view of what happened: try hard to get it to storage.
+    await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
+    const reason = `${fault.message}${phase}`;
+    if (fault.retryable) {
+      const outcome = await delivery.nack(reason);
+      ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
+      return { kind: outcome, reason };
+    }
+    await delivery.reject(reason);
+    ctx.log.error(`experiment ${key} rejected: ${reason}`);
+    return { kind: "rejected", reason };
+  } finally {
+    venvRelease?.();
+    await log.close();
+    if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function execute(
+  argv: string[],
+  cwd: string,
+  env: Record<string, string>,
+  log: OutputLog,
+  uploader: ArtifactUploader,
+  request: Request,
+  limit: ReturnType<typeof timeLimit>,
+  control: AttemptControl,
+  ctx: TaskContext,
+): Promise<ExitInfo> {
+  const job = new JobProcess(argv, { cwd, env, onLine: (line) => log.write(line) });
+  const timers: Array<ReturnType<typeof setTimeout>> = [];
+  const checkpoint = async (labels?: string[]) => {
+    await log.flush();
+    try {
+      const done = await uploader.upload(labels);
+      if (done.length) ctx.log.debug(`checkpointed ${done.join(", ")}`, { experiment: request.experiment.key });
+    } catch (err) {
+      ctx.log.warn(`checkpoint of ${request.experiment.key} failed (will retry): ${errorMessage(err)}`);
+    }
+  };
+  const every = request.config.saveWorkspaceFrequencyMs;
+  if (every && every > 0) timers.push(setInterval(() => void checkpoint(), Math.max(1000, every)));
+  for (const a of Object.values(request.experiment.artifacts)) {
+    if (a.mutable && a.saveFrequencyMs) timers.push(setInterval(() => void checkpoint([a.label]), Math.max(1000, a.saveFrequencyMs)));
+  }
+  if (limit) {
+    timers.push(
+      setTimeout(() => {
+        log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
+        void job.stop(`time limit reached (${limit.because})`);
+      }, limit.ms),
+    );
+  }
+  const onShutdown = () => {
+    log.note(`runner is shutting down: the experiment has ${formatDuration(control.shutdownGraceMs)} to finish before it is checkpointed and requeued`);
+    timers.push(setTimeout(() => void job.stop("shutdown"), control.shutdownGraceMs));
+  };
+  const onForce = () => void job.stop("shutdown", 2000);
+  if (control.shutdown.aborted) onShutdown();
+  else control.shutdown.addEventListener("abort", onShutdown, { once: true });
+  if (control.force.aborted) onForce();
+  else control.force.addEventListener("abort", onForce, { once: true });
+  try {
+    return await job.exited;
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    control.shutdown.removeEventListener("abort", onShutdown);
+    control.force.removeEventListener("abort", onForce);
+  }
+}
+
+/** Final upload of every mutable artifact, with `_results` written and uploaded last. */
+async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: Record<string, string>, ctx: TaskContext, exitMsg: string) {
+  const labels = Object.keys(request.experiment.artifacts).filter((l) => l !== "_results");
+  try {
+    await uploader.upload(labels, { includeMissing: true });
+    const results = request.experiment.artifacts._results;
+    if (results?.mutable && dirs._results) {
+      const doc = {
+        exit_msg: exitMsg,
+        experiment_id: request.experiment.key,
+        host: ctx.host,
+        artifacts: Object.fromEntries(Object.values(request.experiment.artifacts).map((a) => [a.label, { name: a.key ?? a.qualified }])),
+      };
+      await mkdir(dirs._results, { recursive: true });
+      await writeFile(join(dirs._results, "_results.json"), JSON.stringify(doc, null, 2));
+      await uploader.upload(["_results"], { includeMissing: true });
+    }
+  } catch (err) {
+    throw new RetryableError(`final upload failed: ${errorMessage(err)}`, { phase: "finish" }, { cause: err });
+  }
+}

@@ -1,0 +1,24 @@
+// What an attempt needs from the runner that hosts it.
+
+import type { VenvCache } from "../env/venv-cache.ts";
+import type { ArtifactCache } from "../storage/artifact-cache.ts";
+
+export type Logger = {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+  debug(message: string, fields?: Record<string, unknown>): void;
+};
+
+export type TaskContext = {
+  workingDir: string;
+  host: string;
+  runnerEnv: Record<string, string | undefined>;
+  venvs: VenvCache;
+  artifacts: ArtifactCache;
+  allowEnvSecrets: boolean;
+  /** Cap on any experiment's run time; 0 = none. */
+  maxDurationMs: number;
+  keepDirectories: boolean;
+  log: Logger;
+};

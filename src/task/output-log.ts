@@ -1,0 +1,47 @@
+// The experiment's log file (output/output): merged stdout+stderr and the runner's own notes,
+// written line by line through the secret masker.
+
+import { createWriteStream, type WriteStream } from "node:fs";
+import { SecretMasker } from "./secret-mask.ts";
+
+export class OutputLog {
+  private stream: WriteStream;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private masker: SecretMasker,
+    private echo?: (line: string) => void,
+  ) {
+    this.stream = createWriteStream(path, { flags: "a" });
+  }
+
+  setMasker(masker: SecretMasker) {
+    this.masker = masker;
+  }
+
+  /** One line from the experiment. */
+  write(line: string): void {
+    if (this.closed) return;
+    const masked = this.masker.mask(line);
+    this.stream.write(`${masked}\n`);
+    this.echo?.(masked);
+  }
+
+  /** One line from the runner, marked as such. */
+  note(line: string): void {
+    this.write(line.startsWith("[studio-runner]") ? line : `[studio-runner] ${line}`);
+  }
+
+  /** Wait until everything written so far is on disk. */
+  flush(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.stream.write("", () => resolve()));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => this.stream.end(() => resolve()));
+  }
+}
