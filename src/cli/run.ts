@@ -1,6 +1,7 @@
 // `studio-runner run`: the daemon. Reads settings, builds the runner, handles signals.
 
 import { defineCommand } from "citty";
+import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
@@ -46,6 +47,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
   const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
   const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
+  mkdirSync(workingDir, { recursive: true });
   const capacity = machineCapacity({
     maxCores: settings["max-cores"] as number,
     maxMemBytes: settings["max-mem"] as number,

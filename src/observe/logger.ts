@@ -19,7 +19,7 @@ function jsonReporter() {
 export function createLogger(format: LogFormat = "human", debug = false): Logger & { consola: ConsolaInstance } {
   const consola = createConsola({
     level: debug ? 4 : 3,
-    reporters: format === "json" ? [jsonReporter()] : undefined,
+    ...(format === "json" ? { reporters: [jsonReporter()] } : {}),
     formatOptions: { date: true, colors: process.stderr.isTTY ?? false, compact: true },
     stdout: process.stderr,
     stderr: process.stderr,
