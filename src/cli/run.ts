@@ -16,6 +16,7 @@ import { ResourcePool } from "../resources/pool.ts";
 import { Runner } from "../runner/runner.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { isRunnerSecret } from "../task/job-env.ts";
+import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
 
@@ -75,11 +76,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
     }),
   ];
   const pool = new ResourcePool(capacity);
+  const runnerId = crypto.randomUUID().slice(0, 8);
+  await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const runner = new Runner(
     backends,
     pool,
     {
       workingDir,
+      runnerId,
       host: hostname(),
       runnerEnv,
       venvs,

@@ -3,6 +3,7 @@
 // place (permanent); a failing script is a finished experiment.
 
 import { mkdir, rm, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter } from "../env/interpreters.ts";
@@ -18,6 +19,7 @@ import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
 import { SecretMasker } from "./secret-mask.ts";
+import { recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
 
 export type AttemptOutcome =
@@ -79,6 +81,7 @@ export async function runAttempt(
     gpuIds: [],
     allowEnvSecrets: ctx.allowEnvSecrets,
   });
+  await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues));
   const uploader = new ArtifactUploader(request, dirs);
   const startedMs = Date.now();
@@ -132,7 +135,7 @@ export async function runAttempt(
     const script = request.experiment.filename;
     const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
     log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
-    exit = await execute(argv, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, control, ctx);
+    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, control, ctx);
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
@@ -180,6 +183,7 @@ export async function runAttempt(
 
 async function execute(
   argv: string[],
+  attemptDir: string,
   cwd: string,
   env: Record<string, string>,
   log: OutputLog,
@@ -190,6 +194,7 @@ async function execute(
   ctx: TaskContext,
 ): Promise<ExitInfo> {
   const job = new JobProcess(argv, { cwd, env, onLine: (line) => log.write(line) });
+  await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {
     await log.flush();

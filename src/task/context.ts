@@ -12,6 +12,8 @@ export type Logger = {
 
 export type TaskContext = {
   workingDir: string;
+  /** This runner process's identity, recorded with each attempt (see orphans.ts). */
+  runnerId: string;
   host: string;
   runnerEnv: Record<string, string | undefined>;
   venvs: VenvCache;

@@ -1,0 +1,105 @@
+// Covers src/task/secret-mask.ts: SecretMasker hides NAME=value secrets, URL credentials and known secret values.
+import { describe, expect, test } from "bun:test";
+import { looksSecret, SecretMasker } from "../../src/task/secret-mask.ts";
+
+const masker = new SecretMasker();
+
+describe("SecretMasker NAME=value", () => {
+  test("AWS_SECRET_ACCESS_KEY=abc", () => {
+    const out = masker.mask("export AWS_SECRET_ACCESS_KEY=abc");
+    expect(out).toBe("export AWS_SECRET_ACCESS_KEY=***");
+    expect(out).not.toContain("abc");
+  });
+
+  test("MY_TOKEN=xyz", () => {
+    expect(masker.mask("MY_TOKEN=xyz")).toBe("MY_TOKEN=***");
+  });
+
+  test('PASSWORD="a b" (quoted value with a space is masked whole)', () => {
+    const out = masker.mask('PASSWORD="a b" next=1');
+    expect(out).toBe("PASSWORD=*** next=1");
+    expect(out).not.toContain("a b");
+  });
+
+  test("single-quoted values, spaces around =, and several pairs on one line", () => {
+    expect(masker.mask("db_password='p w'")).toBe("db_password=***");
+    expect(masker.mask("API_KEY = s3cr3t")).toBe("API_KEY = ***");
+    const out = masker.mask("user=bob PASSWD=hunter2, GOOGLE_CREDENTIALS=/x/y.json;mode=fast");
+    expect(out).toBe("user=bob PASSWD=***, GOOGLE_CREDENTIALS=***;mode=fast");
+  });
+
+  test("secret-looking names match case-insensitively", () => {
+    expect(masker.mask("api_key=abc123")).toBe("api_key=***");
+    expect(masker.mask("Secret=abc123")).toBe("Secret=***");
+  });
+
+  test("looksSecret", () => {
+    for (const n of ["AWS_SECRET_ACCESS_KEY", "MY_TOKEN", "PASSWORD", "PASSWD", "GOOGLE_APPLICATION_CREDENTIALS", "api_key"]) {
+      expect(looksSecret(n)).toBe(true);
+    }
+    for (const n of ["PATH", "HOME", "loss", "lr", "step", "STUDIOML_EXPERIMENT"]) expect(looksSecret(n)).toBe(false);
+  });
+});
+
+describe("SecretMasker URLs", () => {
+  test("https://user:pass@github.com/x.git", () => {
+    const out = masker.mask("git clone https://user:pass@github.com/x.git");
+    expect(out).toBe("git clone https://***@github.com/x.git");
+    expect(out).not.toContain("pass");
+    expect(out).not.toContain("user");
+  });
+
+  test("https://token@host/x", () => {
+    const out = masker.mask("fetching https://ghp_abcdef123456@host/x now");
+    expect(out).toBe("fetching https://***@host/x now");
+  });
+
+  test("pip requirement git+https URLs and amqp URLs", () => {
+    expect(masker.mask("-e git+https://deploy:tok3n@gitlab.example.com/g/p.git#egg=p")).toBe(
+      "-e git+https://***@gitlab.example.com/g/p.git#egg=p",
+    );
+    expect(masker.mask("connecting to amqp://guest:guest@127.0.0.1:5672/%2f")).toBe("connecting to amqp://***@127.0.0.1:5672/%2f");
+  });
+
+  test("URLs without credentials are untouched", () => {
+    const line = "GET https://github.com/x.git and http://127.0.0.1:9000/bucket/key";
+    expect(masker.mask(line)).toBe(line);
+  });
+
+  test("an email address outside a URL is untouched", () => {
+    expect(masker.mask("contact me@example.com")).toBe("contact me@example.com");
+  });
+});
+
+describe("SecretMasker known values", () => {
+  test("literal known secret values are masked anywhere in a line", () => {
+    const m = new SecretMasker(["exampleSecretKey123", "sess-token-999"]);
+    expect(m.mask("the key is exampleSecretKey123!")).toBe("the key is ***!");
+    expect(m.mask("prefixexampleSecretKey123suffix")).toBe("prefix***suffix");
+    expect(m.mask("a exampleSecretKey123 b exampleSecretKey123 c sess-token-999")).toBe("a *** b *** c ***");
+    expect(m.mask('{"secret":"exampleSecretKey123"}')).not.toContain("exampleSecretKey123");
+  });
+
+  test("a secret containing another is masked whole", () => {
+    const m = new SecretMasker(["abcdef", "abcdefghijkl"]);
+    expect(m.mask("x abcdefghijkl y")).toBe("x *** y");
+  });
+
+  test("very short or empty values are not treated as secrets (they would mask noise)", () => {
+    const m = new SecretMasker(["", "a", "12"]);
+    expect(m.mask("a 12 abc")).toBe("a 12 abc");
+  });
+
+  test("ordinary metric lines are unchanged", () => {
+    const m = new SecretMasker(["exampleSecretKey123"]);
+    for (const line of [
+      "loss=0.3 lr=0.1 step=5",
+      "epoch 3/10 - accuracy: 0.91 - val_loss: 0.22",
+      "keyboard interrupt ignored",
+      "",
+      "   ",
+    ]) {
+      expect(m.mask(line)).toBe(line);
+    }
+  });
+});
