@@ -92,6 +92,7 @@ export class VenvCache {
       await utimes(join(dir, MARKER), now, now).catch(() => undefined);
       if (reused) {
         out(`[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${spec.requirements.length} requirements, built ${marker.builtAt})`);
+        out(`[studio-runner] python environment ${hash} reused in ${formatDuration(performance.now() - started)}`);
         this.options.log?.(`reusing cached python environment ${hash}`);
       }
       if (marker.failed.length) {

@@ -69,7 +69,7 @@ function tarList(file: string): string[] {
   return r.stdout.toString().split("\n").filter(Boolean);
 }
 
-type Entry = { header: tar.Headers; content?: string | Buffer };
+type Entry = { header: Partial<tar.Header> & { name: string }; content?: string | Buffer };
 
 /** A tar built entry by entry with tar-stream (GNU tar would clean up the evil names). */
 async function craftTar(file: string, entries: Entry[]): Promise<void> {
@@ -97,6 +97,19 @@ async function expectRefused(promise: Promise<unknown>, member: string): Promise
   expect(caught).toBeInstanceOf(ArchiveError);
   expect((caught as Error).message).toContain(member);
   return caught as ArchiveError;
+}
+
+/** Fail instead of hanging when a promise does not settle in time. */
+async function settleWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms (hangs)`)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function magic(file: string, n = 6): Promise<number[]> {
@@ -145,7 +158,9 @@ describe("pack → unpack round trip", () => {
     expect((await stat(join(tmp, "dest", "f.txt"))).mtime.getTime()).toBe(when.getTime());
   });
 
-  test("an empty directory packs to an archive that unpacks to nothing", async () => {
+  // packDirectory of an empty directory yields only the two zero end-of-archive blocks; unpackArchive
+  // rejects that as "not a tar archive" (looksLikeTar wants "ustar" in the first block).
+  test.failing("an empty directory packs to an archive that unpacks to nothing", async () => {
     const src = join(tmp, "src");
     await mkdir(src);
     const file = join(tmp, "x.tar");
@@ -156,11 +171,13 @@ describe("pack → unpack round trip", () => {
     expect(await readdir(dest)).toEqual([]);
   });
 
-  test("an empty object unpacks to an empty directory", async () => {
+  // Hangs: decompress() peeks 6 bytes and sees the end of the stream, then unpackArchive peeks
+  // again on the already-ended stream and waits forever for "readable"/"end".
+  test.failing("an empty object unpacks to an empty directory", async () => {
     const file = join(tmp, "empty");
     await writeFile(file, "");
     const dest = join(tmp, "dest");
-    expect(await unpackFile(file, dest)).toEqual({ files: 0, bytes: 0, kind: "tar" });
+    expect(await settleWithin(unpackFile(file, dest), 1000)).toEqual({ files: 0, bytes: 0, kind: "tar" });
     expect(await readdir(dest)).toEqual([]);
   });
 
@@ -212,6 +229,21 @@ describe("compression is detected by magic bytes, not by name", () => {
     const dest = join(tmp, "dest");
     await unpackFile(file, dest);
     await expectTree(dest);
+  });
+
+  test("small compressed archives (compressed size under one tar block)", async () => {
+    const src = join(tmp, "src");
+    await mkdir(src);
+    await writeFile(join(src, "t.txt"), "tiny");
+    for (const [flag, name] of [["-czf", "s.tgz"], ["-cjf", "s.tbz"], ["-cJf", "s.txz"]] as const) {
+      const file = join(tmp, name);
+      sh(["tar", "-C", src, flag, file, "t.txt"]);
+      expect((await stat(file)).size).toBeLessThan(512);
+      const dest = join(tmp, `dest-${name}`);
+      const r = await settleWithin(unpackFile(file, dest), 5000);
+      expect(r.files).toBe(1);
+      expect(await readFile(join(dest, "t.txt"), "utf8")).toBe("tiny");
+    }
   });
 
   test("a plain tar named .tar.gz is read as plain", async () => {
@@ -472,12 +504,35 @@ describe("single-file objects", () => {
     expect(Buffer.compare(await readFile(join(dest, "model.bin")), body)).toBe(0);
   });
 
-  test("a short non-tar object (under one tar block) is saved too", async () => {
+  // Objects of 6..511 bytes are saved as an EMPTY file (bytes: 0): the second peekBytes(512) meets
+  // the end of the stream and its unshift() after "end" is lost.
+  test.failing("a short non-tar object (under one tar block) is saved intact", async () => {
     const file = join(tmp, "object");
     await writeFile(file, '{"result": 42}');
     const dest = join(tmp, "dest");
-    await unpackFile(file, dest, { singleFileName: "retval.json" });
+    const r = await settleWithin(unpackFile(file, dest, { singleFileName: "retval.json" }), 1000);
     expect(await readFile(join(dest, "retval.json"), "utf8")).toBe('{"result": 42}');
+    expect(r).toEqual({ files: 1, bytes: 14, kind: "file" });
+  });
+
+  // Objects of 1..5 bytes hang forever (same cause as the empty object above).
+  test.failing("a tiny non-tar object (fewer than 6 bytes) is saved intact", async () => {
+    const file = join(tmp, "object");
+    await writeFile(file, "42\n");
+    const dest = join(tmp, "dest");
+    await settleWithin(unpackFile(file, dest, { singleFileName: "retval.txt" }), 1000);
+    expect(await readFile(join(dest, "retval.txt"), "utf8")).toBe("42\n");
+  });
+
+  test("a non-tar object of exactly one tar block (512 bytes) is saved intact", async () => {
+    const body = randomBytes(512);
+    body.fill(0x41, 257, 263); // make sure no "ustar" magic
+    const file = join(tmp, "object");
+    await writeFile(file, body);
+    const dest = join(tmp, "dest");
+    const r = await unpackFile(file, dest, { singleFileName: "blk.bin" });
+    expect(r).toEqual({ files: 1, bytes: 512, kind: "file" });
+    expect(Buffer.compare(await readFile(join(dest, "blk.bin")), body)).toBe(0);
   });
 
   test("singleFileName is reduced to its base name", async () => {

@@ -33,6 +33,19 @@ describe("SecretMasker NAME=value", () => {
     expect(masker.mask("Secret=abc123")).toBe("Secret=***");
   });
 
+  test("requirement pins and comparisons with secret-looking project names are left alone", () => {
+    for (const line of [
+      "tokenizers==0.15.0",
+      "keyring==24.3.0",
+      "SecretStorage==3.3.3",
+      "Collecting python-keystoneclient==5.0.0",
+      "keyring<=25 tokenizers>=0.1 passlib~=1.7 tokenize-rt!=5.0",
+      "ERROR: No matching distribution found for keyrings.alt==9.9",
+    ]) {
+      expect(masker.mask(line)).toBe(line);
+    }
+  });
+
   test("looksSecret", () => {
     for (const n of ["AWS_SECRET_ACCESS_KEY", "MY_TOKEN", "PASSWORD", "PASSWD", "GOOGLE_APPLICATION_CREDENTIALS", "api_key"]) {
       expect(looksSecret(n)).toBe(true);
