@@ -20,7 +20,7 @@ export PIP_RETRIES=${PIP_RETRIES:-0} PIP_DISABLE_PIP_VERSION_CHECK=1
 mkdir -p .test-tmp
 report=.test-tmp/junit.xml
 rm -f "$report"
-"$BUN" test --reporter=junit --reporter-outfile="$report" "$@" 2>&1 | tee .test-tmp/bun-test.log
+"$BUN" test --timeout 900000 --reporter=junit --reporter-outfile="$report" "$@" 2>&1 | tee .test-tmp/bun-test.log
 status=${PIPESTATUS[0]}
 if [ ! -s "$report" ]; then
   echo "0 passed, 1 failed"

@@ -1,8 +1,7 @@
 // Detects compression from magic bytes (never from names) and wraps a stream in a decompressor.
 
 import { spawn } from "node:child_process";
-import type { Readable } from "node:stream";
-import { Duplex, PassThrough } from "node:stream";
+import { Duplex, PassThrough, Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import unbzip2 from "unbzip2-stream";
 import { ArchiveError } from "../errors.ts";
@@ -23,46 +22,35 @@ export function looksLikeTar(head: Uint8Array): boolean {
   return magic === "ustar";
 }
 
-/** Read at least n bytes from the front of a stream and put them back; fewer at end of stream. */
-export async function peekBytes(stream: Readable, n: number): Promise<Buffer> {
+/**
+ * Read up to n bytes from the front of a stream. Returns them and a stream that yields the same
+ * bytes again followed by the rest, so short and empty streams are handled like any other.
+ */
+export async function peekBytes(source: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   const chunks: Buffer[] = [];
   let length = 0;
-  let ended = false;
-  const onEnd = () => {
-    ended = true;
-  };
-  stream.once("end", onEnd);
-  try {
-    while (length < n && !ended) {
-      const chunk: Buffer | null = stream.read();
-      if (chunk !== null) {
-        chunks.push(chunk);
-        length += chunk.length;
-        continue;
-      }
-      await new Promise<void>((resolve, reject) => {
-        const done = () => {
-          stream.off("readable", done);
-          stream.off("end", done);
-          stream.off("error", fail);
-          resolve();
-        };
-        const fail = (err: Error) => {
-          stream.off("readable", done);
-          stream.off("end", done);
-          reject(err);
-        };
-        stream.once("readable", done);
-        stream.once("end", done);
-        stream.once("error", fail);
-      });
+  let done = false;
+  while (length < n) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
     }
-  } finally {
-    stream.off("end", onEnd);
+    const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+    chunks.push(chunk);
+    length += chunk.length;
   }
   const head = Buffer.concat(chunks);
-  if (head.length > 0) stream.unshift(head);
-  return head;
+  async function* replay() {
+    if (head.length) yield head;
+    while (!done) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  return { head, stream: Readable.from(replay(), { objectMode: false }) };
 }
 
 function xzDecompressor(): Duplex {
@@ -79,14 +67,14 @@ function xzDecompressor(): Duplex {
 
 /** Returns the decompressed stream for whatever compression the bytes show. */
 export async function decompress(source: Readable): Promise<{ stream: Readable; compression: Compression }> {
-  const head = await peekBytes(source, 6);
+  const { head, stream: replayed } = await peekBytes(source, 6);
   const compression = detectCompression(head);
-  if (compression === "none") return { stream: source, compression };
+  if (compression === "none") return { stream: replayed, compression };
   const decoder = compression === "gzip" ? createGunzip() : compression === "bzip2" ? (unbzip2() as Duplex) : xzDecompressor();
   // unbzip2-stream is an old-style stream without read(): normalise through a PassThrough.
   const out = new PassThrough();
-  source.on("error", (err) => out.destroy(err));
+  replayed.on("error", (err) => out.destroy(err));
   decoder.on("error", (err) => out.destroy(err));
-  source.pipe(decoder).pipe(out);
+  replayed.pipe(decoder).pipe(out);
   return { stream: out, compression };
 }

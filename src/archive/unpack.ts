@@ -2,7 +2,7 @@
 // members that escape the directory, links out, device files and over-budget archives refused.
 
 import { createWriteStream } from "node:fs";
-import { link, mkdir, symlink, utimes } from "node:fs/promises";
+import { link, lstat, mkdir, realpath, symlink, utimes } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, posix, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -36,13 +36,44 @@ function insideDir(root: string, target: string): boolean {
   return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
 }
 
+/**
+ * Make the parent directory of `target` and prove, on the real filesystem, that it lies inside
+ * `realRoot`: symlinks extracted earlier (each harmless on its own) must not lead writes outside.
+ */
+async function safeParent(realRoot: string, target: string, member: string): Promise<void> {
+  const parent = dirname(target);
+  let existing = parent;
+  while (!(await exists(existing))) existing = dirname(existing);
+  const check = async (dir: string) => {
+    if (!insideDir(realRoot, await realpath(dir))) {
+      throw new ArchiveError(`archive member ${JSON.stringify(member)} would be written outside the artifact directory through a symlink`);
+    }
+  };
+  await check(existing);
+  await mkdir(parent, { recursive: true });
+  await check(parent);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Extract a (possibly compressed) tar, or save non-tar bytes as one file, into destDir. */
 export async function unpackArchive(source: Readable, destDir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
-  const root = resolve(destDir);
-  await mkdir(root, { recursive: true });
-  const { stream } = await decompress(source);
-  const head = await peekBytes(stream, 512);
-  if (head.length === 0) return { files: 0, bytes: 0, kind: "tar" };
+  await mkdir(resolve(destDir), { recursive: true });
+  const root = await realpath(resolve(destDir));
+  const decompressed = (await decompress(source)).stream;
+  const { head, stream } = await peekBytes(decompressed, 512);
+  // Nothing at all, or only end-of-archive zero blocks: an empty artifact.
+  if (head.length === 0 || (head.length >= 512 && head.every((b) => b === 0))) {
+    stream.resume();
+    return { files: 0, bytes: 0, kind: "tar" };
+  }
   if (!looksLikeTar(head)) {
     if (!options.singleFileName) throw new ArchiveError("artifact is not a tar archive (no ustar header)");
     const name = safeMemberPath(basename(options.singleFileName));
@@ -74,7 +105,7 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
       }
       switch (h.type) {
         case "directory":
-          await mkdir(target, { recursive: true });
+          await safeParent(root, join(target, "x"), h.name);
           if (h.mtime) deferredDirTimes.push([target, h.mtime]);
           entry.resume();
           break;
@@ -86,7 +117,7 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
           if (options.budgetBytes !== undefined && bytes > options.budgetBytes) {
             throw new ArchiveError(`archive content exceeds the disk budget of ${formatBytes(options.budgetBytes)} at member ${JSON.stringify(h.name)}`);
           }
-          await mkdir(dirname(target), { recursive: true });
+          await safeParent(root, target, h.name);
           await pipeline(entry, createWriteStream(target, { mode: (h.mode ?? 0o644) & 0o777 }));
           if (h.mtime) await utimes(target, h.mtime, h.mtime).catch(() => undefined);
           files++;
@@ -97,14 +128,18 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
           if (isAbsolute(linkname) || !insideDir(root, resolve(dirname(target), linkname))) {
             throw new ArchiveError(`archive member ${JSON.stringify(h.name)} is a symlink pointing outside the artifact (${JSON.stringify(linkname)})`);
           }
-          await mkdir(dirname(target), { recursive: true });
+          await safeParent(root, target, h.name);
+          if (!insideDir(root, resolve(await realpath(dirname(target)), linkname))) {
+            throw new ArchiveError(`archive member ${JSON.stringify(h.name)} is a symlink pointing outside the artifact (${JSON.stringify(linkname)})`);
+          }
           await symlink(linkname, target);
           entry.resume();
           break;
         }
         case "link": {
           const source = join(root, safeMemberPath(posix.normalize(h.linkname ?? "")));
-          await mkdir(dirname(target), { recursive: true });
+          await safeParent(root, source, h.name);
+          await safeParent(root, target, h.name);
           await link(source, target);
           entry.resume();
           break;

@@ -21,7 +21,7 @@ async function evilTar(path: string) {
   pack.entry({ name: "../escaped.txt" }, "gotcha\n");
   pack.finalize();
   const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(Buffer.from(c));
+  for await (const c of pack) chunks.push(Buffer.from(c as Uint8Array));
   writeFileSync(path, Buffer.concat(chunks));
 }
 

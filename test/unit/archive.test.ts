@@ -160,7 +160,7 @@ describe("pack → unpack round trip", () => {
 
   // packDirectory of an empty directory yields only the two zero end-of-archive blocks; unpackArchive
   // rejects that as "not a tar archive" (looksLikeTar wants "ustar" in the first block).
-  test.failing("an empty directory packs to an archive that unpacks to nothing", async () => {
+  test("an empty directory packs to an archive that unpacks to nothing", async () => {
     const src = join(tmp, "src");
     await mkdir(src);
     const file = join(tmp, "x.tar");
@@ -173,7 +173,7 @@ describe("pack → unpack round trip", () => {
 
   // Hangs: decompress() peeks 6 bytes and sees the end of the stream, then unpackArchive peeks
   // again on the already-ended stream and waits forever for "readable"/"end".
-  test.failing("an empty object unpacks to an empty directory", async () => {
+  test("an empty object unpacks to an empty directory", async () => {
     const file = join(tmp, "empty");
     await writeFile(file, "");
     const dest = join(tmp, "dest");
@@ -395,7 +395,7 @@ describe("refusals", () => {
   // Each symlink target is checked lexically, but the filesystem resolves ".." after following
   // earlier symlinks: `x -> .` then `up -> x/..` looks like "<dest>" lexically yet really is the
   // parent of <dest>; a later member `up/evil` is then written outside the destination.
-  test.failing("a chain of symlinks that each look inside cannot be used to write outside", async () => {
+  test("a chain of symlinks that each look inside cannot be used to write outside", async () => {
     const file = join(tmp, "chain.tar");
     await craftTar(file, [
       { header: { name: "x", type: "symlink", linkname: "." } },
@@ -506,7 +506,7 @@ describe("single-file objects", () => {
 
   // Objects of 6..511 bytes are saved as an EMPTY file (bytes: 0): the second peekBytes(512) meets
   // the end of the stream and its unshift() after "end" is lost.
-  test.failing("a short non-tar object (under one tar block) is saved intact", async () => {
+  test("a short non-tar object (under one tar block) is saved intact", async () => {
     const file = join(tmp, "object");
     await writeFile(file, '{"result": 42}');
     const dest = join(tmp, "dest");
@@ -516,7 +516,7 @@ describe("single-file objects", () => {
   });
 
   // Objects of 1..5 bytes hang forever (same cause as the empty object above).
-  test.failing("a tiny non-tar object (fewer than 6 bytes) is saved intact", async () => {
+  test("a tiny non-tar object (fewer than 6 bytes) is saved intact", async () => {
     const file = join(tmp, "object");
     await writeFile(file, "42\n");
     const dest = join(tmp, "dest");
