@@ -264,16 +264,18 @@ export class VenvCache {
     } catch {
       return;
     }
-    const entries: Array<{ hash: string; usedMs: number; sizeBytes: number }> = [];
+    // Entries in use or being built still take space: they count toward the total but stay.
+    const entries: Array<{ hash: string; usedMs: number; sizeBytes: number; pinned: boolean }> = [];
     for (const hash of names) {
-      if (hash.endsWith(".lock") || this.inUse.has(hash) || this.building.has(hash)) continue;
-      if (existsSync(join(this.options.root, `${hash}.lock`))) continue;
+      if (hash.endsWith(".lock")) continue;
+      const pinned = this.inUse.has(hash) || this.building.has(hash) || existsSync(join(this.options.root, `${hash}.lock`));
       try {
         const markerPath = join(this.options.root, hash, MARKER);
         const marker = JSON.parse(await readFile(markerPath, "utf8")) as Marker;
-        entries.push({ hash, usedMs: (await stat(markerPath)).mtimeMs, sizeBytes: marker.sizeBytes });
+        entries.push({ hash, usedMs: (await stat(markerPath)).mtimeMs, sizeBytes: marker.sizeBytes, pinned });
       } catch {
-        // Half-built with no lock: a crashed build. Remove it.
+        if (pinned) continue;
+        // Half-built with no lock: a crashed build. Remove it once it is clearly not in progress.
         const s = await stat(join(this.options.root, hash)).catch(() => undefined);
         if (s && Date.now() - s.mtimeMs > 10 * 60_000) await rm(join(this.options.root, hash), { recursive: true, force: true });
       }
@@ -281,6 +283,7 @@ export class VenvCache {
     entries.sort((a, b) => a.usedMs - b.usedMs);
     let total = entries.reduce((sum, e) => sum + e.sizeBytes, 0);
     for (const e of entries) {
+      if (e.pinned) continue;
       const tooOld = Date.now() - e.usedMs > this.options.maxAgeMs;
       if (!tooOld && total <= this.options.maxBytes) continue;
       await rm(join(this.options.root, e.hash), { recursive: true, force: true });

@@ -24,7 +24,7 @@ export class HttpStore implements ObjectStore {
     return Readable.fromWeb(res.body as import("node:stream/web").ReadableStream);
   }
 
-  async put(location: string): Promise<ObjectInfo> {
+  async put(location: string, _body?: Readable): Promise<ObjectInfo> {
     throw new PermanentError(`${location}: http artifacts are read-only; mark them immutable`);
   }
 
