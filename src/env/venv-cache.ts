@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { PermanentError, RetryableError } from "../errors.ts";
 import { runCommand } from "../exec/command.ts";
+import { isProcessAlive } from "../exec/pid.ts";
 import type { Interpreter } from "./interpreters.ts";
 import { failedRequirementFromPipOutput, matchRequirementLine, pipErrorLines } from "./requirements.ts";
 
@@ -157,14 +158,7 @@ export class VenvCache {
   private async lockIsStale(lock: string): Promise<boolean> {
     try {
       const [host, pid] = (await readFile(join(lock, "owner"), "utf8")).split(" ");
-      if (host === hostname()) {
-        try {
-          process.kill(Number(pid), 0);
-          return false;
-        } catch (err) {
-          return (err as NodeJS.ErrnoException).code === "ESRCH";
-        }
-      }
+      if (host === hostname()) return !isProcessAlive(Number(pid));
       return Date.now() - (await stat(lock)).mtimeMs > 2 * 60 * 60 * 1000;
     } catch {
       // Owner file not written yet, or lock just released.

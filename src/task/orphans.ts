@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { isProcessAlive } from "../exec/pid.ts";
 import { descendants } from "../exec/process-tree.ts";
 
 export type AttemptOwner = { host: string; runnerPid: number; runnerId: string; jobPid?: number };
@@ -14,15 +15,6 @@ const OWNER_FILE = "runner.json";
 
 export async function recordOwner(attemptDir: string, owner: AttemptOwner): Promise<void> {
   await writeFile(join(attemptDir, OWNER_FILE), JSON.stringify(owner));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function processGroupOf(pid: number): number | undefined {
@@ -53,7 +45,7 @@ export async function reapOrphans(
         continue;
       }
       if (owner.host !== hostname() || owner.runnerId === self.runnerId) continue;
-      if (owner.runnerPid !== process.pid && alive(owner.runnerPid)) continue;
+      if (owner.runnerPid !== process.pid && isProcessAlive(owner.runnerPid)) continue;
       if (owner.jobPid && processGroupOf(owner.jobPid) === owner.jobPid) {
         const tree = descendants(owner.jobPid);
         for (const pid of [owner.jobPid, ...tree]) {

@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { isProcessAlive } from "../../src/exec/pid.ts";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
 
 const SCRIPT = `
@@ -49,13 +50,7 @@ describe("runner killed mid-job", () => {
       expect(await second.exited).toBe(0);
       expect(second.stderr).toContain(`stopped orphaned experiment ${exp.key}`);
       expect(second.stderr).toContain("recovered message local_crash/");
-      let orphanAlive = true;
-      try {
-        process.kill(pid, 0);
-      } catch {
-        orphanAlive = false;
-      }
-      expect(orphanAlive).toBe(false);
+      expect(isProcessAlive(pid)).toBe(false);
 
       const log = tarMember(join(exp.experimentDir, "output.tar"));
       expect(log).toContain("delivery 2 from queue local_crash");

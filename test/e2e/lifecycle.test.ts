@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { isProcessAlive } from "../../src/exec/pid.ts";
 import { enqueue, filesIn, makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../helpers/e2e.ts";
 
 const SLEEPER = `
@@ -100,13 +101,7 @@ time.sleep(300)
     const log = tarMember(join(exp.experimentDir, "output.tar"));
     expect(log).toContain("time limit of 2s (experiment.max_duration) reached");
     const childPid = Number(/child pid (\d+)/.exec(log)![1]);
-    let alive = true;
-    try {
-      process.kill(childPid, 0);
-    } catch {
-      alive = false;
-    }
-    expect(alive).toBe(false);
+    expect(isProcessAlive(childPid)).toBe(false);
     expect(filesIn(join(sb.queueRoot, "local_timeout"))).toEqual([]);
   }, 180_000);
 

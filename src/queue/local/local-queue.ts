@@ -7,6 +7,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "n
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { RequestError } from "../../errors.ts";
+import { isProcessAlive } from "../../exec/pid.ts";
 import type { Delivery, NackOutcome, QueueBackend, QueueFilter, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import { queueWanted } from "../task-queue.ts";
 
@@ -29,15 +30,6 @@ const INCOMING = ".incoming";
 const OWNER_SEP = "@@";
 
 const safeHost = () => hostname().replace(/[^A-Za-z0-9.-]/g, "_");
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 const isMessageName = (name: string) => !name.startsWith(".") && !name.endsWith(".tmp") && !name.includes(OWNER_SEP);
 
@@ -254,7 +246,7 @@ export class LocalQueueBackend implements QueueBackend {
       if (this.claims.has(claimed)) continue;
       let dead = false;
       if (host === this.host) {
-        dead = pid === process.pid ? runnerId !== this.runnerId : !pidAlive(pid);
+        dead = pid === process.pid ? runnerId !== this.runnerId : !isProcessAlive(pid);
       }
       if (!dead) {
         try {
