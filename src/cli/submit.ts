@@ -2,19 +2,18 @@
 
 import { defineCommand } from "citty";
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { defaultQueueRoot } from "../config/options.ts";
 import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
+import { errorMessage } from "../errors.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { buildRequest } from "../submit/build-request.ts";
 import { follow } from "../submit/follow.ts";
+import { storageProblems, submitStorage } from "../submit/submit-storage.ts";
 import { uploadWorkspace } from "../submit/workspace-upload.ts";
-import { filePath } from "../storage/file/file-store.ts";
-import { storeFor } from "../storage/stores.ts";
 
 const VALUE_FLAGS = [
-  "queue", "queue-root", "storage", "bucket", "workspace", "experiment", "pythonver", "requirements",
+  "queue", "queue-root", "storage", "bucket", "s3-endpoint", "workspace", "experiment", "pythonver", "requirements",
   "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout",
 ];
 const BOOL_FLAGS = ["wait", "help", "h"];
@@ -41,8 +40,12 @@ export const submitCommand = defineCommand({
   args: {
     queue: { type: "string", description: "queue name [default: local]" },
     "queue-root": { type: "string", description: "local queue directory [default: ~/.studioml/queue] (env QUEUE_ROOT)" },
-    storage: { type: "string", description: "storage root as a file: URL [default: file://~/.studioml/storage]" },
-    bucket: { type: "string", description: "bucket (a folder under the storage root) [default: studioml-artifacts]" },
+    storage: {
+      type: "string",
+      description: "a file: URL (storage root) or s3://host:port/bucket (S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) [default: file://~/.studioml/storage]",
+    },
+    bucket: { type: "string", description: "bucket (a folder under a file: root; for s3:// when the URL names none) [default: studioml-artifacts]" },
+    "s3-endpoint": { type: "string", description: "S3 server as http(s)://host[:port]: its scheme (default https), and its host for s3://bucket" },
     workspace: { type: "string", description: "directory to send as the workspace [default: .]" },
     experiment: { type: "string", description: "experiment key [default: <time>_<uuid>]" },
     pythonver: { type: "string", description: "python version the runner should use [default: 3]" },
@@ -72,8 +75,7 @@ export const submitCommand = defineCommand({
     for (const f of ["max-duration", "lifetime", "save-frequency", "wait-timeout"] as const) {
       if (flags[f] && parseDurationMs(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a duration`);
     }
-    const storageUrl = flags.storage ?? process.env.STUDIO_STORAGE ?? `file://${join(homedir(), ".studioml", "storage")}`;
-    if (!storageUrl.startsWith("file:")) problems.push(`--storage: ${storageUrl} — only file: storage is supported by submit in this version`);
+    problems.push(...storageProblems(flags, process.env));
     const env: Record<string, string> = {};
     for (const pair of (flags.env ?? "").split(",").filter(Boolean)) {
       const eq = pair.indexOf("=");
@@ -85,18 +87,22 @@ export const submitCommand = defineCommand({
       process.exit(2);
     }
 
-    const storageRoot = filePath(storageUrl);
-    const bucket = flags.bucket ?? "studioml-artifacts";
-    // The python client's local-storage form: 'file:/' + root + '/' + bucket + '/' + key.
-    const locationOf = (key: string) => `file:/${storageRoot}/${bucket}/${key}`;
-    const store = storeFor(locationOf("x"));
+    const storage = submitStorage(flags, process.env);
+    const { store, locationOf } = storage;
     const queueRoot = resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot());
     const queue = flags.queue ?? "local";
     const key = flags.experiment ?? `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
     const reqFile = flags.requirements ?? (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
     const pythonenv = reqFile ? readFileSync(reqFile, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")) : [];
 
-    const uploaded = await uploadWorkspace(workspace, store, locationOf);
+    let uploaded;
+    try {
+      await storage.prepare();
+      uploaded = await uploadWorkspace(workspace, store, locationOf);
+    } catch (err) {
+      process.stderr.write(`studio-runner submit: cannot store the workspace: ${errorMessage(err)}\n`);
+      process.exit(1);
+    }
     const message = buildRequest({
       key,
       script: script!,
@@ -110,7 +116,9 @@ export const submitCommand = defineCommand({
       env,
       workspaceKey: uploaded.key,
       locationOf,
-      storage: { type: "local", endpoint: storageUrl, bucket },
+      bucket: storage.artifactBucket,
+      credentials: storage.credentials,
+      storage: storage.config,
     });
     const backend = new LocalQueueBackend({ root: queueRoot, maxDeliveries: 3 });
     const id = await backend.publish(queue, JSON.stringify(message, null, 1));

@@ -4,6 +4,7 @@
 import { createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { RetryableError } from "../errors.ts";
 import type { ObjectStore } from "./object-store.ts";
@@ -20,10 +21,20 @@ export class ArtifactCache {
     return new Bun.CryptoHasher("sha256").update(`${location}\0${version}`).digest("hex");
   }
 
-  /** Path of a local copy of the object; `hit` says whether it was already there. */
-  async fetch(store: ObjectStore, location: string, version: string): Promise<{ path: string; hit: boolean }> {
+  /**
+   * Path of a local copy of the object; `hit` says whether it was already there. Concurrent calls
+   * for the same location and version share one download (whose progress `track` may follow).
+   */
+  async fetch(
+    store: ObjectStore,
+    location: string,
+    version: string,
+    options: { track?: (download: Readable) => Readable } = {},
+  ): Promise<{ path: string; hit: boolean }> {
     const key = ArtifactCache.keyOf(location, version);
     const path = join(this.root, key);
+    const inFlight = this.downloads.get(key);
+    if (inFlight) return { path: await inFlight, hit: false };
     try {
       await stat(path);
       const now = new Date();
@@ -32,19 +43,20 @@ export class ArtifactCache {
     } catch {
       // not cached yet
     }
-    let pending = this.downloads.get(key);
+    let pending = this.downloads.get(key); // another caller may have started it meanwhile
     if (!pending) {
-      pending = this.download(store, location, path).finally(() => this.downloads.delete(key));
+      pending = this.download(store, location, path, options.track).finally(() => this.downloads.delete(key));
       this.downloads.set(key, pending);
     }
     return { path: await pending, hit: false };
   }
 
-  private async download(store: ObjectStore, location: string, path: string): Promise<string> {
+  private async download(store: ObjectStore, location: string, path: string, track?: (download: Readable) => Readable): Promise<string> {
     await mkdir(this.root, { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     try {
-      await pipeline(await store.get(location), createWriteStream(tmp));
+      const source = await store.get(location);
+      await pipeline(track ? track(source) : source, createWriteStream(tmp));
       await rename(tmp, path);
     } catch (err) {
       await rm(tmp, { force: true });

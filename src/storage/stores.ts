@@ -4,6 +4,7 @@ import { PermanentError, RequestError } from "../errors.ts";
 import { FileStore } from "./file/file-store.ts";
 import { HttpStore } from "./http/http-store.ts";
 import type { ObjectStore, StoreOptions } from "./object-store.ts";
+import { S3Store } from "./s3/s3-store.ts";
 
 export type StoreFactory = (location: string, options: StoreOptions) => ObjectStore;
 
@@ -14,10 +15,11 @@ const factories: Record<string, StoreFactory> = {
   file: () => fileStore,
   http: () => httpStore,
   https: () => httpStore,
+  s3: (_location, options) => new S3Store(options),
 };
 
 /** Backends not built into this version are recognised and refused with a clear reason. */
-const NOT_YET = new Set(["s3", "gs"]);
+const NOT_YET = new Set(["gs"]);
 
 export function registerStore(scheme: string, factory: StoreFactory): void {
   factories[scheme] = factory;

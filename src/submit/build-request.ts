@@ -17,6 +17,8 @@ export type SubmitSpec = {
   /** Maps a storage key to the artifact's `qualified` location. */
   locationOf: (key: string) => string;
   bucket?: string;
+  /** The artifacts' `credentials` (S3: `{aws: {access_key, secret_access_key, region?}}`). */
+  credentials?: Record<string, unknown>;
   storage: Record<string, unknown>;
 };
 
@@ -29,6 +31,7 @@ export function buildRequest(spec: SubmitSpec): Record<string, unknown> {
     key,
     qualified: spec.locationOf(key),
     ...(spec.bucket ? { bucket: spec.bucket } : {}),
+    ...(spec.credentials ? { credentials: spec.credentials } : {}),
   });
   const artifacts: Record<string, unknown> = { workspace: artifact(spec.workspaceKey, false) };
   for (const label of MUTABLE_LABELS) artifacts[label] = artifact(`experiments/${spec.key}/${label}.tar`, true);

@@ -1,24 +1,132 @@
 // Fetches each artifact into its label's directory (immutable ones through the cache) and uploads
-// mutable ones back when they changed.
+// mutable ones back when they changed; large transfers report their progress.
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { mkdir } from "node:fs/promises";
+import { lstat, mkdir, readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { pipeline as pipe, Transform, type Readable } from "node:stream";
 import { fingerprintDirectory, packDirectory } from "../archive/pack.ts";
 import { unpackArchive } from "../archive/unpack.ts";
-import { formatBytes } from "../config/units.ts";
+import { formatBytes, formatDuration } from "../config/units.ts";
 import { NotFoundError, PermanentError } from "../errors.ts";
-import type { Artifact, Request } from "../request/model.ts";
+import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { storeFor } from "../storage/stores.ts";
 
-export function storeOf(artifact: Artifact, request: Request): ObjectStore {
+/** How the runner lets a request reach its storage. */
+export type StorageAccess = {
+  /** --allow-env-secrets: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in config.env may sign storage requests. */
+  allowEnvSecrets?: boolean;
+  /** The runner's environment, for %NAME% references in config.env. */
+  runnerEnv?: Record<string, string | undefined>;
+};
+
+/** Where progress lines of large transfers go (the experiment's log or the runner's). */
+export type ProgressSink = (message: string) => void;
+
+/** AWS credentials spelled in config.env (values may be %NAME% references to the runner's variables). */
+function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record<string, string | undefined>): AwsCredentials | undefined {
+  const value = (name: string) => {
+    const raw = env[name];
+    if (raw === undefined) return undefined;
+    const expanded = raw.replace(/%([A-Za-z_][A-Za-z0-9_]*)%/g, (_all, ref: string) => runnerEnv[ref] ?? "");
+    return expanded || undefined;
+  };
+  const accessKey = value("AWS_ACCESS_KEY_ID");
+  const secretAccessKey = value("AWS_SECRET_ACCESS_KEY");
+  if (!accessKey || !secretAccessKey) return undefined;
+  return { accessKey, secretAccessKey, sessionToken: value("AWS_SESSION_TOKEN"), region: value("AWS_REGION") ?? value("AWS_DEFAULT_REGION") };
+}
+
+/**
+ * Credentials for an artifact: its own, else config.storage.credentials, else (only with
+ * --allow-env-secrets) those in config.env. Undefined means the store decides (for S3: the SDK's
+ * default chain of the runner, else unsigned requests).
+ */
+export function credentialsFor(artifact: Artifact, request: Request, access: StorageAccess = {}): Credentials | undefined {
+  if (artifact.credentials?.aws) return artifact.credentials;
+  if (request.config.storageCredentials?.aws) return request.config.storageCredentials;
+  if (access.allowEnvSecrets) {
+    const aws = credentialsFromConfigEnv(request.config.env, access.runnerEnv ?? {});
+    if (aws) return { aws };
+  }
+  return undefined;
+}
+
+export function storeOf(artifact: Artifact, request: Request, access: StorageAccess = {}): ObjectStore {
   return storeFor(artifact.qualified, {
-    credentials: artifact.credentials?.aws ? artifact.credentials : request.config.storageCredentials,
+    credentials: credentialsFor(artifact, request, access),
     endpoint: request.config.storageEndpoint,
   }, `experiment.artifacts.${artifact.label}.qualified`);
+}
+
+/** Transfers at least this large report progress. */
+export const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
+const PROGRESS_STEP_FRACTION = 0.1;
+const PROGRESS_EVERY_MS = 10_000;
+
+export type TrackedTransfer = {
+  stream: Readable;
+  /** Report the summary line (bytes, time, throughput); the download form does it at the end of the stream. */
+  finished(): void;
+};
+
+/**
+ * Passes a transfer through, reporting every ~10% (of `totalBytes`, when known) or 10 s once it is
+ * past 64 MiB, then a summary with the throughput. Errors of `source` reach the returned stream.
+ */
+export function trackProgress(
+  source: Readable,
+  what: string,
+  totalBytes: number | undefined,
+  sink: ProgressSink | undefined,
+  options: { summaryAtEnd?: boolean } = {},
+): TrackedTransfer {
+  if (!sink || (totalBytes !== undefined && totalBytes < PROGRESS_MIN_BYTES)) return { stream: source, finished: () => undefined };
+  const startedMs = Date.now();
+  let bytes = 0;
+  let lastMs = startedMs;
+  let lastFraction = 0;
+  let summarized = false;
+  const rate = () => `${formatBytes((bytes / Math.max(1, Date.now() - startedMs)) * 1000)}/s`;
+  const finished = () => {
+    if (summarized || bytes < PROGRESS_MIN_BYTES) return;
+    summarized = true;
+    sink(`${what}: done, ${formatBytes(bytes)} in ${formatDuration(Date.now() - startedMs)} (${rate()})`);
+  };
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      bytes += chunk.length;
+      const now = Date.now();
+      const fraction = totalBytes ? bytes / totalBytes : 0;
+      const stepped = totalBytes !== undefined && fraction - lastFraction >= PROGRESS_STEP_FRACTION;
+      if (bytes >= PROGRESS_MIN_BYTES && (stepped || now - lastMs >= PROGRESS_EVERY_MS)) {
+        lastMs = now;
+        lastFraction = fraction;
+        const share = totalBytes ? ` of ${formatBytes(totalBytes)} (${Math.min(100, Math.floor(fraction * 100))}%)` : "";
+        sink(`${what}: ${formatBytes(bytes)}${share}, ${rate()}`);
+      }
+      done(null, chunk);
+    },
+    flush(done) {
+      if (options.summaryAtEnd) finished();
+      done();
+    },
+  });
+  return { stream: pipe(source, meter, () => undefined), finished };
+}
+
+/** Bytes of the files under a directory (an upload's expected size, before tar overhead). */
+async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    total += await lstat(join(e.parentPath, e.name)).then((s) => s.size, () => 0);
+  }
+  return total;
 }
 
 export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean };
@@ -27,10 +135,10 @@ export async function fetchArtifact(
   artifact: Artifact,
   dir: string,
   request: Request,
-  options: { cache: ArtifactCache; budgetBytes?: number },
+  options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
 ): Promise<FetchResult> {
   await mkdir(dir, { recursive: true });
-  const store = storeOf(artifact, request);
+  const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) {
     if (artifact.mutable) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false };
@@ -42,14 +150,16 @@ export async function fetchArtifact(
   const singleFileName = basename(artifact.key ?? artifact.qualified);
   const unpackOptions = { budgetBytes: options.budgetBytes, singleFileName };
   let cached = false;
-  let source;
+  const track = (stream: Readable) =>
+    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
+  let source: Readable;
   if (!artifact.mutable) {
-    const local = await options.cache.fetch(store, artifact.qualified, info.version);
+    const local = await options.cache.fetch(store, artifact.qualified, info.version, { track });
     cached = local.hit;
     source = createReadStream(local.path);
   } else {
     try {
-      source = await store.get(artifact.qualified);
+      source = track(await store.get(artifact.qualified));
     } catch (err) {
       if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false };
       throw err;
@@ -73,6 +183,7 @@ export class ArtifactUploader {
   constructor(
     private readonly request: Request,
     private readonly dirs: Record<string, string>,
+    private readonly options: StorageAccess & { progress?: ProgressSink } = {},
   ) {}
 
   /** Remember the state right after fetching, so untouched artifacts are not uploaded. */
@@ -100,7 +211,11 @@ export class ArtifactUploader {
       if (print === this.last.get(artifact.label) && !neverStored) continue;
       const key = artifact.key ?? artifact.qualified;
       const gzip = /\.(tar\.gz|tgz)$/i.test(key);
-      await storeOf(artifact, this.request).put(artifact.qualified, packDirectory(dir, { gzip }));
+      const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
+      const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
+      const body = trackProgress(packDirectory(dir, { gzip }), `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
+      await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
+      body.finished();
       this.last.set(artifact.label, print);
       this.existed.set(artifact.label, true);
       uploaded.push(artifact.label);

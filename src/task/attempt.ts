@@ -83,7 +83,8 @@ export async function runAttempt(
   });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues));
-  const uploader = new ArtifactUploader(request, dirs);
+  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
+  const uploader = new ArtifactUploader(request, dirs, access);
   const startedMs = Date.now();
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
@@ -101,6 +102,7 @@ export async function runAttempt(
         continue; // the log of this attempt replaces any earlier one
       }
       const fetched = await fetchArtifact(artifact, dirs[label]!, request, {
+        ...access,
         cache: ctx.artifacts,
         budgetBytes: request.experiment.resources.hddBytes || undefined,
       }).catch((err) => {

@@ -39,8 +39,9 @@ describe("captured studioml client message", () => {
       expect(log).toContain("numpy");
       expect(log).not.toContain("tok-9f8e7d6c5b4a");
       // The client's full pip freeze: what the offline wheelhouse lacks is reported, with pip's words.
-      expect(log).toMatch(/pip could not install annotated-types==0\.7\.0: .*No matching distribution/);
-      expect(log).toContain("pip could not install asttokens==3.0.1"); // a pin is not a secret
+      // (Either while building, or from the cached environment's record when it is reused.)
+      expect(log).toMatch(/annotated-types==0\.7\.0: .*No matching distribution/);
+      expect(log).toMatch(/asttokens==3\.0\.1: /); // a pin is not a secret to mask
       expect(log).toContain("exited with code 0");
 
       expect(tarNames(join(experimentDir, "modeldir.tar"))).toContain("weights.txt");

@@ -1,0 +1,106 @@
+// S3 clients, one per server, region and identity, reused across artifacts and attempts; decides
+// how requests are signed: the request's credentials, else the SDK's default chain, else unsigned.
+
+import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
+import type { AwsCredentials } from "../../request/model.ts";
+import type { S3Target } from "./s3-target.ts";
+
+export type S3Handle = {
+  client: S3Client;
+  /** Who the requests are signed as, for messages (never a secret). */
+  identity: string;
+};
+
+/** SDK attempts per request (network errors, 5xx and throttling), with exponential back-off. */
+export const MAX_ATTEMPTS = 5;
+const CONNECT_TIMEOUT_MS = 10_000;
+/** A socket with no traffic for this long is given up (and the request retried). */
+const SOCKET_IDLE_TIMEOUT_MS = 120_000;
+/** How long "the default chain found nothing, go anonymous" is believed before asking again. */
+const ANONYMOUS_DECISION_TTL_MS = 5 * 60_000;
+const MAX_CLIENTS = 32;
+
+type Entry = { handle: Promise<S3Handle>; expiresMs: number };
+const clients = new Map<string, Entry>();
+
+function baseConfig(target: S3Target): S3ClientConfig {
+  return {
+    region: target.region,
+    endpoint: target.endpoint,
+    forcePathStyle: target.forcePathStyle,
+    maxAttempts: MAX_ATTEMPTS,
+    retryMode: "standard",
+    // Self-hosted servers (older MinIO, Ceph, s3rver) do not all speak the newer checksum
+    // trailers; sizes are checked by the store itself.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: SOCKET_IDLE_TIMEOUT_MS },
+  };
+}
+
+const keyHint = (accessKey: string) => (accessKey.length > 8 ? `…${accessKey.slice(-4)}` : "…");
+
+function staticClient(target: S3Target, aws: AwsCredentials): S3Handle {
+  return {
+    client: new S3Client({
+      ...baseConfig(target),
+      credentials: { accessKeyId: aws.accessKey, secretAccessKey: aws.secretAccessKey, sessionToken: aws.sessionToken },
+    }),
+    identity: `the request's credentials (access key ${keyHint(aws.accessKey)})`,
+  };
+}
+
+/** Unsigned requests: for buckets that allow anonymous access. */
+function anonymousClient(target: S3Target): S3Handle {
+  return {
+    client: new S3Client({
+      ...baseConfig(target),
+      credentials: { accessKeyId: "", secretAccessKey: "" },
+      signer: { sign: async (request) => request },
+    }),
+    identity: "no credentials (anonymous requests)",
+  };
+}
+
+/** The SDK's default chain (runner's environment, ~/.aws, instance role); anonymous when it finds nothing. */
+async function ambientClient(target: S3Target): Promise<{ handle: S3Handle; anonymous: boolean }> {
+  const client = new S3Client(baseConfig(target));
+  try {
+    await client.config.credentials();
+    return { handle: { client, identity: "the runner's own AWS credentials (SDK default chain)" }, anonymous: false };
+  } catch (err) {
+    if ((err as Error).name !== "CredentialsProviderError") throw err;
+    client.destroy();
+    return { handle: anonymousClient(target), anonymous: true };
+  }
+}
+
+function poolKey(target: S3Target, aws: AwsCredentials | undefined): string {
+  const who = aws ? new Bun.CryptoHasher("sha256").update(`${aws.accessKey}\0${aws.secretAccessKey}\0${aws.sessionToken ?? ""}`).digest("hex") : "ambient";
+  return JSON.stringify([target.endpoint ?? "", target.region, target.forcePathStyle, who]);
+}
+
+/**
+ * A client for the target, signed with `aws` when given, else as described above. Clients dropped
+ * from the pool are not destroyed: a transfer may still be using one; idle sockets close themselves.
+ */
+export async function s3ClientFor(target: S3Target, aws: AwsCredentials | undefined): Promise<S3Handle> {
+  const key = poolKey(target, aws);
+  const cached = clients.get(key);
+  clients.delete(key);
+  if (cached && cached.expiresMs > Date.now()) {
+    clients.set(key, cached); // most recently used last
+    return cached.handle;
+  }
+  const entry: Entry = { handle: undefined as unknown as Promise<S3Handle>, expiresMs: Infinity };
+  entry.handle = aws
+    ? Promise.resolve(staticClient(target, aws))
+    : ambientClient(target).then(({ handle, anonymous }) => {
+        if (anonymous) entry.expiresMs = Date.now() + ANONYMOUS_DECISION_TTL_MS;
+        return handle;
+      });
+  entry.handle.catch(() => clients.get(key) === entry && clients.delete(key));
+  clients.set(key, entry);
+  while (clients.size > MAX_CLIENTS) clients.delete(clients.keys().next().value!);
+  return entry.handle;
+}

@@ -1,0 +1,80 @@
+// A download as one stream that checks its length against ContentLength and, when the connection
+// breaks, continues from the last byte received (a ranged GET of the same ETag) instead of failing.
+
+import { Readable } from "node:stream";
+import { RetryableError } from "../../errors.ts";
+import { noteTransferredBytes } from "./transfer-memory.ts";
+
+export type ReadStreamOptions = {
+  /** The body of the first GET. */
+  first: Readable;
+  /** ContentLength of the object; without it nothing can be checked or resumed. */
+  totalBytes?: number;
+  /** A body from `offsetBytes` to the end, of the same object version. */
+  reopen(offsetBytes: number): Promise<Readable>;
+  /** For messages: the location. */
+  describe: string;
+  /** How many times a broken transfer is continued before giving up. */
+  maxResumes?: number;
+  /** Pause before the n-th resume (1-based). */
+  backoffMs?: (resume: number) => number;
+};
+
+const READ_BUFFER_BYTES = 1 << 20;
+const DEFAULT_MAX_RESUMES = 5;
+const defaultBackoffMs = (n: number) => Math.min(8_000, 250 * 2 ** (n - 1));
+
+async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
+  const total = opts.totalBytes;
+  const maxResumes = opts.maxResumes ?? DEFAULT_MAX_RESUMES;
+  const backoff = opts.backoffMs ?? defaultBackoffMs;
+  let body = opts.first;
+  let received = 0;
+  let resumes = 0;
+  for (;;) {
+    let failure: unknown;
+    const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
+    let finished = false;
+    try {
+      for (;;) {
+        let next: IteratorResult<Buffer | Uint8Array>;
+        try {
+          next = await it.next();
+        } catch (err) {
+          failure = err;
+          break;
+        }
+        if (next.done) {
+          finished = true;
+          break;
+        }
+        const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+        received += chunk.length;
+        noteTransferredBytes(chunk.length);
+        if (total !== undefined && received > total) {
+          throw new RetryableError(`${opts.describe}: received more bytes than the object's ${total}`);
+        }
+        yield chunk;
+      }
+    } finally {
+      // Early exit (the reader stopped, or an error): release the connection.
+      if (!finished) body.destroy();
+    }
+    if (total === undefined) {
+      if (failure) throw new RetryableError(`${opts.describe}: transfer broke after ${received} bytes: ${(failure as Error).message}`, {}, { cause: failure });
+      return;
+    }
+    if (received === total) return;
+    resumes += 1;
+    const why = failure ? (failure as Error).message : "connection closed early";
+    if (resumes > maxResumes) {
+      throw new RetryableError(`${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ${maxResumes} resumes`, {}, { cause: failure });
+    }
+    await Bun.sleep(backoff(resumes));
+    body = await opts.reopen(received);
+  }
+}
+
+export function resumableReadStream(opts: ReadStreamOptions): Readable {
+  return Readable.from(bodyChunks(opts), { objectMode: false, highWaterMark: READ_BUFFER_BYTES });
+}
