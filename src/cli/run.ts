@@ -11,6 +11,8 @@ import { discoverInterpreters } from "../env/interpreters.ts";
 import { VenvCache } from "../env/venv-cache.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
+import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
+import type { QueueBackend } from "../queue/task-queue.ts";
 import { machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
 import { Runner } from "../runner/runner.ts";
@@ -34,6 +36,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   const problems = unknownFlags(rawArgs, RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(RUN_OPTIONS, pickFlags(args, RUN_OPTIONS));
+    problems.push(...rabbitSettingsProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -66,7 +69,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     env: pipEnv,
     log: (m) => log.info(m),
   });
-  const backends = [
+  const backends: QueueBackend[] = [
     new LocalQueueBackend({
       root: queueRoot,
       match: settings["queue-match"] as RegExp | undefined,
@@ -75,6 +78,8 @@ export async function runDaemon(settings: Settings): Promise<number> {
       log: (m) => log.info(m),
     }),
   ];
+  const rabbit = rabbitBackendFromSettings(settings, log);
+  if (rabbit) backends.push(rabbit);
   const pool = new ResourcePool(capacity);
   const runnerId = crypto.randomUUID().slice(0, 8);
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
@@ -102,6 +107,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
   log.info(
     `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk; local queues in ${queueRoot}`,
   );
+  if (rabbit) {
+    const fallback = rabbit.options.fallbackQueues?.length ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it` : "";
+    log.info(`RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management API at ${rabbit.management.redacted}${fallback}`);
+  }
   const pythons = discoverInterpreters(runnerEnv);
   log.info(`python interpreters: ${pythons.map((p) => `${p.versionText} (${p.path})`).join(", ") || "none found"}`);
   const onSignal = (signal: NodeJS.Signals) => runner.drain(signal);

@@ -7,6 +7,7 @@ import { defaultQueueRoot } from "../config/options.ts";
 import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
 import { errorMessage } from "../errors.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
+import { RabbitQueueBackend } from "../queue/rabbitmq/rabbitmq-queue.ts";
 import { buildRequest } from "../submit/build-request.ts";
 import { follow } from "../submit/follow.ts";
 import { storageProblems, submitStorage } from "../submit/submit-storage.ts";
@@ -14,7 +15,7 @@ import { uploadWorkspace } from "../submit/workspace-upload.ts";
 
 const VALUE_FLAGS = [
   "queue", "queue-root", "storage", "bucket", "s3-endpoint", "workspace", "experiment", "pythonver", "requirements",
-  "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout",
+  "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout", "amqp-url", "amqp-queue-type",
 ];
 const BOOL_FLAGS = ["wait", "help", "h"];
 
@@ -60,6 +61,8 @@ export const submitCommand = defineCommand({
     env: { type: "string", description: "NAME=VALUE pairs for the experiment, comma-separated" },
     wait: { type: "boolean", description: "wait for the experiment and print its log; exit 0 only when it succeeded" },
     "wait-timeout": { type: "string", description: "give up waiting after this long [default: none]" },
+    "amqp-url": { type: "string", description: "publish to RabbitMQ (StudioML.topic, persistent, confirmed) instead of a local queue (env AMQP_URL)" },
+    "amqp-queue-type": { type: "string", description: "classic or quorum: the type of the queue declared when it does not exist yet [default: classic]" },
   },
   async run({ rawArgs }) {
     const { ours, script, scriptArgs } = splitSubmitArgv(rawArgs);
@@ -90,7 +93,8 @@ export const submitCommand = defineCommand({
     const storage = submitStorage(flags, process.env);
     const { store, locationOf } = storage;
     const queueRoot = resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot());
-    const queue = flags.queue ?? "local";
+    const amqpUrl = flags["amqp-url"] ?? process.env.AMQP_URL;
+    const queue = flags.queue ?? (amqpUrl ? "rmq_default" : "local");
     const key = flags.experiment ?? `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
     const reqFile = flags.requirements ?? (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
     const pythonenv = reqFile ? readFileSync(reqFile, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")) : [];
@@ -120,15 +124,23 @@ export const submitCommand = defineCommand({
       credentials: storage.credentials,
       storage: storage.config,
     });
-    const backend = new LocalQueueBackend({ root: queueRoot, maxDeliveries: 3 });
-    const id = await backend.publish(queue, JSON.stringify(message, null, 1));
+    const backend = amqpUrl
+      ? new RabbitQueueBackend({ url: amqpUrl, maxDeliveries: 3, queueType: flags["amqp-queue-type"] === "quorum" ? "quorum" : "classic" })
+      : new LocalQueueBackend({ root: queueRoot, maxDeliveries: 3 });
+    let id: string;
+    try {
+      id = await backend.publish(queue, JSON.stringify(message, null, 1));
+    } catch (err) {
+      process.stderr.write(`studio-runner submit: cannot queue the request on ${backend.kind} queue ${queue}: ${errorMessage(err)}\n`);
+      process.exit(1);
+    } finally {
+      await backend.close().catch(() => undefined);
+    }
     process.stdout.write(`${key}\n`);
     if (!flags.wait) return;
 
     const result = await follow({
-      queueRoot,
-      queue,
-      id,
+      place: amqpUrl ? { kind: "storage" } : { kind: "local", queueRoot, queue, id },
       store,
       outputLocation: locationOf(`experiments/${key}/output.tar`),
       resultsLocation: locationOf(`experiments/${key}/_results.tar`),

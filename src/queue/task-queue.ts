@@ -10,6 +10,13 @@ export interface Delivery {
   readonly body: Uint8Array;
   /** How many times this message has been delivered, this delivery included. */
   readonly deliveryCount: number;
+  /**
+   * Optional: aborted (with an Error saying why) when the request is withdrawn while this runner
+   * holds it, e.g. its RabbitMQ queue was deleted. The attempt should stop the experiment and then
+   * settle as usual: ack() of a withdrawn delivery touches no queue; nack()/reject() keep a copy
+   * in the failed place.
+   */
+  readonly revoked?: AbortSignal;
   /** Keep the message ours (backends with leases also renew them on their own). */
   extendLease(): Promise<void>;
   /** Done: the message is removed for good. */

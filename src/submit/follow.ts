@@ -39,31 +39,45 @@ export async function firstMember(store: ObjectStore, location: string, name?: s
   return undefined;
 }
 
+/** Where a request can be watched: the local queue's own places, or only storage (brokers). */
+export type FollowPlace = { kind: "local"; queueRoot: string; queue: string; id: string } | { kind: "storage" };
+
+/** The runner's last line for an experiment it gave up on (see task/attempt.ts). */
+const GAVE_UP = /^\[studio-runner\] experiment failed[^\n]*$/m;
+
 export async function follow(opts: {
-  queueRoot: string;
-  queue: string;
-  id: string;
+  place: FollowPlace;
   store: ObjectStore;
   outputLocation: string;
-  resultsLocation?: string;
+  resultsLocation: string;
   timeoutMs: number;
-  onState?: (state: string) => void;
 }): Promise<FollowResult> {
   const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : Infinity;
-  while (await stillQueued(opts.queueRoot, opts.queue, opts.id)) {
+  const place = opts.place;
+  for (;;) {
+    if (place.kind === "local" && !(await stillQueued(place.queueRoot, place.queue, place.id))) break;
+    if (place.kind === "storage") {
+      // _results is uploaded last, after every other artifact; a refused request leaves only its log.
+      if (await opts.store.head(opts.resultsLocation).catch(() => undefined)) break;
+      const log = (await opts.store.head(opts.outputLocation).catch(() => undefined))
+        ? await firstMember(opts.store, opts.outputLocation).catch(() => undefined)
+        : undefined;
+      const gaveUp = log ? GAVE_UP.exec(log) : null;
+      if (gaveUp) return { state: "failed", reason: gaveUp[0].replace("[studio-runner] ", ""), log };
+    }
     if (Date.now() > deadline) return { state: "timeout" };
-    await Bun.sleep(250);
+    await Bun.sleep(place.kind === "local" ? 250 : 1000);
   }
   const log = await firstMember(opts.store, opts.outputLocation).catch(() => undefined);
-  const failedReason = join(opts.queueRoot, ".failed", opts.queue, `${opts.id}.reason.json`);
-  if (existsSync(failedReason)) {
-    const doc = JSON.parse(await readFile(failedReason, "utf8"));
-    return { state: "failed", reason: doc.summary ?? "failed", log };
+  if (place.kind === "local") {
+    const failedReason = join(place.queueRoot, ".failed", place.queue, `${place.id}.reason.json`);
+    if (existsSync(failedReason)) {
+      const doc = JSON.parse(await readFile(failedReason, "utf8"));
+      return { state: "failed", reason: doc.summary ?? "failed", log };
+    }
   }
   let exitMsg: string | undefined;
-  if (opts.resultsLocation) {
-    const results = await firstMember(opts.store, opts.resultsLocation, "_results.json").catch(() => undefined);
-    if (results) exitMsg = JSON.parse(results).exit_msg;
-  }
+  const results = await firstMember(opts.store, opts.resultsLocation, "_results.json").catch(() => undefined);
+  if (results) exitMsg = JSON.parse(results).exit_msg;
   return { state: "finished", log: log ?? "", exitMsg };
 }

@@ -34,6 +34,8 @@ export type AttemptControl = {
   shutdownGraceMs: number;
   /** Aborted on a forced shutdown: stop at once. */
   force: AbortSignal;
+  /** Aborted when the request is withdrawn while it runs (its queue was deleted): stop it. */
+  revoked?: AbortSignal;
 };
 
 const ALWAYS_FIRST = "workspace";
@@ -137,7 +139,7 @@ export async function runAttempt(
     const script = request.experiment.filename;
     const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
     log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
-    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, control, ctx);
+    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx);
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
@@ -225,6 +227,13 @@ async function execute(
     timers.push(setTimeout(() => void job.stop("shutdown"), control.shutdownGraceMs));
   };
   const onForce = () => void job.stop("shutdown", 2000);
+  const onRevoked = () => {
+    const why = errorMessage(control.revoked?.reason ?? "request withdrawn");
+    log.note(`${why}: stopping the experiment`);
+    void job.stop(`request withdrawn (${why})`);
+  };
+  if (control.revoked?.aborted) onRevoked();
+  else control.revoked?.addEventListener("abort", onRevoked, { once: true });
   if (control.shutdown.aborted) onShutdown();
   else control.shutdown.addEventListener("abort", onShutdown, { once: true });
   if (control.force.aborted) onForce();
@@ -235,6 +244,7 @@ async function execute(
     for (const t of timers) clearTimeout(t);
     control.shutdown.removeEventListener("abort", onShutdown);
     control.force.removeEventListener("abort", onForce);
+    control.revoked?.removeEventListener("abort", onRevoked);
   }
 }
 

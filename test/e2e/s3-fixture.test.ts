@@ -4,18 +4,12 @@
 // message is acked only once they are there.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createWriteStream, existsSync, readdirSync, readFileSync } from "node:fs";
+import { createWriteStream, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { S3Store } from "../../src/storage/s3/s3-store.ts";
-import { enqueue, filesIn, FIXTURE, makeSandbox, makeTar, RunnerProcess, SHARED_CACHE, sha256File, tarMember, tarNames, type Sandbox } from "../helpers/e2e.ts";
+import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, tarMember, tarNames } from "../helpers/e2e.ts";
+import { CLIENT_KEYS, clientStore, FIXTURE_BUCKET, fixtureOnS3, RESULT_LABELS } from "../helpers/fixture-s3.ts";
 import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
-
-const FIXTURE_HOST = "127.0.0.1:33504";
-const BUCKET = "studioml-artifacts";
-const CLIENT_KEYS = { accessKey: "AKIAEXAMPLEKEY", secretAccessKey: "exampleSecretKey123" };
-const LABELS = ["output", "modeldir", "retval", "tb", "_metrics", "_metadata"];
 
 const TRAIN = `
 import json, os, sys
@@ -29,30 +23,13 @@ open(os.path.join(mapping["modeldir"], "weights.txt"), "w").write("w=42\\n")
 
 let server: S3Server;
 beforeAll(async () => {
-  server = await startS3rver({ keys: [CLIENT_KEYS], buckets: [BUCKET] });
+  server = await startS3rver({ keys: [CLIENT_KEYS], buckets: [FIXTURE_BUCKET] });
 }, 60_000);
 afterAll(async () => {
   await server?.stop();
 });
 
-const store = () => new S3Store({ credentials: { aws: { ...CLIENT_KEYS, region: "us-west-2" } }, endpoint: server.endpoint });
-
-/** The fixture, rewritten to this server; the workspace tar is uploaded to blobstore/<sha256>.tar. */
-async function fixtureOnS3(sb: Sandbox, files: Record<string, string>) {
-  const raw = readFileSync(FIXTURE, "utf8");
-  expect(raw).toContain(FIXTURE_HOST);
-  const message = JSON.parse(raw.replaceAll(FIXTURE_HOST, server.host));
-  const tarPath = join(sb.dir, "workspace.tar");
-  makeTar(tarPath, files);
-  const wsKey = `blobstore/${sha256File(tarPath)}.tar`;
-  const ws = message.experiment.artifacts.workspace;
-  ws.qualified = ws.qualified.replace(ws.key, wsKey);
-  ws.key = wsKey;
-  await store().put(ws.qualified, Readable.from([readFileSync(tarPath)]));
-  message.experiment.time_added = Date.now() / 1000;
-  message.experiment.pythonenv = []; // the whole pip freeze is exercised by fixture.test.ts
-  return { message, key: message.experiment.key as string };
-}
+const store = () => clientStore(server);
 
 async function download(location: string, dest: string): Promise<string> {
   await pipeline(await store().get(location), createWriteStream(dest));
@@ -64,13 +41,12 @@ describe("captured studioml client message on S3 storage", () => {
     "runs through the compiled binary: workspace from S3, results to S3, acked after the upload",
     async () => {
       const sb = await makeSandbox("s3-fixture", { cacheDir: SHARED_CACHE });
-      const { message, key } = await fixtureOnS3(sb, { "train.py": TRAIN, "data/input.txt": "hello from s3\n" });
+      const { message, key, location: loc } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "hello from s3\n" });
       const queue = "local_s3fixture";
       const id = enqueue(sb.queueRoot, queue, message);
       const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
 
       // Whenever the claim is gone (acked), every result must already be in S3.
-      const loc = (label: string) => `s3://${server.host}/${BUCKET}/experiments/${key}/${label}.tar`;
       let ackedWithResults: boolean | undefined;
       const inflight = join(sb.queueRoot, ".inflight", queue);
       let claimed = false;
@@ -78,7 +54,7 @@ describe("captured studioml client message on S3 storage", () => {
         const held = filesIn(inflight).some((n) => n.startsWith(id));
         if (held) claimed = true;
         if (claimed && !held && !existsSync(join(sb.queueRoot, queue, id))) {
-          const heads = await Promise.all(LABELS.map((l) => store().head(loc(l))));
+          const heads = await Promise.all(RESULT_LABELS.map((l) => store().head(loc(l))));
           ackedWithResults = heads.every((h) => h !== undefined);
           break;
         }
@@ -98,7 +74,7 @@ describe("captured studioml client message on S3 storage", () => {
       const modeldir = await download(loc("modeldir"), join(sb.dir, "modeldir.tar"));
       expect(tarNames(modeldir)).toContain("weights.txt");
       expect(tarMember(modeldir, "weights.txt")).toBe("w=42\n");
-      for (const label of LABELS) expect(await store().head(loc(label))).toBeDefined();
+      for (const label of RESULT_LABELS) expect(await store().head(loc(label))).toBeDefined();
 
       // Acked: nothing queued, in flight or failed; the runner did not write to local storage.
       expect(filesIn(join(sb.queueRoot, queue))).toEqual([]);
