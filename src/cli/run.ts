@@ -27,7 +27,9 @@ export const runCommand = defineCommand({
   args: cittyArgs(RUN_OPTIONS),
   async run({ args, rawArgs }) {
     const settings = settingsOrExit(rawArgs, args);
-    process.exitCode = await runDaemon(settings);
+    const code = await runDaemon(settings);
+    // Idle keep-alive sockets of storage and broker clients must not hold the process open.
+    process.exit(code);
   },
 });
 

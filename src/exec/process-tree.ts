@@ -89,7 +89,12 @@ export class JobProcess {
   async stop(reason: string, graceMs = 10_000): Promise<ExitInfo> {
     this.killedFor ??= reason;
     this.killTree("SIGTERM");
-    const done = await Promise.race([this.exited, Bun.sleep(graceMs).then(() => undefined)]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), graceMs);
+    });
+    const done = await Promise.race([this.exited, grace]);
+    clearTimeout(timer); // a pending grace timer would keep the runner alive after its work is done
     if (done) return done;
     this.killTree("SIGKILL");
     return this.exited;

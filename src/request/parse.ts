@@ -192,7 +192,7 @@ export function parseResources(field: string, v: unknown): Resources {
   };
 }
 
-function parseCredentials(field: string, v: unknown): Credentials | undefined {
+export function parseCredentials(field: string, v: unknown): Credentials | undefined {
   if (!isObject(v)) return undefined;
   const aws = v.aws;
   if (!isObject(aws)) return {};

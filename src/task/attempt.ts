@@ -19,6 +19,7 @@ import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
 import { SecretMasker } from "./secret-mask.ts";
+import { experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
 import { recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
 
@@ -91,6 +92,8 @@ export async function runAttempt(
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
   for (const w of jobEnv.warnings) log.note(`warning: ${w}`);
+  const record = experimentRecordFor(request, (m) => ctx.log.warn(m, { experiment: key }));
+  await record?.running();
 
   let exit: ExitInfo | undefined;
   let venvRelease: (() => void) | undefined;
@@ -139,7 +142,7 @@ export async function runAttempt(
     const script = request.experiment.filename;
     const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
     log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
-    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx);
+    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record);
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
@@ -159,6 +162,7 @@ export async function runAttempt(
       return { kind: outcome, reason: "runner shutting down" };
     }
     await uploadFinal(uploader, request, dirs, ctx, reason);
+    await record?.finished();
     await delivery.ack();
     ctx.log.info(`experiment ${key} finished: ${reason}`, { experiment: key, exitCode: exit.code });
     return { kind: "finished", exitCode: exit.code, reason };
@@ -175,6 +179,7 @@ export async function runAttempt(
       ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
       return { kind: outcome, reason };
     }
+    await record?.finished();
     await delivery.reject(reason);
     ctx.log.error(`experiment ${key} rejected: ${reason}`);
     return { kind: "rejected", reason };
@@ -196,6 +201,7 @@ async function execute(
   limit: ReturnType<typeof timeLimit>,
   control: AttemptControl,
   ctx: TaskContext,
+  record?: ExperimentRecord,
 ): Promise<ExitInfo> {
   const job = new JobProcess(argv, { cwd, env, onLine: (line) => log.write(line) });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
@@ -205,6 +211,7 @@ async function execute(
     try {
       const done = await uploader.upload(labels);
       if (done.length) ctx.log.debug(`checkpointed ${done.join(", ")}`, { experiment: request.experiment.key });
+      if (done.length) await record?.checkpoint();
     } catch (err) {
       ctx.log.warn(`checkpoint of ${request.experiment.key} failed (will retry): ${errorMessage(err)}`);
     }
@@ -220,6 +227,24 @@ async function execute(
         log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
         void job.stop(`time limit reached (${limit.because})`);
       }, limit.ms),
+    );
+  }
+  if (record) {
+    // A user's "stopped" in the experiment database stops the job (the python worker polled too).
+    let polling = false;
+    timers.push(
+      setInterval(async () => {
+        if (polling) return;
+        polling = true;
+        try {
+          if (await record.stopRequested()) {
+            log.note(`the experiment record says "stopped": stopping the experiment`);
+            void job.stop("stopped by the user (experiment database)");
+          }
+        } finally {
+          polling = false;
+        }
+      }, ctx.statusPollMs ?? 5000),
     );
   }
   const onShutdown = () => {

@@ -22,5 +22,7 @@ export type TaskContext = {
   /** Cap on any experiment's run time; 0 = none. */
   maxDurationMs: number;
   keepDirectories: boolean;
+  /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
+  statusPollMs?: number;
   log: Logger;
 };
