@@ -12,6 +12,7 @@ import { VenvCache } from "../env/venv-cache.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
+import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
@@ -22,9 +23,12 @@ import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
 
+/** The daemon's settings: the common table plus each queue backend's own. */
+const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS];
+
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
-  args: cittyArgs(RUN_OPTIONS),
+  args: cittyArgs(ALL_RUN_OPTIONS),
   async run({ args, rawArgs }) {
     const settings = settingsOrExit(rawArgs, args);
     const code = await runDaemon(settings);
@@ -35,10 +39,10 @@ export const runCommand = defineCommand({
 
 /** Settings from flags, environment and file; every problem printed at once, then exit 2. */
 export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
-  const problems = unknownFlags(rawArgs, RUN_OPTIONS).map((f) => `${f}: unknown flag`);
+  const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
-    const settings = loadSettings(RUN_OPTIONS, pickFlags(args, RUN_OPTIONS));
-    problems.push(...rabbitSettingsProblems(settings));
+    const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
+    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -82,6 +86,8 @@ export async function runDaemon(settings: Settings): Promise<number> {
   ];
   const rabbit = rabbitBackendFromSettings(settings, log);
   if (rabbit) backends.push(rabbit);
+  const sqs = sqsBackendFromSettings(settings, log);
+  if (sqs) backends.push(sqs);
   const pool = new ResourcePool(capacity);
   const runnerId = crypto.randomUUID().slice(0, 8);
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));

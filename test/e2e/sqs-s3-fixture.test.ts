@@ -1,0 +1,108 @@
+// The captured client message sent to SQS (fauxqs) with its workspace in S3 (s3rver) runs from
+// the compiled binary; a job that outlives three visibility timeouts is not redelivered while
+// the runner lives, and after SIGKILL of the runner it is redelivered and completes.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createWriteStream, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
+import { makeSandbox, RunnerProcess, SHARED_CACHE, tarMember, type Sandbox } from "../helpers/e2e.ts";
+import { CLIENT_KEYS, clientStore, FIXTURE_BUCKET, fixtureOnS3 } from "../helpers/fixture-s3.ts";
+import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
+import { startSqsServer, type SqsServer } from "../helpers/sqs-server.ts";
+
+let s3: S3Server;
+let sqs: SqsServer;
+beforeAll(async () => {
+  s3 = await startS3rver({ keys: [CLIENT_KEYS], buckets: [FIXTURE_BUCKET] });
+  sqs = await startSqsServer();
+}, 120_000);
+afterAll(async () => {
+  await s3?.stop();
+  await sqs?.stop();
+});
+
+const credentials = { accessKeyId: "AKIAFAKE", secretAccessKey: "fake-secret-for-fauxqs" };
+const producer = () =>
+  new SqsQueueBackend({ accounts: [{ name: "test", credentials, region: "us-east-1" }], endpoint: sqs.endpoint, maxDeliveries: 3 });
+
+/** An --sqs-certs directory with one account. */
+function certsDir(sb: Sandbox): string {
+  const dir = join(sb.dir, "sqs-certs", "account-a");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "credentials"), `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`);
+  writeFileSync(join(dir, "config"), "[default]\nregion = us-east-1\n");
+  return join(sb.dir, "sqs-certs");
+}
+
+const runnerArgs = (sb: Sandbox, queue: string, extra: string[] = []) => [
+  "--sqs-certs", certsDir(sb), "--sqs-endpoint", sqs.endpoint, "--queue-match", `^${queue}$`, ...extra,
+];
+
+async function outputLog(location: string, dest: string): Promise<string> {
+  await pipeline(await clientStore(s3).get(location), createWriteStream(dest));
+  return tarMember(dest);
+}
+
+describe("SQS + S3", () => {
+  test("the captured client message runs from SQS with S3 storage", async () => {
+    const sb = await makeSandbox("sqs-s3", { cacheDir: SHARED_CACHE });
+    const queue = `sqs_fixture_${Date.now()}`;
+    const train = "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n";
+    const { message, key, location } = await fixtureOnS3(s3, sb, { "train.py": train, "data/input.txt": "from sqs\n" });
+    const q = producer();
+    await q.publish(queue, JSON.stringify(message));
+    await q.close();
+    const runner = new RunnerProcess(sb, runnerArgs(sb, queue, ["--limit-tasks", "1"]));
+    expect(await runner.exited).toBe(0);
+    const log = await outputLog(location("output"), join(sb.dir, "output.tar"));
+    expect(log).toContain('argv: ["--tag", "alpha", "--msg", "arg with space", "--lr", "0.1"]');
+    expect(log).toContain("data: from sqs");
+    expect(log).toContain(`from queue ${queue}`);
+    expect(log).toContain("exited with code 0");
+    expect(runner.stderr).toContain(`experiment ${key} finished`);
+    const after = producer();
+    expect(await after.open(queue).receive()).toBeUndefined();
+    await after.close();
+  }, 300_000);
+
+  test("a job longer than three visibility timeouts is not redelivered; after SIGKILL it is, and completes", async () => {
+    const sb = await makeSandbox("sqs-long", { cacheDir: SHARED_CACHE });
+    const queue = `sqs_long_${Date.now()}`;
+    const script = "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ.get('SLEEP_S', '8')))\nprint('complete', flush=True)\n";
+    const { message, location } = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "x\n" });
+    message.config.env = { SLEEP_S: "8" };
+    const q = producer();
+    await q.publish(queue, JSON.stringify(message));
+    await q.close();
+    // Two runners with a 2 s lease: an 8 s job outlives three leases; the second must get nothing.
+    const a = new RunnerProcess(sb, runnerArgs(sb, queue, ["--sqs-visibility", "2s", "--limit-tasks", "1"]));
+    await a.waitForLog(/starting experiment/);
+    const b = new RunnerProcess(sb, runnerArgs(sb, queue, ["--sqs-visibility", "2s", "--limit-idle-duration", "9s"]));
+    expect(await a.exited).toBe(0);
+    expect(await b.exited).toBe(0);
+    expect(b.stderr).not.toContain("starting experiment");
+    const log = await outputLog(location("output"), join(sb.dir, "output-a.tar"));
+    expect(log).toContain("delivery 1 from queue");
+    expect(log).toContain("complete");
+
+    // Again, but the runner is SIGKILLed mid-job: the message comes back and completes.
+    const queue2 = `${queue}_k`;
+    const again = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "y\n" });
+    again.message.config.env = { SLEEP_S: "6" };
+    const q2 = producer();
+    await q2.publish(queue2, JSON.stringify(again.message));
+    await q2.close();
+    const killed = new RunnerProcess(sb, runnerArgs(sb, queue2, ["--sqs-visibility", "2s"]));
+    await killed.waitForLog(/starting experiment/);
+    await Bun.sleep(1500);
+    killed.child.kill("SIGKILL");
+    await killed.exited;
+    const rescuer = new RunnerProcess(sb, runnerArgs(sb, queue2, ["--sqs-visibility", "2s", "--limit-tasks", "1"]));
+    expect(await rescuer.exited).toBe(0);
+    const log2 = await outputLog(again.location("output"), join(sb.dir, "output-b.tar"));
+    expect(log2).toContain("delivery 2 from queue");
+    expect(log2).toContain("complete");
+  }, 300_000);
+});
