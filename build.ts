@@ -9,6 +9,7 @@ const args = [
   "build",
   "--compile",
   "--minify",
+  "--keep-names",
   "--bytecode",
   "--format=esm",
   "--sourcemap=none",

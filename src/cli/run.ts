@@ -12,19 +12,21 @@ import { VenvCache } from "../env/venv-cache.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
+import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
 import { Runner } from "../runner/runner.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
+import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { isRunnerSecret } from "../task/job-env.ts";
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
 
 /** The daemon's settings: the common table plus each queue backend's own. */
-const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS];
+const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS];
 
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
@@ -42,7 +44,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings));
+    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -88,6 +90,12 @@ export async function runDaemon(settings: Settings): Promise<number> {
   if (rabbit) backends.push(rabbit);
   const sqs = sqsBackendFromSettings(settings, log);
   if (sqs) backends.push(sqs);
+  const pubsub = pubsubBackendFromSettings(settings, log);
+  if (pubsub) backends.push(pubsub);
+  configureGcs({
+    certsDir: settings["google-certs"] as string | undefined,
+    apiEndpoint: settings["gcs-endpoint"] as string | undefined,
+  });
   const pool = new ResourcePool(capacity);
   const runnerId = crypto.randomUUID().slice(0, 8);
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));

@@ -31,6 +31,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   },
   { name: "amqp-queues", type: "string", description: "comma-separated RabbitMQ queues to serve while the management API cannot be reached" },
   { name: "amqp-queue-type", type: "enum", choices: ["classic", "quorum"], description: "type of the RabbitMQ queues this runner declares (failed places)", default: "classic" },
+  { name: "gcs-endpoint", type: "string", description: "a GCS JSON API server other than Google's (test servers, emulators); requests to it are not authenticated" },
   { name: "working-dir", type: "path", description: "where experiment directories are made", defaultText: "$TMPDIR" },
   { name: "cache-dir", type: "path", description: "immutable artifact and venv cache", defaultText: "~/.cache/studio-runner" },
   { name: "cache-size", type: "size", description: "bound on the immutable artifact cache", default: "10gib" },

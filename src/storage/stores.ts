@@ -2,6 +2,7 @@
 
 import { PermanentError, RequestError } from "../errors.ts";
 import { FileStore } from "./file/file-store.ts";
+import { GcsStore } from "./gcs/gcs-store.ts";
 import { HttpStore } from "./http/http-store.ts";
 import type { ObjectStore, StoreOptions } from "./object-store.ts";
 import { S3Store } from "./s3/s3-store.ts";
@@ -10,16 +11,18 @@ export type StoreFactory = (location: string, options: StoreOptions) => ObjectSt
 
 const fileStore = new FileStore();
 const httpStore = new HttpStore();
+const gcsStore = new GcsStore();
 
 const factories: Record<string, StoreFactory> = {
   file: () => fileStore,
   http: () => httpStore,
   https: () => httpStore,
   s3: (_location, options) => new S3Store(options),
+  gs: () => gcsStore,
 };
 
 /** Backends not built into this version are recognised and refused with a clear reason. */
-const NOT_YET = new Set(["gs"]);
+const NOT_YET = new Set<string>();
 
 export function registerStore(scheme: string, factory: StoreFactory): void {
   factories[scheme] = factory;

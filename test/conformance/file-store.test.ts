@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileStore, filePath } from "../../src/storage/file/file-store.ts";
+import { GcsStore } from "../../src/storage/gcs/gcs-store.ts";
 import { storeFor } from "../../src/storage/stores.ts";
 import { storeConformance } from "./store-conformance.ts";
 
@@ -29,8 +30,8 @@ describe("storage locations", () => {
     expect(() => filePath("file:///tmp/../etc/passwd")).toThrow(/\.\./);
   });
 
-  test("gs:// is recognised and refused as not yet supported; unknown schemes name the field", () => {
-    expect(() => storeFor("gs://b/k")).toThrow(/gs:\/\/ storage is not yet supported/);
+  test("gs:// is served by the GCS store; unknown schemes name the field", () => {
+    expect(storeFor("gs://b/k")).toBeInstanceOf(GcsStore);
     expect(() => storeFor("ftp://x/y", {}, "experiment.artifacts.workspace.qualified")).toThrow(/experiment\.artifacts\.workspace\.qualified/);
   });
 });

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { isProcessAlive } from "../../src/exec/pid.ts";
+import { isProcessRunning } from "../../src/exec/pid.ts";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
 
 const SCRIPT = `
@@ -50,7 +50,7 @@ describe("runner killed mid-job", () => {
       expect(await second.exited).toBe(0);
       expect(second.stderr).toContain(`stopped orphaned experiment ${exp.key}`);
       expect(second.stderr).toContain("recovered message local_crash/");
-      expect(isProcessAlive(pid)).toBe(false);
+      expect(isProcessRunning(pid)).toBe(false);
 
       const log = tarMember(join(exp.experimentDir, "output.tar"));
       expect(log).toContain("delivery 2 from queue local_crash");

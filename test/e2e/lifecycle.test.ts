@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { isProcessAlive } from "../../src/exec/pid.ts";
+import { isProcessRunning } from "../../src/exec/pid.ts";
 import { enqueue, filesIn, makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../helpers/e2e.ts";
 
 const SLEEPER = `
@@ -101,7 +101,9 @@ time.sleep(300)
     const log = tarMember(join(exp.experimentDir, "output.tar"));
     expect(log).toContain("time limit of 2s (experiment.max_duration) reached");
     const childPid = Number(/child pid (\d+)/.exec(log)![1]);
-    expect(isProcessAlive(childPid)).toBe(false);
+    // Killed with the tree; allow its (re)parent a moment to reap it.
+    for (let i = 0; i < 50 && isProcessRunning(childPid); i++) await Bun.sleep(100);
+    expect(isProcessRunning(childPid)).toBe(false);
     expect(filesIn(join(sb.queueRoot, "local_timeout"))).toEqual([]);
   }, 180_000);
 

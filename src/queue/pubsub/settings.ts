@@ -1,0 +1,64 @@
+// The run settings of the Pub/Sub backend (--google-certs, --pubsub-project, and the
+// GOOGLE_APPLICATION_CREDENTIALS variable): their option table, their checks, and the backend.
+
+import type { Settings } from "../../config/load.ts";
+import type { OptionSpec } from "../../config/options.ts";
+import type { QueueBackend } from "../task-queue.ts";
+import type { QueueLog } from "./delivery.ts";
+import { PubsubProjectSet } from "./project-set.ts";
+import { scanProjects, validProjectId, type ProjectSettings } from "./service-accounts.ts";
+import { existsSync } from "node:fs";
+
+export const PUBSUB_OPTIONS: OptionSpec[] = [
+  {
+    name: "google-certs",
+    type: "path",
+    description: "directory of Google service-account JSON files, one project each (rescanned); their Pub/Sub subscriptions are queues",
+  },
+  {
+    name: "pubsub-project",
+    type: "string",
+    description: "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS or the default credentials (or PUBSUB_EMULATOR_HOST)",
+  },
+];
+
+const text = (settings: Settings, name: string) => {
+  const v = settings[name];
+  return typeof v === "string" && v.trim() ? v.trim() : undefined;
+};
+
+function projectSettings(settings: Settings): ProjectSettings {
+  return {
+    certsDir: text(settings, "google-certs"),
+    applicationCredentials: process.env.GOOGLE_APPLICATION_CREDENTIALS?.trim() || undefined,
+    project: text(settings, "pubsub-project"),
+  };
+}
+
+/** Problems with the Pub/Sub settings, worded like the other configuration problems. */
+export function pubsubSettingsProblems(settings: Settings): string[] {
+  const ps = projectSettings(settings);
+  const problems: string[] = [];
+  if (ps.project && !validProjectId(ps.project)) problems.push(`--pubsub-project: ${JSON.stringify(ps.project)} is not a Google project id`);
+  if (ps.project && ps.applicationCredentials && !existsSync(ps.applicationCredentials)) {
+    problems.push(`GOOGLE_APPLICATION_CREDENTIALS: ${ps.applicationCredentials} does not exist`);
+  }
+  if (ps.certsDir) problems.push(...scanProjects({ certsDir: ps.certsDir }).problems);
+  return problems;
+}
+
+/**
+ * The backend when --google-certs, --pubsub-project, or a GOOGLE_APPLICATION_CREDENTIALS file
+ * naming a project is set (settings already checked).
+ */
+export function pubsubBackendFromSettings(settings: Settings, log: QueueLog): QueueBackend | undefined {
+  const ps = projectSettings(settings);
+  if (!ps.certsDir && !ps.project && !scanProjects(ps).projects.length) return undefined;
+  return new PubsubProjectSet({
+    scan: () => scanProjects(ps),
+    maxDeliveries: settings["max-deliveries"] as number,
+    match: settings["queue-match"] as RegExp | undefined,
+    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    log,
+  });
+}

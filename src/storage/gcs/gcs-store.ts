@@ -1,0 +1,142 @@
+// Object store for gs:// locations: streaming reads checked by length and CRC32C, resumable
+// uploads in 8 MiB chunks (bounded memory) that become visible only when the last chunk lands.
+
+import type { File } from "@google-cloud/storage";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { NotFoundError, RetryableError } from "../../errors.ts";
+import type { ObjectInfo, ObjectStore } from "../object-store.ts";
+import { noteTransferredBytes } from "../s3/transfer-memory.ts";
+import { gcsClient, type GcsHandle } from "./gcs-clients.ts";
+import { gcsFault, type GcsErrorContext } from "./gcs-errors.ts";
+import { parseGcsLocation } from "./gcs-location.ts";
+
+/** Resumable upload chunk: memory held by an upload is about one chunk. */
+export const UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Bytes buffered between a download and its reader. */
+const READ_BUFFER_BYTES = 1024 * 1024;
+
+type Opened = { file: (generation?: string) => File; handle: GcsHandle; context: (verb: string) => GcsErrorContext };
+
+type GcsMetadata = { size?: string | number; updated?: string; generation?: string | number; etag?: string };
+
+function infoOf(m: GcsMetadata): ObjectInfo {
+  const sizeBytes = Number(m.size ?? 0);
+  const modifiedMs = m.updated ? Date.parse(m.updated) : 0;
+  const version = m.generation !== undefined ? String(m.generation) : m.etag || `${sizeBytes}-${modifiedMs}`;
+  return { sizeBytes, modifiedMs, version };
+}
+
+const asBuffer = (chunk: unknown) => (Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+
+export class GcsStore implements ObjectStore {
+  constructor(private readonly env: Record<string, string | undefined> = process.env) {}
+
+  async head(location: string): Promise<ObjectInfo | undefined> {
+    const o = this.open(location);
+    try {
+      const [metadata] = await o.file().getMetadata();
+      return infoOf(metadata as GcsMetadata);
+    } catch (err) {
+      const fault = gcsFault(err, o.context("HEAD"));
+      if (fault instanceof NotFoundError) return undefined;
+      throw fault;
+    }
+  }
+
+  /** Reads the generation just looked up, so the length checked is that of the bytes read. */
+  async get(location: string): Promise<Readable> {
+    const o = this.open(location);
+    const ctx = o.context("GET");
+    let metadata: GcsMetadata;
+    try {
+      [metadata] = (await o.file().getMetadata()) as [GcsMetadata, unknown];
+    } catch (err) {
+      throw gcsFault(err, ctx);
+    }
+    const info = infoOf(metadata);
+    const generation = metadata.generation !== undefined ? String(metadata.generation) : undefined;
+    const source = o.file(generation).createReadStream({ validation: "crc32c" });
+    async function* chunks(): AsyncGenerator<Buffer> {
+      let received = 0;
+      try {
+        for await (const chunk of source) {
+          const b = asBuffer(chunk);
+          received += b.length;
+          noteTransferredBytes(b.length);
+          if (received > info.sizeBytes) throw new RetryableError(`${ctx.operation}: received more than the object's ${info.sizeBytes} bytes`);
+          yield b;
+        }
+      } catch (err) {
+        const fault = gcsFault(err, ctx);
+        // The generation read was replaced between the lookup and the read: reading again will do.
+        if (fault instanceof NotFoundError) throw new RetryableError(`${ctx.operation}: the object changed while it was being read`, {}, { cause: err });
+        throw fault;
+      } finally {
+        source.destroy();
+      }
+      if (received !== info.sizeBytes) {
+        throw new RetryableError(`${ctx.operation}: transfer truncated at ${received} of ${info.sizeBytes} bytes`);
+      }
+    }
+    return Readable.from(chunks(), { objectMode: false, highWaterMark: READ_BUFFER_BYTES });
+  }
+
+  /**
+   * A resumable upload: the library sends UPLOAD_CHUNK_BYTES at a time and the object appears only
+   * when the final chunk is accepted, so a failed body leaves the old object (or none) in place.
+   * The library checks the CRC32C the server reports; the size is checked here.
+   */
+  async put(location: string, body: Readable): Promise<ObjectInfo> {
+    const o = this.open(location);
+    const ctx = o.context("PUT");
+    const file = o.file();
+    let sentBytes = 0;
+    const counter = new Transform({
+      transform(chunk, _encoding, done) {
+        const b = asBuffer(chunk);
+        sentBytes += b.length;
+        noteTransferredBytes(b.length);
+        done(null, b);
+      },
+    });
+    const upload = file.createWriteStream({
+      resumable: true,
+      chunkSize: UPLOAD_CHUNK_BYTES,
+      validation: "crc32c",
+      metadata: { contentType: "application/octet-stream" },
+    });
+    try {
+      await pipeline(body, counter, upload);
+    } catch (err) {
+      body.destroy();
+      throw gcsFault(err, ctx);
+    }
+    const info = infoOf(file.metadata as GcsMetadata);
+    if (info.sizeBytes !== sentBytes) {
+      throw new RetryableError(`${ctx.operation}: sent ${sentBytes} bytes but the server stored ${info.sizeBytes}`);
+    }
+    return info;
+  }
+
+  async delete(location: string): Promise<void> {
+    const o = this.open(location);
+    try {
+      await o.file().delete();
+    } catch (err) {
+      const fault = gcsFault(err, o.context("DELETE"));
+      if (!(fault instanceof NotFoundError)) throw fault;
+    }
+  }
+
+  private open(location: string): Opened {
+    const { bucket, key } = parseGcsLocation(location);
+    const handle = gcsClient(this.env);
+    const b = handle.storage.bucket(bucket);
+    return {
+      handle,
+      file: (generation) => b.file(key, generation !== undefined ? { generation } : {}),
+      context: (verb) => ({ operation: `${verb} ${location}`, location, bucket, server: handle.server, identity: handle.identity }),
+    };
+  }
+}
