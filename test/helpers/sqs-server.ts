@@ -1,5 +1,6 @@
 // A real SQS-compatible server for tests: fauxqs in a child process, listening on 127.0.0.1 on a free port, stopped by pid.
 
+import { NO_METADATA_ENV } from "./s3-server.ts";
 import { spawn } from "node:child_process";
 import { resolve, join } from "node:path";
 
@@ -8,14 +9,7 @@ const BUN = join(REPO, "node_modules/.bin/bun");
 const READY_TIMEOUT_MS = 30_000;
 const STOP_WAIT_MS = 5_000;
 
-/** Cloud SDKs must never look for metadata servers in tests. */
-export const NO_METADATA_ENV = {
-  METADATA_SERVER_DETECTION: "none",
-  GCE_METADATA_HOST: "127.0.0.1:9",
-  GCE_METADATA_IP: "127.0.0.1:9",
-  AWS_EC2_METADATA_DISABLED: "true",
-} as const;
-Object.assign(process.env, NO_METADATA_ENV);
+// Importing the S3 helper also sets NO_METADATA_ENV in this process: SDKs never probe metadata servers.
 
 export type SqsServer = { endpoint: string; port: number; pid: number; stop(): Promise<void> };
 

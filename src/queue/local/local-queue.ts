@@ -2,6 +2,7 @@
 // a message is claimed by atomic rename into <root>/.inflight, deleted only on ack, recovered
 // from dead runners, and moved to <root>/.failed with its reasons after too many deliveries.
 
+import { waitForWake } from "../wait-for-wake.ts";
 import { watch, type FSWatcher } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -83,17 +84,7 @@ export class LocalQueueBackend implements QueueBackend {
   }
 
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.min(timeoutMs, this.options.pollMs ?? 1000));
-      this.waiters.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return waitForWake(Math.min(timeoutMs, this.options.pollMs ?? 1000), signal, this.waiters);
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,7 @@
 // serves queue `<queue>`), one message pulled per free slot with its ack deadline renewed while
 // held, delivery counts carried by republished copies, and a failed place per queue.
 
+import { waitForWake } from "../wait-for-wake.ts";
 import { PubSub, v1, type Topic } from "@google-cloud/pubsub";
 import { errorMessage } from "../../errors.ts";
 import { queueWanted, type Delivery, type QueueBackend, type QueueFilter, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
@@ -79,18 +80,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
   }
 
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    if (this.closed || signal?.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        this.wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.min(timeoutMs, this.options.pollIntervalMs ?? 1000));
-      signal?.addEventListener("abort", done);
-      this.wakers.add(done);
-    });
+    if (this.closed) return Promise.resolve();
+    return waitForWake(Math.min(timeoutMs, this.options.pollIntervalMs ?? 1000), signal, this.wakers);
   }
 
   async close(): Promise<void> {

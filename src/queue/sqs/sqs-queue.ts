@@ -25,6 +25,7 @@
 // - Waiting: SQS cannot notify; waitForWork resolves after at most a second and receive long-polls
 //   for up to `waitSeconds` (default 1 s) per queue.
 
+import { waitForWake } from "../wait-for-wake.ts";
 import {
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
@@ -143,16 +144,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
   }
 
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    if (this.closed || signal?.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(0, Math.min(timeoutMs, WAIT_FOR_WORK_MAX_MS)));
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    if (this.closed) return Promise.resolve();
+    return waitForWake(Math.min(timeoutMs, WAIT_FOR_WORK_MAX_MS), signal);
   }
 
   /** Stops renewing the messages still held (SQS shows them again when their lease runs out). */
