@@ -51,7 +51,8 @@ describe("RabbitMQ + S3", () => {
       queues.push(queue);
       const { message, key, location } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "from rabbit\n" });
       await publishLikeClient(queue, [message]);
-      const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--limit-tasks", "1"]);
+      // Idle for a while after the ack, so the moment of the ack is observed while the runner lives.
+      const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--limit-idle-duration", "4s"]);
 
       // While the message is unacked, poll; the moment it is gone, every result must be in S3.
       let sawUnacked = false;

@@ -44,7 +44,8 @@ describe("captured studioml client message on S3 storage", () => {
       const { message, key, location: loc } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "hello from s3\n" });
       const queue = "local_s3fixture";
       const id = enqueue(sb.queueRoot, queue, message);
-      const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+      // Idle for a while after the ack, so the moment of the ack is observed while the runner lives.
+      const runner = new RunnerProcess(sb, ["--limit-idle-duration", "3s"]);
 
       // Whenever the claim is gone (acked), every result must already be in S3.
       let ackedWithResults: boolean | undefined;
