@@ -2,6 +2,7 @@
 // python client's `<queue>_sub` naming, ack deadlines renewed while a message is held, and the
 // failed place `studioml_failed.<queue>` with the reasons in its attributes.
 
+import { fixtureTest } from "../helpers/fixture-test.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { PubSub } from "@google-cloud/pubsub";
@@ -65,19 +66,7 @@ queueConformance("pubsub", async () => {
   };
 });
 
-const withFixture = (name: string, fn: (f: Fixture) => Promise<void>, timeoutMs = 30_000) =>
-  test(
-    name,
-    async () => {
-      const f = new Fixture();
-      try {
-        await fn(f);
-      } finally {
-        await f.cleanup();
-      }
-    },
-    timeoutMs,
-  );
+const withFixture = fixtureTest(() => new Fixture(), { timeoutMs: 30_000 });
 
 describe("pubsub: naming", () => {
   test("a subscription `<queue>_sub` serves queue `<queue>`; other names are the queue", () => {

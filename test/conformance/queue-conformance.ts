@@ -1,7 +1,8 @@
 // One conformance suite for every queue backend: each adapter's test file calls it with a
 // factory that makes backends sharing one fresh queue space.
 
-import { describe, expect, test } from "bun:test";
+import { fixtureTest } from "../helpers/fixture-test.ts";
+import { describe, expect } from "bun:test";
 import type { QueueBackend } from "../../src/queue/task-queue.ts";
 
 export type QueueHarness = {
@@ -16,19 +17,7 @@ const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 export function queueConformance(kind: string, makeHarness: () => Promise<QueueHarness>) {
   describe(`queue conformance: ${kind}`, () => {
-    const withHarness = (name: string, fn: (h: QueueHarness) => Promise<void>, timeoutMs = 60_000) =>
-      test(
-        name,
-        async () => {
-          const h = await makeHarness();
-          try {
-            await fn(h);
-          } finally {
-            await h.cleanup();
-          }
-        },
-        timeoutMs,
-      );
+    const withHarness = fixtureTest(makeHarness, { timeoutMs: 60_000 });
 
     withHarness("discover lists work queues and honours match, mismatch and _response", async (h) => {
       const b = await h.backend({ mismatch: /_skip$/ });

@@ -2,6 +2,7 @@
 // the management API or the --amqp-queues list, quorum and classic delivery counts, the failed
 // place, lost connections and reconnects, deleted queues, and refusals that neither spin nor starve.
 
+import { fixtureTest } from "../helpers/fixture-test.ts";
 import { beforeAll, describe, expect, test } from "bun:test";
 import { backoffDelayMs, DEFAULT_BACKOFF } from "../../src/queue/rabbitmq/backoff.ts";
 import { managementAddress, parseAmqpUrl, redactUrl } from "../../src/queue/rabbitmq/broker-address.ts";
@@ -70,19 +71,7 @@ class Fixture {
   }
 }
 
-const withFixture = (name: string, fn: (f: Fixture) => Promise<void>, timeoutMs = 60_000) =>
-  test.skipIf(!available)(
-    name,
-    async () => {
-      const f = new Fixture();
-      try {
-        await fn(f);
-      } finally {
-        await f.cleanup();
-      }
-    },
-    timeoutMs,
-  );
+const withFixture = fixtureTest(() => new Fixture(), { timeoutMs: 60_000, skip: !available });
 
 beforeAll(async () => {
   if (available) await ensureRabbitMQ();

@@ -2,6 +2,7 @@
 // has: counts from ApproximateReceiveCount, visibility renewal and its 12-hour ceiling, a holder
 // that stops renewing, the failed place, accounts from --sqs-certs, and error classes.
 
+import { fixtureTest } from "../helpers/fixture-test.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ChangeMessageVisibilityCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -61,19 +62,7 @@ class Fixture {
   }
 }
 
-const withFixture = (name: string, fn: (f: Fixture) => Promise<void>, timeoutMs = 30_000) =>
-  test(
-    name,
-    async () => {
-      const f = new Fixture();
-      try {
-        await fn(f);
-      } finally {
-        await f.cleanup();
-      }
-    },
-    timeoutMs,
-  );
+const withFixture = fixtureTest(() => new Fixture(), { timeoutMs: 30_000 });
 
 async function urlOf(queue: string): Promise<string> {
   return (await raw.send(new GetQueueUrlCommand({ QueueName: queue }))).QueueUrl!;

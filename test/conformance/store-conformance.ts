@@ -1,6 +1,7 @@
 // One conformance suite for every object store: each adapter's test file calls it.
 
-import { describe, expect, test } from "bun:test";
+import { fixtureTest } from "../helpers/fixture-test.ts";
+import { describe, expect } from "bun:test";
 import { Readable } from "node:stream";
 import { NotFoundError } from "../../src/errors.ts";
 import type { ObjectStore } from "../../src/storage/object-store.ts";
@@ -15,15 +16,7 @@ async function readAll(r: Readable): Promise<string> {
 
 export function storeConformance(kind: string, makeHarness: () => Promise<StoreHarness>) {
   describe(`store conformance: ${kind}`, () => {
-    const withHarness = (name: string, fn: (h: StoreHarness) => Promise<void>) =>
-      test(name, async () => {
-        const h = await makeHarness();
-        try {
-          await fn(h);
-        } finally {
-          await h.cleanup();
-        }
-      });
+    const withHarness = fixtureTest(makeHarness);
 
     withHarness("a missing object: head is undefined, get throws NotFoundError", async (h) => {
       const loc = h.locationOf("experiments/none/output.tar");
