@@ -110,6 +110,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       venvs,
       artifacts: new ArtifactCache(join(cacheDir, "artifacts"), settings["cache-size"] as number),
       allowEnvSecrets: settings["allow-env-secrets"] as boolean,
+      googleCertsDir: settings["google-certs"] as string | undefined,
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,

@@ -92,7 +92,11 @@ export async function runAttempt(
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
   for (const w of jobEnv.warnings) log.note(`warning: ${w}`);
-  const record = experimentRecordFor(request, (m) => ctx.log.warn(m, { experiment: key }));
+  const record = experimentRecordFor(request, {
+    warn: (m) => ctx.log.warn(m, { experiment: key }),
+    env: ctx.runnerEnv,
+    googleCertsDir: ctx.googleCertsDir,
+  });
   await record?.running();
 
   let exit: ExitInfo | undefined;
@@ -185,6 +189,7 @@ export async function runAttempt(
     return { kind: "rejected", reason };
   } finally {
     venvRelease?.();
+    await record?.close();
     await log.close();
     if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
   }

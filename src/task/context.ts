@@ -24,5 +24,7 @@ export type TaskContext = {
   keepDirectories: boolean;
   /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
   statusPollMs?: number;
+  /** --google-certs, for Firebase experiment records. */
+  googleCertsDir?: string;
   log: Logger;
 };

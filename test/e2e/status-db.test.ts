@@ -1,66 +1,50 @@
-// The studioml experiment record in an S3 database (config.database type s3) on a real S3
-// server: waiting → running → finished with the time fields set, and "stopped" written into it
-// stops a running experiment within 15 s.
+// The studioml experiment record through the compiled binary, for every database type: an S3
+// database on a real S3 server, a local one, a studioml API server stand-in (http) and a
+// Realtime Database stand-in (firebase). Waiting → running → finished with the time fields set,
+// and "stopped" written into the record stops a running experiment within 15 s.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
-import { CLIENT_KEYS, clientStore } from "../helpers/fixture-s3.ts";
-import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
+import { startDatabases, type DatabaseHarness, type Databases } from "../helpers/status-databases.ts";
 
-const DB_BUCKET = "studioml-meta";
-let server: S3Server;
+let dbs: Databases;
 beforeAll(async () => {
-  server = await startS3rver({ keys: [CLIENT_KEYS], buckets: [DB_BUCKET] });
+  dbs = await startDatabases();
 }, 60_000);
 afterAll(async () => {
-  await server?.stop();
+  await dbs?.stop();
 });
 
-const recordAt = (key: string) => `s3://${server.host}/${DB_BUCKET}/experiments/${key}`;
-
-async function readRecord(key: string): Promise<Record<string, any> | undefined> {
-  const store = clientStore(server);
-  if (!(await store.head(recordAt(key)))) return undefined;
-  const chunks: Buffer[] = [];
-  for await (const c of await store.get(recordAt(key))) chunks.push(Buffer.from(c as Uint8Array));
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
-}
-
-const writeRecord = (key: string, doc: object) => clientStore(server).put(recordAt(key), Readable.from([Buffer.from(JSON.stringify(doc))]));
-
-function withDatabase(m: Record<string, any>, sleepS: number) {
-  m.experiment.pythonver = "3.11";
-  m.config.env = { SLEEP_S: String(sleepS) };
-  m.config.database = {
-    type: "s3",
-    endpoint: server.endpoint,
-    bucket: DB_BUCKET,
-    authentication: "none",
-    credentials: { aws: { access_key: CLIENT_KEYS.accessKey, secret_access_key: CLIENT_KEYS.secretAccessKey, region: "us-west-2" } },
+function withDatabase(db: DatabaseHarness, sleepS: number) {
+  return (m: Record<string, any>) => {
+    m.experiment.pythonver = "3.11";
+    m.config.env = { SLEEP_S: String(sleepS) };
+    m.config.database = db.config();
   };
 }
 
 const SCRIPT = "import os, time\nprint('working', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('done', flush=True)\n";
 
-describe("experiment record in an S3 database", () => {
+for (const type of ["s3", "local", "http", "firebase"]) describe(`experiment record in a ${type} database, from the binary`, () => {
+  const db = () => dbs.all.find((d) => d.type === type)!;
+
   test("waiting → running → finished, with time_started, time_last_checkpoint and time_finished", async () => {
-    const sb = await makeSandbox("status", { cacheDir: SHARED_CACHE });
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, (m) => withDatabase(m, 4));
-    await writeRecord(exp.key, { ...exp.message.experiment, status: "waiting" }); // as the client does
-    enqueue(sb.queueRoot, "local_status", exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+    const sb = await makeSandbox(`status-${type}`, { cacheDir: SHARED_CACHE });
+    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 4));
+    await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" }); // as the client does
+    enqueue(sb.queueRoot, `local_status_${type}`, exp.message);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"], db().runnerEnv);
     const seen: string[] = [];
     let running: Record<string, any> | undefined;
     while (runner.child.exitCode === null) {
-      const rec = await readRecord(exp.key).catch(() => undefined);
+      const rec = await db().read(exp.key).catch(() => undefined);
       if (rec && seen[seen.length - 1] !== rec.status) seen.push(rec.status);
       if (rec?.status === "running") running = rec;
       await Bun.sleep(200);
     }
     expect(await runner.exited).toBe(0);
-    const final = (await readRecord(exp.key))!;
+    const final = (await db().read(exp.key))!;
     if (seen[seen.length - 1] !== final.status) seen.push(final.status);
     expect(seen).toEqual(["waiting", "running", "finished"]);
     expect(running!.time_started).toBeGreaterThan(exp.message.experiment.time_added);
@@ -71,16 +55,16 @@ describe("experiment record in an S3 database", () => {
   }, 180_000);
 
   test('writing "stopped" into the record stops the running experiment within 15 s', async () => {
-    const sb = await makeSandbox("status-stop", { cacheDir: SHARED_CACHE });
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, (m) => withDatabase(m, 300));
-    await writeRecord(exp.key, { ...exp.message.experiment, status: "waiting" });
-    enqueue(sb.queueRoot, "local_stop", exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
-    for (let i = 0; i < 600 && (await readRecord(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
+    const sb = await makeSandbox(`status-stop-${type}`, { cacheDir: SHARED_CACHE });
+    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 300));
+    await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" });
+    enqueue(sb.queueRoot, `local_stop_${type}`, exp.message);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"], db().runnerEnv);
+    for (let i = 0; i < 600 && (await db().read(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
     await Bun.sleep(1000);
-    const rec = (await readRecord(exp.key))!;
+    const rec = (await db().read(exp.key))!;
     expect(rec.status).toBe("running");
-    await writeRecord(exp.key, { ...rec, status: "stopped" });
+    await db().stop(exp.key);
     const stoppedAt = Date.now();
     expect(await runner.exited).toBe(0);
     const tookMs = Date.now() - stoppedAt;
@@ -89,9 +73,9 @@ describe("experiment record in an S3 database", () => {
     const log = tarMember(join(exp.experimentDir, "output.tar"));
     expect(log).toContain('the experiment record says "stopped"');
     expect(log).not.toContain("done");
-    const final = (await readRecord(exp.key))!;
-    expect(final.status).toBe("stopped");
+    const final = (await db().read(exp.key))!;
+    expect(final.status).toBe(db().keepsStopped ? "stopped" : "finished");
     expect(final.time_finished).toBeGreaterThan(0);
-    expect(filesIn(join(sb.queueRoot, "local_stop"))).toEqual([]);
+    expect(filesIn(join(sb.queueRoot, `local_stop_${type}`))).toEqual([]);
   }, 180_000);
 });

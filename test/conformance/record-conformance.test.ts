@@ -1,0 +1,140 @@
+// One conformance suite for every experiment database the runner keeps records in (s3, local,
+// http, firebase), each against its real server or wire-level stand-in: the status goes running →
+// finished with the time fields, a user's "stopped" is seen, and a failing database never throws.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Request } from "../../src/request/model.ts";
+import { experimentRecordFor } from "../../src/status/experiment-record.ts";
+import { startDatabases, type DatabaseHarness, type Databases } from "../helpers/status-databases.ts";
+
+let dbs: Databases;
+const savedEmulator = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+beforeAll(async () => {
+  dbs = await startDatabases();
+  // firebase-admin reads the emulator address from the process environment.
+  process.env.FIREBASE_DATABASE_EMULATOR_HOST = dbs.all.find((d) => d.type === "firebase")!.runnerEnv.FIREBASE_DATABASE_EMULATOR_HOST;
+}, 60_000);
+afterAll(async () => {
+  if (savedEmulator === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+  else process.env.FIREBASE_DATABASE_EMULATOR_HOST = savedEmulator;
+  await dbs?.stop();
+});
+
+let n = 0;
+function requestFor(db: DatabaseHarness): { request: Request; key: string; raw: Record<string, unknown> } {
+  const key = `rec-${db.type}-${Date.now()}-${n++}`;
+  const raw = { key, status: "waiting", time_added: Date.now() / 1000 - 5, pythonenv: ["numpy==2.0.0"], artifacts: {} };
+  const request = { experiment: { key, raw }, config: { raw: { database: db.config() } } } as unknown as Request;
+  return { request, key, raw };
+}
+
+function keeper(db: DatabaseHarness, request: Request) {
+  const warnings: string[] = [];
+  const env = { ...process.env, ...db.runnerEnv };
+  const record = experimentRecordFor(request, { warn: (m) => warnings.push(m), env });
+  if (!record) throw new Error(`no record keeper for ${db.type}: ${warnings.join("; ")}`);
+  return { record, warnings };
+}
+
+for (const type of ["s3", "local", "http", "firebase"]) {
+  describe(`experiment record conformance: ${type}`, () => {
+    const db = () => dbs.all.find((d) => d.type === type)!;
+
+    test("running, checkpoint, finished: status and time fields as the python worker sets them", async () => {
+      const { request, key, raw } = requestFor(db());
+      await db().seed(key, raw);
+      const { record, warnings } = keeper(db(), request);
+      const before = Date.now() / 1000;
+      await record.running();
+      const running = (await db().read(key))!;
+      expect(running.status).toBe("running");
+      expect(running.time_started).toBeGreaterThanOrEqual(before - 1);
+      expect(running.key).toBe(key);
+      await Bun.sleep(20);
+      await record.checkpoint();
+      const checkpointed = (await db().read(key))!;
+      expect(checkpointed.time_last_checkpoint).toBeGreaterThan(running.time_started);
+      await record.finished();
+      const finished = (await db().read(key))!;
+      expect(finished.status).toBe("finished");
+      expect(finished.time_finished).toBeGreaterThanOrEqual(finished.time_started);
+      expect(finished.time_added).toBe(raw.time_added); // the client's fields are kept
+      expect(warnings).toEqual([]);
+      await record.close();
+    });
+
+    test('a user\'s "stopped" is reported, and the finish keeps it where the database is ours to write', async () => {
+      const { request, key, raw } = requestFor(db());
+      await db().seed(key, raw);
+      const { record } = keeper(db(), request);
+      await record.running();
+      expect(await record.stopRequested()).toBe(false);
+      await db().stop(key);
+      expect(await record.stopRequested()).toBe(true);
+      await record.finished();
+      const final = (await db().read(key))!;
+      expect(final.status).toBe(db().keepsStopped ? "stopped" : "finished");
+      expect(final.time_finished).toBeGreaterThan(0);
+      await record.close();
+    });
+
+    test("a failing database: every call resolves, each fault is logged, no stop is reported", async () => {
+      db().fail();
+      try {
+        const { request, key, raw } = requestFor(db());
+        await db().seed(key, raw).catch(() => undefined);
+        const { record, warnings } = keeper(db(), request);
+        await record.running();
+        await record.checkpoint();
+        expect(await record.stopRequested()).toBe(false);
+        await record.finished();
+        await record.close();
+        expect(warnings.length).toBeGreaterThanOrEqual(4);
+        for (const w of warnings) expect(w).toMatch(/could not (record|read)/);
+      } finally {
+        db().heal();
+      }
+    }, 120_000);
+  });
+}
+
+describe("experiment record: what each database type needs", () => {
+  const build = (database: unknown, env: Record<string, string | undefined> = {}) => {
+    const warnings: string[] = [];
+    const request = { experiment: { key: "k", raw: { key: "k" } }, config: { raw: { database } } } as unknown as Request;
+    const record = experimentRecordFor(request, { warn: (m) => warnings.push(m), env });
+    return { record, warnings };
+  };
+
+  test("no database, or no type: nothing is kept and nothing is said", () => {
+    expect(build(undefined)).toEqual({ record: undefined, warnings: [] });
+    expect(build({})).toEqual({ record: undefined, warnings: [] });
+  });
+
+  test("an unknown type is named", () => {
+    const { record, warnings } = build({ type: "dynamodb" });
+    expect(record).toBeUndefined();
+    expect(warnings[0]).toContain('config.database.type "dynamodb"');
+  });
+
+  test("missing fields are named per type", () => {
+    expect(build({ type: "s3", endpoint: "http://x" }).warnings[0]).toContain("endpoint and bucket");
+    expect(build({ type: "local" }).warnings[0]).toContain("endpoint");
+    expect(build({ type: "local", endpoint: "relative/dir" }).warnings[0]).toContain("absolute");
+    expect(build({ type: "http" }).warnings[0]).toContain("serverUrl");
+    expect(build({ type: "http", serverUrl: "ftp://x" }).warnings[0]).toContain("not an http(s) URL");
+    expect(build({ type: "firebase" }).warnings[0]).toContain("databaseURL or projectId");
+  });
+
+  test("firebase without any credentials is refused with the reason, never tried against Google", () => {
+    const { record, warnings } = build({ type: "FireBase", projectId: "p1", serviceAccount: "/nonexistent/key.json" }, {});
+    expect(record).toBeUndefined();
+    expect(warnings[0]).toContain("/nonexistent/key.json");
+    expect(warnings[0]).toContain('project "p1"');
+  });
+
+  test("an http serverUrl with a password is never shown in full", () => {
+    const { record } = build({ type: "http", serverUrl: "https://user:s3cret@api.example.com/studio" });
+    expect(record!.where).toBe("https://api.example.com/studio (experiment k)");
+  });
+});
