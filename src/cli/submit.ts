@@ -6,16 +6,16 @@ import { join, resolve } from "node:path";
 import { defaultQueueRoot } from "../config/options.ts";
 import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
 import { errorMessage } from "../errors.ts";
-import { LocalQueueBackend } from "../queue/local/local-queue.ts";
-import { RabbitQueueBackend } from "../queue/rabbitmq/rabbitmq-queue.ts";
 import { buildRequest } from "../submit/build-request.ts";
 import { follow } from "../submit/follow.ts";
+import { submitQueue, submitQueueProblems } from "../submit/submit-queue.ts";
 import { storageProblems, submitStorage } from "../submit/submit-storage.ts";
 import { uploadWorkspace } from "../submit/workspace-upload.ts";
 
 const VALUE_FLAGS = [
   "queue", "queue-root", "storage", "bucket", "s3-endpoint", "workspace", "experiment", "pythonver", "requirements",
   "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout", "amqp-url", "amqp-queue-type",
+  "sqs-certs", "sqs-endpoint", "aws-region", "google-certs", "pubsub-project", "gcs-endpoint",
 ];
 const BOOL_FLAGS = ["wait", "help", "h"];
 
@@ -43,7 +43,8 @@ export const submitCommand = defineCommand({
     "queue-root": { type: "string", description: "local queue directory [default: ~/.studioml/queue] (env QUEUE_ROOT)" },
     storage: {
       type: "string",
-      description: "a file: URL (storage root) or s3://host:port/bucket (S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) [default: file://~/.studioml/storage]",
+      description:
+        "a file: URL (storage root), s3://host:port/bucket (S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or gs://bucket (GCS; credentials from --google-certs or GOOGLE_APPLICATION_CREDENTIALS) [default: file://~/.studioml/storage]",
     },
     bucket: { type: "string", description: "bucket (a folder under a file: root; for s3:// when the URL names none) [default: studioml-artifacts]" },
     "s3-endpoint": { type: "string", description: "S3 server as http(s)://host[:port]: its scheme (default https), and its host for s3://bucket" },
@@ -63,6 +64,12 @@ export const submitCommand = defineCommand({
     "wait-timeout": { type: "string", description: "give up waiting after this long [default: none]" },
     "amqp-url": { type: "string", description: "publish to RabbitMQ (StudioML.topic, persistent, confirmed) instead of a local queue (env AMQP_URL)" },
     "amqp-queue-type": { type: "string", description: "classic or quorum: the type of the queue declared when it does not exist yet [default: classic]" },
+    "sqs-certs": { type: "string", description: "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run (the queue is made when missing)" },
+    "sqs-endpoint": { type: "string", description: "SQS-compatible server instead of AWS [default: $AWS_ENDPOINT_URL_SQS or $AWS_ENDPOINT_URL]" },
+    "aws-region": { type: "string", description: "AWS region for SQS accounts whose config names none [default: $AWS_REGION or us-east-1]" },
+    "google-certs": { type: "string", description: "publish to Google Pub/Sub: a directory of service-account JSON files (the first project's topic <queue> and subscription <queue>_sub are made when missing)" },
+    "pubsub-project": { type: "string", description: "publish to this Google project's Pub/Sub with GOOGLE_APPLICATION_CREDENTIALS or PUBSUB_EMULATOR_HOST" },
+    "gcs-endpoint": { type: "string", description: "GCS JSON API server other than Google's, for gs:// storage (unauthenticated)" },
   },
   async run({ rawArgs }) {
     const { ours, script, scriptArgs } = splitSubmitArgv(rawArgs);
@@ -79,6 +86,8 @@ export const submitCommand = defineCommand({
       if (flags[f] && parseDurationMs(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a duration`);
     }
     problems.push(...storageProblems(flags, process.env));
+    const queueFlags = { ...flags, "queue-root": resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot()), "amqp-url": flags["amqp-url"] ?? process.env.AMQP_URL };
+    problems.push(...submitQueueProblems(queueFlags, process.env));
     const env: Record<string, string> = {};
     for (const pair of (flags.env ?? "").split(",").filter(Boolean)) {
       const eq = pair.indexOf("=");
@@ -92,9 +101,9 @@ export const submitCommand = defineCommand({
 
     const storage = submitStorage(flags, process.env);
     const { store, locationOf } = storage;
-    const queueRoot = resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot());
-    const amqpUrl = flags["amqp-url"] ?? process.env.AMQP_URL;
-    const queue = flags.queue ?? (amqpUrl ? "rmq_default" : "local");
+    const queueRoot = queueFlags["queue-root"];
+    const target = submitQueue(queueFlags, process.env);
+    const queue = flags.queue ?? target.defaultQueue;
     const key = flags.experiment ?? `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
     const reqFile = flags.requirements ?? (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
     const pythonenv = reqFile ? readFileSync(reqFile, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")) : [];
@@ -124,9 +133,7 @@ export const submitCommand = defineCommand({
       credentials: storage.credentials,
       storage: storage.config,
     });
-    const backend = amqpUrl
-      ? new RabbitQueueBackend({ url: amqpUrl, maxDeliveries: 3, queueType: flags["amqp-queue-type"] === "quorum" ? "quorum" : "classic" })
-      : new LocalQueueBackend({ root: queueRoot, maxDeliveries: 3 });
+    const backend = target.backend;
     let id: string;
     try {
       id = await backend.publish(queue, JSON.stringify(message, null, 1));
@@ -140,7 +147,7 @@ export const submitCommand = defineCommand({
     if (!flags.wait) return;
 
     const result = await follow({
-      place: amqpUrl ? { kind: "storage" } : { kind: "local", queueRoot, queue, id },
+      place: target.local ? { kind: "local", queueRoot, queue, id } : { kind: "storage" },
       store,
       outputLocation: locationOf(`experiments/${key}/output.tar`),
       resultsLocation: locationOf(`experiments/${key}/_results.tar`),

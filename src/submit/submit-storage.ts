@@ -1,5 +1,6 @@
-// Where `submit` puts the workspace and where the request says its artifacts live: a file: root or
-// an S3 server and bucket, with the submitter's AWS credentials embedded like the python client does.
+// Where `submit` puts the workspace and where the request says its artifacts live: a file: root,
+// an S3 server and bucket (the submitter's AWS credentials embedded like the python client does),
+// or a GCS bucket (the runner uses its own Google credentials).
 
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +10,7 @@ import type { ObjectStore } from "../storage/object-store.ts";
 import { formatS3Location, isHostLike } from "../storage/s3/s3-location.ts";
 import { S3Store } from "../storage/s3/s3-store.ts";
 import { parseEndpoint } from "../storage/s3/s3-target.ts";
+import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { storeFor } from "../storage/stores.ts";
 
 export const DEFAULT_BUCKET = "studioml-artifacts";
@@ -38,7 +40,10 @@ export function defaultStorageUrl(env: Record<string, string | undefined>): stri
 export function storageProblems(flags: SubmitStorageFlags, env: Record<string, string | undefined>): string[] {
   const url = flags.storage ?? defaultStorageUrl(env);
   const problems: string[] = [];
-  if (!/^(file|s3):/i.test(url)) problems.push(`--storage: ${url} — expected a file: URL or s3://[host:port/]bucket`);
+  if (!/^(file|s3|gs):/i.test(url)) problems.push(`--storage: ${url} — expected a file: URL, s3://[host:port/]bucket or gs://bucket`);
+  if (/^gs:/i.test(url) && !/^gs:\/\/[a-z0-9][a-z0-9._-]*\/?$/.test(url)) problems.push(`--storage: ${url} — expected gs://bucket`);
+  const gcsEndpoint = flags["gcs-endpoint"];
+  if (gcsEndpoint && !/^https?:\/\/[^/]+\/?$/i.test(gcsEndpoint)) problems.push(`--gcs-endpoint: ${gcsEndpoint} — expected http(s)://host[:port]`);
   if (/^s3:/i.test(url) && !/^s3:\/\/[^/]+/i.test(url)) problems.push(`--storage: ${url} — expected s3://[host:port/]bucket`);
   const endpoint = flags["s3-endpoint"];
   if (endpoint && !/^https?:\/\/[^/]+\/?$/i.test(endpoint)) problems.push(`--s3-endpoint: ${endpoint} — expected http(s)://host[:port]`);
@@ -97,8 +102,23 @@ function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, s
   };
 }
 
+function gcsStorage(url: string, flags: SubmitStorageFlags): SubmitStorage {
+  configureGcs({ certsDir: flags["google-certs"], apiEndpoint: flags["gcs-endpoint"] });
+  const bucket = url.replace(/^gs:\/\//i, "").replace(/\/$/, "");
+  const locationOf = (key: string) => `gs://${bucket}/${key}`;
+  return {
+    store: storeFor(locationOf("x")),
+    locationOf,
+    bucket,
+    artifactBucket: bucket,
+    config: { type: "gcs", bucket },
+    prepare: async () => undefined,
+  };
+}
+
 export function submitStorage(flags: SubmitStorageFlags, env: Record<string, string | undefined>): SubmitStorage {
   const url = flags.storage ?? defaultStorageUrl(env);
+  if (/^gs:/i.test(url)) return gcsStorage(url, flags);
   if (/^s3:/i.test(url)) return s3Storage(url, flags, env);
   return fileStorage(url, flags.bucket ?? DEFAULT_BUCKET);
 }

@@ -227,10 +227,12 @@ describe("pubsub: settings and projects", () => {
     writeFileSync(join(dir, file), JSON.stringify({ type: "service_account", project_id: projectId, client_email: `runner@${projectId}.iam.gserviceaccount.com` }));
 
   test("the options, and the problems found in them", async () => {
-    expect(PUBSUB_OPTIONS.map((o) => o.name)).toEqual(["google-certs", "pubsub-project"]);
+    expect(PUBSUB_OPTIONS.map((o) => o.name)).toEqual(["google-certs", "pubsub-project", "pubsub-ack-deadline"]);
     expect(pubsubSettingsProblems({})).toEqual([]);
     expect(pubsubSettingsProblems({ "pubsub-project": "bad project!" })[0]).toContain("--pubsub-project");
     expect(pubsubSettingsProblems({ "google-certs": "/nonexistent/certs" })[0]).toContain("/nonexistent/certs");
+    expect(pubsubSettingsProblems({ "pubsub-ack-deadline": 5_000 })).toEqual(["--pubsub-ack-deadline must be between 10s and 10m"]);
+    expect(pubsubSettingsProblems({ "pubsub-ack-deadline": 30_000 })).toEqual([]);
     await withCerts(async (dir) => {
       writeKey(dir, "a.json", "proj-a");
       writeFileSync(join(dir, "broken.json"), "{");

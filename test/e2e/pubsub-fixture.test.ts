@@ -11,7 +11,7 @@ import { pipeline } from "node:stream/promises";
 import { PubsubQueueBackend } from "../../src/queue/pubsub/pubsub-queue.ts";
 import { configureGcs } from "../../src/storage/gcs/gcs-clients.ts";
 import { GcsStore } from "../../src/storage/gcs/gcs-store.ts";
-import { FIXTURE, fixtureOnFileStorage, makeSandbox, makeTar, RunnerProcess, SHARED_CACHE, sha256File, tarMember, tarNames } from "../helpers/e2e.ts";
+import { FIXTURE, fixtureOnFileStorage, makeSandbox, makeTar, REPO, runBinaryAsync, RunnerProcess, SHARED_CACHE, sha256File, tarMember, tarNames } from "../helpers/e2e.ts";
 import { startGcsServer, type GcsTestServer } from "../helpers/gcs-server.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator, type PubsubEmulator } from "../helpers/pubsub-emulator.ts";
 
@@ -102,5 +102,87 @@ describe("Google Pub/Sub + GCS", () => {
     // The wire: the runner downloaded with alt=media and uploaded with resumable sessions.
     expect(gcs.requests.some((r) => r.method === "GET" && r.query.alt === "media" && r.path.includes("blobstore"))).toBe(true);
     expect(gcs.requests.some((r) => r.method === "POST" && r.query.uploadType === "resumable" && r.query.name?.endsWith("modeldir.tar"))).toBe(true);
+  }, 300_000);
+});
+
+describe("Google Pub/Sub: ack deadlines and crashes, from the binary", () => {
+  test.skipIf(!available)(
+    "a job longer than three ack deadlines is not redelivered while the runner lives; after SIGKILL it is, and completes",
+    async () => {
+      const sb = await makeSandbox("pubsub-long", { cacheDir: SHARED_CACHE });
+      const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
+      const queue = `pubsub_long_${Date.now()}`;
+      const script = "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('complete', flush=True)\n";
+      const env = { PUBSUB_EMULATOR_HOST: emulator.host };
+      const args = (q: string, extra: string[]) => ["--pubsub-project", project, "--queue-match", `^${q}$`, "--pubsub-ack-deadline", "10s", ...extra];
+      const publish = async (q: string, sleepS: number) => {
+        const exp = fixtureOnFileStorage(sb.storageRoot, { "train.py": script, "data/input.txt": "x\n" }, (m) => {
+          m.experiment.pythonenv = [];
+          m.config.env = { SLEEP_S: String(sleepS) };
+        });
+        const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
+        await producer.publish(q, JSON.stringify(exp.message));
+        await producer.close();
+        return exp;
+      };
+
+      // 32 s of work against a 10 s deadline: a second runner must get nothing meanwhile.
+      const long = await publish(queue, 32);
+      const a = new RunnerProcess(sb, args(queue, ["--limit-tasks", "1"]), env);
+      await a.waitForLog(/starting experiment/);
+      const b = new RunnerProcess(sb, args(queue, ["--limit-idle-duration", "36s"]), env);
+      expect(await a.exited).toBe(0);
+      expect(await b.exited).toBe(0);
+      expect(b.stderr).not.toContain("starting experiment");
+      const log = tarMember(join(long.experimentDir, "output.tar"));
+      expect(log).toContain("delivery 1 from queue");
+      expect(log).toContain("complete");
+
+      // Again, but the runner is SIGKILLed mid-job: the message comes back once its deadline runs out.
+      const queue2 = `${queue}_k`;
+      const again = await publish(queue2, 6);
+      const killed = new RunnerProcess(sb, args(queue2, []), env);
+      await killed.waitForLog(/starting experiment/);
+      await Bun.sleep(1500);
+      killed.child.kill("SIGKILL");
+      await killed.exited;
+      const rescuer = new RunnerProcess(sb, args(queue2, ["--limit-tasks", "1"]), env);
+      expect(await rescuer.exited).toBe(0);
+      const log2 = tarMember(join(again.experimentDir, "output.tar"));
+      expect(log2).toContain("complete");
+      expect(log2).toContain("exited with code 0");
+      const after = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
+      expect(await after.open(queue2).receive()).toBeUndefined();
+      await after.close();
+    },
+    300_000,
+  );
+});
+
+describe("submit to Pub/Sub with GCS storage", () => {
+  test.skipIf(!available)("submit --pubsub-project --storage gs://bucket --wait runs the example through a runner", async () => {
+    const sb = await makeSandbox("pubsub-submit", { cacheDir: SHARED_CACHE });
+    const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
+    const queue = `pubsub_submit_${Date.now()}`;
+    const env = { PUBSUB_EMULATOR_HOST: emulator.host };
+    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--gcs-endpoint", gcs.endpoint, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], env);
+    try {
+      // Not spawnSync: the GCS server lives in this process and must keep answering.
+      const r = await runBinaryAsync(
+        ["submit", "--pubsub-project", project, "--queue", queue, "--storage", `gs://${BUCKET}`, "--gcs-endpoint", gcs.endpoint,
+          "--pythonver", "3.11", "--workspace", join(REPO, "examples/hello"), "--wait", "--wait-timeout", "5m", "train.py", "--steps", "2"],
+        { env, timeoutMs: 240_000 },
+      );
+      if (r.code !== 0) console.log(`submit: ${r.code}\n${r.stdout}\n${r.stderr}\nrunner:\n${runner.stderr}`);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const key = r.stdout.split("\n")[0]!;
+      expect(r.stdout).toContain("step 2: loss=");
+      expect(await runner.exited).toBe(0);
+      expect(gcs.objects.has(`${BUCKET}/experiments/${key}/modeldir.tar`) || [...gcs.objects.keys()].some((k) => k.includes(`experiments/${key}/modeldir.tar`))).toBe(true);
+      expect([...gcs.objects.keys()].some((k) => /blobstore\/[0-9a-f]{64}\.tar$/.test(k))).toBe(true);
+    } finally {
+      await runner.stop();
+    }
   }, 300_000);
 });

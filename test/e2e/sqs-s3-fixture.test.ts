@@ -7,7 +7,7 @@ import { createWriteStream, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
-import { makeSandbox, RunnerProcess, SHARED_CACHE, tarMember, type Sandbox } from "../helpers/e2e.ts";
+import { makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, tarMember, type Sandbox } from "../helpers/e2e.ts";
 import { CLIENT_KEYS, clientStore, FIXTURE_BUCKET, fixtureOnS3 } from "../helpers/fixture-s3.ts";
 import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
 import { startSqsServer, type SqsServer } from "../helpers/sqs-server.ts";
@@ -105,4 +105,41 @@ describe("SQS + S3", () => {
     expect(log2).toContain("delivery 2 from queue");
     expect(log2).toContain("complete");
   }, 300_000);
+});
+
+describe("submit to SQS with S3 storage", () => {
+  test("submit --sqs-certs --storage s3://… --wait runs the example through a runner", async () => {
+    const sb = await makeSandbox("sqs-submit", { cacheDir: SHARED_CACHE });
+    const queue = `sqs_submit_${Date.now()}`;
+    const certs = certsDir(sb);
+    const runner = new RunnerProcess(sb, runnerArgs(sb, queue, ["--limit-tasks", "1"]));
+    try {
+      const r = runBinary(
+        ["submit", "--sqs-certs", certs, "--sqs-endpoint", sqs.endpoint, "--queue", queue, "--storage", `s3://${s3.host}/${FIXTURE_BUCKET}`,
+          "--s3-endpoint", s3.endpoint, "--pythonver", "3.11", "--workspace", join(REPO, "examples/hello"), "--wait", "--wait-timeout", "5m", "train.py", "--steps", "2"],
+        { env: { AWS_ACCESS_KEY_ID: CLIENT_KEYS.accessKey, AWS_SECRET_ACCESS_KEY: CLIENT_KEYS.secretAccessKey, AWS_REGION: "us-west-2" }, timeoutMs: 300_000 },
+      );
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const key = r.stdout.split("\n")[0]!;
+      expect(r.stdout).toContain("step 2: loss=");
+      expect(await runner.exited).toBe(0);
+      expect(await clientStore(s3).head(`s3://${s3.host}/${FIXTURE_BUCKET}/experiments/${key}/modeldir.tar`)).toBeDefined();
+      const after = producer();
+      expect(await after.open(queue).receive()).toBeUndefined();
+      await after.close();
+    } finally {
+      await runner.stop();
+    }
+  }, 300_000);
+
+  test("submit refuses two queue systems at once, and SQS flags without certs", () => {
+    const both = runBinary(["submit", "--sqs-certs", "/nonexistent", "--amqp-url", "amqp://127.0.0.1:1", "--workspace", join(REPO, "examples/hello"), "train.py"]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("--amqp-url, --sqs-certs: choose one queue system");
+    expect(both.stderr).toContain("--sqs-certs: /nonexistent is not a directory");
+    const endpointOnly = runBinary(["submit", "--sqs-endpoint", "http://127.0.0.1:1", "--workspace", join(REPO, "examples/hello"), "train.py"]);
+    expect(endpointOnly.code).toBe(2);
+    expect(endpointOnly.stderr).toContain("--sqs-endpoint is set but --sqs-certs is not");
+  });
 });

@@ -89,6 +89,19 @@ export function runBinary(args: string[], options: { cwd?: string; env?: Record<
   return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
+/** runBinary without blocking this process: needed when a server the binary talks to runs inside the test. */
+export async function runBinaryAsync(args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}) {
+  const child = spawn(ensureBinary(), args, { cwd: options.cwd ?? REPO, env: { ...testEnv(), ...(options.env ?? {}) }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 600_000);
+  const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
 /** Make a plain tar of the given files (path → content), members without "./", like the client. */
 export function makeTar(dest: string, files: Record<string, string>): void {
   const src = `${dest}.src`;

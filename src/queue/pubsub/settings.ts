@@ -20,7 +20,12 @@ export const PUBSUB_OPTIONS: OptionSpec[] = [
     type: "string",
     description: "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS or the default credentials (or PUBSUB_EMULATOR_HOST)",
   },
+  { name: "pubsub-ack-deadline", type: "duration", description: "ack deadline of a held Pub/Sub message (10s–10m), extended every half deadline while the job runs", default: "60s" },
 ];
+
+/** Pub/Sub's own bounds for an ack deadline. */
+const MIN_ACK_DEADLINE_MS = 10_000;
+const MAX_ACK_DEADLINE_MS = 600_000;
 
 const text = (settings: Settings, name: string) => {
   const v = settings[name];
@@ -44,6 +49,8 @@ export function pubsubSettingsProblems(settings: Settings): string[] {
     problems.push(`GOOGLE_APPLICATION_CREDENTIALS: ${ps.applicationCredentials} does not exist`);
   }
   if (ps.certsDir) problems.push(...scanProjects({ certsDir: ps.certsDir }).problems);
+  const deadline = settings["pubsub-ack-deadline"];
+  if (typeof deadline === "number" && (deadline < MIN_ACK_DEADLINE_MS || deadline > MAX_ACK_DEADLINE_MS)) problems.push("--pubsub-ack-deadline must be between 10s and 10m");
   return problems;
 }
 
@@ -57,6 +64,7 @@ export function pubsubBackendFromSettings(settings: Settings, log: QueueLog): Qu
   return new PubsubProjectSet({
     scan: () => scanProjects(ps),
     maxDeliveries: settings["max-deliveries"] as number,
+    ackDeadlineS: typeof settings["pubsub-ack-deadline"] === "number" ? Math.round(settings["pubsub-ack-deadline"] / 1000) : undefined,
     match: settings["queue-match"] as RegExp | undefined,
     mismatch: settings["queue-mismatch"] as RegExp | undefined,
     log,
