@@ -1,6 +1,7 @@
 // Entry point of the studio-runner binary: the run, submit and version commands.
 
 import { defineCommand, runMain } from "citty";
+import { gpusCommand } from "./cli/gpus.ts";
 import { runCommand } from "./cli/run.ts";
 import { submitCommand } from "./cli/submit.ts";
 import { versionCommand } from "./cli/version.ts";
@@ -12,7 +13,7 @@ const main = defineCommand({
     version: VERSION,
     description: "Runs studioml experiments from queues on this machine's CPUs and GPUs",
   },
-  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand },
+  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand, gpus: gpusCommand },
 });
 
 async function start(): Promise<void> {

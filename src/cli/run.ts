@@ -15,7 +15,10 @@ import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabb
 import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
-import { machineCapacity } from "../resources/machine.ts";
+import { GpuAllocator } from "../gpu/allocator.ts";
+import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
+import { startGpuWatch } from "../gpu/watch.ts";
+import { freeDiskBytes, machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
 import { Runner } from "../runner/runner.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
@@ -60,12 +63,27 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
   const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
   mkdirSync(workingDir, { recursive: true });
-  const capacity = machineCapacity({
-    maxCores: settings["max-cores"] as number,
-    maxMemBytes: settings["max-mem"] as number,
-    maxDiskBytes: settings["max-disk"] as number,
-    workingDir,
-  });
+  const cpuOnly = settings["cpu-only"] as boolean;
+  const inventory = readInventory(process.env);
+  log.info(describeInventory(inventory));
+  for (const p of inventory.problems) log.warn(p);
+  const gpuProblem = gpuStartupProblem(inventory, cpuOnly);
+  if (gpuProblem) {
+    log.error(gpuProblem);
+    return 2;
+  }
+  const gpus = cpuOnly
+    ? undefined
+    : new GpuAllocator(inventory.devices, { shareCards: settings["gpu-share"] as boolean, slotsPerCard: Math.max(1, settings["gpu-slots-per-card"] as number) });
+  const capacity = machineCapacity(
+    {
+      maxCores: settings["max-cores"] as number,
+      maxMemBytes: settings["max-mem"] as number,
+      maxDiskBytes: settings["max-disk"] as number,
+      workingDir,
+    },
+    gpus ? inventory : undefined,
+  );
   const runnerEnv = { ...process.env };
   const pipEnv = Object.fromEntries(Object.entries(runnerEnv).filter(([k, v]) => v !== undefined && (k.startsWith("PIP_") || !isRunnerSecret(k, v))));
   const venvs = new VenvCache({
@@ -96,7 +114,9 @@ export async function runDaemon(settings: Settings): Promise<number> {
     certsDir: settings["google-certs"] as string | undefined,
     apiEndpoint: settings["gcs-endpoint"] as string | undefined,
   });
-  const pool = new ResourcePool(capacity);
+  const pool = new ResourcePool(capacity, gpus, { freeBytes: () => freeDiskBytes(workingDir), floorBytes: settings["min-free-disk"] as number });
+  const refreshMs = settings["gpu-refresh-interval"] as number;
+  const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const runner = new Runner(
@@ -122,7 +142,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     },
   );
   log.info(
-    `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk; local queues in ${queueRoot}`,
+    `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk, ${capacity.gpus} GPU(s)${cpuOnly ? " (--cpu-only)" : ""}; local queues in ${queueRoot}`,
   );
   if (rabbit) {
     const fallback = rabbit.options.fallbackQueues?.length ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it` : "";
@@ -138,6 +158,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    gpuWatch?.stop();
   }
   log.info("stopped");
   return 0;

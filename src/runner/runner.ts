@@ -4,13 +4,21 @@
 import { formatDuration } from "../config/units.ts";
 import { errorMessage } from "../errors.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
-import type { Request } from "../request/model.ts";
+import type { Request, Resources } from "../request/model.ts";
 import { parseRequest } from "../request/parse.ts";
 import type { ResourcePool } from "../resources/pool.ts";
 import { runAttempt, type AttemptOutcome } from "../task/attempt.ts";
 import type { TaskContext } from "../task/context.ts";
 
 export type RunnerLimits = { limitTasks: number; limitIdleMs: number; shutdownGraceMs: number };
+
+/** What a queue's last request needed; when it was last seen; the pool's release count then. */
+type QueueNeeds = { resources: Resources; key: string; seenMs: number; releasesSeen: number; sinceMs: number };
+
+/** A queue whose last request did not fit is asked again after this long even if nothing was released. */
+const RECHECK_BLOCKED_QUEUE_MS = 15_000;
+/** A waiting request not seen again for this long (taken elsewhere, withdrawn) is no longer held back for. */
+const FORGET_WAITING_MS = 60_000;
 
 export class Runner {
   private readonly shutdown = new AbortController();
@@ -20,6 +28,12 @@ export class Runner {
   private taken = 0;
   private lastBusyMs = Date.now();
   private readonly warnedNeverFits = new Set<string>();
+  /** Per queue ("kind:name"): the resources its last request needed (the Go runner's rule). */
+  private readonly lastNeeds = new Map<string, QueueNeeds>();
+  /** Queues whose last request fits this runner but not now, oldest first: work is held back for them. */
+  private readonly waiting = new Map<string, QueueNeeds>();
+  /** Reservations released so far: a blocked queue is asked again once this moves. */
+  private releases = 0;
   readonly outcomes: AttemptOutcome[] = [];
 
   constructor(
@@ -91,29 +105,70 @@ export class Runner {
     this.wake = undefined;
   }
 
+  /**
+   * The request held back for: the oldest waiting request, when it is another queue's. Other
+   * queues' requests are then taken only where they leave room for it, so a stream of small
+   * experiments cannot starve a big one; the oldest waiting request always wins, so two waiting
+   * queues never hold each other back.
+   */
+  private heldFor(queue: string): QueueNeeds | undefined {
+    for (const [q, needs] of this.waiting) {
+      if (Date.now() - needs.seenMs > FORGET_WAITING_MS) {
+        this.waiting.delete(q);
+        continue;
+      }
+      return q === queue ? undefined : needs;
+    }
+    return undefined;
+  }
+
   /** Take one request from the queue if one fits now; true when an attempt started. */
   private async takeOne(backend: QueueBackend, name: string): Promise<boolean> {
     const parsed = new WeakMap<Uint8Array, Request>();
     const queue = backend.open(name);
+    const id = `${backend.kind}:${name}`;
+    // The Go runner's rule: a queue whose last request needed more than is free now is not asked
+    // again until something was released (or a while has passed: the request may be gone).
+    const last = this.lastNeeds.get(id);
+    if (last && last.releasesSeen === this.releases && !this.pool.fitsNow(last.resources) && Date.now() - last.seenMs < RECHECK_BLOCKED_QUEUE_MS) return false;
+    const held = this.heldFor(id);
+    let looked = false;
     let delivery;
     try {
       delivery = await queue.receive({
         accept: (body) => {
+          looked = true;
           let request: Request;
           try {
             request = parseRequest(body);
           } catch {
             return true; // take it, so the attempt can keep it in the failed place with the reason
           }
-          const never = this.pool.neverFits(request.experiment.resources);
+          const resources = request.experiment.resources;
+          const now = Date.now();
+          const before = this.waiting.get(id);
+          const needs = { resources, key: request.experiment.key, seenMs: now, releasesSeen: this.releases, sinceMs: before?.key === request.experiment.key ? before.sinceMs : now };
+          this.lastNeeds.set(id, needs);
+          const never = this.pool.neverFits(resources);
           if (never) {
+            this.waiting.delete(id);
             if (!this.warnedNeverFits.has(request.experiment.key)) {
               this.warnedNeverFits.add(request.experiment.key);
               this.ctx.log.warn(`leaving experiment ${request.experiment.key} in ${name} for a bigger runner: ${never}`);
             }
             return false;
           }
-          if (!this.pool.fitsNow(request.experiment.resources)) return false;
+          if (!this.pool.fitsNow(resources)) {
+            if (before?.key !== needs.key) {
+              this.ctx.log.info(`experiment ${needs.key} in ${name} waits for resources; other queues' work is taken only where it leaves room for it`);
+            }
+            // Re-inserted only when new, so the map stays ordered oldest first.
+            if (before) Object.assign(before, needs);
+            else this.waiting.set(id, needs);
+            return false;
+          }
+          if (held && !this.pool.fitsAlongside(resources, held.resources)) return false;
+          this.waiting.delete(id);
           parsed.set(body, request);
           return true;
         },
@@ -122,7 +177,14 @@ export class Runner {
       this.ctx.log.warn(`receive from ${backend.kind} queue ${name} failed: ${errorMessage(err)}`);
       return false;
     }
-    if (!delivery) return false;
+    if (!delivery) {
+      if (!looked) {
+        // Nothing there (any more): nothing to hold back for.
+        this.waiting.delete(id);
+        this.lastNeeds.delete(id);
+      }
+      return false;
+    }
     const request = parsed.get(delivery.body);
     let reservation = request ? this.pool.reserve(request.experiment.resources) : undefined;
     if (request && !reservation) {
@@ -143,6 +205,7 @@ export class Runner {
       .finally(() => {
         reservation?.release();
         reservation = undefined;
+        this.releases++;
         this.running.delete(attempt);
         this.lastBusyMs = Date.now();
         this.wake?.();

@@ -81,7 +81,7 @@ export async function runAttempt(
     attemptDir,
     mappingFile,
     cpus: reservation?.needs.cpus ?? request.experiment.resources.cpus,
-    gpuIds: [],
+    gpuIds: reservation?.gpuUuids ?? [],
     allowEnvSecrets: ctx.allowEnvSecrets,
   });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });

@@ -1,7 +1,11 @@
-// Covers src/resources/pool.ts ResourcePool: fit checks, reservation accounting, never-fits reasons.
+// Covers src/resources/pool.ts ResourcePool: fit checks, reservation accounting, never-fits reasons,
+// GPU cards through a GpuAllocator; and machineCapacity's GPU count.
 import { describe, expect, test } from "bun:test";
 import type { Resources } from "../../src/request/model.ts";
 import { ResourcePool } from "../../src/resources/pool.ts";
+import { machineCapacity } from "../../src/resources/machine.ts";
+import { GpuAllocator } from "../../src/gpu/allocator.ts";
+import type { GpuDevice } from "../../src/gpu/inventory.ts";
 
 const GiB = 2 ** 30;
 
@@ -127,5 +131,75 @@ describe("ResourcePool.neverFits", () => {
   test("a zero-cpu request never fits a runner with no cpus to hand out", () => {
     const p = new ResourcePool({ cpus: 0, ramBytes: GiB, hddBytes: GiB, gpus: 0 });
     expect(p.neverFits(needs({ cpus: 0 }))).toContain("cpus");
+  });
+});
+
+describe("ResourcePool with a GPU allocator", () => {
+  const card = (index: number, memGiB: number, extra: Partial<GpuDevice> = {}): GpuDevice => ({
+    index,
+    uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-dddddddddddd`,
+    name: "Synthetic",
+    pciBusId: `00000000:1${index}:00.0`,
+    memTotalBytes: memGiB * GiB,
+    memFreeBytes: memGiB * GiB,
+    utilizationGpuPct: 0,
+    eccUncorrected: 0,
+    migEnabled: false,
+    healthy: true,
+    ...extra,
+  });
+  const gpuMachine = (share = false) =>
+    new ResourcePool({ cpus: 8, ramBytes: 32 * GiB, hddBytes: 100 * GiB, gpus: 2 }, new GpuAllocator([card(0, 80), card(1, 24)], { shareCards: share }));
+
+  test("a reservation names its cards; release hands them back", () => {
+    const p = gpuMachine();
+    const r = p.reserve(needs({ gpus: 1, gpuMemBytes: 40 * GiB }))!;
+    expect(r.gpuUuids).toEqual([card(0, 80).uuid]);
+    expect(p.free.gpus).toBe(1);
+    expect(p.fitsNow(needs({ gpus: 1, gpuMemBytes: 40 * GiB }))).toBe(false);
+    expect(p.fitsNow(needs({ gpus: 1 }))).toBe(true);
+    r.release();
+    r.release();
+    expect(p.free.gpus).toBe(2);
+    expect(p.busy).toBe(false);
+    expect(p.gpuAllocator!.activeAllocations).toBe(0);
+  });
+
+  test("CPU-only requests get no cards", () => {
+    const p = gpuMachine();
+    const r = p.reserve(needs({ cpus: 2 }))!;
+    expect(r.gpuUuids).toEqual([]);
+    expect(p.free.gpus).toBe(2);
+  });
+
+  test("a CPU shortage takes no GPU", () => {
+    const p = gpuMachine();
+    expect(p.reserve(needs({ cpus: 9, gpus: 1 }))).toBeUndefined();
+    expect(p.free.gpus).toBe(2);
+  });
+
+  test("neverFits asks the allocator: card count and GPU memory", () => {
+    const p = gpuMachine();
+    expect(p.neverFits(needs({ gpus: 3 }))).toBe("needs 3 GPUs, runner has 2");
+    expect(p.neverFits(needs({ gpus: 2, gpuMemBytes: 40 * GiB }))).toContain("GPU");
+    expect(p.neverFits(needs({ gpus: 2, gpuMemBytes: 20 * GiB }))).toBeUndefined();
+  });
+
+  test("sharing lets two experiments onto one card when their gpuMem fits", () => {
+    const p = gpuMachine(true);
+    const a = p.reserve(needs({ gpus: 1, gpuMemBytes: 50 * GiB }))!;
+    const b = p.reserve(needs({ gpus: 1, gpuMemBytes: 30 * GiB }))!;
+    expect(b.gpuUuids).toEqual(a.gpuUuids);
+    expect(p.reserve(needs({ gpus: 1, gpuMemBytes: 30 * GiB }))).toBeUndefined();
+    const c = p.reserve(needs({ gpus: 1, gpuMemBytes: 20 * GiB }))!;
+    expect(c.gpuUuids).toEqual([card(1, 24).uuid]);
+    for (const r of [a, b, c]) r.release();
+    expect(p.free.gpus).toBe(2);
+  });
+
+  test("machineCapacity counts the inventory's usable cards", () => {
+    const limits = { maxCores: 1, maxMemBytes: GiB, maxDiskBytes: GiB, workingDir: "/" };
+    expect(machineCapacity(limits).gpus).toBe(0);
+    expect(machineCapacity(limits, { devices: [card(0, 80), card(1, 80, { healthy: false }), card(2, 80, { migEnabled: true })] }).gpus).toBe(1);
   });
 });
