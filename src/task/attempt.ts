@@ -92,6 +92,11 @@ export async function runAttempt(
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
   for (const w of jobEnv.warnings) log.note(`warning: ${w}`);
+  const gpuUuids = reservation?.gpuUuids ?? [];
+  if (gpuUuids.length) {
+    log.note(`GPUs: ${gpuUuids.join(",")} (CUDA_VISIBLE_DEVICES)`);
+    ctx.log.info(`experiment ${key} has GPUs ${gpuUuids.join(",")}`, { experiment: key });
+  }
   const record = experimentRecordFor(request, {
     warn: (m) => ctx.log.warn(m, { experiment: key }),
     env: ctx.runnerEnv,
@@ -208,6 +213,7 @@ async function execute(
   ctx: TaskContext,
   record?: ExperimentRecord,
 ): Promise<ExitInfo> {
+  const spawnedMs = performance.now();
   const job = new JobProcess(argv, { cwd, env, onLine: (line) => log.write(line) });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
@@ -269,7 +275,11 @@ async function execute(
   if (control.force.aborted) onForce();
   else control.force.addEventListener("abort", onForce, { once: true });
   try {
-    return await job.exited;
+    const exit = await job.exited;
+    const ranMs = performance.now() - spawnedMs;
+    log.note(`the script ran ${(ranMs / 1000).toFixed(3)} s (start to exit)`);
+    ctx.log.info(`experiment ${request.experiment.key}: the script ran ${(ranMs / 1000).toFixed(3)} s`, { experiment: request.experiment.key, scriptMs: Math.round(ranMs) });
+    return exit;
   } finally {
     for (const t of timers) clearTimeout(t);
     control.shutdown.removeEventListener("abort", onShutdown);
