@@ -86,9 +86,11 @@ export function buildJobEnv(input: JobEnvInput): JobEnv {
     CUDA_VISIBLE_DEVICES: gpus,
     NVIDIA_VISIBLE_DEVICES: gpus,
     CUDA_DEVICE_ORDER: "PCI_BUS_ID",
-    OMP_NUM_THREADS: threads,
-    MKL_NUM_THREADS: threads,
   });
+  // Thread pools follow the experiment's cpus unless its config.env set them itself.
+  for (const name of ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"]) {
+    if (!(name in input.request.config.env)) env[name] = threads;
+  }
   if (input.venvDir) {
     env.VIRTUAL_ENV = input.venvDir;
     env.PATH = `${input.venvDir}/bin${env.PATH ? `:${env.PATH}` : ""}`;
