@@ -15,6 +15,7 @@ import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabb
 import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
+import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
 import { startGpuWatch } from "../gpu/watch.ts";
@@ -118,6 +119,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
+  const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
+  if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);
+  else if (cgroups) {
+    log.info(`experiments' RAM and CPU limits are enforced with cgroup v${cgroups.version}`);
+    for (const n of cgroups.notes) log.info(n);
+    const reaped = reapStaleCgroups(cgroups);
+    if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
+  }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const runner = new Runner(
     backends,
@@ -131,6 +140,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       artifacts: new ArtifactCache(join(cacheDir, "artifacts"), settings["cache-size"] as number),
       allowEnvSecrets: settings["allow-env-secrets"] as boolean,
       googleCertsDir: settings["google-certs"] as string | undefined,
+      cgroups,
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,

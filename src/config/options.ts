@@ -43,6 +43,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "max-mem", type: "size", description: "RAM this runner may hand out (0 = all)", default: "0" },
   { name: "max-disk", type: "size", description: "disk this runner may hand out in working-dir (0 = free space)", default: "0" },
   { name: "min-free-disk", type: "size", description: "free space always left in working-dir: work is not taken when it would go below", default: "1gib" },
+  { name: "cgroup-limits", type: "boolean", description: "enforce each experiment's ram and cpus with a cgroup where the runner may create one", default: "true" },
   { name: "cpu-only", type: "boolean", description: "run without GPUs even where NVML or CUDA_VISIBLE_DEVICES says there are some", default: "false" },
   { name: "gpu-share", type: "boolean", description: "let single-GPU experiments that state gpuMem share a card while their gpuMem fits it", default: "false" },
   { name: "gpu-slots-per-card", type: "integer", description: "GPU slots per card (the Go runner's slot convention); 1 = a slot is a card", default: "1" },

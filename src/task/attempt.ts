@@ -9,6 +9,7 @@ import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter } from "../env/interpreters.ts";
 import { normaliseRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
+import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Request } from "../request/model.ts";
@@ -104,7 +105,7 @@ export async function runAttempt(
   });
   await record?.running();
 
-  let exit: ExitInfo | undefined;
+  let exit: JobExit | undefined;
   let venvRelease: (() => void) | undefined;
   try {
     // fetch
@@ -151,13 +152,16 @@ export async function runAttempt(
     const script = request.experiment.filename;
     const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
     log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
-    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record);
+    const jobLimits = { ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes, cpus: reservation?.needs.cpus ?? 0 };
+    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record, jobLimits);
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
     const reason = shutdown
       ? "runner shutting down"
-      : exit.killedFor
+      : exit.memoryLimitBytes !== undefined
+        ? `killed by its memory limit of ${formatBytes(exit.memoryLimitBytes)} (resources_needed.ram)`
+        : exit.killedFor
         ? `stopped: ${exit.killedFor}`
         : exit.code === 0
           ? "exited with code 0"
@@ -212,9 +216,11 @@ async function execute(
   control: AttemptControl,
   ctx: TaskContext,
   record?: ExperimentRecord,
-): Promise<ExitInfo> {
+  jobLimits: { ramBytes: number; cpus: number } = { ramBytes: 0, cpus: 0 },
+): Promise<JobExit> {
+  const group = jobCgroup(ctx, request.experiment.key, jobLimits, log);
   const spawnedMs = performance.now();
-  const job = new JobProcess(argv, { cwd, env, onLine: (line) => log.write(line) });
+  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line) });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {
@@ -275,18 +281,48 @@ async function execute(
   if (control.force.aborted) onForce();
   else control.force.addEventListener("abort", onForce, { once: true });
   try {
-    const exit = await job.exited;
+    const exit: JobExit = await job.exited;
     const ranMs = performance.now() - spawnedMs;
     log.note(`the script ran ${(ranMs / 1000).toFixed(3)} s (start to exit)`);
     ctx.log.info(`experiment ${request.experiment.key}: the script ran ${(ranMs / 1000).toFixed(3)} s`, { experiment: request.experiment.key, scriptMs: Math.round(ranMs) });
+    if (group) {
+      await group.destroy();
+      const peak = group.peakMemoryBytes();
+      if (peak !== undefined) log.note(`peak memory ${formatBytes(peak)}`);
+      if (group.oomKilled() && jobLimits.ramBytes > 0) {
+        log.note(`the experiment used more than its memory limit of ${formatBytes(jobLimits.ramBytes)} and was killed by the kernel`);
+        exit.memoryLimitBytes = jobLimits.ramBytes;
+      }
+    }
     return exit;
   } finally {
+    await group?.destroy();
     for (const t of timers) clearTimeout(t);
     control.shutdown.removeEventListener("abort", onShutdown);
     control.force.removeEventListener("abort", onForce);
     control.revoked?.removeEventListener("abort", onRevoked);
   }
 }
+
+/** How a job ended, and whether the kernel killed it for its memory limit. */
+type JobExit = ExitInfo & { memoryLimitBytes?: number };
+
+/** The job's cgroup with its RAM and CPU limits, where the runner may make one; never fails the attempt. */
+function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cpus: number }, log: OutputLog): JobCgroup | undefined {
+  const support = ctx.cgroups;
+  if (!support || support.version === "none" || (limits.ramBytes <= 0 && limits.cpus <= 0)) return undefined;
+  try {
+    return createJobCgroup(support, `job-${process.pid}-${++cgroupSerial}`, {
+      memoryBytes: limits.ramBytes > 0 ? limits.ramBytes : undefined,
+      cpus: limits.cpus > 0 ? limits.cpus : undefined,
+    });
+  } catch (err) {
+    log.note(`warning: the experiment runs without its RAM/CPU limits: ${errorMessage(err)}`);
+    ctx.log.warn(`experiment ${key} runs without its RAM/CPU limits: ${errorMessage(err)}`);
+    return undefined;
+  }
+}
+let cgroupSerial = 0;
 
 /** Final upload of every mutable artifact, with `_results` written and uploaded last. */
 async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: Record<string, string>, ctx: TaskContext, exitMsg: string) {

@@ -1,6 +1,7 @@
 // What an attempt needs from the runner that hosts it.
 
 import type { VenvCache } from "../env/venv-cache.ts";
+import type { CgroupSupport } from "../exec/cgroup.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 
 export type Logger = {
@@ -24,6 +25,8 @@ export type TaskContext = {
   keepDirectories: boolean;
   /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
   statusPollMs?: number;
+  /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
+  cgroups?: CgroupSupport;
   /** --google-certs, for Firebase experiment records. */
   googleCertsDir?: string;
   log: Logger;
