@@ -15,6 +15,8 @@ if torch.cuda.device_count() < 1:
 props = torch.cuda.get_device_properties(0)
 print("device name =", props.name, flush=True)
 print("device uuid = GPU-" + str(props.uuid), flush=True)
+for i in range(1, torch.cuda.device_count()):
+    print(f"device {i} uuid = GPU-" + str(torch.cuda.get_device_properties(i).uuid), flush=True)
 
 torch.manual_seed(0)
 torch.backends.cuda.matmul.allow_tf32 = True
