@@ -3,7 +3,7 @@
 // truncated downloads and the credentials directory.
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -307,4 +307,78 @@ describe("gs: locations and configuration", () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
+});
+
+describe("gs: several service accounts", () => {
+  /** Two accounts of two projects, each allowed on its own bucket only; a third bucket allows neither. */
+  async function twoAccounts() {
+    const dir = await mkdtemp(join(tmpdir(), "gcerts-multi-"));
+    const accounts: Record<string, KeyObject> = {};
+    for (const [file, email] of [["a-alpha.json", "runner@alpha.iam.gserviceaccount.com"], ["b-beta.json", "runner@beta.iam.gserviceaccount.com"]] as const) {
+      const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+      accounts[email] = publicKey;
+      const project = email.split("@")[1]!.split(".")[0]!;
+      await writeFile(join(dir, file), JSON.stringify({ type: "service_account", project_id: project, private_key_id: `${project}-key`, private_key: privateKey.export({ type: "pkcs8", format: "pem" }), client_email: email }));
+    }
+    const access = {
+      accounts,
+      buckets: { "alpha-bucket": ["runner@alpha.iam.gserviceaccount.com"], "beta-bucket": ["runner@beta.iam.gserviceaccount.com"], "nobody-bucket": ["someone@else.iam.gserviceaccount.com"] },
+    };
+    const multi = await startGcsServer({ buckets: ["alpha-bucket", "beta-bucket", "nobody-bucket"], access });
+    configureGcs({ certsDir: dir, apiEndpoint: multi.endpoint, maxRetries: 0 });
+    return {
+      multi,
+      async cleanup() {
+        configureGcs({ apiEndpoint: server.endpoint, maxRetries: 0 });
+        await multi.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  test("each bucket is used as the account it accepts, found by trying them in order and then remembered", async () => {
+    const { multi, cleanup } = await twoAccounts();
+    try {
+      const store = new GcsStore({});
+      // beta-bucket: the first account (alpha) is refused, the second is accepted.
+      await store.put("gs://beta-bucket/experiments/k/output.tar", Readable.from([Buffer.from("beta data")]));
+      const firstCallers = multi.requests.map((r) => `${r.status} ${r.caller ?? "-"}`);
+      expect(firstCallers[0]).toBe("403 runner@alpha.iam.gserviceaccount.com");
+      expect(firstCallers.slice(1).every((c) => c.endsWith("runner@beta.iam.gserviceaccount.com"))).toBe(true);
+      // Remembered: later calls on that bucket go straight to beta, with no refusal.
+      const before = multi.requests.length;
+      expect((await readAll(await store.get("gs://beta-bucket/experiments/k/output.tar"))).toString()).toBe("beta data");
+      expect((await store.head("gs://beta-bucket/experiments/k/output.tar"))!.sizeBytes).toBe(9);
+      const later = multi.requests.slice(before);
+      expect(later.length).toBeGreaterThan(0);
+      expect(later.every((r) => r.caller === "runner@beta.iam.gserviceaccount.com" && r.status < 400)).toBe(true);
+      // alpha-bucket is the first account's: no refusal at all.
+      const mark = multi.requests.length;
+      await store.put("gs://alpha-bucket/x", Readable.from([Buffer.from("alpha")]));
+      expect(multi.requests.slice(mark).every((r) => r.caller === "runner@alpha.iam.gserviceaccount.com" && r.status !== 401 && r.status !== 403)).toBe(true);
+      expect(multi.objects.has("alpha-bucket/x") && multi.objects.has("beta-bucket/experiments/k/output.tar")).toBe(true);
+    } finally {
+      await cleanup();
+    }
+  }, 60_000);
+
+  test("a bucket no account may use fails permanently, naming every account tried (never a key)", async () => {
+    const { multi, cleanup } = await twoAccounts();
+    try {
+      const store = new GcsStore({});
+      const err = (await store.get("gs://nobody-bucket/k").catch((e) => e)) as Error;
+      expect(err).toBeInstanceOf(PermanentError);
+      expect(err.message).toContain("runner@alpha.iam.gserviceaccount.com");
+      expect(err.message).toContain("runner@beta.iam.gserviceaccount.com");
+      expect(err.message).toContain('bucket "nobody-bucket"');
+      expect(err.message).not.toContain("PRIVATE KEY");
+      expect(multi.requests.map((r) => r.status)).toEqual([403, 403]);
+      // Missing objects are not refusals: no other account is tried for them.
+      const mark = multi.requests.length;
+      expect(await store.head("gs://alpha-bucket/none")).toBeUndefined();
+      expect(multi.requests.slice(mark).map((r) => r.status)).toEqual([404]);
+    } finally {
+      await cleanup();
+    }
+  }, 60_000);
 });

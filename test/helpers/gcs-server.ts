@@ -2,7 +2,7 @@
 // object metadata, media download, resumable upload (session + chunks), delete. Objects live in
 // memory; every request is recorded so tests can assert on the traffic; faults can be injected.
 
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomUUID, verify, type KeyObject } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 
 export type RecordedRequest = {
@@ -15,7 +15,12 @@ export type RecordedRequest = {
   bodyBytes: number;
   /** 0 while in flight (or when the connection was cut). */
   status: number;
+  /** The service account whose verified self-signed JWT came with the request, if any. */
+  caller?: string;
 };
+
+/** Who may use a bucket: service-account emails, each with the public key its JWTs must verify with. */
+export type BucketAccess = { accounts: Record<string, KeyObject>; buckets: Record<string, string[]> };
 
 export type StoredObject = { data: Buffer; generation: string; contentType: string; updatedMs: number; crc32c: string; md5: string };
 
@@ -84,7 +89,27 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-export async function startGcsServer(options: { buckets: string[] }): Promise<GcsTestServer> {
+/** The caller of a request: the iss of an RS256 JWT bearer token that verifies with that account's key. */
+function callerOf(header: string | string[] | undefined, access: BucketAccess): string | undefined {
+  const token = typeof header === "string" && header.startsWith("Bearer ") ? header.slice(7) : "";
+  const [h, p, sig] = token.split(".");
+  if (!h || !p || !sig) return undefined;
+  let payload: { iss?: string; exp?: number };
+  try {
+    payload = JSON.parse(Buffer.from(p, "base64url").toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  const key = payload.iss ? access.accounts[payload.iss] : undefined;
+  if (!key || (payload.exp !== undefined && payload.exp * 1000 < Date.now())) return undefined;
+  return verify("RSA-SHA256", Buffer.from(`${h}.${p}`), key, Buffer.from(sig, "base64url")) ? payload.iss : undefined;
+}
+
+/**
+ * With `access`, buckets listed there answer only their accounts (401 without a valid token,
+ * 403 for another account); other buckets stay open.
+ */
+export async function startGcsServer(options: { buckets: string[]; access?: BucketAccess }): Promise<GcsTestServer> {
   const requests: RecordedRequest[] = [];
   const objects = new Map<string, StoredObject>();
   const sessions = new Map<string, UploadSession>();
@@ -216,6 +241,15 @@ export async function startGcsServer(options: { buckets: string[] }): Promise<Gc
     record.bodyBytes = body.length;
     res.on("finish", () => (record.status = res.statusCode));
 
+    if (options.access) {
+      record.caller = callerOf(req.headers.authorization, options.access);
+      const bucket = /^\/(?:upload\/)?storage\/v1\/b\/([^/]+)/.exec(url.pathname)?.[1];
+      const allowed = bucket ? options.access.buckets[decodeURIComponent(bucket)] : undefined;
+      if (allowed) {
+        if (!record.caller) return sendError(res, 401, "Anonymous caller does not have storage.objects.get access.");
+        if (!allowed.includes(record.caller)) return sendError(res, 403, `${record.caller} does not have storage.objects access to the Google Cloud Storage bucket.`);
+      }
+    }
     const fault = takeFault(record.method, `${path}${url.search}`);
     if (fault?.status) return sendError(res, fault.status, `injected fault ${fault.status}`);
 

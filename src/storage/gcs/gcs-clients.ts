@@ -1,5 +1,6 @@
-// Google Cloud Storage clients: the daemon's configuration (credentials directory, endpoint) and
-// one client per endpoint and identity, reused across artifacts and attempts.
+// Google Cloud Storage clients: the daemon's configuration (credentials directory, endpoint), one
+// client per endpoint and identity reused across artifacts and attempts, and which identity each
+// bucket accepted.
 
 import { IdempotencyStrategy, Storage, type StorageOptions } from "@google-cloud/storage";
 import { readdirSync, readFileSync } from "node:fs";
@@ -8,7 +9,7 @@ import { PermanentError } from "../../errors.ts";
 import { FastCrc32c } from "./crc32c.ts";
 
 export type GcsConfiguration = {
-  /** --google-certs: a directory of service-account JSON files, one project each; the first by name is used. */
+  /** --google-certs: a directory of service-account JSON files, one project each; each bucket uses the first that it accepts. */
   certsDir?: string;
   /** A JSON API server other than Google's ("http://127.0.0.1:4443"): requests to it are not authenticated. */
   apiEndpoint?: string;
@@ -18,10 +19,14 @@ export type GcsConfiguration = {
 
 export type GcsHandle = {
   storage: Storage;
+  /** Identifies the client (endpoint and key file). */
+  key: string;
   /** Who the requests are made as, for messages (never a secret). */
   identity: string;
   /** For messages: "Google Cloud Storage", or the custom endpoint's URL. */
   server: string;
+  /** Called before a resumable upload (custom endpoints with service accounts). */
+  beforeUpload?: () => Promise<void>;
 };
 
 /** Library retries per request by default, with exponential back-off from about 1 s. */
@@ -29,51 +34,52 @@ const DEFAULT_MAX_RETRIES = 3;
 
 let configuration: GcsConfiguration = {};
 const clients = new Map<string, GcsHandle>();
+/** Bucket → key of the client that last worked for it. */
+const bucketClient = new Map<string, string>();
 
 /** Set by the daemon at start-up (and by tests); later stores use it. */
 export function configureGcs(config: GcsConfiguration): void {
   configuration = { ...config };
   clients.clear();
+  bucketClient.clear();
 }
 
 type Identity = { keyFilename?: string; projectId?: string; identity: string };
 
-/** The service account of the certs directory's first JSON file (by name), read for its email and project only. */
-function identityFromCertsDir(dir: string): Identity | undefined {
+/** Every service account of the certs directory (JSON files by name), read for email and project only. */
+function identitiesFromCertsDir(dir: string): Identity[] {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith(".json")).sort();
+    names = readdirSync(dir).filter((n) => n.endsWith(".json") && !n.startsWith(".")).sort();
   } catch (err) {
     throw new PermanentError(`--google-certs ${dir} cannot be read: ${(err as Error).message}`, {}, { cause: err });
   }
-  const name = names[0];
-  if (!name) return undefined;
-  const path = join(dir, name);
-  let account: { client_email?: unknown; project_id?: unknown };
-  try {
-    account = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    throw new PermanentError(`service-account file ${path} is not readable JSON: ${(err as Error).message}`, {}, { cause: err });
-  }
-  const email = typeof account.client_email === "string" ? account.client_email : "?";
-  return {
-    keyFilename: path,
-    projectId: typeof account.project_id === "string" ? account.project_id : undefined,
-    identity: `service account ${email} (${path})`,
-  };
+  return names.map((name) => {
+    const path = join(dir, name);
+    let account: { client_email?: unknown; project_id?: unknown };
+    try {
+      account = JSON.parse(readFileSync(path, "utf8"));
+    } catch (err) {
+      throw new PermanentError(`service-account file ${path} is not readable JSON: ${(err as Error).message}`, {}, { cause: err });
+    }
+    const email = typeof account.client_email === "string" ? account.client_email : "?";
+    return {
+      keyFilename: path,
+      projectId: typeof account.project_id === "string" ? account.project_id : undefined,
+      identity: `service account ${email} (${path})`,
+    };
+  });
 }
 
-function resolveIdentity(env: Record<string, string | undefined>): Identity {
-  if (configuration.apiEndpoint) return { identity: "no credentials (unauthenticated requests to a custom endpoint)" };
-  const fromDir = configuration.certsDir ? identityFromCertsDir(configuration.certsDir) : undefined;
-  if (fromDir) return fromDir;
+function resolveIdentities(env: Record<string, string | undefined>): Identity[] {
+  const fromDir = configuration.certsDir ? identitiesFromCertsDir(configuration.certsDir) : [];
+  if (fromDir.length) return fromDir;
+  if (configuration.apiEndpoint) return [{ identity: "no credentials (unauthenticated requests to a custom endpoint)" }];
   const adc = env.GOOGLE_APPLICATION_CREDENTIALS;
-  return { identity: adc ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})` : "the runner's application default credentials" };
+  return [{ identity: adc ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})` : "the runner's application default credentials" }];
 }
 
-/** The client for the current configuration. */
-export function gcsClient(env: Record<string, string | undefined> = process.env): GcsHandle {
-  const id = resolveIdentity(env);
+function handleFor(id: Identity): GcsHandle {
   const key = JSON.stringify([configuration.apiEndpoint ?? "", id.keyFilename ?? "", configuration.maxRetries ?? ""]);
   const cached = clients.get(key);
   if (cached) return cached;
@@ -91,9 +97,57 @@ export function gcsClient(env: Record<string, string | undefined> = process.env)
   };
   if (configuration.apiEndpoint) {
     options.apiEndpoint = configuration.apiEndpoint;
-    options.useAuthWithCustomEndpoint = false;
+    // A custom endpoint with service accounts: requests carry the account's self-signed JWT (no
+    // token exchange with Google), so such a server can tell the accounts apart. Without
+    // accounts they go unauthenticated.
+    options.useAuthWithCustomEndpoint = !!id.keyFilename;
   }
-  const handle = { storage: new Storage(options), identity: id.identity, server: configuration.apiEndpoint ?? "Google Cloud Storage" };
+  const storage = new Storage(options);
+  const handle: GcsHandle = { storage, identity: id.identity, server: configuration.apiEndpoint ?? "Google Cloud Storage", key };
+  if (configuration.apiEndpoint && id.keyFilename) {
+    const auth = storage.authClient as unknown as { useJWTAccessWithScope: boolean; getRequestHeaders(): Promise<Record<string, string>> };
+    auth.useJWTAccessWithScope = true;
+    // The library does not authenticate resumable uploads to a custom endpoint: an interceptor
+    // adds the account's header to them, fetched fresh before each upload.
+    let header = "";
+    storage.interceptors.push({
+      request: (opts) => {
+        if (header) opts.headers = { ...opts.headers, Authorization: header };
+        return opts as typeof opts & { uri: string };
+      },
+    });
+    handle.beforeUpload = async () => {
+      const h = await auth.getRequestHeaders();
+      header = h.Authorization ?? h.authorization ?? "";
+    };
+  }
   clients.set(key, handle);
   return handle;
+}
+
+/** The client for the current configuration's first identity. */
+export function gcsClient(env: Record<string, string | undefined> = process.env): GcsHandle {
+  return handleFor(resolveIdentities(env)[0]!);
+}
+
+/**
+ * The clients to try for a bucket, in order: the one that last worked for it, then every
+ * service account of --google-certs by file name (a runner may serve several projects, each
+ * with its own buckets).
+ */
+export function gcsClientsFor(bucket: string, env: Record<string, string | undefined> = process.env): GcsHandle[] {
+  const all = resolveIdentities(env).map(handleFor);
+  const known = bucketClient.get(bucket);
+  const first = all.find((h) => h.key === known);
+  return first ? [first, ...all.filter((h) => h !== first)] : all;
+}
+
+/** Remembers which client a bucket answered. */
+export function rememberBucketClient(bucket: string, handle: GcsHandle): void {
+  bucketClient.set(bucket, handle.key);
+}
+
+/** Whether a client is known to work for the bucket. */
+export function isRememberedBucket(bucket: string): boolean {
+  return bucketClient.has(bucket);
 }

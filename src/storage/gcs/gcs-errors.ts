@@ -33,6 +33,13 @@ const brief = (message: string) => {
   return line.length > 300 ? `${line.slice(0, 297)}...` : line;
 };
 
+/** Whether the server refused the caller (401/403): another identity may be accepted. */
+export function isAccessDenied(err: unknown): boolean {
+  if (!(err instanceof Error) || err instanceof RunnerFault) return false;
+  const status = statusOf(err as LibraryError);
+  return status === 401 || status === 403;
+}
+
 /** The fault for a library error; secrets never appear (the library's messages hold none). */
 export function gcsFault(err: unknown, ctx: GcsErrorContext): RunnerFault {
   if (err instanceof RunnerFault) return err;

@@ -7,8 +7,8 @@ import { pipeline } from "node:stream/promises";
 import { NotFoundError, RetryableError } from "../../errors.ts";
 import type { ObjectInfo, ObjectStore } from "../object-store.ts";
 import { noteTransferredBytes } from "../s3/transfer-memory.ts";
-import { gcsClient, type GcsHandle } from "./gcs-clients.ts";
-import { gcsFault, type GcsErrorContext } from "./gcs-errors.ts";
+import { gcsClientsFor, isRememberedBucket, rememberBucketClient, type GcsHandle } from "./gcs-clients.ts";
+import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
 import { parseGcsLocation } from "./gcs-location.ts";
 
 /** Resumable upload chunk: memory held by an upload is about one chunk. */
@@ -33,12 +33,9 @@ export class GcsStore implements ObjectStore {
   constructor(private readonly env: Record<string, string | undefined> = process.env) {}
 
   async head(location: string): Promise<ObjectInfo | undefined> {
-    const o = this.open(location);
     try {
-      const [metadata] = await o.file().getMetadata();
-      return infoOf(metadata as GcsMetadata);
-    } catch (err) {
-      const fault = gcsFault(err, o.context("HEAD"));
+      return await this.withAccount(location, "HEAD", async (o) => infoOf((await o.file().getMetadata())[0] as GcsMetadata));
+    } catch (fault) {
       if (fault instanceof NotFoundError) return undefined;
       throw fault;
     }
@@ -46,14 +43,8 @@ export class GcsStore implements ObjectStore {
 
   /** Reads the generation just looked up, so the length checked is that of the bytes read. */
   async get(location: string): Promise<Readable> {
-    const o = this.open(location);
+    const { o, metadata } = await this.withAccount(location, "GET", async (o) => ({ o, metadata: (await o.file().getMetadata())[0] as GcsMetadata }));
     const ctx = o.context("GET");
-    let metadata: GcsMetadata;
-    try {
-      [metadata] = (await o.file().getMetadata()) as [GcsMetadata, unknown];
-    } catch (err) {
-      throw gcsFault(err, ctx);
-    }
     const info = infoOf(metadata);
     const generation = metadata.generation !== undefined ? String(metadata.generation) : undefined;
     const source = o.file(generation).createReadStream({ validation: "crc32c" });
@@ -88,8 +79,27 @@ export class GcsStore implements ObjectStore {
    * The library checks the CRC32C the server reports; the size is checked here.
    */
   async put(location: string, body: Readable): Promise<ObjectInfo> {
-    const o = this.open(location);
+    // The body can be sent once: with several identities and none known for the bucket, one is
+    // chosen first by a metadata read it may answer.
+    const { bucket, key } = parseGcsLocation(location);
+    const handles = gcsClientsFor(bucket, this.env);
+    const o =
+      handles.length === 1 || isRememberedBucket(bucket)
+        ? this.open(location, bucket, key, handles[0]!)
+        : await this.withAccount(location, "PUT", async (o) => {
+            try {
+              await o.file().getMetadata();
+            } catch (err) {
+              if (!(gcsFault(err, o.context("PUT")) instanceof NotFoundError)) throw err;
+            }
+            return o;
+          });
     const ctx = o.context("PUT");
+    try {
+      await o.handle.beforeUpload?.();
+    } catch (err) {
+      throw gcsFault(err, ctx);
+    }
     const file = o.file();
     let sentBytes = 0;
     const counter = new Transform({
@@ -120,18 +130,48 @@ export class GcsStore implements ObjectStore {
   }
 
   async delete(location: string): Promise<void> {
-    const o = this.open(location);
     try {
-      await o.file().delete();
-    } catch (err) {
-      const fault = gcsFault(err, o.context("DELETE"));
+      await this.withAccount(location, "DELETE", async (o) => {
+        await o.file().delete();
+      });
+    } catch (fault) {
       if (!(fault instanceof NotFoundError)) throw fault;
     }
   }
 
-  private open(location: string): Opened {
+  /**
+   * Runs `call` as each identity in turn (the one the bucket last accepted first) until one is
+   * not refused; remembers it for the bucket. Throws the call's fault, or, when every identity
+   * was refused, one naming them all.
+   */
+  private async withAccount<T>(location: string, verb: string, call: (o: Opened) => Promise<T>): Promise<T> {
     const { bucket, key } = parseGcsLocation(location);
-    const handle = gcsClient(this.env);
+    const handles = gcsClientsFor(bucket, this.env);
+    const refused: string[] = [];
+    for (const [i, handle] of handles.entries()) {
+      const o = this.open(location, bucket, key, handle);
+      try {
+        const result = await call(o);
+        rememberBucketClient(bucket, handle);
+        return result;
+      } catch (err) {
+        const last = i === handles.length - 1;
+        if (!isAccessDenied(err) || (last && !refused.length)) {
+          const fault = gcsFault(err, o.context(verb));
+          if (fault instanceof NotFoundError) rememberBucketClient(bucket, handle);
+          throw fault;
+        }
+        refused.push(handle.identity);
+        if (last) {
+          const all = { ...o.context(verb), identity: `every identity it has (${refused.join("; ")})` };
+          throw gcsFault(err, all);
+        }
+      }
+    }
+    throw new Error("unreachable: no GCS client");
+  }
+
+  private open(location: string, bucket: string, key: string, handle: GcsHandle): Opened {
     const b = handle.storage.bucket(bucket);
     return {
       handle,
