@@ -2,7 +2,7 @@
 
 import { defineCommand } from "citty";
 import { mkdirSync } from "node:fs";
-import { hostname } from "node:os";
+import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
@@ -16,6 +16,9 @@ import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } fro
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
+import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
+import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
+import type { TaskContext } from "../task/context.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
 import { startGpuWatch } from "../gpu/watch.ts";
@@ -119,6 +122,28 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
+  let sandbox: TaskContext["sandbox"];
+  if (settings.sandbox === "bwrap") {
+    try {
+      const bwrapPath = await requireBwrap(process.env);
+      const hiddenPaths = runnerHiddenPaths({
+        home: homedir(),
+        env: process.env,
+        configFile: settings.config as string | undefined,
+        sqsCerts: settings["sqs-certs"] as string | undefined,
+        googleCerts: settings["google-certs"] as string | undefined,
+        queueRoot,
+        workingDir,
+        cacheDir,
+      });
+      sandbox = { bwrapPath, network: settings["sandbox-network"] as SandboxNetwork, hiddenPaths };
+      log.info(`experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}); hidden from them: ${hiddenPaths.join(", ")}`);
+    } catch (err) {
+      if (!(err instanceof SandboxUnavailableError)) throw err;
+      log.error(`--sandbox bwrap: ${err.message}`);
+      return 2;
+    }
+  }
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
   if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);
   else if (cgroups) {
@@ -141,6 +166,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       allowEnvSecrets: settings["allow-env-secrets"] as boolean,
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
+      sandbox,
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,

@@ -44,7 +44,14 @@ export class JobProcess {
   private killedFor?: string;
   readonly exited: Promise<ExitInfo>;
 
-  constructor(argv: string[], options: { cwd: string; env: Record<string, string>; onLine: (line: string) => void }) {
+  /**
+   * `sandboxed`: the command is a sandbox (bubblewrap) that does not pass signals on, so the
+   * polite SIGTERM of stop() goes to the processes inside it, not to the sandbox itself.
+   */
+  constructor(
+    argv: string[],
+    private readonly options: { cwd: string; env: Record<string, string>; onLine: (line: string) => void; sandboxed?: boolean },
+  ) {
     this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const split = () => {
       let partial = "";
@@ -88,7 +95,8 @@ export class JobProcess {
   /** SIGTERM the tree, then SIGKILL what is left after graceMs. */
   async stop(reason: string, graceMs = 10_000): Promise<ExitInfo> {
     this.killedFor ??= reason;
-    this.killTree("SIGTERM");
+    if (this.options.sandboxed) this.signalDescendants("SIGTERM");
+    else this.killTree("SIGTERM");
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => resolve(undefined), graceMs);
@@ -98,6 +106,18 @@ export class JobProcess {
     if (done) return done;
     this.killTree("SIGKILL");
     return this.exited;
+  }
+
+  private signalDescendants(signal: NodeJS.Signals) {
+    const pid = this.child.pid;
+    if (!pid) return;
+    for (const p of descendants(pid)) {
+      try {
+        process.kill(p, signal);
+      } catch {
+        // gone
+      }
+    }
   }
 
   private killTree(signal: NodeJS.Signals, afterExit = false) {

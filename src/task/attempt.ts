@@ -11,6 +11,7 @@ import { normaliseRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
 import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
+import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Request } from "../request/model.ts";
 import { parseRequest } from "../request/parse.ts";
@@ -153,7 +154,22 @@ export async function runAttempt(
     const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
     log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
     const jobLimits = { ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes, cpus: reservation?.needs.cpus ?? 0 };
-    exit = await execute(argv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record, jobLimits);
+    const jobArgv = ctx.sandbox
+      ? bwrapArgv(
+          {
+            bwrapPath: ctx.sandbox.bwrapPath,
+            experimentDir: attemptDir,
+            readOnlyPaths: [venv.dir],
+            hiddenPaths: ctx.sandbox.hiddenPaths,
+            network: ctx.sandbox.network,
+            gpuDevices: gpuUuids.length > 0,
+            cwd: dirs.workspace ?? attemptDir,
+          },
+          argv,
+        )
+      : argv;
+    if (ctx.sandbox) log.note(`in a bubblewrap sandbox: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+    exit = await execute(jobArgv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record, jobLimits);
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
@@ -220,7 +236,7 @@ async function execute(
 ): Promise<JobExit> {
   const group = jobCgroup(ctx, request.experiment.key, jobLimits, log);
   const spawnedMs = performance.now();
-  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line) });
+  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {

@@ -2,6 +2,7 @@
 
 import type { VenvCache } from "../env/venv-cache.ts";
 import type { CgroupSupport } from "../exec/cgroup.ts";
+import type { SandboxNetwork } from "../sandbox/bwrap.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 
 export type Logger = {
@@ -25,6 +26,8 @@ export type TaskContext = {
   keepDirectories: boolean;
   /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
   statusPollMs?: number;
+  /** --sandbox bwrap: how experiments are wrapped; absent: they run unsandboxed. */
+  sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
   /** --google-certs, for Firebase experiment records. */

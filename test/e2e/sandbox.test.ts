@@ -1,0 +1,108 @@
+// --sandbox bwrap from the compiled binary, with the real bubblewrap: a sandboxed experiment cannot
+// read the runner's configuration (its credentials) or queue, cannot write outside its own
+// directory, cannot reach the host's network in loopback mode, and leaves no process behind.
+// The same script without the sandbox is the control: there each of those succeeds.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { enqueue, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+
+const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
+if (!HAVE_BWRAP) console.warn("\n*** bubblewrap is not installed (apt-get install bubblewrap): the sandbox tests cannot run ***\n");
+const runnable = HAVE_BWRAP || !!process.env.CI;
+
+const PROBE = `import os, socket, subprocess, sys
+env = os.environ
+def attempt(name, fn):
+    try:
+        r = fn()
+        print(f"{name}: ok {r!r}"[:120], flush=True)
+    except Exception as e:
+        print(f"{name}: denied {type(e).__name__}", flush=True)
+attempt("read-runner-config", lambda: open(env["RUNNER_CONFIG"]).read())
+attempt("list-queue-root", lambda: os.listdir(env["RUNNER_QUEUE_ROOT"]))
+attempt("write-outside", lambda: open(os.path.join(env["OUTSIDE_DIR"], "escape.txt"), "w").write("x"))
+attempt("write-own-dir", lambda: open(os.path.join(env["STUDIOML_HOME"], "own.txt"), "w").write("x"))
+attempt("connect-host", lambda: socket.create_connection(("127.0.0.1", int(env["PROBE_PORT"])), timeout=2).close())
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", env["MARKER"]], start_new_session=True)
+print("left a grandchild behind", flush=True)
+`;
+
+let server: Server;
+let port = 0;
+beforeAll(async () => {
+  server = createServer((s) => s.end());
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  port = (server.address() as { port: number }).port;
+});
+afterAll(() => server?.close());
+
+/** Processes whose command line holds the marker. */
+function processesWith(marker: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/cmdline`, "utf8").includes(marker)) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+async function probe(mode: "none" | "shared" | "loopback") {
+  const sb = await makeSandbox(`sandbox-${mode}`, { cacheDir: SHARED_CACHE });
+  const config = join(sb.dir, "runner.yaml");
+  writeFileSync(config, "# the runner's own settings (credentials would live here)\nmax-deliveries: 3\n");
+  const marker = `sandbox-marker-${mode}-${Date.now()}`;
+  const exp = simpleExperiment(sb.storageRoot, { "main.py": PROBE }, (m) => {
+    m.experiment.pythonver = "3.11";
+    m.config.env = { RUNNER_CONFIG: config, RUNNER_QUEUE_ROOT: sb.queueRoot, OUTSIDE_DIR: sb.dir, PROBE_PORT: String(port), MARKER: marker };
+  });
+  enqueue(sb.queueRoot, "local_sandbox", exp.message);
+  const args = ["--config", config, "--limit-tasks", "1"];
+  if (mode !== "none") args.push("--sandbox", "bwrap", "--sandbox-network", mode);
+  const runner = new RunnerProcess(sb, args);
+  expect(await runner.exited).toBe(0);
+  const log = tarMember(join(exp.experimentDir, "output.tar"));
+  const leftover = processesWith(marker);
+  for (const p of leftover) process.kill(p, "SIGKILL");
+  return { log, runner, leftover, escaped: existsSync(join(sb.dir, "escape.txt")) };
+}
+
+describe("--sandbox bwrap, from the binary", () => {
+  test.skipIf(!runnable)("loopback: no runner config or queue, no writes outside, no host network, no process left", async () => {
+    const { log, runner, leftover, escaped } = await probe("loopback");
+    expect(runner.stderr).toContain("experiments run in a bubblewrap sandbox");
+    expect(log).toContain("in a bubblewrap sandbox: only");
+    expect(log).toContain("read-runner-config: denied");
+    expect(log).toContain("list-queue-root: denied");
+    expect(log).toContain("write-outside: denied");
+    expect(log).toContain("write-own-dir: ok");
+    expect(log).toContain("connect-host: denied");
+    expect(log).toContain("left a grandchild behind");
+    expect(log).toContain("experiment exited with code 0");
+    expect(escaped).toBe(false);
+    expect(leftover).toEqual([]);
+  }, 180_000);
+
+  test.skipIf(!runnable)("shared network: the host's loopback is reachable; the rest stays closed", async () => {
+    const { log, leftover } = await probe("shared");
+    expect(log).toContain("connect-host: ok");
+    expect(log).toContain("read-runner-config: denied");
+    expect(log).toContain("write-outside: denied");
+    expect(leftover).toEqual([]);
+  }, 180_000);
+
+  test.skipIf(!runnable)("control, without the sandbox: the same script reads, lists, writes and connects", async () => {
+    const { log, escaped } = await probe("none");
+    expect(log).toContain("read-runner-config: ok");
+    expect(log).toContain("list-queue-root: ok");
+    expect(log).toContain("write-outside: ok");
+    expect(log).toContain("connect-host: ok");
+    expect(escaped).toBe(true);
+  }, 180_000);
+});
