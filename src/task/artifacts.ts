@@ -174,6 +174,24 @@ export async function fetchArtifact(
   return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true };
 }
 
+/**
+ * A container image from storage (the `_singularity` artifact): downloaded once into the
+ * immutable-artifact cache, keyed by the object's version, and used from there without a copy.
+ */
+export async function fetchImageFile(
+  artifact: Artifact,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
+): Promise<{ path: string; cached: boolean; bytes: number }> {
+  const store = storeOf(artifact, request, options);
+  const info = await store.head(artifact.qualified);
+  if (!info) throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
+  const track = (stream: Readable) =>
+    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
+  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track });
+  return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
+}
+
 /** Uploads mutable artifacts whose directory changed since the last upload (or download). */
 export class ArtifactUploader {
   private readonly last = new Map<string, string>();

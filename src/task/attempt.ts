@@ -13,10 +13,11 @@ import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
-import type { Request } from "../request/model.ts";
+import type { Artifact, Request } from "../request/model.ts";
 import { parseRequest } from "../request/parse.ts";
 import type { Reservation } from "../resources/pool.ts";
-import { ArtifactUploader, fetchArtifact } from "./artifacts.ts";
+import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
+import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
@@ -111,8 +112,15 @@ export async function runAttempt(
   try {
     // fetch
     const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
+    let image: string | undefined;
     for (const label of labels) {
       const artifact = request.experiment.artifacts[label]!;
+      if (label === CONTAINER_IMAGE_LABEL) {
+        image = await containerImage(artifact, request, { ...access, cache: ctx.artifacts }, log).catch((err) => {
+          throw asFault(err).with({ phase: `fetch ${label}` });
+        });
+        continue;
+      }
       if (label === "output") {
         await uploader.baseline(label, false);
         continue; // the log of this attempt replaces any earlier one
@@ -132,44 +140,57 @@ export async function runAttempt(
       );
     }
 
-    // environment
-    if (request.experiment.filename === null) {
-      throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image, which this runner does not support yet");
-    }
-    const interpreter = chooseInterpreter(request.experiment.pythonver);
-    const venv = await ctx.venvs.acquire(
-      {
-        interpreter,
-        requirements: normaliseRequirements([...request.experiment.pythonenv, ...request.config.pip]),
-        systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
-      },
-      (line) => log.write(line),
-    );
-    venvRelease = venv.release;
-    ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
-
-    // execute
-    const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}` };
-    const script = request.experiment.filename;
-    const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
-    log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+    // environment, and execute
     const jobLimits = { ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes, cpus: reservation?.needs.cpus ?? 0 };
-    const jobArgv = ctx.sandbox
-      ? bwrapArgv(
-          {
-            bwrapPath: ctx.sandbox.bwrapPath,
-            experimentDir: attemptDir,
-            readOnlyPaths: [venv.dir],
-            hiddenPaths: ctx.sandbox.hiddenPaths,
-            network: ctx.sandbox.network,
-            gpuDevices: gpuUuids.length > 0,
-            cwd: dirs.workspace ?? attemptDir,
-          },
-          argv,
-        )
-      : argv;
-    if (ctx.sandbox) log.note(`in a bubblewrap sandbox: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
-    exit = await execute(jobArgv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, { ...control, revoked: delivery.revoked }, ctx, record, jobLimits);
+    const jobControl = { ...control, revoked: delivery.revoked };
+    if (image !== undefined) {
+      const tool = findContainerTool(ctx.runnerEnv);
+      if (!tool) throw new ContainerToolMissingError();
+      const envFile = join(attemptDir, ".container-env");
+      writeEnvFile(envFile, containerEnv(jobEnv.env, ctx.runnerEnv));
+      const cwd = dirs.workspace ?? attemptDir;
+      const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
+      if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
+      log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+      exit = await execute(argv, attemptDir, cwd, jobEnv.env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+    } else {
+      if (request.experiment.filename === null) {
+        throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
+      }
+      const interpreter = chooseInterpreter(request.experiment.pythonver);
+      const venv = await ctx.venvs.acquire(
+        {
+          interpreter,
+          requirements: normaliseRequirements([...request.experiment.pythonenv, ...request.config.pip]),
+          systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
+        },
+        (line) => log.write(line),
+      );
+      venvRelease = venv.release;
+      ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
+
+      // execute
+      const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}` };
+      const script = request.experiment.filename;
+      const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
+      log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+      const jobArgv = ctx.sandbox
+        ? bwrapArgv(
+            {
+              bwrapPath: ctx.sandbox.bwrapPath,
+              experimentDir: attemptDir,
+              readOnlyPaths: [venv.dir],
+              hiddenPaths: ctx.sandbox.hiddenPaths,
+              network: ctx.sandbox.network,
+              gpuDevices: gpuUuids.length > 0,
+              cwd: dirs.workspace ?? attemptDir,
+            },
+            argv,
+          )
+        : argv;
+      if (ctx.sandbox) log.note(`in a bubblewrap sandbox: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+      exit = await execute(jobArgv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+    }
 
     // finish
     const shutdown = exit.killedFor === "shutdown";
@@ -318,6 +339,25 @@ async function execute(
     control.force.removeEventListener("abort", onForce);
     control.revoked?.removeEventListener("abort", onRevoked);
   }
+}
+
+/** The artifact that names a container image (protocol.md §5). */
+const CONTAINER_IMAGE_LABEL = "_singularity";
+
+/** The image to run: a registry reference as given, or the path of the image file in the cache. */
+async function containerImage(
+  artifact: Artifact,
+  request: Request,
+  options: Parameters<typeof fetchImageFile>[2],
+  log: OutputLog,
+): Promise<string> {
+  if (isRegistryReference(artifact.qualified)) {
+    log.note(`container image ${artifact.qualified} (pulled by the container tool)`);
+    return artifact.qualified;
+  }
+  const fetched = await fetchImageFile(artifact, request, options);
+  log.note(`container image ${artifact.qualified}: ${formatBytes(fetched.bytes)}${fetched.cached ? " (from cache)" : ""}`);
+  return fetched.path;
 }
 
 /** How a job ended, and whether the kernel killed it for its memory limit. */
