@@ -22,6 +22,7 @@ def attempt(name, fn):
     except Exception as e:
         print(f"{name}: denied {type(e).__name__}", flush=True)
 attempt("read-runner-config", lambda: open(env["RUNNER_CONFIG"]).read())
+attempt("read-runner-credentials", lambda: open(env["RUNNER_CREDENTIALS"]).read())
 attempt("list-queue-root", lambda: os.listdir(env["RUNNER_QUEUE_ROOT"]))
 attempt("write-outside", lambda: open(os.path.join(env["OUTSIDE_DIR"], "escape.txt"), "w").write("x"))
 attempt("write-own-dir", lambda: open(os.path.join(env["STUDIOML_HOME"], "own.txt"), "w").write("x"))
@@ -56,16 +57,20 @@ function processesWith(marker: string): number[] {
 async function probe(mode: "none" | "shared" | "loopback") {
   const sb = await makeSandbox(`sandbox-${mode}`, { cacheDir: SHARED_CACHE });
   const config = join(sb.dir, "runner.yaml");
-  writeFileSync(config, "# the runner's own settings (credentials would live here)\nmax-deliveries: 3\n");
+  writeFileSync(config, "# the runner's own settings\nmax-deliveries: 3\n");
+  // The runner's AWS credentials file (named by AWS_SHARED_CREDENTIALS_FILE, as on many hosts).
+  const credentials = join(sb.dir, "aws-credentials");
+  // (The job learns the path from config.env: the runner does not pass AWS_* variables on.)
+  writeFileSync(credentials, "[default]\naws_access_key_id = AKIARUNNER\naws_secret_access_key = runner-secret\n");
   const marker = `sandbox-marker-${mode}-${Date.now()}`;
   const exp = simpleExperiment(sb.storageRoot, { "main.py": PROBE }, (m) => {
     m.experiment.pythonver = "3.11";
-    m.config.env = { RUNNER_CONFIG: config, RUNNER_QUEUE_ROOT: sb.queueRoot, OUTSIDE_DIR: sb.dir, PROBE_PORT: String(port), MARKER: marker };
+    m.config.env = { RUNNER_CONFIG: config, RUNNER_CREDENTIALS: credentials, RUNNER_QUEUE_ROOT: sb.queueRoot, OUTSIDE_DIR: sb.dir, PROBE_PORT: String(port), MARKER: marker };
   });
   enqueue(sb.queueRoot, "local_sandbox", exp.message);
   const args = ["--config", config, "--limit-tasks", "1"];
   if (mode !== "none") args.push("--sandbox", "bwrap", "--sandbox-network", mode);
-  const runner = new RunnerProcess(sb, args);
+  const runner = new RunnerProcess(sb, args, { AWS_SHARED_CREDENTIALS_FILE: credentials });
   expect(await runner.exited).toBe(0);
   const log = tarMember(join(exp.experimentDir, "output.tar"));
   const leftover = processesWith(marker);
@@ -79,6 +84,7 @@ describe("--sandbox bwrap, from the binary", () => {
     expect(runner.stderr).toContain("experiments run in a bubblewrap sandbox");
     expect(log).toContain("in a bubblewrap sandbox: only");
     expect(log).toContain("read-runner-config: denied");
+    expect(log).toContain("read-runner-credentials: denied");
     expect(log).toContain("list-queue-root: denied");
     expect(log).toContain("write-outside: denied");
     expect(log).toContain("write-own-dir: ok");
@@ -100,6 +106,7 @@ describe("--sandbox bwrap, from the binary", () => {
   test.skipIf(!runnable)("control, without the sandbox: the same script reads, lists, writes and connects", async () => {
     const { log, escaped } = await probe("none");
     expect(log).toContain("read-runner-config: ok");
+    expect(log).toContain("read-runner-credentials: ok");
     expect(log).toContain("list-queue-root: ok");
     expect(log).toContain("write-outside: ok");
     expect(log).toContain("connect-host: ok");
