@@ -18,6 +18,9 @@ import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
+import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
+import { clearTextAllowed, ENVELOPE_OPTIONS, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
+import { requestReader } from "../request/read-request.ts";
 import type { TaskContext } from "../task/context.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
@@ -33,7 +36,7 @@ import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
 
 /** The daemon's settings: the common table plus each queue backend's own. */
-const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS];
+const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS];
 
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
@@ -51,7 +54,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings));
+    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -167,6 +170,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
       sandbox,
+      readRequest: requestReader({ keys: envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS, clearTextAllowed: clearTextAllowed(settings) }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,

@@ -50,7 +50,15 @@ export class JobProcess {
    */
   constructor(
     argv: string[],
-    private readonly options: { cwd: string; env: Record<string, string>; onLine: (line: string) => void; sandboxed?: boolean },
+    private readonly options: {
+      cwd: string;
+      env: Record<string, string>;
+      onLine: (line: string) => void;
+      sandboxed?: boolean;
+      /** Where the lines go; while it is congested the job's pipes are paused, so a job that
+       * floods its output is slowed down instead of growing the runner's memory. */
+      sink?: { congested: boolean; onceDrained(callback: () => void): void };
+    },
   ) {
     this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const split = () => {
@@ -69,8 +77,27 @@ export class JobProcess {
     };
     const out = split();
     const err = split();
-    this.child.stdout!.on("data", out.data);
-    this.child.stderr!.on("data", err.data);
+    let paused = false;
+    const throttle = () => {
+      const sink = options.sink;
+      if (paused || !sink?.congested) return;
+      paused = true;
+      this.child.stdout!.pause();
+      this.child.stderr!.pause();
+      sink.onceDrained(() => {
+        paused = false;
+        this.child.stdout!.resume();
+        this.child.stderr!.resume();
+      });
+    };
+    this.child.stdout!.on("data", (chunk: Buffer) => {
+      out.data(chunk);
+      throttle();
+    });
+    this.child.stderr!.on("data", (chunk: Buffer) => {
+      err.data(chunk);
+      throttle();
+    });
     const streamsDone = Promise.all([
       new Promise<void>((r) => this.child.stdout!.on("close", () => (out.end(), r()))),
       new Promise<void>((r) => this.child.stderr!.on("close", () => (err.end(), r()))),

@@ -2,10 +2,10 @@
 // attempts concurrently, and drain on SIGTERM (a second SIGTERM forces).
 
 import { formatDuration } from "../config/units.ts";
-import { errorMessage } from "../errors.ts";
+import { errorMessage, RetryableError } from "../errors.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import type { Request, Resources } from "../request/model.ts";
-import { parseRequest } from "../request/parse.ts";
+import { plainRequestReader } from "../request/read-request.ts";
 import type { ResourcePool } from "../resources/pool.ts";
 import { runAttempt, type AttemptOutcome } from "../task/attempt.ts";
 import type { TaskContext } from "../task/context.ts";
@@ -140,8 +140,10 @@ export class Runner {
           looked = true;
           let request: Request;
           try {
-            request = parseRequest(body);
-          } catch {
+            request = (this.ctx.readRequest ?? plainRequestReader)(body, name);
+          } catch (err) {
+            // The runner's own key is unreadable just now: leave the message for later.
+            if (err instanceof RetryableError) return false;
             return true; // take it, so the attempt can keep it in the failed place with the reason
           }
           const resources = request.experiment.resources;

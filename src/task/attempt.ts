@@ -14,7 +14,7 @@ import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Artifact, Request } from "../request/model.ts";
-import { parseRequest } from "../request/parse.ts";
+import { plainRequestReader } from "../request/read-request.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
@@ -54,8 +54,14 @@ export async function runAttempt(
   const where = `${delivery.queue}/${delivery.id}`;
   let request: Request;
   try {
-    request = parsed ?? parseRequest(delivery.body);
+    request = parsed ?? (ctx.readRequest ?? plainRequestReader)(delivery.body, delivery.queue);
   } catch (err) {
+    if (err instanceof RetryableError) {
+      // The runner's own key cannot be read just now: not the request's fault.
+      const outcome = await delivery.nack(errorMessage(err));
+      ctx.log.warn(`${where}: ${errorMessage(err)}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
+      return { kind: outcome, reason: errorMessage(err) };
+    }
     const reason = `bad request: ${errorMessage(err)}`;
     ctx.log.error(`${where}: ${reason}`);
     await delivery.reject(reason);
@@ -257,7 +263,7 @@ async function execute(
 ): Promise<JobExit> {
   const group = jobCgroup(ctx, request.experiment.key, jobLimits, log);
   const spawnedMs = performance.now();
-  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox });
+  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox, sink: log });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {

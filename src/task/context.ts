@@ -3,6 +3,7 @@
 import type { VenvCache } from "../env/venv-cache.ts";
 import type { CgroupSupport } from "../exec/cgroup.ts";
 import type { SandboxNetwork } from "../sandbox/bwrap.ts";
+import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 
 export type Logger = {
@@ -30,6 +31,8 @@ export type TaskContext = {
   sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
+  /** Opens and parses a message (envelopes per --encrypt-dir etc.); plain parsing when absent. */
+  readRequest?: RequestReader;
   /** --google-certs, for Firebase experiment records. */
   googleCertsDir?: string;
   log: Logger;

@@ -33,6 +33,17 @@ export class OutputLog {
     this.write(line.startsWith("[studio-runner]") ? line : `[studio-runner] ${line}`);
   }
 
+  /** True while more is buffered than the file takes in: the job's output should wait. */
+  get congested(): boolean {
+    return !this.closed && this.stream.writableNeedDrain;
+  }
+
+  /** Calls back once the buffered lines have been written out. */
+  onceDrained(callback: () => void): void {
+    if (!this.congested) return callback();
+    this.stream.once("drain", callback);
+  }
+
   /** Wait until everything written so far is on disk. */
   flush(): Promise<void> {
     if (this.closed) return Promise.resolve();
