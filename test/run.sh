@@ -20,6 +20,7 @@ export PIP_RETRIES=${PIP_RETRIES:-0} PIP_DISABLE_PIP_VERSION_CHECK=1
 mkdir -p .test-tmp
 report=.test-tmp/junit.xml
 rm -f "$report"
+rm -rf .test-tmp/logs
 "$BUN" test --timeout 900000 --reporter=junit --reporter-outfile="$report" "$@" 2>&1 | tee .test-tmp/bun-test.log
 status=${PIPESTATUS[0]}
 if [ ! -s "$report" ]; then
@@ -35,6 +36,10 @@ read -r tests failures errors skipped < <("$BUN" -e '
 ' "$report")
 failed=$((failures + errors))
 passed=$((tests - failed - skipped))
+# After a whole run: no test credential may appear in any log the binary wrote.
+if [ $# -eq 0 ]; then
+  if "$BUN" test/secret-scan.ts; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" -eq 0 ]

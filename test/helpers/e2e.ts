@@ -11,6 +11,18 @@ export const BINARY = join(REPO, "dist", "studio-runner");
 export const FIXTURE = resolve(REPO, "../shared/fixtures/studioml-client-message.json");
 const TMP = join(REPO, ".test-tmp");
 
+/** Every log the binary writes in a test is kept, for the secret scan that runs after the suite. */
+export const LOGS_DIR = join(TMP, "logs");
+let logSerial = 0;
+function keepLog(kind: string, args: string[], text: string): void {
+  try {
+    mkdirSync(LOGS_DIR, { recursive: true });
+    writeFileSync(join(LOGS_DIR, `${kind}-${process.pid}-${++logSerial}.log`), `$ studio-runner ${args.join(" ")}\n${text}`);
+  } catch {
+    // the scan then has less to look at; the test itself is unaffected
+  }
+}
+
 /** The compiled binary, built once if the test command did not build it. */
 export function ensureBinary(): string {
   if (!existsSync(BINARY)) {
@@ -59,7 +71,12 @@ export class RunnerProcess {
     );
     this.child.stdout!.on("data", (d) => (this.stdout += d));
     this.child.stderr!.on("data", (d) => (this.stderr += d));
-    this.exited = new Promise((r) => this.child.on("exit", (code, signal) => r(code ?? (signal ? -1 : null))));
+    this.exited = new Promise((r) =>
+      this.child.on("exit", (code, signal) => {
+        keepLog("runner", args, this.stdout + this.stderr);
+        r(code ?? (signal ? -1 : null));
+      }),
+    );
   }
 
   /** Wait until the runner's log matches, or fail after timeoutMs. */
@@ -86,6 +103,7 @@ export function runBinary(args: string[], options: { cwd?: string; env?: Record<
     encoding: "utf8",
     timeout: options.timeoutMs ?? 600_000,
   });
+  keepLog("cli", args, (r.stdout ?? "") + (r.stderr ?? ""));
   return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
@@ -99,6 +117,7 @@ export async function runBinaryAsync(args: string[], options: { cwd?: string; en
   const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 600_000);
   const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
   clearTimeout(timer);
+  keepLog("cli", args, stdout + stderr);
   return { code, stdout, stderr };
 }
 
