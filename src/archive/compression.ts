@@ -43,11 +43,21 @@ export async function peekBytes(source: Readable, n: number): Promise<{ head: Bu
   }
   const head = Buffer.concat(chunks);
   async function* replay() {
-    if (head.length) yield head;
-    while (!done) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
+    let finished = done;
+    try {
+      if (head.length) yield head;
+      while (!finished) {
+        const r = await it.next();
+        if (r.done) {
+          finished = true;
+          return;
+        }
+        yield r.value;
+      }
+    } finally {
+      // Destroyed before the end (a refused archive, a bomb): release the source too, which stops
+      // its decompressor (an xz child process) instead of leaving it blocked on a full pipe.
+      if (!finished) await it.return?.();
     }
   }
   return { head, stream: Readable.from(replay(), { objectMode: false }) };
@@ -61,6 +71,10 @@ function xzDecompressor(): Duplex {
   child.on("error", (err) => duplex.destroy(new ArchiveError(`xz archives need the xz program: ${err.message}`)));
   child.on("close", (code) => {
     if (code) duplex.destroy(new ArchiveError(`xz failed (${code}): ${stderr.trim()}`));
+  });
+  // A reader that gives up (a refused member, a bomb over budget) must not leave xz running.
+  duplex.on("close", () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill();
   });
   return duplex;
 }
@@ -76,5 +90,12 @@ export async function decompress(source: Readable): Promise<{ stream: Readable; 
   replayed.on("error", (err) => out.destroy(err));
   decoder.on("error", (err) => out.destroy(err));
   replayed.pipe(decoder).pipe(out);
+  // When the reader gives up early, stop decompressing and reading the source as well.
+  out.on("close", () => {
+    if (!out.readableEnded) {
+      decoder.destroy();
+      replayed.destroy();
+    }
+  });
   return { stream: out, compression };
 }
