@@ -35,9 +35,13 @@ export class PermanentError extends RunnerFault {
 }
 
 /** A field of the request (or of the configuration) is missing or has a value we cannot use. */
+/** Longest field path a message names; longer (attacker-made) paths keep their start and end. */
+const MAX_FIELD_CHARS = 160;
+
 export class RequestError extends PermanentError {
   constructor(field: string, value: unknown, problem: string) {
-    super(`${field}: ${describeValue(value)} ${problem}`, { field });
+    const shown = field.length > MAX_FIELD_CHARS ? `${field.slice(0, 100)}…${field.slice(-(MAX_FIELD_CHARS - 101))}` : field;
+    super(`${shown}: ${describeValue(value)} ${problem}`, { field: shown });
   }
 }
 
