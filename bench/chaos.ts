@@ -101,7 +101,11 @@ async function killAndRestart(backend: Backend): Promise<void> {
     }
     const finished = all.split(`experiment ${e.key} finished`).length - 1;
     const starts = all.split(`starting experiment ${e.key}`).length - 1;
-    if (!ok || finished === 0) lost++;
+    if (!ok || finished === 0) {
+      lost++;
+      console.log(`lost? ${backend.name} ${e.key}: output ok=${ok}, finished lines ${finished}, starts ${starts}`);
+      if (process.env.CHAOS_DEBUG) console.log(all.split("\n").filter((l) => l.includes(e.key) || /WARN|ERROR|✖/.test(l)).slice(0, 40).join("\n"));
+    }
     if (finished > 1) duplicates++;
     reruns += Math.max(0, starts - 1);
   }
@@ -133,7 +137,7 @@ function rabbitBackend(): Backend {
   const queue = uniqueQueue("rmq_chaos");
   return {
     name: "rabbitmq",
-    args: () => ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`],
+    args: (sb) => ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--file-storage-roots", sb.storageRoot],
     publish: (_sb, bodies) => publishLikeClient(queue, bodies),
     remaining: async () => (await readyCount(queue)) ?? 0,
   };
@@ -153,7 +157,7 @@ async function sqsBackend(): Promise<Backend> {
   };
   return {
     name: "sqs",
-    args: (sb) => ["--sqs-certs", certs(sb), "--sqs-endpoint", server.endpoint, "--sqs-visibility", "3s", "--queue-match", `^${queue}$`],
+    args: (sb) => ["--sqs-certs", certs(sb), "--sqs-endpoint", server.endpoint, "--sqs-visibility", "3s", "--queue-match", `^${queue}$`, "--file-storage-roots", sb.storageRoot],
     publish: async (_sb, bodies) => {
       const q = client();
       for (const b of bodies) await q.publish(queue, JSON.stringify(b));

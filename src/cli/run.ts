@@ -3,7 +3,7 @@
 import { defineCommand } from "citty";
 import { mkdirSync } from "node:fs";
 import { homedir, hostname } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
 import { formatBytes } from "../config/units.ts";
@@ -170,6 +170,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
       sandbox,
+      fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
       readRequest: requestReader({ keys: envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS, clearTextAllowed: clearTextAllowed(settings) }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,

@@ -43,6 +43,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "max-mem", type: "size", description: "RAM this runner may hand out (0 = all)", default: "0" },
   { name: "max-disk", type: "size", description: "disk this runner may hand out in working-dir (0 = free space)", default: "0" },
   { name: "min-free-disk", type: "size", description: "free space always left in working-dir: work is not taken when it would go below", default: "1gib" },
+  { name: "file-storage-roots", type: "string", description: "comma-separated directories file: artifacts may live in; without it, anywhere for requests from local queues and nowhere for requests from brokers", default: "" },
   { name: "sandbox", type: "enum", choices: ["none", "bwrap"], description: "run each venv experiment inside a bubblewrap sandbox (system read-only, only its own directory writable, the runner's credentials hidden)", default: "none" },
   { name: "sandbox-network", type: "enum", choices: ["shared", "loopback"], description: "network of sandboxed experiments: the host's, or a private loopback only", default: "shared" },
   { name: "cgroup-limits", type: "boolean", description: "enforce each experiment's ram and cpus with a cgroup where the runner may create one", default: "true" },

@@ -195,7 +195,7 @@ export class Runner {
       return false;
     }
     this.taken++;
-    const attempt = runAttempt(delivery, this.ctx, { shutdown: this.shutdown.signal, force: this.force.signal, shutdownGraceMs: this.limits.shutdownGraceMs }, reservation, request)
+    const attempt = runAttempt(delivery, this.ctx, { shutdown: this.shutdown.signal, force: this.force.signal, shutdownGraceMs: this.limits.shutdownGraceMs, source: backend.kind }, reservation, request)
       .catch((err): AttemptOutcome => {
         this.ctx.log.error(`attempt crashed: ${errorMessage(err)}`);
         return { kind: "failed", reason: errorMessage(err) };

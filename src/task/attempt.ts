@@ -15,6 +15,7 @@ import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Artifact, Request } from "../request/model.ts";
 import { plainRequestReader } from "../request/read-request.ts";
+import { checkEndpoint, checkLocation, type LocationPolicy } from "../request/location-policy.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
@@ -40,6 +41,8 @@ export type AttemptControl = {
   force: AbortSignal;
   /** Aborted when the request is withdrawn while it runs (its queue was deleted): stop it. */
   revoked?: AbortSignal;
+  /** The kind of queue the request came from ("local", "rabbitmq", …): file: locations are trusted from local queues only. */
+  source?: string;
 };
 
 const ALWAYS_FIRST = "workspace";
@@ -116,6 +119,9 @@ export async function runAttempt(
   let exit: JobExit | undefined;
   let venvRelease: (() => void) | undefined;
   try {
+    // where the artifacts may come from (protocol-level refusals, before anything is fetched)
+    checkLocations(request, locationPolicy(ctx, control.source));
+
     // fetch
     const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
     let image: string | undefined;
@@ -345,6 +351,26 @@ async function execute(
     control.force.removeEventListener("abort", onForce);
     control.revoked?.removeEventListener("abort", onRevoked);
   }
+}
+
+/**
+ * Where a request's artifacts may live: never cloud metadata or link-local addresses; file:
+ * paths under --file-storage-roots, or anywhere when the request came from a local queue and
+ * no roots are set (its writers share this machine); loopback storage is allowed.
+ */
+function locationPolicy(ctx: TaskContext, source: string | undefined): LocationPolicy {
+  const roots = ctx.fileStorageRoots ?? [];
+  return { allowedFileRoots: roots.length ? roots : source === "local" || source === undefined ? ["/"] : [], allowLoopback: true };
+}
+
+function checkLocations(request: Request, policy: LocationPolicy): void {
+  for (const a of Object.values(request.experiment.artifacts)) {
+    if (a.label === CONTAINER_IMAGE_LABEL && isRegistryReference(a.qualified)) continue;
+    checkLocation(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
+  }
+  // An S3 server's endpoint; a local storage root (file:) is checked through its artifacts.
+  const endpoint = request.config.storageEndpoint;
+  if (endpoint && /^https?:/i.test(endpoint)) checkEndpoint("config.storage.endpoint", endpoint, policy);
 }
 
 /** The artifact that names a container image (protocol.md §5). */

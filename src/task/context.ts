@@ -31,6 +31,8 @@ export type TaskContext = {
   sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
+  /** --file-storage-roots: where file: artifacts may live (empty: anywhere for local queues, nowhere for remote ones). */
+  fileStorageRoots?: string[];
   /** Opens and parses a message (envelopes per --encrypt-dir etc.); plain parsing when absent. */
   readRequest?: RequestReader;
   /** --google-certs, for Firebase experiment records. */

@@ -43,7 +43,7 @@ describe("Google Pub/Sub", () => {
     const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
     await producer.publish(queue, JSON.stringify(message)); // topic <queue>, subscription <queue>_sub
     await producer.close();
-    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], {
+    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--queue-match", `^${queue}$`, "--limit-tasks", "1", "--file-storage-roots", sb.storageRoot], {
       PUBSUB_EMULATOR_HOST: emulator.host,
     });
     expect(await runner.exited).toBe(0);
@@ -114,7 +114,7 @@ describe("Google Pub/Sub: ack deadlines and crashes, from the binary", () => {
       const queue = `pubsub_long_${Date.now()}`;
       const script = "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('complete', flush=True)\n";
       const env = { PUBSUB_EMULATOR_HOST: emulator.host };
-      const args = (q: string, extra: string[]) => ["--pubsub-project", project, "--queue-match", `^${q}$`, "--pubsub-ack-deadline", "10s", ...extra];
+      const args = (q: string, extra: string[]) => ["--pubsub-project", project, "--queue-match", `^${q}$`, "--pubsub-ack-deadline", "10s", "--file-storage-roots", sb.storageRoot, ...extra];
       const publish = async (q: string, sleepS: number) => {
         const exp = fixtureOnFileStorage(sb.storageRoot, { "train.py": script, "data/input.txt": "x\n" }, (m) => {
           m.experiment.pythonenv = [];

@@ -23,7 +23,7 @@ describe("RabbitMQ queue deleted", () => {
         m.experiment.resources_needed = { cpus: 1, ram: "256m", hdd: "256m", gpus: 0 };
       });
       await publishLikeClient(queue, [exp.message]);
-      const r = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "1"]);
+      const r = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "1", "--file-storage-roots", sb.storageRoot]);
       try {
         await r.waitForLog(/starting experiment/);
         await Bun.sleep(1500);

@@ -45,7 +45,7 @@ describe("RabbitMQ restart", () => {
         queue,
         exps.map((e) => e.message),
       );
-      const args = ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2"];
+      const args = ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--file-storage-roots", sb.storageRoot];
       const runners = [new RunnerProcess(sb, args), new RunnerProcess(sb, args)];
       const all = () => runners.map((r) => r.stderr).join("\n");
       const count = (re: RegExp) => (all().match(re) ?? []).length;

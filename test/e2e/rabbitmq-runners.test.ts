@@ -45,7 +45,7 @@ async function publishBatch(sb: Sandbox, queue: string, sleepS: string): Promise
 }
 
 const runner = (sb: Sandbox, queue: string) =>
-  new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--max-deliveries", "5"]);
+  new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--max-deliveries", "5", "--file-storage-roots", sb.storageRoot]);
 
 const finishedKeys = (runners: RunnerProcess[]) => {
   const done = new Set<string>();
