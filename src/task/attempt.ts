@@ -283,17 +283,23 @@ async function execute(
     }
   };
   const every = request.config.saveWorkspaceFrequencyMs;
-  if (every && every > 0) timers.push(setInterval(() => void checkpoint(), Math.max(1000, every)));
+  if (every && every > 0) timers.push(setInterval(() => void checkpoint(), timerMs(every)));
   for (const a of Object.values(request.experiment.artifacts)) {
-    if (a.mutable && a.saveFrequencyMs) timers.push(setInterval(() => void checkpoint([a.label]), Math.max(1000, a.saveFrequencyMs)));
+    if (a.mutable && a.saveFrequencyMs) timers.push(setInterval(() => void checkpoint([a.label]), timerMs(a.saveFrequencyMs)));
   }
   if (limit) {
-    timers.push(
-      setTimeout(() => {
-        log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
-        void job.stop(`time limit reached (${limit.because})`);
-      }, limit.ms),
-    );
+    // Timers hold at most about 24.8 days: a longer limit is reached in several steps.
+    const deadlineMs = Date.now() + limit.ms;
+    const arm = () => {
+      timers.push(
+        setTimeout(() => {
+          if (Date.now() < deadlineMs) return arm();
+          log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
+          void job.stop(`time limit reached (${limit.because})`);
+        }, Math.min(MAX_TIMER_MS, Math.max(0, deadlineMs - Date.now()))),
+      );
+    };
+    arm();
   }
   if (record) {
     // A user's "stopped" in the experiment database stops the job (the python worker polled too).
@@ -372,6 +378,12 @@ function checkLocations(request: Request, policy: LocationPolicy): void {
   const endpoint = request.config.storageEndpoint;
   if (endpoint && /^https?:/i.test(endpoint)) checkEndpoint("config.storage.endpoint", endpoint, policy);
 }
+
+/** The longest delay a JavaScript timer takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A checkpoint interval as a timer can hold it: at least 1 s, at most MAX_TIMER_MS. */
+const timerMs = (ms: number) => Math.min(MAX_TIMER_MS, Math.max(1000, ms));
 
 /** The artifact that names a container image (protocol.md §5). */
 const CONTAINER_IMAGE_LABEL = "_singularity";
