@@ -221,10 +221,12 @@ async function diskFull(): Promise<void> {
     // 48 MiB of incompressible data into a 24 MiB working directory.
     const exp = simpleExperiment(sb.storageRoot, { "main.py": WORK, "data/blob.bin": randomBytes(48 * 1024 * 1024).toString("base64") }, (m) => {
       m.config.env = { SLEEP_S: "0" };
-      m.experiment.resources_needed.hdd = "10m";
+      // A budget the workspace fits, so the unpack runs into the full disk itself.
+      m.experiment.resources_needed.hdd = "500m";
+      delete m.config.database;
     });
     const id = enqueue(sb.queueRoot, "local_disk", exp.message);
-    const runner = new RunnerProcess(sb, ["--queue-match", "^local_disk$", "--working-dir", small, "--limit-idle-duration", "4s", "--max-deliveries", "2", "--min-free-disk", "0"]);
+    const runner = new RunnerProcess(sb, ["--queue-match", "^local_disk$", "--working-dir", small, "--limit-idle-duration", "4s", "--max-deliveries", "2", "--min-free-disk", "0", "--max-disk", "1g"]);
     await runner.exited;
     const reasonFile = join(sb.queueRoot, ".failed", "local_disk", `${id}.reason.json`);
     let reason = "";
@@ -241,7 +243,7 @@ async function diskFull(): Promise<void> {
       experiments: 1,
       lost: reason ? 0 : 1,
       duplicates: 0,
-      extra: `${/no space|ENOSPC|disk budget|over the experiment/i.test(reason) ? "clear error" : "UNCLEAR error"}, kept after ${runner.stderr.split(`starting experiment ${exp.key}`).length - 1} deliveries; ${leftBytes} bytes left in the working dir`,
+      extra: `${/no space|ENOSPC|disk is full/i.test(reason) ? "clear error (no space left)" : `UNCLEAR error: ${reason.slice(0, 200)}`}, requeued, kept after ${runner.stderr.split(`starting experiment ${exp.key}`).length - 1} deliveries; ${leftBytes} bytes left in the working dir`,
       wallS: (Date.now() - started) / 1000,
     });
   } finally {

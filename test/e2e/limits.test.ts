@@ -45,3 +45,22 @@ describe("RAM and CPU limits", () => {
     expect(filesIn(join(sb.queueRoot, "local_limits"))).toEqual([]);
   }, 300_000);
 });
+
+describe("time limits beyond a timer's range", () => {
+  test("an experiment with max_duration 720h (30 days) runs to its end (a JavaScript timer holds about 24.8 days at most)", async () => {
+    const sb = await makeSandbox("limits-30d", { cacheDir: SHARED_CACHE });
+    const exp = simpleExperiment(sb.storageRoot, { "main.py": "import time\ntime.sleep(1)\nprint('slept', flush=True)\n" }, (m) => {
+      m.experiment.pythonver = "3.11";
+      m.experiment.max_duration = "720h";
+      m.config.experimentLifetime = "1440h";
+      delete m.config.database;
+    });
+    enqueue(sb.queueRoot, "local_long", exp.message);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+    expect(await runner.exited).toBe(0);
+    const log = tarMember(join(exp.experimentDir, "output.tar"));
+    expect(log).toContain("slept");
+    expect(log).toContain("experiment exited with code 0");
+    expect(log).not.toContain("reached: stopping");
+  }, 120_000);
+});
