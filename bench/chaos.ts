@@ -10,7 +10,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { SqsQueueBackend } from "../src/queue/sqs/sqs-queue.ts";
 import { enqueue, ensureBinary, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames, type Sandbox } from "../test/helpers/e2e.ts";
-import { AMQP_URL, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue } from "../test/helpers/rabbitmq.ts";
+import { AMQP_URL, closeConnectionsNamed, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue } from "../test/helpers/rabbitmq.ts";
+import { hostname } from "node:os";
 import { startSqsServer } from "../test/helpers/sqs-server.ts";
 
 const argRounds = process.argv.indexOf("--rounds");
@@ -299,6 +300,103 @@ print("wrote", n, "bytes", flush=True)
   });
 }
 
+/** Checks every experiment once the dust has settled: lost = no complete result; duplicates = acked twice. */
+function tally(exps: Array<{ key: string; experimentDir: string }>, logs: string) {
+  let lost = 0;
+  let duplicates = 0;
+  let falseFinishes = 0;
+  for (const e of exps) {
+    let ok = false;
+    try {
+      ok = tarMember(join(e.experimentDir, "output.tar")).includes("complete");
+    } catch {
+      ok = false;
+    }
+    const finished = logs.split(`experiment ${e.key} finished`).length - 1;
+    if (!ok || finished === 0) lost++;
+    if (finished > 1) duplicates++;
+    if (finished > 0 && !ok) falseFinishes++;
+  }
+  return { lost, duplicates, falseFinishes };
+}
+
+async function drain(): Promise<void> {
+  const started = Date.now();
+  const sb = await makeSandbox("chaos-drain", { cacheDir: SHARED_CACHE });
+  const exps = Array.from({ length: 6 }, () =>
+    simpleExperiment(sb.storageRoot, { "main.py": WORK }, (m) => {
+      m.experiment.pythonver = "3.11";
+      m.config.env = { SLEEP_S: "3" };
+      delete m.config.database;
+    }),
+  );
+  for (const e of exps) enqueue(sb.queueRoot, "local_drain", e.message);
+  const args = ["--queue-match", "^local_drain$", "--max-cores", "2", "--limit-idle-duration", "3s"];
+  // One SIGTERM: the running two get a 1 s grace, then are checkpointed and requeued uncounted.
+  const a = new RunnerProcess(sb, [...args, "--shutdown-grace", "1s"]);
+  await a.waitForLog(/starting experiment/, 60_000);
+  await Bun.sleep(1000);
+  a.child.kill("SIGTERM");
+  await a.exited;
+  // Two SIGTERMs: the runner must be gone promptly, its claims given back.
+  const b = new RunnerProcess(sb, [...args, "--shutdown-grace", "1m"]);
+  await b.waitForLog(/starting experiment/, 60_000);
+  await Bun.sleep(500);
+  const termAt = Date.now();
+  b.child.kill("SIGTERM");
+  await Bun.sleep(200);
+  b.child.kill("SIGTERM");
+  await b.exited;
+  const exitMs = Date.now() - termAt;
+  const inflightAfter = filesIn(join(sb.queueRoot, ".inflight", "local_drain")).length;
+  const c = new RunnerProcess(sb, args);
+  await c.exited;
+  const t = tally(exps, a.stderr + b.stderr + c.stderr);
+  rows.push({
+    scenario: "SIGTERM drain, then SIGTERM twice",
+    backend: "local",
+    faults: "2 drains with jobs running",
+    experiments: exps.length,
+    lost: t.lost,
+    duplicates: t.duplicates,
+    extra: `${t.falseFinishes} reported finished without a result; double SIGTERM exit in ${exitMs} ms with ${inflightAfter} claims left held`,
+    wallS: (Date.now() - started) / 1000,
+  });
+}
+
+async function brokerDrop(): Promise<void> {
+  const started = Date.now();
+  const sb = await makeSandbox("chaos-broker", { cacheDir: SHARED_CACHE });
+  const queue = uniqueQueue("rmq_chaos_drop");
+  const exps = Array.from({ length: 6 }, () =>
+    simpleExperiment(sb.storageRoot, { "main.py": WORK }, (m) => {
+      m.experiment.pythonver = "3.11";
+      m.config.env = { SLEEP_S: "2" };
+      delete m.config.database;
+    }),
+  );
+  await publishLikeClient(queue, exps.map((e) => e.message));
+  const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--file-storage-roots", sb.storageRoot, "--limit-idle-duration", "5s"]);
+  let drops = 0;
+  await runner.waitForLog(/starting experiment/, 60_000);
+  for (let i = 0; i < 3 && runner.child.exitCode === null; i++) {
+    await Bun.sleep(rand(800, 2500));
+    drops += await closeConnectionsNamed(`studio-runner ${hostname()} pid ${runner.child.pid}`, 10_000).catch(() => 0);
+  }
+  await runner.exited;
+  const t = tally(exps, runner.stderr);
+  rows.push({
+    scenario: "broker connection dropped mid-job",
+    backend: "rabbitmq",
+    faults: `${drops} connection drops`,
+    experiments: exps.length,
+    lost: t.lost,
+    duplicates: t.duplicates,
+    extra: `${(await readyCount(queue)) ?? 0} left in queue`,
+    wallS: (Date.now() - started) / 1000,
+  });
+}
+
 function printTable() {
   const head = ["scenario", "backend", "faults injected", "experiments", "lost", "duplicate completions", "wall s", "notes"];
   const body = rows.map((r) => [r.scenario, r.backend, r.faults, String(r.experiments), String(r.lost), String(r.duplicates), r.wallS.toFixed(1), r.extra]);
@@ -320,6 +418,11 @@ async function main() {
   }
   if (want("sqs")) await killAndRestart(await sqsBackend());
   if (want("poison")) await poison();
+  if (want("drain")) await drain();
+  if (want("broker") && ((await rabbitMQAvailable()) || process.env.CI)) {
+    await ensureRabbitMQ();
+    await brokerDrop();
+  }
   if (want("disk")) await diskFull();
   if (want("flood")) await logFlood();
   printTable();
