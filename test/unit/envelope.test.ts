@@ -427,14 +427,25 @@ describe("committed test vectors (test/fixtures/envelope)", () => {
   }
 });
 
-/** A python with pynacl + cryptography: $ENVELOPE_INTEROP_PYTHON, else python3. */
+/**
+ * A python with pynacl + cryptography: $ENVELOPE_INTEROP_PYTHON, python3, or a venv made for this
+ * test with both installed by pip (from the machine's pip index or offline wheelhouse).
+ */
 function interopPython(): string | undefined {
-  for (const candidate of [process.env.ENVELOPE_INTEROP_PYTHON, "python3"]) {
+  const venv = join(import.meta.dir, "..", "..", ".test-tmp", "envelope-interop-venv");
+  for (const candidate of [process.env.ENVELOPE_INTEROP_PYTHON, "python3", join(venv, "bin", "python")]) {
     if (!candidate) continue;
     const probe = spawnSync(candidate, ["-c", "import nacl.secret, cryptography"], { encoding: "utf8" });
     if (probe.status === 0) return candidate;
   }
-  return undefined;
+  const made = spawnSync("python3", ["-m", "venv", "--clear", venv], { encoding: "utf8" });
+  if (made.status !== 0) return undefined;
+  const pip = spawnSync(join(venv, "bin", "python"), ["-m", "pip", "install", "-q", "pynacl", "cryptography"], { encoding: "utf8", timeout: 300_000 });
+  if (pip.status !== 0) {
+    console.warn(`pip could not install pynacl and cryptography: ${(pip.stderr ?? "").slice(-500)}`);
+    return undefined;
+  }
+  return join(venv, "bin", "python");
 }
 const PYTHON = interopPython();
 if (!PYTHON) console.warn("SKIPPED: python interop test needs pynacl + cryptography (set ENVELOPE_INTEROP_PYTHON to such a python)");
