@@ -201,7 +201,7 @@ export class ArtifactUploader {
   constructor(
     private readonly request: Request,
     private readonly dirs: Record<string, string>,
-    private readonly options: StorageAccess & { progress?: ProgressSink } = {},
+    private readonly options: StorageAccess & { progress?: ProgressSink; beforeUpload?: () => Promise<void> } = {},
   ) {}
 
   /** Remember the state right after fetching, so untouched artifacts are not uploaded. */
@@ -218,6 +218,7 @@ export class ArtifactUploader {
   }
 
   private async doUpload(labels: string[] | undefined, options: { includeMissing?: boolean }): Promise<string[]> {
+    await this.options.beforeUpload?.();
     const uploaded: string[] = [];
     const artifacts = Object.values(this.request.experiment.artifacts).filter(
       (a) => a.mutable && (!labels || labels.includes(a.label)) && this.dirs[a.label],

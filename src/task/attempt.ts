@@ -2,6 +2,7 @@
 // (with checkpoints), finish, then ack. Faults decide between requeue (retryable) and the failed
 // place (permanent); a failing script is a finished experiment.
 
+import { randomUUID } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -18,6 +19,7 @@ import { plainRequestReader } from "../request/read-request.ts";
 import { checkEndpoint, checkLocation, type LocationPolicy } from "../request/location-policy.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
+import { AttemptFence, SupersededError } from "./attempt-fence.ts";
 import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
@@ -99,7 +101,14 @@ export async function runAttempt(
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues));
   const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
-  const uploader = new ArtifactUploader(request, dirs, access);
+  const fence = AttemptFence.for(request, access, {
+    attempt: `${ctx.runnerId}-${randomUUID()}`,
+    delivery: delivery.deliveryCount,
+    host: ctx.host,
+    runnerId: ctx.runnerId,
+    startedAt: new Date().toISOString(),
+  });
+  const uploader = new ArtifactUploader(request, dirs, { ...access, beforeUpload: fence ? () => fence.check() : undefined });
   const startedMs = Date.now();
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
@@ -121,6 +130,11 @@ export async function runAttempt(
   try {
     // where the artifacts may come from (protocol-level refusals, before anything is fetched)
     checkLocations(request, locationPolicy(ctx, control.source));
+    // This attempt is now the experiment's current one: an older attempt still running elsewhere
+    // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
+    await fence?.claim().catch((err) => {
+      throw asFault(err).with({ phase: "claim the experiment in storage" });
+    });
 
     // fetch
     const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
@@ -229,6 +243,13 @@ export async function runAttempt(
     ctx.log.info(`experiment ${key} finished: ${reason}`, { experiment: key, exitCode: exit.code });
     return { kind: "finished", exitCode: exit.code, reason };
   } catch (err) {
+    if (err instanceof SupersededError) {
+      log.note(err.message);
+      ctx.log.warn(`experiment ${key}: ${err.message}`);
+      // The request belongs to the newer attempt now: give it back uncounted, never ack it here.
+      const outcome = await delivery.nack(err.message, { countDelivery: false }).catch(() => "requeued" as const);
+      return { kind: outcome, reason: err.message };
+    }
     const fault = asFault(err, { experiment: key });
     const phase = fault.context.phase ? ` (${fault.context.phase})` : "";
     log.note(`${fault.retryable ? "runner fault, will retry" : "experiment failed"}${phase}: ${fault.message}`);
@@ -279,6 +300,11 @@ async function execute(
       if (done.length) ctx.log.debug(`checkpointed ${done.join(", ")}`, { experiment: request.experiment.key });
       if (done.length) await record?.checkpoint();
     } catch (err) {
+      if (err instanceof SupersededError) {
+        log.note(err.message);
+        void job.stop(err.message);
+        return;
+      }
       ctx.log.warn(`checkpoint of ${request.experiment.key} failed (will retry): ${errorMessage(err)}`);
     }
   };
@@ -442,6 +468,7 @@ async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: R
       await uploader.upload(["_results"], { includeMissing: true });
     }
   } catch (err) {
+    if (err instanceof SupersededError) throw err;
     throw new RetryableError(`final upload failed: ${errorMessage(err)}`, { phase: "finish" }, { cause: err });
   }
 }
