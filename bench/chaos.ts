@@ -13,6 +13,8 @@ import { enqueue, ensureBinary, filesIn, makeSandbox, RunnerProcess, SHARED_CACH
 import { AMQP_URL, closeConnectionsNamed, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue } from "../test/helpers/rabbitmq.ts";
 import { hostname } from "node:os";
 import { startSqsServer } from "../test/helpers/sqs-server.ts";
+import { pubsubEmulatorInstalled, startPubsubEmulator } from "../test/helpers/pubsub-emulator.ts";
+import { PubsubQueueBackend } from "../src/queue/pubsub/pubsub-queue.ts";
 
 const argRounds = process.argv.indexOf("--rounds");
 const EXPERIMENTS_PER_BACKEND = argRounds > 0 ? Number(process.argv[argRounds + 1]) : 10;
@@ -45,6 +47,8 @@ function phaseOf(stderr: string): string {
 type Backend = {
   name: string;
   args: (sb: Sandbox) => string[];
+  /** Extra environment for the runner processes. */
+  env?: Record<string, string>;
   publish: (sb: Sandbox, bodies: object[]) => Promise<void>;
   remaining: (sb: Sandbox) => Promise<number>;
   cleanup?: () => Promise<void>;
@@ -67,7 +71,7 @@ async function killAndRestart(backend: Backend): Promise<void> {
   while (kills < MAX_KILLS) {
     // Crash recovery is what is measured here, so crashes may redeliver many times; the poison
     // bound has its own scenario below.
-    const runner = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", "3s", "--max-deliveries", "100"]);
+    const runner = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", "3s", "--max-deliveries", "100"], backend.env);
     // Killed a random time after it started serving, so the kills land in the work itself.
     await runner.waitForLog(/serving /, 30_000).catch(() => undefined);
     const lifeMs = rand(RUNNER_LIFE_MIN_MS, RUNNER_LIFE_MAX_MS);
@@ -85,7 +89,7 @@ async function killAndRestart(backend: Backend): Promise<void> {
     phases.set(phase, (phases.get(phase) ?? 0) + 1);
   }
   // A last runner with no faults finishes whatever is left.
-  const final = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", "6s", "--max-deliveries", "100"]);
+  const final = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", backend.name === "pubsub" ? "15s" : "6s", "--max-deliveries", "100"], backend.env);
   await final.exited;
   logs.push(final.stderr);
 
@@ -168,11 +172,47 @@ async function sqsBackend(): Promise<Backend> {
       // Messages hidden by a killed runner's lease come back within the 3 s visibility.
       await Bun.sleep(3500);
       const q = client();
-      const d = await q.open(queue).receive({ accept: () => false });
+      let seen = false;
+      await q.open(queue).receive({ accept: () => ((seen = true), false) });
       await q.close();
-      return d ? 1 : 0;
+      return seen ? 1 : 0;
     },
     cleanup: () => server.stop(),
+  };
+}
+
+async function pubsubBackend(): Promise<Backend | undefined> {
+  if (!pubsubEmulatorInstalled()) return undefined;
+  const emulator = await startPubsubEmulator();
+  const project = `chaos-${Date.now()}`;
+  const queue = `pubsub_chaos_${Date.now()}`;
+  const env = { PUBSUB_EMULATOR_HOST: emulator.host };
+  const client = () => new PubsubQueueBackend({ projectId: project, maxDeliveries: 100 });
+  const saved = process.env.PUBSUB_EMULATOR_HOST;
+  process.env.PUBSUB_EMULATOR_HOST = emulator.host;
+  return {
+    name: "pubsub",
+    env,
+    args: (sb) => ["--pubsub-project", project, "--pubsub-ack-deadline", "10s", "--queue-match", `^${queue}$`, "--file-storage-roots", sb.storageRoot],
+    publish: async (_sb, bodies) => {
+      const q = client();
+      for (const b of bodies) await q.publish(queue, JSON.stringify(b));
+      await q.close();
+    },
+    // A killed runner's messages come back when their 10 s deadline runs out.
+    remaining: async () => {
+      await Bun.sleep(11_000);
+      const q = client();
+      let seen = false;
+      await q.open(queue).receive({ accept: () => ((seen = true), false) });
+      await q.close();
+      return seen ? 1 : 0;
+    },
+    cleanup: async () => {
+      if (saved === undefined) delete process.env.PUBSUB_EMULATOR_HOST;
+      else process.env.PUBSUB_EMULATOR_HOST = saved;
+      await emulator.stop();
+    },
   };
 }
 
@@ -417,6 +457,11 @@ async function main() {
     } else rows.push({ scenario: "SIGKILL runner, restart", backend: "rabbitmq", faults: "not run: no RabbitMQ", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
   }
   if (want("sqs")) await killAndRestart(await sqsBackend());
+  if (want("pubsub")) {
+    const backend = await pubsubBackend();
+    if (backend) await killAndRestart(backend);
+    else rows.push({ scenario: "SIGKILL runner, restart", backend: "pubsub", faults: "not run: no Pub/Sub emulator", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+  }
   if (want("poison")) await poison();
   if (want("drain")) await drain();
   if (want("broker") && ((await rabbitMQAvailable()) || process.env.CI)) {
