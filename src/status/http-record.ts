@@ -3,7 +3,7 @@
 // {"status": "ok", …}, the calls studioml's own HTTP provider makes.
 
 import type { Request } from "../request/model.ts";
-import { DATABASE_CALL_TIMEOUT_MS, type ExperimentRecord, type RecordOptions } from "./record.ts";
+import { DATABASE_CALL_TIMEOUT_MS, RECORD_UPDATE_TRIES, withRetries, type ExperimentRecord, type RecordOptions } from "./record.ts";
 
 export function httpRecord(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
   const raw = typeof d.serverUrl === "string" ? d.serverUrl : typeof d.endpoint === "string" ? d.endpoint : undefined;
@@ -58,7 +58,7 @@ class ApiServerRecord implements ExperimentRecord {
 
   private async calls(apis: string[], what: string): Promise<void> {
     try {
-      for (const api of apis) await this.call(api);
+      for (const api of apis) await withRetries(RECORD_UPDATE_TRIES, () => this.call(api));
     } catch (err) {
       this.warn(`could not record ${what} at ${this.where}: ${(err as Error).message}`);
     }

@@ -13,8 +13,10 @@ import {
   checkpointFields,
   DATABASE_CALL_TIMEOUT_MS,
   finishedFields,
+  RECORD_UPDATE_TRIES,
   runningFields,
   withDeadline,
+  withRetries,
   type ExperimentRecord,
   type RecordOptions,
 } from "./record.ts";
@@ -74,11 +76,11 @@ class ObjectStoreRecord implements ExperimentRecord {
 
   private async update(fields: (current: Record<string, unknown>) => Record<string, unknown>, what: string): Promise<void> {
     try {
-      await withDeadline(`recording ${what}`, DATABASE_CALL_TIMEOUT_MS, (async () => {
+      await withDeadline(`recording ${what}`, DATABASE_CALL_TIMEOUT_MS, withRetries(RECORD_UPDATE_TRIES, async () => {
         const current = (await this.read()) ?? { ...this.request.experiment.raw };
         const next = { ...current, ...fields(current) };
         await this.store.put(this.where, Readable.from([Buffer.from(JSON.stringify(next))]));
-      })());
+      }));
     } catch (err) {
       this.warn(`could not record ${what} in ${this.where}: ${(err as Error).message}`);
     }

@@ -57,5 +57,22 @@ export function finishedFields(currentStatus: unknown): Record<string, unknown> 
   return { status: currentStatus === "stopped" ? "stopped" : "finished", time_finished: now, time_last_checkpoint: now };
 }
 
+/** Runs `work` up to `tries` times, 500 ms apart then doubling: a database blip must not lose a state. */
+export async function withRetries<T>(tries: number, work: () => Promise<T>): Promise<T> {
+  let delayMs = 500;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (attempt >= tries) throw err;
+      await Bun.sleep(delayMs);
+      delayMs *= 2;
+    }
+  }
+}
+
+/** Attempts per record update. */
+export const RECORD_UPDATE_TRIES = 3;
+
 /** How long one database call may take before it is given up (and logged). */
 export const DATABASE_CALL_TIMEOUT_MS = 15_000;
