@@ -26,7 +26,30 @@ export function experimentRecordFor(request: Request, options: RecordOptions): E
     if (type) options.warn(`config.database.type ${JSON.stringify(d.type)}: unknown database type; experiment status is not kept`);
     return undefined;
   }
-  return factory(d, request, options);
+  const record = factory(d, request, options);
+  return record && inOrder(record);
+}
+
+/**
+ * The record with its calls run one after another: the runner does not wait for the start to be
+ * recorded before the job runs, and a checkpoint must not overtake it (each update reads, then
+ * writes the whole record).
+ */
+function inOrder(record: ExperimentRecord): ExperimentRecord {
+  let last: Promise<unknown> = Promise.resolve();
+  const queued = <T>(call: () => Promise<T>): Promise<T> => {
+    const next = last.then(call, call);
+    last = next.catch(() => undefined);
+    return next;
+  };
+  return {
+    where: record.where,
+    running: () => queued(() => record.running()),
+    checkpoint: () => queued(() => record.checkpoint()),
+    finished: () => queued(() => record.finished()),
+    stopRequested: () => record.stopRequested(),
+    close: () => queued(() => record.close()),
+  };
 }
 
 export type { ExperimentRecord } from "./record.ts";

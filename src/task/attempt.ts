@@ -123,7 +123,9 @@ export async function runAttempt(
     env: ctx.runnerEnv,
     googleCertsDir: ctx.googleCertsDir,
   });
-  await record?.running();
+  // Not awaited: a slow or unreachable database must not hold up the experiment; the finish
+  // below waits for it, so the record still goes running → finished in that order.
+  const recordStarted = record?.running();
 
   let exit: JobExit | undefined;
   let venvRelease: (() => void) | undefined;
@@ -238,6 +240,7 @@ export async function runAttempt(
       return { kind: outcome, reason: "runner shutting down" };
     }
     await uploadFinal(uploader, request, dirs, ctx, reason);
+    await recordStarted;
     await record?.finished();
     await delivery.ack();
     ctx.log.info(`experiment ${key} finished: ${reason}`, { experiment: key, exitCode: exit.code });
@@ -262,12 +265,14 @@ export async function runAttempt(
       ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
       return { kind: outcome, reason };
     }
+    await recordStarted;
     await record?.finished();
     await delivery.reject(reason);
     ctx.log.error(`experiment ${key} rejected: ${reason}`);
     return { kind: "rejected", reason };
   } finally {
     venvRelease?.();
+    await recordStarted;
     await record?.close();
     await log.close();
     if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);

@@ -25,7 +25,8 @@ describe("RabbitMQ queue deleted", () => {
       await publishLikeClient(queue, [exp.message]);
       const r = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "1", "--file-storage-roots", sb.storageRoot]);
       try {
-        await r.waitForLog(/starting experiment/);
+        // The script runs once its environment is ready; give it a moment to print.
+        await r.waitForLog(/python environment \S+ in /);
         await Bun.sleep(1500);
         const deletedAt = Date.now();
         await withChannel((ch) => ch.deleteQueue(queue));
