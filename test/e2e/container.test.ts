@@ -49,7 +49,8 @@ describe("_singularity images (apptainer stand-in)", () => {
     const second = make();
     enqueue(sb.queueRoot, "local_container", first.message);
     enqueue(sb.queueRoot, "local_container", second.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "2", "--debug"], {
+    // One at a time (--max-cores 1), so the second finds the image the first put in the cache.
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "2", "--debug", "--max-cores", "1"], {
       PATH: `${STANDIN}:${process.env.PATH}`,
       APPTAINER_STANDIN_LOG: log,
       APPTAINER_STANDIN_CACHE: join(sb.dir, "standin-cache"),
