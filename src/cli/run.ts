@@ -9,6 +9,7 @@ import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } fro
 import { formatBytes } from "../config/units.ts";
 import { discoverInterpreters } from "../env/interpreters.ts";
 import { VenvCache } from "../env/venv-cache.ts";
+import { RunnerEvents } from "../observe/events.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
@@ -156,6 +157,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
+  const events = new RunnerEvents();
   const runner = new Runner(
     backends,
     pool,
@@ -175,6 +177,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,
+      events,
     },
     {
       limitTasks: settings["limit-tasks"] as number,

@@ -1,5 +1,6 @@
 // The daemon's main loop: discover queues, take a request only when the pool can fit it, run
-// attempts concurrently, and drain on SIGTERM (a second SIGTERM forces).
+// attempts concurrently, and drain on SIGTERM (a second SIGTERM forces). For maintenance it can
+// also be suspended (no new work, running experiments finish), resumed, or told to exit once idle.
 
 import { formatDuration } from "../config/units.ts";
 import { errorMessage, RetryableError } from "../errors.ts";
@@ -9,6 +10,7 @@ import { plainRequestReader } from "../request/read-request.ts";
 import type { ResourcePool } from "../resources/pool.ts";
 import { runAttempt, type AttemptOutcome } from "../task/attempt.ts";
 import type { TaskContext } from "../task/context.ts";
+import type { RunnerState } from "../observe/events.ts";
 
 export type RunnerLimits = { limitTasks: number; limitIdleMs: number; shutdownGraceMs: number };
 
@@ -34,6 +36,8 @@ export class Runner {
   private readonly waiting = new Map<string, QueueNeeds>();
   /** Reservations released so far: a blocked queue is asked again once this moves. */
   private releases = 0;
+  /** running: taking work; suspended: not taking work, still alive; terminating: exit once the running experiments end. */
+  private maintenance: RunnerState = "running";
   readonly outcomes: AttemptOutcome[] = [];
 
   constructor(
@@ -59,9 +63,45 @@ export class Runner {
     return this.shutdown.signal.aborted;
   }
 
+  /** Whether new work is taken; running experiments go on in every state. */
+  get state(): RunnerState {
+    return this.draining ? "terminating" : this.maintenance;
+  }
+
+  /** How many experiments run now. */
+  get runningCount(): number {
+    return this.running.size;
+  }
+
+  /**
+   * Maintenance drain: suspended takes no new work but stays up (resume with "running");
+   * terminating takes no new work and exits once the running experiments have finished.
+   * Running experiments are never stopped by this (SIGTERM's drain() does that after its grace).
+   */
+  setState(state: RunnerState, reason: string) {
+    if (this.draining || state === this.maintenance) return;
+    if (this.maintenance === "terminating") return; // exit already decided
+    this.maintenance = state;
+    const running = `${this.running.size} running experiment(s) go on`;
+    this.ctx.log.info(
+      state === "running"
+        ? `resumed (${reason}): taking work again`
+        : state === "suspended"
+          ? `suspended (${reason}): no new work; ${running}`
+          : `draining to exit (${reason}): no new work; ${running}, then the runner exits`,
+    );
+    this.ctx.events?.emit("runner.state", { state, reason });
+    this.wake?.();
+  }
+
   async run(): Promise<void> {
     const queuesSeen = new Set<string>();
-    while (!this.draining) {
+    while (!this.draining && this.maintenance !== "terminating") {
+      if (this.maintenance === "suspended") {
+        this.ctx.events?.emit("poll", { atMs: Date.now() });
+        await this.waitForWake(5000);
+        continue;
+      }
       if (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks) {
         this.ctx.log.info(`took ${this.taken} experiment(s) (--limit-tasks): finishing`);
         break;
@@ -71,18 +111,23 @@ export class Runner {
         let names: string[] = [];
         try {
           names = await backend.discover();
+          this.ctx.events?.emit("queues.refreshed", { source: backend.kind, queues: names, ignored: 0 });
         } catch (err) {
           this.ctx.log.warn(`${backend.kind} queue discovery failed: ${errorMessage(err)}`);
+          this.ctx.events?.emit("queues.failed", { source: backend.kind, error: errorMessage(err) });
         }
         for (const name of names) {
           if (!queuesSeen.has(`${backend.kind}:${name}`)) {
             queuesSeen.add(`${backend.kind}:${name}`);
             this.ctx.log.info(`serving ${backend.kind} queue ${name}`);
           }
-          if (this.draining || (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks)) break;
-          if (await this.takeOne(backend, name)) took = true;
+          if (this.draining || this.maintenance !== "running" || (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks)) break;
+          const taken = await this.takeOne(backend, name);
+          this.ctx.events?.emit("queue.checked", { source: backend.kind, queue: name, took: taken });
+          if (taken) took = true;
         }
       }
+      this.ctx.events?.emit("poll", { atMs: Date.now() });
       if (this.running.size > 0) this.lastBusyMs = Date.now();
       if (took) continue;
       if (this.limits.limitIdleMs > 0 && this.running.size === 0 && Date.now() - this.lastBusyMs >= this.limits.limitIdleMs) {
@@ -94,6 +139,16 @@ export class Runner {
     if (this.running.size) this.ctx.log.info(`waiting for ${this.running.size} running experiment(s)`);
     await Promise.allSettled([...this.running]);
     for (const b of this.backends) await b.close().catch(() => undefined);
+  }
+
+  private async waitForWake(timeoutMs: number) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    clearTimeout(timer);
+    this.wake = undefined;
   }
 
   private async waitForWork() {

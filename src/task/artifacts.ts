@@ -129,7 +129,8 @@ async function directoryBytes(dir: string): Promise<number> {
   return total;
 }
 
-export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean };
+/** bytes: unpacked size; transferredBytes: what came from storage (0 on a cache hit). */
+export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean; transferredBytes: number };
 
 export async function fetchArtifact(
   artifact: Artifact,
@@ -141,7 +142,7 @@ export async function fetchArtifact(
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) {
-    if (artifact.mutable) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false };
+    if (artifact.mutable) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
     throw new PermanentError(`immutable artifact "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
   }
   if (options.budgetBytes && info.sizeBytes > options.budgetBytes) {
@@ -161,17 +162,17 @@ export async function fetchArtifact(
     try {
       source = track(await store.get(artifact.qualified));
     } catch (err) {
-      if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false };
+      if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
     }
   }
   if (!artifact.unpack) {
     // Kept as the object is, compressed or not, under the key's file name.
     await pipeline(source, createWriteStream(join(dir, singleFileName)));
-    return { label: artifact.label, files: 1, bytes: info.sizeBytes, cached, existed: true };
+    return { label: artifact.label, files: 1, bytes: info.sizeBytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
   }
   const result = await unpackArchive(source, dir, unpackOptions);
-  return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true };
+  return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
 }
 
 /**
@@ -201,7 +202,7 @@ export class ArtifactUploader {
   constructor(
     private readonly request: Request,
     private readonly dirs: Record<string, string>,
-    private readonly options: StorageAccess & { progress?: ProgressSink; beforeUpload?: () => Promise<void> } = {},
+    private readonly options: StorageAccess & { progress?: ProgressSink; beforeUpload?: () => Promise<void>; onUploaded?: (label: string, bytes: number) => void } = {},
   ) {}
 
   /** Remember the state right after fetching, so untouched artifacts are not uploaded. */
@@ -232,13 +233,28 @@ export class ArtifactUploader {
       const gzip = /\.(tar\.gz|tgz)$/i.test(key);
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
       const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
-      const body = trackProgress(packDirectory(dir, { gzip }), `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
+      let packed = packDirectory(dir, { gzip });
+      let sentBytes = 0;
+      if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
+      const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
       await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
       body.finished();
+      this.options.onUploaded?.(artifact.label, sentBytes);
       this.last.set(artifact.label, print);
       this.existed.set(artifact.label, true);
       uploaded.push(artifact.label);
     }
     return uploaded;
   }
+}
+
+/** Passes a stream through, telling `add` the size of each chunk. */
+function countBytes(source: Readable, add: (bytes: number) => void): Readable {
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      add(chunk.length);
+      done(null, chunk);
+    },
+  });
+  return pipe(source, counter, () => undefined);
 }

@@ -28,6 +28,7 @@ import { SecretMasker } from "./secret-mask.ts";
 import { experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
 import { recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
+import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
 
 export type AttemptOutcome =
   | { kind: "finished"; exitCode: number | null; reason: string }
@@ -56,6 +57,42 @@ export async function runAttempt(
   reservation?: Reservation,
   parsed?: Request,
 ): Promise<AttemptOutcome> {
+  const startedMs = performance.now();
+  const who: AttemptIdentity = { key: delivery.id, attemptId: `${ctx.runnerId}-${randomUUID()}`, source: control.source ?? "local", queue: delivery.queue };
+  const clock = new PhaseClock(ctx.events, who);
+  const outcome = await attempt(delivery, ctx, control, who, clock, reservation, parsed);
+  ctx.events?.emit("attempt.finished", {
+    ...who,
+    result: resultOf(outcome),
+    reason: outcome.reason,
+    exitCode: outcome.kind === "finished" ? outcome.exitCode : undefined,
+    durationMs: performance.now() - startedMs,
+    ...clock.last(),
+  });
+  return outcome;
+}
+
+/** The observers' name for an outcome: a finished script succeeded only with exit code 0. */
+function resultOf(outcome: AttemptOutcome): AttemptResult {
+  switch (outcome.kind) {
+    case "finished":
+      return outcome.exitCode === 0 ? "succeeded" : "failed";
+    case "failed":
+      return "poisoned";
+    default:
+      return outcome.kind;
+  }
+}
+
+async function attempt(
+  delivery: Delivery,
+  ctx: TaskContext,
+  control: AttemptControl,
+  who: AttemptIdentity,
+  clock: PhaseClock,
+  reservation?: Reservation,
+  parsed?: Request,
+): Promise<AttemptOutcome> {
   const where = `${delivery.queue}/${delivery.id}`;
   let request: Request;
   try {
@@ -73,6 +110,7 @@ export async function runAttempt(
     return { kind: "rejected", reason };
   }
   const key = request.experiment.key;
+  who.key = key;
   const limit = timeLimit(request, ctx.maxDurationMs);
   if (limit && limit.ms <= 0) {
     const reason = `experiment ${key} expired before it could start (${limit.because})`;
@@ -99,17 +137,32 @@ export async function runAttempt(
     allowEnvSecrets: ctx.allowEnvSecrets,
   });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
-  const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues));
+  const events = ctx.events;
+  const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
   const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
   const fence = AttemptFence.for(request, access, {
-    attempt: `${ctx.runnerId}-${randomUUID()}`,
+    attempt: who.attemptId,
     delivery: delivery.deliveryCount,
     host: ctx.host,
     runnerId: ctx.runnerId,
     startedAt: new Date().toISOString(),
   });
-  const uploader = new ArtifactUploader(request, dirs, { ...access, beforeUpload: fence ? () => fence.check() : undefined });
+  const uploader = new ArtifactUploader(request, dirs, {
+    ...access,
+    beforeUpload: fence ? () => fence.check() : undefined,
+    onUploaded: events ? (_label, bytes) => events.emit("bytes", { direction: "upload", bytes }) : undefined,
+  });
   const startedMs = Date.now();
+  const needs = reservation?.needs ?? request.experiment.resources;
+  events?.emit("attempt.started", {
+    ...who,
+    deliveryCount: delivery.deliveryCount,
+    experimenter: typeof request.experiment.raw.owner === "string" ? request.experiment.raw.owner : undefined,
+    project: typeof request.experiment.raw.project === "string" ? request.experiment.raw.project : undefined,
+    gpus: reservation?.gpuUuids ?? [],
+    resources: { cpus: needs.cpus, ramBytes: needs.ramBytes, hddBytes: needs.hddBytes, gpus: needs.gpus },
+    startedAtMs: startedMs,
+  });
   log.note(`experiment ${key} on ${ctx.host}, delivery ${delivery.deliveryCount} from queue ${delivery.queue}`);
   ctx.log.info(`starting experiment ${key}`, { queue: delivery.queue, delivery: delivery.deliveryCount });
   for (const w of jobEnv.warnings) log.note(`warning: ${w}`);
@@ -134,11 +187,13 @@ export async function runAttempt(
     checkLocations(request, locationPolicy(ctx, control.source));
     // This attempt is now the experiment's current one: an older attempt still running elsewhere
     // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
+    clock.enter("claim");
     await fence?.claim().catch((err) => {
       throw asFault(err).with({ phase: "claim the experiment in storage" });
     });
 
     // fetch
+    clock.enter("fetch");
     const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
     let image: string | undefined;
     for (const label of labels) {
@@ -161,6 +216,8 @@ export async function runAttempt(
         throw asFault(err).with({ phase: `fetch ${label}` });
       });
       if (artifact.mutable) await uploader.baseline(label, fetched.existed);
+      if (!artifact.mutable && fetched.existed) events?.emit("cache", { cache: "artifact", hit: fetched.cached });
+      if (fetched.transferredBytes) events?.emit("bytes", { direction: "download", bytes: fetched.transferredBytes });
       log.note(
         fetched.existed
           ? `artifact ${label}: ${fetched.files} file(s), ${formatBytes(fetched.bytes)}${fetched.cached ? " (from cache)" : ""}`
@@ -169,6 +226,7 @@ export async function runAttempt(
     }
 
     // environment, and execute
+    clock.enter("environment");
     const jobLimits = { ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes, cpus: reservation?.needs.cpus ?? 0 };
     const jobControl = { ...control, revoked: delivery.revoked };
     if (image !== undefined) {
@@ -180,6 +238,7 @@ export async function runAttempt(
       const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
       if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
       log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+      clock.enter("run");
       exit = await execute(argv, attemptDir, cwd, jobEnv.env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
     } else {
       if (request.experiment.filename === null) {
@@ -195,6 +254,7 @@ export async function runAttempt(
         (line) => log.write(line),
       );
       venvRelease = venv.release;
+      events?.emit("cache", { cache: "venv", hit: venv.reused });
       ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
 
       // execute
@@ -217,6 +277,7 @@ export async function runAttempt(
           )
         : argv;
       if (ctx.sandbox) log.note(`in a bubblewrap sandbox: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+      clock.enter("run");
       exit = await execute(jobArgv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
     }
 
@@ -233,6 +294,7 @@ export async function runAttempt(
           : `exited with ${exit.code !== null ? `code ${exit.code}` : `signal ${exit.signal}`}`;
     log.note(`experiment ${reason} after ${formatDuration(Date.now() - startedMs)}`);
     await log.close();
+    clock.enter("upload");
     if (shutdown) {
       await uploader.upload(undefined, { includeMissing: true }).catch((err) => ctx.log.warn(`checkpoint before requeue failed: ${errorMessage(err)}`));
       const outcome = await delivery.nack("runner shutting down", { countDelivery: false });
@@ -242,6 +304,7 @@ export async function runAttempt(
     await uploadFinal(uploader, request, dirs, ctx, reason);
     await recordStarted;
     await record?.finished();
+    clock.enter("ack");
     await delivery.ack();
     ctx.log.info(`experiment ${key} finished: ${reason}`, { experiment: key, exitCode: exit.code });
     return { kind: "finished", exitCode: exit.code, reason };

@@ -5,6 +5,7 @@ import type { CgroupSupport } from "../exec/cgroup.ts";
 import type { SandboxNetwork } from "../sandbox/bwrap.ts";
 import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
+import type { RunnerEvents } from "../observe/events.ts";
 
 export type Logger = {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -38,4 +39,6 @@ export type TaskContext = {
   /** --google-certs, for Firebase experiment records. */
   googleCertsDir?: string;
   log: Logger;
+  /** Where the attempt says what happens (metrics, status page, response reports listen). */
+  events?: RunnerEvents;
 };
