@@ -2,22 +2,13 @@
 // --google-certs file of the database's project, GOOGLE_APPLICATION_CREDENTIALS, or none when
 // FIREBASE_DATABASE_EMULATOR_HOST points at an emulator (firebase-admin then sends no token).
 
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { serviceAccountFiles, type ServiceAccountFile } from "../config/google-certs.ts";
 
 export type FirebaseCredentialChoice =
   | { kind: "emulator"; host: string }
   | { kind: "service-account"; file: string; origin: string }
   | { kind: "application-default"; origin: string };
-
-function projectOf(file: string): string | undefined {
-  try {
-    const doc = JSON.parse(readFileSync(file, "utf8")) as { project_id?: unknown };
-    return typeof doc.project_id === "string" ? doc.project_id : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The choice, or a reason why there is no usable credential. */
 export function chooseFirebaseCredentials(
@@ -31,16 +22,14 @@ export function chooseFirebaseCredentials(
   const own = typeof db.serviceAccount === "string" ? db.serviceAccount : undefined;
   if (own && existsSync(own)) return { kind: "service-account", file: own, origin: "config.database.serviceAccount" };
   if (googleCertsDir && projectId) {
-    let names: string[] = [];
+    let files: ServiceAccountFile[] = [];
     try {
-      names = readdirSync(googleCertsDir).filter((n) => n.endsWith(".json")).sort();
+      files = serviceAccountFiles(googleCertsDir);
     } catch {
-      names = [];
+      files = [];
     }
-    for (const n of names) {
-      const file = join(googleCertsDir, n);
-      if (projectOf(file) === projectId) return { kind: "service-account", file, origin: `--google-certs (${file})` };
-    }
+    const match = files.find((f) => f.projectId === projectId);
+    if (match) return { kind: "service-account", file: match.path, origin: `--google-certs (${match.path})` };
   }
   if (env.GOOGLE_APPLICATION_CREDENTIALS) return { kind: "application-default", origin: "GOOGLE_APPLICATION_CREDENTIALS" };
   const where = own ? `config.database.serviceAccount ${JSON.stringify(own)} does not exist on this machine, ` : "";

@@ -1,9 +1,7 @@
 // Which Google projects to serve: one per service-account JSON file of --google-certs (read
 // again on every scan), GOOGLE_APPLICATION_CREDENTIALS, and --pubsub-project.
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
-import { errorMessage } from "../../errors.ts";
+import { GoogleCertsDirError, readServiceAccountFile, serviceAccountFiles } from "../../config/google-certs.ts";
 import { PubsubSettingsError } from "./errors.ts";
 
 export type ProjectSource = {
@@ -25,15 +23,10 @@ const PROJECT_ID = /^[A-Za-z0-9][A-Za-z0-9.:_-]*$/;
 
 /** The project_id of a service-account (or any credentials) JSON file. */
 export function projectOfKeyFile(file: string): string {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new PubsubSettingsError(`${file}: not a readable JSON credentials file (${errorMessage(err)})`);
-  }
-  const id = typeof doc === "object" && doc !== null ? (doc as { project_id?: unknown }).project_id : undefined;
-  if (typeof id !== "string" || !PROJECT_ID.test(id)) throw new PubsubSettingsError(`${file}: has no project_id`);
-  return id;
+  const account = readServiceAccountFile(file);
+  if (account.problem) throw new PubsubSettingsError(`${file}: ${account.problem}`);
+  if (account.projectId === undefined || !PROJECT_ID.test(account.projectId)) throw new PubsubSettingsError(`${file}: has no project_id`);
+  return account.projectId;
 }
 
 export function validProjectId(id: string): boolean {
@@ -41,16 +34,13 @@ export function validProjectId(id: string): boolean {
 }
 
 /** The *.json files of the certs directory, sorted by name. */
-export function certFiles(dir: string): string[] {
-  let names: string[];
+function certFiles(dir: string): string[] {
   try {
-    if (!statSync(dir).isDirectory()) throw new PubsubSettingsError(`--google-certs ${dir} is not a directory`);
-    names = readdirSync(dir);
+    return serviceAccountFiles(dir).map((f) => f.path);
   } catch (err) {
-    if (err instanceof PubsubSettingsError) throw err;
-    throw new PubsubSettingsError(`--google-certs ${dir} cannot be read (${errorMessage(err)})`);
+    if (err instanceof GoogleCertsDirError) throw new PubsubSettingsError(err.message);
+    throw err;
   }
-  return names.filter((n) => n.endsWith(".json") && !n.startsWith(".")).sort().map((n) => join(dir, n));
 }
 
 /**

@@ -3,9 +3,8 @@
 // bucket accepted.
 
 import { IdempotencyStrategy, Storage, type StorageOptions } from "@google-cloud/storage";
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { PermanentError } from "../../errors.ts";
+import { serviceAccountFiles, type ServiceAccountFile } from "../../config/google-certs.ts";
+import { errorMessage, PermanentError } from "../../errors.ts";
 import { FastCrc32c } from "./crc32c.ts";
 
 export type GcsConfiguration = {
@@ -48,26 +47,15 @@ type Identity = { keyFilename?: string; projectId?: string; identity: string };
 
 /** Every service account of the certs directory (JSON files by name), read for email and project only. */
 function identitiesFromCertsDir(dir: string): Identity[] {
-  let names: string[];
+  let files: ServiceAccountFile[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith(".json") && !n.startsWith(".")).sort();
+    files = serviceAccountFiles(dir);
   } catch (err) {
-    throw new PermanentError(`--google-certs ${dir} cannot be read: ${(err as Error).message}`, {}, { cause: err });
+    throw new PermanentError(errorMessage(err), {}, { cause: err });
   }
-  return names.map((name) => {
-    const path = join(dir, name);
-    let account: { client_email?: unknown; project_id?: unknown };
-    try {
-      account = JSON.parse(readFileSync(path, "utf8"));
-    } catch (err) {
-      throw new PermanentError(`service-account file ${path} is not readable JSON: ${(err as Error).message}`, {}, { cause: err });
-    }
-    const email = typeof account.client_email === "string" ? account.client_email : "?";
-    return {
-      keyFilename: path,
-      projectId: typeof account.project_id === "string" ? account.project_id : undefined,
-      identity: `service account ${email} (${path})`,
-    };
+  return files.map((file) => {
+    if (file.problem) throw new PermanentError(`service-account file ${file.path} is ${file.problem}`);
+    return { keyFilename: file.path, projectId: file.projectId, identity: `service account ${file.clientEmail ?? "?"} (${file.path})` };
   });
 }
 
