@@ -57,6 +57,12 @@ export interface QueueBackend {
 
 export type QueueFilter = { match?: RegExp; mismatch?: RegExp };
 
+/** Backend options: a fixed filter (match/mismatch), or a live one (filter) read at every discovery. */
+export type QueueFilterOptions = QueueFilter & { filter?: QueueFilter };
+
+/** The filter a backend's options name: the live one when given. */
+export const filterOf = (options: QueueFilterOptions): QueueFilter => options.filter ?? options;
+
 /** Queue names that are work queues for this runner (report queues never are). */
 export function queueWanted(name: string, filter: QueueFilter): boolean {
   if (name.endsWith("_response")) return false;

@@ -9,10 +9,10 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { RequestError } from "../../errors.ts";
 import { isProcessAlive } from "../../exec/pid.ts";
-import type { Delivery, NackOutcome, QueueBackend, QueueFilter, ReceiveOptions, TaskQueue } from "../task-queue.ts";
-import { queueWanted } from "../task-queue.ts";
+import type { Delivery, NackOutcome, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
+import { filterOf, queueWanted } from "../task-queue.ts";
 
-export type LocalQueueOptions = QueueFilter & {
+export type LocalQueueOptions = QueueFilterOptions & {
   root: string;
   maxDeliveries: number;
   /** A claim whose heartbeat is older than this is taken back from its (presumed dead) owner. */
@@ -58,7 +58,7 @@ export class LocalQueueBackend implements QueueBackend {
     this.ensureWatch(this.options.root);
     const entries = await readdir(this.options.root, { withFileTypes: true });
     const names = entries
-      .filter((e) => e.isDirectory() && !e.name.startsWith(".") && queueWanted(e.name, this.options))
+      .filter((e) => e.isDirectory() && !e.name.startsWith(".") && queueWanted(e.name, filterOf(this.options)))
       .map((e) => e.name)
       .sort();
     for (const name of names) {

@@ -2,12 +2,12 @@
 // projects rescanned from --google-certs, each queue name served by the first project that has it.
 
 import { errorMessage } from "../../errors.ts";
-import type { QueueBackend, QueueFilter, ReceiveOptions, TaskQueue } from "../task-queue.ts";
+import type { QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import type { QueueLog } from "./delivery.ts";
 import { PubsubQueueBackend } from "./pubsub-queue.ts";
 import type { ProjectSource } from "./service-accounts.ts";
 
-export type ProjectSetOptions = QueueFilter & {
+export type ProjectSetOptions = QueueFilterOptions & {
   /** Scans the projects (and says what it could not use). */
   scan: () => { projects: ProjectSource[]; problems: string[] };
   /** How often the projects are scanned again (on discover). */
@@ -117,6 +117,7 @@ export class PubsubProjectSet implements QueueBackend {
             ackDeadlineS: this.options.ackDeadlineS,
             match: this.options.match,
             mismatch: this.options.mismatch,
+            filter: this.options.filter,
             log: this.options.log,
           }),
         );

@@ -5,13 +5,13 @@
 import { waitForWake } from "../wait-for-wake.ts";
 import { PubSub, v1, type Topic } from "@google-cloud/pubsub";
 import { errorMessage } from "../../errors.ts";
-import { queueWanted, type Delivery, type QueueBackend, type QueueFilter, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
+import { filterOf, queueWanted, type Delivery, type QueueBackend, type QueueFilterOptions, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
 import { ATTRIBUTE, failedTopicName, isFailedPlace, queueOfSubscription, shortName, SUBSCRIPTION_SUFFIX, subscriptionFor } from "./conventions.ts";
 import { PubsubDelivery, type DeliveryHost, type PulledMessage, type QueueLog } from "./delivery.ts";
 import { Lease } from "./lease.ts";
 import { copyAttributes, messageFacts, type MessageFacts, type Reason } from "./message-facts.ts";
 
-export type PubsubQueueOptions = QueueFilter & {
+export type PubsubQueueOptions = QueueFilterOptions & {
   projectId: string;
   /** A service-account JSON file; without it the client's default credentials (or the emulator). */
   keyFilename?: string;
@@ -156,7 +156,7 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     for (const sub of subscriptions.sort()) {
       if (isFailedPlace(sub)) continue;
       const queue = queueOfSubscription(sub);
-      if (!queueWanted(queue, this.options)) continue;
+      if (!queueWanted(queue, filterOf(this.options))) continue;
       // `<queue>_sub` (the python client's) wins over a subscription named like the queue itself.
       if (!queues.has(queue) || sub.endsWith(SUBSCRIPTION_SUFFIX)) queues.set(queue, sub);
     }

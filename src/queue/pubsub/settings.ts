@@ -3,7 +3,7 @@
 
 import type { Settings } from "../../config/load.ts";
 import type { OptionSpec } from "../../config/options.ts";
-import type { QueueBackend } from "../task-queue.ts";
+import type { QueueBackend, QueueFilter } from "../task-queue.ts";
 import type { QueueLog } from "./delivery.ts";
 import { PubsubProjectSet } from "./project-set.ts";
 import { scanProjects, validProjectId, type ProjectSettings } from "./service-accounts.ts";
@@ -56,9 +56,9 @@ export function pubsubSettingsProblems(settings: Settings): string[] {
 
 /**
  * The backend when --google-certs, --pubsub-project, or a GOOGLE_APPLICATION_CREDENTIALS file
- * naming a project is set (settings already checked).
+ * naming a project is set (settings already checked). filter: a live queue filter read at each discovery.
  */
-export function pubsubBackendFromSettings(settings: Settings, log: QueueLog): QueueBackend | undefined {
+export function pubsubBackendFromSettings(settings: Settings, log: QueueLog, filter?: QueueFilter): QueueBackend | undefined {
   const ps = projectSettings(settings);
   if (!ps.certsDir && !ps.project && !scanProjects(ps).projects.length) return undefined;
   return new PubsubProjectSet({
@@ -67,6 +67,7 @@ export function pubsubBackendFromSettings(settings: Settings, log: QueueLog): Qu
     ackDeadlineS: typeof settings["pubsub-ack-deadline"] === "number" ? Math.round(settings["pubsub-ack-deadline"] / 1000) : undefined,
     match: settings["queue-match"] as RegExp | undefined,
     mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    filter,
     log,
   });
 }

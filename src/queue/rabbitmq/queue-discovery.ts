@@ -2,12 +2,12 @@
 // or, while it cannot be reached, the --amqp-queues list (else the names it listed last);
 // filtered by --queue-match/--queue-mismatch. Answers are reused for a short while.
 
-import { queueWanted, type QueueFilter } from "../task-queue.ts";
+import { filterOf, queueWanted, type QueueFilterOptions } from "../task-queue.ts";
 import type { ManagementAddress } from "./broker-address.ts";
 import type { QueueLog } from "./delivery.ts";
 import { listStudioQueues } from "./management-api.ts";
 
-export type DiscoveryOptions = QueueFilter & {
+export type DiscoveryOptions = QueueFilterOptions & {
   api: ManagementAddress;
   vhost: string;
   fallbackQueues: string[];
@@ -64,7 +64,7 @@ export class QueueDiscovery {
       }
       this.apiDown = true;
     }
-    const wanted = names.filter((n) => queueWanted(n, this.options)).sort();
+    const wanted = names.filter((n) => queueWanted(n, filterOf(this.options))).sort();
     this.answer = { names: wanted, atMs: Date.now() };
     return wanted;
   }

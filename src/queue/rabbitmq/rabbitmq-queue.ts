@@ -5,7 +5,7 @@
 import type { GetMessage, Options } from "amqplib";
 import { randomUUID } from "node:crypto";
 import { RetryableError } from "../../errors.ts";
-import type { Delivery, QueueBackend, QueueFilter, ReceiveOptions, TaskQueue } from "../task-queue.ts";
+import type { Delivery, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import { AdminChannel } from "./admin-channel.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import { managementAddress, parseAmqpUrl, type AmqpAddress, type ManagementAddress } from "./broker-address.ts";
@@ -19,7 +19,7 @@ import { QueueDiscovery } from "./queue-discovery.ts";
 import { Receiver } from "./receiver.ts";
 import { AmqpSession } from "./session.ts";
 
-export type RabbitQueueOptions = QueueFilter & {
+export type RabbitQueueOptions = QueueFilterOptions & {
   /** amqp[s]://user:password@host:port/vhost */
   url: string;
   /** Management API; default http://<host>:<port + 10000> with the AMQP URL's credentials. */
@@ -87,6 +87,7 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
       fallbackQueues: options.fallbackQueues ?? [],
       match: options.match,
       mismatch: options.mismatch,
+      filter: options.filter,
       reuseMs: options.discoveryIntervalMs ?? 2000,
       timeoutMs: options.managementTimeoutMs ?? 3000,
       log: this.log,

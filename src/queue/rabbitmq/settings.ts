@@ -2,6 +2,7 @@
 // --amqp-queue-type): checked with the other settings, and turned into a backend.
 
 import type { Settings } from "../../config/load.ts";
+import type { QueueFilter } from "../task-queue.ts";
 import { AddressError, managementAddress, parseAmqpUrl } from "./broker-address.ts";
 import type { QueueType } from "./conventions.ts";
 import type { QueueLog } from "./delivery.ts";
@@ -42,8 +43,8 @@ export function fallbackQueueList(settings: Settings): string[] {
     .filter(Boolean);
 }
 
-/** The backend when --amqp-url is set (settings already checked). */
-export function rabbitBackendFromSettings(settings: Settings, log: QueueLog): RabbitQueueBackend | undefined {
+/** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each discovery. */
+export function rabbitBackendFromSettings(settings: Settings, log: QueueLog, filter?: QueueFilter): RabbitQueueBackend | undefined {
   const url = text(settings, "amqp-url");
   if (!url) return undefined;
   return new RabbitQueueBackend({
@@ -54,6 +55,7 @@ export function rabbitBackendFromSettings(settings: Settings, log: QueueLog): Ra
     maxDeliveries: settings["max-deliveries"] as number,
     match: settings["queue-match"] as RegExp | undefined,
     mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    filter,
     log,
   });
 }

@@ -3,7 +3,7 @@
 
 import type { Settings } from "../../config/load.ts";
 import type { OptionSpec } from "../../config/options.ts";
-import type { QueueBackend } from "../task-queue.ts";
+import type { QueueBackend, QueueFilter } from "../task-queue.ts";
 import { AccountError, readAccounts } from "./accounts.ts";
 import type { QueueLog } from "./delivery.ts";
 import { SqsQueueBackend } from "./sqs-queue.ts";
@@ -59,8 +59,8 @@ export function sqsSettingsProblems(settings: Settings, env: Record<string, stri
   return problems;
 }
 
-/** The backend when --sqs-certs is set (settings already checked), else undefined. */
-export function sqsBackendFromSettings(settings: Settings, log: QueueLog, env: Record<string, string | undefined> = process.env): QueueBackend | undefined {
+/** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read at each discovery. */
+export function sqsBackendFromSettings(settings: Settings, log: QueueLog, env: Record<string, string | undefined> = process.env, filter?: QueueFilter): QueueBackend | undefined {
   const certs = text(settings, "sqs-certs");
   if (!certs) return undefined;
   const visibility = settings["sqs-visibility"];
@@ -72,6 +72,7 @@ export function sqsBackendFromSettings(settings: Settings, log: QueueLog, env: R
     maxDeliveries: settings["max-deliveries"] as number,
     match: settings["queue-match"] as RegExp | undefined,
     mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    filter,
     log,
   });
 }

@@ -39,14 +39,14 @@ import {
   type MessageAttributeValue,
 } from "@aws-sdk/client-sqs";
 import { errorMessage, RetryableError } from "../../errors.ts";
-import { queueWanted, type Delivery, type QueueBackend, type QueueFilter, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
+import { filterOf, queueWanted, type Delivery, type QueueBackend, type QueueFilterOptions, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
 import type { SqsAccount } from "./accounts.ts";
 import { ATTR, failedQueueName, queueNameOfUrl, type Reason } from "./conventions.ts";
 import { SqsDelivery, type QueueLog, type ReceivedMessage, type SqsDeliveryHost } from "./delivery.ts";
 import { VisibilityLease } from "./lease.ts";
 import { QueueMissingError, sqsFault } from "./sqs-errors.ts";
 
-export type SqsQueueOptions = QueueFilter & {
+export type SqsQueueOptions = QueueFilterOptions & {
   accounts: SqsAccount[];
   /** Region when an account has none. */
   region?: string;
@@ -114,7 +114,7 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       try {
         for (const url of await this.listQueueUrls(account)) {
           const name = queueNameOfUrl(url);
-          if (!queueWanted(name, this.options)) continue;
+          if (!queueWanted(name, filterOf(this.options))) continue;
           if (names.has(name) && this.urls.get(name)?.account !== account) {
             this.warnOnce(`duplicate ${name}`, `queue ${name} exists in more than one SQS account; serving the one in account ${this.urls.get(name)!.account.account.name}`);
             continue;
