@@ -6,10 +6,10 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, sy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import * as tar from "tar-stream";
 import { fingerprintDirectory, packDirectory } from "../../src/archive/pack.ts";
 import { safeMemberPath, unpackArchive, type UnpackOptions } from "../../src/archive/unpack.ts";
 import { ArchiveError } from "../../src/errors.ts";
+import { craftTar } from "../helpers/craft-tar.ts";
 
 let tmp: string;
 
@@ -67,23 +67,6 @@ function tarList(file: string): string[] {
   const r = Bun.spawnSync(["tar", "-tf", file], { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(r.stderr.toString());
   return r.stdout.toString().split("\n").filter(Boolean);
-}
-
-type Entry = { header: Partial<tar.Header> & { name: string }; content?: string | Buffer };
-
-/** A tar built entry by entry with tar-stream (GNU tar would clean up the evil names). */
-async function craftTar(file: string, entries: Entry[]): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, createWriteStream(file));
-  for (const e of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (e.content !== undefined) pack.entry(e.header, e.content, cb);
-      else pack.entry(e.header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
 }
 
 /** Expect an ArchiveError whose message names the given member. */

@@ -4,25 +4,11 @@ import { describe, expect, test } from "bun:test";
 import { GpuAllocator, type GpuAllocation, type GpuRequest } from "../../src/gpu/allocator.ts";
 import type { GpuDevice, Inventory } from "../../src/gpu/inventory.ts";
 import { startGpuWatch } from "../../src/gpu/watch.ts";
+import { syntheticCard } from "../helpers/synthetic-gpus.ts";
 
 const GiB = 2 ** 30;
 
-function card(index: number, memGiB: number, extra: Partial<GpuDevice> = {}): GpuDevice {
-  const hex = index.toString(16).padStart(8, "0");
-  return {
-    index,
-    uuid: `GPU-${hex}-0000-0000-0000-000000000000`,
-    name: `Synthetic ${memGiB}GiB`,
-    pciBusId: `00000000:${(index + 16).toString(16).toUpperCase()}:00.0`,
-    memTotalBytes: memGiB * GiB,
-    memFreeBytes: memGiB * GiB,
-    utilizationGpuPct: 0,
-    eccUncorrected: 0,
-    migEnabled: false,
-    healthy: true,
-    ...extra,
-  };
-}
+const card = syntheticCard;
 
 const req = (gpus: number, gpuMemGiB = 0): GpuRequest => ({ gpus, gpuMemBytes: gpuMemGiB * GiB });
 

@@ -4,14 +4,13 @@
 // long names, control characters, setuid bits. Each must end in an ArchiveError (a PermanentError:
 // the request is at fault, never retried) naming the member, with nothing written outside.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { createReadStream, createWriteStream, existsSync } from "node:fs";
+import { createReadStream, existsSync } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
-import * as tar from "tar-stream";
 import { MAX_ARCHIVE_ENTRIES, unpackArchive, type UnpackOptions } from "../../src/archive/unpack.ts";
 import { ArchiveError, PermanentError } from "../../src/errors.ts";
+import { craftTar, type TarEntry as Entry } from "../helpers/craft-tar.ts";
 
 let tmp: string;
 /** <tmp>/case/dest: the destination; <tmp>/case must hold nothing else afterwards. */
@@ -27,23 +26,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-type Entry = { header: Partial<tar.Header> & { name: string }; content?: string | Buffer };
-
-/** A tar built entry by entry with tar-stream (GNU tar would clean up the evil names). */
-async function craftTar(file: string, entries: Entry[]): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, createWriteStream(file));
-  for (const e of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (e.content !== undefined) pack.entry(e.header as tar.Header, e.content, cb);
-      else pack.entry(e.header as tar.Header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-}
 
 function sh(cmd: string): void {
   const r = Bun.spawnSync(["sh", "-c", cmd], { cwd: tmp, stderr: "pipe", stdout: "pipe" });

@@ -5,7 +5,7 @@ import type { Resources } from "../../src/request/model.ts";
 import { ResourcePool } from "../../src/resources/pool.ts";
 import { machineCapacity } from "../../src/resources/machine.ts";
 import { GpuAllocator } from "../../src/gpu/allocator.ts";
-import type { GpuDevice } from "../../src/gpu/inventory.ts";
+import { syntheticCard } from "../helpers/synthetic-gpus.ts";
 
 const GiB = 2 ** 30;
 
@@ -135,19 +135,7 @@ describe("ResourcePool.neverFits", () => {
 });
 
 describe("ResourcePool with a GPU allocator", () => {
-  const card = (index: number, memGiB: number, extra: Partial<GpuDevice> = {}): GpuDevice => ({
-    index,
-    uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-dddddddddddd`,
-    name: "Synthetic",
-    pciBusId: `00000000:1${index}:00.0`,
-    memTotalBytes: memGiB * GiB,
-    memFreeBytes: memGiB * GiB,
-    utilizationGpuPct: 0,
-    eccUncorrected: 0,
-    migEnabled: false,
-    healthy: true,
-    ...extra,
-  });
+  const card = syntheticCard;
   const gpuMachine = (share = false) =>
     new ResourcePool({ cpus: 8, ramBytes: 32 * GiB, hddBytes: 100 * GiB, gpus: 2 }, new GpuAllocator([card(0, 80), card(1, 24)], { shareCards: share }));
 
