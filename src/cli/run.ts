@@ -11,7 +11,10 @@ import { discoverInterpreters } from "../env/interpreters.ts";
 import { VenvCache } from "../env/venv-cache.ts";
 import { RunnerEvents } from "../observe/events.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
+import { ObserveStartError, observeSettingsProblems, startObservability } from "../observe/observability.ts";
+import { K8S_OPTIONS, startConfigMapDrain } from "../k8s/settings.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
+import { LiveQueueFilter } from "../queue/live-filter.ts";
 import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
 import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
@@ -28,7 +31,10 @@ import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inve
 import { startGpuWatch } from "../gpu/watch.ts";
 import { freeDiskBytes, machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
+import { installMaintenanceSignals } from "../runner/maintenance-signals.ts";
 import { Runner } from "../runner/runner.ts";
+import { ResponseReports } from "../status/response-reports.ts";
+import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { isRunnerSecret } from "../task/job-env.ts";
@@ -36,8 +42,11 @@ import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
 
+/** How long the last reports may take to go out when the runner stops. */
+const REPORTS_CLOSE_WAIT_MS = 5_000;
+
 /** The daemon's settings: the common table plus each queue backend's own. */
-const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS];
+const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS];
 
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
@@ -55,7 +64,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings));
+    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings), ...observeSettingsProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -103,20 +112,21 @@ export async function runDaemon(settings: Settings): Promise<number> {
     env: pipEnv,
     log: (m) => log.info(m),
   });
+  // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
+  const queueFilter = new LiveQueueFilter({ match: settings["queue-match"] as RegExp | undefined, mismatch: settings["queue-mismatch"] as RegExp | undefined });
   const backends: QueueBackend[] = [
     new LocalQueueBackend({
       root: queueRoot,
-      match: settings["queue-match"] as RegExp | undefined,
-      mismatch: settings["queue-mismatch"] as RegExp | undefined,
+      filter: queueFilter,
       maxDeliveries: settings["max-deliveries"] as number,
       log: (m) => log.info(m),
     }),
   ];
-  const rabbit = rabbitBackendFromSettings(settings, log);
+  const rabbit = rabbitBackendFromSettings(settings, log, queueFilter);
   if (rabbit) backends.push(rabbit);
-  const sqs = sqsBackendFromSettings(settings, log);
+  const sqs = sqsBackendFromSettings(settings, log, process.env, queueFilter);
   if (sqs) backends.push(sqs);
-  const pubsub = pubsubBackendFromSettings(settings, log);
+  const pubsub = pubsubBackendFromSettings(settings, log, queueFilter);
   if (pubsub) backends.push(pubsub);
   configureGcs({
     certsDir: settings["google-certs"] as string | undefined,
@@ -158,6 +168,15 @@ export async function runDaemon(settings: Settings): Promise<number> {
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const events = new RunnerEvents();
+  const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
+  // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
+  const reports = new ResponseReports({
+    events,
+    publishers: responsePublishersFor(backends),
+    keyFor: (queue) => envelopeKeys.responseKeyFor(queue)?.key,
+    executorId: hostname(),
+    log,
+  });
   const runner = new Runner(
     backends,
     pool,
@@ -173,7 +192,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       cgroups,
       sandbox,
       fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
-      readRequest: requestReader({ keys: envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS, clearTextAllowed: clearTextAllowed(settings) }),
+      readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearTextAllowed(settings) }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,
@@ -194,15 +213,31 @@ export async function runDaemon(settings: Settings): Promise<number> {
   }
   const pythons = discoverInterpreters(runnerEnv);
   log.info(`python interpreters: ${pythons.map((p) => `${p.versionText} (${p.path})`).join(", ") || "none found"}`);
+  let observe: ReturnType<typeof startObservability>;
+  try {
+    observe = startObservability({ settings, events, control: runner, host: hostname(), runnerId, version: VERSION, pool, gpus, log });
+  } catch (err) {
+    if (!(err instanceof ObserveStartError)) throw err;
+    log.error(err.message);
+    return 2;
+  }
+  if (observe) log.info(`observability endpoint at ${observe.url}: /metrics /healthz /readyz /status, status page at /, POST /drain /resume (no auth)`);
   const onSignal = (signal: NodeJS.Signals) => runner.drain(signal);
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // Maintenance: SIGUSR1 suspends, SIGUSR2 resumes; in Kubernetes the drain ConfigMap does the same.
+  const removeMaintenanceSignals = installMaintenanceSignals(runner);
+  const configMapDrain = startConfigMapDrain(settings, runner, queueFilter, log);
   try {
     await runner.run();
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    removeMaintenanceSignals();
+    await configMapDrain?.stop();
     gpuWatch?.stop();
+    await observe?.stop();
+    await reports.close(REPORTS_CLOSE_WAIT_MS);
   }
   log.info("stopped");
   return 0;
