@@ -54,6 +54,8 @@ export type GpuCardState = {
   /** gpuMem claimed by the shared allocations on the card, summed. */
   sharedBytes: number;
   sharedCount: number;
+  /** GPU utilisation in percent at the last NVML read; undefined where NVML does not report it. */
+  utilizationGpuPct: number | undefined;
 };
 
 type Card = {
@@ -189,6 +191,7 @@ export class GpuAllocator {
         wholeBy: c.wholeBy,
         sharedBytes: sharedBytes(c),
         sharedCount: c.shared.size,
+        utilizationGpuPct: c.device.utilizationGpuPct,
       }));
   }
 

@@ -15,6 +15,9 @@ export type Reservation = {
   release(): void;
 };
 
+/** The pool's accounting at one moment, for observers (metrics, the status page). */
+export type PoolSnapshot = { capacity: Capacity; used: Capacity; free: Capacity; reservations: number };
+
 /** The working directory's free space, checked again before work is taken, and the floor kept free. */
 export type DiskFloor = { freeBytes: () => number; floorBytes: number };
 
@@ -112,6 +115,11 @@ export class ResourcePool {
 
   get busy(): boolean {
     return this.running > 0;
+  }
+
+  /** A read-only copy of the accounting: capacity, what is reserved, what is free, reservations held. */
+  snapshot(): PoolSnapshot {
+    return { capacity: { ...this.capacity }, used: { ...this.used }, free: this.free, reservations: this.running };
   }
 
   get free(): Capacity {
