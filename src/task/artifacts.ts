@@ -14,6 +14,7 @@ import type { Artifact, AwsCredentials, Credentials, Request } from "../request/
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { storeFor } from "../storage/stores.ts";
+import { withUploadRetries } from "./upload-retry.ts";
 
 /** How the runner lets a request reach its storage. */
 export type StorageAccess = {
@@ -202,7 +203,13 @@ export class ArtifactUploader {
   constructor(
     private readonly request: Request,
     private readonly dirs: Record<string, string>,
-    private readonly options: StorageAccess & { progress?: ProgressSink; beforeUpload?: () => Promise<void>; onUploaded?: (label: string, bytes: number) => void } = {},
+    private readonly options: StorageAccess & {
+      progress?: ProgressSink;
+      beforeUpload?: () => Promise<void>;
+      onUploaded?: (label: string, bytes: number) => void;
+      /** Hears about each retried upload (besides the experiment's log, where `progress` puts it). */
+      onRetry?: (message: string) => void;
+    } = {},
   ) {}
 
   /** Remember the state right after fetching, so untouched artifacts are not uploaded. */
@@ -233,12 +240,23 @@ export class ArtifactUploader {
       const gzip = /\.(tar\.gz|tgz)$/i.test(key);
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
       const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
-      let packed = packDirectory(dir, { gzip });
       let sentBytes = 0;
-      if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
-      const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
-      await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
-      body.finished();
+      // A transient storage fault packs and sends the whole artifact again, after a back-off.
+      await withUploadRetries(
+        `upload of ${artifact.label} to ${artifact.qualified}`,
+        async () => {
+          let packed = packDirectory(dir, { gzip });
+          sentBytes = 0;
+          if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
+          const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
+          await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
+          body.finished();
+        },
+        (message) => {
+          this.options.progress?.(message);
+          this.options.onRetry?.(message);
+        },
+      );
       this.options.onUploaded?.(artifact.label, sentBytes);
       this.last.set(artifact.label, print);
       this.existed.set(artifact.label, true);
