@@ -227,7 +227,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
   process.on("SIGINT", onSignal);
   // Maintenance: SIGUSR1 suspends, SIGUSR2 resumes; in Kubernetes the drain ConfigMap does the same.
   const removeMaintenanceSignals = installMaintenanceSignals(runner);
-  const configMapDrain = startConfigMapDrain(settings, runner, queueFilter, log);
+  const configMapDrain = await startConfigMapDrain(settings, runner, queueFilter, log);
   try {
     await runner.run();
   } finally {
