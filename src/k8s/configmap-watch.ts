@@ -49,6 +49,9 @@ export class ConfigMapWatch {
   private lastProblem = "";
   private loop?: Promise<void>;
   private readonly api: CoreV1Api;
+  private firstReadDone!: () => void;
+  /** Settles once the first list was answered or failed: callers may apply the map before taking work. */
+  readonly firstRead = new Promise<void>((resolve) => (this.firstReadDone = resolve));
 
   constructor(readonly options: ConfigMapWatchOptions) {
     this.api = options.kubeConfig.makeApiClient(CoreV1Api);
@@ -64,6 +67,7 @@ export class ConfigMapWatch {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.firstReadDone();
     this.current?.abort();
     if (this.sleeping) {
       clearTimeout(this.sleeping.timer);
@@ -88,9 +92,11 @@ export class ConfigMapWatch {
         this.failures = 0;
         this.lastProblem = "";
         const map = list.items.find((m) => m.metadata?.name === this.options.name);
-        if (!map && !saidMissing) this.options.log.info(`${this.where} does not exist (yet): nothing to apply; watching for it`);
-        saidMissing = !map;
+        if (map) saidMissing = false;
+        else if (!saidMissing) this.options.log.info(`${this.where} does not exist (yet): nothing to apply; watching for it`);
+        saidMissing ||= !map;
         this.give(map ? (map.data ?? {}) : undefined);
+        this.firstReadDone();
         let resourceVersion = list.metadata?.resourceVersion ?? "";
         while (!this.stopped) {
           const startedMs = Date.now();
@@ -100,6 +106,7 @@ export class ConfigMapWatch {
           if (!end.sawEvents && Date.now() - startedMs < SHORT_WATCH_MS && !this.stopped) throw new KubernetesApiError(undefined, "the watch was closed at once");
         }
       } catch (err) {
+        this.firstReadDone();
         if (this.stopped) break;
         this.failures++;
         const delayMs = backoffDelayMs(this.failures, this.options.backoff ?? DEFAULT_WATCH_BACKOFF);

@@ -23,8 +23,14 @@ export const K8S_OPTIONS: OptionSpec[] = [
   { name: "k8s-namespace", type: "string", description: "namespace of --k8s-configmap", defaultText: "the pod's own namespace" },
 ];
 
-/** Starts the ConfigMap drain when the runner is in a cluster; returns what stops it. */
-export function startConfigMapDrain(settings: Settings, target: StateTarget, filter: LiveQueueFilter, log: Logger, env: Record<string, string | undefined> = process.env): { stop(): Promise<void> } | undefined {
+/** How long start-up waits for the map's first reading, so that a drain it asks for holds from the start. */
+const FIRST_READ_WAIT_MS = 10_000;
+
+/**
+ * Starts the ConfigMap drain when the runner is in a cluster and waits (a bounded while) until the
+ * map was first read and applied; returns what stops it.
+ */
+export async function startConfigMapDrain(settings: Settings, target: StateTarget, filter: LiveQueueFilter, log: Logger, env: Record<string, string | undefined> = process.env): Promise<{ stop(): Promise<void> } | undefined> {
   const name = String(settings["k8s-configmap"] ?? "").trim();
   if (!name) return undefined;
   const cluster = detectCluster(env);
@@ -38,5 +44,8 @@ export function startConfigMapDrain(settings: Settings, target: StateTarget, fil
   const watch = new ConfigMapWatch({ kubeConfig: kubeConfigFor(cluster), namespace, name, onChange: (data) => drain.apply(data), log });
   log.info(`in Kubernetes (${cluster.server}): following ${where} for STATE, QUEUE_MATCH and QUEUE_MISMATCH`);
   watch.start();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([watch.firstRead, new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS)))]);
+  clearTimeout(timer);
   return watch;
 }
