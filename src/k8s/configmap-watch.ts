@@ -35,7 +35,7 @@ export class KubernetesApiError extends Error {
 
 const DEFAULT_WATCH_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 const DEFAULT_WATCH_TIMEOUT_S = 300;
-/** A watch that ends sooner than this without news counts as a failure (no tight reconnect loop). */
+/** A watch that ends sooner than this without news is resumed only after a pause (no tight reconnect loop). */
 const SHORT_WATCH_MS = 1000;
 
 type WatchEnd = { expired: boolean; resourceVersion: string; sawEvents: boolean };
@@ -98,12 +98,18 @@ export class ConfigMapWatch {
         this.give(map ? (map.data ?? {}) : undefined);
         this.firstReadDone();
         let resourceVersion = list.metadata?.resourceVersion ?? "";
+        let quickEnds = 0;
         while (!this.stopped) {
           const startedMs = Date.now();
           const end = await this.watchOnce(resourceVersion);
           if (end.expired) break; // list again
           resourceVersion = end.resourceVersion;
-          if (!end.sawEvents && Date.now() - startedMs < SHORT_WATCH_MS && !this.stopped) throw new KubernetesApiError(undefined, "the watch was closed at once");
+          if (end.sawEvents || Date.now() - startedMs >= SHORT_WATCH_MS) {
+            quickEnds = 0;
+          } else if (!this.stopped) {
+            // Closed at once without news: resume from the same version, after a growing pause.
+            await this.sleep(backoffDelayMs(++quickEnds, this.options.backoff ?? DEFAULT_WATCH_BACKOFF));
+          }
         }
       } catch (err) {
         this.firstReadDone();
