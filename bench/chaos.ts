@@ -1,6 +1,7 @@
 // Fault injection against the compiled runner and real brokers, ending with one table of
-// figures: SIGKILL of the runner at random moments (local queue, RabbitMQ, SQS), a poison
-// request, a full disk while unpacking, and a job flooding its log. Run with
+// figures: SIGKILL of the runner at random moments (local queue, RabbitMQ, SQS, Pub/Sub), a poison
+// request, drains, broker connection drops, S3 storage slow or failing mid-upload (s3rver behind
+// bench/fault-proxy.ts), a full disk while unpacking, and a job flooding its log. Run with
 // `node_modules/.bin/bun bench/chaos.ts` (about 5 minutes on 2 cores); `--rounds N` scales the
 // number of experiments per backend.
 
@@ -15,6 +16,13 @@ import { hostname } from "node:os";
 import { startSqsServer } from "../test/helpers/sqs-server.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator } from "../test/helpers/pubsub-emulator.ts";
 import { PubsubQueueBackend } from "../src/queue/pubsub/pubsub-queue.ts";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createWriteStream } from "node:fs";
+import { S3Store } from "../src/storage/s3/s3-store.ts";
+import { makeTar, sha256File } from "../test/helpers/e2e.ts";
+import { startS3rver } from "../test/helpers/s3-server.ts";
+import { FaultProxy, type FaultPlan } from "./fault-proxy.ts";
 
 const argRounds = process.argv.indexOf("--rounds");
 const EXPERIMENTS_PER_BACKEND = argRounds > 0 ? Number(process.argv[argRounds + 1]) : 10;
@@ -340,6 +348,109 @@ print("wrote", n, "bytes", flush=True)
   });
 }
 
+const STORAGE_WORK = `import json, os, random, time
+time.sleep(float(os.environ["SLEEP_S"]))
+m = json.load(open(os.environ["STUDIOML_ARTIFACT_MAPPING"]))
+key = os.environ["STUDIOML_EXPERIMENT"]
+open(os.path.join(m["modeldir"], "done.txt"), "w").write(key)
+random.seed(key)
+open(os.path.join(m["modeldir"], "weights.bin"), "wb").write(bytes(random.getrandbits(8) for _ in range(int(os.environ["MODEL_BYTES"]))))
+print("complete", flush=True)
+`;
+
+/**
+ * S3 storage (s3rver) reached only through the fault proxy, a local queue, repeated trials: every
+ * experiment must end complete (output.tar and modeldir.tar in storage are whole, readable tars
+ * of the final state), acked once, never before its upload; retries show in the runner's log.
+ */
+async function storageFaults(label: string, faults: string, plan: FaultPlan, count: number): Promise<void> {
+  const started = Date.now();
+  const BUCKET = "studioml-artifacts";
+  const KEYS = { accessKey: "AKIACHAOSSTORAGE", secretAccessKey: "chaos-storage-secret" };
+  const MODEL_BYTES = 3 * 1024 * 1024;
+  const server = await startS3rver({ keys: [KEYS], buckets: [BUCKET] });
+  const proxy = new FaultProxy(server.port, {});
+  const proxyPort = await proxy.start();
+  const via = `127.0.0.1:${proxyPort}`;
+  const direct = new S3Store({ credentials: { aws: KEYS }, endpoint: server.endpoint });
+  const sb = await makeSandbox("chaos-storage", { cacheDir: SHARED_CACHE });
+  const queue = "local_storage";
+  const tarPath = join(sb.dir, "ws.tar");
+  makeTar(tarPath, { "main.py": STORAGE_WORK });
+  const wsKey = `blobstore/${sha256File(tarPath)}.tar`;
+  await direct.put(`s3://${server.host}/${BUCKET}/${wsKey}`, Readable.from([readFileSync(tarPath)]));
+  const exps = Array.from({ length: count }, () =>
+    simpleExperiment(sb.storageRoot, { "main.py": STORAGE_WORK }, (m) => {
+      m.experiment.pythonver = "3.11";
+      m.config.env = { SLEEP_S: rand(0.3, 1.0).toFixed(2), MODEL_BYTES: String(MODEL_BYTES) };
+      m.config.storage = { type: "s3", endpoint: `http://${via}`, bucket: BUCKET, credentials: { aws: { access_key: KEYS.accessKey, secret_access_key: KEYS.secretAccessKey } } };
+      delete m.config.database;
+      for (const [l, a] of Object.entries<any>(m.experiment.artifacts)) {
+        if (l === "workspace") a.key = wsKey;
+        a.qualified = `s3://${via}/${BUCKET}/${a.key}`;
+        a.bucket = BUCKET;
+      }
+    }),
+  );
+  for (const e of exps) enqueue(sb.queueRoot, queue, e.message);
+  proxy.plan = plan;
+  const logs: string[] = [];
+  // Runners until the queue is empty: a request requeued after an exhausted upload comes back.
+  for (let round = 0; round < 6; round++) {
+    const runner = new RunnerProcess(sb, ["--queue-match", `^${queue}$`, "--limit-idle-duration", "5s", "--max-deliveries", "100"]);
+    await runner.exited;
+    logs.push(runner.stderr);
+    if (!filesIn(join(sb.queueRoot, queue)).length && !filesIn(join(sb.queueRoot, ".inflight", queue)).length) break;
+  }
+  proxy.plan = {};
+  const all = logs.join("\n");
+  let lost = 0;
+  let duplicates = 0;
+  let partial = 0;
+  let acks = 0;
+  let complete = 0;
+  for (const e of exps) {
+    const finished = all.split(`experiment ${e.key} finished`).length - 1;
+    acks += finished;
+    if (finished > 1) duplicates++;
+    let whole = false;
+    try {
+      const out = join(sb.dir, `${e.key}-output.tar`);
+      const model = join(sb.dir, `${e.key}-modeldir.tar`);
+      await pipeline(await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/output.tar`), createWriteStream(out));
+      await pipeline(await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/modeldir.tar`), createWriteStream(model));
+      const sizes = execFileSync("tar", ["-tvf", model], { encoding: "utf8" });
+      whole =
+        tarMember(out).includes("complete") &&
+        tarMember(model, "done.txt") === e.key &&
+        new RegExp(`\\s${MODEL_BYTES}\\s.*weights\\.bin`).test(sizes);
+      if (!whole) partial++;
+    } catch (err) {
+      if (finished) partial++;
+      if (process.env.CHAOS_DEBUG) console.log(`storage ${e.key}: ${(err as Error).message}`);
+    }
+    if (whole) complete++;
+    if (!whole || finished === 0) lost++;
+  }
+  const retries = all.split("\n").filter((l) => /failed \(.*\); try \d+ of \d+ in/.test(l));
+  const pauses = retries.map((l) => Number(/in ([\d.]+)s/.exec(l)?.[1] ?? 0));
+  const requeues = all.split("\n").filter((l) => /requeued/.test(l)).length;
+  const s = proxy.stats;
+  rows.push({
+    scenario: label,
+    backend: "local + s3",
+    faults: faults.replace("{uploads}", String(s.uploads)).replace("{resets}", String(s.resets)).replace("{unavailable}", String(s.unavailable)),
+    experiments: exps.length,
+    lost,
+    duplicates,
+    extra: `acks ${acks}, complete uploads ${complete}, partial objects ${partial}; ${retries.length} artifact upload retries in the log${retries.length ? ` (pauses ${Math.min(...pauses)}–${Math.max(...pauses)} s)` : ""}, ${requeues} requeues; ${filesIn(join(sb.queueRoot, queue)).length} left in queue`,
+    wallS: (Date.now() - started) / 1000,
+  });
+  if (process.env.CHAOS_DEBUG) console.log(retries.slice(0, 10).join("\n"));
+  await proxy.stop();
+  await server.stop();
+}
+
 /** Checks every experiment once the dust has settled: lost = no complete result; duplicates = acked twice. */
 function tally(exps: Array<{ key: string; experimentDir: string }>, logs: string) {
   let lost = 0;
@@ -467,6 +578,15 @@ async function main() {
   if (want("broker") && ((await rabbitMQAvailable()) || process.env.CI)) {
     await ensureRabbitMQ();
     await brokerDrop();
+  }
+  if (want("storage-slow")) await storageFaults("storage slow", "{uploads} upload requests, every chunk delayed 20–250 ms", { delayMs: [20, 250] }, 6);
+  if (want("storage-failing")) {
+    await storageFaults(
+      "storage failing mid-upload",
+      "{uploads} upload requests: {resets} reset mid-body, {unavailable} answered 503",
+      { resetProbability: 0.4, unavailableProbability: 0.25, delayMs: [0, 20] },
+      8,
+    );
   }
   if (want("disk")) await diskFull();
   if (want("flood")) await logFlood();
