@@ -52,6 +52,9 @@ export type ObserveServerOptions = {
 
 export type ObserveServer = { url: string; stop(): Promise<void> };
 
+/** On stop, how long answers in flight get before the connections are cut. */
+const STOP_WAIT_MS = 1_000;
+
 const json = (body: unknown, status = 200) =>
   new Response(JSON.stringify(body, null, 2), { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" } });
 
@@ -117,5 +120,12 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
     },
   });
   const shownHost = server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname;
-  return { url: `http://${shownHost}:${server.port}`, stop: () => server.stop(true) };
+  const stop = async () => {
+    // Answers in flight (a POST /drain?exit=true that ends the runner) go out first, within a bound.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([server.stop(false), new Promise((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)))]);
+    clearTimeout(timer);
+    await server.stop(true);
+  };
+  return { url: `http://${shownHost}:${server.port}`, stop };
 }
