@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
 import { formatBytes } from "../config/units.ts";
-import { discoverInterpreters } from "../env/interpreters.ts";
+import { findInterpreters } from "../env/interpreters.ts";
 import { VenvCache } from "../env/venv-cache.ts";
 import { RunnerEvents } from "../observe/events.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
@@ -211,8 +211,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
     const fallback = rabbit.options.fallbackQueues?.length ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it` : "";
     log.info(`RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management API at ${rabbit.management.redacted}${fallback}`);
   }
-  const pythons = discoverInterpreters(runnerEnv);
-  log.info(`python interpreters: ${pythons.map((p) => `${p.versionText} (${p.path})`).join(", ") || "none found"}`);
+  // Probed in the background: the first poll does not wait for them (an attempt does).
+  void findInterpreters(runnerEnv).then((pythons) =>
+    log.info(`python interpreters: ${pythons.map((p) => `${p.versionText} (${p.path})`).join(", ") || "none found"}`),
+  );
   let observe: ReturnType<typeof startObservability>;
   try {
     observe = startObservability({ settings, events, control: runner, host: hostname(), runnerId, version: VERSION, pool, gpus, log });

@@ -1,6 +1,6 @@
 // Finds the Python interpreters on this machine and picks the newest one matching `pythonver`.
 
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -9,6 +9,13 @@ import { PermanentError } from "../errors.ts";
 export type Interpreter = { path: string; version: [number, number, number]; versionText: string };
 
 let cached: Interpreter[] | undefined;
+let finding: Promise<Interpreter[]> | undefined;
+
+/** What each candidate is asked: its version, and whether it can make venvs with pip. */
+const PROBE = ["-c", "import sys, venv, ensurepip; print('%d.%d.%d' % sys.version_info[:3])"];
+const PROBE_TIMEOUT_MS = 10_000;
+/** Candidates probed at once by findInterpreters (the machine may have few cores). */
+const PROBE_CONCURRENCY = 2;
 
 function candidatePaths(env: Record<string, string | undefined>): string[] {
   const out: string[] = [];
@@ -29,10 +36,10 @@ function candidatePaths(env: Record<string, string | undefined>): string[] {
   return out;
 }
 
-/** Every distinct interpreter that can make venvs, newest first. */
-export function discoverInterpreters(env: Record<string, string | undefined> = process.env): Interpreter[] {
-  if (cached) return cached;
-  const seen = new Map<string, Interpreter>();
+/** Candidate paths, one per real file. */
+function distinctCandidates(env: Record<string, string | undefined>): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
   for (const path of candidatePaths(env)) {
     if (!existsSync(path)) continue;
     let real: string;
@@ -42,17 +49,60 @@ export function discoverInterpreters(env: Record<string, string | undefined> = p
       continue;
     }
     if (seen.has(real)) continue;
-    const probe = spawnSync(path, ["-c", "import sys, venv, ensurepip; print('%d.%d.%d' % sys.version_info[:3])"], {
-      encoding: "utf8",
-      timeout: 10_000,
-    });
-    const text = probe.stdout?.trim() ?? "";
-    const m = /^(\d+)\.(\d+)\.(\d+)$/.exec(text);
-    if (probe.status !== 0 || !m) continue;
-    seen.set(real, { path, version: [Number(m[1]), Number(m[2]), Number(m[3])], versionText: text });
+    seen.add(real);
+    out.push(path);
   }
-  cached = [...seen.values()].sort((a, b) => compareVersion(b.version, a.version));
+  return out;
+}
+
+function parseProbe(path: string, code: number | null, stdout: string | undefined): Interpreter | undefined {
+  const text = stdout?.trim() ?? "";
+  const m = /^(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (code !== 0 || !m) return undefined;
+  return { path, version: [Number(m[1]), Number(m[2]), Number(m[3])], versionText: text };
+}
+
+const newestFirst = (list: Array<Interpreter | undefined>) =>
+  list.filter((i): i is Interpreter => i !== undefined).sort((a, b) => compareVersion(b.version, a.version));
+
+/** Every distinct interpreter that can make venvs, newest first (blocking; see findInterpreters). */
+export function discoverInterpreters(env: Record<string, string | undefined> = process.env): Interpreter[] {
+  if (cached) return cached;
+  cached = newestFirst(
+    distinctCandidates(env).map((path) => {
+      const probe = spawnSync(path, PROBE, { encoding: "utf8", timeout: PROBE_TIMEOUT_MS });
+      return parseProbe(path, probe.status, probe.stdout);
+    }),
+  );
   return cached;
+}
+
+/**
+ * The same list without blocking: the candidates are probed a few at a time in the background,
+ * so the runner polls its queues while they start; found once per process.
+ */
+export function findInterpreters(env: Record<string, string | undefined> = process.env): Promise<Interpreter[]> {
+  if (cached) return Promise.resolve(cached);
+  finding ??= (async () => {
+    const paths = distinctCandidates(env);
+    const found: Array<Interpreter | undefined> = new Array(paths.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < paths.length) {
+        const i = next++;
+        const path = paths[i]!;
+        found[i] = await new Promise<Interpreter | undefined>((resolve) => {
+          execFile(path, PROBE, { encoding: "utf8", timeout: PROBE_TIMEOUT_MS }, (err, stdout) => {
+            resolve(parseProbe(path, err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout));
+          });
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: PROBE_CONCURRENCY }, worker));
+    cached ??= newestFirst(found);
+    return cached;
+  })();
+  return finding;
 }
 
 function compareVersion(a: number[], b: number[]): number {

@@ -7,7 +7,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
-import { chooseInterpreter } from "../env/interpreters.ts";
+import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
 import { normaliseRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
 import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
@@ -245,7 +245,7 @@ async function attempt(
       if (request.experiment.filename === null) {
         throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
       }
-      const interpreter = chooseInterpreter(request.experiment.pythonver);
+      const interpreter = chooseInterpreter(request.experiment.pythonver, await findInterpreters());
       const venv = await ctx.venvs.acquire(
         {
           interpreter,

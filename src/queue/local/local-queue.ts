@@ -3,6 +3,7 @@
 // from dead runners, and moved to <root>/.failed with its reasons after too many deliveries.
 
 import { waitForWake } from "../wait-for-wake.ts";
+import { NETWORK_FS_RESCAN_MS, rescanIntervalMs } from "./rescan-interval.ts";
 import { watch, type FSWatcher } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -17,7 +18,7 @@ export type LocalQueueOptions = QueueFilterOptions & {
   maxDeliveries: number;
   /** A claim whose heartbeat is older than this is taken back from its (presumed dead) owner. */
   leaseMs?: number;
-  /** Fallback directory scan for filesystems without change notification. */
+  /** Fallback directory scan besides change notification (default: 1 s on network filesystems, 5 s on local ones). */
   pollMs?: number;
   log?: (message: string) => void;
 };
@@ -44,6 +45,9 @@ export class LocalQueueBackend implements QueueBackend {
   private watchers = new Map<string, FSWatcher>();
   private waiters = new Set<() => void>();
   private heartbeat?: ReturnType<typeof setInterval>;
+  /** A directory could not be watched: rescan often. */
+  private watchFailed = false;
+  private rescanMs?: number;
 
   constructor(readonly options: LocalQueueOptions) {
     this.leaseMs = options.leaseMs ?? 60_000;
@@ -84,7 +88,9 @@ export class LocalQueueBackend implements QueueBackend {
   }
 
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return waitForWake(Math.min(timeoutMs, this.options.pollMs ?? 1000), signal, this.waiters);
+    this.rescanMs ??= rescanIntervalMs(this.options.root);
+    const pollMs = this.options.pollMs ?? (this.watchFailed ? NETWORK_FS_RESCAN_MS : this.rescanMs);
+    return waitForWake(Math.min(timeoutMs, pollMs), signal, this.waiters);
   }
 
   async close(): Promise<void> {
@@ -101,12 +107,14 @@ export class LocalQueueBackend implements QueueBackend {
         for (const wake of [...this.waiters]) wake();
       });
       w.on("error", () => {
+        this.watchFailed = true;
         w.close();
         this.watchers.delete(path);
       });
       this.watchers.set(path, w);
     } catch {
       // No change notification here: the poll in waitForWork still finds the work.
+      this.watchFailed = true;
     }
   }
 
