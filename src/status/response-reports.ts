@@ -38,6 +38,7 @@ const TARGET_TTL_MS = 60_000;
 /** How long "this report queue does not exist" is believed (a queue made later is found this soon). */
 const ABSENT_TTL_MS = 10_000;
 const ERROR_MSG_MAX_CHARS = 4 * 1024;
+const PUBLISHER_CLOSE_WAIT_MS = 2_000;
 
 export type ReportsLog = { info(message: string): void; warn(message: string): void };
 
@@ -103,7 +104,10 @@ export class ResponseReports {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);
-    await Promise.all([...this.publishers.values()].map((p) => p.close().catch(() => undefined)));
+    // A publisher stuck connecting must not keep the runner from exiting.
+    const closing = Promise.all([...this.publishers.values()].map((p) => p.close().catch(() => undefined)));
+    await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, PUBLISHER_CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   // ── events ───────────────────────────────────────────────────────────────────────────────────

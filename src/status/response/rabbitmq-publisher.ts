@@ -12,6 +12,7 @@ const CONTENT_TYPE = "application/json";
 const APP_ID = "studio-runner";
 /** After a failed connect, reports wait this long before the next try (they are dropped meanwhile). */
 const RECONNECT_PAUSE_MS = 5_000;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export class RabbitResponsePublisher implements ResponsePublisher {
   readonly kind = "rabbitmq";
@@ -25,7 +26,10 @@ export class RabbitResponsePublisher implements ResponsePublisher {
     if (this.connection) return this.connection;
     if (Date.now() - this.failedAtMs < RECONNECT_PAUSE_MS) return Promise.reject(new Error("not connected to RabbitMQ (retrying shortly)"));
     const made = (async () => {
-      const model = await amqp.connect(this.address.connect, { clientProperties: { connection_name: `studio-runner reports ${hostname()} pid ${process.pid}` } });
+      const model = await amqp.connect(this.address.connect, {
+        timeout: CONNECT_TIMEOUT_MS,
+        clientProperties: { connection_name: `studio-runner reports ${hostname()} pid ${process.pid}` },
+      });
       const forget = () => {
         if (this.connection === made) this.connection = undefined;
       };
