@@ -36,6 +36,7 @@ export type HealthOptions = {
 export class LoopHealth {
   private lastPassMs: number;
   private passes = 0;
+  private loopEnded = false;
   private readonly nowMs: () => number;
   private readonly unhealthyAfterMs: number;
   private readonly off: () => void;
@@ -44,21 +45,27 @@ export class LoopHealth {
     this.nowMs = options.nowMs ?? Date.now;
     this.unhealthyAfterMs = options.unhealthyAfterMs ?? UNHEALTHY_AFTER_MS;
     this.lastPassMs = this.nowMs();
-    this.off = options.events.on("poll", () => {
-      this.lastPassMs = this.nowMs();
-      this.passes++;
-    });
+    const offs = [
+      options.events.on("poll", () => {
+        this.lastPassMs = this.nowMs();
+        this.passes++;
+      }),
+      options.events.on("loop.ended", () => (this.loopEnded = true)),
+    ];
+    this.off = () => offs.forEach((off) => off());
   }
 
   /**
-   * Healthy while a pass completed within unhealthyAfterMs. A runner that is terminating has left
-   * its loop on purpose (it exits once its experiments end), so it stays healthy meanwhile.
+   * Healthy while a pass completed within unhealthyAfterMs. A runner that is terminating, or whose
+   * loop ended (--limit-tasks), has left its loop on purpose and exits once its experiments end, so
+   * it stays healthy meanwhile.
    */
   health(): HealthReport {
     const state = this.options.state();
     const sinceLastPassMs = Math.max(0, this.nowMs() - this.lastPassMs);
     const base = { state, sinceLastPassMs, unhealthyAfterMs: this.unhealthyAfterMs, passes: this.passes };
     if (state === "terminating") return { ...base, healthy: true, reason: "draining to exit: the poll loop has ended on purpose" };
+    if (this.loopEnded) return { ...base, healthy: true, reason: "finishing: the poll loop has ended on purpose; the runner exits once its experiments end" };
     if (sinceLastPassMs > this.unhealthyAfterMs) {
       const what = this.passes === 0 ? "the poll loop has not completed its first pass" : "the poll loop has not completed a pass";
       return { ...base, healthy: false, reason: `${what} for ${Math.round(sinceLastPassMs / 1000)} s (limit ${Math.round(this.unhealthyAfterMs / 1000)} s)` };
@@ -70,6 +77,7 @@ export class LoopHealth {
   ready(): ReadyReport {
     const state = this.options.state();
     if (state !== "running") return { ready: false, state, reason: state === "suspended" ? "suspended: taking no new work" : "draining to exit" };
+    if (this.loopEnded) return { ready: false, state, reason: "finishing: taking no more work" };
     if (this.passes === 0) return { ready: false, state, reason: "starting: the poll loop has not completed its first pass" };
     return { ready: true, state, reason: "taking work" };
   }

@@ -136,6 +136,7 @@ export class Runner {
       }
       await this.waitForWork();
     }
+    this.ctx.events?.emit("loop.ended", { atMs: Date.now() });
     if (this.running.size) this.ctx.log.info(`waiting for ${this.running.size} running experiment(s)`);
     await Promise.allSettled([...this.running]);
     for (const b of this.backends) await b.close().catch(() => undefined);

@@ -66,3 +66,12 @@ test("ready after the first pass while running; not while suspended", () => {
   runner.state = "running";
   expect(health.ready().ready).toBe(true);
 });
+
+test("a loop that ended on purpose (--limit-tasks) stays healthy while its last experiments run, and is not ready", () => {
+  const { clock, health, pass, events } = setup();
+  pass();
+  events.emit("loop.ended", { atMs: clock.ms });
+  clock.ms += 10 * UNHEALTHY_AFTER_MS;
+  expect(health.health()).toMatchObject({ healthy: true, state: "running" });
+  expect(health.ready()).toMatchObject({ ready: false, reason: "finishing: taking no more work" });
+});
