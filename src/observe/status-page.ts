@@ -123,7 +123,9 @@ function draw(s) {
     body.push(["CPUs", res.used.cpus + " / " + res.capacity.cpus, bar(res.used.cpus, res.capacity.cpus)]);
     body.push(["RAM", bytes(res.used.ramBytes) + " / " + bytes(res.capacity.ramBytes), bar(res.used.ramBytes, res.capacity.ramBytes)]);
     body.push(["Disk", bytes(res.used.hddBytes) + " / " + bytes(res.capacity.hddBytes), bar(res.used.hddBytes, res.capacity.hddBytes)]);
-    body.push(["GPUs", res.used.gpus + " / " + res.capacity.gpus, bar(res.used.gpus, res.capacity.gpus)]);
+    const cards = s.gpus.cards.filter((c) => c.inService), busy = cards.filter((c) => c.allocated).length;
+    if (cards.length) body.push(["GPU cards", busy + " / " + cards.length, bar(busy, cards.length)]);
+    else if (res.capacity.gpus > 0) body.push(["GPUs", res.used.gpus + " / " + res.capacity.gpus, bar(res.used.gpus, res.capacity.gpus)]);
   }
   for (const c of s.gpus.cards) {
     body.push(["GPU " + c.index, (c.inService ? (c.allocated ? "allocated" : "free") : "out of service") +
