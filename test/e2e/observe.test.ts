@@ -12,6 +12,7 @@ import { chromium, type Browser } from "playwright-core";
 import { POLL_WAIT_MS, UNHEALTHY_AFTER_MS } from "../../src/observe/health.ts";
 import type { StatusDoc } from "../../src/observe/status-state.ts";
 import { enqueue, filesIn, makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, type Sandbox } from "../helpers/e2e.ts";
+import { buildFakeNvml } from "../helpers/fake-nvml/build.ts";
 import { prometheusAvailable, PrometheusServer } from "../helpers/prometheus.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -67,6 +68,27 @@ describe("observability endpoint (--prom-address)", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--prom-address");
   });
+
+  const fakeNvml = buildFakeNvml();
+  // The stand-in NVML (two cards: one at 7 % utilisation, one out of service for ECC errors without a utilisation reading).
+  test.skipIf(!fakeNvml)("GPU gauges and utilisation come from NVML through the binary (stand-in NVML)", async () => {
+    const sb = await makeSandbox("observe-gpu");
+    const runner = new RunnerProcess(sb, ["--prom-address", "127.0.0.1:0"], { STUDIO_RUNNER_NVML_LIBRARY: fakeNvml! });
+    cleanups.push(() => runner.stop());
+    await runner.waitForLog(/observability endpoint at http:\/\/127\.0\.0\.1:\d+/, 60_000);
+    const url = /observability endpoint at (http:\/\/127\.0\.0\.1:\d+)/.exec(runner.stderr)![1]!;
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(text).toContain('runner_gpu_utilization_ratio{uuid="GPU-11111111-2222-3333-4444-555555555555",index="0"} 0.07');
+    expect(text).not.toContain('runner_gpu_utilization_ratio{uuid="GPU-aaaaaaaa');
+    expect(text).toContain("runner_gpu_cards_total 1\n");
+    expect(text).toContain("runner_gpu_cards_allocated 0\n");
+    const cards = (await status(url)).gpus.cards;
+    expect(cards.map((c) => [c.index, c.inService, c.utilizationGpuPct])).toEqual([
+      [0, true, 7],
+      [1, false, undefined],
+    ]);
+    await runner.stop();
+  }, 120_000);
 
   test("Prometheus scrapes the runner: its query API returns the true succeeded and failed counts", async () => {
     if (!prometheusAvailable()) {
