@@ -1,9 +1,8 @@
-// Whether the runner is inside a Kubernetes cluster, and a @kubernetes/client-node configuration
-// for its API server: KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT and the pod's
-// service-account directory (token, ca.crt, namespace). STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR
-// names another directory (tests, or a token mounted elsewhere).
+// Whether the runner is inside a Kubernetes cluster, and how to reach its API server:
+// KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT and the pod's service-account directory
+// (token, ca.crt, namespace). STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR names another directory (tests,
+// or a token mounted elsewhere). Loads no client library: outside a cluster none is needed.
 
-import { KubeConfig } from "@kubernetes/client-node";
 import { existsSync, readFileSync } from "node:fs";
 import { isIPv6 } from "node:net";
 import { join } from "node:path";
@@ -31,14 +30,4 @@ export function detectCluster(env: Record<string, string | undefined> = process.
   const namespaceFile = join(dir, "namespace");
   const podNamespace = existsSync(namespaceFile) ? readFileSync(namespaceFile, "utf8").trim() || undefined : undefined;
   return { server: `https://${isIPv6(host) ? `[${host}]` : host}:${port}`, caFile: join(dir, "ca.crt"), tokenFile, podNamespace };
-}
-
-/** A client configuration for the cluster: its CA, and the service-account token as bearer. */
-export function kubeConfigFor(access: ClusterAccess): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromClusterAndUser(
-    { name: "in-cluster", server: access.server, caFile: access.caFile, skipTLSVerify: false },
-    { name: "service-account", authProvider: { name: "tokenFile", config: { tokenFile: access.tokenFile } } },
-  );
-  return kc;
 }

@@ -6,9 +6,8 @@ import type { Settings } from "../config/load.ts";
 import type { OptionSpec } from "../config/options.ts";
 import type { LiveQueueFilter } from "../queue/live-filter.ts";
 import type { Logger } from "../task/context.ts";
-import { detectCluster, kubeConfigFor } from "./cluster.ts";
+import { detectCluster } from "./cluster.ts";
 import { ConfigMapDrain, type StateTarget } from "./configmap-drain.ts";
-import { ConfigMapWatch } from "./configmap-watch.ts";
 
 /** The Go runner's map name, so existing clusters keep working. */
 export const DEFAULT_DRAIN_CONFIGMAP = "studioml-go-runner";
@@ -41,6 +40,8 @@ export async function startConfigMapDrain(settings: Settings, target: StateTarge
   const namespace = String(settings["k8s-namespace"] ?? "").trim() || cluster.podNamespace || "default";
   const where = `ConfigMap ${namespace}/${name}`;
   const drain = new ConfigMapDrain(target, filter, log, where);
+  // The client library is loaded only here, inside a cluster (it costs start-up time elsewhere).
+  const [{ ConfigMapWatch }, { kubeConfigFor }] = await Promise.all([import("./configmap-watch.ts"), import("./kube-config.ts")]);
   const watch = new ConfigMapWatch({ kubeConfig: kubeConfigFor(cluster), namespace, name, onChange: (data) => drain.apply(data), log });
   log.info(`in Kubernetes (${cluster.server}): following ${where} for STATE, QUEUE_MATCH and QUEUE_MISMATCH`);
   watch.start();
