@@ -37,6 +37,8 @@ const DEFAULT_WATCH_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 const DEFAULT_WATCH_TIMEOUT_S = 300;
 /** A watch that ends sooner than this without news is resumed only after a pause (no tight reconnect loop). */
 const SHORT_WATCH_MS = 1000;
+/** How long stop() waits for a request in flight to end. */
+const STOP_WAIT_MS = 2000;
 
 type WatchEnd = { expired: boolean; resourceVersion: string; sawEvents: boolean };
 
@@ -73,7 +75,10 @@ export class ConfigMapWatch {
       clearTimeout(this.sleeping.timer);
       this.sleeping.resolve();
     }
-    await this.loop;
+    // A list request to an API server that does not answer must not hold up the runner's exit.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   private give(data: ConfigMapData | undefined) {
