@@ -12,11 +12,14 @@ import { ConfigMapDrain, type StateTarget } from "./configmap-drain.ts";
 /** The Go runner's map name, so existing clusters keep working. */
 export const DEFAULT_DRAIN_CONFIGMAP = "studioml-go-runner";
 
+/** Values of --k8s-configmap that turn the drain map off (an empty flag means "the default"). */
+const DISABLED = new Set(["", "none", "off"]);
+
 export const K8S_OPTIONS: OptionSpec[] = [
   {
     name: "k8s-configmap",
     type: "string",
-    description: "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (empty: none)",
+    description: "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (none: no map)",
     default: DEFAULT_DRAIN_CONFIGMAP,
   },
   { name: "k8s-namespace", type: "string", description: "namespace of --k8s-configmap", defaultText: "the pod's own namespace" },
@@ -31,7 +34,7 @@ const FIRST_READ_WAIT_MS = 10_000;
  */
 export async function startConfigMapDrain(settings: Settings, target: StateTarget, filter: LiveQueueFilter, log: Logger, env: Record<string, string | undefined> = process.env): Promise<{ stop(): Promise<void> } | undefined> {
   const name = String(settings["k8s-configmap"] ?? "").trim();
-  if (!name) return undefined;
+  if (DISABLED.has(name.toLowerCase())) return undefined;
   const cluster = detectCluster(env);
   if ("notInCluster" in cluster) {
     log.debug(`not in a Kubernetes cluster (${cluster.notInCluster}): no ConfigMap drain`);

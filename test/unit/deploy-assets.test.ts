@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
+import { loadSettings } from "../../src/config/load.ts";
 import { parseDurationMs } from "../../src/config/units.ts";
 import { RUN_OPTIONS } from "../../src/config/options.ts";
 import { DEFAULT_DRAIN_CONFIGMAP, K8S_OPTIONS } from "../../src/k8s/settings.ts";
@@ -119,6 +120,15 @@ describe("install.sh", () => {
     const env = { ...process.env, DESTDIR: dest };
     expect(spawnSync("bash", [script, "--binary", "/nonexistent"], { encoding: "utf8", env }).status).toBe(1);
     expect(spawnSync("bash", [script, "--frobnicate"], { encoding: "utf8", env }).status).toBe(2);
+  });
+});
+
+describe("example configuration", () => {
+  test("deploy/config.example.yaml holds only settings the run command knows, with valid values", () => {
+    const specs = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS];
+    const settings = loadSettings(specs, { config: join(DEPLOY, "config.example.yaml") }, {});
+    expect(settings["working-dir"]).toBe("/var/lib/studio-runner/work");
+    expect(settings["shutdown-grace"]).toBe(shutdownGraceDefaultMs);
   });
 });
 

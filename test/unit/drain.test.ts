@@ -12,6 +12,7 @@ import { kubeConfigFor } from "../../src/k8s/kube-config.ts";
 import { ConfigMapDrain } from "../../src/k8s/configmap-drain.ts";
 import { ConfigMapWatch, type ConfigMapData } from "../../src/k8s/configmap-watch.ts";
 import { DrainStateError, filterOverrideOf, runnerStateOf } from "../../src/k8s/drain-state.ts";
+import { startConfigMapDrain } from "../../src/k8s/settings.ts";
 import type { RunnerState } from "../../src/observe/events.ts";
 import { LiveQueueFilter, QueueFilterError } from "../../src/queue/live-filter.ts";
 import { LocalQueueBackend } from "../../src/queue/local/local-queue.ts";
@@ -155,6 +156,18 @@ describe("cluster detection", () => {
       tokenFile: join(dir, "token"),
       podNamespace: "ml",
     });
+  });
+});
+
+describe("startConfigMapDrain", () => {
+  const filter = new LiveQueueFilter({});
+  const target = { setState: () => {} };
+  test("does nothing outside a cluster, or with --k8s-configmap none", async () => {
+    expect(await startConfigMapDrain({ "k8s-configmap": "studioml-go-runner" }, target, filter, quiet, {})).toBeUndefined();
+    const dir = mkdtempSync(join(tmpdir(), "sa-"));
+    writeFileSync(join(dir, "token"), "t");
+    const env = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "9", STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir };
+    for (const off of ["none", "off", ""]) expect(await startConfigMapDrain({ "k8s-configmap": off }, target, filter, quiet, env)).toBeUndefined();
   });
 });
 
