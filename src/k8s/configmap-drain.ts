@@ -25,11 +25,14 @@ export class ConfigMapDrain {
     private readonly where: string,
   ) {}
 
-  /** The map's data now (undefined: the map does not exist). */
-  apply(data: ConfigMapData | undefined): void {
+  /**
+   * The map's data now (undefined: the map does not exist). source names where the data came
+   * from in log lines and state reasons, when not the map given to the constructor.
+   */
+  apply(data: ConfigMapData | undefined, source: string = this.where): void {
     const { changes, problems } = this.filter.apply(filterOverrideOf(data));
-    for (const p of problems) this.log.error(`${this.where}: ${p.message}; keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`);
-    if (changes.length) this.log.info(`${this.where}: ${changes.join("; ")} (applies from the next queue discovery)`);
+    for (const p of problems) this.log.error(`${source}: ${p.message}; keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`);
+    if (changes.length) this.log.info(`${source}: ${changes.join("; ")} (applies from the next queue discovery)`);
     const stateText = data?.[STATE_KEY]?.trim() ?? "";
     if (this.lastState === undefined && stateText === "") {
       this.lastState = "";
@@ -39,10 +42,10 @@ export class ConfigMapDrain {
     this.lastState = stateText;
     try {
       const state = runnerStateOf(stateText || undefined);
-      this.target.setState(state, stateText ? `${this.where} ${STATE_KEY}=${stateText}` : `${this.where} no longer sets ${STATE_KEY}`);
+      this.target.setState(state, stateText ? `${source} ${STATE_KEY}=${stateText}` : `${source} no longer sets ${STATE_KEY}`);
     } catch (err) {
       if (!(err instanceof DrainStateError)) throw err;
-      this.log.error(`${this.where}: ${err.message}`);
+      this.log.error(`${source}: ${err.message}`);
     }
   }
 }

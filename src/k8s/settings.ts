@@ -1,6 +1,6 @@
-// The Kubernetes drain's settings (--k8s-configmap, --k8s-namespace) and the drain they start:
-// inside a cluster, the named ConfigMap is watched and applied to the runner; outside one,
-// nothing happens.
+// The Kubernetes drain's settings (--k8s-configmap, --k8s-namespace, --k8s-pod-configmap) and the
+// drain they start: inside a cluster, the named ConfigMap (and a per-pod one over it, as the Go
+// runner had) is watched and applied to the runner; outside one, nothing happens.
 
 import type { Settings } from "../config/load.ts";
 import type { OptionSpec } from "../config/options.ts";
@@ -8,6 +8,8 @@ import type { LiveQueueFilter } from "../queue/live-filter.ts";
 import type { Logger } from "../task/context.ts";
 import { detectCluster } from "./cluster.ts";
 import { ConfigMapDrain, type StateTarget } from "./configmap-drain.ts";
+import type { ConfigMapData } from "./configmap-watch.ts";
+import { STATE_KEY } from "./drain-state.ts";
 
 /** The Go runner's map name, so existing clusters keep working. */
 export const DEFAULT_DRAIN_CONFIGMAP = "studioml-go-runner";
@@ -23,6 +25,12 @@ export const K8S_OPTIONS: OptionSpec[] = [
     default: DEFAULT_DRAIN_CONFIGMAP,
   },
   { name: "k8s-namespace", type: "string", description: "namespace of --k8s-configmap", defaultText: "the pod's own namespace" },
+  {
+    name: "k8s-pod-configmap",
+    type: "string",
+    description: "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), whose keys override those of --k8s-configmap",
+    default: "",
+  },
 ];
 
 /** How long start-up waits for the map's first reading, so that a drain it asks for holds from the start. */
@@ -41,15 +49,29 @@ export async function startConfigMapDrain(settings: Settings, target: StateTarge
     return undefined;
   }
   const namespace = String(settings["k8s-namespace"] ?? "").trim() || cluster.podNamespace || "default";
+  const podName = String(settings["k8s-pod-configmap"] ?? "").trim();
   const where = `ConfigMap ${namespace}/${name}`;
+  const podWhere = `ConfigMap ${namespace}/${podName}`;
   const drain = new ConfigMapDrain(target, filter, log, where);
   // The client library is loaded only here, inside a cluster (it costs start-up time elsewhere).
   const [{ ConfigMapWatch }, { kubeConfigFor }] = await Promise.all([import("./configmap-watch.ts"), import("./kube-config.ts")]);
-  const watch = new ConfigMapWatch({ kubeConfig: kubeConfigFor(cluster), namespace, name, onChange: (data) => drain.apply(data), log });
-  log.info(`in Kubernetes (${cluster.server}): following ${where} for STATE, QUEUE_MATCH and QUEUE_MISMATCH`);
-  watch.start();
+  const kubeConfig = kubeConfigFor(cluster);
+  // With a pod map, its keys win over the shared map's; each change re-applies the merged keys.
+  let shared: ConfigMapData | undefined;
+  let own: ConfigMapData | undefined;
+  const applyMerged = () => {
+    const merged = shared === undefined && own === undefined ? undefined : { ...shared, ...own };
+    drain.apply(merged, own?.[STATE_KEY] !== undefined ? podWhere : where);
+  };
+  const watches = [
+    new ConfigMapWatch({ kubeConfig, namespace, name, onChange: (data) => ((shared = data), applyMerged()), log }),
+    ...(podName && !DISABLED.has(podName.toLowerCase()) && podName !== name ? [new ConfigMapWatch({ kubeConfig, namespace, name: podName, onChange: (data) => ((own = data), applyMerged()), log })] : []),
+  ];
+  const following = watches.length > 1 ? `${where}, and ${podWhere} over it,` : where;
+  log.info(`in Kubernetes (${cluster.server}): following ${following} for STATE, QUEUE_MATCH and QUEUE_MISMATCH`);
+  for (const w of watches) w.start();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([watch.firstRead, new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS)))]);
+  await Promise.race([Promise.all(watches.map((w) => w.firstRead)), new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS)))]);
   clearTimeout(timer);
-  return watch;
+  return { stop: async () => void (await Promise.all(watches.map((w) => w.stop()))) };
 }

@@ -169,6 +169,30 @@ describe("startConfigMapDrain", () => {
     const env = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "9", STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir };
     for (const off of ["none", "off", ""]) expect(await startConfigMapDrain({ "k8s-configmap": off }, target, filter, quiet, env)).toBeUndefined();
   });
+
+  test("a pod map's keys win over the shared map's; removing them falls back to the shared map", async () => {
+    const server = new K8sApiServer({ dir: mkdtempSync(join(tmpdir(), "k8s-pod-")) });
+    await server.start();
+    const calls: Array<[RunnerState, string]> = [];
+    const live = new LiveQueueFilter({ match: /^local/ });
+    try {
+      server.setConfigMap("shared", { STATE: "Running", QUEUE_MATCH: "^rmq_" });
+      server.setConfigMap("pod-1", { STATE: "DrainAndSuspend" });
+      const drain = await startConfigMapDrain({ "k8s-configmap": "shared", "k8s-pod-configmap": "pod-1" }, { setState: (s, r) => calls.push([s, r]) }, live, quiet, server.clusterEnv());
+      expect(drain).toBeDefined();
+      // Both maps were read before start-up went on.
+      expect(calls.at(-1)).toEqual(["suspended", "ConfigMap studio/pod-1 STATE=DrainAndSuspend"]);
+      expect(live.match?.source).toBe("^rmq_");
+      server.setConfigMap("pod-1", { QUEUE_MATCH: "^sqs_" });
+      const deadline = Date.now() + 10_000;
+      while (calls.at(-1)?.[0] !== "running" && Date.now() < deadline) await Bun.sleep(20);
+      expect(calls.at(-1)).toEqual(["running", "ConfigMap studio/shared STATE=Running"]);
+      expect(live.match?.source).toBe("^sqs_");
+      await drain!.stop();
+    } finally {
+      await server.stop();
+    }
+  });
 });
 
 describe("ConfigMapWatch against the API stand-in", () => {
