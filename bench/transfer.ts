@@ -151,6 +151,7 @@ export async function runTransfer(options: BenchOptions): Promise<Row[]> {
       const logText = await fetchLog(server, key, sb);
       const clock = scriptClock(logText);
       if (!/workspace bytes \d+/.test(logText)) throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
+      if (process.env.BENCH_TRACE) for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) options.say(`  ${l}`);
       const downMs = envReady.timeMs - starting.timeMs;
       const upMs = finished.timeMs - clock.endMs;
       down.push(downMs / 1000);

@@ -1,13 +1,16 @@
 // Local cache of immutable objects, keyed by location and object version: each is downloaded
 // once, shared by concurrent attempts, and the least recently used are removed over the size bound.
 
-import { createWriteStream } from "node:fs";
-import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { RetryableError } from "../errors.ts";
 import type { ObjectStore } from "./object-store.ts";
+
+/** Bytes buffered between a download being cached and its reader. */
+const TEE_BUFFER_BYTES = 1024 * 1024;
 
 export class ArtifactCache {
   private readonly downloads = new Map<string, Promise<string>>();
@@ -49,6 +52,94 @@ export class ArtifactCache {
       this.downloads.set(key, pending);
     }
     return { path: await pending, hit: false };
+  }
+
+  /**
+   * The object as a stream, through the cache: a hit reads the cached copy; a miss hands the
+   * download to the reader while writing it to the cache, so the reader (an unpacker) works
+   * while the bytes arrive instead of after. The copy is kept only once the whole object has
+   * passed: call finish() after reading (it reads what the reader left). failure() is the
+   * download's own fault, when it had one, so a broken transfer is not mistaken for a bad archive.
+   */
+  async read(
+    store: ObjectStore,
+    location: string,
+    version: string,
+    options: { track?: (download: Readable) => Readable } = {},
+  ): Promise<{ stream: Readable; hit: boolean; finish: () => Promise<void>; failure: () => unknown }> {
+    const key = ArtifactCache.keyOf(location, version);
+    const path = join(this.root, key);
+    const none = { finish: async () => undefined, failure: () => undefined };
+    const inFlight = this.downloads.get(key);
+    if (inFlight) {
+      const ready = await inFlight.catch(() => undefined);
+      return { stream: createReadStream(ready ?? (await this.fetch(store, location, version, options)).path), hit: false, ...none };
+    }
+    try {
+      await stat(path);
+      const now = new Date();
+      await utimes(path, now, now).catch(() => undefined);
+      return { stream: createReadStream(path), hit: true, ...none };
+    } catch {
+      // not cached
+    }
+    await mkdir(this.root, { recursive: true });
+    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
+    let source: Readable;
+    try {
+      source = await store.get(location);
+    } catch (err) {
+      if (err instanceof Error && "retryable" in err) throw err;
+      throw new RetryableError(`download of ${location} failed: ${(err as Error).message}`, {}, { cause: err });
+    }
+    const tracked = options.track ? options.track(source) : source;
+    let fault: unknown;
+    let settle!: { ok: (path: string) => void; fail: (err: unknown) => void };
+    const stored = new Promise<string>((ok, fail) => (settle = { ok, fail }));
+    stored.catch(() => undefined);
+    this.downloads.set(key, stored);
+    const self = this;
+    async function* tee(): AsyncGenerator<Buffer> {
+      const file = await open(tmp, "w");
+      let kept = false;
+      try {
+        try {
+          for await (const chunk of tracked) {
+            const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
+            await file.write(bytes);
+            yield bytes;
+          }
+        } catch (err) {
+          fault = err instanceof Error && "retryable" in err ? err : new RetryableError(`download of ${location} failed: ${(err as Error).message}`, {}, { cause: err });
+          throw fault;
+        }
+        await file.close();
+        await rename(tmp, path);
+        kept = true;
+        settle.ok(path);
+        self.evict(path).catch(() => undefined);
+      } finally {
+        if (!kept) {
+          await file.close().catch(() => undefined);
+          await rm(tmp, { force: true });
+          settle.fail(fault ?? new RetryableError(`download of ${location} was not read to its end`));
+        }
+        self.downloads.delete(key);
+      }
+    }
+    const stream = Readable.from(tee(), { objectMode: false, highWaterMark: TEE_BUFFER_BYTES });
+    const finish = async () => {
+      if (!stream.readableEnded && !stream.destroyed) {
+        await new Promise<void>((resolve) => {
+          stream.once("end", resolve);
+          stream.once("close", resolve);
+          stream.once("error", () => resolve());
+          stream.resume();
+        });
+      }
+      await stored;
+    };
+    return { stream, hit: false, finish, failure: () => fault };
   }
 
   private async download(store: ObjectStore, location: string, path: string, track?: (download: Readable) => Readable): Promise<string> {

@@ -155,10 +155,15 @@ export async function fetchArtifact(
   const track = (stream: Readable) =>
     trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
   let source: Readable;
+  // Immutable artifacts pass through the cache, unpacked while they download.
+  let finish = async (): Promise<void> => undefined;
+  let downloadFault = (): unknown => undefined;
   if (!artifact.mutable) {
-    const local = await options.cache.fetch(store, artifact.qualified, info.version, { track });
+    const local = await options.cache.read(store, artifact.qualified, info.version, { track });
     cached = local.hit;
-    source = createReadStream(local.path);
+    source = local.stream;
+    finish = local.finish;
+    downloadFault = local.failure;
   } else {
     try {
       source = track(await store.get(artifact.qualified));
@@ -167,13 +172,21 @@ export async function fetchArtifact(
       throw err;
     }
   }
-  if (!artifact.unpack) {
-    // Kept as the object is, compressed or not, under the key's file name.
-    await pipeline(source, createWriteStream(join(dir, singleFileName)));
-    return { label: artifact.label, files: 1, bytes: info.sizeBytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
+  try {
+    if (!artifact.unpack) {
+      // Kept as the object is, compressed or not, under the key's file name.
+      await pipeline(source, createWriteStream(join(dir, singleFileName)));
+      await finish();
+      return { label: artifact.label, files: 1, bytes: info.sizeBytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
+    }
+    const result = await unpackArchive(source, dir, unpackOptions);
+    await finish();
+    return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
+  } catch (err) {
+    source.destroy();
+    // A transfer that broke is the storage's fault (retryable), not the archive's.
+    throw downloadFault() ?? err;
   }
-  const result = await unpackArchive(source, dir, unpackOptions);
-  return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
 }
 
 /**
@@ -226,16 +239,21 @@ export class ArtifactUploader {
   }
 
   private async doUpload(labels: string[] | undefined, options: { includeMissing?: boolean }): Promise<string[]> {
-    await this.options.beforeUpload?.();
     const uploaded: string[] = [];
     const artifacts = Object.values(this.request.experiment.artifacts).filter(
       (a) => a.mutable && (!labels || labels.includes(a.label)) && this.dirs[a.label],
     );
+    const changed: Array<{ artifact: (typeof artifacts)[number]; print: string }> = [];
     for (const artifact of artifacts) {
-      const dir = this.dirs[artifact.label]!;
-      const print = await fingerprintDirectory(dir);
+      const print = await fingerprintDirectory(this.dirs[artifact.label]!);
       const neverStored = options.includeMissing && this.existed.get(artifact.label) === false;
-      if (print === this.last.get(artifact.label) && !neverStored) continue;
+      if (print !== this.last.get(artifact.label) || neverStored) changed.push({ artifact, print });
+    }
+    // Nothing to send: no need to ask storage whether this attempt is still the current one.
+    if (!changed.length) return uploaded;
+    await this.options.beforeUpload?.();
+    for (const { artifact, print } of changed) {
+      const dir = this.dirs[artifact.label]!;
       const key = artifact.key ?? artifact.qualified;
       const gzip = /\.(tar\.gz|tgz)$/i.test(key);
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;

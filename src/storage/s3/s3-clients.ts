@@ -2,11 +2,19 @@
 // how requests are signed: the request's credentials, else the SDK's default chain, else unsigned.
 
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
+import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 import type { AwsCredentials } from "../../request/model.ts";
 import type { S3Target } from "./s3-target.ts";
 
 export type S3Handle = {
   client: S3Client;
+  /**
+   * The same identity and settings over the runtime's native fetch, for object bodies (GET and
+   * multipart upload): in Bun it moves bytes several times faster than node:http (a 256 MiB GET
+   * from s3rver took 1.5 s through node:http, 0.3–0.5 s through fetch). A body coming down has no
+   * socket idle timeout there; the read stream keeps its own.
+   */
+  bodies: S3Client;
   /** Who the requests are signed as, for messages (never a secret). */
   identity: string;
 };
@@ -40,26 +48,27 @@ function baseConfig(target: S3Target): S3ClientConfig {
 
 const keyHint = (accessKey: string) => (accessKey.length > 8 ? `…${accessKey.slice(-4)}` : "…");
 
+/** A client over fetch with the config of `config`'s client. */
+function bodiesClient(config: S3ClientConfig): S3Client {
+  return new S3Client({ ...config, requestHandler: new FetchHttpHandler({ requestTimeout: SOCKET_IDLE_TIMEOUT_MS }) });
+}
+
 function staticClient(target: S3Target, aws: AwsCredentials): S3Handle {
-  return {
-    client: new S3Client({
-      ...baseConfig(target),
-      credentials: { accessKeyId: aws.accessKey, secretAccessKey: aws.secretAccessKey, sessionToken: aws.sessionToken },
-    }),
-    identity: `the request's credentials (access key ${keyHint(aws.accessKey)})`,
+  const config: S3ClientConfig = {
+    ...baseConfig(target),
+    credentials: { accessKeyId: aws.accessKey, secretAccessKey: aws.secretAccessKey, sessionToken: aws.sessionToken },
   };
+  return { client: new S3Client(config), bodies: bodiesClient(config), identity: `the request's credentials (access key ${keyHint(aws.accessKey)})` };
 }
 
 /** Unsigned requests: for buckets that allow anonymous access. */
 function anonymousClient(target: S3Target): S3Handle {
-  return {
-    client: new S3Client({
-      ...baseConfig(target),
-      credentials: { accessKeyId: "", secretAccessKey: "" },
-      signer: { sign: async (request) => request },
-    }),
-    identity: "no credentials (anonymous requests)",
+  const config: S3ClientConfig = {
+    ...baseConfig(target),
+    credentials: { accessKeyId: "", secretAccessKey: "" },
+    signer: { sign: async (request) => request },
   };
+  return { client: new S3Client(config), bodies: bodiesClient(config), identity: "no credentials (anonymous requests)" };
 }
 
 /** The SDK's default chain (runner's environment, ~/.aws, instance role); anonymous when it finds nothing. */
@@ -67,7 +76,7 @@ async function ambientClient(target: S3Target): Promise<{ handle: S3Handle; anon
   const client = new S3Client(baseConfig(target));
   try {
     await client.config.credentials();
-    return { handle: { client, identity: "the runner's own AWS credentials (SDK default chain)" }, anonymous: false };
+    return { handle: { client, bodies: bodiesClient(baseConfig(target)), identity: "the runner's own AWS credentials (SDK default chain)" }, anonymous: false };
   } catch (err) {
     if ((err as Error).name !== "CredentialsProviderError") throw err;
     client.destroy();

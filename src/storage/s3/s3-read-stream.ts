@@ -6,23 +6,35 @@ import { RetryableError } from "../../errors.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
 
 export type ReadStreamOptions = {
-  /** The body of the first GET. */
-  first: Readable;
+  /** The body of the first GET: a Node stream, or a web stream (read directly, without a conversion layer). */
+  first: Body;
   /** ContentLength of the object; without it nothing can be checked or resumed. */
   totalBytes?: number;
   /** A body from `offsetBytes` to the end, of the same object version. */
-  reopen(offsetBytes: number): Promise<Readable>;
+  reopen(offsetBytes: number): Promise<Body>;
   /** For messages: the location. */
   describe: string;
   /** How many times a broken transfer is continued before giving up. */
   maxResumes?: number;
   /** Pause before the n-th resume (1-based). */
   backoffMs?: (resume: number) => number;
+  /** A body that brings nothing for this long is dropped and the transfer resumed (fetch bodies have no socket timeout). */
+  idleTimeoutMs?: number;
 };
+
+export type Body = Readable | ReadableStream<Uint8Array>;
+
+/** Stop reading a body and release its connection. */
+function drop(body: Body, reason?: Error): void {
+  if (body instanceof Readable) body.destroy(reason);
+  else body.cancel(reason).catch(() => undefined);
+}
 
 const READ_BUFFER_BYTES = 1 << 20;
 const DEFAULT_MAX_RESUMES = 5;
 const defaultBackoffMs = (n: number) => Math.min(8_000, 250 * 2 ** (n - 1));
+const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+const IDLE_CHECK_MS = 5_000;
 
 async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
   const total = opts.totalBytes;
@@ -35,6 +47,12 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     let failure: unknown;
     const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
     let finished = false;
+    let lastChunkMs = Date.now();
+    const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const current = body;
+    const watchdog = setInterval(() => {
+      if (Date.now() - lastChunkMs > idleMs) drop(current, new Error(`no data for ${Math.round(idleMs / 1000)} s`));
+    }, Math.min(IDLE_CHECK_MS, idleMs));
     try {
       for (;;) {
         let next: IteratorResult<Buffer | Uint8Array>;
@@ -48,7 +66,9 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
           finished = true;
           break;
         }
-        const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+        const v = next.value;
+        const chunk = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+        lastChunkMs = Date.now();
         received += chunk.length;
         noteTransferredBytes(chunk.length);
         if (total !== undefined && received > total) {
@@ -57,8 +77,9 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
         yield chunk;
       }
     } finally {
+      clearInterval(watchdog);
       // Early exit (the reader stopped, or an error): release the connection.
-      if (!finished) body.destroy();
+      if (!finished) drop(body);
     }
     if (total === undefined) {
       if (failure) throw new RetryableError(`${opts.describe}: transfer broke after ${received} bytes: ${(failure as Error).message}`, {}, { cause: failure });

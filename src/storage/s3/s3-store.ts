@@ -18,7 +18,7 @@ import type { ObjectInfo, ObjectStore, StoreOptions } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
 import { parseS3Location } from "./s3-location.ts";
-import { resumableReadStream } from "./s3-read-stream.ts";
+import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
 
@@ -47,6 +47,13 @@ function counting(body: Readable): { stream: Readable; bytes: () => number } {
     }
   }
   return { stream: Readable.from(pass(), { objectMode: false, highWaterMark: BODY_BUFFER_BYTES }), bytes: () => bytes };
+}
+
+/** An object body as the read stream takes it (the fetch handler gives web streams). */
+function bodyOf(body: unknown): Body {
+  if (body instanceof Readable) return body;
+  if (body && typeof (body as ReadableStream).getReader === "function") return body as ReadableStream<Uint8Array>;
+  throw new Error("the server sent no object body");
 }
 
 const knownBuckets = new Set<string>();
@@ -81,19 +88,19 @@ export class S3Store implements ObjectStore {
     const ctx = o.context("GET");
     let first;
     try {
-      first = await o.handle.client.send(new GetObjectCommand({ Bucket, Key }));
+      first = await o.handle.bodies.send(new GetObjectCommand({ Bucket, Key }));
     } catch (err) {
       throw s3Fault(err, ctx);
     }
     const etag = first.ETag;
     return resumableReadStream({
-      first: first.Body as Readable,
+      first: bodyOf(first.Body),
       totalBytes: first.ContentLength,
       describe: `GET ${location}`,
       reopen: async (offset) => {
         try {
-          const r = await o.handle.client.send(new GetObjectCommand({ Bucket, Key, Range: `bytes=${offset}-`, IfMatch: etag }));
-          return r.Body as Readable;
+          const r = await o.handle.bodies.send(new GetObjectCommand({ Bucket, Key, Range: `bytes=${offset}-`, IfMatch: etag }));
+          return bodyOf(r.Body);
         } catch (err) {
           throw s3Fault(err, ctx);
         }
@@ -106,7 +113,7 @@ export class S3Store implements ObjectStore {
     const ctx = o.context("PUT");
     const counted = counting(body);
     const upload = new Upload({
-      client: o.handle.client,
+      client: o.handle.bodies,
       params: { Bucket: o.target.bucket, Key: o.target.key, Body: counted.stream },
       partSize: PART_SIZE_BYTES,
       queueSize: UPLOAD_QUEUE_SIZE,
