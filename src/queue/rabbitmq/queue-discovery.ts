@@ -5,6 +5,7 @@
 import { filterOf, queueWanted, type QueueFilterOptions } from "../task-queue.ts";
 import type { ManagementAddress } from "./broker-address.ts";
 import type { QueueLog } from "./delivery.ts";
+import { isServerNamedQueue } from "./exchange-tap.ts";
 import { listStudioQueues } from "./management-api.ts";
 
 export type DiscoveryOptions = QueueFilterOptions & {
@@ -64,7 +65,8 @@ export class QueueDiscovery {
       }
       this.apiDown = true;
     }
-    const wanted = names.filter((n) => queueWanted(n, filterOf(this.options))).sort();
+    // Server-named queues bound to the exchange are runners' taps, never work.
+    const wanted = names.filter((n) => !isServerNamedQueue(n) && queueWanted(n, filterOf(this.options))).sort();
     this.answer = { names: wanted, atMs: Date.now() };
     return wanted;
   }

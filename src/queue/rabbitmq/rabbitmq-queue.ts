@@ -14,6 +14,7 @@ import type { DeliveryHost, QueueLog, RabbitDelivery, SettledHow } from "./deliv
 import { HoldRegistry } from "./hold-registry.ts";
 import { copyProperties, type Reason } from "./message-copy.ts";
 import { NewWorkWatch } from "./new-work-watch.ts";
+import { ExchangeTap } from "./exchange-tap.ts";
 import { ConfirmedPublisher, UnroutableError } from "./publisher.ts";
 import { QueueDiscovery } from "./queue-discovery.ts";
 import { Receiver } from "./receiver.ts";
@@ -65,6 +66,8 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
   private readonly discovery: QueueDiscovery;
   private readonly watch: NewWorkWatch;
   private readonly receiver: Receiver;
+  /** Wakes the runner as soon as a request is published (the poll remains the fallback). */
+  private readonly tap: ExchangeTap;
   private readonly declaredWork = new Set<string>();
   private readonly declaredFailed = new Set<string>();
   private revocationTimer?: ReturnType<typeof setInterval>;
@@ -108,9 +111,12 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
       onMissing: (queue) => this.queueMissing(queue),
       onTaken: () => this.startRevocationChecks(),
     });
+    this.tap = new ExchangeTap(this.session, () => this.watch.wakeAll());
     this.session.onUp(() => {
       this.watch.wakeAll();
       this.scheduleReclaim(0);
+      this.tap.reset();
+      void this.tap.open();
     });
   }
 
@@ -118,6 +124,7 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
 
   async discover(): Promise<string[]> {
     this.session.start();
+    void this.tap.open();
     return this.discovery.names();
   }
 
@@ -167,6 +174,7 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
     clearInterval(this.revocationTimer);
     clearTimeout(this.reclaimTimer);
     this.watch.wakeAll();
+    this.tap.close();
     await Promise.race([this.receiver.idle(), new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref?.())]);
     await this.session.close();
   }
