@@ -1,11 +1,13 @@
-// The bench command: `node_modules/.bin/bun bench/run.ts [--quick] [--only a,b]` runs the
-// benchmarks against the compiled runner (dist/studio-runner, built when missing) and prints
+// The bench command: `node_modules/.bin/bun bench/run.ts [--quick] [--only a,b] [--no-build]` runs
+// the benchmarks against the compiled runner (dist/studio-runner, built from this checkout first
+// unless --no-build) and prints
 // one Markdown table (median, min, max, runs, target, met?) with the machine, the date and the
 // notes. Names: dispatch, completion, throughput, environment, transfer, footprint.
 
 import { spawnSync } from "node:child_process";
 import { cpus, totalmem } from "node:os";
-import { ensureBinary } from "../test/helpers/e2e.ts";
+import { join } from "node:path";
+import { ensureBinary, REPO } from "../test/helpers/e2e.ts";
 import { runCompletion } from "./completion.ts";
 import { runDispatch } from "./dispatch.ts";
 import { runEnvironment } from "./environment.ts";
@@ -48,6 +50,10 @@ function machine(): string {
 async function main() {
   const { quick, only } = parseArgs(process.argv.slice(2));
   applyBenchEnv();
+  if (!process.argv.includes("--no-build")) {
+    const built = spawnSync(join(REPO, "node_modules/.bin/bun"), ["run", "build.ts"], { cwd: REPO, stdio: ["ignore", "ignore", "inherit"] });
+    if (built.status !== 0) throw new Error("the build failed");
+  }
   ensureBinary();
   const say = (line: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   const started = Date.now();
