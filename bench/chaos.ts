@@ -21,7 +21,7 @@ import { pipeline } from "node:stream/promises";
 import { createWriteStream } from "node:fs";
 import { S3Store } from "../src/storage/s3/s3-store.ts";
 import { makeTar, sha256File } from "../test/helpers/e2e.ts";
-import { startS3rver } from "../test/helpers/s3-server.ts";
+import { motoAvailable, startMoto } from "../test/helpers/s3-server.ts";
 import { FaultProxy, type FaultPlan } from "./fault-proxy.ts";
 
 const argRounds = process.argv.indexOf("--rounds");
@@ -359,7 +359,7 @@ print("complete", flush=True)
 `;
 
 /**
- * S3 storage (s3rver) reached only through the fault proxy, a local queue, repeated trials: every
+ * S3 storage (moto_server) reached only through the fault proxy, a local queue, repeated trials: every
  * experiment must end complete (output.tar and modeldir.tar in storage are whole, readable tars
  * of the final state), acked once, never before its upload; retries show in the runner's log.
  */
@@ -368,7 +368,13 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
   const BUCKET = "studioml-artifacts";
   const KEYS = { accessKey: "AKIACHAOSSTORAGE", secretAccessKey: "chaos-storage-secret" };
   const MODEL_BYTES = 3 * 1024 * 1024;
-  const server = await startS3rver({ keys: [KEYS], buckets: [BUCKET] });
+  // moto, like AWS, stores nothing of a PUT whose body ends short; s3rver stores the bytes it got
+  // (a truncated object), which no real S3 does.
+  if (!motoAvailable()) {
+    rows.push({ scenario: label, backend: "local + s3", faults: "not run: no moto_server", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+    return;
+  }
+  const server = await startMoto({ buckets: [BUCKET] });
   const proxy = new FaultProxy(server.port, {});
   const proxyPort = await proxy.start();
   const via = `127.0.0.1:${proxyPort}`;

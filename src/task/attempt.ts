@@ -19,6 +19,7 @@ import { plainRequestReader } from "../request/read-request.ts";
 import { checkEndpoint, checkLocation, type LocationPolicy } from "../request/location-policy.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
+import { withUploadRetries } from "./upload-retry.ts";
 import { AttemptFence, SupersededError } from "./attempt-fence.ts";
 import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
@@ -189,7 +190,8 @@ async function attempt(
     // This attempt is now the experiment's current one: an older attempt still running elsewhere
     // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
     clock.enter("claim");
-    await fence?.claim().catch((err) => {
+    // The claim is an upload: transient storage faults are retried like the artifacts' uploads.
+    await (fence ? withUploadRetries("claiming the experiment in storage", () => fence.claim(), (m) => ctx.log.warn(m, { experiment: key })) : undefined)?.catch((err) => {
       throw asFault(err).with({ phase: "claim the experiment in storage" });
     });
 
