@@ -120,24 +120,25 @@ async function attempt(
     return { kind: "rejected", reason };
   }
 
-  // layout
+  // layout: a fault here (disk full, unwritable working dir) settles the delivery like any other
   const attemptDir = join(ctx.workingDir, "studio-runner", key, `${Date.now()}-${delivery.deliveryCount}`);
-  const dirs: Record<string, string> = {};
-  for (const label of Object.keys(request.experiment.artifacts)) dirs[label] = join(attemptDir, label);
-  dirs.output ??= join(attemptDir, "output");
-  await mkdir(dirs.output, { recursive: true });
-  const mappingFile = join(attemptDir, "artifact-mapping.json");
-  await writeFile(mappingFile, JSON.stringify(dirs, null, 2));
-  const jobEnv = buildJobEnv({
-    runnerEnv: ctx.runnerEnv,
-    request,
-    attemptDir,
-    mappingFile,
-    cpus: reservation?.needs.cpus ?? request.experiment.resources.cpus,
-    gpuIds: reservation?.gpuUuids ?? [],
-    allowEnvSecrets: ctx.allowEnvSecrets,
-  });
-  await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
+  let dirs: Record<string, string>;
+  let jobEnv: ReturnType<typeof buildJobEnv>;
+  try {
+    ({ dirs, jobEnv } = await layOut(attemptDir, request, ctx, reservation));
+  } catch (err) {
+    const fault = asFault(err, { experiment: key, phase: "lay out the experiment's directory" });
+    const reason = `${fault.message} (${fault.context.phase})`;
+    if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
+    if (!fault.retryable) {
+      await delivery.reject(reason);
+      ctx.log.error(`experiment ${key} rejected: ${reason}`);
+      return { kind: "rejected", reason };
+    }
+    const outcome = await delivery.nack(reason);
+    ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
+    return { kind: outcome, reason };
+  }
   const events = ctx.events;
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
   const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
@@ -285,6 +286,9 @@ async function attempt(
     }
 
     // finish
+    if (log.failure) {
+      throw new RetryableError(`the experiment's log could not be written: ${log.failure.message}`, { phase: "run" }, { cause: log.failure });
+    }
     const shutdown = exit.killedFor === "shutdown";
     const reason = shutdown
       ? "runner shutting down"
@@ -454,6 +458,27 @@ async function execute(
     control.force.removeEventListener("abort", onForce);
     control.revoked?.removeEventListener("abort", onRevoked);
   }
+}
+
+/** The attempt's directory tree (one folder per artifact label), its artifact mapping, the job's environment and the owner record. */
+async function layOut(attemptDir: string, request: Request, ctx: TaskContext, reservation?: Reservation) {
+  const dirs: Record<string, string> = {};
+  for (const label of Object.keys(request.experiment.artifacts)) dirs[label] = join(attemptDir, label);
+  dirs.output ??= join(attemptDir, "output");
+  await mkdir(dirs.output, { recursive: true });
+  const mappingFile = join(attemptDir, "artifact-mapping.json");
+  await writeFile(mappingFile, JSON.stringify(dirs, null, 2));
+  const jobEnv = buildJobEnv({
+    runnerEnv: ctx.runnerEnv,
+    request,
+    attemptDir,
+    mappingFile,
+    cpus: reservation?.needs.cpus ?? request.experiment.resources.cpus,
+    gpuIds: reservation?.gpuUuids ?? [],
+    allowEnvSecrets: ctx.allowEnvSecrets,
+  });
+  await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId });
+  return { dirs, jobEnv };
 }
 
 /**

@@ -7,6 +7,8 @@ import { SecretMasker } from "./secret-mask.ts";
 export class OutputLog {
   private stream: WriteStream;
   private closed = false;
+  /** Why the file could not be written (disk full …); lines after it are dropped. */
+  private writeError?: Error;
 
   constructor(
     readonly path: string,
@@ -14,6 +16,16 @@ export class OutputLog {
     private echo?: (line: string) => void,
   ) {
     this.stream = createWriteStream(path, { flags: "a" });
+    // A write fault must not become an uncaught stream error: remember it, stop writing.
+    this.stream.on("error", (err) => {
+      this.writeError ??= err;
+      this.closed = true;
+    });
+  }
+
+  /** Set once the log file could not be written; the attempt then fails as a runner fault. */
+  get failure(): Error | undefined {
+    return this.writeError;
   }
 
   setMasker(masker: SecretMasker) {
@@ -53,6 +65,9 @@ export class OutputLog {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await new Promise<void>((resolve) => this.stream.end(() => resolve()));
+    await new Promise<void>((resolve) => {
+      this.stream.once("error", () => resolve());
+      this.stream.end(() => resolve());
+    });
   }
 }

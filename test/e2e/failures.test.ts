@@ -1,9 +1,10 @@
 // Requests that cannot succeed end where protocol.md says, with the reason visible: a malformed
 // message and a tar with "../" members go to the failed place; a script that exits 1 is a
-// finished experiment (acked) whose log says so; a missing workspace fails with the reason in the log.
+// finished experiment (acked) whose log says so; a missing workspace fails with the reason in the log;
+// a directory that cannot be laid out (disk full, a file in the way) requeues, then keeps the request.
 
 import { beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as tar from "tar-stream";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, type Sandbox } from "../helpers/e2e.ts";
@@ -82,5 +83,30 @@ describe("requests that cannot succeed", () => {
       expect(filesIn(join(sb.queueRoot, ".inflight", q))).toEqual([]);
     },
     300_000,
+  );
+
+  test(
+    "the experiment's directory cannot be made: requeued, then kept in the failed place with the reason; the runner goes on",
+    async () => {
+      const q = "local_layout";
+      const blocked = simpleExperiment(sb.storageRoot, { "main.py": "print('never')\n" });
+      // A file where the experiment's directory must go: every mkdir below it fails.
+      mkdirSync(join(sb.workDir, "studio-runner"), { recursive: true });
+      writeFileSync(join(sb.workDir, "studio-runner", blocked.message.experiment.key), "in the way\n");
+      const blockedId = enqueue(sb.queueRoot, q, blocked.message);
+      const fine = simpleExperiment(sb.storageRoot, { "main.py": "print('fine', flush=True)\n" });
+      enqueue(sb.queueRoot, q, fine.message);
+
+      const runner = new RunnerProcess(sb, ["--limit-idle-duration", "3s", "--max-deliveries", "2"]);
+      expect(await runner.exited).toBe(0);
+      const reason = failedReason(q, blockedId);
+      expect(JSON.stringify(reason)).toContain("lay out the experiment's directory");
+      expect(runner.stderr + runner.stdout).toContain("lay out the experiment's directory); requeued");
+      expect(runner.stderr + runner.stdout).not.toContain("attempt crashed");
+      expect(tarMember(join(fine.experimentDir, "output.tar"))).toContain("fine");
+      expect(filesIn(join(sb.queueRoot, q))).toEqual([]);
+      expect(filesIn(join(sb.queueRoot, ".inflight", q))).toEqual([]);
+    },
+    120_000,
   );
 });
