@@ -331,6 +331,8 @@ async function attempt(
     await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
     const reason = `${fault.message}${phase}`;
     if (fault.retryable) {
+      // Free the disk before the request can be taken again (a full disk is a common cause).
+      if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
       const outcome = await delivery.nack(reason);
       ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
       return { kind: outcome, reason };
