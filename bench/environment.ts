@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { enqueue, makeSandbox } from "../test/helpers/e2e.ts";
 import { experimentLog, trivialMessages } from "./lib/experiments.ts";
 import type { BenchOptions } from "./lib/options.ts";
-import { fmt, row, type Row } from "./lib/report.ts";
+import { row, type Row } from "./lib/report.ts";
 import { BenchRunner } from "./lib/runner.ts";
 import { pipEnv } from "./lib/bench-env.ts";
 
@@ -103,7 +103,7 @@ export async function runEnvironment(options: BenchOptions): Promise<Row[]> {
   const uv = spawnSync("bash", ["-c", "command -v uv"], { encoding: "utf8" }).stdout.trim();
   return [
     row("environment", "warm cache hit (venv reused)", "s", hits, { value: WARM_HIT_TARGET_S, direction: "lower" }),
-    row("environment", `cold build by the runner (${SMALL_ENV.join(", ")} + deps)`, "s", cold, undefined, `the same packages by hand (python -m venv + pip install): median ${fmt(manual.sort((a, b) => a - b)[Math.floor(manual.length / 2)]!)} s`),
+    row("environment", `cold build by the runner (${SMALL_ENV.join(", ")} + deps)`, "s", cold),
     row("environment", "cold build: runner ÷ by hand", "×", ratios, { value: COLD_RATIO_TARGET, direction: "lower" }, uv ? `uv found at ${uv}` : "uv is not on this machine nor in its offline wheelhouse: the runner builds with venv + pip only"),
     row("environment", "cold build by hand (peer)", "s", manual),
   ];
