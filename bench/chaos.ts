@@ -300,13 +300,16 @@ async function diskFull(): Promise<void> {
   }
 }
 
+/** How long the flooding job writes (CHAOS_FLOOD_SECONDS, default 5). */
+const FLOOD_SECONDS = Number(process.env.CHAOS_FLOOD_SECONDS ?? 5);
+
 async function logFlood(): Promise<void> {
   const started = Date.now();
   const sb = await makeSandbox("chaos-flood", { cacheDir: SHARED_CACHE });
   const FLOOD = `import sys, time
 line = ("x" * 1023) + "\\n"
 block = line * 1024
-end = time.time() + 5
+end = time.time() + ${FLOOD_SECONDS}
 n = 0
 while time.time() < end:
     sys.stdout.write(block)
@@ -337,9 +340,9 @@ print("wrote", n, "bytes", flush=True)
   if (!/wrote \d+ bytes/.test(out)) console.log(`flood: runner log:\n${runner.stderr.slice(-3000)}\noutput tail:\n${out.slice(-500)}`);
   const wrote = Number(/wrote (\d+) bytes/.exec(out)?.[1] ?? 0);
   rows.push({
-    scenario: "job floods its log for 5 s",
+    scenario: `job floods its log for ${FLOOD_SECONDS} s`,
     backend: "local",
-    faults: `${(wrote / 5 / 1e6).toFixed(0)} MB/s of output`,
+    faults: `${(wrote / FLOOD_SECONDS / 1e6).toFixed(0)} MB/s of output`,
     experiments: 1,
     lost: /wrote \d+ bytes/.test(out) ? 0 : 1,
     duplicates: 0,

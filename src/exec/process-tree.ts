@@ -67,7 +67,7 @@ export class JobProcess {
         data: (chunk: Buffer) => {
           const lines = (partial + chunk.toString("utf8")).split("\n");
           partial = lines.pop() ?? "";
-          for (const line of lines) options.onLine(line.replace(/\r$/, ""));
+          for (const line of lines) options.onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
         },
         end: () => {
           if (partial) options.onLine(partial);

@@ -17,8 +17,9 @@ export class SecretMasker {
     let out = line;
     for (const v of this.values) if (out.includes(v)) out = out.split(v).join("***");
     // scheme://user:password@host and scheme://token@host (git URLs)
-    out = out.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@:]+(:[^\s/@]*)?@/gi, "$1***@");
+    if (out.includes("://")) out = out.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@:]+(:[^\s/@]*)?@/gi, "$1***@");
     // NAME=value for secret-looking names (not "pkg==1.0" requirement pins, nor "a<=b")
+    if (!out.includes("=")) return out;
     out = out.replace(/(?<![=<>!~])\b([A-Za-z_][A-Za-z0-9_]*)(\s*=(?!=)\s*)("[^"]*"|'[^']*'|[^\s,;]+)/g, (all, name: string, sep: string) =>
       SECRET_NAME.test(name) ? `${name}${sep}***` : all,
     );
