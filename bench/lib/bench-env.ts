@@ -3,12 +3,10 @@
 
 import { existsSync } from "node:fs";
 
-export const NO_METADATA_ENV = {
-  METADATA_SERVER_DETECTION: "none",
-  GCE_METADATA_HOST: "127.0.0.1:9",
-  GCE_METADATA_IP: "127.0.0.1:9",
-  AWS_EC2_METADATA_DISABLED: "true",
-} as const;
+import { NO_METADATA_ENV } from "../../test/helpers/s3-server.ts";
+
+/** The same no-metadata settings the tests use (one definition, in the S3 test helper). */
+export { NO_METADATA_ENV };
 
 /** pip settings for the runner and for the hand-made peer venvs alike. */
 export function pipEnv(): Record<string, string> {
