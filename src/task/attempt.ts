@@ -101,9 +101,7 @@ async function attempt(
   } catch (err) {
     if (err instanceof RetryableError) {
       // The runner's own key cannot be read just now: not the request's fault.
-      const outcome = await delivery.nack(errorMessage(err));
-      ctx.log.warn(`${where}: ${errorMessage(err)}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
-      return { kind: outcome, reason: errorMessage(err) };
+      return giveBack(delivery, ctx, where, errorMessage(err));
     }
     const reason = `bad request: ${errorMessage(err)}`;
     ctx.log.error(`${where}: ${reason}`);
@@ -129,15 +127,8 @@ async function attempt(
   } catch (err) {
     const fault = asFault(err, { experiment: key, phase: "lay out the experiment's directory" });
     const reason = `${fault.message} (${fault.context.phase})`;
-    if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
-    if (!fault.retryable) {
-      await delivery.reject(reason);
-      ctx.log.error(`experiment ${key} rejected: ${reason}`);
-      return { kind: "rejected", reason };
-    }
-    const outcome = await delivery.nack(reason);
-    ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
-    return { kind: outcome, reason };
+    await removeAttemptDir(ctx, attemptDir);
+    return fault.retryable ? giveBack(delivery, ctx, `experiment ${key}`, reason) : keepRejected(delivery, ctx, key, reason);
   }
   const events = ctx.events;
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
@@ -192,9 +183,11 @@ async function attempt(
     // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
     clock.enter("claim");
     // The claim is an upload: transient storage faults are retried like the artifacts' uploads.
-    await (fence ? withUploadRetries("claiming the experiment in storage", () => fence.claim(), (m) => ctx.log.warn(m, { experiment: key })) : undefined)?.catch((err) => {
-      throw asFault(err).with({ phase: "claim the experiment in storage" });
-    });
+    if (fence) {
+      await withUploadRetries("claiming the experiment in storage", () => fence.claim(), (m) => ctx.log.warn(m, { experiment: key })).catch((err) => {
+        throw asFault(err).with({ phase: "claim the experiment in storage" });
+      });
+    }
 
     // fetch
     clock.enter("fetch");
@@ -332,22 +325,18 @@ async function attempt(
     const reason = `${fault.message}${phase}`;
     if (fault.retryable) {
       // Free the disk before the request can be taken again (a full disk is a common cause).
-      if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
-      const outcome = await delivery.nack(reason);
-      ctx.log.warn(`experiment ${key}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
-      return { kind: outcome, reason };
+      await removeAttemptDir(ctx, attemptDir);
+      return giveBack(delivery, ctx, `experiment ${key}`, reason);
     }
     await recordStarted;
     await record?.finished();
-    await delivery.reject(reason);
-    ctx.log.error(`experiment ${key} rejected: ${reason}`);
-    return { kind: "rejected", reason };
+    return keepRejected(delivery, ctx, key, reason);
   } finally {
     venvRelease?.();
     await recordStarted;
     await record?.close();
     await log.close();
-    if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
+    await removeAttemptDir(ctx, attemptDir);
   }
 }
 
@@ -460,6 +449,25 @@ async function execute(
     control.force.removeEventListener("abort", onForce);
     control.revoked?.removeEventListener("abort", onRevoked);
   }
+}
+
+/** A runner-side fault: the request goes back for another delivery (or to the failed place after its last). */
+async function giveBack(delivery: Delivery, ctx: TaskContext, who: string, reason: string): Promise<AttemptOutcome> {
+  const outcome = await delivery.nack(reason);
+  ctx.log.warn(`${who}: ${reason}; ${outcome === "requeued" ? "requeued" : "moved to the failed place"}`);
+  return { kind: outcome, reason };
+}
+
+/** A fault of the request itself: it is kept in the failed place with the reason. */
+async function keepRejected(delivery: Delivery, ctx: TaskContext, key: string, reason: string): Promise<AttemptOutcome> {
+  await delivery.reject(reason);
+  ctx.log.error(`experiment ${key} rejected: ${reason}`);
+  return { kind: "rejected", reason };
+}
+
+/** The attempt's directory goes (unless --debug keeps it); a failure to remove it is not the attempt's. */
+async function removeAttemptDir(ctx: TaskContext, attemptDir: string): Promise<void> {
+  if (!ctx.keepDirectories) await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined);
 }
 
 /** The attempt's directory tree (one folder per artifact label), its artifact mapping, the job's environment and the owner record. */
