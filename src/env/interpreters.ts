@@ -1,6 +1,6 @@
 // Finds the Python interpreters on this machine and picks the newest one matching `pythonver`.
 
-import { execFile, spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { existsSync, readdirSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -8,7 +8,7 @@ import { PermanentError } from "../errors.ts";
 
 export type Interpreter = { path: string; version: [number, number, number]; versionText: string };
 
-let cached: Interpreter[] | undefined;
+/** The one search of this process (interpreters are found once). */
 let finding: Promise<Interpreter[]> | undefined;
 
 /** What each candidate is asked: its version, and whether it can make venvs with pip. */
@@ -65,24 +65,12 @@ function parseProbe(path: string, code: number | null, stdout: string | undefine
 const newestFirst = (list: Array<Interpreter | undefined>) =>
   list.filter((i): i is Interpreter => i !== undefined).sort((a, b) => compareVersion(b.version, a.version));
 
-/** Every distinct interpreter that can make venvs, newest first (blocking; see findInterpreters). */
-export function discoverInterpreters(env: Record<string, string | undefined> = process.env): Interpreter[] {
-  if (cached) return cached;
-  cached = newestFirst(
-    distinctCandidates(env).map((path) => {
-      const probe = spawnSync(path, PROBE, { encoding: "utf8", timeout: PROBE_TIMEOUT_MS });
-      return parseProbe(path, probe.status, probe.stdout);
-    }),
-  );
-  return cached;
-}
-
 /**
- * The same list without blocking: the candidates are probed a few at a time in the background,
- * so the runner polls its queues while they start; found once per process.
+ * Every distinct interpreter that can make venvs, newest first. The candidates are probed a few
+ * at a time in the background, so the runner polls its queues while they start; found once per
+ * process.
  */
 export function findInterpreters(env: Record<string, string | undefined> = process.env): Promise<Interpreter[]> {
-  if (cached) return Promise.resolve(cached);
   finding ??= (async () => {
     const paths = distinctCandidates(env);
     const found: Array<Interpreter | undefined> = new Array(paths.length);
@@ -99,8 +87,7 @@ export function findInterpreters(env: Record<string, string | undefined> = proce
       }
     };
     await Promise.all(Array.from({ length: PROBE_CONCURRENCY }, worker));
-    cached ??= newestFirst(found);
-    return cached;
+    return newestFirst(found);
   })();
   return finding;
 }
@@ -111,7 +98,7 @@ function compareVersion(a: number[], b: number[]): number {
 }
 
 /** The newest interpreter whose version starts with `wanted` ("3", "3.11", "3.11.7"). */
-export function chooseInterpreter(wanted: string, available = discoverInterpreters()): Interpreter {
+export function chooseInterpreter(wanted: string, available: Interpreter[]): Interpreter {
   const parts = wanted.split(".").map(Number);
   const match = available.find((i) => parts.every((p, idx) => i.version[idx] === p));
   if (!match) {
