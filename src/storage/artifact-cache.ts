@@ -6,7 +6,7 @@ import { mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { RetryableError } from "../errors.ts";
+import { errorMessage, RetryableError } from "../errors.ts";
 import type { ObjectStore } from "./object-store.ts";
 
 /** Bytes buffered between a download being cached and its reader. */
@@ -38,14 +38,7 @@ export class ArtifactCache {
     const path = join(this.root, key);
     const inFlight = this.downloads.get(key);
     if (inFlight) return { path: await inFlight, hit: false };
-    try {
-      await stat(path);
-      const now = new Date();
-      await utimes(path, now, now).catch(() => undefined);
-      return { path, hit: true };
-    } catch {
-      // not cached yet
-    }
+    if (await this.touchIfCached(path)) return { path, hit: true };
     let pending = this.downloads.get(key); // another caller may have started it meanwhile
     if (!pending) {
       pending = this.download(store, location, path, options.track).finally(() => this.downloads.delete(key));
@@ -75,22 +68,14 @@ export class ArtifactCache {
       const ready = await inFlight.catch(() => undefined);
       return { stream: createReadStream(ready ?? (await this.fetch(store, location, version, options)).path), hit: false, ...none };
     }
-    try {
-      await stat(path);
-      const now = new Date();
-      await utimes(path, now, now).catch(() => undefined);
-      return { stream: createReadStream(path), hit: true, ...none };
-    } catch {
-      // not cached
-    }
+    if (await this.touchIfCached(path)) return { stream: createReadStream(path), hit: true, ...none };
     await mkdir(this.root, { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     let source: Readable;
     try {
       source = await store.get(location);
     } catch (err) {
-      if (err instanceof Error && "retryable" in err) throw err;
-      throw new RetryableError(`download of ${location} failed: ${(err as Error).message}`, {}, { cause: err });
+      throw downloadFault(location, err);
     }
     const tracked = options.track ? options.track(source) : source;
     let fault: unknown;
@@ -110,7 +95,7 @@ export class ArtifactCache {
             yield bytes;
           }
         } catch (err) {
-          fault = err instanceof Error && "retryable" in err ? err : new RetryableError(`download of ${location} failed: ${(err as Error).message}`, {}, { cause: err });
+          fault = downloadFault(location, err);
           throw fault;
         }
         await file.close();
@@ -151,11 +136,22 @@ export class ArtifactCache {
       await rename(tmp, path);
     } catch (err) {
       await rm(tmp, { force: true });
-      if (err instanceof Error && "retryable" in err) throw err;
-      throw new RetryableError(`download of ${location} failed: ${(err as Error).message}`, {}, { cause: err });
+      throw downloadFault(location, err);
     }
     await this.evict(path).catch(() => undefined);
     return path;
+  }
+
+  /** Whether the object is cached; a hit counts as a use (LRU). */
+  private async touchIfCached(path: string): Promise<boolean> {
+    try {
+      await stat(path);
+    } catch {
+      return false;
+    }
+    const now = new Date();
+    await utimes(path, now, now).catch(() => undefined);
+    return true;
   }
 
   /** Keep the cache under maxBytes, oldest use first, never removing `keep`. */
@@ -174,4 +170,10 @@ export class ArtifactCache {
       total -= f.size;
     }
   }
+}
+
+/** A storage fault as it was (already typed), else a retryable download fault naming the location. */
+function downloadFault(location: string, err: unknown): Error {
+  if (err instanceof Error && "retryable" in err) return err;
+  return new RetryableError(`download of ${location} failed: ${errorMessage(err)}`, {}, { cause: err });
 }
