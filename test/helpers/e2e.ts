@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dir, "../..");
 export const BINARY = join(REPO, "dist", "studio-runner");
-export const FIXTURE = resolve(REPO, "../shared/fixtures/studioml-client-message.json");
+export const FIXTURE = join(REPO, "test", "fixtures", "studioml-client-message.json");
 const TMP = join(REPO, ".test-tmp");
 
 /** Every log the binary writes in a test is kept, for the secret scan that runs after the suite. */

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { RequestError } from "../../src/errors.ts";
 import { parseRequest } from "../../src/request/parse.ts";
 
-const FIXTURE_TEXT = readFileSync("/work/shared/fixtures/studioml-client-message.json", "utf8");
+const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
 // CI runs a fixed seed (a red build must be reproducible); elsewhere each run explores a new one.
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) >>> 0 : process.env.CI ? 20261128 : (Math.random() * 2 ** 32) >>> 0;
 const ROUNDS = process.env.FUZZ_ROUNDS ? Number(process.env.FUZZ_ROUNDS) : 1;

@@ -5,7 +5,7 @@ import { parseRequest } from "../../src/request/parse.ts";
 import type { Request } from "../../src/request/model.ts";
 import { buildJobEnv, isRunnerSecret, type JobEnvInput } from "../../src/task/job-env.ts";
 
-const FIXTURE_TEXT = readFileSync("/work/shared/fixtures/studioml-client-message.json", "utf8");
+const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
 
 function request(env?: Record<string, string>): Request {
   const r = parseRequest(FIXTURE_TEXT);

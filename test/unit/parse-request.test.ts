@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { PermanentError, RequestError } from "../../src/errors.ts";
 import { parseRequest } from "../../src/request/parse.ts";
 
-const FIXTURE_PATH = "/work/shared/fixtures/studioml-client-message.json";
+const FIXTURE_PATH = new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname;
 const FIXTURE_TEXT = readFileSync(FIXTURE_PATH, "utf8");
 const GiB = 2 ** 30;
 

@@ -33,7 +33,7 @@ describe("normaliseRequirements", () => {
   });
 
   test("the fixture's pip freeze survives unchanged (no blanks or duplicates in it)", () => {
-    const fixture = JSON.parse(readFileSync("/work/shared/fixtures/studioml-client-message.json", "utf8"));
+    const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
     const lines: string[] = fixture.experiment.pythonenv;
     expect(normaliseRequirements(lines)).toEqual(lines);
     expect(normaliseRequirements([...lines, ...lines, "pkg-resources==0.0.0"])).toEqual(lines);

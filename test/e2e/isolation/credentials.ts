@@ -1,0 +1,2 @@
+// Placeholder: filled by the isolation work on this boundary.
+export {};
