@@ -73,22 +73,24 @@ const json = (body: unknown, status = 200, headers: Record<string, string> = {})
     headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers },
   });
 
-/** Refusals are logged, but a job hammering the endpoint must not flood the log: one line per period. */
+/**
+ * Refusals are logged, but a job hammering the endpoint must not flood the log: one line per kind
+ * of refusal (a small fixed set: what was asked and why it was refused) per period.
+ */
 const REFUSAL_LOG_EVERY_MS = 10_000;
 
 class RefusalLog {
-  private lastMs = -Infinity;
-  private suppressed = 0;
+  private readonly kinds = new Map<string, { lastMs: number; suppressed: number }>();
   constructor(private readonly warn: (message: string) => void) {}
-  note(message: string): void {
+  note(kind: string, message: string): void {
     const now = Date.now();
-    if (now - this.lastMs < REFUSAL_LOG_EVERY_MS) {
-      this.suppressed++;
+    const k = this.kinds.get(kind);
+    if (k && now - k.lastMs < REFUSAL_LOG_EVERY_MS) {
+      k.suppressed++;
       return;
     }
-    const more = this.suppressed ? ` (and ${this.suppressed} more refused in the last ${Math.round((now - this.lastMs) / 1000)} s)` : "";
-    this.lastMs = now;
-    this.suppressed = 0;
+    const more = k?.suppressed ? ` (and ${k.suppressed} more like it in the last ${Math.round((now - k.lastMs) / 1000)} s)` : "";
+    this.kinds.set(kind, { lastMs: now, suppressed: 0 });
     this.warn(`observability endpoint: refused ${message}${more}`);
   }
 }
@@ -103,18 +105,19 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
   const changeState = (request: Request, from: string, wanted: RunnerState, what: string): Response => {
     if (request.method !== "POST") return json({ error: `${what} takes POST` }, 405);
     if (!allowList!.allowsOrigin(request.headers.get("origin"))) {
-      refusals.note(`${what} from ${from}: Origin ${shown(request.headers.get("origin"))} is not an answered host`);
+      refusals.note(`${what} origin`, `${what} from ${from}: Origin ${shown(request.headers.get("origin"))} is not an answered host`);
       return json({ error: "cross-origin requests may not change the runner's state" }, 403);
     }
     if (!adminToken) {
-      refusals.note(`${what} from ${from}: no --admin-token-file is set`);
+      refusals.note(`${what} disabled`, `${what} from ${from}: no --admin-token-file is set`);
       return json(
         { error: `${what} is disabled: start the runner with --admin-token-file <file holding a token, mode 0600> and send the token as "Authorization: Bearer <token>"` },
         403,
       );
     }
     if (!adminToken.matches(request.headers.get("authorization"))) {
-      refusals.note(`${what} from ${from}: ${request.headers.has("authorization") ? "wrong bearer token" : "no bearer token"}`);
+      const offered = request.headers.has("authorization");
+      refusals.note(`${what} ${offered}`, `${what} from ${from}: ${offered ? "wrong bearer token" : "no bearer token"}`);
       return json({ error: `${what} needs "Authorization: Bearer <token>" with the token of --admin-token-file` }, 401, { "www-authenticate": 'Bearer realm="studio-runner"' });
     }
     control.setState(wanted, `HTTP ${what}`); // the runner logs the change
@@ -132,7 +135,7 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
       // Without a Host (HTTP/1.0) request.url is only the path: checked before it is parsed.
       const url = new URL(request.url, "http://invalid");
       if (!allowList!.allowsHost(host)) {
-        refusals.note(`${request.method} ${shown(url.pathname)} from ${from}: Host ${shown(host)} is not an answered host`);
+        refusals.note("host", `${request.method} ${shown(url.pathname)} from ${from}: Host ${shown(host)} is not an answered host`);
         return json({ error: `this endpoint does not answer for Host ${shown(host)}: add that name to --http-allowed-hosts if it is one of this runner's` }, 421);
       }
       switch (url.pathname) {

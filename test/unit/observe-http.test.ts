@@ -186,7 +186,13 @@ describe("the endpoint (Bun.serve, in-process)", () => {
     expect(control.state).toBe("running");
     for (const path of ["/metrics", "/healthz", "/status", "/"]) expect({ path, status: (await fetch(`${url}${path}`)).status }).toEqual({ path, status: 200 });
     expect((await fetch(`${url}/readyz`)).status).toBe(503); // answered: not ready before a first poll
-    expect(warnings).toEqual(["observability endpoint: refused POST /drain from 127.0.0.1: no --admin-token-file is set"]); // one line per 10 s
+    for (let i = 0; i < 5; i++) await post(url, "/drain");
+    // One line per kind of refusal per 10 s, whatever the number of requests.
+    expect(warnings).toEqual([
+      "observability endpoint: refused POST /drain from 127.0.0.1: no --admin-token-file is set",
+      "observability endpoint: refused POST /drain?exit=true from 127.0.0.1: no --admin-token-file is set",
+      "observability endpoint: refused POST /resume from 127.0.0.1: no --admin-token-file is set",
+    ]);
   });
 
   test("with a token: none or a wrong one is 401; the right one drains and resumes; never logged", async () => {
@@ -205,7 +211,11 @@ describe("the endpoint (Bun.serve, in-process)", () => {
     expect(control.state).toBe("suspended");
     expect(await (await post(url, "/resume", { authorization: `Bearer ${TOKEN}` })).json()).toEqual({ state: "running" });
     expect((await fetch(`${url}/drain`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(405);
-    expect(warnings).toEqual(["observability endpoint: refused POST /drain from 127.0.0.1: no bearer token"]);
+    expect(warnings).toEqual([
+      "observability endpoint: refused POST /drain from 127.0.0.1: no bearer token",
+      "observability endpoint: refused POST /drain from 127.0.0.1: wrong bearer token",
+      "observability endpoint: refused POST /resume from 127.0.0.1: no bearer token",
+    ]);
     expect(warnings.join("\n")).not.toContain(TOKEN);
   });
 
