@@ -64,6 +64,9 @@ export type ObserveServerOptions = {
 
 export type ObserveServer = { url: string; stop(): Promise<void>; /** What Host values are answered, for the start-up log. */ hosts: string };
 
+/** Largest request body accepted (none is read). */
+const MAX_BODY_BYTES = 64 * 1024;
+
 /** On stop, how long answers in flight get before the connections are cut. */
 const STOP_WAIT_MS = 1_000;
 
@@ -129,6 +132,8 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
     hostname: options.address.hostname,
     port: options.address.port,
     idleTimeout: 30,
+    // No route reads a body: a client may not make the runner hold a large one.
+    maxRequestBodySize: MAX_BODY_BYTES,
     async fetch(request, server) {
       const from = server.requestIP(request)?.address ?? "?";
       const host = request.headers.get("host");
