@@ -223,7 +223,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     log.error(err.message);
     return 2;
   }
-  if (observe) log.info(`observability endpoint at ${observe.url}: /metrics /healthz /readyz /status, status page at /, POST /drain /resume (no auth)`);
+  if (observe) log.info(observe.description);
   const onSignal = (signal: NodeJS.Signals) => runner.drain(signal);
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);

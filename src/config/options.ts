@@ -79,7 +79,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "limit-idle-duration", type: "duration", description: "exit after being idle this long (0 = never)", default: "0" },
   { name: "shutdown-grace", type: "duration", description: "on SIGTERM, how long running experiments may go on before they are checkpointed and requeued", default: "10m" },
   { name: "allow-env-secrets", type: "boolean", description: "let config.env %NAME% references expand the runner's secret variables", default: "false" },
-  { name: "prom-address", type: "string", description: "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or :port (no auth: bind to localhost or a cluster-internal address); empty = off", default: "" },
+  { name: "prom-address", type: "string", description: "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or :port (POSTs need --admin-token-file; Host must name this runner, see --http-allowed-hosts); empty = off", default: "" },
   { name: "log-format", type: "enum", choices: ["human", "json"], description: "runner log format", default: "human" },
   { name: "debug", type: "boolean", description: "verbose logs; keep experiment directories", default: "false" },
 ];
