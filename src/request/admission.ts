@@ -24,11 +24,14 @@ export class RequestAdmission {
 
   /**
    * Why this delivery must be refused, or undefined. The age is checked on a first delivery only:
-   * a message the broker delivers again (after a runner fault or a crash) was accepted young.
+   * a message the broker delivers again (after a runner fault or a crash), or one this runner
+   * started before and gave back uncounted (a drain), was accepted young.
    */
   refusal(request: Request, delivery: Pick<Delivery, "body" | "deliveryCount">): string | undefined {
     const maxAgeMs = this.options.maxAgeMs;
-    if (maxAgeMs > 0 && delivery.deliveryCount <= 1) {
+    // Given back uncounted (a drain) after it started here: it was accepted young.
+    const startedHere = this.options.replay?.wasStarted(request.experiment.key) ?? false;
+    if (maxAgeMs > 0 && delivery.deliveryCount <= 1 && !startedHere) {
       const added = request.experiment.timeAddedMs;
       if (added === undefined) return `experiment.time_added: (missing) is required while --max-request-age is set (${formatDuration(maxAgeMs)}): the request's age cannot be told`;
       const ageMs = this.now() - added;
@@ -39,10 +42,11 @@ export class RequestAdmission {
     return this.options.replay?.refusal(request.experiment.key, delivery.body);
   }
 
-  /** The same delivery, which records its experiment as completed once its ack succeeds. */
+  /** Admitted: the experiment is recorded as started, and as completed once the delivery's ack succeeds. */
   track(delivery: Delivery, request: Request): Delivery {
     const replay = this.options.replay;
     if (!replay) return delivery;
+    replay.started(request.experiment.key, request.experiment.timeAddedMs);
     return {
       get id() {
         return delivery.id;

@@ -3,18 +3,22 @@
 // message that was never acked (requeue after a runner fault, nack, crash, lost lease) is the same
 // message the broker still holds: it is never in this record, so it always runs. The record is
 // bounded by --max-request-age (older requests are refused by their age anyway) or, with no age
-// limit, by a number of entries.
+// limit, by a number of entries. It also remembers which experiments this runner has started, so a
+// message it gave back uncounted (a drain) is not refused for an age it reached while running here.
 
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { appendPrivateLine, ensurePrivateDir, replacePrivateFile } from "../runner/private-dirs.ts";
 
-export type CompletedRequest = {
+export type ReplayEntry = {
   key: string;
-  /** sha256 of the message as delivered (hex). */
-  digest: string;
-  completedAtMs: number;
+  /** sha256 of the message as delivered (hex), once completed. */
+  digest?: string;
+  /** When its ack succeeded; absent while only started. */
+  completedAtMs?: number;
+  /** When this runner first admitted it. */
+  startedAtMs?: number;
   timeAddedMs?: number;
 };
 
@@ -38,7 +42,7 @@ export class ReplayGuard {
   private readonly file: string;
   private readonly maxEntries: number;
   private readonly now: () => number;
-  private completedByKey = new Map<string, CompletedRequest>();
+  private completedByKey = new Map<string, ReplayEntry>();
   private knownSize = -1;
 
   constructor(private readonly options: ReplayGuardOptions) {
@@ -59,23 +63,41 @@ export class ReplayGuard {
   refusal(key: string, body: Uint8Array): string | undefined {
     this.rereadIfChanged();
     const done = this.completedByKey.get(key);
-    if (!done) return undefined;
+    if (done?.completedAtMs === undefined) return undefined;
     const same = done.digest === messageDigest(body) ? "the same message" : "the same experiment key in another message";
     return `experiment.key: ${JSON.stringify(key)} was already completed by this runner at ${new Date(done.completedAtMs).toISOString()} (${same}): refused as a replay; a new run of an experiment gets a new key from the client`;
   }
 
+  /** This runner has started the experiment (a later delivery of it is not judged by its age). Never throws. */
+  started(key: string, timeAddedMs: number | undefined): void {
+    this.rereadIfChanged();
+    if (this.completedByKey.get(key)?.startedAtMs !== undefined) return;
+    this.add({ key, startedAtMs: this.now(), timeAddedMs });
+  }
+
+  /** Whether this runner has started (admitted) the experiment before. */
+  wasStarted(key: string): boolean {
+    this.rereadIfChanged();
+    return this.completedByKey.get(key)?.startedAtMs !== undefined;
+  }
+
   /** The request was acked: from now on a new delivery of its key is a replay. Never throws. */
   completed(key: string, body: Uint8Array, timeAddedMs: number | undefined): void {
-    const entry: CompletedRequest = { key, digest: messageDigest(body), completedAtMs: this.now(), timeAddedMs };
+    this.add({ key, digest: messageDigest(body), completedAtMs: this.now(), timeAddedMs });
+  }
+
+  private add(update: ReplayEntry): void {
+    const key = update.key;
+    const entry: ReplayEntry = { ...this.completedByKey.get(key), ...update };
     this.completedByKey.delete(key);
     this.completedByKey.set(key, entry);
     try {
       this.rereadIfChanged();
-      appendPrivateLine(this.file, JSON.stringify(entry));
+      appendPrivateLine(this.file, JSON.stringify(update));
       this.knownSize = statSync(this.file).size;
       if (this.completedByKey.size > this.maxEntries * 1.25) this.compact();
     } catch (err) {
-      this.options.log?.(`could not record the completion of ${key} for replay protection: ${(err as Error).message}`);
+      this.options.log?.(`could not record experiment ${key} for replay protection: ${(err as Error).message}`);
     }
   }
 
@@ -92,14 +114,15 @@ export class ReplayGuard {
     } catch {
       this.knownSize = -1;
     }
-    const map = new Map<string, CompletedRequest>();
+    const map = new Map<string, ReplayEntry>();
     for (const line of text.split("\n")) {
       if (!line.trim()) continue;
       try {
-        const e = JSON.parse(line) as CompletedRequest;
-        if (typeof e.key !== "string" || typeof e.digest !== "string" || typeof e.completedAtMs !== "number") continue;
+        const e = JSON.parse(line) as ReplayEntry;
+        if (typeof e.key !== "string" || (typeof e.completedAtMs !== "number" && typeof e.startedAtMs !== "number")) continue;
+        const merged = { ...map.get(e.key), ...e };
         map.delete(e.key);
-        map.set(e.key, e);
+        map.set(e.key, merged);
       } catch {
         // a torn last line of a crash: skip it
       }
@@ -119,12 +142,16 @@ export class ReplayGuard {
     if (size !== this.knownSize) this.read();
   }
 
-  /** Drop entries no request could still be accepted for (older than the age limit), and the oldest beyond maxEntries. */
+  /**
+   * Drop completed entries no request could still be accepted for (older than the age limit), and
+   * the oldest beyond maxEntries. Started ones stay until they complete: they may run for days.
+   */
   private compact(): void {
     const now = this.now();
     const maxAge = this.options.maxAgeMs;
-    const kept = [...this.completedByKey.values()].filter((e) => maxAge <= 0 || Math.max(e.completedAtMs, e.timeAddedMs ?? 0) + maxAge > now);
-    kept.sort((a, b) => a.completedAtMs - b.completedAtMs);
+    const last = (e: ReplayEntry) => Math.max(e.completedAtMs ?? 0, e.startedAtMs ?? 0, e.timeAddedMs ?? 0);
+    const kept = [...this.completedByKey.values()].filter((e) => maxAge <= 0 || e.completedAtMs === undefined || last(e) + maxAge > now);
+    kept.sort((a, b) => last(a) - last(b));
     const bounded = kept.slice(Math.max(0, kept.length - this.maxEntries));
     this.completedByKey = new Map(bounded.map((e) => [e.key, e]));
     const text = bounded.map((e) => JSON.stringify(e)).join("\n");
