@@ -1,7 +1,6 @@
 // `studio-runner run`: the daemon. Reads settings, builds the runner, handles signals.
 
 import { defineCommand } from "citty";
-import { mkdirSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
@@ -33,6 +32,9 @@ import { freeDiskBytes, machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
 import { installMaintenanceSignals } from "../runner/maintenance-signals.ts";
 import { Runner } from "../runner/runner.ts";
+import { prepareRunnerDirs, PrivateDirError, RUNNER_UMASK, runnerWorkRoot } from "../runner/private-dirs.ts";
+import { RequestAdmission } from "../request/admission.ts";
+import { ReplayGuard } from "../request/replay-guard.ts";
 import { ResponseReports } from "../status/response-reports.ts";
 import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
@@ -75,11 +77,20 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
 }
 
 export async function runDaemon(settings: Settings): Promise<number> {
+  // Nothing the runner writes (queue files, records, attempt directories) is readable by other users.
+  process.umask(RUNNER_UMASK);
   const log = createLogger(settings["log-format"] as LogFormat, settings.debug as boolean);
   const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
   const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
   const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
-  mkdirSync(workingDir, { recursive: true });
+  try {
+    // Root runs jobs as a job user, who must pass through to its attempt directory and venv (0711).
+    prepareRunnerDirs({ workingDir, cacheDir, queueRoot, jobUserTraverses: process.geteuid?.() === 0 }, log);
+  } catch (err) {
+    if (!(err instanceof PrivateDirError)) throw err;
+    log.error(err.message);
+    return 2;
+  }
   const cpuOnly = settings["cpu-only"] as boolean;
   const inventory = readInventory(process.env);
   log.info(describeInventory(inventory));
@@ -169,6 +180,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
+  const maxRequestAgeMs = (settings["max-request-age"] as number | undefined) ?? 0;
+  const replay = new ReplayGuard({ dir: join(runnerWorkRoot(workingDir), ".completed"), maxAgeMs: maxRequestAgeMs, log: (m) => log.warn(m) }).load();
+  const clearText = clearTextAllowed(settings);
+  if (settings["encrypt-dir"] && clearText) log.warn("--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on queues without a signing key");
   // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
   const reports = new ResponseReports({
     events,
@@ -192,11 +207,13 @@ export async function runDaemon(settings: Settings): Promise<number> {
       cgroups,
       sandbox,
       fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
-      readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearTextAllowed(settings) }),
+      readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearText }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,
       events,
+      admission: new RequestAdmission({ maxAgeMs: maxRequestAgeMs, replay }),
+      queueRefusal: envelopeKeys.queueRefusal ? (queue) => envelopeKeys.queueRefusal?.(queue) : undefined,
     },
     {
       limitTasks: settings["limit-tasks"] as number,

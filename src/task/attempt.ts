@@ -27,7 +27,7 @@ import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
 import { SecretMasker } from "./secret-mask.ts";
 import { experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
-import { recordOwner } from "./orphans.ts";
+import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
 import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
 
@@ -336,6 +336,7 @@ async function attempt(
     await recordStarted;
     await record?.close();
     await log.close();
+    await forgetOwner(attemptDir).catch(() => undefined);
     await removeAttemptDir(ctx, attemptDir);
   }
 }

@@ -6,6 +6,7 @@ import type { SandboxNetwork } from "../sandbox/bwrap.ts";
 import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
+import type { RequestAdmission } from "../request/admission.ts";
 
 export type Logger = {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -41,4 +42,8 @@ export type TaskContext = {
   log: Logger;
   /** Where the attempt says what happens (metrics, status page, response reports listen). */
   events?: RunnerEvents;
+  /** --max-request-age and replay protection: checked by the runner before an attempt starts. */
+  admission?: RequestAdmission;
+  /** Why a queue must not be served now (its signing key file stopped parsing); undefined: serve it. */
+  queueRefusal?: (queue: string) => string | undefined;
 };
