@@ -6,6 +6,7 @@ import type { SandboxNetwork } from "../sandbox/bwrap.ts";
 import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
+import type { StorageIdentitySetting } from "../storage/storage-identity.ts";
 
 export type Logger = {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -41,4 +42,6 @@ export type TaskContext = {
   log: Logger;
   /** Where the attempt says what happens (metrics, status page, response reports listen). */
   events?: RunnerEvents;
+  /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no credentials (absent: only the request's). */
+  storageIdentity?: StorageIdentitySetting;
 };
