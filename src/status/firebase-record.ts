@@ -99,7 +99,7 @@ class FirebaseRecord implements ExperimentRecord {
    */
   private secretRemovals(): Record<string, null> {
     const removals: Record<string, null> = {};
-    for (const label of Object.keys(this.request.experiment.artifacts)) {
+    for (const label of Object.keys(this.request.experiment.artifacts ?? {})) {
       if (!BAD_KEY.test(label) && label) removals[`artifacts/${label}/credentials`] = null;
     }
     return removals;
