@@ -33,3 +33,16 @@ export type StoreOptions = {
   /** The request field that named the location, for refusals ("experiment.artifacts.workspace.qualified"). */
   field?: string;
 };
+
+/**
+ * Reads a body that will not be sent (the put was refused before a byte was read) to its end:
+ * a producer left half-way (a directory being packed) would otherwise fail later with nobody
+ * listening, once its files are gone.
+ */
+export async function discard(body: Readable): Promise<void> {
+  try {
+    for await (const _ of body);
+  } catch {
+    // its fault is not the one being reported
+  }
+}

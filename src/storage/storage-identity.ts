@@ -111,9 +111,9 @@ export function storageIdentityFor(setting: StorageIdentitySetting | undefined, 
     refusal: (place) =>
       grants.some((g) => placeMatches(g.place, place))
         ? undefined
-        : `brings no credentials and is outside --storage-identity-allow for queue "${queue}" (the runner's own identity serves only ${
-            grants.length ? grants.map((g) => describePlace(g.place) + "…").join(", ") : "no place"
-          } for it): put credentials in the request, or have the operator add the place to --storage-identity-allow`,
+        : `brings no credentials and is outside --storage-identity-allow for queue "${queue}" (${
+            grants.length ? `the runner's own identity serves only ${grants.map((g) => describePlace(g.place) + "…").join(", ")} for it` : "no entry names this queue"
+          }): put credentials in the request, or have the operator add the place to --storage-identity-allow`,
   };
 }
 

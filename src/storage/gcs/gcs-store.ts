@@ -7,7 +7,7 @@ import type { File } from "@google-cloud/storage";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
-import type { ObjectInfo, ObjectStore, StoreOptions } from "../object-store.ts";
+import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { noteTransferredBytes } from "../s3/transfer-memory.ts";
 import { gcsClientsFor, isRememberedBucket, rememberBucketClient, type GcsHandle } from "./gcs-clients.ts";
 import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
@@ -95,6 +95,15 @@ export class GcsStore implements ObjectStore {
    * The library checks the CRC32C the server reports; the size is checked here.
    */
   async put(location: string, body: Readable): Promise<ObjectInfo> {
+    try {
+      return await this.send(location, body);
+    } catch (err) {
+      if (!body.readableEnded && !body.destroyed) await discard(body);
+      throw err;
+    }
+  }
+
+  private async send(location: string, body: Readable): Promise<ObjectInfo> {
     // The body can be sent once: with several identities and none known for the bucket, one is
     // chosen first by a metadata read it may answer.
     const { bucket, key } = this.place(location);

@@ -14,7 +14,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Readable } from "node:stream";
 import { NotFoundError, PermanentError, RequestError } from "../../errors.ts";
 import type { AwsCredentials } from "../../request/model.ts";
-import type { ObjectInfo, ObjectStore, StoreOptions } from "../object-store.ts";
+import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
 import { parseS3Location } from "./s3-location.ts";
@@ -109,7 +109,13 @@ export class S3Store implements ObjectStore {
   }
 
   async put(location: string, body: Readable): Promise<ObjectInfo> {
-    const o = await this.open(location);
+    let o: Opened;
+    try {
+      o = await this.open(location);
+    } catch (err) {
+      await discard(body);
+      throw err;
+    }
     const ctx = o.context("PUT");
     const counted = counting(body);
     const upload = new Upload({
