@@ -100,8 +100,9 @@ describe.skipIf(!HAVE_MOTO)("isolation: whose identity serves a request's storag
     expect(reason).toContain("--storage-identity");
     expect(filesIn(join(sb.queueRoot, "local_cred"))).toEqual([]);
     expect(runner.stderr).not.toContain("the script ran");
-    // Checked on the server: nothing written or replaced under the experiment's prefix.
+    // Checked on the server: nothing written or replaced under the experiment's prefix, the attempt fence included.
     expect(await listing(prefix)).toEqual(before);
+    expect(await objectText(`${prefix}/experiments/${exp.key}/_studio_runner_attempt.json`)).toBeUndefined();
   }, 120_000);
 
   test("--storage-identity runner: the allow-listed prefix is served for the allowed queues only; elsewhere refused, B unchanged there", async () => {
