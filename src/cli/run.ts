@@ -39,6 +39,7 @@ import { ResponseReports } from "../status/response-reports.ts";
 import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
+import { describeStorageIdentity, storageIdentityProblems, storageIdentitySetting } from "../storage/storage-identity.ts";
 import { isRunnerSecret } from "../task/job-env.ts";
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
@@ -67,6 +68,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
     problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings), ...observeSettingsProblems(settings));
+    problems.push(...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -143,6 +145,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
     certsDir: settings["google-certs"] as string | undefined,
     apiEndpoint: settings["gcs-endpoint"] as string | undefined,
   });
+  const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
+  const identityLines = describeStorageIdentity(storageIdentity);
+  for (const line of identityLines.info) log.info(line);
+  for (const line of identityLines.warn) log.warn(line);
   const pool = new ResourcePool(capacity, gpus, { freeBytes: () => freeDiskBytes(workingDir), floorBytes: settings["min-free-disk"] as number });
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
@@ -214,6 +220,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       events,
       admission: new RequestAdmission({ maxAgeMs: maxRequestAgeMs, replay }),
       queueRefusal: envelopeKeys.queueRefusal ? (queue) => envelopeKeys.queueRefusal?.(queue) : undefined,
+      storageIdentity,
     },
     {
       limitTasks: settings["limit-tasks"] as number,

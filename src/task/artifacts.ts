@@ -13,6 +13,7 @@ import { NotFoundError, PermanentError } from "../errors.ts";
 import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
+import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { storeFor } from "../storage/stores.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 
@@ -22,6 +23,8 @@ export type StorageAccess = {
   allowEnvSecrets?: boolean;
   /** The runner's environment, for %NAME% references in config.env. */
   runnerEnv?: Record<string, string | undefined>;
+  /** Whether the runner's own identity may serve an artifact without credentials (default: never). */
+  identity?: StorageIdentity;
 };
 
 /** Where progress lines of large transfers go (the experiment's log or the runner's). */
@@ -43,8 +46,8 @@ function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record
 
 /**
  * Credentials for an artifact: its own, else config.storage.credentials, else (only with
- * --allow-env-secrets) those in config.env. Undefined means the store decides (for S3: the SDK's
- * default chain of the runner, else unsigned requests).
+ * --allow-env-secrets) those in config.env. Undefined means none: the runner's own identity serves
+ * the artifact only where `access.identity` allows it (storage-identity.ts).
  */
 export function credentialsFor(artifact: Artifact, request: Request, access: StorageAccess = {}): Credentials | undefined {
   if (artifact.credentials?.aws) return artifact.credentials;
@@ -60,6 +63,7 @@ export function storeOf(artifact: Artifact, request: Request, access: StorageAcc
   return storeFor(artifact.qualified, {
     credentials: credentialsFor(artifact, request, access),
     endpoint: request.config.storageEndpoint,
+    identity: access.identity ?? REQUEST_IDENTITY_ONLY,
   }, `experiment.artifacts.${artifact.label}.qualified`);
 }
 

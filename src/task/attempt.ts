@@ -30,6 +30,7 @@ import { experimentRecordFor, type ExperimentRecord } from "../status/experiment
 import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
 import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
+import { storageIdentityFor } from "../storage/storage-identity.ts";
 
 export type AttemptOutcome =
   | { kind: "finished"; exitCode: number | null; reason: string }
@@ -132,7 +133,8 @@ async function attempt(
   }
   const events = ctx.events;
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
-  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
+  const identity = storageIdentityFor(ctx.storageIdentity, delivery.queue, control.source ?? "local");
+  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, identity, progress: (m: string) => log.note(m) };
   const fence = AttemptFence.for(request, access, {
     attempt: who.attemptId,
     delivery: delivery.deliveryCount,
@@ -169,6 +171,7 @@ async function attempt(
     warn: (m) => ctx.log.warn(m, { experiment: key }),
     env: ctx.runnerEnv,
     googleCertsDir: ctx.googleCertsDir,
+    identity,
   });
   // Not awaited: a slow or unreachable database must not hold up the experiment; the finish
   // below waits for it, so the record still goes running → finished in that order.

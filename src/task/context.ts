@@ -7,6 +7,7 @@ import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
 import type { RequestAdmission } from "../request/admission.ts";
+import type { StorageIdentitySetting } from "../storage/storage-identity.ts";
 
 export type Logger = {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -46,4 +47,6 @@ export type TaskContext = {
   admission?: RequestAdmission;
   /** Why a queue must not be served now (its signing key file stopped parsing); undefined: serve it. */
   queueRefusal?: (queue: string) => string | undefined;
+  /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no credentials (absent: only the request's). */
+  storageIdentity?: StorageIdentitySetting;
 };
