@@ -15,7 +15,7 @@ import { isProcessAlive } from "../exec/pid.ts";
 import { buildArgv, buildEnv, interpreterPrefixes, pipSettingPaths, reachable, runBuildStep, type BuildIsolation } from "./build-sandbox.ts";
 import type { Interpreter } from "./interpreters.ts";
 import { failedRequirementFromPipOutput, matchRequirementLine, pipErrorLines } from "./requirements.ts";
-import { sealVenv, takeManifest, verifyManifest, type Manifest } from "./venv-manifest.ts";
+import { manifestDigest, RUNNER_FILES, sealVenv, takeManifest, verifyManifest } from "./venv-manifest.ts";
 
 export type VenvSpec = { interpreter: Interpreter; requirements: string[]; systemSitePackages: boolean };
 export type FailedRequirement = { requirement: string; message: string };
@@ -55,9 +55,8 @@ export type VenvCacheOptions = {
   log?: (message: string) => void;
 };
 
-const MARKER = ".studio-runner-venv.json";
-const MANIFEST = ".studio-runner-manifest.json";
-const SKIP_IN_MANIFEST = [MARKER, MANIFEST];
+const MARKER = RUNNER_FILES[0]!;
+const MANIFEST = RUNNER_FILES[1]!;
 
 type Readiness = { marker: Marker } | { changed: string } | undefined;
 
@@ -148,22 +147,16 @@ export class VenvCache {
   private async readiness(hash: string, dir: string): Promise<Readiness> {
     const marker = await this.readMarker(dir);
     if (!marker) return undefined;
-    let text: string;
-    try {
-      text = await readFile(join(dir, MANIFEST), "utf8");
-    } catch {
-      return { changed: "it has no manifest (built by an older runner?)" };
-    }
-    const digest = new Bun.CryptoHasher("sha256").update(text).digest("hex");
+    // A digest this process recorded (it built or checked the venv) is trusted over the file's.
     const known = this.manifestDigests.get(hash);
-    if (known && known !== digest) return { changed: "its manifest was rewritten" };
-    let manifest: Manifest;
+    let manifest: Buffer | undefined;
     try {
-      manifest = JSON.parse(text) as Manifest;
+      manifest = await readFile(join(dir, MANIFEST));
     } catch {
-      return { changed: "its manifest is unreadable" };
+      if (!known) return { changed: "it has no manifest (built by an older runner?)" };
     }
-    const changed = verifyManifest(dir, manifest);
+    const digest = known ?? manifestDigest(manifest!);
+    const changed = await verifyManifest(dir, digest, manifest).catch((err: Error) => `it could not be checked: ${err.message}`);
     if (changed) return { changed };
     this.manifestDigests.set(hash, digest);
     return { marker };
@@ -271,14 +264,13 @@ export class VenvCache {
       };
       // Both files exist (empty: not ready) before the manifest is taken, so writing them later
       // changes neither the directory nor anything the manifest records.
-      for (const name of SKIP_IN_MANIFEST) createEmpty(join(dir, name));
-      const manifest = takeManifest(dir, SKIP_IN_MANIFEST);
-      const manifestText = JSON.stringify(manifest);
-      await writeFile(join(dir, MANIFEST), manifestText, { flag: "r+" });
-      this.manifestDigests.set(hash, new Bun.CryptoHasher("sha256").update(manifestText).digest("hex"));
+      for (const name of RUNNER_FILES) createEmpty(join(dir, name));
+      const manifest = await takeManifest(dir);
+      await writeFile(join(dir, MANIFEST), manifest, { flag: "r+" });
+      this.manifestDigests.set(hash, manifestDigest(manifest));
       marker.buildMs = Math.round(performance.now() - started);
       await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2), { flag: "r+" });
-      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.entries.length} files)`);
+      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files)`);
       return marker;
     } catch (err) {
       await rm(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildArgv, buildEnv, LAUNCH_PATH, pipSettingPaths } from "../../src/env/build-sandbox.ts";
-import { sealVenv, takeManifest, verifyManifest } from "../../src/env/venv-manifest.ts";
+import { manifestDigest, sealVenv, takeManifest, verifyManifest } from "../../src/env/venv-manifest.ts";
 
 async function fakeVenv() {
   const dir = await mkdtemp(join(tmpdir(), "venv-manifest-"));
@@ -26,17 +26,17 @@ async function fakeVenv() {
 const settle = () => Bun.sleep(15); // ctime granularity on some file systems
 
 describe("venv manifest", () => {
-  test("an untouched venv matches; the skipped marker may change", async () => {
+  test("an untouched venv matches; the runner's marker may change", async () => {
     const { dir } = await fakeVenv();
-    const m = takeManifest(dir, [".studio-runner-venv.json"]);
-    expect(m.entries.length).toBe(10);
+    const m = await takeManifest(dir);
+    expect(m.toString("utf8").split("\0").filter(Boolean).length).toBe(10); // the marker left out
     await settle();
     writeFileSync(join(dir, ".studio-runner-venv.json"), '{"used": true}');
-    expect(verifyManifest(dir, m)).toBeUndefined();
+    expect(await verifyManifest(dir, manifestDigest(m), m)).toBeUndefined();
   });
 
   test.each([
-    ["a .pth added to site-packages", ({ site }: { site: string }) => writeFileSync(join(site, "zzz.pth"), "import os\n"), /site-packages was changed/],
+    ["a .pth added to site-packages", ({ site }: { site: string }) => writeFileSync(join(site, "zzz.pth"), "import os\n"), /zzz\.pth was added/],
     ["a module edited (same size)", ({ site }: { site: string }) => writeFileSync(join(site, "pkg", "__init__.py"), "x = 2\n"), /__init__\.py was changed/],
     [
       "a module edited and its times put back",
@@ -59,10 +59,10 @@ describe("venv manifest", () => {
     ],
   ])("%s is noticed", async (_what, change, reason) => {
     const v = await fakeVenv();
-    const m = takeManifest(v.dir, [".studio-runner-venv.json"]);
+    const m = await takeManifest(v.dir);
     await settle();
     change(v);
-    expect(verifyManifest(v.dir, m)).toMatch(reason);
+    expect(await verifyManifest(v.dir, manifestDigest(m), m)).toMatch(reason);
   });
 
   test("sealing strips setuid/setgid/sticky and group/world write, keeps links, gives read to all", async () => {
@@ -137,4 +137,14 @@ describe("build environment and command line", () => {
     expect(text).toContain("--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID");
     expect(text).toContain("-- /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups -- /usr/bin/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns");
   });
+});
+
+test("a rewritten manifest does not vouch for a changed venv when the digest is known", async () => {
+  const { dir, site } = await fakeVenv();
+  const digest = manifestDigest(await takeManifest(dir));
+  await settle();
+  writeFileSync(join(site, "zzz.pth"), "import os\n");
+  const forged = await takeManifest(dir);
+  expect(await verifyManifest(dir, manifestDigest(forged), forged)).toBeUndefined();
+  expect(await verifyManifest(dir, digest, forged)).toBe("it no longer matches its manifest");
 });

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { verifyManifest, type Manifest } from "../../../src/env/venv-manifest.ts";
+import { manifestDigest, verifyManifest } from "../../../src/env/venv-manifest.ts";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, simpleExperiment, tarMember, type Sandbox } from "../../helpers/e2e.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
@@ -177,8 +177,8 @@ print("evilpkg", evilpkg.VALUE, flush=True)
       // The job ran with the package, and could not change its venv.
       expect(log).toContain("evilpkg evil");
       expect(existsSync(join(sitePackages(venv!), "zzz.pth"))).toBe(false);
-      const manifest = JSON.parse(readFileSync(join(venv!, ".studio-runner-manifest.json"), "utf8")) as Manifest;
-      expect(verifyManifest(venv!, manifest)).toBeUndefined();
+      const manifest = readFileSync(join(venv!, ".studio-runner-manifest.json"));
+      expect(await verifyManifest(venv!, manifestDigest(manifest), manifest)).toBeUndefined();
     },
     600_000,
   );
