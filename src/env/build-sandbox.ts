@@ -149,7 +149,7 @@ export function buildArgv(iso: BuildIsolation, o: { buildDir: string; readOnlyPa
   // Directories bwrap creates inside a hiding tmpfs (the parents of the paths bound back) are 0700:
   // open them to the job user before the tmpfs is made read-only.
   const hiddenDirs = new Set<string>();
-  for (let i = 0; i + 1 < argv.length && i < end; i++) if (argv[i] === "--tmpfs" && argv[i + 1] !== "/tmp") hiddenDirs.add(argv[i + 1]!);
+  for (let i = 0; i + 1 < argv.length && i < end; i++) if (argv[i] === "--tmpfs") hiddenDirs.add(argv[i + 1]!);
   const opened = new Set<string>();
   for (const p of binds) {
     let real: string;
@@ -166,6 +166,9 @@ export function buildArgv(iso: BuildIsolation, o: { buildDir: string; readOnlyPa
   const chmods = [...opened].sort((a, b) => a.split(sep).length - b.split(sep).length).flatMap((d) => ["--chmod", "0711", d]);
   const firstRemount = argv.indexOf("--remount-ro");
   argv.splice(firstRemount >= 0 && firstRemount < end ? firstRemount : argv.indexOf("--unshare-pid"), 0, ...chmods);
+  // The private /tmp is made by root: let the job user write there (pip builds in it).
+  const tmp = argv.findIndex((a, i) => a === "--tmpfs" && argv[i + 1] === "/tmp" && argv[i - 2] !== "--perms");
+  if (tmp > 0) argv.splice(tmp, 0, "--perms", "1777");
   return argv;
 }
 

@@ -149,6 +149,9 @@ export class VenvCache {
     if (!marker) return undefined;
     // A digest this process recorded (it built or checked the venv) is trusted over the file's.
     const known = this.manifestDigests.get(hash);
+    // Sandboxed jobs get their venv read-only: once this process has built or checked it, nobody
+    // but the runner can have changed it. Unsandboxed, every reuse checks again.
+    if (known && this.options.isolation?.sandbox) return { marker };
     let manifest: Buffer | undefined;
     try {
       manifest = await readFile(join(dir, MANIFEST));
@@ -213,11 +216,12 @@ export class VenvCache {
     const iso = this.options.isolation ?? {};
     const readOnlyPaths = [...interpreterPrefixes(spec.interpreter.path), ...pipSettingPaths(this.options.env), reqFile];
     let runAsJobUser = !!iso.jobUser;
-    if (iso.jobUser && !iso.sandbox && !reachable(iso.jobUser, [dir, ...readOnlyPaths])) {
+    const unreachable = iso.jobUser && !iso.sandbox ? [dir, ...readOnlyPaths].filter((p) => !reachable(iso.jobUser!, [p])) : [];
+    if (iso.jobUser && unreachable.length) {
       // Without a mount namespace the job user cannot reach an interpreter or cache under a
       // directory only root may enter (/root is 0700): build as the runner, loudly.
       runAsJobUser = false;
-      const why = `the job user ${iso.jobUser.label} cannot reach ${[dir, ...readOnlyPaths].join(", ")} without a sandbox`;
+      const why = `the job user ${iso.jobUser.label} cannot reach ${unreachable.join(", ")} without a sandbox`;
       out(`[studio-runner] warning: python environment built as the runner, not as the job user: ${why}`);
       if (!this.warnedUnreachable) this.options.log?.(`warning: python environments are built as the runner (root), not as --job-user: ${why}; use --sandbox bwrap or make them reachable`);
       this.warnedUnreachable = true;

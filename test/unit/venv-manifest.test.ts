@@ -136,6 +136,7 @@ describe("build environment and command line", () => {
     const text = argv.join(" ");
     expect(text).toContain("--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID");
     expect(text).toContain("-- /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups -- /usr/bin/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns");
+    expect(text).toContain("--perms 1777 --tmpfs /tmp");
   });
 });
 
