@@ -69,8 +69,12 @@ export function venvHash(spec: VenvSpec, strict: boolean): string {
 export class VenvCache {
   private readonly building = new Map<string, Promise<{ marker: Marker; built: boolean }>>();
   private readonly inUse = new Map<string, number>();
-  /** Digest of each manifest this process wrote or verified: a rewritten manifest is caught too. */
-  private readonly manifestDigests = new Map<string, string>();
+  /**
+   * Digest of each manifest this process wrote or verified, with the build it belongs to: a
+   * rewritten manifest is caught too. A venv rebuilt since (by another runner sharing the cache:
+   * another builtAt) is checked against its own manifest file.
+   */
+  private readonly manifestDigests = new Map<string, { digest: string; builtAt: string }>();
   private warnedUnreachable = false;
 
   constructor(readonly options: VenvCacheOptions) {}
@@ -148,7 +152,8 @@ export class VenvCache {
     const marker = await this.readMarker(dir);
     if (!marker) return undefined;
     // A digest this process recorded (it built or checked the venv) is trusted over the file's.
-    const known = this.manifestDigests.get(hash);
+    const recorded = this.manifestDigests.get(hash);
+    const known = recorded?.builtAt === marker.builtAt ? recorded.digest : undefined;
     // Sandboxed jobs get their venv read-only: once this process has built or checked it, nobody
     // but the runner can have changed it. Unsandboxed, every reuse checks again.
     if (known && this.options.isolation?.sandbox) return { marker };
@@ -161,7 +166,7 @@ export class VenvCache {
     const digest = known ?? manifestDigest(manifest!);
     const changed = await verifyManifest(dir, digest, manifest).catch((err: Error) => `it could not be checked: ${err.message}`);
     if (changed) return { changed };
-    this.manifestDigests.set(hash, digest);
+    this.manifestDigests.set(hash, { digest, builtAt: marker.builtAt });
     return { marker };
   }
 
@@ -271,7 +276,7 @@ export class VenvCache {
       for (const name of RUNNER_FILES) createEmpty(join(dir, name));
       const manifest = await takeManifest(dir);
       await writeFile(join(dir, MANIFEST), manifest, { flag: "r+" });
-      this.manifestDigests.set(hash, manifestDigest(manifest));
+      this.manifestDigests.set(hash, { digest: manifestDigest(manifest), builtAt: marker.builtAt });
       marker.buildMs = Math.round(performance.now() - started);
       await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2), { flag: "r+" });
       out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files)`);
@@ -379,6 +384,7 @@ export class VenvCache {
       const tooOld = Date.now() - e.usedMs > this.options.maxAgeMs;
       if (!tooOld && total <= this.options.maxBytes) continue;
       await rm(join(this.options.root, e.hash), { recursive: true, force: true });
+      this.manifestDigests.delete(e.hash);
       total -= e.sizeBytes;
       this.options.log?.(`evicted python environment ${e.hash} (${tooOld ? "unused too long" : "cache over size"})`);
     }
