@@ -21,6 +21,7 @@ import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
+import { resolveJobUser } from "../sandbox/job-user.ts";
 import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
 import { clearTextAllowed, ENVELOPE_OPTIONS, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
 import { requestReader } from "../request/read-request.ts";
@@ -40,7 +41,6 @@ import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { describeStorageIdentity, storageIdentityProblems, storageIdentitySetting } from "../storage/storage-identity.ts";
-import { isRunnerSecret } from "../task/job-env.ts";
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
@@ -115,14 +115,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
     gpus ? inventory : undefined,
   );
   const runnerEnv = { ...process.env };
-  const pipEnv = Object.fromEntries(Object.entries(runnerEnv).filter(([k, v]) => v !== undefined && (k.startsWith("PIP_") || !isRunnerSecret(k, v))));
   const venvs = new VenvCache({
     root: join(cacheDir, "venvs"),
     maxBytes: settings["venv-cache-size"] as number,
     maxAgeMs: settings["venv-max-age"] as number,
     strict: settings["pip-strict"] as boolean,
     systemSitePackages: settings["venv-system-site-packages"] as boolean,
-    env: pipEnv,
+    env: runnerEnv, // builds take only pip's and the proxies' settings from it
+    allowPipUrls: settings["allow-pip-urls"] as boolean,
     log: (m) => log.info(m),
   });
   // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
@@ -175,6 +175,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       return 2;
     }
   }
+  venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
   if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);
   else if (cgroups) {

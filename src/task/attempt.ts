@@ -8,7 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
-import { normaliseRequirements } from "../env/requirements.ts";
+import { requestRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
 import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
@@ -248,7 +248,13 @@ async function attempt(
       const venv = await ctx.venvs.acquire(
         {
           interpreter,
-          requirements: normaliseRequirements([...request.experiment.pythonenv, ...request.config.pip]),
+          requirements: requestRequirements(
+            [
+              { field: "experiment.pythonenv", lines: request.experiment.pythonenv },
+              { field: "config.pip", lines: request.config.pip },
+            ],
+            ctx.venvs.options.allowPipUrls ?? false,
+          ),
           systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
         },
         (line) => log.write(line),
