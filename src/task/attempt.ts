@@ -10,7 +10,7 @@ import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
 import { normaliseRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
-import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
+import { createJobCgroup, defaultJobPidsMax, jobGroupName, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
@@ -539,18 +539,23 @@ async function containerImage(
 /** How a job ended, and whether the kernel killed it for its memory limit. */
 type JobExit = ExitInfo & { memoryLimitBytes?: number };
 
-/** The job's cgroup with its RAM and CPU limits, where the runner may make one; never fails the attempt. */
+/**
+ * The job's cgroup, where the runner may make one — for every job, also one that states no RAM or
+ * CPUs: its process-count limit holds a fork bomb, and removing it at the end kills whatever the
+ * job left running (a double-forked `setsid` child included). Never fails the attempt.
+ */
 function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cpus: number }, log: OutputLog): JobCgroup | undefined {
   const support = ctx.cgroups;
-  if (!support || support.version === "none" || (limits.ramBytes <= 0 && limits.cpus <= 0)) return undefined;
+  if (!support || support.version === "none") return undefined;
   try {
-    return createJobCgroup(support, `job-${process.pid}-${++cgroupSerial}`, {
+    return createJobCgroup(support, jobGroupName(++cgroupSerial), {
       memoryBytes: limits.ramBytes > 0 ? limits.ramBytes : undefined,
       cpus: limits.cpus > 0 ? limits.cpus : undefined,
+      pidsMax: defaultJobPidsMax(limits.cpus),
     });
   } catch (err) {
-    log.note(`warning: the experiment runs without its RAM/CPU limits: ${errorMessage(err)}`);
-    ctx.log.warn(`experiment ${key} runs without its RAM/CPU limits: ${errorMessage(err)}`);
+    log.note(`warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${errorMessage(err)}`);
+    ctx.log.warn(`experiment ${key} runs without its cgroup (RAM/CPU/process limits): ${errorMessage(err)}`);
     return undefined;
   }
 }
