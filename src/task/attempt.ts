@@ -21,7 +21,7 @@ import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 import { AttemptFence, SupersededError } from "./attempt-fence.ts";
-import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
+import { checkContainerRequest, containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, launcherEnv, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
@@ -232,11 +232,13 @@ async function attempt(
       const envFile = join(attemptDir, ".container-env");
       writeEnvFile(envFile, containerEnv(jobEnv.env, ctx.runnerEnv));
       const cwd = dirs.workspace ?? attemptDir;
+      checkContainerRequest({ image, imageField: `experiment.artifacts.${CONTAINER_IMAGE_LABEL}.qualified`, filename: request.experiment.filename, bindDirs: [attemptDir], key });
       const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
       if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
       log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
       clock.enter("run");
-      exit = await execute(argv, attemptDir, cwd, jobEnv.env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+      // The tool gets a fixed environment; the job's reaches the container through the env file only.
+      exit = await execute(argv, attemptDir, cwd, launcherEnv(ctx.runnerEnv), log, uploader, request, limit, jobControl, ctx, record, jobLimits);
     } else {
       if (request.experiment.filename === null) {
         throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
