@@ -18,7 +18,7 @@
 //       service or container) is moved to the leaf C/studio-runner-main first. Under systemd run the
 //       runner with Delegate=yes so systemd leaves this subtree alone.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 export const PARENT_GROUP_NAME = "studio-runner";
@@ -558,20 +558,31 @@ function startTicks(pid: number): string | undefined {
   return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
 }
 
-const JOB_GROUP_NAME = /^job-(\d+)-(\d+)-\d+$/;
+const JOB_GROUP_NAME = /^job-(\d+)-(\d+)-\d+-p(\d+)$/;
 
-/**
- * The name of this runner's `serial`-th job group: `job-<runner pid>-<runner start time>-<serial>`,
- * so that a later runner can tell that the group's owner is gone (the pid alone may be reused).
- */
-export function jobGroupName(serial: number): string {
-  return `job-${process.pid}-${startTicks(process.pid) ?? 0}-${serial}`;
+/** The inode of this process's pid namespace: pids in a group name mean something only in that namespace. */
+function pidNamespace(): string {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))?.[1] ?? "0";
+  } catch {
+    return "0";
+  }
 }
 
-/** Whether the runner that made group `name` (see jobGroupName) has exited; false for names of another form. */
+/**
+ * The name of this runner's `serial`-th job group:
+ * `job-<runner pid>-<runner start time>-<serial>-p<pid namespace>`, so that a later runner can
+ * tell that the group's owner is gone (the pid alone may be reused; a runner in another pid
+ * namespace sharing the cgroup parent is never judged by a pid it cannot see).
+ */
+export function jobGroupName(serial: number): string {
+  return `job-${process.pid}-${startTicks(process.pid) ?? 0}-${serial}-p${pidNamespace()}`;
+}
+
+/** Whether the runner that made group `name` (see jobGroupName) has exited; false for names of another form or pid namespace. */
 function ownerGone(name: string): boolean {
   const m = JOB_GROUP_NAME.exec(name);
-  if (!m) return false;
+  if (!m || m[3] !== pidNamespace() || m[3] === "0") return false;
   const pid = Number(m[1]);
   return pid !== process.pid && startTicks(pid) !== m[2];
 }

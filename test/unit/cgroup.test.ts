@@ -4,7 +4,7 @@
 // unusable (not root, no memory controller …); never mocked.
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createJobCgroup, defaultJobPidsMax, detectCgroups, jobGroupName, killOrphanedCgroups, MIN_JOB_PIDS, reapStaleCgroups, type JobCgroup } from "../../src/exec/cgroup.ts";
 
@@ -221,12 +221,16 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
 
   test("a group whose runner has exited is emptied and removed by the next runner; a live runner's group is left", async () => {
     // A pid that is not running (or runs with another start time): the owner is gone.
-    const dead = createJobCgroup(support, `job-999999-1-${process.pid}`, {});
+    const ns = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))![1];
+    const dead = createJobCgroup(support, `job-999999-1-${process.pid}-p${ns}`, {});
+    // The same dead pid in another pid namespace: not ours to judge.
+    const foreign = createJobCgroup(support, `job-999999-1-${process.pid}-p1`, {});
+    made.push(foreign);
     const mine = make("x", {});
     const own = createJobCgroup(support, jobGroupName(900_000 + (process.pid % 1000)), {});
     made.push(own);
-    expect(own.name).toMatch(new RegExp(`^job-${process.pid}-\\d+-\\d+$`));
-    const orphan = spawn("/bin/sh", ["-c", "setsid sleep 60 & sleep 60"], { stdio: "ignore", detached: true });
+    expect(own.name).toMatch(new RegExp(`^job-${process.pid}-\\d+-\\d+-p${ns}$`));
+    const orphan = spawn("/bin/sh", ["-c", "sleep 0.3; setsid sleep 60 & sleep 60"], { stdio: "ignore", detached: true });
     dead.addProcess(orphan.pid!);
     const ownChild = spawn("sleep", ["30"], { stdio: "ignore" });
     own.addProcess(ownChild.pid!);
@@ -239,6 +243,7 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     expect(emptied).toContain(dead.name);
     expect(emptied).not.toContain(own.name);
     expect(emptied).not.toContain(mine.name);
+    expect(existsSync(foreign.dirs[0]!)).toBe(true);
     for (const pid of orphanPids) expect(gone(pid)).toBe(true);
     for (const d of dead.dirs) expect(existsSync(d)).toBe(false);
     expect(own.pids()).toContain(ownChild.pid!);

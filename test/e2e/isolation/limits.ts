@@ -120,7 +120,7 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
       }, 120_000);
       expect(await runner.exited).toBe(0);
       console.log(`the job's /proc/<pid>/cgroup:\n${cgroups}`);
-      expect(cgroups).toMatch(/\/studio-runner\/job-\d+-\d+-\d+/);
+      expect(cgroups).toMatch(/\/studio-runner\/job-\d+-\d+-\d+-p\d+/);
       if (support.version === 1) {
         expect(cgroups).toMatch(/memory:\S*\/studio-runner\/job-/);
         if (pidsLimited) expect(cgroups).toMatch(/pids:\S*\/studio-runner\/job-/);
@@ -128,6 +128,32 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
       expect(tarMember(join(exp.experimentDir, "output.tar"))).toContain("experiment exited with code 0");
     }, 180_000);
   }
+});
+
+describe.skipIf(!cgroupsUsable)("limits: a job and its setsid grandchild do not survive their runner (class 15)", () => {
+  test("--sandbox none: the runner is SIGKILLed mid-job; the next runner on the machine kills what its job groups still hold", async () => {
+    const sb = await makeSandbox("iso-limits-restart", { cacheDir: SHARED_CACHE });
+    const marker = `restart-marker-${crypto.randomUUID()}`;
+    const exp = experiment(sb.storageRoot, DOUBLE_FORK.replace("time.sleep(3)", "time.sleep(300)"), marker);
+    enqueue(sb.queueRoot, "local_restart", exp.message);
+    const first = new RunnerProcess(sb, ["--sandbox", "none"]);
+    try {
+      expect(await until(() => processesWith(`${marker}\u0000300`).length > 0, 120_000)).toBe(true);
+      first.child.kill("SIGKILL");
+      await first.exited;
+      await Bun.sleep(300);
+      // The runner is gone; its job and the grandchild still run (nothing in the kernel stops them).
+      expect(processesWith(`${marker}\u0000300`).length).toBe(1);
+      // Another runner starts on this machine (its own empty queue root): it empties the dead runner's groups.
+      const other = await makeSandbox("iso-limits-restart-next", { cacheDir: SHARED_CACHE });
+      const next = new RunnerProcess(other, ["--sandbox", "none", "--limit-idle-duration", "1s"]);
+      expect(await next.exited).toBe(0);
+      expect(next.stderr).toContain("killed the processes left in");
+      expect(await until(() => processesWith(marker).length === 0, 5_000)).toBe(true);
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
+    }
+  }, 240_000);
 });
 
 const FORK_BOMB = `import os, sys, time
