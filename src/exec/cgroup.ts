@@ -212,7 +212,7 @@ export function detectCgroups(): CgroupSupport {
   return { version: "none", reason: reasons.join("; ") };
 }
 
-function detectV2(mount: Mount, ownPath: string): CgroupSupport | string {
+function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport | string {
   let c = dirInMount(mount, ownPath);
   // Already moved to the leaf by an earlier detection in this process: the runner's group is its parent.
   if (c.endsWith(`/${RUNNER_LEAF_NAME}`) && c !== mount.mountPoint) c = dirname(c);
@@ -220,11 +220,11 @@ function detectV2(mount: Mount, ownPath: string): CgroupSupport | string {
   if (!available.includes("memory")) return `cgroup v2 at ${c} lacks the memory controller (has: ${available.join(" ") || "none"})`;
   if (mount.readOnly) return `cgroup v2 at ${mount.mountPoint} is mounted read-only`;
   const cpu = available.includes("cpu");
-  const pids = available.includes("pids");
+  const pids = withPids && available.includes("pids");
   const controllers = ["memory", ...(cpu ? ["cpu"] : []), ...(pids ? ["pids"] : [])];
   const notes = [
     ...(cpu ? [] : [`cgroup v2 at ${c} has no cpu controller: CPU is not limited`]),
-    ...(pids ? [] : [`cgroup v2 at ${c} has no pids controller: the number of a job's processes is not limited`]),
+    ...(pids || !withPids ? [] : [`cgroup v2 at ${c} has no pids controller: the number of a job's processes is not limited`]),
   ];
   try {
     enableV2Controllers(c, controllers, notes);
@@ -234,6 +234,12 @@ function detectV2(mount: Mount, ownPath: string): CgroupSupport | string {
     probeChild(parentDir, ["memory.max", ...(cpu ? ["cpu.max"] : []), ...(pids ? ["pids.max"] : [])]);
     return { version: 2, parentDir, cpu, pids, notes };
   } catch (e) {
+    if (pids) {
+      // The pids controller is listed but cannot be handed to us: confine memory (and CPU) without it.
+      const without = detectV2(mount, ownPath, false);
+      if (typeof without !== "string" && without.version === 2) without.notes.push(`cgroup v2 pids controller not usable (${(e as Error).message}): the number of a job's processes is not limited`);
+      return without;
+    }
     return `cgroup v2 at ${c} is not usable: ${(e as Error).message}${permissionHint(e)}`;
   }
 }
