@@ -18,7 +18,7 @@ import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabb
 import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
-import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
+import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
@@ -181,6 +181,8 @@ export async function runDaemon(settings: Settings): Promise<number> {
   else if (cgroups) {
     log.info(`experiments' RAM and CPU limits are enforced with cgroup v${cgroups.version}`);
     for (const n of cgroups.notes) log.info(n);
+    const orphaned = await killOrphanedCgroups(cgroups);
+    if (orphaned.length) log.warn(`killed the processes left in ${orphaned.length} cgroup(s) of a runner that exited: ${orphaned.join(", ")}`);
     const reaped = reapStaleCgroups(cgroups);
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }

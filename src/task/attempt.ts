@@ -10,7 +10,7 @@ import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
 import { requestRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
-import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
+import { createJobCgroup, defaultJobPidsMax, jobGroupName, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
@@ -21,7 +21,7 @@ import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 import { AttemptFence, SupersededError } from "./attempt-fence.ts";
-import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
+import { checkContainerRequest, containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, launcherEnv, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
@@ -235,11 +235,13 @@ async function attempt(
       const envFile = join(attemptDir, ".container-env");
       writeEnvFile(envFile, containerEnv(jobEnv.env, ctx.runnerEnv));
       const cwd = dirs.workspace ?? attemptDir;
+      checkContainerRequest({ image, imageField: `experiment.artifacts.${CONTAINER_IMAGE_LABEL}.qualified`, filename: request.experiment.filename, bindDirs: [attemptDir], key });
       const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
       if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
       log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
       clock.enter("run");
-      exit = await execute(argv, attemptDir, cwd, jobEnv.env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+      // The tool gets a fixed environment; the job's reaches the container through the env file only.
+      exit = await execute(argv, attemptDir, cwd, launcherEnv(ctx.runnerEnv), log, uploader, request, limit, jobControl, ctx, record, jobLimits);
     } else {
       if (request.experiment.filename === null) {
         throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
@@ -549,18 +551,23 @@ async function containerImage(
 /** How a job ended, and whether the kernel killed it for its memory limit. */
 type JobExit = ExitInfo & { memoryLimitBytes?: number };
 
-/** The job's cgroup with its RAM and CPU limits, where the runner may make one; never fails the attempt. */
+/**
+ * The job's cgroup, where the runner may make one — for every job, also one that states no RAM or
+ * CPUs: its process-count limit holds a fork bomb, and removing it at the end kills whatever the
+ * job left running (a double-forked `setsid` child included). Never fails the attempt.
+ */
 function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cpus: number }, log: OutputLog): JobCgroup | undefined {
   const support = ctx.cgroups;
-  if (!support || support.version === "none" || (limits.ramBytes <= 0 && limits.cpus <= 0)) return undefined;
+  if (!support || support.version === "none") return undefined;
   try {
-    return createJobCgroup(support, `job-${process.pid}-${++cgroupSerial}`, {
+    return createJobCgroup(support, jobGroupName(++cgroupSerial), {
       memoryBytes: limits.ramBytes > 0 ? limits.ramBytes : undefined,
       cpus: limits.cpus > 0 ? limits.cpus : undefined,
+      pidsMax: defaultJobPidsMax(limits.cpus),
     });
   } catch (err) {
-    log.note(`warning: the experiment runs without its RAM/CPU limits: ${errorMessage(err)}`);
-    ctx.log.warn(`experiment ${key} runs without its RAM/CPU limits: ${errorMessage(err)}`);
+    log.note(`warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${errorMessage(err)}`);
+    ctx.log.warn(`experiment ${key} runs without its cgroup (RAM/CPU/process limits): ${errorMessage(err)}`);
     return undefined;
   }
 }
