@@ -35,7 +35,10 @@ import { installMaintenanceSignals } from "../runner/maintenance-signals.ts";
 import { Runner } from "../runner/runner.ts";
 import { ResponseReports } from "../status/response-reports.ts";
 import { responsePublishersFor } from "../status/response/publishers-for.ts";
+import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
+import { filePath } from "../storage/file/file-store.ts";
+import { defaultStorageUrl } from "../submit/submit-storage.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { isRunnerSecret } from "../task/job-env.ts";
 import { reapOrphans } from "../task/orphans.ts";
@@ -58,6 +61,30 @@ export const runCommand = defineCommand({
     process.exit(code);
   },
 });
+
+/**
+ * Where file: locations may be: --file-storage-roots for every queue; without it, for requests
+ * from local queues only, the runner's own storage root (the file: storage `studio-runner submit`
+ * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
+ */
+function fileStorageRoots(settings: Settings, env: Record<string, string | undefined>): { flag: string[]; local: string[]; description: string } {
+  const flag = String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r));
+  if (flag.length) return { flag, local: flag, description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)` };
+  const own = defaultStorageUrl(env);
+  let local: string[] = [];
+  try {
+    local = /^file:/i.test(own) ? [filePath(own)] : [];
+  } catch {
+    local = []; // STUDIO_STORAGE is not a usable file: URL
+  }
+  return {
+    flag,
+    local,
+    description: local.length
+      ? `file: locations of requests from local queues may be under ${local[0]} (this runner's own storage; --file-storage-roots to change), none from brokers`
+      : "file: locations of requests are refused (no --file-storage-roots, and this runner's own storage is not file:)",
+  };
+}
 
 /** Settings from flags, environment and file; every problem printed at once, then exit 2. */
 export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
@@ -167,6 +194,9 @@ export async function runDaemon(settings: Settings): Promise<number> {
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
+  const fileRoots = fileStorageRoots(settings, runnerEnv);
+  setRunnerLimits({ fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local, allowPrivate: settings["allow-private-endpoints"] as boolean });
+  log.info(fileRoots.description + (settings["allow-private-endpoints"] ? "; requests may name loopback and private-network endpoints (--allow-private-endpoints)" : ""));
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
   // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
@@ -191,12 +221,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
       sandbox,
-      fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
+      fileStorageRoots: fileRoots.flag,
       readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearTextAllowed(settings) }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,
       events,
+      localFileStorageRoots: fileRoots.local,
+      allowPrivateEndpoints: settings["allow-private-endpoints"] as boolean,
     },
     {
       limitTasks: settings["limit-tasks"] as number,

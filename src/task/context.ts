@@ -32,7 +32,7 @@ export type TaskContext = {
   sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
-  /** --file-storage-roots: where file: artifacts may live (empty: anywhere for local queues, nowhere for remote ones). */
+  /** --file-storage-roots: where file: artifacts and local databases may live, for every queue. */
   fileStorageRoots?: string[];
   /** Opens and parses a message (envelopes per --encrypt-dir etc.); plain parsing when absent. */
   readRequest?: RequestReader;
@@ -41,4 +41,8 @@ export type TaskContext = {
   log: Logger;
   /** Where the attempt says what happens (metrics, status page, response reports listen). */
   events?: RunnerEvents;
+  /** Without --file-storage-roots: where file: locations of requests from local queues may live (the runner's own storage root). */
+  localFileStorageRoots?: string[];
+  /** --allow-private-endpoints: requests may name loopback and private-range hosts (never link-local or metadata). */
+  allowPrivateEndpoints?: boolean;
 };
