@@ -9,7 +9,7 @@ import { pipeline as pipe, Transform, type Readable } from "node:stream";
 import { fingerprintDirectory, packDirectory } from "../archive/pack.ts";
 import { unpackArchive } from "../archive/unpack.ts";
 import { formatBytes, formatDuration } from "../config/units.ts";
-import { NotFoundError, PermanentError } from "../errors.ts";
+import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
 import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
@@ -156,7 +156,32 @@ function digestCheck(artifact: Artifact, progress?: ProgressSink): { sha256: str
 /** bytes: unpacked size; transferredBytes: what came from storage (0 on a cache hit). */
 export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean; transferredBytes: number };
 
-export async function fetchArtifact(
+/**
+ * A store's refusal names the location's field generically ("qualified": the file store and the
+ * http store know no labels): name the artifact's own field instead.
+ */
+function namingArtifact<T>(artifact: Artifact, work: Promise<T>): Promise<T> {
+  return work.catch((err: unknown) => {
+    const generic = err instanceof RequestError ? err.context.field : undefined;
+    if (generic === "qualified" || generic?.startsWith("qualified (")) {
+      const field = `experiment.artifacts.${artifact.label}.qualified`;
+      (err as RequestError).message = field + (err as RequestError).message.slice("qualified".length);
+      (err as RequestError).context.field = field + generic.slice("qualified".length);
+    }
+    throw err;
+  });
+}
+
+export function fetchArtifact(
+  artifact: Artifact,
+  dir: string,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
+): Promise<FetchResult> {
+  return namingArtifact(artifact, fetchArtifactInto(artifact, dir, request, options));
+}
+
+async function fetchArtifactInto(
   artifact: Artifact,
   dir: string,
   request: Request,
@@ -222,7 +247,15 @@ export async function fetchArtifact(
  * A container image from storage (the `_singularity` artifact): downloaded once into the
  * immutable-artifact cache, keyed by the object's version, and used from there without a copy.
  */
-export async function fetchImageFile(
+export function fetchImageFile(
+  artifact: Artifact,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
+): Promise<{ path: string; cached: boolean; bytes: number }> {
+  return namingArtifact(artifact, fetchImageInto(artifact, request, options));
+}
+
+async function fetchImageInto(
   artifact: Artifact,
   request: Request,
   options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },

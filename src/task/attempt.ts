@@ -521,9 +521,11 @@ async function checkLocations(request: Request, policy: LocationPolicy, env: Rec
     if (a.label === CONTAINER_IMAGE_LABEL && isRegistryReference(a.qualified)) continue;
     await checkLocationResolved(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
   }
-  // An S3 server's endpoint; a local storage root (file:) is checked through its artifacts.
+  // An S3 server's endpoint (used for every s3:// artifact, whatever its spelling); a local
+  // storage root (file:) is checked through its artifacts.
   const endpoint = request.config.storageEndpoint;
-  if (endpoint && /^https?:/i.test(endpoint)) {
+  const usesS3 = Object.values(request.experiment.artifacts).some((a) => /^s3:/i.test(a.qualified));
+  if (endpoint && (usesS3 || /^https?:/i.test(endpoint))) {
     checkEndpoint("config.storage.endpoint", endpoint, policy);
     const host = connectHostOf(endpoint);
     if (host) await resolveChecked("config.storage.endpoint", endpoint, host, policy);

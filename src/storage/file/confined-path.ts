@@ -75,13 +75,16 @@ export class ConfinedPaths {
 
   /** A regular file opened for reading, or undefined when there is none at `path`. */
   async openRead(location: string, path: string): Promise<FileHandle | undefined> {
-    this.rootOf(location, path);
+    const root = this.rootOf(location, path);
     let real: string;
     try {
       real = await realpath(path);
     } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw err;
+      if (!isMissing(err)) throw err;
+      // Not there (yet: a mutable artifact): where it would be must still be inside, so a
+      // directory link out of the root is refused now rather than when the job's results are written.
+      await this.checkMissingParent(location, root, path);
+      return undefined;
     }
     await this.checkReal(location, real);
     const fh = await open(real, READ_FLAGS).catch((err) => {
@@ -100,6 +103,17 @@ export class ConfinedPaths {
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;
+    }
+  }
+
+  /** The nearest existing directory above a missing `path`, below the root, must resolve inside. */
+  private async checkMissingParent(location: string, root: string, path: string): Promise<void> {
+    for (let dir = dirname(path); isStrictlyUnder(root, dir); dir = dirname(dir)) {
+      const real = await realpath(dir).catch((err) => {
+        if (isMissing(err)) return undefined;
+        throw err;
+      });
+      if (real !== undefined) return this.checkReal(location, join(real, basename(path)));
     }
   }
 
