@@ -171,7 +171,7 @@ export class ConfinedPaths {
   }
 }
 
+/** Nothing there (a path through a regular file, ENOTDIR, is a fault of the storage instead). */
 function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === "ENOENT" || code === "ENOTDIR";
+  return (err as NodeJS.ErrnoException).code === "ENOENT";
 }

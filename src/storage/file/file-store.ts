@@ -72,7 +72,7 @@ export class FileStore implements ObjectStore {
       return s.isFile() ? infoOf(s) : undefined;
     } catch (err) {
       if (err instanceof RunnerFault) throw err;
-      if (["ENOENT", "ENOTDIR"].includes((err as NodeJS.ErrnoException).code ?? "")) return undefined;
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new RetryableError(`cannot stat ${location}: ${(err as Error).message}`, {}, { cause: err });
     }
   }
