@@ -38,7 +38,10 @@ import { RequestAdmission } from "../request/admission.ts";
 import { ReplayGuard } from "../request/replay-guard.ts";
 import { ResponseReports } from "../status/response-reports.ts";
 import { responsePublishersFor } from "../status/response/publishers-for.ts";
+import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
+import { filePath } from "../storage/file/file-store.ts";
+import { defaultStorageUrl } from "../submit/submit-storage.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
 import { describeStorageIdentity, storageIdentityProblems, storageIdentitySetting } from "../storage/storage-identity.ts";
 import { reapOrphans } from "../task/orphans.ts";
@@ -61,6 +64,30 @@ export const runCommand = defineCommand({
     process.exit(code);
   },
 });
+
+/**
+ * Where file: locations may be: --file-storage-roots for every queue; without it, for requests
+ * from local queues only, the runner's own storage root (the file: storage `studio-runner submit`
+ * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
+ */
+function fileStorageRoots(settings: Settings, env: Record<string, string | undefined>): { flag: string[]; local: string[]; description: string } {
+  const flag = String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r));
+  if (flag.length) return { flag, local: flag, description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)` };
+  const own = defaultStorageUrl(env);
+  let local: string[] = [];
+  try {
+    local = /^file:/i.test(own) ? [filePath(own)] : [];
+  } catch {
+    local = []; // STUDIO_STORAGE is not a usable file: URL
+  }
+  return {
+    flag,
+    local,
+    description: local.length
+      ? `file: locations of requests from local queues may be under ${local[0]} (this runner's own storage; --file-storage-roots to change), none from brokers`
+      : "file: locations of requests are refused (no --file-storage-roots, and this runner's own storage is not file:)",
+  };
+}
 
 /** Settings from flags, environment and file; every problem printed at once, then exit 2. */
 export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
@@ -187,6 +214,9 @@ export async function runDaemon(settings: Settings): Promise<number> {
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
+  const fileRoots = fileStorageRoots(settings, runnerEnv);
+  setRunnerLimits({ fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local, allowPrivate: settings["allow-private-endpoints"] as boolean });
+  log.info(fileRoots.description + (settings["allow-private-endpoints"] ? "; requests may name loopback and private-network endpoints (--allow-private-endpoints)" : ""));
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
   const maxRequestAgeMs = (settings["max-request-age"] as number | undefined) ?? 0;
@@ -215,7 +245,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
       sandbox,
-      fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
+      fileStorageRoots: fileRoots.flag,
       readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearText }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
@@ -224,6 +254,8 @@ export async function runDaemon(settings: Settings): Promise<number> {
       admission: new RequestAdmission({ maxAgeMs: maxRequestAgeMs, replay }),
       queueRefusal: envelopeKeys.queueRefusal ? (queue) => envelopeKeys.queueRefusal?.(queue) : undefined,
       storageIdentity,
+      localFileStorageRoots: fileRoots.local,
+      allowPrivateEndpoints: settings["allow-private-endpoints"] as boolean,
     },
     {
       limitTasks: settings["limit-tasks"] as number,

@@ -43,7 +43,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "max-mem", type: "size", description: "RAM this runner may hand out (0 = all)", default: "0" },
   { name: "max-disk", type: "size", description: "disk this runner may hand out in working-dir (0 = free space)", default: "0" },
   { name: "min-free-disk", type: "size", description: "free space always left in working-dir: work is not taken when it would go below", default: "1gib" },
-  { name: "file-storage-roots", type: "string", description: "comma-separated directories file: artifacts may live in; without it, anywhere for requests from local queues and nowhere for requests from brokers", default: "" },
+  { name: "file-storage-roots", type: "string", description: "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (STUDIO_STORAGE when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers", default: "" },
   {
     name: "sandbox",
     type: "enum",

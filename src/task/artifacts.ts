@@ -9,9 +9,10 @@ import { pipeline as pipe, Transform, type Readable } from "node:stream";
 import { fingerprintDirectory, packDirectory } from "../archive/pack.ts";
 import { unpackArchive } from "../archive/unpack.ts";
 import { formatBytes, formatDuration } from "../config/units.ts";
-import { NotFoundError, PermanentError } from "../errors.ts";
+import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
 import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
+import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { storeFor } from "../storage/stores.ts";
@@ -134,16 +135,64 @@ async function directoryBytes(dir: string): Promise<number> {
   return total;
 }
 
+/**
+ * The sha256 an artifact's bytes must have (its `hash`), with the error a mismatch becomes; none
+ * when it gives no hash or one that is not about its content (noted in the experiment's log).
+ */
+function digestCheck(artifact: Artifact, progress?: ProgressSink): { sha256: string; mismatch: (actualHex: string) => Error } | undefined {
+  if (artifact.hash === undefined || artifact.hash === "") return undefined;
+  const field = `experiment.artifacts.${artifact.label}.hash`;
+  const expected = expectedDigest(field, artifact.hash, artifact.qualified);
+  if (!expected.verify) {
+    progress?.(`artifact ${artifact.label}: its hash is not checked: ${expected.reason}`);
+    return undefined;
+  }
+  return {
+    sha256: expected.sha256,
+    mismatch: (actual) =>
+      new PermanentError(
+        `artifact "${artifact.label}" (${artifact.qualified}) does not match its hash: its content's sha256 is ${actual}, ${field} is ${expected.sha256}; nothing of it is used or cached`,
+        { field, phase: "fetch" },
+      ),
+  };
+}
+
 /** bytes: unpacked size; transferredBytes: what came from storage (0 on a cache hit). */
 export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean; transferredBytes: number };
 
-export async function fetchArtifact(
+/**
+ * A store's refusal names the location's field generically ("qualified": the file store and the
+ * http store know no labels): name the artifact's own field instead.
+ */
+function namingArtifact<T>(artifact: Artifact, work: Promise<T>): Promise<T> {
+  return work.catch((err: unknown) => {
+    const generic = err instanceof RequestError ? err.context.field : undefined;
+    if (generic === "qualified" || generic?.startsWith("qualified (")) {
+      const field = `experiment.artifacts.${artifact.label}.qualified`;
+      (err as RequestError).message = field + (err as RequestError).message.slice("qualified".length);
+      (err as RequestError).context.field = field + generic.slice("qualified".length);
+    }
+    throw err;
+  });
+}
+
+export function fetchArtifact(
+  artifact: Artifact,
+  dir: string,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
+): Promise<FetchResult> {
+  return namingArtifact(artifact, fetchArtifactInto(artifact, dir, request, options));
+}
+
+async function fetchArtifactInto(
   artifact: Artifact,
   dir: string,
   request: Request,
   options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
 ): Promise<FetchResult> {
   await mkdir(dir, { recursive: true });
+  const digest = digestCheck(artifact, options.progress);
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) {
@@ -163,7 +212,7 @@ export async function fetchArtifact(
   let finish = async (): Promise<void> => undefined;
   let downloadFault = (): unknown => undefined;
   if (!artifact.mutable) {
-    const local = await options.cache.read(store, artifact.qualified, info.version, { track });
+    const local = await options.cache.read(store, artifact.qualified, info.version, { track, ...digest });
     cached = local.hit;
     source = local.stream;
     finish = local.finish;
@@ -174,6 +223,11 @@ export async function fetchArtifact(
     } catch (err) {
       if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
+    }
+    if (digest) {
+      let mismatch: Error | undefined;
+      source = verifyingStream(source, digest.sha256, (actual) => (mismatch = digest.mismatch(actual)));
+      downloadFault = () => mismatch;
     }
   }
   try {
@@ -197,17 +251,26 @@ export async function fetchArtifact(
  * A container image from storage (the `_singularity` artifact): downloaded once into the
  * immutable-artifact cache, keyed by the object's version, and used from there without a copy.
  */
-export async function fetchImageFile(
+export function fetchImageFile(
   artifact: Artifact,
   request: Request,
   options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
 ): Promise<{ path: string; cached: boolean; bytes: number }> {
+  return namingArtifact(artifact, fetchImageInto(artifact, request, options));
+}
+
+async function fetchImageInto(
+  artifact: Artifact,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
+): Promise<{ path: string; cached: boolean; bytes: number }> {
+  const digest = digestCheck(artifact, options.progress);
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
   const track = (stream: Readable) =>
     trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
-  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track });
+  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest });
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
 

@@ -16,7 +16,8 @@ import { bwrapArgv } from "../sandbox/bwrap.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Artifact, Request } from "../request/model.ts";
 import { plainRequestReader } from "../request/read-request.ts";
-import { checkEndpoint, checkLocation, type LocationPolicy } from "../request/location-policy.ts";
+import { checkEndpoint, type LocationPolicy } from "../request/location-policy.ts";
+import { checkLocationResolved, connectHostOf, resolveChecked } from "../request/resolve-host.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { withUploadRetries } from "./upload-retry.ts";
@@ -26,7 +27,7 @@ import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
 import { SecretMasker } from "./secret-mask.ts";
-import { experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
+import { checkDatabase, experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
 import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
 import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
@@ -167,12 +168,20 @@ async function attempt(
     log.note(`GPUs: ${gpuUuids.join(",")} (CUDA_VISIBLE_DEVICES)`);
     ctx.log.info(`experiment ${key} has GPUs ${gpuUuids.join(",")}`, { experiment: key });
   }
-  const record = experimentRecordFor(request, {
-    warn: (m) => ctx.log.warn(m, { experiment: key }),
-    env: ctx.runnerEnv,
-    googleCertsDir: ctx.googleCertsDir,
-    identity,
-  });
+  // where the artifacts and the database may be (protocol-level refusals, before anything is
+  // fetched or recorded); a refusal fails the attempt in the try below
+  const refused = await checkLocations(request, locationPolicy(ctx, control.source), ctx.runnerEnv).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  const record = refused
+    ? undefined
+    : experimentRecordFor(request, {
+        warn: (m) => ctx.log.warn(m, { experiment: key }),
+        env: ctx.runnerEnv,
+        googleCertsDir: ctx.googleCertsDir,
+        identity,
+      });
   // Not awaited: a slow or unreachable database must not hold up the experiment; the finish
   // below waits for it, so the record still goes running → finished in that order.
   const recordStarted = record?.running();
@@ -180,8 +189,7 @@ async function attempt(
   let exit: JobExit | undefined;
   let venvRelease: (() => void) | undefined;
   try {
-    // where the artifacts may come from (protocol-level refusals, before anything is fetched)
-    checkLocations(request, locationPolicy(ctx, control.source));
+    if (refused) throw refused;
     // This attempt is now the experiment's current one: an older attempt still running elsewhere
     // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
     clock.enter("claim");
@@ -331,8 +339,9 @@ async function attempt(
     const phase = fault.context.phase ? ` (${fault.context.phase})` : "";
     log.note(`${fault.retryable ? "runner fault, will retry" : "experiment failed"}${phase}: ${fault.message}`);
     await log.close();
-    // The log is the user's only view of what happened: try hard to get it to storage.
-    await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
+    // The log is the user's only view of what happened: try hard to get it to storage (never to
+    // locations the rules refused: the reason is kept with the request instead).
+    if (!refused) await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
     const reason = `${fault.message}${phase}`;
     if (fault.retryable) {
       // Free the disk before the request can be taken again (a full disk is a common cause).
@@ -504,23 +513,36 @@ async function layOut(attemptDir: string, request: Request, ctx: TaskContext, re
 }
 
 /**
- * Where a request's artifacts may live: never cloud metadata or link-local addresses; file:
- * paths under --file-storage-roots, or anywhere when the request came from a local queue and
- * no roots are set (its writers share this machine); loopback storage is allowed.
+ * Where a request's artifacts and database may live: never cloud metadata or link-local
+ * addresses; loopback and private ranges only with --allow-private-endpoints; file: paths under
+ * --file-storage-roots, or, without it, under the runner's own storage root for requests from
+ * local queues (their writers share this machine) and nowhere for requests from brokers.
  */
 function locationPolicy(ctx: TaskContext, source: string | undefined): LocationPolicy {
   const roots = ctx.fileStorageRoots ?? [];
-  return { allowedFileRoots: roots.length ? roots : source === "local" || source === undefined ? ["/"] : [], allowLoopback: true };
+  const local = source === "local" || source === undefined;
+  return {
+    allowedFileRoots: roots.length ? roots : local ? (ctx.localFileStorageRoots ?? []) : [],
+    allowPrivate: ctx.allowPrivateEndpoints ?? false,
+  };
 }
 
-function checkLocations(request: Request, policy: LocationPolicy): void {
+/** Every location of the request through the rules, host names resolved: RequestError naming the field. */
+async function checkLocations(request: Request, policy: LocationPolicy, env: Record<string, string | undefined>): Promise<void> {
   for (const a of Object.values(request.experiment.artifacts)) {
     if (a.label === CONTAINER_IMAGE_LABEL && isRegistryReference(a.qualified)) continue;
-    checkLocation(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
+    await checkLocationResolved(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
   }
-  // An S3 server's endpoint; a local storage root (file:) is checked through its artifacts.
+  // An S3 server's endpoint (used for every s3:// artifact, whatever its spelling); a local
+  // storage root (file:) is checked through its artifacts.
   const endpoint = request.config.storageEndpoint;
-  if (endpoint && /^https?:/i.test(endpoint)) checkEndpoint("config.storage.endpoint", endpoint, policy);
+  const usesS3 = Object.values(request.experiment.artifacts).some((a) => /^s3:/i.test(a.qualified));
+  if (endpoint && (usesS3 || /^https?:/i.test(endpoint))) {
+    checkEndpoint("config.storage.endpoint", endpoint, policy);
+    const host = connectHostOf(endpoint);
+    if (host) await resolveChecked("config.storage.endpoint", endpoint, host, policy);
+  }
+  await checkDatabase(request, policy, { env });
 }
 
 /** The longest delay a JavaScript timer takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */

@@ -34,7 +34,7 @@ export type TaskContext = {
   sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
-  /** --file-storage-roots: where file: artifacts may live (empty: anywhere for local queues, nowhere for remote ones). */
+  /** --file-storage-roots: where file: artifacts and local databases may live, for every queue. */
   fileStorageRoots?: string[];
   /** Opens and parses a message (envelopes per --encrypt-dir etc.); plain parsing when absent. */
   readRequest?: RequestReader;
@@ -49,4 +49,8 @@ export type TaskContext = {
   queueRefusal?: (queue: string) => string | undefined;
   /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no credentials (absent: only the request's). */
   storageIdentity?: StorageIdentitySetting;
+  /** Without --file-storage-roots: where file: locations of requests from local queues may live (the runner's own storage root). */
+  localFileStorageRoots?: string[];
+  /** --allow-private-endpoints: requests may name loopback and private-range hosts (never link-local or metadata). */
+  allowPrivateEndpoints?: boolean;
 };

@@ -4,6 +4,7 @@
 // record ever holds a secret.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { getRunnerLimits, setRunnerLimits } from "../../src/request/location-policy.ts";
 import type { Request } from "../../src/request/model.ts";
 import { experimentRecordFor } from "../../src/status/experiment-record.ts";
 import { storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";
@@ -11,12 +12,16 @@ import { startDatabases, type DatabaseHarness, type Databases } from "../helpers
 
 let dbs: Databases;
 const savedEmulator = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+const savedLimits = getRunnerLimits();
 beforeAll(async () => {
+  // The stand-in servers listen on loopback: as a runner started with --allow-private-endpoints.
+  setRunnerLimits({ ...savedLimits, allowPrivate: true });
   dbs = await startDatabases();
   // firebase-admin reads the emulator address from the process environment.
   process.env.FIREBASE_DATABASE_EMULATOR_HOST = dbs.all.find((d) => d.type === "firebase")!.runnerEnv.FIREBASE_DATABASE_EMULATOR_HOST;
 }, 60_000);
 afterAll(async () => {
+  setRunnerLimits(savedLimits);
   if (savedEmulator === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
   else process.env.FIREBASE_DATABASE_EMULATOR_HOST = savedEmulator;
   await dbs?.stop();
