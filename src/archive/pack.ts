@@ -5,15 +5,19 @@
 // The walk therefore never leaves it (src/archive/walk.ts): a link is stored as a link, a root
 // that is a link is not packed at all, special files are left out with a note.
 
-import { Readable, PassThrough } from "node:stream";
+import { createReadStream, read } from "node:fs";
+import { PassThrough, type Readable } from "node:stream";
 import type { FileHandle } from "node:fs/promises";
 import { createGzip } from "node:zlib";
 import * as tar from "tar-stream";
 import { tryOpenDirectory, type NotADirectory } from "../fs/safe-open.ts";
-import { walkDirectory, type SkippedEntry, type WalkEntry } from "./walk.ts";
+import { closeFile, walkDirectory, type SkippedEntry, type WalkEntry } from "./walk.ts";
 
 /** Files are read in chunks this large (the default 64 KiB costs CPU on large artifacts). */
 const READ_CHUNK_BYTES = 1024 * 1024;
+
+const readAt = (fd: number, buf: Buffer, offset: number, length: number, position: number) =>
+  new Promise<number>((resolve, reject) => read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 
 /** A cheap identity of a directory's content: names, sizes and modification times. */
 export async function fingerprintDirectory(root: string): Promise<string> {
@@ -49,40 +53,48 @@ export async function directoryBytes(root: string): Promise<number> {
   return total;
 }
 
-/** The file's content, exactly `sizeBytes` of it: a file that shrank meanwhile is padded with zeros. */
-function fileContent(file: FileHandle, sizeBytes: number, onShrunk: () => void): Readable {
-  async function* chunks() {
-    let position = 0;
-    while (position < sizeBytes) {
-      const want = Math.min(READ_CHUNK_BYTES, sizeBytes - position);
-      const buf = Buffer.allocUnsafe(want);
-      const { bytesRead } = await file.read(buf, 0, want, position);
-      if (bytesRead === 0) {
-        onShrunk();
-        yield Buffer.alloc(sizeBytes - position);
-        return;
-      }
-      position += bytesRead;
-      yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+/** A small file's content from its descriptor, exactly `sizeBytes` (padded with zeros if it shrank). */
+async function readSmall(fd: number, sizeBytes: number, onShrunk: () => void): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(sizeBytes);
+  let filled = 0;
+  while (filled < sizeBytes) {
+    const n = await readAt(fd, buf, filled, sizeBytes - filled, filled);
+    if (n === 0) {
+      onShrunk();
+      buf.fill(0, filled);
+      break;
     }
+    filled += n;
   }
-  return Readable.from(chunks(), { objectMode: false, highWaterMark: 2 * READ_CHUNK_BYTES });
+  return buf;
 }
 
-function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, onShrunk: () => void): Promise<void> {
+async function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, onShrunk: () => void): Promise<void> {
+  const header = { name: e.rel, type: "file" as const, size: e.sizeBytes, mode: e.mode, mtime: e.mtime };
+  if (e.sizeBytes <= READ_CHUNK_BYTES) {
+    // One read into one buffer: a stream per small file costs more than the read.
+    const content = await readSmall(e.fd!, e.sizeBytes, onShrunk);
+    return new Promise((resolve, reject) => pack.entry(header, content, (err) => (err ? reject(err) : resolve())));
+  }
   return new Promise((resolve, reject) => {
-    const header = { name: e.rel, type: "file" as const, size: e.sizeBytes, mode: e.mode, mtime: e.mtime };
-    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    if (e.sizeBytes === 0) {
-      (sink as unknown as { end(): void }).end();
-      return;
-    }
-    const source = fileContent(e.file!, e.sizeBytes, onShrunk);
+    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve())) as unknown as NodeJS.WritableStream & { destroy(err?: Error): void };
+    // Read from the descriptor the walk opened (never the path again), exactly the size in the
+    // header, 1 MiB at a time; a file that shrank meanwhile is padded with zeros.
+    const source = createReadStream("", { fd: e.fd!, start: 0, end: e.sizeBytes - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: false });
+    let readBytes = 0;
+    source.on("data", (chunk) => (readBytes += chunk.length));
+    source.on("end", () => {
+      if (readBytes < e.sizeBytes) {
+        onShrunk();
+        sink.write(Buffer.alloc(e.sizeBytes - readBytes));
+      }
+      sink.end();
+    });
     source.on("error", (err) => {
       sink.destroy(err);
       reject(err);
     });
-    source.pipe(sink as unknown as NodeJS.WritableStream);
+    source.pipe(sink, { end: false });
   });
 }
 
@@ -108,7 +120,7 @@ export function packOpenDirectory(dir: FileHandle, options: PackOptions = {}): R
           try {
             await addFile(pack, e, () => skipped.push({ rel: e.rel, why: "shrank while it was read (padded with zeros)" }));
           } finally {
-            await e.file!.close();
+            await closeFile(e.fd!);
           }
         }
       }

@@ -4,8 +4,9 @@
 // (its target text only), FIFOs, sockets and devices are left out without being opened for
 // reading, and an entry swapped between listing and open is looked at again, then left out.
 
-import type { BigIntStats } from "node:fs";
+import { close, fstatSync, open as openFd, type Stats } from "node:fs";
 import { lstat, open, readdir, readlink, type FileHandle } from "node:fs/promises";
+import { promisify } from "node:util";
 import { at, DIRECTORY_NOFOLLOW, errnoOf, isLinkRefusal, kindOf, READ_NOFOLLOW, sameFile, self } from "../fs/safe-open.ts";
 
 /** Looks at an entry that changed between listing and open this many times before leaving it out. */
@@ -19,8 +20,8 @@ type Common = { rel: string; mode: number; mtime: Date };
 export type WalkEntry =
   | (Common & { kind: "dir" })
   | (Common & { kind: "symlink"; target: string })
-  /** `file` is open for reading (openFiles) and the consumer closes it; sizeBytes is the open file's. */
-  | (Common & { kind: "file"; sizeBytes: number; file?: FileHandle });
+  /** `fd` is open for reading (openFiles) and the consumer closes it (closeFile); sizeBytes is the open file's. */
+  | (Common & { kind: "file"; sizeBytes: number; fd?: number });
 
 export type SkippedEntry = { rel: string; why: string };
 
@@ -30,7 +31,15 @@ export type WalkOptions = {
   onSkipped?: (entry: SkippedEntry) => void;
 };
 
-const common = (rel: string, s: BigIntStats): Common => ({ rel, mode: Number(s.mode & 0o777n), mtime: new Date(Number(s.mtimeMs)) });
+// Files are opened as plain descriptors: a FileHandle per file costs measurably on many small files.
+const openFile = promisify(openFd) as (path: string, flags: number) => Promise<number>;
+// fstat of a descriptor just opened answers from the inode in memory (no path walk, no wait on
+// NFS, whose open already revalidated it): done synchronously, it saves a thread-pool hop per file.
+const fstatOf = async (fd: number): Promise<Stats> => fstatSync(fd);
+/** Closes a file descriptor the walk handed out. */
+export const closeFile = promisify(close);
+
+const common = (rel: string, s: Stats): Common => ({ rel, mode: s.mode & 0o777, mtime: s.mtime });
 
 type Looked =
   | { entry: WalkEntry; dir?: FileHandle }
@@ -40,9 +49,9 @@ type Looked =
 
 /** One look at `name` in `dir`: what it is, opened where it must be, or why not. */
 async function look(dir: FileHandle, name: string, rel: string, options: WalkOptions): Promise<Looked> {
-  let listed: BigIntStats;
+  let listed: Stats;
   try {
-    listed = await lstat(at(dir, name), { bigint: true });
+    listed = await lstat(at(dir, name));
   } catch (err) {
     if (errnoOf(err) === "ENOENT") return { gone: true };
     throw err;
@@ -57,29 +66,37 @@ async function look(dir: FileHandle, name: string, rel: string, options: WalkOpt
     }
   }
   if (!listed.isDirectory() && !listed.isFile()) return { skip: `${kindOf(listed)} (left out, not read)` };
-  if (listed.isFile() && !options.openFiles) return { entry: { ...common(rel, listed), kind: "file", sizeBytes: Number(listed.size) } };
-  let handle: FileHandle;
+  if (listed.isFile() && !options.openFiles) return { entry: { ...common(rel, listed), kind: "file", sizeBytes: listed.size } };
+  const isDir = listed.isDirectory();
+  let handle: FileHandle | undefined;
+  let fd: number;
   try {
-    handle = await open(at(dir, name), listed.isDirectory() ? DIRECTORY_NOFOLLOW : READ_NOFOLLOW);
+    if (isDir) {
+      handle = await open(at(dir, name), DIRECTORY_NOFOLLOW);
+      fd = handle.fd;
+    } else {
+      fd = await openFile(at(dir, name), READ_NOFOLLOW);
+    }
   } catch (err) {
     if (errnoOf(err) === "ENOENT") return { gone: true };
     if (isLinkRefusal(err) || errnoOf(err) === "ENXIO") return { retry: true }; // swapped for a link or socket
     throw err;
   }
-  let opened: BigIntStats;
+  const release = () => (handle ? handle.close() : closeFile(fd));
+  let opened: Stats;
   try {
-    opened = await handle.stat({ bigint: true });
+    opened = await fstatOf(fd);
   } catch (err) {
-    await handle.close();
+    await release();
     throw err;
   }
-  const sameKind = listed.isDirectory() ? opened.isDirectory() : opened.isFile();
+  const sameKind = isDir ? opened.isDirectory() : opened.isFile();
   if (!sameKind || !sameFile(listed, opened)) {
-    await handle.close();
+    await release();
     return { retry: true };
   }
-  if (opened.isDirectory()) return { entry: { ...common(rel, opened), kind: "dir" }, dir: handle };
-  return { entry: { ...common(rel, opened), kind: "file", sizeBytes: Number(opened.size), file: handle } };
+  if (handle) return { entry: { ...common(rel, opened), kind: "dir" }, dir: handle };
+  return { entry: { ...common(rel, opened), kind: "file", sizeBytes: opened.size, fd } };
 }
 
 /**

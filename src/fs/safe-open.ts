@@ -4,7 +4,7 @@
 // descriptor holds, whatever has since been renamed or swapped around it, and O_NOFOLLOW then
 // applies to `<name>` itself: openat semantics through plain open(), on the async thread pool.
 
-import { constants, type BigIntStats } from "node:fs";
+import { constants, type Stats } from "node:fs";
 import { lstat, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { PermanentError } from "../errors.ts";
 
@@ -57,7 +57,7 @@ export async function tryOpenDirectory(path: string): Promise<{ dir: FileHandle 
 }
 
 /** Same device and inode: the entry opened is the one the listing saw. */
-export function sameFile(a: BigIntStats, b: BigIntStats): boolean {
+export function sameFile(a: Stats, b: Stats): boolean {
   return a.dev === b.dev && a.ino === b.ino;
 }
 
