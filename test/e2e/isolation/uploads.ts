@@ -66,14 +66,14 @@ print("modeldir now points at the queue root", flush=True)
     // The experiment finished (the job's own act only hurts its own modeldir) …
     expect(filesIn(join(sb.queueRoot, "local_a"))).toEqual([]);
     expect(filesIn(join(sb.queueRoot, ".failed", "local_a"))).toEqual([]);
-    const log = tarMember(join(exp.experimentDir, "output.tar"));
-    expect(log).toContain("modeldir now points at the queue root");
-    expect(r.stderr).toMatch(/artifact modeldir: its directory is a symbolic link; not uploaded/);
     // … and storage holds nothing of the queue root: not the secret, not the other request's name.
     const stored = storedBytes(exp.experimentDir);
     expect(stored.includes(Buffer.from(AWS_SECRET))).toBe(false);
     expect(stored.includes(Buffer.from(other))).toBe(false);
     if (existsSync(join(exp.experimentDir, "modeldir.tar"))) expect(tarVerbose(join(exp.experimentDir, "modeldir.tar"))).not.toContain(other);
+    const log = tarMember(join(exp.experimentDir, "output.tar"));
+    expect(log).toContain("modeldir now points at the queue root");
+    expect(r.stderr).toMatch(/artifact modeldir: its directory is a symbolic link; not uploaded/);
     // Nothing lost: the other request is still pending where it was.
     expect(filesIn(join(sb.queueRoot, "local_other"))).toEqual([other]);
     expect(readFileSync(join(sb.queueRoot, "local_other", other), "utf8")).toContain(AWS_SECRET);
@@ -160,16 +160,18 @@ while time.time() < end:
     # a regular file and a link to the secret, swapped in place (rename is atomic)
     os.symlink(os.environ["SECRET_FILE"], os.path.join(md, "l.tmp"))
     os.replace(os.path.join(md, "l.tmp"), os.path.join(md, "model.bin"))
-    open(os.path.join(md, "f.tmp"), "w").write("weights %d\\n" % n)
-    os.replace(os.path.join(md, "f.tmp"), os.path.join(md, "model.bin"))
     # the tb directory itself swapped with a link to the secret's directory
     os.symlink(os.environ["SECRET_DIR"], tb + ".l")
     os.rename(tb, tb + ".d")
     os.rename(tb + ".l", tb)
+    time.sleep(0.03)
+    open(os.path.join(md, "f.tmp"), "w").write("weights %d\\n" % n)
+    os.replace(os.path.join(md, "f.tmp"), os.path.join(md, "model.bin"))
     os.rename(tb, tb + ".l")
     os.rename(tb + ".d", tb)
     os.unlink(tb + ".l")
     open(os.path.join(tb, "events"), "w").write("event %d\\n" % n)
+    time.sleep(0.03)
     n += 1
 print("swapped", n, "times", flush=True)
 `,
