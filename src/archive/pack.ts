@@ -7,7 +7,7 @@
 
 import { createReadStream, read } from "node:fs";
 import { PassThrough, type Readable } from "node:stream";
-import type { FileHandle } from "node:fs/promises";
+import { realpath, type FileHandle } from "node:fs/promises";
 import { createGzip } from "node:zlib";
 import * as tar from "tar-stream";
 import { tryOpenDirectory, type NotADirectory } from "../fs/safe-open.ts";
@@ -100,6 +100,8 @@ async function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, 
 
 export type PackOptions = {
   gzip?: boolean;
+  /** The root is the caller's own path (submit's --workspace), not a job's: a link there is followed. */
+  followRootLink?: boolean;
   /** Hears, once the tar is complete, what was left out or changed while it was read (names only). */
   onSkipped?: (skipped: SkippedEntry[]) => void;
 };
@@ -152,10 +154,13 @@ export class NotADirectoryToPack extends Error {
   }
 }
 
-/** A plain tar stream of the directory's contents; gzip-compressed when asked. A root that is a link is refused. */
+/**
+ * A plain tar stream of the directory's contents; gzip-compressed when asked. A root that is a
+ * link is refused unless `followRootLink`; links below it are stored as links either way.
+ */
 export function packDirectory(root: string, options: PackOptions = {}): Readable {
   const out = new PassThrough();
-  tryOpenDirectory(root).then(
+  (options.followRootLink ? realpath(root).then(tryOpenDirectory) : tryOpenDirectory(root)).then(
     (opened) => {
       if ("not" in opened) return out.destroy(new NotADirectoryToPack(root, opened.not));
       const inner = packOpenDirectory(opened.dir, options);
