@@ -185,8 +185,11 @@ print("swapped", n, "times", flush=True)
     // Every version that lands in storage while the job runs is looked at, not only the last.
     let looks = 0;
     let leaked = false;
+    const versions = new Set<string>();
     while (r.child.exitCode === null) {
       if (storedBytes(exp.experimentDir).includes(Buffer.from(AWS_SECRET))) leaked = true;
+      const modeldir = join(exp.experimentDir, "modeldir.tar");
+      if (existsSync(modeldir)) versions.add(new Bun.CryptoHasher("sha256").update(readFileSync(modeldir)).digest("hex"));
       looks++;
       await Bun.sleep(50);
     }
@@ -194,6 +197,7 @@ print("swapped", n, "times", flush=True)
     expect(leaked).toBe(false);
     expect(storedBytes(exp.experimentDir).includes(Buffer.from(AWS_SECRET))).toBe(false);
     expect(looks).toBeGreaterThan(10);
+    expect(versions.size).toBeGreaterThanOrEqual(2); // checkpoints really ran while the job swapped
     expect(tarMember(join(exp.experimentDir, "output.tar"), "output")).toMatch(/swapped \d+ times/);
     expect(readFileSync(secretFile, "utf8")).toContain(AWS_SECRET);
     expect(filesIn(join(sb.queueRoot, "local_d"))).toEqual([]);
