@@ -76,9 +76,10 @@ async function clearName(dir: FileHandle, name: string): Promise<void> {
 /**
  * Creates `name` in the open directory with O_CREAT|O_EXCL|O_NOFOLLOW and writes `data`: whatever a
  * job planted at that name (a link to a host file, a file, a directory) is removed first, never
- * written through. `mode` is narrowed by the umask, as with any create.
+ * written through. `mode` is narrowed by the umask, as with any create, unless `exactMode` (a file
+ * the job must read even under the runner's umask 077, such as the artifact mapping).
  */
-export async function writeFileExclusiveAt(dir: FileHandle, name: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeFileExclusiveAt(dir: FileHandle, name: string, data: string | Uint8Array, mode = 0o644, options: { exactMode?: boolean } = {}): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     let file: FileHandle;
     try {
@@ -90,6 +91,7 @@ export async function writeFileExclusiveAt(dir: FileHandle, name: string, data: 
     }
     try {
       await file.writeFile(data);
+      if (options.exactMode) await file.chmod(mode);
     } finally {
       await file.close();
     }
@@ -119,7 +121,7 @@ export async function ensureDirectoryAt(parent: FileHandle, name: string, mode =
  * Writes a runner-owned file `name` into the directory at `dirPath` (created when missing), where
  * a job can write: the directory is not followed when it is a link, nor is the file.
  */
-export async function writeRunnerFile(dirPath: string, name: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeRunnerFile(dirPath: string, name: string, data: string | Uint8Array, mode = 0o644, options: { exactMode?: boolean } = {}): Promise<void> {
   const cut = dirPath.replace(/\/+$/, "").lastIndexOf("/");
   const parentPath = cut <= 0 ? "/" : dirPath.slice(0, cut);
   const base = dirPath.slice(cut + 1);
@@ -127,7 +129,7 @@ export async function writeRunnerFile(dirPath: string, name: string, data: strin
   try {
     const dir = await ensureDirectoryAt(parent, base);
     try {
-      await writeFileExclusiveAt(dir, name, data, mode);
+      await writeFileExclusiveAt(dir, name, data, mode, options);
     } finally {
       await dir.close();
     }

@@ -479,8 +479,8 @@ async function layOut(attemptDir: string, request: Request, ctx: TaskContext, re
   dirs.output ??= join(attemptDir, "output");
   await mkdir(dirs.output, { recursive: true });
   const mappingFile = join(attemptDir, "artifact-mapping.json");
-  // Read-only for the job, and never written through anything planted at its name.
-  await writeRunnerFile(attemptDir, "artifact-mapping.json", JSON.stringify(dirs, null, 2), 0o444);
+  // Readable, not writable, by the job (whatever the umask), never written through anything planted at its name.
+  await writeRunnerFile(attemptDir, "artifact-mapping.json", JSON.stringify(dirs, null, 2), 0o444, { exactMode: true });
   const jobEnv = buildJobEnv({
     runnerEnv: ctx.runnerEnv,
     request,

@@ -539,9 +539,14 @@ describe("runner-written files in job-writable directories", () => {
     await writeRunnerFile(dir, "_results.json", "runner's");
     expect(await readFile(join(dir, "_results.json"), "utf8")).toBe("runner's");
     await writeFile(join(dir, "other.json"), "job's");
-    await writeRunnerFile(dir, "other.json", "runner's", 0o444);
+    const umask = process.umask(0o077);
+    try {
+      await writeRunnerFile(dir, "other.json", "runner's", 0o444, { exactMode: true });
+    } finally {
+      process.umask(umask);
+    }
     expect(await readFile(join(dir, "other.json"), "utf8")).toBe("runner's");
-    expect((await stat(join(dir, "other.json"))).mode & 0o222).toBe(0);
+    expect((await stat(join(dir, "other.json"))).mode & 0o777).toBe(0o444); // readable by the job even under umask 077
   });
 
   test("readRegularFileNoFollow refuses a link and a FIFO by kind, never naming the target", async () => {
