@@ -3,10 +3,12 @@
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { lstat, mkdir, readdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { pipeline as pipe, Transform, type Readable } from "node:stream";
-import { fingerprintDirectory, packDirectory } from "../archive/pack.ts";
+import { directoryBytes, fingerprintDirectory, packOpenDirectory } from "../archive/pack.ts";
+import type { SkippedEntry } from "../archive/walk.ts";
+import { tryOpenDirectory } from "../fs/safe-open.ts";
 import { unpackArchive } from "../archive/unpack.ts";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
@@ -122,17 +124,6 @@ export function trackProgress(
     },
   });
   return { stream: pipe(source, meter, () => undefined), finished };
-}
-
-/** Bytes of the files under a directory (an upload's expected size, before tar overhead). */
-async function directoryBytes(dir: string): Promise<number> {
-  let total = 0;
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    if (!e.isFile()) continue;
-    total += await lstat(join(e.parentPath, e.name)).then((s) => s.size, () => 0);
-  }
-  return total;
 }
 
 /**
@@ -274,7 +265,21 @@ async function fetchImageInto(
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
 
-/** Uploads mutable artifacts whose directory changed since the last upload (or download). */
+/** How many left-out names one note lists before it only counts the rest. */
+const SKIPPED_NAMES_SHOWN = 10;
+
+/** A note about entries left out of an artifact's tar (names quoted, never a link's target or content). */
+function skippedNote(label: string, skipped: SkippedEntry[]): string {
+  const shown = skipped.slice(0, SKIPPED_NAMES_SHOWN).map((s) => `${JSON.stringify(s.rel)}: ${s.why}`);
+  const more = skipped.length > SKIPPED_NAMES_SHOWN ? `; and ${skipped.length - SKIPPED_NAMES_SHOWN} more` : "";
+  return `artifact ${label}: ${skipped.length} entr${skipped.length === 1 ? "y" : "ies"} not stored as they were: ${shown.join("; ")}${more}`;
+}
+
+/**
+ * Uploads mutable artifacts whose directory changed since the last upload (or download). The
+ * directories are the job's: they are packed relative to their descriptors, never following a
+ * link (src/archive/walk.ts); an artifact whose directory is itself a link is not uploaded.
+ */
 export class ArtifactUploader {
   private readonly last = new Map<string, string>();
   private readonly existed = new Map<string, boolean>();
@@ -289,6 +294,8 @@ export class ArtifactUploader {
       onUploaded?: (label: string, bytes: number) => void;
       /** Hears about each retried upload (besides the experiment's log, where `progress` puts it). */
       onRetry?: (message: string) => void;
+      /** Hears about artifacts not uploaded and entries left out (links, FIFOs, swaps), besides `progress`. */
+      onSkipped?: (message: string) => void;
     } = {},
   ) {}
 
@@ -303,6 +310,11 @@ export class ArtifactUploader {
     const run = this.queue.then(() => this.doUpload(labels, options));
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private note(message: string) {
+    this.options.progress?.(message);
+    this.options.onSkipped?.(message);
   }
 
   private async doUpload(labels: string[] | undefined, options: { includeMissing?: boolean }): Promise<string[]> {
@@ -326,11 +338,20 @@ export class ArtifactUploader {
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
       const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
       let sentBytes = 0;
+      let refused: string | undefined;
+      let skipped: SkippedEntry[] = [];
       // A transient storage fault packs and sends the whole artifact again, after a back-off.
       await withUploadRetries(
         `upload of ${artifact.label} to ${artifact.qualified}`,
         async () => {
-          let packed = packDirectory(dir, { gzip });
+          // The directory is opened once, without following a link: what is packed is what was opened.
+          const opened = await tryOpenDirectory(dir);
+          if ("not" in opened) {
+            refused = opened.not;
+            return;
+          }
+          skipped = [];
+          let packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
           sentBytes = 0;
           if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
           const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
@@ -342,8 +363,14 @@ export class ArtifactUploader {
           this.options.onRetry?.(message);
         },
       );
-      this.options.onUploaded?.(artifact.label, sentBytes);
       this.last.set(artifact.label, print);
+      if (refused) {
+        // Never the link's target: the stored copy (if any) stays as it was.
+        this.note(`artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; not uploaded (links are never followed), the stored copy is left as it was`);
+        continue;
+      }
+      if (skipped.length) this.note(skippedNote(artifact.label, skipped));
+      this.options.onUploaded?.(artifact.label, sentBytes);
       this.existed.set(artifact.label, true);
       uploaded.push(artifact.label);
     }

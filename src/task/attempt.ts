@@ -3,7 +3,7 @@
 // place (permanent); a failing script is a finished experiment.
 
 import { randomUUID } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
@@ -30,6 +30,7 @@ import { SecretMasker } from "./secret-mask.ts";
 import { checkDatabase, experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
 import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
+import { writeRunnerFile } from "../fs/safe-open.ts";
 import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
 import { storageIdentityFor } from "../storage/storage-identity.ts";
 
@@ -148,6 +149,7 @@ async function attempt(
     beforeUpload: fence ? () => fence.check() : undefined,
     onUploaded: events ? (_label, bytes) => events.emit("bytes", { direction: "upload", bytes }) : undefined,
     onRetry: (message) => ctx.log.warn(message, { experiment: key }),
+    onSkipped: (message) => ctx.log.warn(message, { experiment: key }),
   });
   const startedMs = Date.now();
   const needs = reservation?.needs ?? request.experiment.resources;
@@ -498,7 +500,8 @@ async function layOut(attemptDir: string, request: Request, ctx: TaskContext, re
   dirs.output ??= join(attemptDir, "output");
   await mkdir(dirs.output, { recursive: true });
   const mappingFile = join(attemptDir, "artifact-mapping.json");
-  await writeFile(mappingFile, JSON.stringify(dirs, null, 2));
+  // Readable, not writable, by the job (whatever the umask), never written through anything planted at its name.
+  await writeRunnerFile(attemptDir, "artifact-mapping.json", JSON.stringify(dirs, null, 2), 0o444, { exactMode: true });
   const jobEnv = buildJobEnv({
     runnerEnv: ctx.runnerEnv,
     request,
@@ -608,8 +611,8 @@ async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: R
         host: ctx.host,
         artifacts: Object.fromEntries(Object.values(request.experiment.artifacts).map((a) => [a.label, { name: a.key ?? a.qualified }])),
       };
-      await mkdir(dirs._results, { recursive: true });
-      await writeFile(join(dirs._results, "_results.json"), JSON.stringify(doc, null, 2));
+      // The job may have planted a link at _results or _results.json: neither is followed.
+      await writeRunnerFile(dirs._results, "_results.json", JSON.stringify(doc, null, 2));
       await uploader.upload(["_results"], { includeMissing: true });
     }
   } catch (err) {
