@@ -261,4 +261,15 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
     },
     180_000,
   );
+
+  test.skipIf(!runnable)("without a working bwrap: auto warns loudly and runs unsandboxed, bwrap refuses to start", async () => {
+    const sb = await makeSandbox("iso-launchers-nobwrap");
+    const env = { PATH: "/nonexistent-bin" };
+    const auto = new RunnerProcess(sb, ["--limit-idle-duration", "1s"], env);
+    expect(await auto.exited).toBe(0);
+    expect(auto.stderr).toContain("--sandbox auto: bubblewrap does not work here, experiments are NOT isolated");
+    const strict = new RunnerProcess(sb, ["--sandbox", "bwrap", "--limit-idle-duration", "1s"], env);
+    expect(await strict.exited).toBe(2);
+    expect(strict.stderr).toContain("bwrap (bubblewrap) is not on the PATH");
+  }, 60_000);
 });
