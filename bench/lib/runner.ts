@@ -3,7 +3,7 @@
 // runner wrote into it.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { BINARY, ensureBinary, type Sandbox } from "../../test/helpers/e2e.ts";
+import { BINARY, ensureBinary, runnerDefaults, type Sandbox } from "../../test/helpers/e2e.ts";
 import { NO_METADATA_ENV, pipEnv } from "./bench-env.ts";
 
 export type LogLine = {
@@ -32,7 +32,7 @@ export class BenchRunner {
     this.spawnedMs = Date.now();
     this.child = spawn(
       BINARY,
-      ["run", "--log-format", "json", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...args],
+      ["run", "--log-format", "json", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...runnerDefaults(sandbox, args, env), ...args],
       { env: { ...base, ...NO_METADATA_ENV, ...pipEnv(), ...env }, stdio: ["ignore", "ignore", "pipe"] },
     );
     this.child.stderr!.on("data", (chunk: Buffer) => this.take(chunk.toString("utf8")));

@@ -24,16 +24,19 @@ export type Sample = {
 
 export type SequentialResult = { kind: QueueKind; samples: Sample[]; skipped?: string };
 
+/** How the runner isolates the experiments it times: the default bubblewrap sandbox, or --sandbox none. */
+export type SandboxMode = "bwrap" | "none";
+
 /** Idle time before each publish, so the runner is waiting for work, not finishing the last one. */
 const IDLE_BEFORE_PUBLISH_MIN_MS = 300;
 const IDLE_BEFORE_PUBLISH_SPREAD_MS = 400;
 
 const cache = new Map<string, Promise<SequentialResult>>();
 
-export function sequentialSamples(kind: QueueKind, runs: number): Promise<SequentialResult> {
-  const id = `${kind}:${runs}`;
+export function sequentialSamples(kind: QueueKind, runs: number, sandbox: SandboxMode = "bwrap"): Promise<SequentialResult> {
+  const id = `${kind}:${runs}:${sandbox}`;
   let p = cache.get(id);
-  if (!p) cache.set(id, (p = measure(kind, runs)));
+  if (!p) cache.set(id, (p = measure(kind, runs, sandbox)));
   return p;
 }
 
@@ -43,7 +46,7 @@ async function publisherFor(kind: QueueKind): Promise<Publisher | string> {
   if (kind === "local") {
     const queue = "local_bench";
     return {
-      args: () => [],
+      args: (sb) => ["--file-storage-roots", sb.storageRoot],
       publish: async (sb, body) => void enqueue(sb.queueRoot, queue, body),
       cleanup: async () => undefined,
     };
@@ -59,12 +62,12 @@ async function publisherFor(kind: QueueKind): Promise<Publisher | string> {
   };
 }
 
-async function measure(kind: QueueKind, runs: number): Promise<SequentialResult> {
+async function measure(kind: QueueKind, runs: number, sandbox: SandboxMode): Promise<SequentialResult> {
   const publisher = await publisherFor(kind);
   if (typeof publisher === "string") return { kind, samples: [], skipped: publisher };
-  const sb = await makeSandbox(`bench-seq-${kind}`);
+  const sb = await makeSandbox(`bench-seq-${kind}-${sandbox}`);
   const messages = trivialMessages(sb.storageRoot, runs + 1);
-  const runner = new BenchRunner(sb, [...publisher.args(sb), "--max-cores", "2"]);
+  const runner = new BenchRunner(sb, [...publisher.args(sb), "--max-cores", "2", "--sandbox", sandbox]);
   const samples: Sample[] = [];
   try {
     // Warm-up: builds the (empty) python environment and caches the workspace.

@@ -1,7 +1,6 @@
 // `studio-runner run`: the daemon. Reads settings, builds the runner, handles signals.
 
 import { defineCommand } from "citty";
-import { mkdirSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
@@ -19,7 +18,7 @@ import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabb
 import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
-import { detectCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
+import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
 import { gpuMinors } from "../sandbox/gpu-devices.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
@@ -35,11 +34,17 @@ import { freeDiskBytes, machineCapacity } from "../resources/machine.ts";
 import { ResourcePool } from "../resources/pool.ts";
 import { installMaintenanceSignals } from "../runner/maintenance-signals.ts";
 import { Runner } from "../runner/runner.ts";
+import { prepareRunnerDirs, PrivateDirError, RUNNER_UMASK, runnerWorkRoot } from "../runner/private-dirs.ts";
+import { RequestAdmission } from "../request/admission.ts";
+import { ReplayGuard } from "../request/replay-guard.ts";
 import { ResponseReports } from "../status/response-reports.ts";
 import { responsePublishersFor } from "../status/response/publishers-for.ts";
+import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
+import { filePath } from "../storage/file/file-store.ts";
+import { defaultStorageUrl } from "../submit/submit-storage.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
-import { isRunnerSecret } from "../task/job-env.ts";
+import { describeStorageIdentity, storageIdentityProblems, storageIdentitySetting } from "../storage/storage-identity.ts";
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
@@ -61,12 +66,37 @@ export const runCommand = defineCommand({
   },
 });
 
+/**
+ * Where file: locations may be: --file-storage-roots for every queue; without it, for requests
+ * from local queues only, the runner's own storage root (the file: storage `studio-runner submit`
+ * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
+ */
+function fileStorageRoots(settings: Settings, env: Record<string, string | undefined>): { flag: string[]; local: string[]; description: string } {
+  const flag = String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r));
+  if (flag.length) return { flag, local: flag, description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)` };
+  const own = defaultStorageUrl(env);
+  let local: string[] = [];
+  try {
+    local = /^file:/i.test(own) ? [filePath(own)] : [];
+  } catch {
+    local = []; // STUDIO_STORAGE is not a usable file: URL
+  }
+  return {
+    flag,
+    local,
+    description: local.length
+      ? `file: locations of requests from local queues may be under ${local[0]} (this runner's own storage; --file-storage-roots to change), none from brokers`
+      : "file: locations of requests are refused (no --file-storage-roots, and this runner's own storage is not file:)",
+  };
+}
+
 /** Settings from flags, environment and file; every problem printed at once, then exit 2. */
 export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
     problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings), ...observeSettingsProblems(settings));
+    problems.push(...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -77,11 +107,20 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
 }
 
 export async function runDaemon(settings: Settings): Promise<number> {
+  // Nothing the runner writes (queue files, records, attempt directories) is readable by other users.
+  process.umask(RUNNER_UMASK);
   const log = createLogger(settings["log-format"] as LogFormat, settings.debug as boolean);
   const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
   const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
   const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
-  mkdirSync(workingDir, { recursive: true });
+  try {
+    // Root runs jobs as a job user, who must pass through to its attempt directory and venv (0711).
+    prepareRunnerDirs({ workingDir, cacheDir, queueRoot, jobUserTraverses: process.geteuid?.() === 0 }, log);
+  } catch (err) {
+    if (!(err instanceof PrivateDirError)) throw err;
+    log.error(err.message);
+    return 2;
+  }
   const cpuOnly = settings["cpu-only"] as boolean;
   const inventory = readInventory(process.env);
   log.info(describeInventory(inventory));
@@ -104,14 +143,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
     gpus ? inventory : undefined,
   );
   const runnerEnv = { ...process.env };
-  const pipEnv = Object.fromEntries(Object.entries(runnerEnv).filter(([k, v]) => v !== undefined && (k.startsWith("PIP_") || !isRunnerSecret(k, v))));
   const venvs = new VenvCache({
     root: join(cacheDir, "venvs"),
     maxBytes: settings["venv-cache-size"] as number,
     maxAgeMs: settings["venv-max-age"] as number,
     strict: settings["pip-strict"] as boolean,
     systemSitePackages: settings["venv-system-site-packages"] as boolean,
-    env: pipEnv,
+    env: runnerEnv, // builds take only pip's and the proxies' settings from it
+    allowPipUrls: settings["allow-pip-urls"] as boolean,
     log: (m) => log.info(m),
   });
   // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
@@ -134,6 +173,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
     certsDir: settings["google-certs"] as string | undefined,
     apiEndpoint: settings["gcs-endpoint"] as string | undefined,
   });
+  const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
+  const identityLines = describeStorageIdentity(storageIdentity);
+  for (const line of identityLines.info) log.info(line);
+  for (const line of identityLines.warn) log.warn(line);
   const pool = new ResourcePool(capacity, gpus, { freeBytes: () => freeDiskBytes(workingDir), floorBytes: settings["min-free-disk"] as number });
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
@@ -184,17 +227,27 @@ export async function runDaemon(settings: Settings): Promise<number> {
     log.error(err instanceof SandboxUnavailableError ? `--sandbox bwrap: ${err.message}` : err.message);
     return 2;
   }
+  venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
   if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);
   else if (cgroups) {
     log.info(`experiments' RAM and CPU limits are enforced with cgroup v${cgroups.version}`);
     for (const n of cgroups.notes) log.info(n);
+    const orphaned = await killOrphanedCgroups(cgroups);
+    if (orphaned.length) log.warn(`killed the processes left in ${orphaned.length} cgroup(s) of a runner that exited: ${orphaned.join(", ")}`);
     const reaped = reapStaleCgroups(cgroups);
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
+  const fileRoots = fileStorageRoots(settings, runnerEnv);
+  setRunnerLimits({ fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local, allowPrivate: settings["allow-private-endpoints"] as boolean });
+  log.info(fileRoots.description + (settings["allow-private-endpoints"] ? "; requests may name loopback and private-network endpoints (--allow-private-endpoints)" : ""));
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
+  const maxRequestAgeMs = (settings["max-request-age"] as number | undefined) ?? 0;
+  const replay = new ReplayGuard({ dir: join(runnerWorkRoot(workingDir), ".completed"), maxAgeMs: maxRequestAgeMs, log: (m) => log.warn(m) }).load();
+  const clearText = clearTextAllowed(settings);
+  if (settings["encrypt-dir"] && clearText) log.warn("--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on queues without a signing key");
   // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
   const reports = new ResponseReports({
     events,
@@ -218,12 +271,17 @@ export async function runDaemon(settings: Settings): Promise<number> {
       cgroups,
       sandbox,
       jobUser: noneJobUser,
-      fileStorageRoots: String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r)),
-      readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearTextAllowed(settings) }),
+      fileStorageRoots: fileRoots.flag,
+      readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearText }),
       maxDurationMs: settings["max-duration"] as number,
       keepDirectories: settings.debug as boolean,
       log,
       events,
+      admission: new RequestAdmission({ maxAgeMs: maxRequestAgeMs, replay }),
+      queueRefusal: envelopeKeys.queueRefusal ? (queue) => envelopeKeys.queueRefusal?.(queue) : undefined,
+      storageIdentity,
+      localFileStorageRoots: fileRoots.local,
+      allowPrivateEndpoints: settings["allow-private-endpoints"] as boolean,
     },
     {
       limitTasks: settings["limit-tasks"] as number,
@@ -250,7 +308,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     log.error(err.message);
     return 2;
   }
-  if (observe) log.info(`observability endpoint at ${observe.url}: /metrics /healthz /readyz /status, status page at /, POST /drain /resume (no auth)`);
+  if (observe) log.info(observe.description);
   const onSignal = (signal: NodeJS.Signals) => runner.drain(signal);
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);

@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { defaultQueueRoot } from "../config/options.ts";
 import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
 import { errorMessage } from "../errors.ts";
+import { RUNNER_UMASK } from "../runner/private-dirs.ts";
 import { buildRequest } from "../submit/build-request.ts";
 import { follow } from "../submit/follow.ts";
 import { submitQueue, submitQueueProblems } from "../submit/submit-queue.ts";
@@ -72,6 +73,8 @@ export const submitCommand = defineCommand({
     "gcs-endpoint": { type: "string", description: "GCS JSON API server other than Google's, for gs:// storage (unauthenticated)" },
   },
   async run({ rawArgs }) {
+    // The queue message (with its credentials) and everything else written here is private.
+    process.umask(RUNNER_UMASK);
     const { ours, script, scriptArgs } = splitSubmitArgv(rawArgs);
     const flags = parseOurFlags(ours);
     const problems: string[] = [];

@@ -43,7 +43,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "max-mem", type: "size", description: "RAM this runner may hand out (0 = all)", default: "0" },
   { name: "max-disk", type: "size", description: "disk this runner may hand out in working-dir (0 = free space)", default: "0" },
   { name: "min-free-disk", type: "size", description: "free space always left in working-dir: work is not taken when it would go below", default: "1gib" },
-  { name: "file-storage-roots", type: "string", description: "comma-separated directories file: artifacts may live in; without it, anywhere for requests from local queues and nowhere for requests from brokers", default: "" },
+  { name: "file-storage-roots", type: "string", description: "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (STUDIO_STORAGE when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers", default: "" },
   {
     name: "sandbox",
     type: "enum",
@@ -79,7 +79,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: "limit-idle-duration", type: "duration", description: "exit after being idle this long (0 = never)", default: "0" },
   { name: "shutdown-grace", type: "duration", description: "on SIGTERM, how long running experiments may go on before they are checkpointed and requeued", default: "10m" },
   { name: "allow-env-secrets", type: "boolean", description: "let config.env %NAME% references expand the runner's secret variables", default: "false" },
-  { name: "prom-address", type: "string", description: "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or :port (no auth: bind to localhost or a cluster-internal address); empty = off", default: "" },
+  { name: "prom-address", type: "string", description: "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or :port (POSTs need --admin-token-file; Host must name this runner, see --http-allowed-hosts); empty = off", default: "" },
   { name: "log-format", type: "enum", choices: ["human", "json"], description: "runner log format", default: "human" },
   { name: "debug", type: "boolean", description: "verbose logs; keep experiment directories", default: "false" },
 ];

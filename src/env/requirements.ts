@@ -1,6 +1,113 @@
-// Requirement lines from the client's `pip freeze` and config.pip, cleaned for pip install.
+// Requirement lines from the client's `pip freeze` and config.pip: cleaned for pip install, and
+// checked to be pins (`name[extras] op version`, markers and hashes allowed) unless the operator
+// allows URLs and options (--allow-pip-urls). A line that is a URL, a path, `name @ url`, `-e`, `-r`,
+// `-c` or any pip option would let a request choose what pip reads or runs; such a line is refused
+// with a PermanentError naming the field and the line.
+
+import { PermanentError } from "../errors.ts";
 
 const SKIP = [/^pkg[-_]resources==0\.0\.0$/i];
+
+/** Where requirement lines come from in a request (the field a refusal names). */
+export type RequirementSource = { field: "experiment.pythonenv" | "config.pip"; lines: string[] };
+
+// PEP 508 names; versions as PEP 440 allows them in specifiers (with the `.*` wildcard).
+const NAME = String.raw`[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`;
+const EXTRAS = String.raw`\[\s*(?:${NAME}(?:\s*,\s*${NAME})*)?\s*\]`;
+const VERSION = String.raw`[A-Za-z0-9][A-Za-z0-9.+!*_-]*`;
+const SPEC = String.raw`(?:===|==|>=|<=|~=|!=|<|>)\s*${VERSION}`;
+const SPECS = String.raw`${SPEC}(?:\s*,\s*${SPEC})*`;
+const PIN = new RegExp(String.raw`^(${NAME})\s*(${EXTRAS})?\s*(\(\s*${SPECS}\s*\)|${SPECS})?$`);
+const HASH = /^--hash=(sha256|sha384|sha512):[0-9a-fA-F]{64,128}$/;
+// Environment markers: variables, quoted strings, comparison and boolean operators, parentheses.
+const MARKER_TOKEN = /\s+|\(|\)|===|==|!=|<=|>=|~=|<|>|\bnot\s+in\b|\bin\b|\band\b|\bor\b|'[^'\\]*'|"[^"\\]*"|[a-z_]+/y;
+const MARKER_VARIABLES = new Set([
+  "python_version",
+  "python_full_version",
+  "os_name",
+  "sys_platform",
+  "platform_release",
+  "platform_system",
+  "platform_version",
+  "platform_machine",
+  "platform_python_implementation",
+  "implementation_name",
+  "implementation_version",
+  "extra",
+]);
+
+/** Why `line` is not a pin, or undefined when it is one. */
+export function whyNotAPin(line: string): string | undefined {
+  if (/^-/.test(line)) return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
+  if (/[\x00-\x1f\x7f]/.test(line)) return "control characters are not accepted in requirement lines";
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(line) || /^(git|hg|svn|bzr)\+/i.test(line)) return "URLs are not accepted as requirements, only name==version pins";
+  if (/^[./~\\]/.test(line) || /^[A-Za-z]:[\\/]/.test(line)) return "paths are not accepted as requirements, only name==version pins";
+  // Hashes (pip's --hash=...) may follow the requirement; nothing else may.
+  let rest = line;
+  for (;;) {
+    const m = /\s+(--hash[=\s]\S+)$/.exec(rest);
+    if (!m) break;
+    const hash = m[1]!.replace(/^--hash\s+/, "--hash=");
+    if (!HASH.test(hash)) return `${JSON.stringify(m[1])} is not a sha256/sha384/sha512 hash`;
+    rest = rest.slice(0, m.index);
+  }
+  if (/\s-{1,2}[A-Za-z]/.test(rest)) return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
+  const semi = rest.indexOf(";");
+  const requirement = (semi < 0 ? rest : rest.slice(0, semi)).trim();
+  const marker = semi < 0 ? undefined : rest.slice(semi + 1).trim();
+  if (requirement.includes("@")) return "direct references (name @ url) are not accepted, only name==version pins";
+  if (/[/\\]/.test(requirement)) return "paths and URLs are not accepted as requirements, only name==version pins";
+  // pip reads a bare name that looks like an archive file name as the path of that file.
+  if (/\.(whl|zip|tar|tgz|tbz|txz|tlz|tar\.(gz|bz2|xz|lz|lzma))$/i.test(requirement)) return "archive file names are not accepted as requirements, only name==version pins";
+  if (!PIN.test(requirement)) return "not a requirement of the form name[extras] op version (ops ==, ===, >=, <=, ~=, !=, <, >)";
+  if (marker !== undefined) {
+    const why = whyNotAMarker(marker);
+    if (why) return why;
+  }
+  return undefined;
+}
+
+function whyNotAMarker(marker: string): string | undefined {
+  if (!marker) return "an empty environment marker after ';'";
+  MARKER_TOKEN.lastIndex = 0;
+  let at = 0;
+  while (at < marker.length) {
+    MARKER_TOKEN.lastIndex = at;
+    const m = MARKER_TOKEN.exec(marker);
+    if (!m || m.index !== at) return `environment marker ${JSON.stringify(marker)} has an unexpected ${JSON.stringify(marker.slice(at, at + 20))}`;
+    const token = m[0];
+    if (/^[a-z_]+$/.test(token) && !["and", "or", "in", "not"].includes(token) && !MARKER_VARIABLES.has(token)) {
+      return `environment marker ${JSON.stringify(marker)} names an unknown variable ${JSON.stringify(token)}`;
+    }
+    at += token.length;
+  }
+  return undefined;
+}
+
+/**
+ * The request's requirement lines, cleaned (see normaliseRequirements) and each checked to be a
+ * pin; with `allowUrls` (--allow-pip-urls) anything is passed through as before.
+ */
+export function requestRequirements(sources: RequirementSource[], allowUrls: boolean): string[] {
+  const all: string[] = [];
+  for (const { field, lines } of sources) {
+    const clean = normaliseRequirements(lines);
+    if (!allowUrls) {
+      for (const line of clean) {
+        const why = whyNotAPin(line);
+        if (why) {
+          const shown = line.length > 200 ? `${line.slice(0, 197)}...` : line;
+          throw new PermanentError(`${field}: requirement line ${JSON.stringify(shown)} refused: ${why} (the operator can allow such lines with --allow-pip-urls)`, {
+            field,
+            phase: "environment",
+          });
+        }
+      }
+    }
+    all.push(...clean);
+  }
+  return normaliseRequirements(all);
+}
 
 export function normaliseRequirements(lines: string[]): string[] {
   const out: string[] = [];

@@ -1,17 +1,21 @@
 // Python virtual environments cached by a hash of (interpreter, requirements, options): built
 // once when several jobs want the same one (in this process and across processes), never
-// reused half-built, and evicted by age and total size.
+// reused half-built, never reused once changed after the build (see venv-manifest.ts), and
+// evicted by age and total size. Builds are launched by build-sandbox.ts: sandboxed when the
+// runner sandboxes, as the job user when the runner is root, with a fixed environment.
 
-import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { chmodSync, chownSync, closeSync, constants, existsSync, openSync, rmSync, writeSync } from "node:fs";
+import { lutimes, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { PermanentError, RetryableError } from "../errors.ts";
 import { runCommand } from "../exec/command.ts";
 import { isProcessAlive } from "../exec/pid.ts";
+import { buildArgv, buildEnv, interpreterPrefixes, pipSettingPaths, reachable, runBuildStep, type BuildIsolation } from "./build-sandbox.ts";
 import type { Interpreter } from "./interpreters.ts";
 import { failedRequirementFromPipOutput, matchRequirementLine, pipErrorLines } from "./requirements.ts";
+import { manifestDigest, RUNNER_FILES, sealVenv, takeManifest, verifyManifest } from "./venv-manifest.ts";
 
 export type VenvSpec = { interpreter: Interpreter; requirements: string[]; systemSitePackages: boolean };
 export type FailedRequirement = { requirement: string; message: string };
@@ -42,12 +46,19 @@ export type VenvCacheOptions = {
   strict: boolean;
   /** Build venvs that see the interpreter's own packages (GPU hosts with torch/TF preinstalled). */
   systemSitePackages?: boolean;
-  /** Environment for venv/pip (the runner's own, secrets removed): pip's configuration lives here. */
+  /** The runner's own environment: builds get only pip's and the proxies' settings from it (see buildEnv). */
   env: Record<string, string | undefined>;
+  /** How builds are isolated (sandbox, job user); set once the runner has chosen its sandbox. */
+  isolation?: BuildIsolation;
+  /** --allow-pip-urls: requirement lines may be URLs, paths and pip options. */
+  allowPipUrls?: boolean;
   log?: (message: string) => void;
 };
 
-const MARKER = ".studio-runner-venv.json";
+const MARKER = RUNNER_FILES[0]!;
+const MANIFEST = RUNNER_FILES[1]!;
+
+type Readiness = { marker: Marker } | { changed: string } | undefined;
 
 export function venvHash(spec: VenvSpec, strict: boolean): string {
   const h = new Bun.CryptoHasher("sha256");
@@ -58,6 +69,13 @@ export function venvHash(spec: VenvSpec, strict: boolean): string {
 export class VenvCache {
   private readonly building = new Map<string, Promise<{ marker: Marker; built: boolean }>>();
   private readonly inUse = new Map<string, number>();
+  /**
+   * Digest of each manifest this process wrote or verified, with the build it belongs to: a
+   * rewritten manifest is caught too. A venv rebuilt since (by another runner sharing the cache:
+   * another builtAt) is checked against its own manifest file.
+   */
+  private readonly manifestDigests = new Map<string, { digest: string; builtAt: string }>();
+  private warnedUnreachable = false;
 
   constructor(readonly options: VenvCacheOptions) {}
 
@@ -74,8 +92,13 @@ export class VenvCache {
       release = () => undefined;
     };
     try {
-      let marker = await this.readMarker(dir);
+      const ready = await this.readiness(hash, dir);
+      let marker = ready && "marker" in ready ? ready.marker : undefined;
       let reused = true;
+      if (ready && "changed" in ready) {
+        out(`[studio-runner] python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`);
+        this.options.log?.(`python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`);
+      }
       if (!marker) {
         const pending = this.building.get(hash);
         if (pending) {
@@ -90,7 +113,7 @@ export class VenvCache {
         }
       }
       const now = new Date();
-      await utimes(join(dir, MARKER), now, now).catch(() => undefined);
+      await lutimes(join(dir, MARKER), now, now).catch(() => undefined);
       if (reused) {
         out(`[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${spec.requirements.length} requirements, built ${marker.builtAt})`);
         out(`[studio-runner] python environment ${hash} reused in ${formatDuration(performance.now() - started)}`);
@@ -124,6 +147,29 @@ export class VenvCache {
     }
   }
 
+  /** Built and unchanged since (the marker), changed (why), or not built. */
+  private async readiness(hash: string, dir: string): Promise<Readiness> {
+    const marker = await this.readMarker(dir);
+    if (!marker) return undefined;
+    // A digest this process recorded (it built or checked the venv) is trusted over the file's.
+    const recorded = this.manifestDigests.get(hash);
+    const known = recorded?.builtAt === marker.builtAt ? recorded.digest : undefined;
+    // Sandboxed jobs get their venv read-only: once this process has built or checked it, nobody
+    // but the runner can have changed it. Unsandboxed, every reuse checks again.
+    if (known && this.options.isolation?.sandbox) return { marker };
+    let manifest: Buffer | undefined;
+    try {
+      manifest = await readFile(join(dir, MANIFEST));
+    } catch {
+      if (!known) return { changed: "it has no manifest (built by an older runner?)" };
+    }
+    const digest = known ?? manifestDigest(manifest!);
+    const changed = await verifyManifest(dir, digest, manifest).catch((err: Error) => `it could not be checked: ${err.message}`);
+    if (changed) return { changed };
+    this.manifestDigests.set(hash, { digest, builtAt: marker.builtAt });
+    return { marker };
+  }
+
   /** Build under a cross-process lock; whoever gets the lock second finds the venv ready. */
   private async buildLocked(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void): Promise<{ marker: Marker; built: boolean }> {
     const lock = `${dir}.lock`;
@@ -146,8 +192,8 @@ export class VenvCache {
       }
     }
     try {
-      const ready = await this.readMarker(dir);
-      if (ready) return { marker: ready, built: false };
+      const ready = await this.readiness(hash, dir);
+      if (ready && "marker" in ready) return { marker: ready.marker, built: false };
       return { marker: await this.build(spec, hash, dir, out), built: true };
     } finally {
       await rm(lock, { recursive: true, force: true });
@@ -170,58 +216,115 @@ export class VenvCache {
     }
   }
 
+  /** How this build is launched: the argv wrapper, its environment and working directory. */
+  private launcher(spec: VenvSpec, dir: string, reqFile: string, out: (line: string) => void) {
+    const iso = this.options.isolation ?? {};
+    const readOnlyPaths = [...interpreterPrefixes(spec.interpreter.path), ...pipSettingPaths(this.options.env), reqFile];
+    let runAsJobUser = !!iso.jobUser;
+    const unreachable = iso.jobUser && !iso.sandbox ? [dir, ...readOnlyPaths].filter((p) => !reachable(iso.jobUser!, [p])) : [];
+    if (iso.jobUser && unreachable.length) {
+      // Without a mount namespace the job user cannot reach an interpreter or cache under a
+      // directory only root may enter (/root is 0700): build as the runner, loudly.
+      runAsJobUser = false;
+      const why = `the job user ${iso.jobUser.label} cannot reach ${unreachable.join(", ")} without a sandbox`;
+      out(`[studio-runner] warning: python environment built as the runner, not as the job user: ${why}`);
+      if (!this.warnedUnreachable) this.options.log?.(`warning: python environments are built as the runner (root), not as --job-user: ${why}; use --sandbox bwrap or make them reachable`);
+      this.warnedUnreachable = true;
+    }
+    const env = buildEnv(this.options.env, iso.sandbox ? "/tmp" : (this.options.env.HOME ?? "/"));
+    const user = runAsJobUser ? iso.jobUser : undefined;
+    const run = (command: string[]) => runBuildStep(buildArgv(iso, { buildDir: dir, readOnlyPaths, runAsJobUser }, command), { env, cwd: dir });
+    return { run, user, sandboxed: !!iso.sandbox };
+  }
+
   private async build(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void): Promise<Marker> {
     const started = performance.now();
-    await rm(dir, { recursive: true, force: true }); // a half-built leftover is never reused
+    await rm(dir, { recursive: true, force: true }); // a half-built or changed leftover is never reused
+    this.manifestDigests.delete(hash);
     out(`[studio-runner] building python environment ${hash} with python ${spec.interpreter.versionText} (${spec.requirements.length} requirements)`);
     this.options.log?.(`building python environment ${hash} (${spec.requirements.length} requirements)`);
-    const env = { ...this.options.env, PIP_DISABLE_PIP_VERSION_CHECK: "1", PIP_NO_INPUT: "1" };
-    const venvArgs = [spec.interpreter.path, "-m", "venv", ...(spec.systemSitePackages ? ["--system-site-packages"] : []), dir];
-    const created = await runCommand(venvArgs, { env });
-    if (created.code !== 0) {
+    await mkdir(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    // The requirement list lives in the lock directory (the runner's, read-only to the build), never
+    // in a file the build could replace between pip's rounds.
+    const reqFile = join(`${dir}.lock`, "requirements.txt");
+    await writeFile(reqFile, "", { mode: 0o644 });
+    chmodSync(reqFile, 0o644);
+    const launch = this.launcher(spec, dir, reqFile, out);
+    if (launch.user) chownSync(dir, launch.user.uid, launch.user.gid); // the build dir is the build user's until sealed
+    if (launch.sandboxed) out(`[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`);
+    try {
+      const venvArgs = [spec.interpreter.path, "-m", "venv", ...(spec.systemSitePackages ? ["--system-site-packages"] : []), dir];
+      const created = await launch.run(venvArgs);
+      if (created.code !== 0) throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
+      if (spec.systemSitePackages) await this.linkHostEnvironment(spec.interpreter, dir);
+      const python = join(dir, "bin", "python");
+      const failed = await this.install(python, spec.requirements, reqFile, launch.run, out);
+      // The build's processes are gone (bwrap's PID namespace ends with it): hand the venv to the runner.
+      sealVenv(dir, launch.user ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, buildUid: launch.user.uid } : undefined);
+      const marker: Marker = {
+        hash,
+        interpreter: spec.interpreter.path,
+        requirements: spec.requirements,
+        failed,
+        builtAt: new Date().toISOString(),
+        buildMs: 0,
+        sizeBytes: await directorySize(dir),
+      };
+      // Both files exist (empty: not ready) before the manifest is taken, so writing them later
+      // changes neither the directory nor anything the manifest records.
+      for (const name of RUNNER_FILES) createEmpty(join(dir, name));
+      const manifest = await takeManifest(dir);
+      await writeFile(join(dir, MANIFEST), manifest, { flag: "r+" });
+      this.manifestDigests.set(hash, { digest: manifestDigest(manifest), builtAt: marker.builtAt });
+      marker.buildMs = Math.round(performance.now() - started);
+      await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2), { flag: "r+" });
+      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files)`);
+      return marker;
+    } catch (err) {
       await rm(dir, { recursive: true, force: true });
-      throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
+      throw err;
     }
-    if (spec.systemSitePackages) await this.linkHostEnvironment(spec.interpreter, dir, env);
-    const python = join(dir, "bin", "python");
-    const failed = await this.install(python, spec.requirements, dir, env, out);
-    const marker: Marker = {
-      hash,
-      interpreter: spec.interpreter.path,
-      requirements: spec.requirements,
-      failed,
-      builtAt: new Date().toISOString(),
-      buildMs: Math.round(performance.now() - started),
-      sizeBytes: await directorySize(dir),
-    };
-    await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2));
-    out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)})`);
-    return marker;
   }
 
   /**
    * An interpreter that itself lives in a venv (common on GPU hosts) does not expose that venv's
-   * packages through --system-site-packages; a .pth file pointing at them does.
+   * packages through --system-site-packages; a .pth file pointing at them does. The host
+   * interpreter is the operator's: it is asked directly, with a fixed environment.
    */
-  private async linkHostEnvironment(interpreter: Interpreter, dir: string, env: Record<string, string | undefined>) {
+  private async linkHostEnvironment(interpreter: Interpreter, dir: string) {
     const probe = await runCommand(
       [interpreter.path, "-c", "import sys, site; print(int(sys.prefix != sys.base_prefix)); print('\\n'.join(site.getsitepackages()))"],
-      { env },
+      { env: buildEnv({}, "/") },
     );
     const [inVenv, ...paths] = probe.output.trim().split("\n");
     if (probe.code !== 0 || inVenv !== "1") return;
-    const site = await runCommand([join(dir, "bin", "python"), "-c", "import site; print(site.getsitepackages()[0])"], { env });
-    if (site.code === 0) await writeFile(join(site.output.trim(), "_studio_runner_host.pth"), `${paths.join("\n")}\n`);
+    const [major, minor] = interpreter.version;
+    const site = join(dir, "lib", `python${major}.${minor}`, "site-packages");
+    const fd = openSync(join(site, "_studio_runner_host.pth"), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    try {
+      writeSync(fd, `${paths.join("\n")}\n`);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /** pip install everything; when that fails, leave out what cannot be installed (unless strict). */
-  private async install(python: string, requirements: string[], dir: string, env: Record<string, string | undefined>, out: (line: string) => void) {
+  private async install(
+    python: string,
+    requirements: string[],
+    reqFile: string,
+    run: (command: string[]) => Promise<{ code: number; output: string }>,
+    out: (line: string) => void,
+  ) {
     const failed: FailedRequirement[] = [];
     let remaining = [...requirements];
-    const reqFile = join(dir, "studio-runner-requirements.txt");
+    const pip = async (lines: string[]) => {
+      await writeFile(reqFile, lines.join("\n") + "\n");
+      return run([python, "-m", "pip", "install", "--no-input", "-r", reqFile]);
+    };
     for (let round = 0; remaining.length > 0 && round <= requirements.length; round++) {
-      await writeFile(reqFile, remaining.join("\n") + "\n");
-      const result = await runCommand([python, "-m", "pip", "install", "--no-input", "-r", reqFile], { env });
+      const result = await pip(remaining);
       if (result.code === 0) return failed;
       const named = failedRequirementFromPipOutput(result.output);
       const line = named ? matchRequirementLine(remaining, named) : undefined;
@@ -238,7 +341,7 @@ export class VenvCache {
       // pip did not say which one: install the rest one by one.
       out(`[studio-runner] pip failed without naming a requirement; installing the rest one at a time`);
       for (const req of remaining) {
-        const single = await runCommand([python, "-m", "pip", "install", "--no-input", req], { env });
+        const single = await pip([req]);
         if (single.code !== 0) {
           const msg = pipErrorLines(single.output);
           failed.push({ requirement: req, message: msg });
@@ -281,6 +384,7 @@ export class VenvCache {
       const tooOld = Date.now() - e.usedMs > this.options.maxAgeMs;
       if (!tooOld && total <= this.options.maxBytes) continue;
       await rm(join(this.options.root, e.hash), { recursive: true, force: true });
+      this.manifestDigests.delete(e.hash);
       total -= e.sizeBytes;
       this.options.log?.(`evicted python environment ${e.hash} (${tooOld ? "unused too long" : "cache over size"})`);
     }
@@ -291,4 +395,14 @@ async function directorySize(dir: string): Promise<number> {
   const du = await runCommand(["du", "-sk", dir]).catch(() => undefined);
   const kib = du && du.code === 0 ? Number(du.output.split(/\s/)[0]) : NaN;
   return Number.isFinite(kib) ? kib * 1024 : 0;
+}
+
+/** An empty file at `path` the runner owns, whatever was there before (never followed). */
+function createEmpty(path: string): void {
+  try {
+    rmSync(path, { force: true, recursive: true });
+  } catch {
+    // nothing there
+  }
+  closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644));
 }

@@ -1,20 +1,24 @@
 // Linux control groups for jobs: find which hierarchy this runner may use (v2 unified, or v1
-// memory + cpu), give each job its own group under a `studio-runner` parent with the job's RAM and
-// CPU limits, put the job's processes in it, read back OOM kills, peak memory and CPU time, and
-// remove it (killing whatever is left). Every failure is a CgroupError that the caller reports as
-// a warning: a job runs unconfined rather than failing because cgroups are unusable.
+// memory + cpu + pids), give each job its own group under a `studio-runner` parent with the job's
+// RAM, CPU and process-count limits, put the job's processes in it, read back OOM kills, peak
+// memory and CPU time, and remove it, killing whatever is left (a double-forked `setsid` child
+// included: membership is inherited and no process can leave a group it may not write to). The
+// memory limit counts tmpfs and /dev/shm pages the job writes (shmem is charged to the writer's
+// group on v1 and v2). A group left by a runner that died is emptied and removed by the next one
+// (reapStaleCgroups). Every failure is a CgroupError that the caller reports as a warning: a job
+// runs unconfined rather than failing because cgroups are unusable.
 //
 // Where the groups go (always below the runner's own cgroup, read from /proc/self/cgroup and
 // /proc/self/mountinfo, so limits imposed on the runner still apply to its jobs):
-//   v1: <mount of each controller>/<runner's cgroup>/studio-runner/<job>, for memory, cpu and
-//       cpuacct (the latter two may be one co-mounted hierarchy).
-//   v2: <runner's cgroup C>/studio-runner/<job> (memory required, cpu when delegated). v2 forbids processes in a non-root group that
+//   v1: <mount of each controller>/<runner's cgroup>/studio-runner/<job>, for memory, cpu,
+//       cpuacct and pids (cpu and cpuacct may be one co-mounted hierarchy).
+//   v2: <runner's cgroup C>/studio-runner/<job> (memory required, cpu and pids when delegated). v2 forbids processes in a non-root group that
 //       hands controllers to children, so when C has processes and memory/cpu are not yet enabled
 //       in C's cgroup.subtree_control, every process of C (the runner, and whatever shares its
 //       service or container) is moved to the leaf C/studio-runner-main first. Under systemd run the
 //       runner with Delegate=yes so systemd leaves this subtree alone.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 export const PARENT_GROUP_NAME = "studio-runner";
@@ -22,15 +26,35 @@ export const PARENT_GROUP_NAME = "studio-runner";
 export const RUNNER_LEAF_NAME = "studio-runner-main";
 const CPU_PERIOD_US = 100_000;
 const MIN_CPU_QUOTA_US = 1_000;
+/** Processes and threads a job may have at once when it asks for few CPUs (a fork bomb stops here). */
+export const MIN_JOB_PIDS = 4096;
+/** …and per requested CPU beyond that (data loaders with many workers and threads each). */
+const JOB_PIDS_PER_CPU = 256;
 
-export type CgroupV1Dirs = { memory: string; cpu?: string; cpuacct?: string };
+export type CgroupV1Dirs = { memory: string; cpu?: string; cpuacct?: string; pids?: string };
 
 export type CgroupSupport =
-  | { version: 2; parentDir: string; /** cpu controller delegated to us (else CPU is not limited) */ cpu: boolean; notes: string[] }
+  | {
+      version: 2;
+      parentDir: string;
+      /** cpu controller delegated to us (else CPU is not limited) */ cpu: boolean;
+      /** pids controller delegated to us (else the number of processes is not limited) */ pids?: boolean;
+      notes: string[];
+    }
   | { version: 1; parentDirs: CgroupV1Dirs; notes: string[] }
   | { version: "none"; reason: string };
 
-export type CgroupLimits = { memoryBytes?: number; cpus?: number };
+export type CgroupLimits = { memoryBytes?: number; cpus?: number; /** pids.max: processes + threads */ pidsMax?: number };
+
+/**
+ * The pids limit of a job that asked for `cpus`: at least MIN_JOB_PIDS, 256 per CPU above that,
+ * and never more than a quarter of the machine's pid space (kernel.pid_max), so one job cannot
+ * exhaust it for the runner and the other jobs.
+ */
+export function defaultJobPidsMax(cpus: number, pidMax = readNumber("/proc/sys/kernel/pid_max") ?? 32_768): number {
+  const wanted = Math.max(MIN_JOB_PIDS, Math.ceil(JOB_PIDS_PER_CPU * (Number.isFinite(cpus) && cpus > 0 ? cpus : 0)));
+  return Math.max(64, Math.min(wanted, Math.floor(pidMax / 4)));
+}
 
 export class CgroupError extends Error {
   readonly path: string;
@@ -181,14 +205,14 @@ export function detectCgroups(): CgroupSupport {
   const v1Of = (controller: string) => mounts.find((m) => m.fsType === "cgroup" && m.superOptions.includes(controller));
   const memoryMount = v1Of("memory");
   if (memoryMount) {
-    const result = detectV1(memoryMount, v1Of("cpu"), v1Of("cpuacct"), own.v1);
+    const result = detectV1(memoryMount, v1Of("cpu"), v1Of("cpuacct"), v1Of("pids"), own.v1);
     if (typeof result !== "string") return result;
     reasons.push(result);
   } else reasons.push("no cgroup v1 memory controller mounted");
   return { version: "none", reason: reasons.join("; ") };
 }
 
-function detectV2(mount: Mount, ownPath: string): CgroupSupport | string {
+function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport | string {
   let c = dirInMount(mount, ownPath);
   // Already moved to the leaf by an earlier detection in this process: the runner's group is its parent.
   if (c.endsWith(`/${RUNNER_LEAF_NAME}`) && c !== mount.mountPoint) c = dirname(c);
@@ -196,16 +220,26 @@ function detectV2(mount: Mount, ownPath: string): CgroupSupport | string {
   if (!available.includes("memory")) return `cgroup v2 at ${c} lacks the memory controller (has: ${available.join(" ") || "none"})`;
   if (mount.readOnly) return `cgroup v2 at ${mount.mountPoint} is mounted read-only`;
   const cpu = available.includes("cpu");
-  const controllers = cpu ? ["memory", "cpu"] : ["memory"];
-  const notes = cpu ? [] : [`cgroup v2 at ${c} has no cpu controller: CPU is not limited`];
+  const pids = withPids && available.includes("pids");
+  const controllers = ["memory", ...(cpu ? ["cpu"] : []), ...(pids ? ["pids"] : [])];
+  const notes = [
+    ...(cpu ? [] : [`cgroup v2 at ${c} has no cpu controller: CPU is not limited`]),
+    ...(pids || !withPids ? [] : [`cgroup v2 at ${c} has no pids controller: the number of a job's processes is not limited`]),
+  ];
   try {
     enableV2Controllers(c, controllers, notes);
     const parentDir = join(c, PARENT_GROUP_NAME);
     makeDir(parentDir, "the studio-runner cgroup");
     enableV2Controllers(parentDir, controllers, notes);
-    probeChild(parentDir, cpu ? ["memory.max", "cpu.max"] : ["memory.max"]);
-    return { version: 2, parentDir, cpu, notes };
+    probeChild(parentDir, ["memory.max", ...(cpu ? ["cpu.max"] : []), ...(pids ? ["pids.max"] : [])]);
+    return { version: 2, parentDir, cpu, pids, notes };
   } catch (e) {
+    if (pids) {
+      // The pids controller is listed but cannot be handed to us: confine memory (and CPU) without it.
+      const without = detectV2(mount, ownPath, false);
+      if (typeof without !== "string" && without.version === 2) without.notes.push(`cgroup v2 pids controller not usable (${(e as Error).message}): the number of a job's processes is not limited`);
+      return without;
+    }
     return `cgroup v2 at ${c} is not usable: ${(e as Error).message}${permissionHint(e)}`;
   }
 }
@@ -264,7 +298,7 @@ function enableV2Controllers(dir: string, controllers: string[], notes: string[]
   writeValue(file, request, `enable the ${controllers.join(" and ")} controller(s)`);
 }
 
-function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefined, own: Map<string, string>): CgroupSupport | string {
+function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefined, pids: Mount | undefined, own: Map<string, string>): CgroupSupport | string {
   if (memory.readOnly) return `cgroup v1 memory hierarchy at ${memory.mountPoint} is mounted read-only`;
   const parentIn = (mount: Mount, controller: string) => join(dirInMount(mount, own.get(controller) ?? "/"), PARENT_GROUP_NAME);
   const notes: string[] = [];
@@ -276,9 +310,11 @@ function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefi
   } catch (e) {
     return `cgroup v1 memory hierarchy is not usable: ${(e as Error).message}${permissionHint(e)}`;
   }
-  for (const [controller, mount] of [["cpu", cpu], ["cpuacct", cpuacct]] as const) {
+  const unlimited = { cpu: ": CPU is not limited", cpuacct: "", pids: ": the number of a job's processes is not limited" };
+  const knob = { cpu: "cpu.cfs_quota_us", cpuacct: "cpuacct.usage", pids: "pids.max" };
+  for (const [controller, mount] of [["cpu", cpu], ["cpuacct", cpuacct], ["pids", pids]] as const) {
     if (!mount) {
-      notes.push(`no cgroup v1 ${controller} controller mounted${controller === "cpu" ? ": CPU is not limited" : ""}`);
+      notes.push(`no cgroup v1 ${controller} controller mounted${unlimited[controller]}`);
       continue;
     }
     if (mount === memory) {
@@ -288,10 +324,10 @@ function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefi
     try {
       const dir = parentIn(mount, controller);
       makeDir(dir, `the studio-runner ${controller} cgroup`);
-      probeChild(dir, [controller === "cpu" ? "cpu.cfs_quota_us" : "cpuacct.usage"]);
+      probeChild(dir, [knob[controller]]);
       parentDirs[controller] = dir;
     } catch (e) {
-      notes.push(`${(e as Error).message}${controller === "cpu" ? ": CPU is not limited" : ""}`);
+      notes.push(`${(e as Error).message}${unlimited[controller]}`);
     }
   }
   return { version: 1, parentDirs, notes };
@@ -304,13 +340,14 @@ function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefi
 function jobDirs(support: Exclude<CgroupSupport, { version: "none" }>, name: string) {
   if (support.version === 2) {
     const dir = join(support.parentDir, name);
-    return { all: [dir], memory: dir, cpu: support.cpu ? dir : undefined, cpuacct: dir as string | undefined };
+    return { all: [dir], memory: dir, cpu: support.cpu ? dir : undefined, cpuacct: dir as string | undefined, pids: support.pids ? dir : undefined };
   }
   const p = support.parentDirs;
   const memory = join(p.memory, name);
   const cpu = p.cpu ? join(p.cpu, name) : undefined;
   const cpuacct = p.cpuacct ? join(p.cpuacct, name) : undefined;
-  return { all: [...new Set([memory, cpu, cpuacct].filter((d): d is string => d !== undefined))], memory, cpu, cpuacct };
+  const pids = p.pids ? join(p.pids, name) : undefined;
+  return { all: [...new Set([memory, cpu, cpuacct, pids].filter((d): d is string => d !== undefined))], memory, cpu, cpuacct, pids };
 }
 
 export class JobCgroup {
@@ -321,6 +358,8 @@ export class JobCgroup {
   private readonly memoryDir: string;
   private readonly cpuDir?: string;
   private readonly cpuacctDir?: string;
+  /** Where pids.max is (undefined: the number of processes is not limited). */
+  readonly pidsDir?: string;
   private destroying?: Promise<void>;
   /** Figures read just before destroy removed the directories; the getters return these afterwards. */
   private final?: { oomKilled: boolean; peakMemoryBytes?: number; cpuUsageSeconds?: number };
@@ -332,6 +371,7 @@ export class JobCgroup {
     this.memoryDir = dirs.memory;
     this.cpuDir = dirs.cpu;
     this.cpuacctDir = dirs.cpuacct;
+    this.pidsDir = dirs.pids;
   }
 
   /** The cgroup.procs file of every hierarchy (what a process writes its pid to in order to join). */
@@ -348,12 +388,19 @@ export class JobCgroup {
    * `argv` prefixed with a /bin/sh stub that puts itself in the group and then execs `argv`, so the
    * job is confined from its first instruction (no window before addProcess). If joining fails
    * the stub writes a warning to stderr (the job's log) and runs the job anyway.
+   *
+   * The stub runs with the runner's privileges, before any privilege drop or sandbox later in
+   * `argv`, so it depends on nothing the job or the request controls: it reads no environment
+   * variable (it needs none: PATH is only used when argv[0] has no slash), every expansion is
+   * quoted (IFS cannot split it), its only non-special builtin (echo) is first freed of any
+   * function a shell might import, and its operands are the runner's own cgroup paths, ended by
+   * `--`. The caller spawns it with a fixed minimal environment (see the sandbox launchers).
    */
   wrapCommand(argv: readonly string[]): string[] {
     const script =
-      'n=$1; shift; while [ "$n" -gt 0 ]; do { echo $$ > "$1"; } 2>/dev/null || ' +
-      'echo "[studio-runner] warning: could not join cgroup $1; running without that limit" >&2; shift; n=$((n-1)); done; exec "$@"';
-    return ["/bin/sh", "-c", script, "studio-runner-cgroup", String(this.procsFiles.length), ...this.procsFiles, ...argv];
+      'unset -f echo 2>/dev/null; for f do shift; case "$f" in --) exec "$@";; esac; { echo "$$" > "$f"; } 2>/dev/null || ' +
+      'echo "[studio-runner] warning: could not join cgroup $f; running without that limit" >&2; done; exit 127';
+    return ["/bin/sh", "-c", script, "studio-runner-cgroup", ...this.procsFiles, "--", ...argv];
   }
 
   /** Pids of the processes now in the group (any hierarchy). */
@@ -440,8 +487,8 @@ export class JobCgroup {
 /**
  * Creates job `name`'s group under the studio-runner parent(s) and sets its limits: memory (v1
  * memory.limit_in_bytes and memory.memsw.limit_in_bytes where writable, so swap cannot dodge the
- * cap; v2 memory.max, memory.swap.max=0 and memory.oom.group=1 where present) and CPU (cfs quota
- * of cpus × 100 ms per 100 ms period). An empty leftover group of the same name is replaced.
+ * cap; v2 memory.max, memory.swap.max=0 and memory.oom.group=1 where present), CPU (cfs quota
+ * of cpus × 100 ms per 100 ms period) and processes (pids.max, where the pids controller is ours). An empty leftover group of the same name is replaced.
  * Throws CgroupError; on failure nothing is left behind.
  */
 export function createJobCgroup(support: CgroupSupport, name: string, limits: CgroupLimits = {}): JobCgroup {
@@ -450,6 +497,7 @@ export function createJobCgroup(support: CgroupSupport, name: string, limits: Cg
   if (limits.memoryBytes !== undefined && !(Number.isFinite(limits.memoryBytes) && limits.memoryBytes > 0))
     throw new CgroupError(`invalid memory limit ${limits.memoryBytes} bytes`, "");
   if (limits.cpus !== undefined && !(Number.isFinite(limits.cpus) && limits.cpus > 0)) throw new CgroupError(`invalid CPU limit ${limits.cpus} cpus`, "");
+  if (limits.pidsMax !== undefined && !(Number.isInteger(limits.pidsMax) && limits.pidsMax > 0)) throw new CgroupError(`invalid pids limit ${limits.pidsMax}`, "");
 
   const dirs = jobDirs(support, safeName);
   const created: string[] = [];
@@ -487,6 +535,7 @@ export function createJobCgroup(support: CgroupSupport, name: string, limits: Cg
         if (existsSync(join(dirs.memory, "memory.memsw.limit_in_bytes"))) tryWrite(join(dirs.memory, "memory.memsw.limit_in_bytes"), bytes);
       }
     }
+    if (limits.pidsMax !== undefined && dirs.pids) writeValue(join(dirs.pids, "pids.max"), String(limits.pidsMax), "set the pids limit");
     if (limits.cpus !== undefined && dirs.cpu) {
       const quotaUs = Math.max(MIN_CPU_QUOTA_US, Math.round(limits.cpus * CPU_PERIOD_US));
       if (support.version === 2) writeValue(join(dirs.cpu, "cpu.max"), `${quotaUs} ${CPU_PERIOD_US}`, "set the CPU limit");
@@ -508,6 +557,65 @@ export function createJobCgroup(support: CgroupSupport, name: string, limits: Cg
   return new JobCgroup(support.version, safeName, dirs);
 }
 
+/** Start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or undefined when it is gone. */
+function startTicks(pid: number): string | undefined {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (!stat) return undefined;
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
+
+const JOB_GROUP_NAME = /^job-(\d+)-(\d+)-\d+-p(\d+)$/;
+
+/** The inode of this process's pid namespace: pids in a group name mean something only in that namespace. */
+function pidNamespace(): string {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))?.[1] ?? "0";
+  } catch {
+    return "0";
+  }
+}
+
+/**
+ * The name of this runner's `serial`-th job group:
+ * `job-<runner pid>-<runner start time>-<serial>-p<pid namespace>`, so that a later runner can
+ * tell that the group's owner is gone (the pid alone may be reused; a runner in another pid
+ * namespace sharing the cgroup parent is never judged by a pid it cannot see).
+ */
+export function jobGroupName(serial: number): string {
+  return `job-${process.pid}-${startTicks(process.pid) ?? 0}-${serial}-p${pidNamespace()}`;
+}
+
+/** Whether the runner that made group `name` (see jobGroupName) has exited; false for names of another form or pid namespace. */
+function ownerGone(name: string): boolean {
+  const m = JOB_GROUP_NAME.exec(name);
+  if (!m || m[3] !== pidNamespace() || m[3] === "0") return false;
+  const pid = Number(m[1]);
+  return pid !== process.pid && startTicks(pid) !== m[2];
+}
+
+/**
+ * Empties and removes the job groups whose runner has exited (crashed, killed, restarted) while
+ * its jobs still ran: what is left in them — a job, or the `setsid` grandchild of one — is
+ * SIGKILLed. Groups of live runners (other runners on this machine share the parent) and groups
+ * of unknown form are left alone. Returns the names of the groups emptied. Never throws.
+ */
+export async function killOrphanedCgroups(support: CgroupSupport, options: { timeoutMs?: number } = {}): Promise<string[]> {
+  if (support.version === "none") return [];
+  const names = new Set<string>();
+  for (const parent of parentDirsOf(support)) for (const name of readdirSafe(parent)) if (ownerGone(name)) names.add(name);
+  const emptied: string[] = [];
+  for (const name of names) {
+    const group = new JobCgroup(support.version, name, jobDirs(support, name));
+    if (group.pids().length) emptied.push(name);
+    await group.destroy({ timeoutMs: options.timeoutMs });
+  }
+  return emptied;
+}
+
+function parentDirsOf(support: Exclude<CgroupSupport, { version: "none" }>): string[] {
+  return support.version === 2 ? [support.parentDir] : [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))];
+}
+
 /**
  * Removes job groups left behind by a runner that crashed: those that are empty and at least
  * `minAgeMs` old (so a group another runner on this machine has just created is left alone).
@@ -518,7 +626,7 @@ export function reapStaleCgroups(support: CgroupSupport, options: { minAgeMs?: n
   const busy: string[] = [];
   if (support.version === "none") return { removed, busy };
   const minAgeMs = options.minAgeMs ?? 60_000;
-  const parents = support.version === 2 ? [support.parentDir] : [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))];
+  const parents = parentDirsOf(support);
   const names = new Set<string>();
   for (const parent of parents) {
     try {

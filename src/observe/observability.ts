@@ -1,11 +1,14 @@
 // Wires the observers (metrics, loop health, status) to the runner's events and serves them on
-// --prom-address; the run command calls this with a few lines.
+// --prom-address with the endpoint's settings (--admin-token-file, --http-allowed-hosts,
+// --status-logs); the run command calls this with a few lines.
 
 import type { Settings } from "../config/load.ts";
 import type { GpuAllocator } from "../gpu/allocator.ts";
 import type { PoolSnapshot } from "../resources/pool.ts";
+import { AdminTokenError, readAdminToken, type AdminToken } from "./admin-token.ts";
 import type { RunnerEvents } from "./events.ts";
 import { LoopHealth } from "./health.ts";
+import { allowedHostsProblems } from "./host-allow-list.ts";
 import { ListenAddressError, parseListenAddress, startObserveServer, type ObserveServer, type RunnerControl } from "./http-server.ts";
 import { RunnerMetrics } from "./metrics.ts";
 import { StatusState } from "./status-state.ts";
@@ -23,17 +26,18 @@ const addressOf = (settings: Settings): string | undefined => {
   return typeof v === "string" && v.trim() ? v.trim() : undefined;
 };
 
-/** Problems with --prom-address, worded like the other configuration problems. */
+/** Problems with --prom-address and --http-allowed-hosts, worded like the other configuration problems. */
 export function observeSettingsProblems(settings: Settings): string[] {
   const address = addressOf(settings);
   if (!address) return [];
+  const problems = allowedHostsProblems(String(settings["http-allowed-hosts"] ?? ""));
   try {
     parseListenAddress(address);
-    return [];
   } catch (err) {
     if (!(err instanceof ListenAddressError)) throw err;
-    return [`--prom-address: ${err.message}`];
+    problems.push(`--prom-address: ${err.message}`);
   }
+  return problems;
 }
 
 export type ObservabilityOptions = {
@@ -48,10 +52,32 @@ export type ObservabilityOptions = {
   log: { info(message: string): void; warn(message: string): void };
 };
 
-/** Starts the endpoint when --prom-address is set; undefined when it is not. */
-export function startObservability(options: ObservabilityOptions): ObserveServer | undefined {
+export type Observability = ObserveServer & {
+  /** The line the run command logs once the endpoint listens (never the token). */
+  description: string;
+};
+
+/**
+ * Starts the endpoint when --prom-address is set; undefined when it is not. The token file is read
+ * here, once: one that cannot be used stops the start (ObserveStartError).
+ */
+export function startObservability(options: ObservabilityOptions): Observability | undefined {
   const address = addressOf(options.settings);
-  if (!address) return undefined;
+  const tokenFile = options.settings["admin-token-file"];
+  if (!address) {
+    if (typeof tokenFile === "string" && tokenFile) options.log.warn("--admin-token-file has no effect without --prom-address");
+    return undefined;
+  }
+  let adminToken: AdminToken | undefined;
+  if (typeof tokenFile === "string" && tokenFile) {
+    try {
+      adminToken = readAdminToken(tokenFile, (m) => options.log.warn(m));
+    } catch (err) {
+      if (!(err instanceof AdminTokenError)) throw err;
+      throw new ObserveStartError(err.message, { cause: err });
+    }
+  }
+  const statusLogs = options.settings["status-logs"] === true;
   const { events, control, pool, gpus } = options;
   const state = () => control.state;
   const gpuSlotsPerCard = Math.max(1, Number(options.settings["gpu-slots-per-card"]) || 1);
@@ -69,18 +95,32 @@ export function startObservability(options: ObservabilityOptions): ObserveServer
     gpuSlotsPerCard,
     health: () => health.health(),
     ready: () => health.ready(),
+    logs: statusLogs,
   });
   let server: ObserveServer;
   try {
-    server = startObserveServer({ address: parseListenAddress(address), metrics, health, status, control, log: options.log });
+    server = startObserveServer({
+      address: parseListenAddress(address),
+      metrics,
+      health,
+      status,
+      control,
+      adminToken,
+      allowedHosts: String(options.settings["http-allowed-hosts"] ?? ""),
+      machineName: options.host,
+      log: options.log,
+    });
   } catch (err) {
     metrics.close();
     health.close();
     status.close();
     throw new ObserveStartError(`--prom-address ${address}: cannot listen: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
+  const posts = adminToken ? `POST /drain /resume with the bearer token of --admin-token-file ${adminToken.path}` : "POST /drain /resume refused (no --admin-token-file)";
   return {
     url: server.url,
+    hosts: server.hosts,
+    description: `observability endpoint at ${server.url}: /metrics /healthz /readyz /status, status page at / (log lines ${statusLogs ? "shown: --status-logs" : "not shown"}); ${posts}; answers Host ${server.hosts}`,
     stop: async () => {
       await server.stop();
       metrics.close();

@@ -1,5 +1,6 @@
 // The status page served at /: one HTML document with its CSS and JS inline, compiled into the
-// binary as a string; it polls /status every second and draws it (text only, never markup).
+// binary as a string; it polls /status every second and draws it (text only, never markup). Log
+// lines appear only when /status carries them (--status-logs).
 
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">
@@ -103,7 +104,7 @@ function draw(s) {
   const running = $("running");
   $("running-count").textContent = s.running.length;
   running.replaceChildren(...(s.running.length ? s.running.map((x) => {
-    const log = el("pre", { class: "log" }, x.log.join("\\n"));
+    const log = x.log ? el("pre", { class: "log" }, x.log.join("\\n")) : el("p", { class: "nolog muted" }, "log lines are not shown (the runner's --status-logs is off)");
     const card = el("div", { class: "experiment", "data-key": x.key, "data-phase": x.phase || "" },
       el("div", { class: "title" },
         el("span", { class: "key" }, x.key),

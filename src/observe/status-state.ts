@@ -1,5 +1,7 @@
 // What /status and the status page show, kept up to date from the runner's events: identity,
-// state, queues, running experiments with their phase and log tail, recent outcomes, resources.
+// state, queues, running experiments with their phase (and log tail with --status-logs: the
+// endpoint's GETs are open, so by default one experimenter's output is not shown to whoever can
+// reach it), recent outcomes, resources. Reasons and errors pass through the secret masker.
 
 import type { GpuAllocator } from "../gpu/allocator.ts";
 import type { Capacity, PoolSnapshot } from "../resources/pool.ts";
@@ -28,7 +30,8 @@ export type RunningExperiment = {
   elapsedMs: number;
   gpus: string[];
   resources: { cpus: number; ramBytes: number; hddBytes: number; gpus: number };
-  log: string[];
+  /** The last log lines, only with --status-logs (anyone who can reach the endpoint reads them). */
+  log?: string[];
 };
 
 export type FinishedExperiment = {
@@ -104,9 +107,11 @@ export type StatusSources = {
   health?: () => HealthReport;
   ready?: () => ReadyReport;
   nowMs?: () => number;
+  /** Keep and show each running experiment's last log lines (--status-logs); off, none are kept. */
+  logs?: boolean;
 };
 
-type Running = Omit<RunningExperiment, "elapsedMs" | "startedAt" | "phaseSince"> & { startedAtMs: number; phaseSinceMs?: number };
+type Running = Omit<RunningExperiment, "elapsedMs" | "startedAt" | "phaseSince" | "log"> & { startedAtMs: number; phaseSinceMs?: number; log: string[] };
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 
@@ -174,6 +179,7 @@ export class StatusState {
         r.phaseSinceMs = this.nowMs();
       }),
       events.on("attempt.log", (e) => {
+        if (!sources_.logs) return;
         const r = this.running.get(e.attemptId);
         if (!r) return;
         r.log.push(e.line.length > MAX_LINE_CHARS ? `${e.line.slice(0, MAX_LINE_CHARS)}…` : e.line);
@@ -263,7 +269,7 @@ export class StatusState {
           startedAt: iso(startedAtMs)!,
           phaseSince: iso(phaseSinceMs),
           elapsedMs: Math.max(0, now - startedAtMs),
-          log: [...log],
+          ...(src.logs ? { log: [...log] } : {}),
         })),
       finished: this.finished.map((f) => ({ ...f })),
       totals: { ...this.totals },

@@ -36,6 +36,8 @@ export class Runner {
   private readonly waiting = new Map<string, QueueNeeds>();
   /** Reservations released so far: a blocked queue is asked again once this moves. */
   private releases = 0;
+  /** Queues not served because of their keys, with the reason last logged. */
+  private readonly refusedQueues = new Map<string, string>();
   /** running: taking work; suspended: not taking work, still alive; terminating: exit once the running experiments end. */
   private maintenance: RunnerState = "running";
   readonly outcomes: AttemptOutcome[] = [];
@@ -122,6 +124,7 @@ export class Runner {
             this.ctx.log.info(`serving ${backend.kind} queue ${name}`);
           }
           if (this.draining || this.maintenance !== "running" || (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks)) break;
+          if (this.refused(backend.kind, name)) continue;
           const taken = await this.takeOne(backend, name);
           this.ctx.events?.emit("queue.checked", { source: backend.kind, queue: name, took: taken });
           if (taken) took = true;
@@ -176,6 +179,23 @@ export class Runner {
       return q === queue ? undefined : needs;
     }
     return undefined;
+  }
+
+  /** A queue whose signing key stopped parsing is not served (fail closed): said loudly, once per change. */
+  private refused(kind: string, name: string): boolean {
+    const id = `${kind}:${name}`;
+    const why = this.ctx.queueRefusal?.(name);
+    const before = this.refusedQueues.get(id);
+    if (why) {
+      if (before !== why) this.ctx.log.error(`not serving ${kind} queue ${name}: ${why}`);
+      this.refusedQueues.set(id, why);
+      return true;
+    }
+    if (before !== undefined) {
+      this.ctx.log.info(`serving ${kind} queue ${name} again: its signing key is usable`);
+      this.refusedQueues.delete(id);
+    }
+    return false;
   }
 
   /** Take one request from the queue if one fits now; true when an attempt started. */
@@ -244,6 +264,18 @@ export class Runner {
       return false;
     }
     const request = parsed.get(delivery.body);
+    const admission = this.ctx.admission;
+    if (request && admission) {
+      // Too old, or a replay of a completed experiment: kept in the failed place with the reason.
+      const refusal = admission.refusal(request, delivery);
+      if (refusal) {
+        await delivery.reject(refusal).catch((err) => this.ctx.log.warn(`could not keep ${request.experiment.key} in the failed place: ${errorMessage(err)}`));
+        this.ctx.log.error(`experiment ${request.experiment.key} rejected: ${refusal}`);
+        this.outcomes.push({ kind: "rejected", reason: refusal });
+        return true;
+      }
+      delivery = admission.track(delivery, request);
+    }
     let reservation = request ? this.pool.reserve(request.experiment.resources) : undefined;
     if (request && !reservation) {
       // Backends that cannot look first: give it back without counting.

@@ -62,6 +62,8 @@ export type SandboxOptions = {
   setprivPath?: string;
   /** The last bwrap starts with an empty environment plus the `--setenv` pairs read from this fd (see bwrapEnvArgs). */
   envArgsFd?: number;
+  /** One stage (no jobUser): `--unshare-user --disable-userns`, no further user namespaces in the job (a runner that is not root). */
+  disableUserns?: boolean;
 };
 
 /** What bwrapArgv needs to know about the host's file system; injectable so the argv is testable. */
@@ -347,7 +349,7 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
     for (const m of deduped) argv.push(...m.args);
     for (const p of remountRo) if (keptHidden.has(p)) argv.push("--remount-ro", p);
     for (const node of gpu) argv.push("--dev-bind", node, node);
-    argv.push("--unshare-user", "--disable-userns", ...namespaces);
+    argv.push(...(options.disableUserns ? ["--unshare-user", "--disable-userns"] : []), ...namespaces);
     // As root bwrap would keep every capability (the job could unmount what hides the secrets).
     argv.push("--cap-drop", "ALL", "--die-with-parent", "--new-session", ...envArgs);
     argv.push("--chdir", cwd, "--", ...command);

@@ -83,6 +83,7 @@ export function venvJobLaunch(input: {
       gpuDevices,
       cwd: input.cwd,
       jobUser: sb.jobUser,
+      disableUserns: !sb.jobUser,
       envArgsFd: JOB_ENV_FD,
     },
     input.command,

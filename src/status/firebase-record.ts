@@ -13,6 +13,7 @@ import {
   finishedFields,
   runningFields,
   withDeadline,
+  withoutSecrets,
   type ExperimentRecord,
   type RecordOptions,
 } from "./record.ts";
@@ -87,9 +88,21 @@ class FirebaseRecord implements ExperimentRecord {
     return this.step("the start", async () => {
       const ref = this.ref();
       // A record the client never wrote (or one since deleted) is created from the request.
-      if ((await ref.get()).exists()) await ref.update(runningFields());
-      else await ref.set({ ...this.request.experiment.raw, ...runningFields() });
+      if ((await ref.get()).exists()) await ref.update({ ...runningFields(), ...this.secretRemovals() });
+      else await ref.set(withoutSecrets({ ...this.request.experiment.raw, ...runningFields() }));
     });
+  }
+
+  /**
+   * Paths to clear in a record the client wrote: its artifacts' credentials (studioml copies the
+   * request's keys into the record). Labels a database key cannot hold are left to the client.
+   */
+  private secretRemovals(): Record<string, null> {
+    const removals: Record<string, null> = {};
+    for (const label of Object.keys(this.request.experiment.artifacts ?? {})) {
+      if (!BAD_KEY.test(label) && label) removals[`artifacts/${label}/credentials`] = null;
+    }
+    return removals;
   }
 
   checkpoint() {

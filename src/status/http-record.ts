@@ -1,9 +1,13 @@
 // The experiment record kept through a studioml API server (config.database {type: "http",
 // serverUrl}): POST /api/{checkpoint,start,finish,get}_experiment with {"key"}, each answered
-// {"status": "ok", …}, the calls studioml's own HTTP provider makes.
+// {"status": "ok", …}, the calls studioml's own HTTP provider makes. The server is reached like an
+// http artifact (guarded-request.ts): the address connected to is the one checked against the
+// host rules, and a redirect answer is an error, never followed.
 
+import { getRunnerLimits } from "../request/location-policy.ts";
 import type { Request } from "../request/model.ts";
-import { DATABASE_CALL_TIMEOUT_MS, RECORD_UPDATE_TRIES, withRetries, type ExperimentRecord, type RecordOptions } from "./record.ts";
+import { guardedRequest } from "../storage/http/guarded-request.ts";
+import { DATABASE_CALL_TIMEOUT_MS, RECORD_UPDATE_TRIES, withDeadline, withRetries, type ExperimentRecord, type RecordOptions } from "./record.ts";
 
 export function httpRecord(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
   const raw = typeof d.serverUrl === "string" ? d.serverUrl : typeof d.endpoint === "string" ? d.endpoint : undefined;
@@ -37,13 +41,24 @@ class ApiServerRecord implements ExperimentRecord {
   /** One API call; returns the answer's body, throws with the server's reason. */
   private async call(api: string): Promise<Record<string, unknown>> {
     const url = new URL(`${this.base.pathname.replace(/\/$/, "")}/api/${api}`, this.base);
-    const res = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ key: this.key }),
-      signal: AbortSignal.timeout(DATABASE_CALL_TIMEOUT_MS),
-    });
-    const text = await res.text();
+    const res = await withDeadline(
+      `POST /api/${api}`,
+      DATABASE_CALL_TIMEOUT_MS,
+      guardedRequest(url.href, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key: this.key }),
+        allowPrivate: getRunnerLimits().allowPrivate,
+        maxRedirects: 0,
+        timeoutMs: DATABASE_CALL_TIMEOUT_MS,
+        field: "config.database.serverUrl",
+      }).then(async (r) => {
+        const chunks: Buffer[] = [];
+        for await (const c of r.body) chunks.push(Buffer.from(c as Uint8Array));
+        return { status: r.status, text: Buffer.concat(chunks).toString("utf8") };
+      }),
+    );
+    const text = res.text;
     if (res.status !== 200) throw new Error(`POST /api/${api} answered HTTP ${res.status}${text ? `: ${text.slice(0, 200)}` : ""}`);
     let body: unknown;
     try {

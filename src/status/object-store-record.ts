@@ -8,6 +8,7 @@ import { Readable } from "node:stream";
 import type { Request } from "../request/model.ts";
 import { parseCredentials } from "../request/parse.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
+import { REQUEST_IDENTITY_ONLY } from "../storage/storage-identity.ts";
 import { storeFor } from "../storage/stores.ts";
 import {
   checkpointFields,
@@ -17,6 +18,7 @@ import {
   runningFields,
   withDeadline,
   withRetries,
+  withoutSecrets,
   type ExperimentRecord,
   type RecordOptions,
 } from "./record.ts";
@@ -38,7 +40,16 @@ export function s3Record(d: Record<string, unknown>, request: Request, options: 
   }
   const location = `s3://${host}/${bucket}/experiments/${request.experiment.key}`;
   const credentials = parseCredentials("config.database.credentials", d.credentials);
-  return new ObjectStoreRecord(storeFor(location, { credentials, endpoint }), location, request, options.warn);
+  const identity = options.identity ?? REQUEST_IDENTITY_ONLY;
+  if (!credentials?.aws) {
+    // Without credentials of its own the record would be written as the runner: only where allowed.
+    const refusal = identity.refusal({ scheme: "s3", host, bucket, key: `experiments/${request.experiment.key}` });
+    if (refusal) {
+      options.warn(`config.database: ${location} ${refusal}; experiment status is not kept`);
+      return undefined;
+    }
+  }
+  return new ObjectStoreRecord(storeFor(location, { credentials, endpoint, identity, field: "config.database" }), location, request, options.warn);
 }
 
 /** config.database {type: "local", endpoint (a directory; ~ allowed), bucket (default studioml-meta)}. */
@@ -78,7 +89,8 @@ class ObjectStoreRecord implements ExperimentRecord {
     try {
       await withDeadline(`recording ${what}`, DATABASE_CALL_TIMEOUT_MS, withRetries(RECORD_UPDATE_TRIES, async () => {
         const current = (await this.read()) ?? { ...this.request.experiment.raw };
-        const next = { ...current, ...fields(current) };
+        // Whatever the record held (the client writes the artifacts' keys into it), no secret is written back.
+        const next = withoutSecrets({ ...current, ...fields(current) });
         await this.store.put(this.where, Readable.from([Buffer.from(JSON.stringify(next))]));
       }));
     } catch (err) {

@@ -1,7 +1,9 @@
 // What every experiment-record implementation shares: the interface the attempt uses, the
-// options a database type is built with, and the time and deadline helpers.
+// options a database type is built with, the time and deadline helpers, and what a record may never
+// hold (secrets).
 
 import type { Request } from "../request/model.ts";
+import type { StorageIdentity } from "../storage/storage-identity.ts";
 
 export interface ExperimentRecord {
   /** Where the record lives, for log lines (never a secret). */
@@ -21,9 +23,33 @@ export type RecordOptions = {
   env: Record<string, string | undefined>;
   /** --google-certs: service-account files, one project each (Firebase credentials). */
   googleCertsDir?: string;
+  /** Whether the runner's own identity may serve a database without credentials (absent: never). */
+  identity?: StorageIdentity;
 };
 
 export type RecordFactory = (db: Record<string, unknown>, request: Request, options: RecordOptions) => ExperimentRecord | undefined;
+
+/** Keys whose values are secrets wherever they appear in a record: whole credential objects and key material. */
+const SECRET_KEY = /^(credentials|aws_secret_access_key|secret_access_key|secretaccesskey|secret_key|session_token|sessiontoken|aws_session_token|security_token|private_key|privatekey|private_key_id|password|passphrase|token|access_token|refresh_token)$/i;
+/** Records nest a few levels (experiment → artifacts → label → credentials); deeper is cut, not walked. */
+const MAX_DEPTH = 32;
+
+/**
+ * A copy of a record document without secrets: every `credentials` object (the artifacts' AWS
+ * keys as the studioml client writes them) and any key-material field, at any depth. Records are
+ * readable by everyone who can read the database; the runner never writes a secret into one.
+ */
+export function withoutSecrets<T>(doc: T, depth = 0): T {
+  if (Array.isArray(doc)) return (depth >= MAX_DEPTH ? [] : doc.map((v) => withoutSecrets(v, depth + 1))) as T;
+  if (typeof doc !== "object" || doc === null) return doc;
+  if (depth >= MAX_DEPTH) return {} as T;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    if (SECRET_KEY.test(k)) continue;
+    out[k] = withoutSecrets(v, depth + 1);
+  }
+  return out as T;
+}
 
 /** Seconds since the epoch, as the python worker writes its time fields. */
 export const nowSeconds = (): number => Date.now() / 1000;

@@ -2,6 +2,7 @@
 
 import type { Readable } from "node:stream";
 import type { Credentials } from "../request/model.ts";
+import type { StorageIdentity } from "./storage-identity.ts";
 
 export type ObjectInfo = {
   sizeBytes: number;
@@ -20,4 +21,28 @@ export interface ObjectStore {
   delete(location: string): Promise<void>;
 }
 
-export type StoreOptions = { credentials?: Credentials; endpoint?: string };
+export type StoreOptions = {
+  /** The request's own credentials: when given, the only ones used (never the runner's, not even after a refusal). */
+  credentials?: Credentials;
+  endpoint?: string;
+  /**
+   * Without `credentials`: whether the runner's own identity may serve the object. Absent means
+   * the runner itself is the caller (submit, tools); a request's storage always passes one.
+   */
+  identity?: StorageIdentity;
+  /** The request field that named the location, for refusals ("experiment.artifacts.workspace.qualified"). */
+  field?: string;
+};
+
+/**
+ * Reads a body that will not be sent (the put was refused before a byte was read) to its end:
+ * a producer left half-way (a directory being packed) would otherwise fail later with nobody
+ * listening, once its files are gone.
+ */
+export async function discard(body: Readable): Promise<void> {
+  try {
+    for await (const _ of body);
+  } catch {
+    // its fault is not the one being reported
+  }
+}

@@ -18,7 +18,8 @@ const factories: Record<string, StoreFactory> = {
   http: () => httpStore,
   https: () => httpStore,
   s3: (_location, options) => new S3Store(options),
-  gs: () => gcsStore,
+  // The clients are pooled in gcs-clients.ts: a store per identity policy costs nothing.
+  gs: (_location, options) => (options.identity ? new GcsStore(process.env, options) : gcsStore),
 };
 
 /** Backends not built into this version are recognised and refused with a clear reason. */
@@ -37,7 +38,7 @@ export function schemeOf(location: string): string {
 export function storeFor(location: string, options: StoreOptions = {}, field = "qualified"): ObjectStore {
   const scheme = schemeOf(location);
   const factory = factories[scheme];
-  if (factory) return factory(location, options);
+  if (factory) return factory(location, { ...options, field: options.field ?? field });
   if (NOT_YET.has(scheme)) {
     throw new PermanentError(`${field}: ${scheme}:// storage is not yet supported by this runner (${location})`, { field });
   }

@@ -24,7 +24,7 @@ export async function uploadWorkspace(dir: string, store: ObjectStore, locationO
         done(null, chunk);
       },
     });
-    await pipeline(packDirectory(dir), hashing, createWriteStream(tarPath));
+    await pipeline(packDirectory(dir, { followRootLink: true }), hashing, createWriteStream(tarPath));
     const key = `blobstore/${hasher.digest("hex")}.tar`;
     const location = locationOf(key);
     if (!(await store.head(location))) await store.put(location, createReadStream(tarPath));

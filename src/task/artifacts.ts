@@ -3,16 +3,20 @@
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { lstat, mkdir, readdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { pipeline as pipe, Transform, type Readable } from "node:stream";
-import { fingerprintDirectory, packDirectory } from "../archive/pack.ts";
+import { directoryBytes, fingerprintDirectory, packOpenDirectory } from "../archive/pack.ts";
+import type { SkippedEntry } from "../archive/walk.ts";
+import { tryOpenDirectory } from "../fs/safe-open.ts";
 import { unpackArchive } from "../archive/unpack.ts";
 import { formatBytes, formatDuration } from "../config/units.ts";
-import { NotFoundError, PermanentError } from "../errors.ts";
+import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
 import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
+import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
+import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { storeFor } from "../storage/stores.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 
@@ -22,6 +26,8 @@ export type StorageAccess = {
   allowEnvSecrets?: boolean;
   /** The runner's environment, for %NAME% references in config.env. */
   runnerEnv?: Record<string, string | undefined>;
+  /** Whether the runner's own identity may serve an artifact without credentials (default: never). */
+  identity?: StorageIdentity;
 };
 
 /** Where progress lines of large transfers go (the experiment's log or the runner's). */
@@ -43,8 +49,8 @@ function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record
 
 /**
  * Credentials for an artifact: its own, else config.storage.credentials, else (only with
- * --allow-env-secrets) those in config.env. Undefined means the store decides (for S3: the SDK's
- * default chain of the runner, else unsigned requests).
+ * --allow-env-secrets) those in config.env. Undefined means none: the runner's own identity serves
+ * the artifact only where `access.identity` allows it (storage-identity.ts).
  */
 export function credentialsFor(artifact: Artifact, request: Request, access: StorageAccess = {}): Credentials | undefined {
   if (artifact.credentials?.aws) return artifact.credentials;
@@ -60,6 +66,7 @@ export function storeOf(artifact: Artifact, request: Request, access: StorageAcc
   return storeFor(artifact.qualified, {
     credentials: credentialsFor(artifact, request, access),
     endpoint: request.config.storageEndpoint,
+    identity: access.identity ?? REQUEST_IDENTITY_ONLY,
   }, `experiment.artifacts.${artifact.label}.qualified`);
 }
 
@@ -119,27 +126,64 @@ export function trackProgress(
   return { stream: pipe(source, meter, () => undefined), finished };
 }
 
-/** Bytes of the files under a directory (an upload's expected size, before tar overhead). */
-async function directoryBytes(dir: string): Promise<number> {
-  let total = 0;
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    if (!e.isFile()) continue;
-    total += await lstat(join(e.parentPath, e.name)).then((s) => s.size, () => 0);
+/**
+ * The sha256 an artifact's bytes must have (its `hash`), with the error a mismatch becomes; none
+ * when it gives no hash or one that is not about its content (noted in the experiment's log).
+ */
+function digestCheck(artifact: Artifact, progress?: ProgressSink): { sha256: string; mismatch: (actualHex: string) => Error } | undefined {
+  if (artifact.hash === undefined || artifact.hash === "") return undefined;
+  const field = `experiment.artifacts.${artifact.label}.hash`;
+  const expected = expectedDigest(field, artifact.hash, artifact.qualified);
+  if (!expected.verify) {
+    progress?.(`artifact ${artifact.label}: its hash is not checked: ${expected.reason}`);
+    return undefined;
   }
-  return total;
+  return {
+    sha256: expected.sha256,
+    mismatch: (actual) =>
+      new PermanentError(
+        `artifact "${artifact.label}" (${artifact.qualified}) does not match its hash: its content's sha256 is ${actual}, ${field} is ${expected.sha256}; nothing of it is used or cached`,
+        { field, phase: "fetch" },
+      ),
+  };
 }
 
 /** bytes: unpacked size; transferredBytes: what came from storage (0 on a cache hit). */
 export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean; transferredBytes: number };
 
-export async function fetchArtifact(
+/**
+ * A store's refusal names the location's field generically ("qualified": the file store and the
+ * http store know no labels): name the artifact's own field instead.
+ */
+function namingArtifact<T>(artifact: Artifact, work: Promise<T>): Promise<T> {
+  return work.catch((err: unknown) => {
+    const generic = err instanceof RequestError ? err.context.field : undefined;
+    if (generic === "qualified" || generic?.startsWith("qualified (")) {
+      const field = `experiment.artifacts.${artifact.label}.qualified`;
+      (err as RequestError).message = field + (err as RequestError).message.slice("qualified".length);
+      (err as RequestError).context.field = field + generic.slice("qualified".length);
+    }
+    throw err;
+  });
+}
+
+export function fetchArtifact(
+  artifact: Artifact,
+  dir: string,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
+): Promise<FetchResult> {
+  return namingArtifact(artifact, fetchArtifactInto(artifact, dir, request, options));
+}
+
+async function fetchArtifactInto(
   artifact: Artifact,
   dir: string,
   request: Request,
   options: StorageAccess & { cache: ArtifactCache; budgetBytes?: number; progress?: ProgressSink },
 ): Promise<FetchResult> {
   await mkdir(dir, { recursive: true });
+  const digest = digestCheck(artifact, options.progress);
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) {
@@ -159,7 +203,7 @@ export async function fetchArtifact(
   let finish = async (): Promise<void> => undefined;
   let downloadFault = (): unknown => undefined;
   if (!artifact.mutable) {
-    const local = await options.cache.read(store, artifact.qualified, info.version, { track });
+    const local = await options.cache.read(store, artifact.qualified, info.version, { track, ...digest });
     cached = local.hit;
     source = local.stream;
     finish = local.finish;
@@ -170,6 +214,11 @@ export async function fetchArtifact(
     } catch (err) {
       if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
+    }
+    if (digest) {
+      let mismatch: Error | undefined;
+      source = verifyingStream(source, digest.sha256, (actual) => (mismatch = digest.mismatch(actual)));
+      downloadFault = () => mismatch;
     }
   }
   try {
@@ -193,21 +242,44 @@ export async function fetchArtifact(
  * A container image from storage (the `_singularity` artifact): downloaded once into the
  * immutable-artifact cache, keyed by the object's version, and used from there without a copy.
  */
-export async function fetchImageFile(
+export function fetchImageFile(
   artifact: Artifact,
   request: Request,
   options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
 ): Promise<{ path: string; cached: boolean; bytes: number }> {
+  return namingArtifact(artifact, fetchImageInto(artifact, request, options));
+}
+
+async function fetchImageInto(
+  artifact: Artifact,
+  request: Request,
+  options: StorageAccess & { cache: ArtifactCache; progress?: ProgressSink },
+): Promise<{ path: string; cached: boolean; bytes: number }> {
+  const digest = digestCheck(artifact, options.progress);
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
   const track = (stream: Readable) =>
     trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
-  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track });
+  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest });
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
 
-/** Uploads mutable artifacts whose directory changed since the last upload (or download). */
+/** How many left-out names one note lists before it only counts the rest. */
+const SKIPPED_NAMES_SHOWN = 10;
+
+/** A note about entries left out of an artifact's tar (names quoted, never a link's target or content). */
+function skippedNote(label: string, skipped: SkippedEntry[]): string {
+  const shown = skipped.slice(0, SKIPPED_NAMES_SHOWN).map((s) => `${JSON.stringify(s.rel)}: ${s.why}`);
+  const more = skipped.length > SKIPPED_NAMES_SHOWN ? `; and ${skipped.length - SKIPPED_NAMES_SHOWN} more` : "";
+  return `artifact ${label}: ${skipped.length} entr${skipped.length === 1 ? "y" : "ies"} not stored as they were: ${shown.join("; ")}${more}`;
+}
+
+/**
+ * Uploads mutable artifacts whose directory changed since the last upload (or download). The
+ * directories are the job's: they are packed relative to their descriptors, never following a
+ * link (src/archive/walk.ts); an artifact whose directory is itself a link is not uploaded.
+ */
 export class ArtifactUploader {
   private readonly last = new Map<string, string>();
   private readonly existed = new Map<string, boolean>();
@@ -222,6 +294,8 @@ export class ArtifactUploader {
       onUploaded?: (label: string, bytes: number) => void;
       /** Hears about each retried upload (besides the experiment's log, where `progress` puts it). */
       onRetry?: (message: string) => void;
+      /** Hears about artifacts not uploaded and entries left out (links, FIFOs, swaps), besides `progress`. */
+      onSkipped?: (message: string) => void;
     } = {},
   ) {}
 
@@ -236,6 +310,11 @@ export class ArtifactUploader {
     const run = this.queue.then(() => this.doUpload(labels, options));
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private note(message: string) {
+    this.options.progress?.(message);
+    this.options.onSkipped?.(message);
   }
 
   private async doUpload(labels: string[] | undefined, options: { includeMissing?: boolean }): Promise<string[]> {
@@ -259,11 +338,20 @@ export class ArtifactUploader {
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
       const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
       let sentBytes = 0;
+      let refused: string | undefined;
+      let skipped: SkippedEntry[] = [];
       // A transient storage fault packs and sends the whole artifact again, after a back-off.
       await withUploadRetries(
         `upload of ${artifact.label} to ${artifact.qualified}`,
         async () => {
-          let packed = packDirectory(dir, { gzip });
+          // The directory is opened once, without following a link: what is packed is what was opened.
+          const opened = await tryOpenDirectory(dir);
+          if ("not" in opened) {
+            refused = opened.not;
+            return;
+          }
+          skipped = [];
+          let packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
           sentBytes = 0;
           if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
           const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
@@ -275,8 +363,14 @@ export class ArtifactUploader {
           this.options.onRetry?.(message);
         },
       );
-      this.options.onUploaded?.(artifact.label, sentBytes);
       this.last.set(artifact.label, print);
+      if (refused) {
+        // Never the link's target: the stored copy (if any) stays as it was.
+        this.note(`artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; not uploaded (links are never followed), the stored copy is left as it was`);
+        continue;
+      }
+      if (skipped.length) this.note(skippedNote(artifact.label, skipped));
+      this.options.onUploaded?.(artifact.label, sentBytes);
       this.existed.set(artifact.label, true);
       uploaded.push(artifact.label);
     }

@@ -3,14 +3,14 @@
 // place (permanent); a failing script is a finished experiment.
 
 import { randomUUID } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
-import { normaliseRequirements } from "../env/requirements.ts";
+import { requestRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
-import { createJobCgroup, type JobCgroup } from "../exec/cgroup.ts";
+import { createJobCgroup, defaultJobPidsMax, jobGroupName, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
 import { LAUNCHER_ENV } from "../exec/launcher-env.ts";
 import { prepareJobDirs } from "../sandbox/job-files.ts";
@@ -18,20 +18,23 @@ import { venvJobLaunch } from "../sandbox/launch.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Artifact, Request } from "../request/model.ts";
 import { plainRequestReader } from "../request/read-request.ts";
-import { checkEndpoint, checkLocation, type LocationPolicy } from "../request/location-policy.ts";
+import { checkEndpoint, type LocationPolicy } from "../request/location-policy.ts";
+import { checkLocationResolved, connectHostOf, resolveChecked } from "../request/resolve-host.ts";
 import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 import { AttemptFence, SupersededError } from "./attempt-fence.ts";
-import { containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, writeEnvFile } from "../container/apptainer.ts";
+import { checkContainerRequest, containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, launcherEnv, writeEnvFile } from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
 import { SecretMasker } from "./secret-mask.ts";
-import { experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
-import { recordOwner } from "./orphans.ts";
+import { checkDatabase, experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
+import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";
+import { writeRunnerFile } from "../fs/safe-open.ts";
 import { PhaseClock, type AttemptIdentity, type AttemptResult } from "../observe/events.ts";
+import { storageIdentityFor } from "../storage/storage-identity.ts";
 
 export type AttemptOutcome =
   | { kind: "finished"; exitCode: number | null; reason: string }
@@ -134,7 +137,8 @@ async function attempt(
   }
   const events = ctx.events;
   const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
-  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, progress: (m: string) => log.note(m) };
+  const identity = storageIdentityFor(ctx.storageIdentity, delivery.queue, control.source ?? "local");
+  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, identity, progress: (m: string) => log.note(m) };
   const fence = AttemptFence.for(request, access, {
     attempt: who.attemptId,
     delivery: delivery.deliveryCount,
@@ -147,6 +151,7 @@ async function attempt(
     beforeUpload: fence ? () => fence.check() : undefined,
     onUploaded: events ? (_label, bytes) => events.emit("bytes", { direction: "upload", bytes }) : undefined,
     onRetry: (message) => ctx.log.warn(message, { experiment: key }),
+    onSkipped: (message) => ctx.log.warn(message, { experiment: key }),
   });
   const startedMs = Date.now();
   const needs = reservation?.needs ?? request.experiment.resources;
@@ -167,11 +172,20 @@ async function attempt(
     log.note(`GPUs: ${gpuUuids.join(",")} (CUDA_VISIBLE_DEVICES)`);
     ctx.log.info(`experiment ${key} has GPUs ${gpuUuids.join(",")}`, { experiment: key });
   }
-  const record = experimentRecordFor(request, {
-    warn: (m) => ctx.log.warn(m, { experiment: key }),
-    env: ctx.runnerEnv,
-    googleCertsDir: ctx.googleCertsDir,
-  });
+  // where the artifacts and the database may be (protocol-level refusals, before anything is
+  // fetched or recorded); a refusal fails the attempt in the try below
+  const refused = await checkLocations(request, locationPolicy(ctx, control.source), ctx.runnerEnv).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  const record = refused
+    ? undefined
+    : experimentRecordFor(request, {
+        warn: (m) => ctx.log.warn(m, { experiment: key }),
+        env: ctx.runnerEnv,
+        googleCertsDir: ctx.googleCertsDir,
+        identity,
+      });
   // Not awaited: a slow or unreachable database must not hold up the experiment; the finish
   // below waits for it, so the record still goes running → finished in that order.
   const recordStarted = record?.running();
@@ -179,8 +193,7 @@ async function attempt(
   let exit: JobExit | undefined;
   let venvRelease: (() => void) | undefined;
   try {
-    // where the artifacts may come from (protocol-level refusals, before anything is fetched)
-    checkLocations(request, locationPolicy(ctx, control.source));
+    if (refused) throw refused;
     // This attempt is now the experiment's current one: an older attempt still running elsewhere
     // (its runner lost its lease) stops at its next upload instead of overwriting this one's results.
     clock.enter("claim");
@@ -234,11 +247,13 @@ async function attempt(
       const envFile = join(attemptDir, ".container-env");
       writeEnvFile(envFile, containerEnv(jobEnv.env, ctx.runnerEnv));
       const cwd = dirs.workspace ?? attemptDir;
+      checkContainerRequest({ image, imageField: `experiment.artifacts.${CONTAINER_IMAGE_LABEL}.qualified`, filename: request.experiment.filename, bindDirs: [attemptDir], key });
       const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
       if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
       log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
       clock.enter("run");
-      exit = await execute(argv, attemptDir, cwd, jobEnv.env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+      // The tool gets a fixed environment; the job's reaches the container through the env file only.
+      exit = await execute(argv, attemptDir, cwd, launcherEnv(ctx.runnerEnv), log, uploader, request, limit, jobControl, ctx, record, jobLimits);
     } else {
       if (request.experiment.filename === null) {
         throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
@@ -247,7 +262,13 @@ async function attempt(
       const venv = await ctx.venvs.acquire(
         {
           interpreter,
-          requirements: normaliseRequirements([...request.experiment.pythonenv, ...request.config.pip]),
+          requirements: requestRequirements(
+            [
+              { field: "experiment.pythonenv", lines: request.experiment.pythonenv },
+              { field: "config.pip", lines: request.config.pip },
+            ],
+            ctx.venvs.options.allowPipUrls ?? false,
+          ),
           systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
         },
         (line) => log.write(line),
@@ -258,7 +279,7 @@ async function attempt(
 
       // execute: the job user owns its parts of the attempt directory, HOME and TMPDIR are its own
       const jobUser = ctx.sandbox?.jobUser ?? ctx.jobUser;
-      const own = prepareJobDirs(attemptDir, dirs, jobUser, jobEnv.env.STUDIOML_ARTIFACT_MAPPING ? [jobEnv.env.STUDIOML_ARTIFACT_MAPPING] : []);
+      const own = prepareJobDirs(attemptDir, dirs, jobUser);
       const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}`, HOME: own.home, TMPDIR: own.tmp };
       const script = request.experiment.filename;
       const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
@@ -315,8 +336,9 @@ async function attempt(
     const phase = fault.context.phase ? ` (${fault.context.phase})` : "";
     log.note(`${fault.retryable ? "runner fault, will retry" : "experiment failed"}${phase}: ${fault.message}`);
     await log.close();
-    // The log is the user's only view of what happened: try hard to get it to storage.
-    await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
+    // The log is the user's only view of what happened: try hard to get it to storage (never to
+    // locations the rules refused: the reason is kept with the request instead).
+    if (!refused) await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
     const reason = `${fault.message}${phase}`;
     if (fault.retryable) {
       // Free the disk before the request can be taken again (a full disk is a common cause).
@@ -331,6 +353,7 @@ async function attempt(
     await recordStarted;
     await record?.close();
     await log.close();
+    await forgetOwner(attemptDir).catch(() => undefined);
     await removeAttemptDir(ctx, attemptDir);
   }
 }
@@ -474,7 +497,8 @@ async function layOut(attemptDir: string, request: Request, ctx: TaskContext, re
   dirs.output ??= join(attemptDir, "output");
   await mkdir(dirs.output, { recursive: true });
   const mappingFile = join(attemptDir, "artifact-mapping.json");
-  await writeFile(mappingFile, JSON.stringify(dirs, null, 2));
+  // Readable, not writable, by the job (whatever the umask), never written through anything planted at its name.
+  await writeRunnerFile(attemptDir, "artifact-mapping.json", JSON.stringify(dirs, null, 2), 0o444, { exactMode: true });
   const jobEnv = buildJobEnv({
     runnerEnv: ctx.runnerEnv,
     request,
@@ -489,23 +513,36 @@ async function layOut(attemptDir: string, request: Request, ctx: TaskContext, re
 }
 
 /**
- * Where a request's artifacts may live: never cloud metadata or link-local addresses; file:
- * paths under --file-storage-roots, or anywhere when the request came from a local queue and
- * no roots are set (its writers share this machine); loopback storage is allowed.
+ * Where a request's artifacts and database may live: never cloud metadata or link-local
+ * addresses; loopback and private ranges only with --allow-private-endpoints; file: paths under
+ * --file-storage-roots, or, without it, under the runner's own storage root for requests from
+ * local queues (their writers share this machine) and nowhere for requests from brokers.
  */
 function locationPolicy(ctx: TaskContext, source: string | undefined): LocationPolicy {
   const roots = ctx.fileStorageRoots ?? [];
-  return { allowedFileRoots: roots.length ? roots : source === "local" || source === undefined ? ["/"] : [], allowLoopback: true };
+  const local = source === "local" || source === undefined;
+  return {
+    allowedFileRoots: roots.length ? roots : local ? (ctx.localFileStorageRoots ?? []) : [],
+    allowPrivate: ctx.allowPrivateEndpoints ?? false,
+  };
 }
 
-function checkLocations(request: Request, policy: LocationPolicy): void {
+/** Every location of the request through the rules, host names resolved: RequestError naming the field. */
+async function checkLocations(request: Request, policy: LocationPolicy, env: Record<string, string | undefined>): Promise<void> {
   for (const a of Object.values(request.experiment.artifacts)) {
     if (a.label === CONTAINER_IMAGE_LABEL && isRegistryReference(a.qualified)) continue;
-    checkLocation(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
+    await checkLocationResolved(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
   }
-  // An S3 server's endpoint; a local storage root (file:) is checked through its artifacts.
+  // An S3 server's endpoint (used for every s3:// artifact, whatever its spelling); a local
+  // storage root (file:) is checked through its artifacts.
   const endpoint = request.config.storageEndpoint;
-  if (endpoint && /^https?:/i.test(endpoint)) checkEndpoint("config.storage.endpoint", endpoint, policy);
+  const usesS3 = Object.values(request.experiment.artifacts).some((a) => /^s3:/i.test(a.qualified));
+  if (endpoint && (usesS3 || /^https?:/i.test(endpoint))) {
+    checkEndpoint("config.storage.endpoint", endpoint, policy);
+    const host = connectHostOf(endpoint);
+    if (host) await resolveChecked("config.storage.endpoint", endpoint, host, policy);
+  }
+  await checkDatabase(request, policy, { env });
 }
 
 /** The longest delay a JavaScript timer takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
@@ -536,18 +573,23 @@ async function containerImage(
 /** How a job ended, and whether the kernel killed it for its memory limit. */
 type JobExit = ExitInfo & { memoryLimitBytes?: number };
 
-/** The job's cgroup with its RAM and CPU limits, where the runner may make one; never fails the attempt. */
+/**
+ * The job's cgroup, where the runner may make one — for every job, also one that states no RAM or
+ * CPUs: its process-count limit holds a fork bomb, and removing it at the end kills whatever the
+ * job left running (a double-forked `setsid` child included). Never fails the attempt.
+ */
 function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cpus: number }, log: OutputLog): JobCgroup | undefined {
   const support = ctx.cgroups;
-  if (!support || support.version === "none" || (limits.ramBytes <= 0 && limits.cpus <= 0)) return undefined;
+  if (!support || support.version === "none") return undefined;
   try {
-    return createJobCgroup(support, `job-${process.pid}-${++cgroupSerial}`, {
+    return createJobCgroup(support, jobGroupName(++cgroupSerial), {
       memoryBytes: limits.ramBytes > 0 ? limits.ramBytes : undefined,
       cpus: limits.cpus > 0 ? limits.cpus : undefined,
+      pidsMax: defaultJobPidsMax(limits.cpus),
     });
   } catch (err) {
-    log.note(`warning: the experiment runs without its RAM/CPU limits: ${errorMessage(err)}`);
-    ctx.log.warn(`experiment ${key} runs without its RAM/CPU limits: ${errorMessage(err)}`);
+    log.note(`warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${errorMessage(err)}`);
+    ctx.log.warn(`experiment ${key} runs without its cgroup (RAM/CPU/process limits): ${errorMessage(err)}`);
     return undefined;
   }
 }
@@ -566,8 +608,8 @@ async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: R
         host: ctx.host,
         artifacts: Object.fromEntries(Object.values(request.experiment.artifacts).map((a) => [a.label, { name: a.key ?? a.qualified }])),
       };
-      await mkdir(dirs._results, { recursive: true });
-      await writeFile(join(dirs._results, "_results.json"), JSON.stringify(doc, null, 2));
+      // The job may have planted a link at _results or _results.json: neither is followed.
+      await writeRunnerFile(dirs._results, "_results.json", JSON.stringify(doc, null, 2));
       await uploader.upload(["_results"], { includeMissing: true });
     }
   } catch (err) {

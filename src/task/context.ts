@@ -7,6 +7,8 @@ import type { SandboxSettings } from "../sandbox/launch.ts";
 import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
+import type { RequestAdmission } from "../request/admission.ts";
+import type { StorageIdentitySetting } from "../storage/storage-identity.ts";
 
 export type Logger = {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -33,7 +35,7 @@ export type TaskContext = {
   sandbox?: SandboxSettings;
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
-  /** --file-storage-roots: where file: artifacts may live (empty: anywhere for local queues, nowhere for remote ones). */
+  /** --file-storage-roots: where file: artifacts and local databases may live, for every queue. */
   fileStorageRoots?: string[];
   /** Opens and parses a message (envelopes per --encrypt-dir etc.); plain parsing when absent. */
   readRequest?: RequestReader;
@@ -42,6 +44,16 @@ export type TaskContext = {
   log: Logger;
   /** Where the attempt says what happens (metrics, status page, response reports listen). */
   events?: RunnerEvents;
+  /** --max-request-age and replay protection: checked by the runner before an attempt starts. */
+  admission?: RequestAdmission;
+  /** Why a queue must not be served now (its signing key file stopped parsing); undefined: serve it. */
+  queueRefusal?: (queue: string) => string | undefined;
+  /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no credentials (absent: only the request's). */
+  storageIdentity?: StorageIdentitySetting;
+  /** Without --file-storage-roots: where file: locations of requests from local queues may live (the runner's own storage root). */
+  localFileStorageRoots?: string[];
+  /** --allow-private-endpoints: requests may name loopback and private-range hosts (never link-local or metadata). */
+  allowPrivateEndpoints?: boolean;
   /** --sandbox none with an explicit --job-user (runner root): the user jobs run as; absent: the runner's own. */
   jobUser?: JobUser;
 };

@@ -1,9 +1,10 @@
-// The experiment's environment (protocol.md §3): the runner's environment without its secrets,
+// The experiment's environment (protocol.md §3): the runner's environment without its secrets
+// (filtered by name, by prefix and by the shape of the value; their values go to the log masker),
 // config.env with %NAME% expansion, studioml variables, GPU and thread settings, the venv.
 
 import { RUN_OPTIONS, envName } from "../config/options.ts";
 import type { Request } from "../request/model.ts";
-import { looksSecret } from "./secret-mask.ts";
+import { looksSecret, valueLooksSecret } from "./secret-mask.ts";
 
 const RUNNER_ONLY = new Set([
   ...RUN_OPTIONS.map((o) => envName(o.name)),
@@ -18,15 +19,56 @@ const RUNNER_ONLY = new Set([
   "PYENV_VERSION",
 ]);
 
-/** True for variables of the runner that must not reach an experiment. */
+/**
+ * The runner's handles on host services and credential stores: agents' sockets (ssh, gpg, D-Bus),
+ * Kerberos tickets, the cluster's kubeconfig, database URLs. Not all are secrets themselves, but
+ * each lets a job act as the runner's user (class 9 of docs/security.md).
+ */
+const HOST_HANDLES = new Set([
+  "SSH_AUTH_SOCK",
+  "SSH_AGENT_PID",
+  "GPG_AGENT_INFO",
+  "DBUS_SESSION_BUS_ADDRESS",
+  "KRB5CCNAME",
+  "KUBECONFIG",
+  "DATABASE_URL",
+  "REDIS_URL",
+  "MONGODB_URI",
+  "NETRC",
+]);
+
+/** Prefixes of cloud, container-engine and secret-store settings: everything named so stays with the runner. */
+const SECRET_PREFIXES = ["AWS_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "AZURE_", "ARM_", "DOCKER_", "VAULT_", "CONSUL_HTTP_", "NOMAD_TOKEN", "OP_SERVICE_ACCOUNT_"];
+
+/** Handles that are not secrets themselves: withheld, but their values are not masked in logs. */
+const UNMASKED = new Set(["SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS", "KUBECONFIG", "KRB5CCNAME", "NETRC"]);
+
+/**
+ * True for variables of the runner that must not reach an experiment: the runner's own settings
+ * (STUDIO_RUNNER_* option variables, broker URLs), handles on host services (ssh-agent, D-Bus,
+ * kubeconfig …), anything named like a cloud or secret-store setting (AWS_*, GOOGLE_*, AZURE_*,
+ * DOCKER_*, VAULT_* …), names that look secret (…KEY…, …TOKEN…, …SECRET…, …PASSWORD…,
+ * …CONNECTION_STRING, …_DSN), and values that carry a credential by their shape (URLs with user
+ * information or signatures, connection strings with AccountKey=/Password=, known token formats).
+ * A harmless variable caught by a name rule (SORT_KEY=…) is withheld too: a job that needs a value
+ * gets it from its request's config.env.
+ */
 export function isRunnerSecret(name: string, value: string): boolean {
+  const upper = name.toUpperCase();
   return (
-    RUNNER_ONLY.has(name) ||
+    RUNNER_ONLY.has(upper) ||
+    HOST_HANDLES.has(upper) ||
     looksSecret(name) ||
-    name.startsWith("AWS_") ||
-    name.startsWith("GOOGLE_") ||
-    /:\/\/[^/\s]*:[^/\s]*@/.test(value) // URLs with user:password
+    SECRET_PREFIXES.some((p) => upper.startsWith(p)) ||
+    valueLooksSecret(value)
   );
+}
+
+/** Whether a withheld runner variable's value is also kept out of logs (secrets yes; the runner's plain settings and socket paths no). */
+function maskable(name: string, value: string): boolean {
+  const upper = name.toUpperCase();
+  if (UNMASKED.has(upper)) return false;
+  return !RUNNER_ONLY.has(upper) || looksSecret(name) || valueLooksSecret(value);
 }
 
 export type JobEnvInput = {
@@ -49,7 +91,7 @@ export function buildJobEnv(input: JobEnvInput): JobEnv {
   for (const [name, value] of Object.entries(input.runnerEnv)) {
     if (value === undefined) continue;
     if (isRunnerSecret(name, value)) {
-      if (looksSecret(name) || name.startsWith("AWS_") || /@/.test(value)) secretValues.push(value);
+      if (maskable(name, value)) secretValues.push(value);
       continue;
     }
     env[name] = value;
@@ -66,7 +108,7 @@ export function buildJobEnv(input: JobEnvInput): JobEnv {
       return runnerValue;
     });
     env[name] = value;
-    if (looksSecret(name)) secretValues.push(value);
+    if (looksSecret(name) || valueLooksSecret(value)) secretValues.push(value);
   }
 
   for (const artifact of Object.values(input.request.experiment.artifacts)) {

@@ -14,6 +14,7 @@ import { FastCrc32c } from "../../src/storage/gcs/crc32c.ts";
 import { configureGcs, gcsClient } from "../../src/storage/gcs/gcs-clients.ts";
 import { parseGcsLocation } from "../../src/storage/gcs/gcs-location.ts";
 import { GcsStore, UPLOAD_CHUNK_BYTES } from "../../src/storage/gcs/gcs-store.ts";
+import { REQUEST_IDENTITY_ONLY, storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";
 import { storeFor } from "../../src/storage/stores.ts";
 import { crc32cBase64, startGcsServer, type GcsTestServer } from "../helpers/gcs-server.ts";
 import { freePort, NO_METADATA_ENV } from "../helpers/s3-server.ts";
@@ -275,6 +276,38 @@ describe("gs: errors", () => {
     await expect(store.get(loc("k.tar"))).rejects.toBeInstanceOf(RetryableError);
     await expect(store.put(loc("k.tar"), Readable.from([Buffer.from("x")]))).rejects.toBeInstanceOf(RetryableError);
   }, 60_000);
+});
+
+describe("gs: whose identity serves a request (requests cannot bring Google credentials)", () => {
+  const field = "experiment.artifacts.workspace.qualified";
+  test("by default (--storage-identity request) every call is refused before anything is sent, naming field, location and flag", async () => {
+    const key = `${uniquePrefix()}/w.tar`;
+    const from = server.requests.length;
+    const store = storeFor(loc(key), { identity: REQUEST_IDENTITY_ONLY }, field);
+    for (const op of [() => store.head(loc(key)), () => store.get(loc(key)), () => store.put(loc(key), Readable.from([Buffer.from("x")])), () => store.delete(loc(key))]) {
+      const err = await op().then(() => undefined, (e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(PermanentError);
+      expect(err!.message).toContain(`${field}: ${loc(key)} brings no credentials`);
+      expect(err!.message).toContain("--storage-identity");
+    }
+    expect(trafficFor(key, from)).toEqual([]);
+  });
+
+  test("with --storage-identity runner: only the queue's allowed prefix is served", async () => {
+    const prefix = uniquePrefix();
+    const identity = storageIdentityFor(storageIdentitySetting("runner", `pubsub:team_a=gs://${BUCKET}/${prefix}/allowed/`), "team_a_q", "pubsub");
+    const store = storeFor(loc(`${prefix}/allowed/w.tar`), { identity }, field);
+    await store.put(loc(`${prefix}/allowed/w.tar`), Readable.from([Buffer.from("as the runner")]));
+    expect((await readAll(await store.get(loc(`${prefix}/allowed/w.tar`)))).toString()).toBe("as the runner");
+    const from = server.requests.length;
+    const err = await store.put(loc(`${prefix}/other/w.tar`), Readable.from([Buffer.from("x")])).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(PermanentError);
+    expect((err as Error).message).toContain('outside --storage-identity-allow for queue "team_a_q"');
+    // The same queue name from another kind of queue is not granted.
+    const rabbit = storageIdentityFor(storageIdentitySetting("runner", `pubsub:team_a=gs://${BUCKET}/${prefix}/allowed/`), "team_a_q", "rabbitmq");
+    expect(await storeFor(loc(`${prefix}/allowed/w.tar`), { identity: rabbit }, field).head(loc(`${prefix}/allowed/w.tar`)).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+    expect(trafficFor(`${prefix}/other`, from)).toEqual([]);
+  });
 });
 
 describe("gs: locations and configuration", () => {

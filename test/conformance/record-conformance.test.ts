@@ -1,20 +1,27 @@
 // One conformance suite for every experiment database the runner keeps records in (s3, local,
 // http, firebase), each against its real server or wire-level stand-in: the status goes running →
-// finished with the time fields, a user's "stopped" is seen, and a failing database never throws.
+// finished with the time fields, a user's "stopped" is seen, a failing database never throws, and no
+// record ever holds a secret.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { getRunnerLimits, setRunnerLimits } from "../../src/request/location-policy.ts";
 import type { Request } from "../../src/request/model.ts";
 import { experimentRecordFor } from "../../src/status/experiment-record.ts";
+import { storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";
 import { startDatabases, type DatabaseHarness, type Databases } from "../helpers/status-databases.ts";
 
 let dbs: Databases;
 const savedEmulator = process.env.FIREBASE_DATABASE_EMULATOR_HOST;
+const savedLimits = getRunnerLimits();
 beforeAll(async () => {
+  // The stand-in servers listen on loopback: as a runner started with --allow-private-endpoints.
+  setRunnerLimits({ ...savedLimits, allowPrivate: true });
   dbs = await startDatabases();
   // firebase-admin reads the emulator address from the process environment.
   process.env.FIREBASE_DATABASE_EMULATOR_HOST = dbs.all.find((d) => d.type === "firebase")!.runnerEnv.FIREBASE_DATABASE_EMULATOR_HOST;
 }, 60_000);
 afterAll(async () => {
+  setRunnerLimits(savedLimits);
   if (savedEmulator === undefined) delete process.env.FIREBASE_DATABASE_EMULATOR_HOST;
   else process.env.FIREBASE_DATABASE_EMULATOR_HOST = savedEmulator;
   await dbs?.stop();
@@ -78,6 +85,47 @@ for (const type of ["s3", "local", "http", "firebase"]) {
       await record.close();
     });
 
+    test("the record never holds a secret: none copied from the request, and the client's copy is cleared", async () => {
+      const secret = `rec-secret-${crypto.randomUUID()}`;
+      const token = `rec-token-${crypto.randomUUID()}`;
+      const withKeys = (r: Record<string, unknown>) => ({
+        ...r,
+        artifacts: {
+          workspace: { key: "w.tar", qualified: "s3://b/w.tar", mutable: false, credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret, session_token: token } } },
+          output: { key: "o.tar", qualified: "s3://b/o.tar", mutable: true, credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret } } },
+        },
+      });
+      const leaks = (doc: unknown) => {
+        const text = JSON.stringify(doc ?? {});
+        return [secret, token, "secret_access_key", "session_token"].filter((s) => text.includes(s));
+      };
+      // The runner creates the record from the request.
+      const fresh = requestFor(db());
+      fresh.request.experiment.raw = withKeys(fresh.raw);
+      (fresh.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
+      const a = keeper(db(), fresh.request);
+      await a.record.running();
+      await a.record.finished();
+      expect(leaks(await db().read(fresh.key))).toEqual([]);
+      await a.record.close();
+      // The client wrote the record with the keys in it (as studioml does): the runner's writes clear them.
+      if (type === "http") return; // the API server keeps its own document; the runner sends only the key
+      const seeded = requestFor(db());
+      seeded.request.experiment.raw = withKeys(seeded.raw);
+      (seeded.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
+      await db().seed(seeded.key, withKeys(seeded.raw));
+      expect(leaks(await db().read(seeded.key)).length).toBeGreaterThan(0);
+      const b = keeper(db(), seeded.request);
+      await b.record.running();
+      expect(leaks(await db().read(seeded.key))).toEqual([]);
+      await b.record.finished();
+      const final = (await db().read(seeded.key))!;
+      expect(leaks(final)).toEqual([]);
+      expect((final.artifacts as Record<string, Record<string, unknown>>).workspace!.qualified).toBe("s3://b/w.tar"); // the rest stays
+      expect(b.warnings).toEqual([]);
+      await b.record.close();
+    });
+
     test("a failing database: every call resolves, each fault is logged, no stop is reported", async () => {
       db().fail();
       try {
@@ -131,6 +179,19 @@ describe("experiment record: what each database type needs", () => {
     expect(record).toBeUndefined();
     expect(warnings[0]).toContain("/nonexistent/key.json");
     expect(warnings[0]).toContain('project "p1"');
+  });
+
+  test("an s3 database without credentials is not written with the runner's identity unless allowed", () => {
+    const { record, warnings } = build({ type: "s3", endpoint: "http://127.0.0.1:9", bucket: "meta" });
+    expect(record).toBeUndefined();
+    expect(warnings[0]).toContain("config.database: s3://127.0.0.1:9/meta/experiments/k");
+    expect(warnings[0]).toContain("--storage-identity");
+    const allowed = experimentRecordFor({ experiment: { key: "k", raw: { key: "k" } }, config: { raw: { database: { type: "s3", endpoint: "http://127.0.0.1:9", bucket: "meta" } } } } as unknown as Request, {
+      warn: () => undefined,
+      env: {},
+      identity: storageIdentityFor(storageIdentitySetting("runner", "q=s3://127.0.0.1:9/meta/experiments/"), "q1", "local"),
+    });
+    expect(allowed).toBeDefined();
   });
 
   test("an http serverUrl with a password is never shown in full", () => {

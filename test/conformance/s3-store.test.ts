@@ -19,6 +19,7 @@ import type { ObjectStore } from "../../src/storage/object-store.ts";
 import { isHostLike, parseS3Location } from "../../src/storage/s3/s3-location.ts";
 import { S3Store } from "../../src/storage/s3/s3-store.ts";
 import { regionFromHost, resolveRegion, resolveTarget } from "../../src/storage/s3/s3-target.ts";
+import { REQUEST_IDENTITY_ONLY, storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";
 import { storeFor } from "../../src/storage/stores.ts";
 import { ArtifactUploader, credentialsFor, fetchArtifact } from "../../src/task/artifacts.ts";
 import { FIXTURE } from "../helpers/e2e.ts";
@@ -90,6 +91,70 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
     }
     const getErr = await store.get(loc).catch((e: Error) => e);
     expect((getErr as Error).message).toMatch(/SignatureDoesNotMatch/);
+  });
+
+  describe("whose identity serves a request without credentials (the runner holds valid keys in its environment)", () => {
+    const saved: Record<string, string | undefined> = {};
+    beforeAll(() => {
+      for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) saved[k] = process.env[k];
+      process.env.AWS_ACCESS_KEY_ID = moto!.user!.accessKey;
+      process.env.AWS_SECRET_ACCESS_KEY = moto!.user!.secretAccessKey;
+    });
+    afterAll(() => {
+      for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v);
+    });
+    const field = "experiment.artifacts.workspace.qualified";
+    const grantFor = (allow: string, queue = "team_a_1") => storageIdentityFor(storageIdentitySetting("runner", allow), queue, "rabbitmq");
+
+    test("by default (--storage-identity request) it is refused before anything is sent, naming field, location and flag", async () => {
+      const key = `${uniquePrefix()}/w.tar`;
+      const loc = `s3://${moto!.host}/${BUCKET}/${key}`;
+      const store = storeFor(loc, { endpoint: moto!.endpoint, identity: REQUEST_IDENTITY_ONLY }, field);
+      for (const op of [() => store.head(loc), () => store.get(loc), () => store.put(loc, Readable.from([Buffer.from("x")])), () => store.delete(loc)]) {
+        const err = await op().then(() => undefined, (e: unknown) => e as Error);
+        expect(err).toBeInstanceOf(PermanentError);
+        expect(err!.message).toContain(`${field}: ${loc} brings no credentials`);
+        expect(err!.message).toContain("--storage-identity");
+      }
+      // Nothing was written with the runner's keys.
+      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+      expect(await runner.head(loc)).toBeUndefined();
+    });
+
+    test("with --storage-identity runner: served inside the queue's allowed prefix, refused outside it and for other queues", async () => {
+      const prefix = uniquePrefix();
+      const allowed = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
+      const other = `s3://${moto!.host}/${BUCKET}/${prefix}/other/w.tar`;
+      const allow = `team_a=s3://${moto!.host}/${BUCKET}/${prefix}/allowed/`;
+      const store = storeFor(allowed, { endpoint: moto!.endpoint, identity: grantFor(allow) }, field);
+      await store.put(allowed, Readable.from([Buffer.from("as the runner")]));
+      expect((await readAll(await store.get(allowed))).toString()).toBe("as the runner");
+      const outside = await store.put(other, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
+      expect(outside).toBeInstanceOf(PermanentError);
+      expect((outside as Error).message).toContain(`${field}: ${other}`);
+      expect((outside as Error).message).toContain('outside --storage-identity-allow for queue "team_a_1"');
+      const otherQueue = storeFor(allowed, { endpoint: moto!.endpoint, identity: grantFor(allow, "team_b_1") }, field);
+      expect(await otherQueue.head(allowed).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+      // "." segments cannot walk out of the prefix; another server with the same bucket name is not the allowed one.
+      const dotted = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/../other/w.tar`;
+      expect(await store.head(dotted).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+      const elsewhere = storeFor(`s3://${BUCKET}/${prefix}/allowed/w.tar`, { endpoint: "http://127.0.0.1:9", identity: grantFor(allow) }, field);
+      expect(await elsewhere.head(`s3://${BUCKET}/${prefix}/allowed/w.tar`).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+      expect(await runner.head(other)).toBeUndefined();
+    });
+
+    test("a request's own (wrong) keys are the only ones used: refused by the server, never retried as the runner", async () => {
+      const prefix = uniquePrefix();
+      const loc = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
+      const identity = grantFor(`team_a=s3://${moto!.host}/${BUCKET}/`);
+      const store = storeFor(loc, { credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }), endpoint: moto!.endpoint, identity }, field);
+      const err = await store.put(loc, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(PermanentError);
+      expect((err as Error).message).toMatch(/InvalidAccessKeyId/);
+      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+      expect(await runner.head(loc)).toBeUndefined();
+    });
   });
 
   test("an unknown access key is refused the same way", async () => {
@@ -394,7 +459,9 @@ describe("artifacts on s3: which credentials sign, and progress of large transfe
       const runnerEnv = { MY_S3_SECRET: user.secretAccessKey };
       const refused = await fetchArtifact(ws, join(root, "a"), r, { cache, runnerEnv, allowEnvSecrets: false }).catch((e: Error) => e);
       expect(refused).toBeInstanceOf(PermanentError);
-      expect((refused as Error).message).toContain("refused no credentials (anonymous requests)");
+      // Without --allow-env-secrets the request brings no credentials: refused before anything is sent.
+      expect((refused as Error).message).toContain("experiment.artifacts.workspace.qualified");
+      expect((refused as Error).message).toContain("brings no credentials");
       const ok = await fetchArtifact(ws, join(root, "b"), r, { cache, runnerEnv, allowEnvSecrets: true });
       expect(ok.existed).toBe(true);
       expect(await readFile(join(root, "b", "blob.bin"), "utf8")).toBe("payload");

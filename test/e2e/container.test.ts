@@ -82,12 +82,12 @@ describe("_singularity images (apptainer stand-in)", () => {
     const argv = calls.find((c) => c.some((a) => a.includes(first.key)))!;
     const attempt = argv[argv.indexOf("--env-file") + 1]!.replace(/\/\.container-env$/, "");
     expect(argv).toEqual([
-      "exec", "--cleanenv", "--contain", "--env-file", `${attempt}/.container-env`, "--pwd", `${attempt}/workspace`,
-      "--bind", `${attempt}:${attempt}`, argv[9]!, "python3", "main.py", "--lr", "0.1", "arg with space",
+      "exec", "--containall", "--no-privs", "--env-file", `${attempt}/.container-env`, "--pwd", `${attempt}/workspace`,
+      "--bind", `${attempt}:${attempt}`, "--", argv[10]!, "python3", "main.py", "--lr", "0.1", "arg with space",
     ]);
     // The image is the cached file, the same for both experiments.
-    expect(argv[9]).toContain(sb.cacheDir);
-    expect(calls[0]![9]).toBe(calls[1]![9]!);
+    expect(argv[10]).toContain(sb.cacheDir);
+    expect(calls[0]![10]).toBe(calls[1]![10]!);
     // The environment file (kept with --debug): the job's variables, none of the runner's own.
     const envFile = readFileSync(`${attempt}/.container-env`, "utf8");
     expect(envFile).toContain(`STUDIOML_EXPERIMENT='${first.key}'`);
@@ -108,7 +108,7 @@ describe("_singularity images (apptainer stand-in)", () => {
     const runner = new RunnerProcess(sb, ["--limit-tasks", "1"], { PATH: `${STANDIN}:${process.env.PATH}`, APPTAINER_STANDIN_LOG: log });
     expect(await runner.exited).toBe(0);
     const argv = JSON.parse(readFileSync(log, "utf8").trim()) as string[];
-    expect(argv[9]).toBe("docker://python:3.11-slim");
+    expect(argv[10]).toBe("docker://python:3.11-slim");
     const out = tarMember(join(exp.experimentDir, "output.tar"));
     expect(out).toContain("container image docker://python:3.11-slim (pulled by the container tool)");
     expect(out).toContain("no image tool");

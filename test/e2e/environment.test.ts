@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { enqueue, filesIn, makeSandbox, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import { enqueue, filesIn, makeSandbox, runBinary, runnerDefaults, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
 
 describe("experiment environment", () => {
   test("secrets: masked in the log, runner credentials absent from the experiment and the runner log", async () => {
@@ -90,7 +90,7 @@ print("expanded home:", os.environ.get("FROM_RUNNER"), "blocked:", repr(os.envir
       m.experiment.resources_needed = { cpus: 64, ram: "1g", hdd: "1g", gpus: 0 };
     });
     const id = enqueue(sb.queueRoot, "local_big", exp.message);
-    const r = runBinary(["run", "--queue-root", sb.queueRoot, "--working-dir", sb.workDir, "--cache-dir", sb.cacheDir, "--max-cores", "2", "--limit-idle-duration", "2s"]);
+    const r = runBinary(["run", "--queue-root", sb.queueRoot, "--working-dir", sb.workDir, "--cache-dir", sb.cacheDir, ...runnerDefaults(sb, []), "--max-cores", "2", "--limit-idle-duration", "2s"]);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("for a bigger runner: needs 64 cpus, runner has 2");
     expect(filesIn(join(sb.queueRoot, "local_big"))).toEqual([id]);

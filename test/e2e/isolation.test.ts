@@ -10,3 +10,4 @@ import "./isolation/locations.ts";
 import "./isolation/credentials.ts";
 import "./isolation/http-endpoint.ts";
 import "./isolation/owner-files-envelopes.ts";
+import "./isolation/limits.ts";

@@ -2,11 +2,12 @@
 // experiments succeed and fail and its query API returns the true counts; /healthz turns red
 // within two poll periods when the poll loop stalls inside queue discovery (and green when it
 // moves again); headless Chromium shows the status page during a run (screenshot kept in
-// docs/status-page.png); POST /drain and /resume suspend and resume taking work.
+// docs/status-page.png, with --status-logs); POST /drain and /resume, with the bearer token of
+// --admin-token-file, suspend and resume taking work.
 
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { POLL_WAIT_MS, UNHEALTHY_AFTER_MS } from "../../src/observe/health.ts";
@@ -42,6 +43,15 @@ async function startRunner(sb: Sandbox, args: string[] = []): Promise<{ runner: 
   await runner.waitForLog(/observability endpoint at http:\/\/127\.0\.0\.1:\d+/, 60_000);
   const url = /observability endpoint at (http:\/\/127\.0\.0\.1:\d+)/.exec(runner.stderr)![1]!;
   return { runner, url };
+}
+
+/** A fresh admin token in a 0600 file of the sandbox: [path, token]. */
+function adminTokenFile(sb: Sandbox): [string, string] {
+  const token = crypto.randomUUID().replaceAll("-", "");
+  const path = join(sb.dir, "admin-token");
+  writeFileSync(path, `${token}\n`);
+  chmodSync(path, 0o600);
+  return [path, token];
 }
 
 const status = async (url: string): Promise<StatusDoc> => (await fetch(`${url}/status`)).json() as Promise<StatusDoc>;
@@ -195,7 +205,7 @@ describe("observability endpoint (--prom-address)", () => {
       return;
     }
     const sb = await makeSandbox("observe-page", { cacheDir: SHARED_CACHE });
-    const { runner, url } = await startRunner(sb);
+    const { runner, url } = await startRunner(sb, ["--status-logs"]);
     cleanups.push(() => runner.stop());
     const quick = experiment(sb, { STEPS: "2" });
     const long = experiment(sb, { STEPS: "40", STEP_S: "0.5" });
@@ -237,15 +247,20 @@ describe("observability endpoint (--prom-address)", () => {
 
   test("HTTP drain: POST /drain lets the running experiment finish and takes no new work; POST /resume takes it; /drain?exit=true exits", async () => {
     const sb = await makeSandbox("observe-drain", { cacheDir: SHARED_CACHE });
-    const { runner, url } = await startRunner(sb);
+    const [tokenPath, token] = adminTokenFile(sb);
+    const auth = { authorization: `Bearer ${token}` };
+    const { runner, url } = await startRunner(sb, ["--admin-token-file", tokenPath]);
+    expect(runner.stderr).toContain(`POST /drain /resume with the bearer token of --admin-token-file ${tokenPath}`);
     cleanups.push(() => runner.stop());
     const first = experiment(sb, { STEPS: "12", STEP_S: "0.5" });
     const second = experiment(sb, { STEPS: "1" });
     enqueue(sb.queueRoot, "local_drain", first.message);
     await waitFor("the first experiment to run", async () => (await status(url)).running.find((r) => r.key === first.key && r.phase === "run"), 180_000);
 
-    expect(await code(url, "/drain", { method: "GET" })).toBe(405);
-    const drained = await fetch(`${url}/drain`, { method: "POST" });
+    expect(await code(url, "/drain", { method: "GET", headers: auth })).toBe(405);
+    expect(await code(url, "/drain", { method: "POST" })).toBe(401);
+    expect((await status(url)).runner.state).toBe("running");
+    const drained = await fetch(`${url}/drain`, { method: "POST", headers: auth });
     expect(drained.status).toBe(200);
     expect(await drained.json()).toEqual({ state: "suspended" });
     expect(await code(url, "/readyz")).toBe(503);
@@ -262,7 +277,7 @@ describe("observability endpoint (--prom-address)", () => {
     expect(filesIn(join(sb.queueRoot, "local_drain"))).toEqual([id]);
     expect(await code(url, "/healthz")).toBe(200); // suspended is alive
 
-    const resumed = await fetch(`${url}/resume`, { method: "POST" });
+    const resumed = await fetch(`${url}/resume`, { method: "POST", headers: auth });
     expect(await resumed.json()).toEqual({ state: "running" });
     expect(await code(url, "/readyz")).toBe(200);
     const second_ = await waitFor("the second experiment to finish", async () => (await status(url)).finished.find((f) => f.key === second.key), 180_000);
@@ -270,8 +285,20 @@ describe("observability endpoint (--prom-address)", () => {
     expect(runner.stderr).toContain("suspended (HTTP POST /drain)");
     expect(runner.stderr).toContain("resumed (HTTP POST /resume)");
 
-    const exiting = await fetch(`${url}/drain?exit=true`, { method: "POST" });
+    const exiting = await fetch(`${url}/drain?exit=true`, { method: "POST", headers: auth });
     expect(await exiting.json()).toEqual({ state: "terminating" });
     expect(await runner.exited).toBe(0);
+    expect(runner.stderr).toContain("refused POST /drain from 127.0.0.1: no bearer token");
+    expect(runner.stderr).not.toContain(token);
   }, 420_000);
+
+  test("an unusable --admin-token-file stops the start (exit 2); the token is never printed", async () => {
+    const sb = await makeSandbox("observe-token");
+    const [tokenPath, token] = adminTokenFile(sb);
+    chmodSync(tokenPath, 0o644);
+    const r = runBinary(["run", "--prom-address", "127.0.0.1:0", "--admin-token-file", tokenPath, "--queue-root", sb.queueRoot, "--working-dir", sb.workDir, "--cache-dir", sb.cacheDir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--admin-token-file ${tokenPath}: mode 0644 lets other users read or change it`);
+    expect(r.stderr + r.stdout).not.toContain(token);
+  }, 60_000);
 });

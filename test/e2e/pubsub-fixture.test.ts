@@ -86,7 +86,8 @@ describe("Google Pub/Sub + GCS", () => {
     const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
     await producer.publish(queue, JSON.stringify(message));
     await producer.close();
-    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--gcs-endpoint", gcs.endpoint, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], {
+    // gs:// is always the runner's identity: lent to this queue for the bucket explicitly.
+    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--gcs-endpoint", gcs.endpoint, "--storage-identity", "runner", "--storage-identity-allow", `pubsub:${queue}=gs://${BUCKET}/`, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], {
       PUBSUB_EMULATOR_HOST: emulator.host,
     });
     expect(await runner.exited).toBe(0);
@@ -165,7 +166,7 @@ describe("submit to Pub/Sub with GCS storage", () => {
     const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
     const queue = `pubsub_submit_${Date.now()}`;
     const env = { PUBSUB_EMULATOR_HOST: emulator.host };
-    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--gcs-endpoint", gcs.endpoint, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], env);
+    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--gcs-endpoint", gcs.endpoint, "--storage-identity", "runner", "--storage-identity-allow", `pubsub:${queue}=gs://${BUCKET}/`, "--queue-match", `^${queue}$`, "--limit-tasks", "1"], env);
     try {
       // Not spawnSync: the GCS server lives in this process and must keep answering.
       const r = await runBinaryAsync(

@@ -34,7 +34,7 @@ for (const type of ["s3", "local", "http", "firebase"]) describe(`experiment rec
     const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 4));
     await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" }); // as the client does
     enqueue(sb.queueRoot, `local_status_${type}`, exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"], db().runnerEnv);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")], db().runnerEnv);
     const seen: string[] = [];
     let running: Record<string, any> | undefined;
     while (runner.child.exitCode === null) {
@@ -59,7 +59,7 @@ for (const type of ["s3", "local", "http", "firebase"]) describe(`experiment rec
     const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 300));
     await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" });
     enqueue(sb.queueRoot, `local_stop_${type}`, exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"], db().runnerEnv);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")], db().runnerEnv);
     for (let i = 0; i < 600 && (await db().read(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
     await Bun.sleep(1000);
     const rec = (await db().read(exp.key))!;

@@ -57,6 +57,20 @@ export const testEnv = (): Record<string, string> => {
   return env;
 };
 
+/**
+ * Flags a test runner gets unless the test gave them (as a flag or its environment variable): the
+ * tests' storage servers (s3rver, moto, local http) listen on loopback and the fixture names them,
+ * so --allow-private-endpoints; file: storage lives in the sandbox, so --file-storage-roots
+ * <storageRoot>. A test of those rules passes its own (e.g. --allow-private-endpoints=false).
+ */
+export function runnerDefaults(sandbox: Sandbox, args: string[], env: Record<string, string> = {}): string[] {
+  const given = (flag: string) => args.some((a) => new RegExp(`^--(no-)?${flag}(=|$)`).test(a)) || env[flag.toUpperCase().replaceAll("-", "_")] !== undefined;
+  const out: string[] = [];
+  if (!given("allow-private-endpoints")) out.push("--allow-private-endpoints");
+  if (!given("file-storage-roots")) out.push("--file-storage-roots", sandbox.storageRoot);
+  return out;
+}
+
 export class RunnerProcess {
   readonly child: ChildProcess;
   stderr = "";
@@ -66,7 +80,7 @@ export class RunnerProcess {
   constructor(sandbox: Sandbox, args: string[], env: Record<string, string> = {}) {
     this.child = spawn(
       ensureBinary(),
-      ["run", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...args],
+      ["run", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...runnerDefaults(sandbox, args, env), ...args],
       { env: { ...testEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child.stdout!.on("data", (d) => (this.stdout += d));

@@ -9,6 +9,7 @@ import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Secret } from "kubernetes-models/v1/Secret";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { Role } from "kubernetes-models/rbac.authorization.k8s.io/v1/Role";
 import { RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding";
 
@@ -21,6 +22,7 @@ const KINDS: Record<string, KindEntry> = {
   "v1/Secret": { model: Secret, modelClass: "V1Secret" },
   "v1/ServiceAccount": { model: ServiceAccount, modelClass: "V1ServiceAccount" },
   "apps/v1/Deployment": { model: Deployment, modelClass: "V1Deployment" },
+  "networking.k8s.io/v1/NetworkPolicy": { model: NetworkPolicy, modelClass: "V1NetworkPolicy" },
   "rbac.authorization.k8s.io/v1/Role": { model: Role, modelClass: "V1Role" },
   "rbac.authorization.k8s.io/v1/RoleBinding": { model: RoleBinding, modelClass: "V1RoleBinding" },
 };

@@ -20,6 +20,8 @@ export type DatabaseHarness = {
   config(): Doc;
   /** What the runner process needs in its environment. */
   runnerEnv: Record<string, string>;
+  /** Directories the runner must allow for file: storage besides the sandbox's (the local database's). */
+  fileRoots: string[];
   seed(key: string, doc: Doc): Promise<void>;
   read(key: string): Promise<Doc | undefined>;
   stop(key: string): Promise<void>;
@@ -54,6 +56,7 @@ export async function startDatabases(): Promise<Databases> {
       credentials: { aws: { access_key: CLIENT_KEYS.accessKey, secret_access_key: CLIENT_KEYS.secretAccessKey, region: "us-west-2" } },
     }),
     runnerEnv: {},
+    fileRoots: [],
     async seed(key, doc) {
       await clientStore(s3).put(s3At(key), Readable.from([Buffer.from(JSON.stringify(doc))]));
     },
@@ -77,6 +80,7 @@ export async function startDatabases(): Promise<Databases> {
     // A broken local database: its directory is a regular file.
     config: () => ({ type: "local", endpoint: localBroken ? join(localRoot, "not-a-dir") : localRoot, bucket: DB_BUCKET }),
     runnerEnv: {},
+    fileRoots: [localRoot],
     async seed(key, doc) {
       mkdirSync(dirname(localAt(key)), { recursive: true });
       writeFileSync(localAt(key), JSON.stringify(doc));
@@ -103,6 +107,7 @@ export async function startDatabases(): Promise<Databases> {
     type: "http",
     config: () => ({ type: "http", serverUrl: api.url }),
     runnerEnv: {},
+    fileRoots: [],
     async seed(key, doc) {
       api.experiments.set(key, { ...doc, key });
     },
@@ -122,6 +127,7 @@ export async function startDatabases(): Promise<Databases> {
     type: "firebase",
     config: () => ({ type: "FireBase", projectId: "studio-test", databaseURL: "https://studio-test.firebaseio.com", guest: true }),
     runnerEnv: { FIREBASE_DATABASE_EMULATOR_HOST: rtdb.host },
+    fileRoots: [],
     async seed(key, doc) {
       rtdb.write(`experiments/${key}`, doc);
     },

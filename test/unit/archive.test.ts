@@ -590,3 +590,18 @@ describe("fingerprintDirectory", () => {
     expect(await fingerprintDirectory(join(tmp, "nope"))).toBe("missing");
   });
 });
+
+describe("packDirectory: the root", () => {
+  test("a root that is a link is refused by default (a job's directory) and followed with followRootLink (submit's own --workspace)", async () => {
+    const src = join(tmp, "src");
+    await makeTree(src);
+    const link = join(tmp, "workspace-link");
+    await symlink(src, link);
+    await expect(packToFile(link, join(tmp, "refused.tar"))).rejects.toThrow(/symbolic link/);
+    const file = join(tmp, "x.tar");
+    await pipeline(packDirectory(link, { followRootLink: true }), createWriteStream(file));
+    const dest = join(tmp, "dest");
+    await unpackFile(file, dest);
+    await expectTree(dest);
+  });
+});

@@ -382,7 +382,6 @@ describe("bwrapArgv (no bwrap needed)", () => {
       "--remount-ro", "/root/.aws",
       "--remount-ro", "/srv/work",
       "--remount-ro", "/srv/cache",
-      "--unshare-user", "--disable-userns",
       "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
       "--unshare-net",
       "--cap-drop", "ALL", "--die-with-parent", "--new-session",
@@ -394,7 +393,9 @@ describe("bwrapArgv (no bwrap needed)", () => {
   test("shared network and GPUs: no --unshare-net, device nodes bound with --dev-bind", () => {
     const argv = bwrapArgv({ ...golden, network: "shared", gpuDevices: true, hiddenPaths: [], readOnlyPaths: [] }, ["python"], fakeHost);
     expect(argv).not.toContain("--unshare-net");
-    expect(argv.join(" ")).toContain("--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-user");
+    expect(argv.join(" ")).toContain("--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-pid");
+    // a runner that is not root: its own user namespace, none further inside
+    expect(bwrapArgv({ ...golden, disableUserns: true }, ["python"], fakeHost).join(" ")).toContain("--unshare-user --disable-userns --unshare-pid");
   });
 
   test("the same path hidden and granted: the grant wins; bad input is refused", () => {

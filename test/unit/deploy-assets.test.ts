@@ -152,6 +152,44 @@ describe("Kubernetes manifests", () => {
     const role = structuredClone(byKind("Role")[0]!);
     delete role.rules[0].verbs;
     expect(manifestProblems(role).join("\n")).toContain("verbs");
+    const policy = structuredClone(byKind("NetworkPolicy")[0]!);
+    policy.spec.ingress[0].form = policy.spec.ingress[0].from;
+    expect(manifestProblems(policy).join("\n")).toContain("unknown field spec.ingress[0].form");
+    const badPolicy = structuredClone(byKind("NetworkPolicy")[0]!);
+    badPolicy.spec.policyTypes = "Ingress";
+    expect(manifestProblems(badPolicy).join("\n")).toContain("policyTypes must be array");
+  });
+
+  test("the NetworkPolicy admits only Prometheus, only to the metrics port, of the runner's pods; the admin token is a mounted Secret", () => {
+    const deployment = byKind("Deployment")[0]!;
+    const pod = deployment.spec.template.spec;
+    const container = pod.containers[0];
+    const policy = byKind("NetworkPolicy")[0]!;
+    expect(policy.spec.podSelector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
+    expect(policy.spec.policyTypes).toEqual(["Ingress"]);
+    // Every rule names who (no rule without "from" admits everyone) and only the metrics port.
+    expect(policy.spec.ingress).toHaveLength(1);
+    for (const rule of policy.spec.ingress) {
+      expect(rule.from?.length).toBeGreaterThan(0);
+      for (const peer of rule.from) expect(peer.ipBlock === undefined && peer.namespaceSelector?.matchLabels && peer.podSelector?.matchLabels).toBeTruthy();
+      expect(rule.ports).toEqual([{ port: "metrics", protocol: "TCP" }]);
+    }
+    expect(policy.spec.ingress[0].from[0].podSelector.matchLabels).toEqual({ "app.kubernetes.io/name": "prometheus" });
+    expect(container.ports.find((p: any) => p.name === "metrics").containerPort).toBe(9090);
+    // The token: a Secret key mounted as the file --admin-token-file names, owner-readable only.
+    const args: string[] = container.args;
+    const tokenFile = args.find((a) => a.startsWith("--admin-token-file="))!.split("=", 2)[1]!;
+    const mount = container.volumeMounts.find((m: any) => tokenFile.startsWith(`${m.mountPath}/`));
+    expect(mount.readOnly).toBe(true);
+    const volume = pod.volumes.find((v: any) => v.name === mount.name);
+    // kubectl reads YAML 1.1, where 0400 is octal (the YAML 1.2 parser above reads it as 400).
+    const asKubectlReads = parseAllDocuments(readFileSync(join(K8S, "deployment.yaml"), "utf8"), { version: "1.1" })[0]!.toJSON();
+    expect(asKubectlReads.spec.template.spec.volumes.find((v: any) => v.name === mount.name).secret.defaultMode).toBe(0o400);
+    expect(volume.secret.items.map((i: any) => `${mount.mountPath}/${i.path}`)).toEqual([tokenFile]);
+    const secret = byKind("Secret").find((x) => x.metadata.name === volume.secret.secretName)!;
+    expect(Object.keys(secret.stringData)).toEqual([volume.secret.items[0].key]);
+    // The placeholder is one the runner refuses, so an unedited manifest does not run with a known token.
+    expect(secret.stringData.token.length).toBeLessThan(16);
   });
 
   test("kustomization lists every manifest", () => {

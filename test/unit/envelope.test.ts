@@ -321,6 +321,44 @@ describe("keys on disk", () => {
     expect(problems).toHaveLength(1);
     expect(problems[0]).toContain("rmq_x");
     expect(k.problems()).toEqual([`--request-signatures-dir: ${problems[0]}`]);
+    // Fail closed: rmq_x's file is the longest prefix of rmq_x1, so rmq_'s key does not stand in for it.
+    expect(k.queueRefusal("rmq_x1")).toContain("rmq_x");
+    expect(k.queueRefusal("rmq_y")).toBeUndefined();
+    expect(() => open(seal(alice), "rmq_x1", k)).toThrow(EnvelopeKeysError);
+  });
+
+  test("a signing key file that stops parsing: its queues are not served (plain or sealed) until it parses again", () => {
+    const dir = join(root, "breaking-signing");
+    write(join(dir, "rmq_"), sshLine(alice));
+    write(join(dir, "rmq_team"), sshLine(bob));
+    const problems: string[] = [];
+    const k = new KeyDirectories({ encryptDir, requestSignaturesDir: dir, refreshMs: 0, onProblem: (p) => problems.push(p) });
+    expect(open(seal(bob), "rmq_team_jobs", k).signedBy).toBe("rmq_team");
+    write(join(dir, "rmq_team"), "ssh-ed25519 !!!not base64!!!\n");
+    expect(k.queueRefusal("rmq_team_jobs")).toContain("rmq_team");
+    const refused = (() => {
+      try {
+        open(REQUEST, "rmq_team_jobs", k, true);
+      } catch (err) {
+        return err;
+      }
+    })();
+    // Retryable (left in the queue), never the plain request served nor the envelope failed for want of a key.
+    expect(refused).toBeInstanceOf(EnvelopeKeysError);
+    expect(() => open(seal(bob), "rmq_team_jobs", k)).toThrow(EnvelopeKeysError);
+    expect(() => open(seal(alice), "rmq_team_jobs", k)).toThrow(EnvelopeKeysError);
+    // Other queues go on.
+    expect(k.queueRefusal("rmq_other")).toBeUndefined();
+    expect(open(seal(alice), "rmq_other", k).signedBy).toBe("rmq_");
+    expect(problems.some((p) => p.includes("rmq_team"))).toBe(true);
+    // A dangling link is refused the same way.
+    rmSync(join(dir, "rmq_team"));
+    require("node:fs").symlinkSync(join(dir, "gone"), join(dir, "rmq_team"));
+    expect(k.queueRefusal("rmq_team_jobs")).toContain("rmq_team");
+    rmSync(join(dir, "rmq_team"));
+    write(join(dir, "rmq_team"), sshLine(bob));
+    expect(k.queueRefusal("rmq_team_jobs")).toBeUndefined();
+    expect(open(seal(bob), "rmq_team_jobs", k).signedBy).toBe("rmq_team");
   });
 
   test("response keys: longest prefix, reports sealed for the experimenter's key", () => {
@@ -386,6 +424,10 @@ describe("settings", () => {
   test("defaults, problems and keys", () => {
     expect(clearTextAllowed({})).toBe(true);
     expect(clearTextAllowed({ "clear-text-messages": false })).toBe(false);
+    // With --encrypt-dir, plain requests are off unless turned on explicitly.
+    expect(clearTextAllowed({ "encrypt-dir": encryptDir })).toBe(false);
+    expect(clearTextAllowed({ "encrypt-dir": encryptDir, "clear-text-messages": true })).toBe(true);
+    expect(clearTextAllowed({ "encrypt-dir": encryptDir, "clear-text-messages": false })).toBe(false);
     expect(envelopeKeysFromSettings({})).toBeUndefined();
     expect(envelopeSettingsProblems({})).toEqual([]);
     expect(envelopeSettingsProblems({ "clear-text-messages": false })).toEqual(["--clear-text-messages=false needs --encrypt-dir: no request could be accepted"]);

@@ -3,14 +3,20 @@
 // names (a file, then a symlink of the same name), tar bombs by member count and by compression,
 // long names, control characters, setuid bits. Each must end in an ArchiveError (a PermanentError:
 // the request is at fault, never retried) naming the member, with nothing written outside.
+// Then the other direction: hostile directories packed for upload, and runner-written files in
+// directories a job can write (src/archive/walk.ts, src/fs/safe-open.ts).
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { createReadStream, existsSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_ARCHIVE_ENTRIES, unpackArchive, type UnpackOptions } from "../../src/archive/unpack.ts";
 import { ArchiveError, PermanentError } from "../../src/errors.ts";
 import { craftTar, type TarEntry as Entry } from "../helpers/craft-tar.ts";
+import { directoryBytes, fingerprintDirectory, NotADirectoryToPack, packDirectory } from "../../src/archive/pack.ts";
+import { MAX_WALK_DEPTH, type SkippedEntry } from "../../src/archive/walk.ts";
+import { NotARegularFileError, readRegularFileNoFollow, writeRunnerFile } from "../../src/fs/safe-open.ts";
 
 let tmp: string;
 /** <tmp>/case/dest: the destination; <tmp>/case must hold nothing else afterwards. */
@@ -382,4 +388,183 @@ test("a symlink at the single-file name is replaced, not written through", async
   expect(existsSync(join(caseDir, "outside.bin"))).toBe(false);
   expect((await lstat(join(dest, "blob.bin"))).isFile()).toBe(true);
   expect(await readlink(join(dest, "blob.bin")).catch(() => "not a link")).toBe("not a link");
+});
+
+// ---- The other direction: a hostile job's directory packed for upload (src/archive/pack.ts,
+// src/archive/walk.ts). Nothing outside the directory may end up in the tar, whatever links,
+// special files or swaps the job left in it.
+
+describe("hostile directories to pack", () => {
+  const SECRET = "AWS_SECRET_ACCESS_KEY=not-for-this-experiment-1234567890";
+
+  async function packed(root: string, onSkipped?: (s: SkippedEntry[]) => void): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const c of packDirectory(root, { onSkipped })) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  function listVerbose(tarBytes: Buffer): string {
+    const file = join(tmp, `list-${crypto.randomUUID()}.tar`);
+    writeFileSync(file, tarBytes);
+    const r = Bun.spawnSync(["tar", "-tvf", file], { stdout: "pipe", stderr: "pipe" });
+    return r.stdout.toString();
+  }
+
+  test("a root that is a symlink (to a directory holding a secret) is not packed, nothing of it read", async () => {
+    const elsewhere = join(tmp, "queue-root");
+    await mkdir(join(elsewhere, "local_other"), { recursive: true });
+    await writeFile(join(elsewhere, "local_other", "request"), SECRET);
+    const root = join(caseDir, "modeldir");
+    symlinkSync(elsewhere, root);
+    let caught: unknown;
+    try {
+      await packed(root);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(NotADirectoryToPack);
+    expect((caught as Error).message).not.toContain(elsewhere);
+    expect(await fingerprintDirectory(root)).toBe("not a directory: a symbolic link");
+    expect(await directoryBytes(root)).toBe(0);
+  });
+
+  test("a symlink to /etc/passwd inside is stored as a symlink member; its content is not", async () => {
+    const root = join(caseDir, "output");
+    await mkdir(root);
+    await writeFile(join(root, "real.txt"), "mine\n");
+    symlinkSync("/etc/passwd", join(root, "passwd"));
+    const tarBytes = await packed(root);
+    const listing = listVerbose(tarBytes);
+    expect(listing).toMatch(/^l.* passwd -> \/etc\/passwd$/m);
+    expect(tarBytes.includes(readFileSync("/etc/passwd").subarray(0, 20))).toBe(false);
+    expect(tarBytes.includes(Buffer.from("mine\n"))).toBe(true);
+  });
+
+  test("a symlinked subdirectory pointing outside is a link member; nothing under its target is read", async () => {
+    const outside = join(tmp, "outside");
+    await mkdir(outside);
+    await writeFile(join(outside, "secret.txt"), SECRET);
+    const root = join(caseDir, "modeldir");
+    await mkdir(join(root, "sub"), { recursive: true });
+    symlinkSync(outside, join(root, "sub", "escape"));
+    const tarBytes = await packed(root);
+    expect(tarBytes.includes(Buffer.from(SECRET))).toBe(false);
+    expect(listVerbose(tarBytes)).toContain(`sub/escape -> ${outside}`);
+  });
+
+  test("a FIFO and a socket are left out with a note, without blocking the pack", async () => {
+    const root = join(caseDir, "modeldir");
+    await mkdir(root);
+    await writeFile(join(root, "a.txt"), "a\n");
+    sh(`mkfifo ${join(root, "pipe")}`);
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(join(root, "sock"), r));
+    const skipped: SkippedEntry[] = [];
+    try {
+      const tarBytes = await settleWithin(packed(root, (s) => skipped.push(...s)), 10_000);
+      const listing = listVerbose(tarBytes);
+      expect(listing).toContain("a.txt");
+      expect(listing).not.toContain("pipe");
+      expect(listing).not.toContain("sock");
+    } finally {
+      server.close();
+    }
+    expect(skipped.map((s) => s.rel).sort()).toEqual(["pipe", "sock"]);
+    expect(skipped.find((s) => s.rel === "pipe")!.why).toContain("FIFO");
+  });
+
+  test("a file swapped with a symlink to a secret, over and over, while it is packed: the secret never lands in the tar", async () => {
+    const secretFile = join(tmp, "host-secret.txt");
+    await writeFile(secretFile, SECRET);
+    const root = join(caseDir, "modeldir");
+    await mkdir(root);
+    await writeFile(join(root, "model.bin"), "weights\n".repeat(1000));
+    // The job: replaces model.bin by a link to the secret and back, as fast as it can.
+    const swapper = Bun.spawn(
+      ["sh", "-c", `cd ${root} && while :; do ln -sfn ${secretFile} l.tmp && mv -T l.tmp model.bin; printf 'weights\\n' > f.tmp && mv -T f.tmp model.bin; done`],
+      { stdout: "ignore", stderr: "ignore" },
+    );
+    try {
+      // Each pass stores model.bin as the file, as the link (its target text), or leaves it out:
+      // never the secret's content.
+      for (let i = 0; i < 60; i++) {
+        const tarBytes = await packed(root).catch(() => Buffer.alloc(0));
+        expect(tarBytes.includes(Buffer.from(SECRET))).toBe(false);
+      }
+    } finally {
+      swapper.kill();
+      await swapper.exited;
+    }
+  }, 60_000);
+
+  test("deep nesting is bounded: directories past MAX_WALK_DEPTH are left out with a note, not an fd exhaustion", async () => {
+    const root = join(caseDir, "deep");
+    await mkdir(root);
+    sh(`cd ${root} && for i in $(seq 1 ${MAX_WALK_DEPTH + 5}); do mkdir d && cd d; done && echo bottom > f.txt`);
+    const skipped: SkippedEntry[] = [];
+    const tarBytes = await packed(root, (s) => skipped.push(...s));
+    expect(tarBytes.includes(Buffer.from("bottom\n"))).toBe(false);
+    expect(skipped.some((s) => s.why.includes("nested deeper"))).toBe(true);
+  });
+});
+
+describe("runner-written files in job-writable directories", () => {
+  test("_results.json: a symlink planted at its name to a host file is replaced, the host file unchanged", async () => {
+    const hostFile = join(tmp, "host.conf");
+    await writeFile(hostFile, "precious\n");
+    const results = join(caseDir, "_results");
+    await mkdir(results);
+    symlinkSync(hostFile, join(results, "_results.json"));
+    await writeRunnerFile(results, "_results.json", '{"ok":true}');
+    expect(await readFile(hostFile, "utf8")).toBe("precious\n");
+    expect((await lstat(join(results, "_results.json"))).isFile()).toBe(true);
+    expect(await readFile(join(results, "_results.json"), "utf8")).toBe('{"ok":true}');
+  });
+
+  test("the _results directory itself a symlink to a host directory: not followed, a real directory made", async () => {
+    const hostDir = join(tmp, "host-dir");
+    await mkdir(hostDir);
+    const results = join(caseDir, "_results");
+    symlinkSync(hostDir, results);
+    await writeRunnerFile(results, "_results.json", '{"ok":true}');
+    expect(await readdir(hostDir)).toEqual([]);
+    expect((await lstat(results)).isDirectory()).toBe(true);
+    expect(await readFile(join(results, "_results.json"), "utf8")).toBe('{"ok":true}');
+  });
+
+  test("a directory or a plain file planted at the name is moved or removed, never written into", async () => {
+    const dir = join(caseDir, "d");
+    await mkdir(join(dir, "_results.json"), { recursive: true });
+    await writeFile(join(dir, "_results.json", "inside"), "job's");
+    await writeRunnerFile(dir, "_results.json", "runner's");
+    expect(await readFile(join(dir, "_results.json"), "utf8")).toBe("runner's");
+    await writeFile(join(dir, "other.json"), "job's");
+    const umask = process.umask(0o077);
+    try {
+      await writeRunnerFile(dir, "other.json", "runner's", 0o444, { exactMode: true });
+    } finally {
+      process.umask(umask);
+    }
+    expect(await readFile(join(dir, "other.json"), "utf8")).toBe("runner's");
+    expect((await stat(join(dir, "other.json"))).mode & 0o777).toBe(0o444); // readable by the job even under umask 077
+  });
+
+  test("readRegularFileNoFollow refuses a link and a FIFO by kind, never naming the target", async () => {
+    const target = join(tmp, "amqp-url.txt");
+    await writeFile(target, "amqp://user:hunter2@rabbit:5672/");
+    symlinkSync(target, join(caseDir, "msg"));
+    sh(`mkfifo ${join(caseDir, "fifo")}`);
+    for (const [name, kind] of [["msg", "symbolic link"], ["fifo", "FIFO"]] as const) {
+      let caught: unknown;
+      try {
+        await settleWithin(readRegularFileNoFollow(join(caseDir, name), `message q/${name}`), 5_000);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(NotARegularFileError);
+      expect((caught as Error).message).toContain(kind);
+      expect((caught as Error).message).not.toContain("hunter2");
+      expect((caught as Error).message).not.toContain(target);
+    }
+  });
 });

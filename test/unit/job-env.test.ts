@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseRequest } from "../../src/request/parse.ts";
 import type { Request } from "../../src/request/model.ts";
 import { buildJobEnv, isRunnerSecret, type JobEnvInput } from "../../src/task/job-env.ts";
+import { SecretMasker } from "../../src/task/secret-mask.ts";
 
 const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
 
@@ -183,5 +184,77 @@ describe("buildJobEnv: secretValues for log masking", () => {
     const { secretValues } = buildJobEnv(input({ request: r }));
     expect(secretValues).toContain("sessionTok777");
     expect(secretValues).toContain("hfTokenValue42");
+  });
+});
+
+describe("buildJobEnv: runner secrets withheld by name, prefix and value shape (issue #14, hole 12)", () => {
+  // name → value: every one is the runner's and must neither reach the job nor (where secret) the logs.
+  const CANARIES: Record<string, string> = {
+    AZURE_STORAGE_CONNECTION_STRING: "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azureCanaryKey0001==;EndpointSuffix=core.windows.net",
+    AZURE_CLIENT_ID: "azureClientCanary0002",
+    MY_SERVICE_CONNECTION_STRING: "Server=db;Database=x;User Id=u;Password=connCanary0003;",
+    SSH_AUTH_SOCK: "/tmp/ssh-canary/agent.4242",
+    SSH_AGENT_PID: "4242",
+    DOCKER_HOST: "unix:///var/run/docker.sock",
+    DOCKER_AUTH_CONFIG: '{"auths":{"r":{"auth":"dockerCanary0004"}}}',
+    KUBECONFIG: "/etc/kubernetes/admin.conf",
+    VAULT_ADDR: "https://vault:8200",
+    VAULT_TOKEN: "s.vaultCanary0005",
+    GITHUB_TOKEN: "githubCanary0006",
+    GH_TOKEN: "ghCanary0007",
+    NPM_TOKEN: "npmCanary0008",
+    HF_TOKEN: "hfCanary0009",
+    HUGGING_FACE_HUB_TOKEN: "hfHubCanary0010",
+    WANDB_API_KEY: "wandbCanary0011",
+    OPENAI_API_KEY: "openaiCanary0012",
+    SIGNING_KEY: "signingCanary0013",
+    DB_PASSWORD: "dbPassCanary0014",
+    PGPASSWORD: "pgPassCanary0015",
+    CLIENT_SECRET: "clientSecretCanary0016",
+    APP_SECRET_KEY_BASE: "secretBaseCanary0017",
+    DATABASE_URL: "postgres://app:dbUrlCanary0018@db:5432/app",
+    SENTRY_DSN: "https://sentryCanary0019@o1.ingest.sentry.io/1",
+    CACHE_URL: "redis://:redisCanary0020@cache:6379/0",
+    BLOB_SAS_URL: "https://acct.blob.core.windows.net/c?sv=2022&sig=sasCanary0021",
+    SOME_HARMLESS_NAME: "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    GPG_AGENT_INFO: "/run/user/0/gnupg/S.gpg-agent:0:1",
+    DBUS_SESSION_BUS_ADDRESS: "unix:path=/run/user/0/bus",
+    KRB5CCNAME: "FILE:/tmp/krb5cc_0",
+    STUDIO_RUNNER_AMQP_URL: "amqp://u:optCanary0022@rabbit/",
+  };
+  const NOT_SECRET_VALUES = new Set(["SSH_AUTH_SOCK", "SSH_AGENT_PID", "KUBECONFIG", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS", "KRB5CCNAME", "DOCKER_HOST", "VAULT_ADDR"]);
+  const { env, secretValues } = buildJobEnv(input({ runnerEnv: { ...RUNNER_ENV, ...CANARIES } }));
+
+  for (const [name, value] of Object.entries(CANARIES)) {
+    test(`${name} is withheld${NOT_SECRET_VALUES.has(name) ? "" : " and its value masked"}`, () => {
+      expect(isRunnerSecret(name, value)).toBe(true);
+      expect(env).not.toHaveProperty(name);
+      expect(Object.values(env).join("\n")).not.toContain(value);
+      if (!NOT_SECRET_VALUES.has(name)) expect(secretValues).toContain(value);
+    });
+  }
+
+  test("masked values never appear in a log line", () => {
+    const masker = new SecretMasker(secretValues);
+    for (const [name, value] of Object.entries(CANARIES)) {
+      if (NOT_SECRET_VALUES.has(name)) continue;
+      expect(masker.mask(`printing ${value} here`)).not.toContain(value);
+    }
+  });
+
+  test("ordinary variables of similar names still pass", () => {
+    const { env } = buildJobEnv(input({ runnerEnv: { ...RUNNER_ENV, KEYBOARD_LAYOUT_DIR: "/x", TZ: "UTC", SSH_CLIENT_NAME_OK: "no", HTTP_PROXY: "http://proxy:3128", LD_LIBRARY_PATH: "/usr/local/cuda/lib64", DATA_URL: "https://example.org/data" } }));
+    expect(env.TZ).toBe("UTC");
+    expect(env.HTTP_PROXY).toBe("http://proxy:3128");
+    expect(env.LD_LIBRARY_PATH).toBe("/usr/local/cuda/lib64");
+    expect(env.DATA_URL).toBe("https://example.org/data");
+    // KEY as a substring is withheld (the name rule errs on the side of the secret).
+    expect(env).not.toHaveProperty("KEYBOARD_LAYOUT_DIR");
+  });
+
+  test("a request's own secret-shaped config.env value is masked in its logs, and still reaches its job", () => {
+    const { env, secretValues } = buildJobEnv(input({ request: request({ REPO: "https://user:reqCanary0030@git.example/x.git" }) }));
+    expect(env.REPO).toBe("https://user:reqCanary0030@git.example/x.git");
+    expect(secretValues).toContain("https://user:reqCanary0030@git.example/x.git");
   });
 });

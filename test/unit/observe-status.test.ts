@@ -1,6 +1,7 @@
 // The /status document built from real runner events and a real ResourcePool: queues with their
 // last check and take, running experiments with phase and a bounded log tail, the last finished
-// ones newest first with masked reasons, resources, and the runner's state.
+// ones newest first with masked reasons, resources, and the runner's state. Log lines only with
+// --status-logs (logs: true); without it none are kept or shown.
 
 import { expect, test } from "bun:test";
 import { RunnerEvents, type AttemptIdentity, type RunnerState } from "../../src/observe/events.ts";
@@ -10,12 +11,12 @@ import { ResourcePool } from "../../src/resources/pool.ts";
 const GiB = 1024 ** 3;
 const who = (n: number): AttemptIdentity => ({ key: `exp-${n}`, attemptId: `att-${n}`, source: "local", queue: "local_q" });
 
-function setup() {
+function setup(logs = true) {
   const events = new RunnerEvents();
   const clock = { ms: Date.parse("2026-12-01T10:00:00Z") };
   const runner = { state: "running" as RunnerState };
   const pool = new ResourcePool({ cpus: 4, ramBytes: 16 * GiB, hddBytes: 50 * GiB, gpus: 0 });
-  const status = new StatusState({ events, runnerId: "r1", version: "1.2.3", host: "box", state: () => runner.state, pool: () => pool.snapshot(), nowMs: () => clock.ms });
+  const status = new StatusState({ events, runnerId: "r1", version: "1.2.3", host: "box", state: () => runner.state, pool: () => pool.snapshot(), nowMs: () => clock.ms, logs });
   return { events, clock, runner, pool, status };
 }
 
@@ -74,9 +75,19 @@ test("running experiments: phase, elapsed time, GPUs and the last log lines", ()
   const [r] = status.snapshot().running;
   expect(r).toMatchObject({ key: "exp-1", phase: "run", deliveryCount: 2, gpus: ["GPU-1"], elapsedMs: 3000, project: "p", phaseSince: "2026-12-01T10:00:02.000Z" });
   expect(r!.log).toHaveLength(LOG_TAIL_LINES);
-  expect(r!.log[0]).toBe("line 11");
-  expect(r!.log.at(-1)).toBe(`line ${LOG_TAIL_LINES + 10}`);
+  expect(r!.log![0]).toBe("line 11");
+  expect(r!.log!.at(-1)).toBe(`line ${LOG_TAIL_LINES + 10}`);
   expect(status.snapshot().running).toHaveLength(1);
+});
+
+test("without --status-logs the running experiments carry no log lines (none are kept)", () => {
+  const { events, clock, status } = setup(false);
+  events.emit("attempt.started", { ...who(1), deliveryCount: 1, gpus: [], resources: { cpus: 1, ramBytes: GiB, hddBytes: GiB, gpus: 0 }, startedAtMs: clock.ms });
+  events.emit("attempt.log", { ...who(1), line: "epoch 1: the other experimenter's private output" });
+  const doc = status.snapshot();
+  expect(doc.running).toHaveLength(1);
+  expect(doc.running[0]!.log).toBeUndefined();
+  expect(JSON.stringify(doc)).not.toContain("private output");
 });
 
 test("finished experiments: newest first, bounded, with outcome and masked reason; totals", () => {

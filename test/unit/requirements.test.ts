@@ -1,11 +1,15 @@
-// Covers src/env/requirements.ts: cleaning pip freeze lines, reading pip's failures, matching requirement lines.
+// Covers src/env/requirements.ts: cleaning pip freeze lines, accepting only pins (refusing URLs, paths
+// and options naming the field and line), reading pip's failures, matching requirement lines.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { PermanentError } from "../../src/errors.ts";
 import {
   failedRequirementFromPipOutput,
   matchRequirementLine,
   normaliseRequirements,
   pipErrorLines,
+  requestRequirements,
+  whyNotAPin,
 } from "../../src/env/requirements.ts";
 
 describe("normaliseRequirements", () => {
@@ -120,5 +124,127 @@ describe("pipErrorLines", () => {
   test("without ERROR lines, the last lines of the output", () => {
     const out = ["1", "2", "3", "4", "5", "6", "7"].join("\n");
     expect(pipErrorLines(out)).toBe("3\n4\n5\n6\n7");
+  });
+});
+
+describe("whyNotAPin: accepted forms", () => {
+  const HASH = "a".repeat(64);
+  test.each([
+    ["numpy==1.26.4"],
+    ["numpy===1.26.4"],
+    ["numpy>=1.20"],
+    ["numpy<=2"],
+    ["numpy~=1.26"],
+    ["numpy!=1.25.0"],
+    ["numpy<2"],
+    ["numpy>1"],
+    ["numpy>=1.20,<2,!=1.25.*"],
+    ["numpy >= 1.20 , < 2"],
+    ["Foo.Bar_baz-qux==0.1.post1"],
+    ["torch==2.1.0+cpu"],
+    ["requests[socks,security]==2.31.0"],
+    ["requests[socks]"],
+    ["six"],
+    ["foo (>=1.0,<2)"],
+    ['numpy==1.26.4; python_version < "3.12"'],
+    ["pywin32==306 ; sys_platform == 'win32' and platform_machine != 'arm64'"],
+    [`numpy==1.26.4 --hash=sha256:${HASH}`],
+    [`numpy==1.26.4 --hash=sha256:${HASH} --hash=sha256:${"b".repeat(64)}`],
+    [`numpy==1.26.4; os_name == "posix" --hash=sha256:${HASH}`],
+  ])("%s", (line) => {
+    expect(whyNotAPin(line)).toBeUndefined();
+  });
+});
+
+describe("whyNotAPin: refused forms, each with its reason", () => {
+  test.each([
+    ["evil @ file:///tmp/evil-1.0.tar.gz", /direct references/],
+    ["evil@https://example.com/evil.whl", /direct references/],
+    ["-e git+https://example.com/evil.git#egg=evil", /pip options/],
+    ["--editable=./pkg", /pip options/],
+    ["-r /etc/passwd", /pip options/],
+    ["--requirement=/etc/passwd", /pip options/],
+    ["-c /etc/constraints.txt", /pip options/],
+    ["--index-url http://evil.example/simple", /pip options/],
+    ["-i http://evil.example/simple", /pip options/],
+    ["--extra-index-url http://evil.example/simple", /pip options/],
+    ["--find-links /tmp", /pip options/],
+    ["-f http://evil.example/", /pip options/],
+    ["--trusted-host evil.example", /pip options/],
+    ["--pre", /pip options/],
+    ["--no-binary :all:", /pip options/],
+    ["numpy==1.0 --index-url http://evil.example/simple", /pip options/],
+    ["numpy==1.0 -i http://evil.example/simple", /pip options/],
+    ["numpy==1.0 --hash=md5:abc", /not a sha256/],
+    ["https://example.com/evil-1.0.tar.gz", /URLs/],
+    ["file:///tmp/evil", /URLs/],
+    ["git+https://example.com/evil.git", /URLs/],
+    ["./evil", /paths/],
+    ["../evil", /paths/],
+    ["/tmp/evil-1.0-py3-none-any.whl", /paths/],
+    ["~/evil", /paths/],
+    ["sub/dir", /paths/],
+    ["evil-1.0.tar.gz", /archive file names/],
+    ["evil-1.0-py3-none-any.whl", /archive file names/],
+    ["numpy==1.0; __import__('os').system('id')", /unknown variable/],
+    ["numpy==1.0;", /empty environment marker/],
+    ["numpy==", /not a requirement of the form/],
+    ["numpy = 1.0", /not a requirement of the form/],
+    ["numpy==1.0\u0000", /control characters/],
+  ])("%s", (line, reason) => {
+    expect(whyNotAPin(line)).toMatch(reason);
+  });
+});
+
+describe("requestRequirements", () => {
+  test("cleans and merges both fields; pins pass", () => {
+    expect(
+      requestRequirements(
+        [
+          { field: "experiment.pythonenv", lines: ["six==1.16.0", "pkg-resources==0.0.0", "", "# c"] },
+          { field: "config.pip", lines: ["six==1.16.0", "tqdm>=4"] },
+        ],
+        false,
+      ),
+    ).toEqual(["six==1.16.0", "tqdm>=4"]);
+  });
+
+  test("a refused line is a PermanentError naming the field, the line and why", () => {
+    const attempt = () =>
+      requestRequirements(
+        [
+          { field: "experiment.pythonenv", lines: ["six==1.16.0"] },
+          { field: "config.pip", lines: ["--index-url http://evil.example/simple"] },
+        ],
+        false,
+      );
+    expect(attempt).toThrow(PermanentError);
+    try {
+      attempt();
+    } catch (err) {
+      const e = err as PermanentError;
+      expect(e.context.field).toBe("config.pip");
+      expect(e.message).toContain("config.pip");
+      expect(e.message).toContain(JSON.stringify("--index-url http://evil.example/simple"));
+      expect(e.message).toContain("pip options");
+      expect(e.message).toContain("--allow-pip-urls");
+    }
+  });
+
+  test("the pythonenv field is named for its lines", () => {
+    expect(() => requestRequirements([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false)).toThrow(/^experiment\.pythonenv: requirement line "evil @ file:\/\/\/x" refused: direct references/);
+  });
+
+  test("--allow-pip-urls passes every line through (cleaned) as before", () => {
+    expect(requestRequirements([{ field: "experiment.pythonenv", lines: ["-e git+https://x/y.git#egg=y", "evil @ file:///x", "pkg-resources==0.0.0"] }], true)).toEqual([
+      "-e git+https://x/y.git#egg=y",
+      "evil @ file:///x",
+    ]);
+  });
+
+  test("the captured client message's pip freeze is accepted as is", () => {
+    const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
+    const lines: string[] = fixture.experiment.pythonenv;
+    expect(requestRequirements([{ field: "experiment.pythonenv", lines }], false)).toEqual(lines);
   });
 });

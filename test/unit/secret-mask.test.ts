@@ -1,6 +1,6 @@
 // Covers src/task/secret-mask.ts: SecretMasker hides NAME=value secrets, URL credentials and known secret values.
 import { describe, expect, test } from "bun:test";
-import { looksSecret, SecretMasker } from "../../src/task/secret-mask.ts";
+import { looksSecret, SecretMasker, valueLooksSecret } from "../../src/task/secret-mask.ts";
 
 const masker = new SecretMasker();
 
@@ -114,5 +114,45 @@ describe("SecretMasker known values", () => {
     ]) {
       expect(m.mask(line)).toBe(line);
     }
+  });
+});
+
+describe("secret shapes (issue #14, hole 12)", () => {
+  test("tokens of well-known formats are masked wherever they appear", () => {
+    for (const token of [
+      "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+      "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+      "glpat-abcdefghij0123456789",
+      "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+      "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+      "xoxb-1234567890-abcdefghij",
+      "AKIAIOSFODNN7EXAMPLE",
+    ]) {
+      const out = masker.mask(`cloning with ${token} now`);
+      expect(out).toBe("cloning with *** now");
+    }
+  });
+
+  test("NAME=value for connection strings and DSNs", () => {
+    expect(masker.mask("AZURE_STORAGE_CONNECTION_STRING=abc")).toBe("AZURE_STORAGE_CONNECTION_STRING=***");
+    expect(masker.mask("SENTRY_DSN=https://k@o1/1")).not.toContain("k@o1");
+    expect(looksSecret("MY_CONNECTION_STRING")).toBe(true);
+    expect(looksSecret("SENTRY_DSN")).toBe(true);
+  });
+
+  test("valueLooksSecret: credentials by shape; ordinary values are not", () => {
+    for (const v of [
+      "postgres://u:p@db/x",
+      "https://token@github.com/x.git",
+      "https://a.blob.core.windows.net/c?sv=1&sig=abc",
+      "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc",
+      "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc==",
+      "Server=x;Password=abc;",
+      "-----BEGIN OPENSSH PRIVATE KEY-----\nabc",
+      "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    ]) {
+      expect(valueLooksSecret(v)).toBe(true);
+    }
+    for (const v of ["/usr/bin:/bin", "https://example.org/data", "C.UTF-8", "0,1", "http://proxy:3128", "user@example.org"]) expect(valueLooksSecret(v)).toBe(false);
   });
 });

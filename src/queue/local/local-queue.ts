@@ -1,15 +1,19 @@
 // Directory queue in the studioml layout (<root>/<queue>/<file>, oldest first), made crash-safe:
 // a message is claimed by atomic rename into <root>/.inflight, deleted only on ack, recovered
 // from dead runners, and moved to <root>/.failed with its reasons after too many deliveries.
+// Queue writers are not trusted: a message that is a link (or not a regular file) is never read
+// but moved to the failed place, a queue directory that is a link is not served, and the runner's
+// own files below the root are created without following anything planted at their names.
 
 import { waitForWake } from "../wait-for-wake.ts";
 import { NETWORK_FS_RESCAN_MS, rescanIntervalMs } from "./rescan-interval.ts";
 import { watch, type FSWatcher } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, rename, rm, stat, utimes, writeFile, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { RequestError } from "../../errors.ts";
 import { isProcessAlive } from "../../exec/pid.ts";
+import { at, kindOf, NotARegularFileError, readRegularFileNoFollow, replaceFileAt, self, tryOpenDirectory, withDirectoryBelow, writeFileExclusiveAt } from "../../fs/safe-open.ts";
 import type { Delivery, NackOutcome, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import { filterOf, queueWanted } from "../task-queue.ts";
 
@@ -118,19 +122,26 @@ export class LocalQueueBackend implements QueueBackend {
     }
   }
 
-  /** Messages of a queue, oldest modification time first. */
-  private async pending(queue: string): Promise<Array<{ name: string; mtimeMs: number }>> {
+  /** Queues already reported as links (reported once). */
+  private readonly linkedQueues = new Set<string>();
+
+  /**
+   * Messages of a queue (an open directory), oldest modification time first: regular files only.
+   * Links, FIFOs, sockets and devices are moved to the failed place unread; directories are ignored.
+   */
+  private async pending(queue: string, dir: FileHandle): Promise<Array<{ name: string; mtimeMs: number }>> {
     let names: string[];
     try {
-      names = await readdir(this.dir(queue));
+      names = await readdir(self(dir));
     } catch {
       return [];
     }
     const out: Array<{ name: string; mtimeMs: number }> = [];
     for (const name of names.filter(isMessageName)) {
       try {
-        const s = await stat(this.dir(queue, name));
+        const s = await lstat(at(dir, name));
         if (s.isFile()) out.push({ name, mtimeMs: s.mtimeMs });
+        else if (!s.isDirectory()) await this.quarantine(queue, dir, name, new NotARegularFileError(`message ${queue}/${name}`, kindOf(s)).message);
       } catch {
         // Taken by another runner meanwhile.
       }
@@ -138,22 +149,47 @@ export class LocalQueueBackend implements QueueBackend {
     return out.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
   }
 
+  /** A queue's directory, never through a link (a queue that is a link to elsewhere is not served). */
+  private async openQueueDir(queue: string): Promise<FileHandle | undefined> {
+    const opened = await tryOpenDirectory(this.dir(queue)).catch(() => undefined);
+    if (!opened) return undefined;
+    if ("not" in opened) {
+      if (opened.not === "a symbolic link" && !this.linkedQueues.has(queue)) {
+        this.linkedQueues.add(queue);
+        this.options.log?.(`queue directory ${queue} is a symbolic link: not served (links are never followed)`);
+      }
+      return undefined;
+    }
+    return opened.dir;
+  }
+
   private async receive(queue: string, options: ReceiveOptions = {}): Promise<Delivery | undefined> {
-    for (const { name, mtimeMs } of await this.pending(queue)) {
-      const path = this.dir(queue, name);
+    const dir = await this.openQueueDir(queue);
+    if (!dir) return undefined;
+    try {
+      return await this.receiveFrom(queue, dir, options);
+    } finally {
+      await dir.close();
+    }
+  }
+
+  private async receiveFrom(queue: string, dir: FileHandle, options: ReceiveOptions): Promise<Delivery | undefined> {
+    for (const { name, mtimeMs } of await this.pending(queue, dir)) {
       let body: Uint8Array;
       try {
-        body = await readFile(path);
-      } catch {
+        // Never through a link, never blocking on a FIFO swapped in after the listing.
+        body = await readRegularFileNoFollow(at(dir, name), `message ${queue}/${name}`);
+      } catch (err) {
+        if (err instanceof NotARegularFileError) await this.quarantine(queue, dir, name, err.message).catch(() => undefined);
         continue;
       }
       // Writers that do not rename into place may be mid-write: give a fresh, unparsable file time.
       if (Date.now() - mtimeMs < 2000 && !isCompleteJson(body)) continue;
       if (options.accept && !options.accept(body)) continue;
       const claimed = this.dir(INFLIGHT, queue, `${name}${OWNER_SEP}${this.owner}`);
-      await mkdir(this.dir(INFLIGHT, queue), { recursive: true });
+      await withDirectoryBelow(this.options.root, [INFLIGHT, queue], async () => undefined); // made, as a real directory
       try {
-        await rename(path, claimed);
+        await rename(at(dir, name), claimed);
       } catch {
         continue; // another runner won the race
       }
@@ -168,6 +204,24 @@ export class LocalQueueBackend implements QueueBackend {
       return this.delivery(queue, name, claimed, body, record);
     }
     return undefined;
+  }
+
+  /**
+   * A queue entry that is not a regular file goes to the failed place unread, with a reason that
+   * says what it is (never a link's target or any content).
+   */
+  private async quarantine(queue: string, dir: FileHandle, name: string, summary: string): Promise<void> {
+    const reasonDoc = { queue, message: name, failedAt: new Date().toISOString(), summary, deliveries: 0, reasons: [{ time: new Date().toISOString(), reason: summary, host: this.host }] };
+    const moved = await withDirectoryBelow(this.options.root, [FAILED, queue], async (failed) => {
+      try {
+        await rename(at(dir, name), at(failed, name));
+      } catch {
+        return false; // gone, or another runner moved it first
+      }
+      await writeFileExclusiveAt(failed, `${name}.reason.json`, JSON.stringify(reasonDoc, null, 2));
+      return true;
+    });
+    if (moved) this.options.log?.(`message ${queue}/${name} moved to ${this.dir(FAILED, queue)}: ${summary}`);
   }
 
   private delivery(queue: string, name: string, claimed: string, body: Uint8Array, record: AttemptRecord): Delivery {
@@ -287,10 +341,11 @@ export class LocalQueueBackend implements QueueBackend {
   }
 
   private async moveToFailed(queue: string, name: string, claimed: string, record: AttemptRecord, summary: string) {
-    await mkdir(this.dir(FAILED, queue), { recursive: true });
     const reasonDoc = { queue, message: name, failedAt: new Date().toISOString(), summary, ...record };
-    await writeFile(this.dir(FAILED, queue, `${name}.reason.json`), JSON.stringify(reasonDoc, null, 2));
-    await rename(claimed, this.dir(FAILED, queue, name));
+    await withDirectoryBelow(this.options.root, [FAILED, queue], async (failed) => {
+      await writeFileExclusiveAt(failed, `${name}.reason.json`, JSON.stringify(reasonDoc, null, 2));
+      await rename(claimed, at(failed, name));
+    });
     await rm(this.attemptsPath(queue, name), { force: true });
     this.options.log?.(`message ${queue}/${name} moved to ${this.dir(FAILED, queue)}: ${summary}`);
   }
@@ -301,7 +356,10 @@ export class LocalQueueBackend implements QueueBackend {
 
   private async readAttempts(queue: string, name: string): Promise<AttemptRecord> {
     try {
-      const doc = JSON.parse(await readFile(this.attemptsPath(queue, name), "utf8"));
+      const text = await withDirectoryBelow(this.options.root, [ATTEMPTS, queue], (dir) =>
+        readRegularFileNoFollow(at(dir, `${name}.json`), `attempts of ${queue}/${name}`),
+      );
+      const doc = JSON.parse(text.toString("utf8"));
       return { deliveries: Number(doc.deliveries) || 0, reasons: Array.isArray(doc.reasons) ? doc.reasons : [], mtimeMs: doc.mtimeMs };
     } catch {
       return { deliveries: 0, reasons: [] };
@@ -309,10 +367,7 @@ export class LocalQueueBackend implements QueueBackend {
   }
 
   private async writeAttempts(queue: string, name: string, record: AttemptRecord) {
-    await mkdir(this.dir(ATTEMPTS, queue), { recursive: true });
-    const path = this.attemptsPath(queue, name);
-    await writeFile(`${path}.tmp`, JSON.stringify(record));
-    await rename(`${path}.tmp`, path);
+    await withDirectoryBelow(this.options.root, [ATTEMPTS, queue], (dir) => replaceFileAt(dir, `${name}.json`, JSON.stringify(record)));
   }
 }
 

@@ -5,7 +5,7 @@
 import { verify } from "node:crypto";
 import type { Resources } from "../model.ts";
 import { parseResources } from "../parse.ts";
-import { EnvelopeError } from "./errors.ts";
+import { EnvelopeError, EnvelopeKeysError } from "./errors.ts";
 import { decodeBase64, decryptPayload } from "./hybrid.ts";
 import type { EnvelopeKeys } from "./keys.ts";
 
@@ -75,12 +75,15 @@ function requireString(message: Record<string, unknown>, name: string): string {
  * EnvelopeKeysError (retryable: this runner's own key cannot be read right now).
  */
 export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys, options: OpenOptions): OpenedRequest {
+  // A signing key that stopped parsing: nothing on this queue is opened (left in the queue), not even plain requests.
+  const refusal = keys.queueRefusal?.(queue);
+  if (refusal) throw new EnvelopeKeysError(`queue ${queue} is not served: ${refusal}`);
   const doc = parseJson(body);
   const message = envelopeMessage(doc);
   if (message === undefined) {
     if (!options.clearTextAllowed) {
       if (doc === undefined) throw new EnvelopeError("not-json", "message body is not JSON and clear-text messages are off");
-      throw new EnvelopeError("plain-refused", `plain (unencrypted) request on queue ${queue} refused: --clear-text-messages is false`);
+      throw new EnvelopeError("plain-refused", `plain (unencrypted) request on queue ${queue} refused: clear-text messages are off (--clear-text-messages is false, the default with --encrypt-dir)`);
     }
     // The Go runner's rule (docs/message_privacy.md): once a signing key is registered for a queue,
     // every message on it must carry a valid signature, and a plain request carries none.

@@ -19,6 +19,11 @@ export interface EnvelopeKeys {
   signingKeyFor(queue: string): PrefixEntry<Ed25519PublicKey> | undefined;
   /** The experimenter's RSA public key for reports on `queue` (longest prefix), if any. */
   responseKeyFor(queue: string): PrefixEntry<KeyObject> | undefined;
+  /**
+   * Why `queue` must not be served now (its signing key file stopped parsing or cannot be read):
+   * fail closed, never serve it without the signature requirement. Undefined when it may be served.
+   */
+  queueRefusal?(queue: string): string | undefined;
 }
 
 /**
@@ -153,6 +158,11 @@ export class KeyDirectories implements EnvelopeKeys {
 
   responseKeyFor(queue: string): PrefixEntry<KeyObject> | undefined {
     return this.responses?.select(queue);
+  }
+
+  queueRefusal(queue: string): string | undefined {
+    const broken = this.signing?.brokenFor(queue);
+    return broken ? `its request signing key cannot be used (${broken}); fix or remove the file` : undefined;
   }
 
   /** Load everything now and list what cannot be read (for start-up checks). */

@@ -23,7 +23,12 @@ export const ENVELOPE_OPTIONS: OptionSpec[] = [
     type: "path",
     description: "encrypt reports to <queue>_response: one file per queue-name prefix holding the experimenter's PEM RSA public key",
   },
-  { name: "clear-text-messages", type: "boolean", description: "accept plain (unencrypted) requests; false refuses them", default: "true" },
+  {
+    name: "clear-text-messages",
+    type: "boolean",
+    description: "accept plain (unencrypted) requests; false refuses them",
+    defaultText: "true without --encrypt-dir, false with it (a runner that decrypts accepts plain requests only when this is set to true explicitly)",
+  },
 ];
 
 const text = (settings: Settings, name: string) => {
@@ -31,9 +36,11 @@ const text = (settings: Settings, name: string) => {
   return typeof v === "string" && v.trim() ? v.trim() : undefined;
 };
 
-/** True when plain requests are accepted (the default). */
+/** True when plain requests are accepted: as set, else only when no --encrypt-dir is set. */
 export function clearTextAllowed(settings: Settings): boolean {
-  return settings["clear-text-messages"] !== false;
+  const explicit = settings["clear-text-messages"];
+  if (typeof explicit === "boolean") return explicit;
+  return !text(settings, "encrypt-dir");
 }
 
 /** Problems with the envelope settings: unreadable directories or keys (never a secret). */
@@ -51,7 +58,7 @@ export function envelopeSettingsProblems(settings: Settings): string[] {
   if (problems.length) return problems;
   const keys = envelopeKeysFromSettings(settings);
   if (keys) problems.push(...keys.problems());
-  if (!clearTextAllowed(settings) && !text(settings, "encrypt-dir")) {
+  if (settings["clear-text-messages"] === false && !text(settings, "encrypt-dir")) {
     problems.push("--clear-text-messages=false needs --encrypt-dir: no request could be accepted");
   }
   if (text(settings, "encrypt-dir") && !text(settings, "request-signatures-dir")) {

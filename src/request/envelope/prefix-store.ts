@@ -1,5 +1,7 @@
 // A directory of per-queue-prefix key files (file name = queue-name prefix), re-read when the files
 // change (stat checked at most every refreshMs) and searched by the longest prefix of a queue name.
+// A file that cannot be read or parsed is remembered as broken: the queues whose longest prefix it
+// is are refused (fail closed), never served as if no key were registered for them.
 
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +13,8 @@ const skipped = (name: string) => name.startsWith(".") || name === "info";
 
 export class PrefixKeyStore<K> {
   private entries = new Map<string, { stamp: string; key: K }>();
+  /** Prefixes whose file is there but cannot be read or parsed, with the problem. */
+  private broken = new Map<string, string>();
   private checkedAt = -Infinity;
   private lastProblems: string[] = [];
 
@@ -37,6 +41,7 @@ export class PrefixKeyStore<K> {
       return;
     }
     const seen = new Set<string>();
+    const broken = new Map<string, string>();
     for (const name of names) {
       const file = join(this.dir, name);
       let stamp: string;
@@ -45,6 +50,9 @@ export class PrefixKeyStore<K> {
         if (!st.isFile()) continue;
         stamp = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       } catch (err) {
+        // A name that is there but cannot be looked at (dangling link, permissions): its queues are refused.
+        this.entries.delete(name);
+        broken.set(name, `${file}: ${(err as Error).message}`);
         problems.push(`${file}: ${(err as Error).message}`);
         continue;
       }
@@ -53,12 +61,14 @@ export class PrefixKeyStore<K> {
       try {
         this.entries.set(name, { stamp, key: this.parse(readFileSync(file, "utf8"), file) });
       } catch (err) {
-        // A file that no longer parses is no longer trusted.
+        // A file that no longer parses is no longer trusted, and its queues are not served without it.
         this.entries.delete(name);
+        broken.set(name, `${file}: ${(err as Error).message}`);
         problems.push(`${file}: ${(err as Error).message}`);
       }
     }
     for (const name of [...this.entries.keys()]) if (!seen.has(name)) this.entries.delete(name);
+    this.broken = broken;
     this.report(problems);
   }
 
@@ -75,6 +85,19 @@ export class PrefixKeyStore<K> {
   size(): number {
     this.refresh();
     return this.entries.size;
+  }
+
+  /**
+   * Why `queue` must not be served: its longest matching prefix is a file that cannot be read or
+   * parsed (a shorter prefix's key must not stand in for it). Undefined when the queue is fine.
+   */
+  brokenFor(queue: string): string | undefined {
+    this.refresh();
+    let best: string | undefined;
+    for (const prefix of [...this.entries.keys(), ...this.broken.keys()]) {
+      if (queue.startsWith(prefix) && (best === undefined || prefix.length > best.length)) best = prefix;
+    }
+    return best === undefined ? undefined : this.broken.get(best);
   }
 
   /** The entry registered under the longest prefix of `queue` (an exact name counts as a prefix). */

@@ -1,11 +1,13 @@
 // Object store for gs:// locations: streaming reads checked by length and CRC32C, resumable
 // uploads in 8 MiB chunks (bounded memory) that become visible only when the last chunk lands.
+// A request cannot bring Google credentials: every call is the runner's identity, made only where
+// the caller's identity policy allows it.
 
 import type { File } from "@google-cloud/storage";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { NotFoundError, RetryableError } from "../../errors.ts";
-import type { ObjectInfo, ObjectStore } from "../object-store.ts";
+import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
+import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { noteTransferredBytes } from "../s3/transfer-memory.ts";
 import { gcsClientsFor, isRememberedBucket, rememberBucketClient, type GcsHandle } from "./gcs-clients.ts";
 import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
@@ -30,7 +32,21 @@ function infoOf(m: GcsMetadata): ObjectInfo {
 const asBuffer = (chunk: unknown) => (Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
 
 export class GcsStore implements ObjectStore {
-  constructor(private readonly env: Record<string, string | undefined> = process.env) {}
+  constructor(
+    private readonly env: Record<string, string | undefined> = process.env,
+    private readonly options: StoreOptions = {},
+  ) {}
+
+  /** The bucket and key, once the identity policy allows the runner's identity there. */
+  private place(location: string): { bucket: string; key: string } {
+    const { bucket, key } = parseGcsLocation(location);
+    const refusal = this.options.identity?.refusal({ scheme: "gs", bucket, key });
+    if (refusal) {
+      const field = this.options.field ?? "qualified";
+      throw new PermanentError(`${field}: ${location} ${refusal} (a request cannot bring Google credentials: gs:// is always the runner's identity)`, { field });
+    }
+    return { bucket, key };
+  }
 
   async head(location: string): Promise<ObjectInfo | undefined> {
     try {
@@ -79,9 +95,18 @@ export class GcsStore implements ObjectStore {
    * The library checks the CRC32C the server reports; the size is checked here.
    */
   async put(location: string, body: Readable): Promise<ObjectInfo> {
+    try {
+      return await this.send(location, body);
+    } catch (err) {
+      if (!body.readableEnded && !body.destroyed) await discard(body);
+      throw err;
+    }
+  }
+
+  private async send(location: string, body: Readable): Promise<ObjectInfo> {
     // The body can be sent once: with several identities and none known for the bucket, one is
     // chosen first by a metadata read it may answer.
-    const { bucket, key } = parseGcsLocation(location);
+    const { bucket, key } = this.place(location);
     const handles = gcsClientsFor(bucket, this.env);
     const o =
       handles.length === 1 || isRememberedBucket(bucket)
@@ -145,7 +170,7 @@ export class GcsStore implements ObjectStore {
    * was refused, one naming them all.
    */
   private async withAccount<T>(location: string, verb: string, call: (o: Opened) => Promise<T>): Promise<T> {
-    const { bucket, key } = parseGcsLocation(location);
+    const { bucket, key } = this.place(location);
     const handles = gcsClientsFor(bucket, this.env);
     const refused: string[] = [];
     for (const [i, handle] of handles.entries()) {

@@ -1,5 +1,7 @@
 // S3 clients, one per server, region and identity, reused across artifacts and attempts; decides
-// how requests are signed: the request's credentials, else the SDK's default chain, else unsigned.
+// how requests are signed: with the given keys only (the client is configured with them, so the
+// SDK's default chain is never consulted), or — only when the caller says "runner" — the runner's
+// own identity through the SDK's default chain, else unsigned.
 
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { FetchHttpHandler } from "@smithy/fetch-http-handler";
@@ -84,16 +86,18 @@ async function ambientClient(target: S3Target): Promise<{ handle: S3Handle; anon
   }
 }
 
-function poolKey(target: S3Target, aws: AwsCredentials | undefined): string {
-  const who = aws ? new Bun.CryptoHasher("sha256").update(`${aws.accessKey}\0${aws.secretAccessKey}\0${aws.sessionToken ?? ""}`).digest("hex") : "ambient";
+function poolKey(target: S3Target, aws: AwsCredentials | "runner"): string {
+  const who = aws !== "runner" ? new Bun.CryptoHasher("sha256").update(`${aws.accessKey}\0${aws.secretAccessKey}\0${aws.sessionToken ?? ""}`).digest("hex") : "ambient";
   return JSON.stringify([target.endpoint ?? "", target.region, target.forcePathStyle, who]);
 }
 
 /**
- * A client for the target, signed with `aws` when given, else as described above. Clients dropped
- * from the pool are not destroyed: a transfer may still be using one; idle sockets close themselves.
+ * A client for the target, signed with `aws` when given, or as the runner ("runner": the SDK's
+ * default chain, for callers that are the runner itself or that the identity policy allowed).
+ * Clients dropped from the pool are not destroyed: a transfer may still be using one; idle
+ * sockets close themselves.
  */
-export async function s3ClientFor(target: S3Target, aws: AwsCredentials | undefined): Promise<S3Handle> {
+export async function s3ClientFor(target: S3Target, aws: AwsCredentials | "runner"): Promise<S3Handle> {
   const key = poolKey(target, aws);
   const cached = clients.get(key);
   clients.delete(key);
@@ -102,7 +106,7 @@ export async function s3ClientFor(target: S3Target, aws: AwsCredentials | undefi
     return cached.handle;
   }
   const entry: Entry = { handle: undefined as unknown as Promise<S3Handle>, expiresMs: Infinity };
-  entry.handle = aws
+  entry.handle = aws !== "runner"
     ? Promise.resolve(staticClient(target, aws))
     : ambientClient(target).then(({ handle, anonymous }) => {
         if (anonymous) entry.expiresMs = Date.now() + ANONYMOUS_DECISION_TTL_MS;

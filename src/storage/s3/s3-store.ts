@@ -12,9 +12,9 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { Readable } from "node:stream";
-import { NotFoundError, RequestError } from "../../errors.ts";
+import { NotFoundError, PermanentError, RequestError } from "../../errors.ts";
 import type { AwsCredentials } from "../../request/model.ts";
-import type { ObjectInfo, ObjectStore, StoreOptions } from "../object-store.ts";
+import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
 import { parseS3Location } from "./s3-location.ts";
@@ -109,7 +109,13 @@ export class S3Store implements ObjectStore {
   }
 
   async put(location: string, body: Readable): Promise<ObjectInfo> {
-    const o = await this.open(location);
+    let o: Opened;
+    try {
+      o = await this.open(location);
+    } catch (err) {
+      await discard(body);
+      throw err;
+    }
     const ctx = o.context("PUT");
     const counted = counting(body);
     const upload = new Upload({
@@ -186,7 +192,16 @@ export class S3Store implements ObjectStore {
     const parsed = parseS3Location(location, parseEndpoint(this.options.endpoint).host);
     if (opts.keyRequired !== false && !parsed.key) throw new RequestError("qualified", location, "names a bucket but no object key");
     const target = resolveTarget(parsed, { endpoint: this.options.endpoint, credentialsRegion: this.aws?.region }, this.env);
-    const handle = await s3ClientFor(target, this.aws);
+    if (!this.aws) {
+      // No credentials of the request's own: the runner's identity only where the policy allows it.
+      const host = parsed.host ?? parseEndpoint(this.options.endpoint).host;
+      const refusal = this.options.identity?.refusal({ scheme: "s3", host, bucket: parsed.bucket, key: parsed.key });
+      if (refusal) {
+        const field = this.options.field ?? "qualified";
+        throw new PermanentError(`${field}: ${location} ${refusal}`, { field });
+      }
+    }
+    const handle = await s3ClientFor(target, this.aws ?? "runner");
     const server = describeServer(target);
     return {
       target,
