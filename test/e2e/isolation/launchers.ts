@@ -157,6 +157,7 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
           "--config", config,
           "--encrypt-dir", join(keys, "runner"),
           "--request-signatures-dir", join(keys, "signatures"),
+          "--clear-text-messages=true", // this request is plain; the keys are here to be hidden
           "--limit-tasks", "1",
         ],
         { AWS_SECRET_ACCESS_KEY: `RUNNER-ENV-SECRET-${stamp}` },
