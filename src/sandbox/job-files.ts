@@ -1,8 +1,10 @@
-// The attempt directory as the job user finds it: a private HOME and TMPDIR of its own, every
-// artifact directory (workspace, data, modeldir, _results …) created and owned by the job user, and
-// what the runner keeps for itself (the attempt directory itself, its log in output/, its owner
-// and mapping records) left to root: the job can read the mapping, not change any of them.
-// Ownership is changed without following links (lchown on each entry), before the job starts.
+// The attempt directory as the job user finds it: a private HOME and TMPDIR of its own, the attempt
+// directory and every artifact directory (workspace, data, modeldir, output, _results …) owned by
+// the job user, so it may write, rename or replace what is its own (the runner's uploads never
+// follow what the job left there). Files the runner wrote before the job starts (the mapping, the
+// log in output/) stay root's: the job can read or remove them, not write into them. The runner's
+// owner records are not here. Ownership is changed without following links (lchown), before the
+// job starts.
 
 import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -12,8 +14,8 @@ import type { JobUser } from "./job-user.ts";
 export const JOB_HOME = ".job-home";
 export const JOB_TMP = ".job-tmp";
 
-/** Labels whose directory the runner writes and the job only reads (the experiment's log). */
-const RUNNER_OWNED_LABELS = new Set(["output"]);
+/** Labels whose directory holds a file the runner writes (the experiment's log): the directory is the job's, the files in it stay root's. */
+const RUNNER_FILES_LABELS = new Set(["output"]);
 
 export type JobDirs = { home: string; tmp: string };
 
@@ -38,11 +40,10 @@ export function prepareJobDirs(attemptDir: string, dirs: Record<string, string>,
   mkdirSync(home, { recursive: true, mode: 0o700 });
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
   if (!user) return { home, tmp };
-  // Searchable by the job user, not listable, not writable: only the runner adds entries here.
-  chmodSync(attemptDir, 0o711);
+  chownSync(attemptDir, user.uid, user.gid);
   for (const [label, dir] of Object.entries(dirs)) {
     mkdirSync(dir, { recursive: true });
-    if (RUNNER_OWNED_LABELS.has(label)) chmodSync(dir, 0o755);
+    if (RUNNER_FILES_LABELS.has(label)) lchownSync(dir, user.uid, user.gid);
     else chownTree(dir, user);
   }
   chownSync(home, user.uid, user.gid);

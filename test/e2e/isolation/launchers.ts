@@ -199,7 +199,8 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         const jobFile = join(attemptDir, "workspace", "job-file.txt");
         if (existsSync(jobFile)) expect(statSync(jobFile).uid).toBe(65534);
         expect(statSync(join(attemptDir, "workspace")).uid).toBe(65534);
-        expect(statSync(attemptDir).uid).toBe(0);
+        expect(statSync(attemptDir).uid).toBe(65534);
+        expect(statSync(join(attemptDir, "artifact-mapping.json")).uid).toBe(0); // the runner's file, read-only
         expect(await runner.exited).toBe(0);
       } finally {
         await runner.stop();
