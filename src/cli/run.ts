@@ -20,8 +20,9 @@ import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../que
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
+import { gpuMinors } from "../sandbox/gpu-devices.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
-import { resolveJobUser } from "../sandbox/job-user.ts";
+import { JobUserError, resolveJobUser, type JobUser } from "../sandbox/job-user.ts";
 import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
 import { clearTextAllowed, ENVELOPE_OPTIONS, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
 import { requestReader } from "../request/read-request.ts";
@@ -180,27 +181,51 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
+  // Isolation: --sandbox auto (default) uses bwrap where a probe launch works, else warns loudly;
+  // bwrap refuses to start without it; none is the operator's explicit choice. Runner root: jobs
+  // run as --job-user (default nobody) inside the sandbox; with none only when --job-user is given.
   let sandbox: TaskContext["sandbox"];
-  if (settings.sandbox === "bwrap") {
-    try {
-      const bwrapPath = await requireBwrap(process.env);
-      const hiddenPaths = runnerHiddenPaths({
-        home: homedir(),
-        env: process.env,
-        configFile: settings.config as string | undefined,
-        sqsCerts: settings["sqs-certs"] as string | undefined,
-        googleCerts: settings["google-certs"] as string | undefined,
-        queueRoot,
-        workingDir,
-        cacheDir,
-      });
-      sandbox = { bwrapPath, network: settings["sandbox-network"] as SandboxNetwork, hiddenPaths };
-      log.info(`experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}); hidden from them: ${hiddenPaths.join(", ")}`);
-    } catch (err) {
-      if (!(err instanceof SandboxUnavailableError)) throw err;
-      log.error(`--sandbox bwrap: ${err.message}`);
-      return 2;
+  let noneJobUser: JobUser | undefined;
+  try {
+    const mode = (settings.sandbox as string | undefined) ?? "auto";
+    const jobUserSetting = settings["job-user"] as string | undefined;
+    const jobUser = resolveJobUser(jobUserSetting);
+    if (mode === "none") {
+      noneJobUser = jobUserSetting ? jobUser : undefined;
+      log.warn(`--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`);
+    } else {
+      const network = settings["sandbox-network"] as SandboxNetwork;
+      let bwrapPath: string | undefined;
+      try {
+        bwrapPath = await requireBwrap(process.env, { jobUser, network });
+      } catch (err) {
+        if (!(err instanceof SandboxUnavailableError) || mode === "bwrap") throw err;
+        log.warn(`!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated (from each other or from the runner's credentials): ${err.reason} !!!`);
+      }
+      if (bwrapPath) {
+        const hiddenPaths = runnerHiddenPaths({
+          home: homedir(),
+          env: process.env,
+          configFile: settings.config as string | undefined,
+          sqsCerts: settings["sqs-certs"] as string | undefined,
+          googleCerts: settings["google-certs"] as string | undefined,
+          queueRoot,
+          workingDir,
+          cacheDir,
+          secretPaths: ["encrypt-dir", "request-signatures-dir", "response-signatures-dir", "admin-token-file"].map((k) => settings[k] as string | undefined),
+        });
+        const { minors, guessed } = gpuMinors(inventory.devices);
+        if (guessed.length) log.warn(`no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: their /dev/nvidiaN is taken to be NVML's index`);
+        sandbox = { bwrapPath, network, hiddenPaths, jobUser, gpuMinors: minors };
+        log.info(
+          `experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}; as ${jobUser ? jobUser.label : "the runner's own user"}${mode === "auto" ? "; --sandbox auto" : ""}); hidden from them: ${hiddenPaths.join(", ")}`,
+        );
+      }
     }
+  } catch (err) {
+    if (!(err instanceof SandboxUnavailableError) && !(err instanceof JobUserError)) throw err;
+    log.error(err instanceof SandboxUnavailableError ? `--sandbox bwrap: ${err.message}` : err.message);
+    return 2;
   }
   venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
@@ -245,6 +270,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
       googleCertsDir: settings["google-certs"] as string | undefined,
       cgroups,
       sandbox,
+      jobUser: noneJobUser,
       fileStorageRoots: fileRoots.flag,
       readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearText }),
       maxDurationMs: settings["max-duration"] as number,

@@ -1,8 +1,12 @@
 // Spawns an experiment in its own process group and kills the whole tree (group and any
-// descendants that left it) on timeout, stop or shutdown.
+// descendants that left it) on timeout, stop or shutdown. The spawned process is normally a
+// launcher (cgroup wrapper, bwrap, setpriv, the env loader) started with the launchers' minimal
+// environment; the job's own environment, when given as jobEnvPayload, is written to the child's
+// fd 3 (JOB_ENV_FD) and read there by bwrap --args or the env loader, never put on a command line.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import type { Writable } from "node:stream";
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null; killedFor?: string };
 
@@ -39,6 +43,15 @@ export function descendants(root: number): number[] {
   return out;
 }
 
+/** Launcher processes a graceful stop leaves alone: bwrap stages and bwrap's init in the sandbox. */
+function isLauncher(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "bwrap";
+  } catch {
+    return false;
+  }
+}
+
 export class JobProcess {
   private readonly child: ChildProcess;
   private killedFor?: string;
@@ -55,12 +68,21 @@ export class JobProcess {
       env: Record<string, string>;
       onLine: (line: string) => void;
       sandboxed?: boolean;
+      /** Written to the child's fd 3 and closed: the job's environment for bwrap --args or the env loader. */
+      jobEnvPayload?: Buffer;
       /** Where the lines go; while it is congested the job's pipes are paused, so a job that
        * floods its output is slowed down instead of growing the runner's memory. */
       sink?: { congested: boolean; onceDrained(callback: () => void): void };
     },
   ) {
-    this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const payload = options.jobEnvPayload;
+    this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: payload ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
+    if (payload) {
+      const fd3 = this.child.stdio[3] as Writable | null;
+      // A launcher that dies before reading its fd makes this write fail: its exit says why.
+      fd3?.on("error", () => undefined);
+      fd3?.end(payload);
+    }
     const split = () => {
       let partial = "";
       return {
@@ -135,10 +157,12 @@ export class JobProcess {
     return this.exited;
   }
 
+  /** The job's processes, not the launchers (bwrap dies on SIGTERM and would take the job along at once). */
   private signalDescendants(signal: NodeJS.Signals) {
     const pid = this.child.pid;
     if (!pid) return;
     for (const p of descendants(pid)) {
+      if (isLauncher(p)) continue;
       try {
         process.kill(p, signal);
       } catch {

@@ -41,8 +41,11 @@ export function resolveJobUser(setting: string | undefined, euid: number = proce
   return user;
 }
 
-/** `argv` started as `user` (setpriv: real and effective ids, no supplementary groups); unchanged without a user. */
-export function asJobUser(user: JobUser | undefined, argv: string[], setprivPath = "/usr/bin/setpriv"): string[] {
+/**
+ * `argv` started as `user` (setpriv: real and effective ids, no supplementary groups; with
+ * noNewPrivs also no_new_privs, so nothing below can gain privileges by exec); unchanged without a user.
+ */
+export function asJobUser(user: JobUser | undefined, argv: string[], setprivPath = "/usr/bin/setpriv", options: { noNewPrivs?: boolean } = {}): string[] {
   if (!user) return argv;
-  return [setprivPath, `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", ...argv];
+  return [setprivPath, `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", ...(options.noNewPrivs ? ["--no-new-privs"] : []), "--", ...argv];
 }

@@ -12,7 +12,9 @@ import { requestRequirements } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
 import { createJobCgroup, defaultJobPidsMax, jobGroupName, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
-import { bwrapArgv } from "../sandbox/bwrap.ts";
+import { LAUNCHER_ENV } from "../exec/launcher-env.ts";
+import { prepareJobDirs } from "../sandbox/job-files.ts";
+import { venvJobLaunch } from "../sandbox/launch.ts";
 import type { Delivery } from "../queue/task-queue.ts";
 import type { Artifact, Request } from "../request/model.ts";
 import { plainRequestReader } from "../request/read-request.ts";
@@ -275,28 +277,21 @@ async function attempt(
       events?.emit("cache", { cache: "venv", hit: venv.reused });
       ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
 
-      // execute
-      const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}` };
+      // execute: the job user owns its parts of the attempt directory, HOME and TMPDIR are its own
+      const jobUser = ctx.sandbox?.jobUser ?? ctx.jobUser;
+      const own = prepareJobDirs(attemptDir, dirs, jobUser);
+      const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}`, HOME: own.home, TMPDIR: own.tmp };
       const script = request.experiment.filename;
       const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
       log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
-      const jobArgv = ctx.sandbox
-        ? bwrapArgv(
-            {
-              bwrapPath: ctx.sandbox.bwrapPath,
-              experimentDir: attemptDir,
-              readOnlyPaths: [venv.dir],
-              hiddenPaths: ctx.sandbox.hiddenPaths,
-              network: ctx.sandbox.network,
-              gpuDevices: gpuUuids.length > 0,
-              cwd: dirs.workspace ?? attemptDir,
-            },
-            argv,
-          )
-        : argv;
-      if (ctx.sandbox) log.note(`in a bubblewrap sandbox: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+      const cwd = dirs.workspace ?? attemptDir;
+      const launch = venvJobLaunch({ command: argv, env, attemptDir, cwd, venvDir: venv.dir, sandbox: ctx.sandbox, jobUser, gpuUuids });
+      for (const n of launch.notes) log.note(n);
+      const who = jobUser ? `as ${jobUser.label}` : "as the runner's own user";
+      if (ctx.sandbox) log.note(`in a bubblewrap sandbox ${who}: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+      else log.note(`NOT sandboxed (--sandbox none), ${who}`);
       clock.enter("run");
-      exit = await execute(jobArgv, attemptDir, dirs.workspace ?? attemptDir, env, log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+      exit = await execute(launch.argv, attemptDir, cwd, LAUNCHER_ENV, log, uploader, request, limit, jobControl, ctx, record, jobLimits, launch.payload);
     }
 
     // finish
@@ -376,10 +371,12 @@ async function execute(
   ctx: TaskContext,
   record?: ExperimentRecord,
   jobLimits: { ramBytes: number; cpus: number } = { ramBytes: 0, cpus: 0 },
+  /** The job's environment for fd 3 (bwrap --args or the env loader); `env` is then the launchers'. */
+  jobEnvPayload?: Buffer,
 ): Promise<JobExit> {
   const group = jobCgroup(ctx, request.experiment.key, jobLimits, log);
   const spawnedMs = performance.now();
-  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox, sink: log });
+  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox, sink: log, jobEnvPayload });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {

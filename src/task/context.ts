@@ -2,7 +2,8 @@
 
 import type { VenvCache } from "../env/venv-cache.ts";
 import type { CgroupSupport } from "../exec/cgroup.ts";
-import type { SandboxNetwork } from "../sandbox/bwrap.ts";
+import type { JobUser } from "../sandbox/job-user.ts";
+import type { SandboxSettings } from "../sandbox/launch.ts";
 import type { RequestReader } from "../request/read-request.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
@@ -30,8 +31,8 @@ export type TaskContext = {
   keepDirectories: boolean;
   /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
   statusPollMs?: number;
-  /** --sandbox bwrap: how experiments are wrapped; absent: they run unsandboxed. */
-  sandbox?: { bwrapPath: string; network: SandboxNetwork; hiddenPaths: string[] };
+  /** --sandbox bwrap (or auto where bwrap works): how experiments are wrapped (and, runner root, the user they run as); absent: they run unsandboxed. */
+  sandbox?: SandboxSettings;
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
   /** --file-storage-roots: where file: artifacts and local databases may live, for every queue. */
@@ -53,4 +54,6 @@ export type TaskContext = {
   localFileStorageRoots?: string[];
   /** --allow-private-endpoints: requests may name loopback and private-range hosts (never link-local or metadata). */
   allowPrivateEndpoints?: boolean;
+  /** --sandbox none with an explicit --job-user (runner root): the user jobs run as; absent: the runner's own. */
+  jobUser?: JobUser;
 };

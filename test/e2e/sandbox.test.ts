@@ -1,7 +1,7 @@
 // --sandbox bwrap from the compiled binary, with the real bubblewrap: a sandboxed experiment cannot
 // read the runner's configuration (its credentials) or queue, cannot write outside its own
 // directory, cannot reach the host's network in loopback mode, and leaves no process behind.
-// The same script without the sandbox is the control: there each of those succeeds.
+// The same script with an explicit --sandbox none is the control: there each of those succeeds.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -25,7 +25,9 @@ attempt("read-runner-config", lambda: open(env["RUNNER_CONFIG"]).read())
 attempt("read-runner-credentials", lambda: open(env["RUNNER_CREDENTIALS"]).read())
 attempt("list-queue-root", lambda: os.listdir(env["RUNNER_QUEUE_ROOT"]))
 attempt("write-outside", lambda: open(os.path.join(env["OUTSIDE_DIR"], "escape.txt"), "w").write("x"))
-attempt("write-own-dir", lambda: open(os.path.join(env["STUDIOML_HOME"], "own.txt"), "w").write("x"))
+attempt("write-own-dir", lambda: open(os.path.join(os.getcwd(), "own.txt"), "w").write("x"))
+attempt("write-home", lambda: open(os.path.join(env["HOME"], "own.txt"), "w").write("x"))
+attempt("write-attempt-root", lambda: open(os.path.join(env["STUDIOML_HOME"], "runner.json"), "w").write("x"))
 attempt("connect-host", lambda: socket.create_connection(("127.0.0.1", int(env["PROBE_PORT"])), timeout=2).close())
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", env["MARKER"]], start_new_session=True)
 print("left a grandchild behind", flush=True)
@@ -70,6 +72,7 @@ async function probe(mode: "none" | "shared" | "loopback") {
   enqueue(sb.queueRoot, "local_sandbox", exp.message);
   const args = ["--config", config, "--limit-tasks", "1"];
   if (mode !== "none") args.push("--sandbox", "bwrap", "--sandbox-network", mode);
+  else args.push("--sandbox", "none");
   const runner = new RunnerProcess(sb, args, { AWS_SHARED_CREDENTIALS_FILE: credentials });
   expect(await runner.exited).toBe(0);
   const log = tarMember(join(exp.experimentDir, "output.tar"));
@@ -82,12 +85,15 @@ describe("--sandbox bwrap, from the binary", () => {
   test.skipIf(!runnable)("loopback: no runner config or queue, no writes outside, no host network, no process left", async () => {
     const { log, runner, leftover, escaped } = await probe("loopback");
     expect(runner.stderr).toContain("experiments run in a bubblewrap sandbox");
-    expect(log).toContain("in a bubblewrap sandbox: only");
+    expect(log).toContain("in a bubblewrap sandbox as 65534:65534: only");
     expect(log).toContain("read-runner-config: denied");
     expect(log).toContain("read-runner-credentials: denied");
     expect(log).toContain("list-queue-root: denied");
     expect(log).toContain("write-outside: denied");
     expect(log).toContain("write-own-dir: ok");
+    expect(log).toContain("write-home: ok");
+    // The attempt directory is the job's (the runner's owner records live elsewhere).
+    expect(log).toContain("write-attempt-root: ok");
     expect(log).toContain("connect-host: denied");
     expect(log).toContain("left a grandchild behind");
     expect(log).toContain("experiment exited with code 0");

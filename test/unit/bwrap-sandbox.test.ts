@@ -5,12 +5,15 @@
 // missing; under CI=true that is a failure instead.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { JobProcess } from "../../src/exec/process-tree.ts";
-import { bwrapArgv, findBwrap, probeBwrap, requireBwrap, SandboxUnavailableError, type SandboxHost, type SandboxOptions } from "../../src/sandbox/bwrap.ts";
+import { bwrapArgv, bwrapEnvArgs, findBwrap, probeBwrap, probeSandbox, requireBwrap, SandboxUnavailableError, type SandboxHost, type SandboxOptions } from "../../src/sandbox/bwrap.ts";
+import { envLoaderArgv, LAUNCHER_ENV, shellEnvScript } from "../../src/exec/launcher-env.ts";
+import { deviceMinor, gpuMinors, procBusId } from "../../src/sandbox/gpu-devices.ts";
+import type { JobUser } from "../../src/sandbox/job-user.ts";
 import { runnerHiddenPaths } from "../../src/sandbox/hidden-paths.ts";
 
 const BWRAP = "/usr/bin/bwrap";
@@ -391,6 +394,8 @@ describe("bwrapArgv (no bwrap needed)", () => {
     const argv = bwrapArgv({ ...golden, network: "shared", gpuDevices: true, hiddenPaths: [], readOnlyPaths: [] }, ["python"], fakeHost);
     expect(argv).not.toContain("--unshare-net");
     expect(argv.join(" ")).toContain("--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-pid");
+    // a runner that is not root: its own user namespace, none further inside
+    expect(bwrapArgv({ ...golden, disableUserns: true }, ["python"], fakeHost).join(" ")).toContain("--unshare-user --disable-userns --unshare-pid");
   });
 
   test("the same path hidden and granted: the grant wins; bad input is refused", () => {
@@ -416,5 +421,216 @@ describe("bwrapArgv (no bwrap needed)", () => {
     });
     for (const p of ["/root/.aws", "/root/.config/gcloud", "/srv/google/creds.json", "/a/kube", "/b/kube", "/etc/studio/runner.yaml", "/srv/sqs", "/srv/google", "/root/.studioml/queue", "/srv/work", "/srv/cache", "/var/run/secrets", "/run/docker.sock"]) expect(paths).toContain(p);
     expect(paths).not.toContain("/usr/bin");
+    const more = runnerHiddenPaths({
+      home: "/root",
+      env: { SSH_AUTH_SOCK: "/tmp/ssh-x/agent.1", DBUS_SESSION_BUS_ADDRESS: "unix:path=/run/user/0/bus,guid=abc", XDG_RUNTIME_DIR: "/run/user/0", DOCKER_HOST: "unix:///srv/docker.sock" },
+      queueRoot: "/q",
+      workingDir: "/w",
+      cacheDir: "/c",
+      secretPaths: ["/srv/keys/encrypt", "/srv/keys/signatures", undefined, "/srv/admin-token"],
+    });
+    for (const p of ["/root", "/srv/keys/encrypt", "/srv/keys/signatures", "/srv/admin-token", "/tmp/ssh-x/agent.1", "/run/user/0/bus", "/run/user/0", "/srv/docker.sock", "/etc/studio-runner", "/run/dbus", "/run/containerd"]) expect(more).toContain(p);
+    expect(runnerHiddenPaths({ home: "/", env: {}, queueRoot: "/q", workingDir: "/w", cacheDir: "/c" })).not.toContain("/");
+  });
+});
+
+// ---- jobs as the job user (runner root), environment only to the job, GPUs per card ----
+
+const isRoot = process.geteuid?.() === 0;
+const NOBODY: JobUser = { uid: 65534, gid: 65534, label: "65534:65534" };
+
+describe("bwrapArgv with a job user (no bwrap needed)", () => {
+  const dirs = ["/srv", "/srv/work", "/srv/work/exp-1", "/srv/work/exp-1/attempt-1", "/root", "/root/.pyenv", "/root/.pyenv/versions", "/root/.pyenv/versions/3.11.7", "/home/op", "/home/op/cache", "/home/op/cache/venvs", "/home/op/cache/venvs/abc"];
+  const host: SandboxHost = {
+    lookup: (path) => (dirs.includes(path) ? { real: path, kind: "dir" } : path === "/etc/studio-runner/env" ? { real: path, kind: "file" } : undefined),
+    gpuDeviceNodes: () => ["/dev/dri", "/dev/nvidia-caps", "/dev/nvidia-modeset", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia2", "/dev/nvidiactl"],
+    // /root and /home/op are 0700: nobody cannot walk through them
+    searchable: (dir) => dir !== "/root" && dir !== "/home/op",
+  };
+  const base: SandboxOptions = {
+    bwrapPath: "/usr/bin/bwrap",
+    experimentDir: "/srv/work/exp-1/attempt-1",
+    readOnlyPaths: ["/root/.pyenv/versions/3.11.7", "/home/op/cache/venvs/abc"],
+    hiddenPaths: ["/root", "/root/.aws", "/srv/work", "/etc/studio-runner/env"],
+    network: "loopback",
+    gpuDevices: [1],
+    cwd: "/srv/work/exp-1/attempt-1/workspace",
+    jobUser: NOBODY,
+    envArgsFd: 3,
+  };
+
+  test("g. golden two-stage argv: root builds the view, setpriv drops, bwrap as the job user makes the namespaces", () => {
+    const argv = bwrapArgv(base, ["/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind"], host);
+    // prettier-ignore
+    expect(argv).toEqual([
+      "/usr/bin/bwrap", "--ro-bind", "/", "/", "--dev-bind", "/proc", "/proc", "--dev", "/dev",
+      "--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp",
+      // the runner's home hidden (its .aws inside needs nothing more); /home/op covered because
+      // nobody cannot search it; the paths down to what is bound back recreated, searchable
+      "--perms", "0111", "--tmpfs", "/root",
+      "--perms", "0111", "--tmpfs", "/srv/work",
+      "--perms", "0755", "--dir", "/root/.pyenv",
+      "--perms", "0111", "--tmpfs", "/home/op",
+      "--ro-bind", "/dev/null", "/etc/studio-runner/env",
+      "--perms", "0755", "--dir", "/root/.pyenv/versions",
+      "--perms", "0755", "--dir", "/home/op/cache",
+      "--perms", "0755", "--dir", "/srv/work/exp-1",
+      "--ro-bind", "/root/.pyenv/versions/3.11.7", "/root/.pyenv/versions/3.11.7",
+      "--bind", "/srv/work/exp-1/attempt-1", "/srv/work/exp-1/attempt-1",
+      "--perms", "0755", "--dir", "/home/op/cache/venvs",
+      "--ro-bind", "/home/op/cache/venvs/abc", "/home/op/cache/venvs/abc",
+      "--remount-ro", "/root", "--remount-ro", "/srv/work", "--remount-ro", "/home/op",
+      // only card 1 and the driver's control nodes; no /dev/dri, no other card
+      "--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps", "--dev-bind", "/dev/nvidia-modeset", "/dev/nvidia-modeset",
+      "--dev-bind", "/dev/nvidia-uvm", "/dev/nvidia-uvm", "--dev-bind", "/dev/nvidia-uvm-tools", "/dev/nvidia-uvm-tools",
+      "--dev-bind", "/dev/nvidia1", "/dev/nvidia1", "--dev-bind", "/dev/nvidiactl", "/dev/nvidiactl",
+      "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--die-with-parent", "--",
+      "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs", "--",
+      "/usr/bin/bwrap", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns", "--dev-bind", "/", "/", "--proc", "/proc",
+      "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net",
+      "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv", "--args", "3",
+      "--chdir", "/srv/work/exp-1/attempt-1/workspace",
+      // the request's arguments come only after the last "--": never options of bwrap or setpriv
+      "--", "/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind",
+    ]);
+  });
+
+  test("GPUs: a list of minors binds only those cards (class 10); none allocated binds none", () => {
+    const two = bwrapArgv({ ...base, gpuDevices: [0, 2] }, ["python"], host).join(" ");
+    expect(two).toContain("--dev-bind /dev/nvidia0 /dev/nvidia0");
+    expect(two).toContain("--dev-bind /dev/nvidia2 /dev/nvidia2");
+    expect(two).not.toContain("/dev/nvidia1 ");
+    expect(two).not.toContain("/dev/dri");
+    expect(bwrapArgv({ ...base, gpuDevices: [] }, ["python"], host).join(" ")).not.toContain("nvidia");
+    expect(bwrapArgv({ ...base, gpuDevices: false }, ["python"], host).join(" ")).not.toContain("nvidia");
+  });
+
+  test("minor numbers from /proc/driver/nvidia, NVML's index where the driver does not say", () => {
+    const proc = mkdtempSync("/var/tmp/nvidia-proc-");
+    try {
+      mkdirSync(join(proc, "0000:3b:00.0"));
+      writeFileSync(join(proc, "0000:3b:00.0", "information"), "Model: \t\t NVIDIA H100\nIRQ:   \t\t 42\nDevice Minor: \t 5\nBus Location: \t 0000:3b:00.0\n");
+      expect(procBusId("00000000:3B:00.0")).toBe("0000:3b:00.0");
+      expect(procBusId("0000:3b:00.0")).toBe("0000:3b:00.0");
+      expect(deviceMinor("00000000:3B:00.0", proc)).toBe(5);
+      expect(deviceMinor("00000000:AF:00.0", proc)).toBeUndefined();
+      const r = gpuMinors([{ uuid: "GPU-a", index: 0, pciBusId: "00000000:3B:00.0" }, { uuid: "GPU-b", index: 1, pciBusId: "00000000:AF:00.0" }], proc);
+      expect(r).toEqual({ minors: { "GPU-a": 5, "GPU-b": 1 }, guessed: ["GPU-b"] });
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
+  });
+
+  test("the job's environment as bwrap --args and as the env loader's script", () => {
+    const env = { FOO: "a b", LD_PRELOAD: "./evil.so", "BAD=NAME": "x", "dotted.name": "y", Q: "it's" };
+    const args = bwrapEnvArgs(env).toString("utf8").split("\0");
+    expect(args.slice(0, 6)).toEqual(["--setenv", "FOO", "a b", "--setenv", "LD_PRELOAD", "./evil.so"]);
+    expect(args).not.toContain("BAD=NAME");
+    expect(args).toContain("dotted.name");
+    const { script, skipped } = shellEnvScript(env);
+    expect(skipped).toEqual(["BAD=NAME", "dotted.name"]);
+    expect(script).toContain("unset PATH LANG\n");
+    expect(script).toContain("export Q='it'\\''s'\n");
+    expect(envLoaderArgv(["python", "x"]).slice(-2)).toEqual(["python", "x"]);
+    expect(LAUNCHER_ENV).toEqual({ PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" });
+  });
+});
+
+describe.skipIf(missing || !isRoot)("two stages with the real bubblewrap, runner root, job as nobody", () => {
+  // `root` is a mkdtemp directory (0700): nobody cannot walk into it, and the interpreter lives
+  // under /root (0700) too; the sandbox must still reach both.
+  const jobOptions = (over: Partial<SandboxOptions> = {}) => options({ jobUser: NOBODY, hiddenPaths: [secretFile, secretDir, socketPath, work, cache, "/root"], ...over });
+
+  test("probeSandbox runs a job as nobody", async () => {
+    expect(await probeSandbox(BWRAP, { jobUser: NOBODY, network: "loopback" })).toBeUndefined();
+  });
+
+  test("h. uid/gid nobody, no capabilities, no_new_privs, no user namespaces, /etc/shadow unreadable, secrets hidden, own dir writable", async () => {
+    spawnSync("chown", ["-R", "65534:65534", exp]);
+    const r = await inside(
+      `${PY_TRY}
+import subprocess
+st = {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status")}
+print(json.dumps({
+  "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+  "capEff": st["CapEff"], "capPrm": st["CapPrm"], "noNewPrivs": st["NoNewPrivs"],
+  "unshareU": subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode,
+  "shadow": attempt(lambda: read("/etc/shadow")),
+  "secret": attempt(lambda: read(${JSON.stringify(join(secretDir, "credentials"))})),
+  "rootHome": attempt(lambda: ",".join(os.listdir("/root"))),
+  "otherExperiment": attempt(lambda: read(${JSON.stringify(join(otherExp, "other.txt"))})),
+  "exp": attempt(lambda: write(${JSON.stringify(join(exp, "job-wrote.txt"))})),
+  "tmp": attempt(lambda: write("/tmp/x")),
+  "shm": attempt(lambda: write("/dev/shm/x")),
+  "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+  "dev": sorted(os.listdir("/dev")),
+}))`,
+      jobOptions(),
+    );
+    console.log("inside, as nobody:", JSON.stringify(r));
+    expect([r.uid, r.euid, r.gid]).toEqual([65534, 65534, 65534]);
+    expect(r.groups).toEqual([]);
+    expect(r.capEff).toBe("0000000000000000");
+    expect(r.capPrm).toBe("0000000000000000");
+    expect(r.noNewPrivs).toBe("1");
+    expect(r.unshareU).not.toBe(0);
+    expect(r.shadow).toBe("EACCES");
+    expect(r.secret).toBe("ENOENT");
+    expect(r.rootHome).toBe("EACCES");
+    expect(r.otherExperiment).toBe("ENOENT");
+    expect(r.exp).toBe("ok:written");
+    expect(r.tmp).toBe("ok:written");
+    expect(r.shm).toBe("ok:written");
+    expect(r.dev).toEqual(["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]);
+    expect((r.pids as number[]).length).toBeLessThanOrEqual(3); // bwrap's init, python (and a transient child)
+    // on the host, the job's file belongs to nobody
+    expect(statSync(join(exp, "job-wrote.txt")).uid).toBe(65534);
+  });
+
+  test("i. the environment reaches only the job: not bwrap's argv or environ, not setpriv's", async () => {
+    const secret = `JOB-ENV-SECRET-${process.pid}-${Date.now()}`;
+    const lines: string[] = [];
+    const argv = bwrapArgv(jobOptions({ envArgsFd: 3 }), [PYTHON, "-c", "import os, sys, time; print('env', os.environ.get('SECRET_VALUE'), os.environ.get('PATH'), flush=True); time.sleep(3)"]);
+    const job = new JobProcess(argv, { cwd: exp, env: LAUNCHER_ENV, onLine: (l) => lines.push(l), sandboxed: true, jobEnvPayload: bwrapEnvArgs({ SECRET_VALUE: secret, PATH: "/job/bin" }) });
+    const until = Date.now() + 15_000;
+    while (!lines.some((l) => l.startsWith("env ")) && Date.now() < until) await Bun.sleep(25);
+    // While it runs: every launcher process (both bwraps) on the host, read by root
+    const leaks: string[] = [];
+    for (const e of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+      try {
+        const comm = readFileSync(`/proc/${e}/comm`, "utf8").trim();
+        if (comm !== "bwrap" && comm !== "setpriv") continue;
+        for (const f of ["cmdline", "environ"]) if (readFileSync(`/proc/${e}/${f}`, "utf8").includes(secret)) leaks.push(`${e}/${f}`);
+      } catch {
+        // gone
+      }
+    }
+    const exit = await job.exited;
+    expect(lines).toContain(`env ${secret} /job/bin`);
+    expect(leaks).toEqual([]);
+    expect(exit.code).toBe(0);
+  });
+
+  test("j. TIOCSTI: with --new-session the job cannot push input into the runner's terminal (host-checked)", async () => {
+    const mark = join(root, `tiocsti-${Date.now()}`);
+    const probe = `import fcntl, termios
+try:
+    for c in "touch ${mark}\\n": fcntl.ioctl(0, termios.TIOCSTI, c)
+    print("TIOCSTI: ok")
+except OSError as e:
+    print("TIOCSTI: denied", e.errno)`;
+    const shellAfter = (cmd: string) => `${cmd}; read -t 2 line && eval "$line"; true`;
+    const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+    // control: the same probe outside the sandbox injects into the terminal and the shell runs it
+    const control = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(`${PYTHON} -c ${q(probe)}`))}`, "/dev/null"], { encoding: "utf8", timeout: 20_000 });
+    const controlWorked = existsSync(mark);
+    rmSync(mark, { force: true });
+    spawnSync("chown", ["-R", "65534:65534", exp]);
+    const argv = bwrapArgv(jobOptions(), [PYTHON, "-c", probe]).map(q).join(" ");
+    const sandboxed = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(argv))}`, "/dev/null"], { encoding: "utf8", timeout: 20_000 });
+    console.log("TIOCSTI control:", control.stdout.trim().split("\n")[0], "; sandboxed:", sandboxed.stdout.trim().split("\n")[0]);
+    if (!controlWorked) console.warn("the control injection (outside the sandbox) did not reach the shell either: the sandboxed check proves less");
+    expect(sandboxed.stdout).toContain("TIOCSTI: denied");
+    expect(existsSync(mark)).toBe(false);
   });
 });
