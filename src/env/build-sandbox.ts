@@ -5,22 +5,18 @@
 // only the venv being built writable, the runner's secrets, config, queue, working dir and caches
 // (other venvs included) hidden, no capabilities, no nested user namespaces.
 //
-// A root runner cannot simply hand bwrap to the job user: bwrap resolves every bind source as the
-// user that runs it, and the interpreter or the cache often sit under a directory that user cannot
-// enter (/root is 0700). So as root there are two layers: an outer bwrap, run by the runner, builds
-// the mount namespace (the untraversable ancestors hidden behind tmpfs, the few needed paths bound
-// back with traversable parents) and keeps only CAP_SETUID/CAP_SETGID; setpriv drops to the job
-// user; an inner unprivileged bwrap gives the build its own user namespace (uid/gid mapped 1:1)
-// with further user namespaces disabled.
+// A root runner cannot simply hand bwrap to the job user (bwrap resolves every bind source as the
+// user that runs it, and /root is 0700): the build uses the jobs' two-stage launch from
+// ../sandbox/bwrap.ts (root builds the view and keeps only CAP_SETUID/CAP_SETGID, setpriv drops to
+// the job user, an unprivileged bwrap gives it its own user namespace with none nested).
 
 import { spawn } from "node:child_process";
-import { existsSync, realpathSync, statSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import { dirname, isAbsolute, join, sep } from "node:path";
-import { bwrapArgv } from "../sandbox/bwrap.ts";
+import { bwrapArgv, hostFileSystem } from "../sandbox/bwrap.ts";
 import { asJobUser, type JobUser } from "../sandbox/job-user.ts";
+import { LAUNCHER_ENV } from "../exec/launcher-env.ts";
 
-/** The fixed PATH of every launcher and of the build. */
-export const LAUNCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export type BuildIsolation = {
   /** The runner's bubblewrap sandbox (present whenever experiments are sandboxed). */
@@ -37,7 +33,7 @@ const PASSED = /^(PIP_[A-Z0-9_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL
  * settings the runner imposes (no shared wheel/http cache, no prompts, no version check).
  */
 export function buildEnv(runnerEnv: Record<string, string | undefined>, home: string): Record<string, string> {
-  const env: Record<string, string> = { PATH: LAUNCH_PATH, LANG: "C.UTF-8", HOME: home };
+  const env: Record<string, string> = { ...LAUNCHER_ENV, HOME: home };
   for (const [k, v] of Object.entries(runnerEnv)) if (v !== undefined && PASSED.test(k)) env[k] = v;
   env.PIP_NO_CACHE_DIR = "1";
   delete env.PIP_CACHE_DIR;
@@ -59,18 +55,6 @@ export function pipSettingPaths(env: Record<string, string | undefined>): string
   return [...new Set(out)];
 }
 
-/** Whether `user` may search (x) directory `path` by its mode bits. */
-function traversable(user: JobUser, path: string): boolean {
-  try {
-    const s = statSync(path);
-    if (s.uid === user.uid) return (s.mode & 0o100) !== 0;
-    if (s.gid === user.gid) return (s.mode & 0o010) !== 0;
-    return (s.mode & 0o001) !== 0;
-  } catch {
-    return false;
-  }
-}
-
 /** The ancestors of `path` (canonical) that `user` cannot enter, outermost first. */
 export function blockedAncestors(user: JobUser, path: string): string[] {
   const out: string[] = [];
@@ -83,7 +67,7 @@ export function blockedAncestors(user: JobUser, path: string): string[] {
   const parts = real.split(sep).filter(Boolean);
   for (let i = 1; i < parts.length; i++) {
     const dir = sep + parts.slice(0, i).join(sep);
-    if (!traversable(user, dir)) out.push(dir);
+    if (!hostFileSystem.searchable!(dir, user)) out.push(dir);
   }
   return out;
 }
@@ -93,83 +77,30 @@ export function reachable(user: JobUser, paths: string[]): boolean {
   return paths.every((p) => blockedAncestors(user, p).length === 0);
 }
 
-/** Runs argv in the build's sandbox (see the header); `buildDir` is the only writable path. */
+/**
+ * Runs argv in the build's sandbox (see the header): the jobs' own launch (bwrapArgv: two stages as
+ * the job user when the runner is root, one stage with its own user namespace otherwise), with the
+ * network shared, no GPUs and `buildDir` the only writable path.
+ */
 export function buildArgv(iso: BuildIsolation, o: { buildDir: string; readOnlyPaths: string[]; runAsJobUser: boolean }, command: string[]): string[] {
   // The runner may run with umask 077; the venv must be readable by the jobs that use it.
   const inner = ["/bin/sh", "-c", 'umask 022 && exec "$@"', "sh", ...command];
   const user = o.runAsJobUser ? iso.jobUser : undefined;
   if (!iso.sandbox) return asJobUser(user, inner);
-  const readOnlyPaths = o.readOnlyPaths.filter((p) => existsSync(p));
-  const hiddenPaths = [...iso.sandbox.hiddenPaths];
-  const binds = [o.buildDir, ...readOnlyPaths];
-  if (user) for (const p of binds) hiddenPaths.push(...blockedAncestors(user, p));
-  const sandboxed = user
-    ? asJobUser(user, [
-        iso.sandbox.bwrapPath,
-        "--unshare-user",
-        "--uid",
-        String(user.uid),
-        "--gid",
-        String(user.gid),
-        "--disable-userns",
-        "--dev-bind",
-        "/",
-        "/",
-        "--cap-drop",
-        "ALL",
-        "--die-with-parent",
-        "--chdir",
-        o.buildDir,
-        "--",
-        ...inner,
-      ])
-    : inner;
-  const argv = bwrapArgv(
+  return bwrapArgv(
     {
       bwrapPath: iso.sandbox.bwrapPath,
       experimentDir: o.buildDir,
-      readOnlyPaths,
-      hiddenPaths,
+      readOnlyPaths: o.readOnlyPaths.filter((p) => existsSync(p)),
+      hiddenPaths: iso.sandbox.hiddenPaths,
       network: "shared",
       gpuDevices: false,
       cwd: o.buildDir,
+      jobUser: user,
+      disableUserns: !user,
     },
-    sandboxed,
+    inner,
   );
-  const end = argv.indexOf("--");
-  const dropAt = argv.indexOf("--cap-drop");
-  if (end < 0 || dropAt < 0 || dropAt > end) throw new Error("buildArgv: unexpected bwrap command line");
-  if (!user) {
-    // The runner is not root: bwrap's own user namespace, and none inside it.
-    argv.splice(dropAt, 0, "--unshare-user", "--disable-userns");
-    return argv;
-  }
-  // setpriv needs these two to become the job user; they are gone once it has.
-  argv.splice(dropAt + 2, 0, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
-  // Directories bwrap creates inside a hiding tmpfs (the parents of the paths bound back) are 0700:
-  // open them to the job user before the tmpfs is made read-only.
-  const hiddenDirs = new Set<string>();
-  for (let i = 0; i + 1 < argv.length && i < end; i++) if (argv[i] === "--tmpfs") hiddenDirs.add(argv[i + 1]!);
-  const opened = new Set<string>();
-  for (const p of binds) {
-    let real: string;
-    try {
-      real = realpathSync(p);
-    } catch {
-      continue;
-    }
-    for (let d = dirname(real); d !== sep && d !== "."; d = dirname(d)) {
-      if (hiddenDirs.has(d)) break;
-      if ([...hiddenDirs].some((h) => d.startsWith(h + sep))) opened.add(d);
-    }
-  }
-  const chmods = [...opened].sort((a, b) => a.split(sep).length - b.split(sep).length).flatMap((d) => ["--chmod", "0711", d]);
-  const firstRemount = argv.indexOf("--remount-ro");
-  argv.splice(firstRemount >= 0 && firstRemount < end ? firstRemount : argv.indexOf("--unshare-pid"), 0, ...chmods);
-  // The private /tmp is made by root: let the job user write there (pip builds in it).
-  const tmp = argv.findIndex((a, i) => a === "--tmpfs" && argv[i + 1] === "/tmp" && argv[i - 2] !== "--perms");
-  if (tmp > 0) argv.splice(tmp, 0, "--perms", "1777");
-  return argv;
 }
 
 export type BuildResult = { code: number; output: string };

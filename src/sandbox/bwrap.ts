@@ -300,7 +300,7 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
 
   // The job user must be able to walk to every bound path. Where it could not search a directory
   // on the way, that directory is covered by an empty tmpfs (it could see nothing below it anyway)
-  // and the path below is recreated there, searchable (bwrap would create it mode 0700).
+  // and the path below is recreated there, searchable but not listable (0711; bwrap would create it 0700).
   if (user) {
     const binds = mounts.filter((m) => m.rank > 0).map((m) => m.path);
     const hiddenDirs = new Set(mounts.filter((m) => m.rank === 0 && m.args.includes("--tmpfs")).map((m) => m.path));
@@ -314,7 +314,7 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
         } else if (hiddenDirs.has(dir) || PRIVATE_ROOTS.includes(dir)) {
           inTmpfs = true;
         } else if (inTmpfs) {
-          if (!created.has(dir)) mounts.push({ path: dir, rank: -1, args: ["--perms", "0755", "--dir", dir] });
+          if (!created.has(dir)) mounts.push({ path: dir, rank: -1, args: ["--perms", "0711", "--dir", dir] });
           created.add(dir);
         } else if (host.searchable && !host.searchable(dir, user)) {
           hideDir(dir);

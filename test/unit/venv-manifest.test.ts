@@ -7,7 +7,8 @@ import { chmodSync, lstatSync, mkdirSync, renameSync, symlinkSync, utimesSync, w
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildArgv, buildEnv, LAUNCH_PATH, pipSettingPaths } from "../../src/env/build-sandbox.ts";
+import { buildArgv, buildEnv, pipSettingPaths } from "../../src/env/build-sandbox.ts";
+import { LAUNCHER_PATH } from "../../src/exec/launcher-env.ts";
 import { manifestDigest, sealVenv, takeManifest, verifyManifest } from "../../src/env/venv-manifest.ts";
 
 async function fakeVenv() {
@@ -93,7 +94,7 @@ describe("build environment and command line", () => {
       "/tmp",
     );
     expect(env).toEqual({
-      PATH: LAUNCH_PATH,
+      PATH: LAUNCHER_PATH,
       LANG: "C.UTF-8",
       HOME: "/tmp",
       PIP_INDEX_URL: "file:///opt/pypi/simple",
@@ -135,7 +136,7 @@ describe("build environment and command line", () => {
     );
     const text = argv.join(" ");
     expect(text).toContain("--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID");
-    expect(text).toContain("-- /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups -- /usr/bin/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns");
+    expect(text).toMatch(/-- \/usr\/bin\/setpriv --reuid=65534 --regid=65534 --clear-groups .*-- \/usr\/bin\/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns/);
     expect(text).toContain("--perms 1777 --tmpfs /tmp");
   });
 });
