@@ -31,7 +31,9 @@ describe("runner killed mid-job", () => {
       });
       enqueue(sb.queueRoot, "local_crash", exp.message);
 
-      const first = new RunnerProcess(sb, []);
+      // The job reports its own pid, a host pid only outside a PID namespace: this is the
+      // unsandboxed case (a sandboxed job dies with its bwrap; isolation/limits.ts checks that on the host).
+      const first = new RunnerProcess(sb, ["--sandbox", "none"]);
       await first.waitForLog(/starting experiment/);
       // Wait until the script itself runs.
       let pid = 0;
@@ -46,7 +48,7 @@ describe("runner killed mid-job", () => {
       await first.exited;
       expect(filesIn(join(sb.queueRoot, ".inflight", "local_crash")).length).toBe(1);
 
-      const second = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+      const second = new RunnerProcess(sb, ["--sandbox", "none", "--limit-tasks", "1"]);
       expect(await second.exited).toBe(0);
       expect(second.stderr).toContain(`stopped orphaned experiment ${exp.key}`);
       expect(second.stderr).toContain("recovered message local_crash/");

@@ -96,7 +96,9 @@ time.sleep(300)
       m.experiment.max_duration = "2s";
     });
     enqueue(sb.queueRoot, "local_timeout", exp.message);
-    const r = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+    // The child's pid as the job prints it is a host pid only outside a PID namespace: unsandboxed
+    // here (the sandboxed tree is checked from the host in isolation/launchers.ts).
+    const r = new RunnerProcess(sb, ["--sandbox", "none", "--limit-tasks", "1"]);
     expect(await r.exited).toBe(0);
     const log = tarMember(join(exp.experimentDir, "output.tar"));
     expect(log).toContain("time limit of 2s (experiment.max_duration) reached");
