@@ -11,7 +11,7 @@ DEMO=${DEMO_DIR:-$(mktemp -d -t studio-runner-demo-XXXX)}
 mkdir -p "$DEMO"
 echo "== demo directory: $DEMO"
 
-"$BIN" run --queue-root "$DEMO/queue" --working-dir "$DEMO/work" --cache-dir "$DEMO/cache" --limit-tasks 1 2> "$DEMO/runner.log" &
+"$BIN" run --queue-root "$DEMO/queue" --working-dir "$DEMO/work" --cache-dir "$DEMO/cache" --file-storage-roots "$DEMO/storage" --limit-tasks 1 2> "$DEMO/runner.log" &
 runner=$!
 trap 'kill $runner 2>/dev/null || true' EXIT
 
