@@ -11,7 +11,7 @@ import { pipeline } from "node:stream/promises";
 import { PubsubQueueBackend } from "../../src/queue/pubsub/pubsub-queue.ts";
 import { configureGcs } from "../../src/storage/gcs/gcs-clients.ts";
 import { GcsStore } from "../../src/storage/gcs/gcs-store.ts";
-import { FIXTURE, fixtureOnFileStorage, makeSandbox, makeTar, REPO, runBinaryAsync, RunnerProcess, SHARED_CACHE, sha256File, tarMember, tarNames } from "../helpers/e2e.ts";
+import { FIXTURE, fixtureOnFileStorage, withFreshKey, makeSandbox, makeTar, REPO, runBinaryAsync, RunnerProcess, SHARED_CACHE, sha256File, tarMember, tarNames } from "../helpers/e2e.ts";
 import { startGcsServer, type GcsTestServer } from "../helpers/gcs-server.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator, type PubsubEmulator } from "../helpers/pubsub-emulator.ts";
 
@@ -117,10 +117,13 @@ describe("Google Pub/Sub: ack deadlines and crashes, from the binary", () => {
       const env = { PUBSUB_EMULATOR_HOST: emulator.host };
       const args = (q: string, extra: string[]) => ["--pubsub-project", project, "--queue-match", `^${q}$`, "--pubsub-ack-deadline", "10s", "--file-storage-roots", sb.storageRoot, ...extra];
       const publish = async (q: string, sleepS: number) => {
-        const exp = fixtureOnFileStorage(sb.storageRoot, { "train.py": script, "data/input.txt": "x\n" }, (m) => {
-          m.experiment.pythonenv = [];
-          m.config.env = { SLEEP_S: String(sleepS) };
-        });
+        // A key of its own each time: the second run of one key would be refused as a replay.
+        const exp = withFreshKey(
+          fixtureOnFileStorage(sb.storageRoot, { "train.py": script, "data/input.txt": "x\n" }, (m) => {
+            m.experiment.pythonenv = [];
+            m.config.env = { SLEEP_S: String(sleepS) };
+          }),
+        );
         const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
         await producer.publish(q, JSON.stringify(exp.message));
         await producer.close();

@@ -206,6 +206,16 @@ export function fixtureOnFileStorage(
   return { message, key: exp.key, experimentDir: join(storageRoot, bucket, "experiments", exp.key) };
 }
 
+/**
+ * The same experiment under a key of its own, as the client gives every new run one: a runner
+ * refuses a key it has already completed as a replay, so tests that run the captured message twice
+ * in one working directory rename the second.
+ */
+export function withFreshKey<T extends { message: Record<string, any>; key: string; experimentDir: string }>(exp: T): T {
+  const key = `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
+  return { ...exp, message: JSON.parse(JSON.stringify(exp.message).replaceAll(exp.key, key)), key, experimentDir: exp.experimentDir.replace(exp.key, key) };
+}
+
 /** Put a message into a local queue the way the python client does (a uuid-named file). */
 export function enqueue(queueRoot: string, queue: string, body: string | object): string {
   const id = crypto.randomUUID();
