@@ -45,7 +45,9 @@ describe("RabbitMQ restart", () => {
         queue,
         exps.map((e) => e.message),
       );
-      const args = ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--file-storage-roots", sb.storageRoot];
+      // --sandbox none on purpose: every run appends its key to one host file (RUNS_LOG) that the
+      // sandbox would rightly keep read-only; what is tested here is the broker, not the sandbox.
+      const args = ["--sandbox", "none", "--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--file-storage-roots", sb.storageRoot];
       const runners = [new RunnerProcess(sb, args), new RunnerProcess(sb, args)];
       const all = () => runners.map((r) => r.stderr).join("\n");
       const count = (re: RegExp) => (all().match(re) ?? []).length;

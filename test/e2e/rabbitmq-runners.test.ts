@@ -45,7 +45,9 @@ async function publishBatch(sb: Sandbox, queue: string, sleepS: string): Promise
 }
 
 const runner = (sb: Sandbox, queue: string) =>
-  new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--max-deliveries", "5", "--file-storage-roots", sb.storageRoot]);
+  // --sandbox none on purpose: every run appends its key to one host file (RUNS_LOG) that the
+  // sandbox would rightly keep read-only; what is tested here is the broker, not the sandbox.
+  new RunnerProcess(sb, ["--sandbox", "none", "--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--max-deliveries", "5", "--file-storage-roots", sb.storageRoot]);
 
 const finishedKeys = (runners: RunnerProcess[]) => {
   const done = new Set<string>();
