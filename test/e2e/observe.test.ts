@@ -6,8 +6,7 @@
 // --admin-token-file, suspend and resume taking work.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { POLL_WAIT_MS, UNHEALTHY_AFTER_MS } from "../../src/observe/health.ts";
@@ -141,30 +140,36 @@ describe("observability endpoint (--prom-address)", () => {
 
   test("/healthz turns red within two poll periods when discovery hangs, and green when the loop moves again", async () => {
     const sb = await makeSandbox("observe-health", { cacheDir: SHARED_CACHE });
-    const { runner, url } = await startRunner(sb);
+    // Discovery lists the SQS queues of every account on each pass. An SQS endpoint that answers
+    // ListQueues (AWS JSON protocol, no queues) until the test holds its answers makes discover()
+    // and with it the whole poll loop wait — in the runner's real code, while the process and its
+    // HTTP server stay up. (A FIFO in the local queue used to do this; the local queue no longer
+    // opens anything but regular files.)
+    let release: (() => void) | undefined;
+    let held: Promise<void> | undefined;
+    const sqs = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch() {
+        if (held) await held;
+        return new Response(JSON.stringify({ QueueUrls: [] }), { headers: { "content-type": "application/x-amz-json-1.0" } });
+      },
+    });
+    cleanups.push(async () => {
+      release?.();
+      sqs.stop(true);
+    });
+    const certs = join(sb.dir, "sqs-certs", "stall");
+    mkdirSync(certs, { recursive: true });
+    writeFileSync(join(certs, "credentials"), "[default]\naws_access_key_id = AKIASTALL\naws_secret_access_key = stall-secret-not-real\n");
+    writeFileSync(join(certs, "config"), "[default]\nregion = us-east-1\n");
+    const { runner, url } = await startRunner(sb, ["--sqs-certs", join(sb.dir, "sqs-certs"), "--sqs-endpoint", `http://127.0.0.1:${sqs.port}`]);
     cleanups.push(() => runner.stop());
     await waitFor("ready", async () => (await code(url, "/readyz")) === 200, 60_000);
     expect(await code(url, "/healthz")).toBe(200);
 
-    // Discovery recovers claims of dead runners and reads each one's delivery record. That record
-    // is made a FIFO nobody writes to, so the read (and with it discover() and the whole poll
-    // loop) waits — in the runner's real code, while the process and its HTTP server stay up.
-    const queue = "local_stall";
-    const name = crypto.randomUUID();
-    const exp = experiment(sb, { STEPS: "1" });
-    mkdirSync(join(sb.queueRoot, ".attempts", queue), { recursive: true });
-    mkdirSync(join(sb.queueRoot, ".inflight", queue), { recursive: true });
-    const fifo = join(sb.queueRoot, ".attempts", queue, `${name}.json`);
-    const mk = Bun.spawnSync(["mkfifo", fifo]);
-    expect(mk.exitCode).toBe(0);
-    const claim = join(sb.dir, "claim.tmp");
-    writeFileSync(claim, JSON.stringify(exp.message));
-    const longAgo = new Date(Date.now() - 600_000);
-    utimesSync(claim, longAgo, longAgo); // a heartbeat older than the 60 s lease: its runner is gone
-    renameSync(claim, join(sb.queueRoot, ".inflight", queue, `${name}@@another-host~4242~deadbeef`));
+    held = new Promise<void>((resolve) => (release = resolve));
     const stalledAtMs = Date.now();
-    mkdirSync(join(sb.queueRoot, queue), { recursive: true });
-
     const red = await waitFor(
       "/healthz to turn red",
       async () => {
@@ -178,23 +183,24 @@ describe("observability endpoint (--prom-address)", () => {
     expect(red.sinceLastPassMs).toBeGreaterThan(UNHEALTHY_AFTER_MS);
     expect(red.sinceLastPassMs).toBeLessThan(UNHEALTHY_AFTER_MS + 1_500);
     expect(red.reason).toContain("has not completed a pass");
-    // … and at most one loop wait later than that, counted from the moment the stall was set up.
-    expect(redAfterMs).toBeLessThan(UNHEALTHY_AFTER_MS + POLL_WAIT_MS + 2_000);
+    // … and at most one loop wait (plus the 2 s the SQS list is reused) later than that.
+    expect(redAfterMs).toBeLessThan(UNHEALTHY_AFTER_MS + POLL_WAIT_MS + 4_000);
     // The process and the endpoint are alive; only the loop is stuck.
     expect(runner.child.exitCode).toBeNull();
     expect(await code(url, "/metrics")).toBe(200);
     expect((await status(url)).runner.healthy).toBe(false);
 
-    // Let the read finish: the loop moves on, recovers the message and runs it.
-    const writer = spawn("sh", ["-c", 'printf \'{"deliveries":0,"reasons":[]}\' > "$0"', fifo], { stdio: "ignore" });
-    await new Promise((resolve) => writer.on("exit", resolve));
+    // Let the answers go: the loop moves on and takes work again.
+    held = undefined;
+    release!();
     await waitFor("/healthz to turn green again", async () => (await code(url, "/healthz")) === 200, 30_000);
-    const after = await waitFor("the recovered experiment to finish", async () => {
+    const exp = experiment(sb, { STEPS: "1" });
+    enqueue(sb.queueRoot, "local_stall", exp.message);
+    const after = await waitFor("the experiment queued after the stall to finish", async () => {
       const s = await status(url);
       return s.finished.find((f) => f.key === exp.key);
     }, 180_000, 500);
     expect(after.result).toBe("succeeded");
-    expect(runner.stderr).toContain("recovered message local_stall/");
     await runner.stop();
   }, 300_000);
 
