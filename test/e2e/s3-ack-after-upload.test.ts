@@ -73,7 +73,9 @@ describe("S3 storage: ack only after the final upload", () => {
 
       const queue = "local_s3ack";
       const id = enqueue(sb.queueRoot, queue, msg);
-      const runner = new RunnerProcess(sb, ["--max-deliveries", "200"]);
+      // --sandbox none on purpose: the job and the test signal each other through two files outside
+      // the job's directory (RUNNING_FLAG, RELEASE_FLAG), which the sandbox rightly keeps from it.
+      const runner = new RunnerProcess(sb, ["--sandbox", "none", "--max-deliveries", "200"]);
       try {
         await waitFor("the experiment to run", () => existsSync(running));
         await server.stop({ keepData: true });
