@@ -4,10 +4,11 @@
 // The same script with an explicit --sandbox none is the control: there each of those succeeds.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { enqueue, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import { processesWith } from "../helpers/host-processes.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 if (!HAVE_BWRAP) console.warn("\n*** bubblewrap is not installed (apt-get install bubblewrap): the sandbox tests cannot run ***\n");
@@ -42,19 +43,6 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-/** Processes whose command line holds the marker. */
-function processesWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (readFileSync(`/proc/${e}/cmdline`, "utf8").includes(marker)) out.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 async function probe(mode: "none" | "shared" | "loopback") {
   const sb = await makeSandbox(`sandbox-${mode}`, { cacheDir: SHARED_CACHE });

@@ -3,28 +3,17 @@
 // kills a recorded job only while the pid is still that job, and never trusts the attempt
 // directory; the runner's directories are refused when another uid owns them or others may write them.
 import { describe, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
+
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { isProcessRunning, processGroupOf, processStartTicks } from "../../src/exec/pid.ts";
 import { ensurePrivateDir, PrivateDirError, writeNewPrivateFile } from "../../src/runner/private-dirs.ts";
 import { forgetOwner, reapOrphans, recordOwner } from "../../src/task/orphans.ts";
+import { deadPid, detachedSleep } from "../helpers/host-processes.ts";
 
 const tmp = (name: string) => mkdtempSync(join(tmpdir(), `${name}-`));
 const asRoot = process.geteuid?.() === 0;
-
-function detachedSleep() {
-  const child = spawn("sleep", ["600"], { detached: true, stdio: "ignore" });
-  child.unref();
-  return child.pid!;
-}
-
-async function deadPid(): Promise<number> {
-  const child = spawn("true", [], { stdio: "ignore" });
-  await new Promise((r) => child.on("exit", r));
-  return child.pid!;
-}
 
 describe("pids", () => {
   test("start time (field 22) and process group come from /proc/<pid>/stat", () => {

@@ -9,6 +9,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { enqueue, makeSandbox, REPO, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../../helpers/e2e.ts";
+import { processesWith } from "../../helpers/host-processes.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 const HAVE_GCC = spawnSync("gcc", ["--version"]).status === 0;
@@ -89,18 +90,6 @@ time.sleep(6)
 print("job done", flush=True)
 `;
 
-function pidsWith(text: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (readFileSync(`/proc/${e}/cmdline`, "utf8").includes(text)) out.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 const comm = (pid: number) => {
   try {
     return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
@@ -168,7 +157,7 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         let jobPid: number | undefined;
         const until = Date.now() + 150_000;
         while (!jobPid && Date.now() < until) {
-          jobPid = pidsWith(marker).find((p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"));
+          jobPid = processesWith(marker).find((p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"));
           if (!jobPid) await Bun.sleep(100);
         }
         expect(jobPid).toBeDefined();
@@ -181,7 +170,7 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         expect(st.NoNewPrivs).toBe("1");
         // The launchers (both bwrap stages, setpriv while it lives): no job env on their command
         // line or in their environment; the request's "--" arguments only after the last "--".
-        const launchers = pidsWith(marker).filter((p) => ["bwrap", "setpriv", "sh"].includes(comm(p)));
+        const launchers = processesWith(marker).filter((p) => ["bwrap", "setpriv", "sh"].includes(comm(p)));
         expect(launchers.length).toBeGreaterThan(0);
         for (const p of launchers) {
           const cmdline = readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0");
@@ -231,7 +220,7 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
       expect(log).toContain("job done");
       expect(log).toContain("experiment exited with code 0");
       expect(runner.stderr).toContain("--sandbox auto");
-      const left = pidsWith(marker);
+      const left = processesWith(marker);
       for (const p of left) process.kill(p, "SIGKILL");
       expect(left).toEqual([]);
     },

@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs
 import { join } from "node:path";
 import { detectCgroups } from "../../../src/exec/cgroup.ts";
 import { enqueue, filesIn, makeSandbox, REPO, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../../helpers/e2e.ts";
+import { processesWith } from "../../helpers/host-processes.ts";
 
 const support = detectCgroups();
 const cgroupsUsable = support.version !== "none";
@@ -20,19 +21,6 @@ if (cgroupsUsable && !pidsLimited) console.warn("\n*** no pids controller for us
 const STANDIN = join(REPO, "test/helpers/apptainer-standin");
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 
-/** Pids of host processes whose command line holds `marker`. */
-function processesWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (readFileSync(`/proc/${e}/cmdline`, "utf8").includes(marker)) out.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 /** Waits until `done()` or `timeoutMs`; returns done()'s last answer. */
 async function until<T>(done: () => T, timeoutMs: number, everyMs = 50): Promise<T> {

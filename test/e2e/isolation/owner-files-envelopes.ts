@@ -6,7 +6,7 @@
 // refused (or left in the queue) with their reasons, while a request requeued by a crash still runs.
 
 import { describe, expect, test } from "bun:test";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createPrivateKey } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -37,6 +37,7 @@ print("forged owner record; job pid", os.getpid(), flush=True)
 time.sleep(float(os.environ.get("SLEEP_S", "8")))
 print("attempt finished", flush=True)
 `;
+import { deadPid, detachedSleep } from "../../helpers/host-processes.ts";
 
 const PLAIN = "print('ran', flush=True)\n";
 
@@ -56,18 +57,7 @@ async function waitFor<T>(what: string, probe: () => T | undefined | false, time
   }
 }
 
-/** An unrelated host process, leader of its own process group (what the old reaper killed). */
-function victim(): number {
-  const child = spawn("sleep", ["600"], { detached: true, stdio: "ignore" });
-  child.unref();
-  return child.pid!;
-}
 
-async function deadPid(): Promise<number> {
-  const child = spawn("true", [], { stdio: "ignore" });
-  await new Promise((r) => child.on("exit", r));
-  return child.pid!;
-}
 
 const mode = (p: string) => statSync(p).mode & 0o777;
 
@@ -90,7 +80,7 @@ describe("isolation: owner records, file modes, envelopes", () => {
     "a forged owner record kills nothing after a crash; the crash-requeued request still runs; replays, old requests are refused; files are private",
     async () => {
       const sb = await makeSandbox("iso-owners", { cacheDir: SHARED_CACHE });
-      const sleeper = victim();
+      const sleeper = detachedSleep();
       try {
         const exp = experiment(sb, FORGER, { VICTIM_PID: String(sleeper), DEAD_PID: String(await deadPid()), SLEEP_S: "8" });
         const body = JSON.stringify(exp.message);
@@ -172,7 +162,7 @@ describe("isolation: owner records, file modes, envelopes", () => {
     "a sandboxed job cannot reach the owner records; the process it names stays alive",
     async () => {
       const sb = await makeSandbox("iso-owners-bwrap", { cacheDir: SHARED_CACHE });
-      const sleeper = victim();
+      const sleeper = detachedSleep();
       try {
         const exp = experiment(sb, FORGER, { VICTIM_PID: String(sleeper), DEAD_PID: String(await deadPid()), SLEEP_S: "0" });
         enqueue(sb.queueRoot, "local_bwrap", exp.message);
