@@ -89,7 +89,8 @@ describe("SQS + S3", () => {
 
     // Again, but the runner is SIGKILLed mid-job: the message comes back and completes.
     const queue2 = `${queue}_k`;
-    const again = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "y\n" });
+    // A key of its own: a second run of the completed key would be refused as a replay.
+    const again = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "y\n" }, { freshKey: true });
     again.message.config.env = { SLEEP_S: "6" };
     const q2 = producer();
     await q2.publish(queue2, JSON.stringify(again.message));
