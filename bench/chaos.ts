@@ -230,6 +230,10 @@ async function poison(): Promise<void> {
   const exp = simpleExperiment(sb.storageRoot, { "main.py": WORK }, (m) => {
     // The workspace lives on an S3 server that is down: a runner-side fault every time.
     m.experiment.artifacts.workspace.qualified = "s3://127.0.0.1:9/studioml-artifacts/blobstore/none.tar";
+    // With its own (test) keys, as the client sends them: a request without any is refused at once
+    // (the runner's identity does not serve it), which is not the fault this row is about.
+    m.experiment.artifacts.workspace.credentials = { aws: { access_key: "AKIACHAOSPOISON", secret_access_key: "chaos-poison-not-a-secret", region: "us-east-1" } };
+    m.config.storage = { type: "s3", endpoint: "http://127.0.0.1:9", bucket: "studioml-artifacts" };
     m.config.env = { SLEEP_S: "0" };
   });
   const id = enqueue(sb.queueRoot, "local_poison", exp.message);
