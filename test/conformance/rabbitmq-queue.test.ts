@@ -305,9 +305,14 @@ describe("rabbitmq: holding and refusing", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
     const waiting = b.waitForWork(20_000);
     const publishedAt = Date.now();
-    setTimeout(() => void f.backend().publish(q, '{"small":1}'), 100);
+    // Kept and awaited: the tap can wake the waiter before the broker confirms the publish, and the
+    // fixture closing that publisher's channel first turned the pending confirm into a stray
+    // rejection ("the broker refused a message") that failed this test now and then.
+    let publishing: Promise<unknown> | undefined;
+    setTimeout(() => (publishing = f.backend().publish(q, '{"small":1}')), 100);
     await waiting;
     expect(Date.now() - publishedAt).toBeLessThan(3000);
+    await publishing;
   });
 });
 
