@@ -48,6 +48,7 @@ import { describeStorageIdentity, storageIdentityProblems, storageIdentitySettin
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
+import { commaList } from "../config/comma-list.ts";
 
 /** How long the last reports may take to go out when the runner stops. */
 const REPORTS_CLOSE_WAIT_MS = 5_000;
@@ -72,7 +73,7 @@ export const runCommand = defineCommand({
  * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
  */
 function fileStorageRoots(settings: Settings, env: Record<string, string | undefined>): { flag: string[]; local: string[]; description: string } {
-  const flag = String(settings["file-storage-roots"] ?? "").split(",").map((r) => r.trim()).filter(Boolean).map((r) => resolve(r));
+  const flag = commaList(String(settings["file-storage-roots"] ?? "")).map((r) => resolve(r));
   if (flag.length) return { flag, local: flag, description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)` };
   const own = defaultStorageUrl(env);
   let local: string[] = [];

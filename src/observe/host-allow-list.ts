@@ -8,6 +8,7 @@
 
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
+import { commaList } from "../config/comma-list.ts";
 
 export type HostPort = { host: string; port?: number };
 
@@ -38,16 +39,10 @@ const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host
 
 /** Problems with --http-allowed-hosts, worded like the other configuration problems. */
 export function allowedHostsProblems(text: string): string[] {
-  return splitEntries(text)
+  return commaList(text)
     .filter((e) => !parseHostPort(e))
     .map((e) => `--http-allowed-hosts: ${JSON.stringify(e)} is not a host name or address with an optional :port`);
 }
-
-const splitEntries = (text: string) =>
-  text
-    .split(",")
-    .map((e) => e.trim())
-    .filter(Boolean);
 
 /** How often the interface addresses are read again when a Host names an address not seen yet. */
 const INTERFACES_REREAD_MS = 5_000;
@@ -82,7 +77,7 @@ export class HostAllowList {
     this.names = new Set(["localhost", options.machineName.toLowerCase()]);
     // The bound address itself; for ":9090" that is 0.0.0.0, which the start-up log prints (a literal, so not rebindable).
     this.names.add(isWildcard(bound) ? (bound === "::" ? "::" : "0.0.0.0") : bound);
-    for (const entry of splitEntries(options.allowed)) {
+    for (const entry of commaList(options.allowed)) {
       const hp = parseHostPort(entry);
       if (!hp) continue; // refused by allowedHostsProblems at start
       if (hp.port === undefined) this.anyPort.add(hp.host);

@@ -5,6 +5,7 @@
 
 import { errorMessage } from "../errors.ts";
 import { isHostLike } from "./s3/s3-location.ts";
+import { commaList } from "../config/comma-list.ts";
 
 /** One object a request wants reached: its scheme, server (host[:port], when the location or endpoint names one), bucket and key. */
 export type StoragePlace = { scheme: "s3" | "gs"; host?: string; bucket: string; key: string };
@@ -57,9 +58,7 @@ function parsePlace(text: string): StoragePlace {
  */
 export function parseIdentityGrants(text: string): IdentityGrant[] {
   const grants: IdentityGrant[] = [];
-  for (const raw of text.split(",")) {
-    const entry = raw.trim();
-    if (!entry) continue;
+  for (const entry of commaList(text)) {
     const eq = entry.indexOf("=");
     if (eq < 0) throw new Error(`--storage-identity-allow: "${entry}" is not queue-prefix=scheme://bucket/prefix`);
     let queue = entry.slice(0, eq).trim();

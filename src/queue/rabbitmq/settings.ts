@@ -7,6 +7,7 @@ import { AddressError, managementAddress, parseAmqpUrl } from "./broker-address.
 import type { QueueType } from "./conventions.ts";
 import type { QueueLog } from "./delivery.ts";
 import { RabbitQueueBackend } from "./rabbitmq-queue.ts";
+import { commaList } from "../../config/comma-list.ts";
 
 const text = (settings: Settings, name: string) => {
   const v = settings[name];
@@ -37,10 +38,7 @@ export function rabbitSettingsProblems(settings: Settings): string[] {
 }
 
 export function fallbackQueueList(settings: Settings): string[] {
-  return (text(settings, "amqp-queues") ?? "")
-    .split(",")
-    .map((q) => q.trim())
-    .filter(Boolean);
+  return commaList(text(settings, "amqp-queues"));
 }
 
 /** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each discovery. */
