@@ -1,6 +1,7 @@
-// Entry point of the studio-runner binary: the run, submit and version commands.
+// Entry point of the studio-runner binary: the run, submit, env, gpus and version commands.
 
 import { defineCommand, runMain } from "citty";
+import { envCommand } from "./cli/env.ts";
 import { gpusCommand } from "./cli/gpus.ts";
 import { runCommand } from "./cli/run.ts";
 import { submitCommand } from "./cli/submit.ts";
@@ -13,7 +14,7 @@ const main = defineCommand({
     version: VERSION,
     description: "Runs studioml experiments from queues on this machine's CPUs and GPUs",
   },
-  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand, gpus: gpusCommand },
+  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand, gpus: gpusCommand, env: envCommand },
 });
 
 async function start(): Promise<void> {

@@ -6,3 +6,8 @@ declare module "unbzip2-stream" {
 }
 declare const STUDIO_RUNNER_VERSION: string;
 declare const STUDIO_RUNNER_COMMIT: string;
+/** Files imported `with { type: "text" }` (embedded in the binary). */
+declare module "*.py" {
+  const text: string;
+  export default text;
+}

@@ -1,13 +1,14 @@
 // `studio-runner run`: the daemon. Reads settings, builds the runner, handles signals.
 
 import { defineCommand } from "citty";
-import { homedir, hostname } from "node:os";
+import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
 import { formatBytes } from "../config/units.ts";
 import { findInterpreters } from "../env/interpreters.ts";
-import { VenvCache } from "../env/venv-cache.ts";
+import { pinModeProblems, venvCacheFromSettings } from "../env/venv-settings.ts";
+import { chooseSandbox } from "./sandbox-choice.ts";
 import { RunnerEvents } from "../observe/events.ts";
 import { createLogger, type LogFormat } from "../observe/logger.ts";
 import { ObserveStartError, observeSettingsProblems, startObservability } from "../observe/observability.ts";
@@ -19,14 +20,10 @@ import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } fro
 import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
-import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
-import { gpuMinors } from "../sandbox/gpu-devices.ts";
-import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
-import { JobUserError, resolveJobUser, type JobUser } from "../sandbox/job-user.ts";
+import { resolveJobUser } from "../sandbox/job-user.ts";
 import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
 import { clearTextAllowed, ENVELOPE_OPTIONS, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
 import { requestReader } from "../request/read-request.ts";
-import type { TaskContext } from "../task/context.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
 import { startGpuWatch } from "../gpu/watch.ts";
@@ -54,7 +51,7 @@ import { commaList } from "../config/comma-list.ts";
 const REPORTS_CLOSE_WAIT_MS = 5_000;
 
 /** The daemon's settings: the common table plus each queue backend's own. */
-const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS];
+export const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS];
 
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
@@ -97,7 +94,7 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
     problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings), ...observeSettingsProblems(settings));
-    problems.push(...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]));
+    problems.push(...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]), ...pinModeProblems(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -144,16 +141,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     gpus ? inventory : undefined,
   );
   const runnerEnv = { ...process.env };
-  const venvs = new VenvCache({
-    root: join(cacheDir, "venvs"),
-    maxBytes: settings["venv-cache-size"] as number,
-    maxAgeMs: settings["venv-max-age"] as number,
-    strict: settings["pip-strict"] as boolean,
-    systemSitePackages: settings["venv-system-site-packages"] as boolean,
-    env: runnerEnv, // builds take only pip's and the proxies' settings from it
-    allowPipUrls: settings["allow-pip-urls"] as boolean,
-    log: (m) => log.info(m),
-  });
+  const venvs = venvCacheFromSettings(settings, cacheDir, runnerEnv, (m) => log.info(m));
   // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
   const queueFilter = new LiveQueueFilter({ match: settings["queue-match"] as RegExp | undefined, mismatch: settings["queue-mismatch"] as RegExp | undefined });
   const backends: QueueBackend[] = [
@@ -182,52 +170,9 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const refreshMs = settings["gpu-refresh-interval"] as number;
   const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
-  // Isolation: --sandbox auto (default) uses bwrap where a probe launch works, else warns loudly;
-  // bwrap refuses to start without it; none is the operator's explicit choice. Runner root: jobs
-  // run as --job-user (default nobody) inside the sandbox; with none only when --job-user is given.
-  let sandbox: TaskContext["sandbox"];
-  let noneJobUser: JobUser | undefined;
-  try {
-    const mode = (settings.sandbox as string | undefined) ?? "auto";
-    const jobUserSetting = settings["job-user"] as string | undefined;
-    const jobUser = resolveJobUser(jobUserSetting);
-    if (mode === "none") {
-      noneJobUser = jobUserSetting ? jobUser : undefined;
-      log.warn(`--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`);
-    } else {
-      const network = settings["sandbox-network"] as SandboxNetwork;
-      let bwrapPath: string | undefined;
-      try {
-        bwrapPath = await requireBwrap(process.env, { jobUser, network });
-      } catch (err) {
-        if (!(err instanceof SandboxUnavailableError) || mode === "bwrap") throw err;
-        log.warn(`!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated (from each other or from the runner's credentials): ${err.reason} !!!`);
-      }
-      if (bwrapPath) {
-        const hiddenPaths = runnerHiddenPaths({
-          home: homedir(),
-          env: process.env,
-          configFile: settings.config as string | undefined,
-          sqsCerts: settings["sqs-certs"] as string | undefined,
-          googleCerts: settings["google-certs"] as string | undefined,
-          queueRoot,
-          workingDir,
-          cacheDir,
-          secretPaths: ["encrypt-dir", "request-signatures-dir", "response-signatures-dir", "admin-token-file"].map((k) => settings[k] as string | undefined),
-        });
-        const { minors, guessed } = gpuMinors(inventory.devices);
-        if (guessed.length) log.warn(`no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: their /dev/nvidiaN is taken to be NVML's index`);
-        sandbox = { bwrapPath, network, hiddenPaths, jobUser, gpuMinors: minors };
-        log.info(
-          `experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}; as ${jobUser ? jobUser.label : "the runner's own user"}${mode === "auto" ? "; --sandbox auto" : ""}); hidden from them: ${hiddenPaths.join(", ")}`,
-        );
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof SandboxUnavailableError) && !(err instanceof JobUserError)) throw err;
-    log.error(err instanceof SandboxUnavailableError ? `--sandbox bwrap: ${err.message}` : err.message);
-    return 2;
-  }
+  const choice = await chooseSandbox(settings, { queueRoot, workingDir, cacheDir }, inventory.devices, log);
+  if ("exitCode" in choice) return choice.exitCode;
+  const { sandbox, noneJobUser } = choice;
   venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
   if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);

@@ -4,8 +4,10 @@
 # the build sandbox, before anything of the request is installed; studio-runner reads the last
 # line of its output (see pin-probe.ts). Nothing here installs anything.
 #
-#   python pip-probe.py index      < {"requirements": [...]}   -> what the indexes offer per line
-#   python pip-probe.py installed  < {"requirements": [...]}   -> what is installed per line, and every distribution
+#   python pip-probe.py index     [FILE]   -> what the indexes offer per line
+#   python pip-probe.py installed [FILE]   -> what is installed per line, and every distribution
+#
+# FILE (or stdin) holds {"requirements": [lines...]}.
 #
 # Works with the pip bundled with Python 3.8 to 3.13 (pip 20.1 and later).
 
@@ -145,7 +147,11 @@ def main():
     # pip's own warnings (an unreadable find-links entry, a retried index) are not ours to print.
     logging.disable(logging.WARNING)
     mode = sys.argv[1] if len(sys.argv) > 1 else "index"
-    lines = json.loads(sys.stdin.read())["requirements"]
+    if len(sys.argv) > 2:
+        with open(sys.argv[2]) as f:
+            lines = json.load(f)["requirements"]
+    else:
+        lines = json.loads(sys.stdin.read())["requirements"]
     import platform
 
     result = {"python": platform.python_version()}

@@ -2,14 +2,23 @@
 // checked to be pins (`name[extras] op version`, markers and hashes allowed) unless the operator
 // allows URLs and options (--allow-pip-urls). A line that is a URL, a path, `name @ url`, `-e`, `-r`,
 // `-c` or any pip option would let a request choose what pip reads or runs; such a line is refused
-// with a PermanentError naming the field and the line.
+// with a PermanentError naming the field and the line. Lines that can never work on a runner are
+// skipped up front and said so: the client's own tooling (studioml, pkg-resources==0.0.0) and, in
+// the client's freeze (experiment.pythonenv), editable and VCS lines (checkouts on the client's
+// machine) unless --allow-pip-urls.
 
 import { PermanentError } from "../errors.ts";
 
-const SKIP = [/^pkg[-_]resources==0\.0\.0$/i];
+/** Lines that never belong in an experiment's environment, with why (matched on the cleaned line). */
+const NEVER: Array<{ re: RegExp; why: string }> = [
+  { re: /^pkg[-_]resources==0\.0\.0$/i, why: "an artifact of Debian's pip freeze, not a package" },
+  { re: /^studioml(\s*\[[^\]]*\])?\s*([=<>!~;]|$)/i, why: "the studioml client itself: the runner does not need it in the experiment's environment" },
+];
+/** Editable and VCS lines of a freeze (a checkout on the client's machine). */
+const EDITABLE_OR_VCS = /^(-e\s|--editable[\s=])|^(git|hg|svn|bzr)\+|^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@\s*(git|hg|svn|bzr)\+/i;
 
 /** Where requirement lines come from in a request (the field a refusal names). */
-export type RequirementSource = { field: "experiment.pythonenv" | "config.pip"; lines: string[] };
+export type RequirementSource = { field: "experiment.pythonenv" | "config.pip" | "--requirements"; lines: string[] };
 
 // PEP 508 names; versions as PEP 440 allows them in specifiers (with the `.*` wildcard).
 const NAME = String.raw`[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`;
@@ -84,14 +93,30 @@ function whyNotAMarker(marker: string): string | undefined {
   return undefined;
 }
 
+export type SkippedRequirement = { requirement: string; why: string };
+export type RequirementSet = { lines: string[]; skipped: SkippedRequirement[] };
+
 /**
  * The request's requirement lines, cleaned (see normaliseRequirements) and each checked to be a
  * pin; with `allowUrls` (--allow-pip-urls) anything is passed through as before.
  */
 export function requestRequirements(sources: RequirementSource[], allowUrls: boolean): string[] {
+  return requestRequirementSet(sources, allowUrls).lines;
+}
+
+/** requestRequirements, and the lines skipped up front with why. */
+export function requestRequirementSet(sources: RequirementSource[], allowUrls: boolean): RequirementSet {
   const all: string[] = [];
+  const skipped: SkippedRequirement[] = [];
   for (const { field, lines } of sources) {
-    const clean = normaliseRequirements(lines);
+    const clean: string[] = [];
+    for (const line of normaliseRequirements(lines)) {
+      const never = NEVER.find((n) => n.re.test(line));
+      if (never) skipped.push({ requirement: line, why: never.why });
+      else if (!allowUrls && field !== "config.pip" && EDITABLE_OR_VCS.test(line)) {
+        skipped.push({ requirement: line, why: "an editable or VCS line of the client's freeze (a checkout on the client's machine); only name==version pins are installed (--allow-pip-urls installs such lines)" });
+      } else clean.push(line);
+    }
     if (!allowUrls) {
       for (const line of clean) {
         const why = whyNotAPin(line);
@@ -106,7 +131,7 @@ export function requestRequirements(sources: RequirementSource[], allowUrls: boo
     }
     all.push(...clean);
   }
-  return normaliseRequirements(all);
+  return { lines: normaliseRequirements(all), skipped: skipped.filter((s, i) => skipped.findIndex((t) => t.requirement === s.requirement) === i) };
 }
 
 export function normaliseRequirements(lines: string[]): string[] {
@@ -115,7 +140,6 @@ export function normaliseRequirements(lines: string[]): string[] {
   for (const raw of lines) {
     const line = raw.trim();
     if (!line || line.startsWith("#")) continue;
-    if (SKIP.some((re) => re.test(line))) continue;
     if (seen.has(line)) continue;
     seen.add(line);
     out.push(line);

@@ -2,22 +2,34 @@
 // once when several jobs want the same one (in this process and across processes), never
 // reused half-built, never reused once changed after the build (see venv-manifest.ts), and
 // evicted by age and total size. Builds are launched by build-sandbox.ts: sandboxed when the
-// runner sandboxes, as the job user when the runner is root, with a fixed environment.
+// runner sandboxes, as the job user when the runner is root, with a fixed environment; what is
+// installed is decided in one pass (pin-install.ts). At most --max-env-builds different
+// environments build at once. Environments prepared ahead (`studio-runner env prepare`) are kept
+// until pruned, and with --venv-reuse-superset also serve experiments whose pins they satisfy.
 
-import { chmodSync, chownSync, closeSync, constants, existsSync, openSync, rmSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, constants, existsSync, ftruncateSync, openSync, rmSync, writeSync } from "node:fs";
 import { lutimes, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
-import { PermanentError, RetryableError } from "../errors.ts";
+import { RetryableError } from "../errors.ts";
 import { runCommand } from "../exec/command.ts";
 import { isProcessAlive } from "../exec/pid.ts";
 import { buildArgv, buildEnv, interpreterPrefixes, pipSettingPaths, reachable, runBuildStep, type BuildIsolation } from "./build-sandbox.ts";
 import type { Interpreter } from "./interpreters.ts";
-import { failedRequirementFromPipOutput, matchRequirementLine, pipErrorLines } from "./requirements.ts";
+import { installPins, type SkippedLine } from "./pin-install.ts";
+import { reportLines, type PinMode, type PinOutcome } from "./pin-plan.ts";
+import { PROBE_SCRIPT } from "./pin-probe.ts";
+import { satisfiesPins } from "./superset.ts";
 import { manifestDigest, RUNNER_FILES, sealVenv, takeManifest, verifyManifest } from "./venv-manifest.ts";
 
-export type VenvSpec = { interpreter: Interpreter; requirements: string[]; systemSitePackages: boolean };
+export type VenvSpec = {
+  interpreter: Interpreter;
+  requirements: string[];
+  systemSitePackages: boolean;
+  /** Lines of the request skipped before the build (said in the log; not part of the hash). */
+  skipped?: SkippedLine[];
+};
 export type FailedRequirement = { requirement: string; message: string };
 export type Venv = {
   hash: string;
@@ -29,21 +41,39 @@ export type Venv = {
   release(): void;
 };
 
-type Marker = {
+export type Marker = {
   hash: string;
   interpreter: string;
+  /** The interpreter's version (what an experiment's pythonver chose). */
+  pythonVersion?: string;
+  systemSitePackages?: boolean;
   requirements: string[];
   failed: FailedRequirement[];
   builtAt: string;
   buildMs: number;
   sizeBytes: number;
+  /** How pins that cannot be met exactly were treated. */
+  mode?: PinMode;
+  /** The outcome of every requirement line (what was installed, substituted, missing, skipped). */
+  pins?: PinOutcome[];
+  /** Every distribution installed (canonical name → version). */
+  distributions?: Record<string, string>;
+  /** pip install rounds the build took. */
+  pipRounds?: number;
+  /** Built by `studio-runner env prepare`: kept until pruned, never evicted for age. */
+  prepared?: boolean;
 };
 
 export type VenvCacheOptions = {
   root: string;
   maxBytes: number;
   maxAgeMs: number;
-  strict: boolean;
+  /** What happens to pins that cannot be met exactly: left out (default), nearest (relax), failure (strict). */
+  pinMode: PinMode;
+  /** Different environments built at once (--max-env-builds; the same one is never built twice at once). */
+  maxBuilds?: number;
+  /** --venv-reuse-superset: a prepared environment that satisfies every pin serves the experiment. */
+  reuseSuperset?: boolean;
   /** Build venvs that see the interpreter's own packages (GPU hosts with torch/TF preinstalled). */
   systemSitePackages?: boolean;
   /** The runner's own environment: builds get only pip's and the proxies' settings from it (see buildEnv). */
@@ -60,10 +90,35 @@ const MANIFEST = RUNNER_FILES[1]!;
 
 type Readiness = { marker: Marker } | { changed: string } | undefined;
 
-export function venvHash(spec: VenvSpec, strict: boolean): string {
+/** The environment's cache key: the request's lines (never what was substituted), interpreter and mode. */
+export function venvHash(spec: VenvSpec, mode: PinMode): string {
   const h = new Bun.CryptoHasher("sha256");
-  h.update(JSON.stringify([spec.interpreter.path, spec.interpreter.versionText, spec.systemSitePackages, strict, [...spec.requirements].sort()]));
+  const key: unknown[] = [spec.interpreter.path, spec.interpreter.versionText, spec.systemSitePackages, mode === "strict", [...spec.requirements].sort()];
+  if (mode === "relax") key.push("relax");
+  h.update(JSON.stringify(key));
   return h.digest("hex").slice(0, 24);
+}
+
+/** A counting semaphore: at most `limit` holders at once, the rest wait in order. */
+class Slots {
+  private used = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+  get busy(): boolean {
+    return this.used >= this.limit;
+  }
+  async take(): Promise<() => void> {
+    if (this.used >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.used++;
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.used--;
+    };
+  }
 }
 
 export class VenvCache {
@@ -76,14 +131,26 @@ export class VenvCache {
    */
   private readonly manifestDigests = new Map<string, { digest: string; builtAt: string }>();
   private warnedUnreachable = false;
+  private readonly buildSlots: Slots;
 
-  constructor(readonly options: VenvCacheOptions) {}
+  constructor(readonly options: VenvCacheOptions) {
+    this.buildSlots = new Slots(Math.max(1, options.maxBuilds ?? 1));
+  }
 
   /** A ready venv for the spec; `out` receives lines meant for the experiment's log. */
-  async acquire(spec: VenvSpec, out: (line: string) => void): Promise<Venv> {
-    const hash = venvHash(spec, this.options.strict);
-    const dir = join(this.options.root, hash);
+  async acquire(spec: VenvSpec, out: (line: string) => void, o: { prepared?: boolean } = {}): Promise<Venv> {
+    let hash = venvHash(spec, this.options.pinMode);
+    let dir = join(this.options.root, hash);
     const started = performance.now();
+    if (this.options.reuseSuperset && !o.prepared && !(await this.readMarker(dir))) {
+      const prepared = await this.preparedSuperset(spec);
+      if (prepared) {
+        out(`[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`);
+        this.options.log?.(`reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`);
+        hash = prepared.hash;
+        dir = join(this.options.root, hash);
+      }
+    }
     this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
     let release = () => {
       const n = (this.inUse.get(hash) ?? 1) - 1;
@@ -105,21 +172,26 @@ export class VenvCache {
           out(`[studio-runner] waiting for python environment ${hash}, which another experiment is building`);
           marker = (await pending).marker;
         } else {
-          const build = this.buildLocked(spec, hash, dir, out).finally(() => this.building.delete(hash));
+          const build = this.buildLocked(spec, hash, dir, out, !!o.prepared).finally(() => this.building.delete(hash));
           this.building.set(hash, build);
           const result = await build;
           marker = result.marker;
           reused = !result.built;
         }
       }
+      if (o.prepared && !marker.prepared) {
+        marker = { ...marker, prepared: true };
+        rewriteMarker(join(dir, MARKER), marker);
+      }
       const now = new Date();
       await lutimes(join(dir, MARKER), now, now).catch(() => undefined);
       if (reused) {
-        out(`[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${spec.requirements.length} requirements, built ${marker.builtAt})`);
+        out(`[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${marker.requirements.length} requirements, built ${marker.builtAt}${marker.prepared ? ", prepared ahead" : ""})`);
         out(`[studio-runner] python environment ${hash} reused in ${formatDuration(performance.now() - started)}`);
         this.options.log?.(`reusing cached python environment ${hash}`);
+        if (marker.pins) for (const line of reportLines(marker.pins)) out(`[studio-runner] ${line}`);
       }
-      if (marker.failed.length) {
+      if (!marker.pins && marker.failed.length) {
         out(`[studio-runner] ${marker.failed.length} requirement(s) could not be installed and were left out:`);
         for (const f of marker.failed) out(`[studio-runner]   ${f.requirement}: ${f.message.split("\n").join(" | ")}`);
       }
@@ -171,7 +243,7 @@ export class VenvCache {
   }
 
   /** Build under a cross-process lock; whoever gets the lock second finds the venv ready. */
-  private async buildLocked(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void): Promise<{ marker: Marker; built: boolean }> {
+  private async buildLocked(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void, prepared: boolean): Promise<{ marker: Marker; built: boolean }> {
     const lock = `${dir}.lock`;
     await mkdir(this.options.root, { recursive: true });
     let announced = false;
@@ -194,7 +266,14 @@ export class VenvCache {
     try {
       const ready = await this.readiness(hash, dir);
       if (ready && "marker" in ready) return { marker: ready.marker, built: false };
-      return { marker: await this.build(spec, hash, dir, out), built: true };
+      // Different environments build side by side up to --max-env-builds; the lock above is held meanwhile.
+      if (this.buildSlots.busy) out(`[studio-runner] waiting for a build slot (--max-env-builds ${this.options.maxBuilds ?? 1}) to build python environment ${hash}`);
+      const give = await this.buildSlots.take();
+      try {
+        return { marker: await this.build(spec, hash, dir, out, prepared), built: true };
+      } finally {
+        give();
+      }
     } finally {
       await rm(lock, { recursive: true, force: true });
       this.evict().catch((err) => this.options.log?.(`venv cache eviction failed: ${(err as Error).message}`));
@@ -217,9 +296,9 @@ export class VenvCache {
   }
 
   /** How this build is launched: the argv wrapper, its environment and working directory. */
-  private launcher(spec: VenvSpec, dir: string, reqFile: string, out: (line: string) => void) {
+  private launcher(spec: VenvSpec, dir: string, files: Record<string, string>, out: (line: string) => void) {
     const iso = this.options.isolation ?? {};
-    const readOnlyPaths = [...interpreterPrefixes(spec.interpreter.path), ...pipSettingPaths(this.options.env), reqFile];
+    const readOnlyPaths = [...interpreterPrefixes(spec.interpreter.path), ...pipSettingPaths(this.options.env), ...Object.values(files)];
     let runAsJobUser = !!iso.jobUser;
     const unreachable = iso.jobUser && !iso.sandbox ? [dir, ...readOnlyPaths].filter((p) => !reachable(iso.jobUser!, [p])) : [];
     if (iso.jobUser && unreachable.length) {
@@ -237,7 +316,7 @@ export class VenvCache {
     return { run, user, sandboxed: !!iso.sandbox };
   }
 
-  private async build(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void): Promise<Marker> {
+  private async build(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void, prepared: boolean): Promise<Marker> {
     const started = performance.now();
     await rm(dir, { recursive: true, force: true }); // a half-built or changed leftover is never reused
     this.manifestDigests.delete(hash);
@@ -247,10 +326,16 @@ export class VenvCache {
     chmodSync(dir, 0o755);
     // The requirement list lives in the lock directory (the runner's, read-only to the build), never
     // in a file the build could replace between pip's rounds.
-    const reqFile = join(`${dir}.lock`, "requirements.txt");
-    await writeFile(reqFile, "", { mode: 0o644 });
-    chmodSync(reqFile, 0o644);
-    const launch = this.launcher(spec, dir, reqFile, out);
+    const files = {
+      requirements: join(`${dir}.lock`, "requirements.txt"),
+      probeInput: join(`${dir}.lock`, "probe-input.json"),
+      probeScript: join(`${dir}.lock`, "pip-probe.py"),
+    };
+    for (const [name, text] of [["requirements", ""], ["probeInput", ""], ["probeScript", PROBE_SCRIPT]] as const) {
+      await writeFile(files[name], text, { mode: 0o644 });
+      chmodSync(files[name], 0o644);
+    }
+    const launch = this.launcher(spec, dir, files, out);
     if (launch.user) chownSync(dir, launch.user.uid, launch.user.gid); // the build dir is the build user's until sealed
     if (launch.sandboxed) out(`[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`);
     try {
@@ -259,17 +344,25 @@ export class VenvCache {
       if (created.code !== 0) throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
       if (spec.systemSitePackages) await this.linkHostEnvironment(spec.interpreter, dir);
       const python = join(dir, "bin", "python");
-      const failed = await this.install(python, spec.requirements, reqFile, launch.run, out);
+      const installed = await installPins({ python, lines: spec.requirements, skipped: spec.skipped ?? [], mode: this.options.pinMode, run: launch.run, files, out });
+      const failed: FailedRequirement[] = installed.pins.filter((p) => p.outcome === "missing").map((p) => ({ requirement: p.requirement, message: p.why ?? "not installed" }));
       // The build's processes are gone (bwrap's PID namespace ends with it): hand the venv to the runner.
       sealVenv(dir, launch.user ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, buildUid: launch.user.uid } : undefined);
       const marker: Marker = {
         hash,
         interpreter: spec.interpreter.path,
+        pythonVersion: spec.interpreter.versionText,
+        systemSitePackages: spec.systemSitePackages,
         requirements: spec.requirements,
         failed,
         builtAt: new Date().toISOString(),
         buildMs: 0,
         sizeBytes: await directorySize(dir),
+        mode: this.options.pinMode,
+        pins: installed.pins,
+        distributions: installed.distributions,
+        pipRounds: installed.rounds,
+        ...(prepared ? { prepared: true } : {}),
       };
       // Both files exist (empty: not ready) before the manifest is taken, so writing them later
       // changes neither the directory nor anything the manifest records.
@@ -309,51 +402,52 @@ export class VenvCache {
     }
   }
 
-  /** pip install everything; when that fails, leave out what cannot be installed (unless strict). */
-  private async install(
-    python: string,
-    requirements: string[],
-    reqFile: string,
-    run: (command: string[]) => Promise<{ code: number; output: string }>,
-    out: (line: string) => void,
-  ) {
-    const failed: FailedRequirement[] = [];
-    let remaining = [...requirements];
-    const pip = async (lines: string[]) => {
-      await writeFile(reqFile, lines.join("\n") + "\n");
-      return run([python, "-m", "pip", "install", "--no-input", "-r", reqFile]);
-    };
-    for (let round = 0; remaining.length > 0 && round <= requirements.length; round++) {
-      const result = await pip(remaining);
-      if (result.code === 0) return failed;
-      const named = failedRequirementFromPipOutput(result.output);
-      const line = named ? matchRequirementLine(remaining, named) : undefined;
-      const message = pipErrorLines(result.output);
-      if (this.options.strict) {
-        throw new PermanentError(`pip could not install the requirements (--pip-strict):\n${message}`, { phase: "environment" });
-      }
-      if (line) {
-        failed.push({ requirement: line, message });
-        out(`[studio-runner] pip could not install ${line}: ${message.split("\n").join(" | ")}`);
-        remaining = remaining.filter((r) => r !== line);
-        continue;
-      }
-      // pip did not say which one: install the rest one by one.
-      out(`[studio-runner] pip failed without naming a requirement; installing the rest one at a time`);
-      for (const req of remaining) {
-        const single = await pip([req]);
-        if (single.code !== 0) {
-          const msg = pipErrorLines(single.output);
-          failed.push({ requirement: req, message: msg });
-          out(`[studio-runner] pip could not install ${req}: ${msg.split("\n").join(" | ")}`);
-        }
-      }
-      return failed;
+  /** Every finished environment in the cache, with its marker and when it was last used. */
+  async list(): Promise<Array<{ hash: string; dir: string; marker: Marker; usedMs: number; building: boolean }>> {
+    let names: string[];
+    try {
+      names = await readdir(this.options.root);
+    } catch {
+      return [];
     }
-    return failed;
+    const out = [];
+    for (const hash of names.sort()) {
+      if (hash.endsWith(".lock")) continue;
+      const dir = join(this.options.root, hash);
+      const marker = await this.readMarker(dir);
+      if (!marker) continue;
+      const usedMs = (await stat(join(dir, MARKER)).catch(() => undefined))?.mtimeMs ?? 0;
+      out.push({ hash, dir, marker, usedMs, building: existsSync(`${dir}.lock`) });
+    }
+    return out;
   }
 
-  /** Remove venvs unused for longer than maxAge, then the least recently used over maxBytes. */
+  /** Removes one environment unless it is being built or used by this process; says why not. */
+  async remove(hash: string): Promise<string | undefined> {
+    if (!/^[0-9a-f]{24}$/.test(hash)) return `${JSON.stringify(hash)} is not an environment hash`;
+    const dir = join(this.options.root, hash);
+    if (!existsSync(dir)) return `no environment ${hash}`;
+    if (this.inUse.has(hash) || this.building.has(hash) || existsSync(`${dir}.lock`)) return `environment ${hash} is being built or used`;
+    await rm(dir, { recursive: true, force: true });
+    this.manifestDigests.delete(hash);
+    return undefined;
+  }
+
+  /** A prepared environment (same interpreter and site-packages setting) that satisfies every pin of `spec`. */
+  private async preparedSuperset(spec: VenvSpec): Promise<Marker | undefined> {
+    for (const { marker } of await this.list()) {
+      if (!marker.prepared || !marker.distributions) continue;
+      if (marker.interpreter !== spec.interpreter.path || (marker.pythonVersion ?? "") !== spec.interpreter.versionText) continue;
+      if (!!marker.systemSitePackages !== spec.systemSitePackages) continue;
+      if (satisfiesPins(marker.distributions, spec.requirements)) return marker;
+    }
+    return undefined;
+  }
+
+  /**
+   * Remove venvs unused for longer than maxAge, then the least recently used over maxBytes.
+   * Prepared environments are never removed for age, and for size only after all others.
+   */
   async evict(): Promise<void> {
     let names: string[];
     try {
@@ -362,14 +456,14 @@ export class VenvCache {
       return;
     }
     // Entries in use or being built still take space: they count toward the total but stay.
-    const entries: Array<{ hash: string; usedMs: number; sizeBytes: number; pinned: boolean }> = [];
+    const entries: Array<{ hash: string; usedMs: number; sizeBytes: number; pinned: boolean; prepared: boolean }> = [];
     for (const hash of names) {
       if (hash.endsWith(".lock")) continue;
       const pinned = this.inUse.has(hash) || this.building.has(hash) || existsSync(join(this.options.root, `${hash}.lock`));
       try {
         const markerPath = join(this.options.root, hash, MARKER);
         const marker = JSON.parse(await readFile(markerPath, "utf8")) as Marker;
-        entries.push({ hash, usedMs: (await stat(markerPath)).mtimeMs, sizeBytes: marker.sizeBytes, pinned });
+        entries.push({ hash, usedMs: (await stat(markerPath)).mtimeMs, sizeBytes: marker.sizeBytes, pinned, prepared: !!marker.prepared });
       } catch {
         if (pinned) continue;
         // Half-built with no lock: a crashed build. Remove it once it is clearly not in progress.
@@ -377,11 +471,11 @@ export class VenvCache {
         if (s && Date.now() - s.mtimeMs > 10 * 60_000) await rm(join(this.options.root, hash), { recursive: true, force: true });
       }
     }
-    entries.sort((a, b) => a.usedMs - b.usedMs);
+    entries.sort((a, b) => Number(a.prepared) - Number(b.prepared) || a.usedMs - b.usedMs);
     let total = entries.reduce((sum, e) => sum + e.sizeBytes, 0);
     for (const e of entries) {
       if (e.pinned) continue;
-      const tooOld = Date.now() - e.usedMs > this.options.maxAgeMs;
+      const tooOld = !e.prepared && Date.now() - e.usedMs > this.options.maxAgeMs;
       if (!tooOld && total <= this.options.maxBytes) continue;
       await rm(join(this.options.root, e.hash), { recursive: true, force: true });
       this.manifestDigests.delete(e.hash);
@@ -395,6 +489,17 @@ async function directorySize(dir: string): Promise<number> {
   const du = await runCommand(["du", "-sk", dir]).catch(() => undefined);
   const kib = du && du.code === 0 ? Number(du.output.split(/\s/)[0]) : NaN;
   return Number.isFinite(kib) ? kib * 1024 : 0;
+}
+
+/** Replaces the marker's content in place (same file, never followed: the manifest is unchanged). */
+function rewriteMarker(path: string, marker: Marker): void {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  try {
+    ftruncateSync(fd, 0);
+    writeSync(fd, JSON.stringify(marker, null, 2), 0);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** An empty file at `path` the runner owns, whatever was there before (never followed). */

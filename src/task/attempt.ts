@@ -8,7 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatBytes, formatDuration } from "../config/units.ts";
 import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
-import { requestRequirements } from "../env/requirements.ts";
+import { requestRequirementSet } from "../env/requirements.ts";
 import { asFault, errorMessage, PermanentError, RetryableError } from "../errors.ts";
 import { createJobCgroup, defaultJobPidsMax, jobGroupName, type JobCgroup } from "../exec/cgroup.ts";
 import { JobProcess, type ExitInfo } from "../exec/process-tree.ts";
@@ -259,16 +259,18 @@ async function attempt(
         throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
       }
       const interpreter = chooseInterpreter(request.experiment.pythonver, await findInterpreters());
+      const wanted = requestRequirementSet(
+        [
+          { field: "experiment.pythonenv", lines: request.experiment.pythonenv },
+          { field: "config.pip", lines: request.config.pip },
+        ],
+        ctx.venvs.options.allowPipUrls ?? false,
+      );
       const venv = await ctx.venvs.acquire(
         {
           interpreter,
-          requirements: requestRequirements(
-            [
-              { field: "experiment.pythonenv", lines: request.experiment.pythonenv },
-              { field: "config.pip", lines: request.config.pip },
-            ],
-            ctx.venvs.options.allowPipUrls ?? false,
-          ),
+          requirements: wanted.lines,
+          skipped: wanted.skipped,
           systemSitePackages: ctx.venvs.options.systemSitePackages ?? false,
         },
         (line) => log.write(line),

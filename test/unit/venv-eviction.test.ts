@@ -26,7 +26,7 @@ describe("venv cache eviction", () => {
     fakeVenv(root, "recent", 60, 1_000);
     fakeVenv(root, "locked", 60, 120_000);
     mkdirSync(join(root, "locked.lock"));
-    const cache = new VenvCache({ root, maxBytes: 130, maxAgeMs: 3600_000, strict: false, env: {} });
+    const cache = new VenvCache({ root, maxBytes: 130, maxAgeMs: 3600_000, pinMode: "default", env: {} });
     await cache.evict();
     expect(existsSync(join(root, "old"))).toBe(false);
     expect(existsSync(join(root, "lru"))).toBe(false);
@@ -41,7 +41,7 @@ describe("venv cache eviction", () => {
     const old = new Date(Date.now() - 3600_000);
     utimesSync(join(root, "crashed"), old, old);
     mkdirSync(join(root, "building-now", "bin"), { recursive: true });
-    const cache = new VenvCache({ root, maxBytes: 1e12, maxAgeMs: 1e12, strict: false, env: {} });
+    const cache = new VenvCache({ root, maxBytes: 1e12, maxAgeMs: 1e12, pinMode: "default", env: {} });
     await cache.evict();
     expect(existsSync(join(root, "crashed"))).toBe(false);
     expect(existsSync(join(root, "building-now"))).toBe(true);
