@@ -29,6 +29,8 @@ export type PlanEntry = {
   name: string;
   /** What pip is asked for; undefined = not installed. */
   install?: string;
+  /** How many versions the index offers (loosening a pin with one version cannot help). */
+  versionCount?: number;
   /** Loosened once: a second blame drops it. */
   loosened?: boolean;
   substituted?: boolean;
@@ -53,7 +55,7 @@ const versionsText = (a: IndexAnswer) => (a.versions.length > 6 ? `${a.versions.
 /** Every line's first decision. Lines the runner skipped before the probe are given separately. */
 export function planPins(answers: IndexAnswer[], mode: PinMode): PlanEntry[] {
   return answers.map((a) => {
-    const entry: PlanEntry = { requirement: a.line, name: a.name ?? nameWithExtras(a.line).toLowerCase() };
+    const entry: PlanEntry = { requirement: a.line, name: a.name ?? nameWithExtras(a.line).toLowerCase(), ...(a.versions.length ? { versionCount: a.versions.length } : {}) };
     switch (a.status) {
       case "exact":
         entry.install = a.line;
@@ -112,7 +114,7 @@ export function applyBlame(entries: PlanEntry[], asked: string[], blames: Blame[
     const line = asked[b.index];
     const entry = installing.find((e) => e.install === line);
     if (!entry) continue;
-    const mayLoosen = !entry.loosened && (mode === "relax" || entry.substituted) && b.kind !== "not-found" && b.kind !== "build";
+    const mayLoosen = !entry.loosened && (mode === "relax" || entry.substituted) && b.kind !== "not-found" && b.kind !== "build" && (entry.versionCount ?? 2) > 1;
     if (mayLoosen) {
       entry.install = nameWithExtras(entry.requirement);
       entry.loosened = true;

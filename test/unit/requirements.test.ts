@@ -9,11 +9,12 @@ import {
   normaliseRequirements,
   pipErrorLines,
   requestRequirements,
+  requestRequirementSet,
   whyNotAPin,
 } from "../../src/env/requirements.ts";
 
 describe("normaliseRequirements", () => {
-  test("skips blanks, comments, duplicates and pkg-resources==0.0.0; trims; keeps order", () => {
+  test("skips blanks, comments and duplicates; trims; keeps order (skipping by kind is requestRequirementSet's)", () => {
     expect(
       normaliseRequirements([
         "numpy==1.26.4",
@@ -29,18 +30,14 @@ describe("normaliseRequirements", () => {
         "-e git+https://github.com/org/repo.git@abc123#egg=repo",
         "requests",
       ]),
-    ).toEqual(["numpy==1.26.4", "scipy==1.11.0", "-e git+https://github.com/org/repo.git@abc123#egg=repo", "requests"]);
-  });
-
-  test("other pkg-resources versions are kept", () => {
-    expect(normaliseRequirements(["pkg-resources==1.0.0"])).toEqual(["pkg-resources==1.0.0"]);
+    ).toEqual(["numpy==1.26.4", "pkg-resources==0.0.0", "pkg_resources==0.0.0", "scipy==1.11.0", "-e git+https://github.com/org/repo.git@abc123#egg=repo", "requests"]);
   });
 
   test("the fixture's pip freeze survives unchanged (no blanks or duplicates in it)", () => {
     const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
     const lines: string[] = fixture.experiment.pythonenv;
     expect(normaliseRequirements(lines)).toEqual(lines);
-    expect(normaliseRequirements([...lines, ...lines, "pkg-resources==0.0.0"])).toEqual(lines);
+    expect(normaliseRequirements([...lines, ...lines])).toEqual(lines);
   });
 
   test("empty input", () => {
@@ -246,5 +243,40 @@ describe("requestRequirements", () => {
     const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
     const lines: string[] = fixture.experiment.pythonenv;
     expect(requestRequirements([{ field: "experiment.pythonenv", lines }], false)).toEqual(lines);
+  });
+});
+
+describe("requestRequirementSet: lines that can never work here are skipped up front, with why", () => {
+  test("the client's own tooling, in either field", () => {
+    const set = requestRequirementSet(
+      [
+        { field: "experiment.pythonenv", lines: ["six==1.17.0", "pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0"] },
+        { field: "config.pip", lines: ["pkg_resources==0.0.0", "studioml-extras==1.0"] },
+      ],
+      false,
+    );
+    expect(set.lines).toEqual(["six==1.17.0", "studioml-extras==1.0"]);
+    expect(set.skipped.map((s) => s.requirement)).toEqual(["pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0", "pkg_resources==0.0.0"]);
+    expect(set.skipped[1]!.why).toContain("studioml client itself");
+    expect(requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pkg-resources==1.0.0"] }], false).lines).toEqual(["pkg-resources==1.0.0"]);
+  });
+
+  test("editable and VCS lines of the client's freeze are skipped (not refused); in config.pip they are refused", () => {
+    const lines = ["six==1.17.0", "-e git+https://github.com/org/repo.git@abc123#egg=repo", "mylib @ git+https://github.com/org/mylib.git@v1", "hg+https://hg.example/x#egg=x"];
+    const set = requestRequirementSet([{ field: "experiment.pythonenv", lines }], false);
+    expect(set.lines).toEqual(["six==1.17.0"]);
+    expect(set.skipped.map((s) => s.requirement)).toEqual(lines.slice(1));
+    for (const s of set.skipped) expect(s.why).toContain("--allow-pip-urls");
+    expect(() => requestRequirementSet([{ field: "config.pip", lines: ["-e git+https://github.com/org/repo.git#egg=repo"] }], false)).toThrow(/^config\.pip: requirement line/);
+    // Other direct references and options stay refused, in the freeze too.
+    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false)).toThrow(/refused/);
+    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["-e /some/path"] }], false)).not.toThrow();
+    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["--index-url http://x/simple"] }], false)).toThrow(/pip options/);
+  });
+
+  test("with --allow-pip-urls editable lines go to pip; tooling is still skipped", () => {
+    const set = requestRequirementSet([{ field: "experiment.pythonenv", lines: ["-e git+https://x/y.git#egg=y", "studioml==1"] }], true);
+    expect(set.lines).toEqual(["-e git+https://x/y.git#egg=y"]);
+    expect(set.skipped.map((s) => s.requirement)).toEqual(["studioml==1"]);
   });
 });

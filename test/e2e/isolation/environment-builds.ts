@@ -32,7 +32,7 @@ describe("environment builds (isolation)", () => {
     const script = `open(${JSON.stringify(ran)}, "w").write("ran")\n`;
     const cases = [
       { field: "experiment.pythonenv", line: `evil @ file://${sb.dir}/evil-1.0.tar.gz` },
-      { field: "experiment.pythonenv", line: "-e git+https://example.invalid/evil.git#egg=evil" },
+      { field: "config.pip", line: "-e git+https://example.invalid/evil.git#egg=evil" },
       { field: "config.pip", line: "--index-url http://127.0.0.1:9/simple" },
       { field: "experiment.pythonenv", line: "-r /etc/passwd" },
     ];
@@ -58,6 +58,27 @@ describe("environment builds (isolation)", () => {
     expect(filesIn(join(sb.queueRoot, "local_lines"))).toEqual([]);
     expect(existsSync(ran)).toBe(false);
     expect(venvsIn(sb)).toEqual([]); // refused before any build
+  }, 180_000);
+
+  test("an editable or VCS line in the client's freeze is skipped and said so: it never reaches pip, the rest is installed", async () => {
+    const sb = await makeSandbox("iso-env-editable");
+    const line = `-e git+file://${sb.dir}/evil.git#egg=evil`;
+    const exp = simpleExperiment(sb.storageRoot, { "main.py": "import six\nprint('six', six.__version__)\n" }, (m) => {
+      delete m.config.database;
+      m.experiment.pythonver = "3.11";
+      m.experiment.pythonenv = ["six==1.17.0", line, `evil @ git+file://${sb.dir}/evil.git`];
+    });
+    enqueue(sb.queueRoot, "local_editable", exp.message);
+    const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
+    expect(await runner.exited).toBe(0);
+    const log = tarMember(join(exp.experimentDir, "output.tar"));
+    expect(log).toContain(`skipped ${line}: an editable or VCS line`);
+    expect(log).toContain("six 1.17.0");
+    // What pip was given: the environment's record lists only the pin.
+    const [venv] = venvsIn(sb);
+    const marker = JSON.parse(readFileSync(join(venv!, ".studio-runner-venv.json"), "utf8"));
+    expect(marker.requirements).toEqual(["six==1.17.0"]);
+    expect(existsSync(join(sb.dir, "evil.git"))).toBe(false);
   }, 180_000);
 
   test.skipIf(!sandboxRunnable)(
