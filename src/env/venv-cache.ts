@@ -142,24 +142,38 @@ export class VenvCache {
     let hash = venvHash(spec, this.options.pinMode);
     let dir = join(this.options.root, hash);
     const started = performance.now();
+    const pin = (h: string) => this.inUse.set(h, (this.inUse.get(h) ?? 0) + 1);
+    const unpin = (h: string) => {
+      const n = (this.inUse.get(h) ?? 1) - 1;
+      if (n <= 0) this.inUse.delete(h);
+      else this.inUse.set(h, n);
+    };
+    let ready: Readiness;
+    let readyKnown = false;
     if (this.options.reuseSuperset && !o.prepared && !(await this.readMarker(dir))) {
       const prepared = await this.preparedSuperset(spec);
       if (prepared) {
-        out(`[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`);
-        this.options.log?.(`reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`);
-        hash = prepared.hash;
-        dir = join(this.options.root, hash);
+        // Pinned before it is checked, so eviction cannot take it between the check and the use; one
+        // that changed since it was prepared is not used (this experiment builds its own).
+        pin(prepared.hash);
+        const checked = await this.readiness(prepared.hash, join(this.options.root, prepared.hash));
+        if (checked && "marker" in checked) {
+          out(`[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`);
+          this.options.log?.(`reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`);
+          hash = prepared.hash;
+          dir = join(this.options.root, hash);
+          ready = checked;
+          readyKnown = true;
+        } else unpin(prepared.hash);
       }
     }
-    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
+    if (!readyKnown) pin(hash);
     let release = () => {
-      const n = (this.inUse.get(hash) ?? 1) - 1;
-      if (n <= 0) this.inUse.delete(hash);
-      else this.inUse.set(hash, n);
+      unpin(hash);
       release = () => undefined;
     };
     try {
-      const ready = await this.readiness(hash, dir);
+      if (!readyKnown) ready = await this.readiness(hash, dir);
       let marker = ready && "marker" in ready ? ready.marker : undefined;
       let reused = true;
       if (ready && "changed" in ready) {
