@@ -29,7 +29,9 @@ export function plainPin(line: string): { name: string; version: string } | unde
   return m ? { name: canonicalName(m[1]!), version: m[2]! } : undefined;
 }
 
+/** Whether every pin is met; an experiment without pins is never served by a prepared environment. */
 export function satisfiesPins(distributions: Record<string, string>, requirements: string[]): boolean {
+  if (!requirements.length) return false;
   const have = new Map(Object.entries(distributions).map(([k, v]) => [canonicalName(k), normalVersion(v)]));
   return requirements.every((line) => {
     const pin = plainPin(line);

@@ -178,6 +178,6 @@ describe("superset", () => {
     expect(satisfiesPins(have, ["six==1.17.0", "numpy==2.4.5"])).toBe(false);
     expect(satisfiesPins(have, ["six==1.17.0", "scipy==1.0"])).toBe(false);
     expect(satisfiesPins(have, ["six>=1"])).toBe(false);
-    expect(satisfiesPins(have, [])).toBe(true);
+    expect(satisfiesPins(have, [])).toBe(false); // no pins: its own (empty) environment, not someone's stack
   });
 });
