@@ -11,7 +11,7 @@
 //  5. --max-env-builds 1 builds two new environments one after the other, --max-env-builds 2 at once.
 
 import { describe, expect, test } from "bun:test";
-import { lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { enqueue, filesIn, makeSandbox, RunnerProcess, runBinary, simpleExperiment, tarMember, type Sandbox } from "../helpers/e2e.ts";
 
@@ -240,6 +240,30 @@ describe("env prepare, list, prune", () => {
       expect(venvDirs(sb)).toEqual([p, ownHash, otherHash].sort());
       expect(identity(sb, p)).toEqual(before);
       expect(marker(sb, p).requirements.length).toBe(3);
+    },
+    300_000,
+  );
+
+  test(
+    "--venv-reuse-superset: a prepared environment changed after its build is not used, and not rebuilt with the experiment's pins",
+    async () => {
+      const sb = await makeSandbox("envprep-superset-changed");
+      const p = prepare(sb, ["six==1.17.0", "sortedcontainers==2.4.0", "mpmath==1.3.0"]).hash;
+      // Someone changes it on the host (an unsandboxed job could have).
+      appendFileSync(join(venvDir(sb, p), "lib", "python3.11", "site-packages", "six.py"), "\n# changed after the build\n");
+      const exp = experiment(sb, ["six==1.17.0", "sortedcontainers==2.4.0"]);
+      const run = await runAll(sb, [exp], ["--venv-reuse-superset"]);
+      const log = run.logs[0]!;
+      expect(log).not.toContain("reusing it (--venv-reuse-superset)");
+      const own = built(log)!;
+      expect(own).toMatch(HASH);
+      expect(own).not.toBe(p);
+      expect(log).toContain(`prefix ${venvDir(sb, own)}`);
+      // The prepared environment keeps its own record: all three pins, still prepared.
+      const m = marker(sb, p);
+      expect(m.requirements.length).toBe(3);
+      expect(m.prepared).toBe(true);
+      expect(m.distributions.mpmath).toBe("1.3.0");
     },
     300_000,
   );
