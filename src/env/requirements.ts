@@ -13,6 +13,13 @@ import { PermanentError } from "../errors.ts";
 const NEVER: Array<{ re: RegExp; why: string }> = [
   { re: /^pkg[-_]resources==0\.0\.0$/i, why: "an artifact of Debian's pip freeze, not a package" },
   { re: /^studioml(\s*\[[^\]]*\])?\s*([=<>!~;]|$)/i, why: "the studioml client itself: the runner does not need it in the experiment's environment" },
+  // Packages made only for Windows or macOS (a freeze from a laptop), when no marker says so.
+  ...(process.platform === "linux"
+    ? [
+        { re: /^(pywin32|pywinpty|windows-curses|tensorflow-intel)\s*([=<>!~;[]|$)/i, why: "a Windows-only package; this runner is Linux" },
+        { re: /^(pyobjc(-core|-framework-[A-Za-z0-9]+)?|tensorflow-macos|tensorflow-metal)\s*([=<>!~;[]|$)/i, why: "a macOS-only package; this runner is Linux" },
+      ]
+    : []),
 ];
 /** Editable and VCS lines of a freeze (a checkout on the client's machine). */
 const EDITABLE_OR_VCS = /^(-e\s|--editable[\s=])|^(git|hg|svn|bzr)\+|^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@\s*(git|hg|svn|bzr)\+/i;

@@ -259,6 +259,11 @@ describe("requestRequirementSet: lines that can never work here are skipped up f
     expect(set.skipped.map((s) => s.requirement)).toEqual(["pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0", "pkg_resources==0.0.0"]);
     expect(set.skipped[1]!.why).toContain("studioml client itself");
     expect(requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pkg-resources==1.0.0"] }], false).lines).toEqual(["pkg-resources==1.0.0"]);
+    if (process.platform === "linux") {
+      const laptop = requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pywin32==306", "pyobjc-framework-Cocoa==10.1", "tensorflow-macos==2.15", "pywin32-ctypes==0.2.2", "six==1.17.0"] }], false);
+      expect(laptop.lines).toEqual(["pywin32-ctypes==0.2.2", "six==1.17.0"]);
+      expect(laptop.skipped.map((s) => s.why)).toEqual(["a Windows-only package; this runner is Linux", "a macOS-only package; this runner is Linux", "a macOS-only package; this runner is Linux"]);
+    }
   });
 
   test("editable and VCS lines of the client's freeze are skipped (not refused); in config.pip they are refused", () => {
