@@ -2,20 +2,23 @@
 // the benchmarks against the compiled runner (dist/studio-runner, built from this checkout first
 // unless --no-build) and prints
 // one Markdown table (median, min, max, runs, target, met?) with the machine, the date and the
-// notes. Names: dispatch, completion, throughput, environment, transfer, footprint.
+// notes. Names: dispatch, completion, throughput, environment, freeze, transfer, footprint.
+// BENCH_RUNNER_BINARY=<path> benches that binary instead (nothing is built: see bench/lib/runner.ts).
 
 import { spawnSync } from "node:child_process";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { ensureBinary, REPO } from "../test/helpers/e2e.ts";
+import { REPO } from "../test/helpers/e2e.ts";
 import { runCompletion } from "./completion.ts";
 import { runDispatch } from "./dispatch.ts";
 import { runEnvironment } from "./environment.ts";
+import { runFreeze } from "./environment-freeze.ts";
 import { runFootprint } from "./footprint.ts";
 import { applyBenchEnv } from "./lib/bench-env.ts";
 import type { BenchOptions } from "./lib/options.ts";
 import { loadAverage } from "./lib/proc.ts";
 import { markdownTable, met, notes, type Row } from "./lib/report.ts";
+import { benchBinary } from "./lib/runner.ts";
 import { runThroughput } from "./throughput.ts";
 import { runTransfer } from "./transfer.ts";
 
@@ -24,6 +27,7 @@ const BENCHES: Record<string, (o: BenchOptions) => Promise<Row[]>> = {
   completion: runCompletion,
   throughput: runThroughput,
   environment: runEnvironment,
+  freeze: runFreeze,
   transfer: runTransfer,
   footprint: runFootprint,
 };
@@ -50,11 +54,12 @@ function machine(): string {
 async function main() {
   const { quick, only } = parseArgs(process.argv.slice(2));
   applyBenchEnv();
-  if (!process.argv.includes("--no-build")) {
+  if (!process.argv.includes("--no-build") && !process.env.BENCH_RUNNER_BINARY) {
     const built = spawnSync(join(REPO, "node_modules/.bin/bun"), ["run", "build.ts"], { cwd: REPO, stdio: ["ignore", "ignore", "inherit"] });
     if (built.status !== 0) throw new Error("the build failed");
   }
-  ensureBinary();
+  const binary = benchBinary();
+  const version = spawnSync(binary, ["--version"], { encoding: "utf8" }).stdout.trim();
   const say = (line: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   const started = Date.now();
   const loadBefore = loadAverage();
@@ -75,6 +80,7 @@ async function main() {
   console.log(`- command: \`node_modules/.bin/bun bench/run.ts ${process.argv.slice(2).join(" ")}\``.replace(/ `$/, "`"));
   console.log(`- date: ${new Date(started).toISOString()}, ${((Date.now() - started) / 60000).toFixed(1)} min`);
   console.log(`- machine: ${machine()}`);
+  console.log(`- binary: ${binary} (${version || "no --version"})${process.env.BENCH_RUNNER_BINARY ? " from BENCH_RUNNER_BINARY" : ""}`);
   console.log(`- load average (1 min) before: ${loadBefore.toFixed(2)}, after: ${loadAverage().toFixed(2)}\n`);
   console.log(markdownTable(rows));
   const n = notes(rows);

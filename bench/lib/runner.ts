@@ -1,10 +1,22 @@
 // The compiled runner as the bench starts it: `run --log-format json` in a sandbox of queue root,
 // storage, working and cache dirs; every log line kept with the time it arrived and the time the
-// runner wrote into it.
+// runner wrote into it. BENCH_RUNNER_BINARY=<path> benches that binary (another commit's build)
+// instead of this checkout's dist/studio-runner, which is then neither built nor needed.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { BINARY, ensureBinary, runnerDefaults, type Sandbox } from "../../test/helpers/e2e.ts";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { ensureBinary, runnerDefaults, type Sandbox } from "../../test/helpers/e2e.ts";
 import { NO_METADATA_ENV, pipEnv } from "./bench-env.ts";
+
+/** The binary every BenchRunner starts: BENCH_RUNNER_BINARY when set, else dist/studio-runner (built when missing). */
+export function benchBinary(): string {
+  const other = process.env.BENCH_RUNNER_BINARY;
+  if (!other) return ensureBinary();
+  const path = resolve(other);
+  if (!existsSync(path)) throw new Error(`BENCH_RUNNER_BINARY=${other}: no such file`);
+  return path;
+}
 
 export type LogLine = {
   /** When the bench read the line (Date.now()). */
@@ -26,12 +38,12 @@ export class BenchRunner {
   private readonly waiters = new Set<() => void>();
 
   constructor(readonly sandbox: Sandbox, args: string[], env: Record<string, string> = {}) {
-    ensureBinary();
+    const binary = benchBinary();
     const base: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) base[k] = v;
     this.spawnedMs = Date.now();
     this.child = spawn(
-      BINARY,
+      binary,
       ["run", "--log-format", "json", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...runnerDefaults(sandbox, args, env), ...args],
       { env: { ...base, ...NO_METADATA_ENV, ...pipEnv(), ...env }, stdio: ["ignore", "ignore", "pipe"] },
     );
