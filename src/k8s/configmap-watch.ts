@@ -6,7 +6,7 @@
 // given (undefined while the map does not exist).
 
 import { CoreV1Api, Watch, type KubeConfig } from "@kubernetes/client-node";
-import { backoffDelayMs, type BackoffOptions } from "../queue/rabbitmq/backoff.ts";
+import { exponentialBackoff, type BackoffStrategy } from "../retry/backoff.ts";
 import type { Logger } from "../task/context.ts";
 
 export type ConfigMapData = Readonly<Record<string, string>>;
@@ -17,7 +17,8 @@ export type ConfigMapWatchOptions = {
   name: string;
   onChange: (data: ConfigMapData | undefined) => void;
   log: Pick<Logger, "info" | "warn">;
-  backoff?: BackoffOptions;
+  /** Pauses after a failure or a watch closed at once: initialMs doubling up to maxMs, equal jitter. */
+  backoff?: { initialMs: number; maxMs: number };
   /** How long the server keeps one watch open before the client starts the next. */
   watchTimeoutS?: number;
 };
@@ -33,7 +34,7 @@ export class KubernetesApiError extends Error {
   }
 }
 
-const DEFAULT_WATCH_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
+const DEFAULT_WATCH_BACKOFF = { initialMs: 500, maxMs: 30_000 };
 const DEFAULT_WATCH_TIMEOUT_S = 300;
 /** A watch that ends sooner than this without news is resumed only after a pause (no tight reconnect loop). */
 const SHORT_WATCH_MS = 1000;
@@ -51,12 +52,14 @@ export class ConfigMapWatch {
   private lastProblem = "";
   private loop?: Promise<void>;
   private readonly api: CoreV1Api;
+  private readonly backoff: BackoffStrategy;
   private firstReadDone!: () => void;
   /** Settles once the first list was answered or failed: callers may apply the map before taking work. */
   readonly firstRead = new Promise<void>((resolve) => (this.firstReadDone = resolve));
 
   constructor(readonly options: ConfigMapWatchOptions) {
     this.api = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.backoff = exponentialBackoff({ ...(options.backoff ?? DEFAULT_WATCH_BACKOFF), jitter: "equal" });
   }
 
   get where(): string {
@@ -113,14 +116,14 @@ export class ConfigMapWatch {
             quickEnds = 0;
           } else if (!this.stopped) {
             // Closed at once without news: resume from the same version, after a growing pause.
-            await this.sleep(backoffDelayMs(++quickEnds, this.options.backoff ?? DEFAULT_WATCH_BACKOFF));
+            await this.sleep(this.backoff(++quickEnds));
           }
         }
       } catch (err) {
         this.firstReadDone();
         if (this.stopped) break;
         this.failures++;
-        const delayMs = backoffDelayMs(this.failures, this.options.backoff ?? DEFAULT_WATCH_BACKOFF);
+        const delayMs = this.backoff(this.failures);
         const problem = describeFailure(err);
         if (problem !== this.lastProblem) {
           this.options.log.warn(`${this.where}: ${problem}; drain instructions from it are not seen until this clears (retrying with back-off, now ${(delayMs / 1000).toFixed(1)} s)`);

@@ -3,6 +3,8 @@
 // hold (secrets).
 
 import type { Request } from "../request/model.ts";
+import { exponentialBackoff, type Sleep } from "../retry/backoff.ts";
+import { retry } from "../retry/retry.ts";
 import type { StorageIdentity } from "../storage/storage-identity.ts";
 
 export interface ExperimentRecord {
@@ -83,18 +85,12 @@ export function finishedFields(currentStatus: unknown): Record<string, unknown> 
   return { status: currentStatus === "stopped" ? "stopped" : "finished", time_finished: now, time_last_checkpoint: now };
 }
 
+/** Pauses between record-update tries: 500 ms, then doubling. */
+const RECORD_RETRY_BACKOFF = exponentialBackoff({ initialMs: 500 });
+
 /** Runs `work` up to `tries` times, 500 ms apart then doubling: a database blip must not lose a state. */
-export async function withRetries<T>(tries: number, work: () => Promise<T>): Promise<T> {
-  let delayMs = 500;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await work();
-    } catch (err) {
-      if (attempt >= tries) throw err;
-      await Bun.sleep(delayMs);
-      delayMs *= 2;
-    }
-  }
+export function withRetries<T>(tries: number, work: () => Promise<T>, sleep?: Sleep): Promise<T> {
+  return retry(work, { strategy: RECORD_RETRY_BACKOFF, tries, sleep });
 }
 
 /** Attempts per record update. */

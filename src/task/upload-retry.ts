@@ -5,35 +5,35 @@
 // up as it was, and the attempt requeues the request.
 
 import { asFault, errorMessage } from "../errors.ts";
+import { exponentialBackoff, type Random, type Sleep } from "../retry/backoff.ts";
+import { retry } from "../retry/retry.ts";
 
 /** Tries of one artifact upload, the first included. */
 export const UPLOAD_TRIES = 4;
-/** Pause before the second try; each later pause is UPLOAD_BACKOFF_FACTOR times longer. */
+/** Pause before the second try; each later pause is 4 times longer, up to 8 s. */
 export const UPLOAD_BACKOFF_FIRST_MS = 500;
-const UPLOAD_BACKOFF_FACTOR = 4;
-const UPLOAD_BACKOFF_MAX_MS = 8_000;
-/** Pauses are spread ±this fraction so that runners hit by one outage do not retry in step. */
-const UPLOAD_BACKOFF_JITTER = 0.25;
+/** Pauses are spread ±25% so that runners hit by one outage do not retry in step. */
+export const UPLOAD_BACKOFF = exponentialBackoff({ initialMs: UPLOAD_BACKOFF_FIRST_MS, factor: 4, maxMs: 8_000, jitter: { spread: 0.25 } });
 
 /** The pause before try `next` (2, 3, …). */
-export function uploadBackoffMs(next: number, random: () => number = Math.random): number {
-  const base = Math.min(UPLOAD_BACKOFF_MAX_MS, UPLOAD_BACKOFF_FIRST_MS * UPLOAD_BACKOFF_FACTOR ** (next - 2));
-  return Math.round(base * (1 - UPLOAD_BACKOFF_JITTER + 2 * UPLOAD_BACKOFF_JITTER * random()));
+export function uploadBackoffMs(next: number, random: Random = Math.random): number {
+  return UPLOAD_BACKOFF(next - 1, random);
 }
+
+/** For tests: the pause and its random source. */
+export type UploadRetryTiming = { sleep?: Sleep; random?: Random };
 
 /**
  * Run `send` until it succeeds, a permanent fault, or UPLOAD_TRIES tries; `onRetry` hears about
  * each retry (what failed, which try comes next, after how long).
  */
-export async function withUploadRetries<T>(what: string, send: () => Promise<T>, onRetry?: (message: string) => void): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await send();
-    } catch (err) {
-      if (!asFault(err).retryable || attempt >= UPLOAD_TRIES) throw err;
-      const waitMs = uploadBackoffMs(attempt + 1);
-      onRetry?.(`${what} failed (${errorMessage(err)}); try ${attempt + 1} of ${UPLOAD_TRIES} in ${(waitMs / 1000).toFixed(1)}s`);
-      await Bun.sleep(waitMs);
-    }
-  }
+export function withUploadRetries<T>(what: string, send: () => Promise<T>, onRetry?: (message: string) => void, timing: UploadRetryTiming = {}): Promise<T> {
+  return retry(send, {
+    strategy: UPLOAD_BACKOFF,
+    tries: UPLOAD_TRIES,
+    isRetryable: (err) => asFault(err).retryable,
+    onRetry: ({ error, nextTry, tries, delayMs }) => onRetry?.(`${what} failed (${errorMessage(error)}); try ${nextTry} of ${tries} in ${(delayMs / 1000).toFixed(1)}s`),
+    sleep: timing.sleep,
+    random: timing.random,
+  });
 }

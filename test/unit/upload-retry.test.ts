@@ -1,5 +1,5 @@
 // Upload retries: transient faults are retried with growing pauses and reported; permanent faults
-// and the last failure go up unchanged.
+// and the last failure go up unchanged. The pauses go to an injected sleep: nothing waits in real time.
 
 import { describe, expect, test } from "bun:test";
 import { PermanentError, RetryableError } from "../../src/errors.ts";
@@ -21,7 +21,7 @@ describe("upload retries", () => {
     const out = await withUploadRetries("upload of output", async () => {
       if (++calls === 1) throw new RetryableError("connection reset");
       return "ok";
-    }, (m) => said.push(m));
+    }, (m) => said.push(m), { sleep: async () => undefined });
     expect(out).toBe("ok");
     expect(calls).toBe(2);
     expect(said[0]).toMatch(/^upload of output failed \(connection reset\); try 2 of 4 in 0\.\ds$/);
@@ -36,14 +36,28 @@ describe("upload retries", () => {
     expect(calls).toBe(1);
   });
 
-  test("after the last try the fault goes up", async () => {
+  test("after the last try the fault goes up; the pauses are 0.5 s, 2 s and 8 s, each ±25%", async () => {
     let calls = 0;
-    const t0 = Date.now();
+    const said: string[] = [];
+    const slept: number[] = [];
+    const sleep = async (ms: number) => void slept.push(ms);
+    const lowest = { sleep, random: () => 0 };
     await expect(withUploadRetries("u", async () => {
       calls++;
       throw new Error("socket hang up");
-    })).rejects.toThrow("socket hang up");
+    }, (m) => said.push(m), lowest)).rejects.toThrow("socket hang up");
     expect(calls).toBe(UPLOAD_TRIES);
-    expect(Date.now() - t0).toBeGreaterThan(375 + 1500 + 6000 - 100);
-  }, 30_000);
+    expect(slept).toEqual([375, 1500, 6000]);
+    expect(said).toEqual([
+      "u failed (socket hang up); try 2 of 4 in 0.4s",
+      "u failed (socket hang up); try 3 of 4 in 1.5s",
+      "u failed (socket hang up); try 4 of 4 in 6.0s",
+    ]);
+
+    slept.length = 0;
+    await expect(withUploadRetries("u", async () => {
+      throw new Error("socket hang up");
+    }, undefined, { sleep, random: () => 1 })).rejects.toThrow("socket hang up");
+    expect(slept).toEqual([625, 2500, 10_000]);
+  });
 });

@@ -3,6 +3,7 @@
 
 import { Readable } from "node:stream";
 import { RetryableError } from "../../errors.ts";
+import { exponentialBackoff, realSleep, type BackoffStrategy, type Sleep } from "../../retry/backoff.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
 
 export type ReadStreamOptions = {
@@ -16,8 +17,10 @@ export type ReadStreamOptions = {
   describe: string;
   /** How many times a broken transfer is continued before giving up. */
   maxResumes?: number;
-  /** Pause before the n-th resume (1-based). */
-  backoffMs?: (resume: number) => number;
+  /** Pause before the n-th resume (1-based); default 250 ms doubling up to 8 s. */
+  backoff?: BackoffStrategy;
+  /** Default: the real sleep. */
+  sleep?: Sleep;
   /** A body that brings nothing for this long is dropped and the transfer resumed (fetch bodies have no socket timeout). */
   idleTimeoutMs?: number;
 };
@@ -32,14 +35,15 @@ function drop(body: Body, reason?: Error): void {
 
 const READ_BUFFER_BYTES = 1 << 20;
 const DEFAULT_MAX_RESUMES = 5;
-const defaultBackoffMs = (n: number) => Math.min(8_000, 250 * 2 ** (n - 1));
+const DEFAULT_BACKOFF = exponentialBackoff({ initialMs: 250, maxMs: 8_000 });
 const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
 const IDLE_CHECK_MS = 5_000;
 
 async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
   const total = opts.totalBytes;
   const maxResumes = opts.maxResumes ?? DEFAULT_MAX_RESUMES;
-  const backoff = opts.backoffMs ?? defaultBackoffMs;
+  const backoff = opts.backoff ?? DEFAULT_BACKOFF;
+  const sleep = opts.sleep ?? realSleep;
   let body = opts.first;
   let received = 0;
   let resumes = 0;
@@ -91,7 +95,7 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     if (resumes > maxResumes) {
       throw new RetryableError(`${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ${maxResumes} resumes`, {}, { cause: failure });
     }
-    await Bun.sleep(backoff(resumes));
+    await sleep(backoff(resumes));
     body = await opts.reopen(received);
   }
 }

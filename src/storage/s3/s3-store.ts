@@ -14,6 +14,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Readable } from "node:stream";
 import { NotFoundError, PermanentError, RequestError } from "../../errors.ts";
 import type { AwsCredentials } from "../../request/model.ts";
+import { exponentialBackoff, realSleep } from "../../retry/backoff.ts";
 import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
@@ -28,7 +29,7 @@ export const PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const UPLOAD_QUEUE_SIZE = 2;
 /** Reads of an uploaded object's metadata before a mismatch counts (back-off 100, 200, 400, 800 ms). */
 const VERIFY_ATTEMPTS = 5;
-const VERIFY_BACKOFF_MS = 100;
+const VERIFY_BACKOFF = exponentialBackoff({ initialMs: 100 });
 
 /** Bytes buffered between the body being uploaded and the part chunker. */
 const BODY_BUFFER_BYTES = 1024 * 1024;
@@ -146,7 +147,7 @@ export class S3Store implements ObjectStore {
     const bare = (tag: string | undefined) => tag?.replace(/"/g, "").toLowerCase();
     let info: ObjectInfo | undefined;
     for (let attempt = 0; attempt < VERIFY_ATTEMPTS; attempt++) {
-      if (attempt > 0) await Bun.sleep(VERIFY_BACKOFF_MS * 2 ** (attempt - 1));
+      if (attempt > 0) await realSleep(VERIFY_BACKOFF(attempt));
       info = await this.head(location);
       if (info && info.sizeBytes === sentBytes && (!etag || bare(info.version) === bare(etag))) return info;
     }
