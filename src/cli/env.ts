@@ -14,7 +14,7 @@ import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
 import { requestRequirementSet } from "../env/requirements.ts";
 import { pinModeProblems, venvCacheFromSettings } from "../env/venv-settings.ts";
 import type { VenvCache } from "../env/venv-cache.ts";
-import { createLogger, type LogFormat } from "../observe/logger.ts";
+import { createLogger, type LogFormat } from "../log/logger.ts";
 import { prepareRunnerDirs, RUNNER_UMASK } from "../runner/private-dirs.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";

@@ -10,7 +10,7 @@ import { findInterpreters } from "../env/interpreters.ts";
 import { pinModeProblems, venvCacheFromSettings } from "../env/venv-settings.ts";
 import { chooseSandbox } from "./sandbox-choice.ts";
 import { RunnerEvents } from "../observe/events.ts";
-import { createLogger, type LogFormat } from "../observe/logger.ts";
+import { createLogger, type LogFormat } from "../log/logger.ts";
 import { ObserveStartError, observeSettingsProblems, startObservability } from "../observe/observability.ts";
 import { K8S_OPTIONS, startConfigMapDrain } from "../k8s/settings.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";

@@ -9,7 +9,8 @@ import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../s
 import { gpuMinors } from "../sandbox/gpu-devices.ts";
 import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
 import { JobUserError, resolveJobUser, type JobUser } from "../sandbox/job-user.ts";
-import type { Logger, TaskContext } from "../task/context.ts";
+import type { Logger } from "../log/logger.ts";
+import type { TaskContext } from "../task/context.ts";
 
 export type SandboxChoice = { sandbox: TaskContext["sandbox"]; noneJobUser: JobUser | undefined } | { exitCode: number };
 

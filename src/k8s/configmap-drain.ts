@@ -6,7 +6,7 @@
 
 import type { RunnerState } from "../observe/events.ts";
 import type { LiveQueueFilter } from "../queue/live-filter.ts";
-import type { Logger } from "../task/context.ts";
+import type { Logger } from "../log/logger.ts";
 import type { ConfigMapData } from "./configmap-watch.ts";
 import { DrainStateError, filterOverrideOf, runnerStateOf, STATE_KEY } from "./drain-state.ts";
 

@@ -7,7 +7,7 @@
 
 import { CoreV1Api, Watch, type KubeConfig } from "@kubernetes/client-node";
 import { exponentialBackoff, type BackoffStrategy } from "../retry/backoff.ts";
-import type { Logger } from "../task/context.ts";
+import type { Logger } from "../log/logger.ts";
 
 export type ConfigMapData = Readonly<Record<string, string>>;
 

@@ -5,7 +5,7 @@
 import type { Settings } from "../config/load.ts";
 import type { OptionSpec } from "../config/options.ts";
 import type { LiveQueueFilter } from "../queue/live-filter.ts";
-import type { Logger } from "../task/context.ts";
+import type { Logger } from "../log/logger.ts";
 import { detectCluster } from "./cluster.ts";
 import { ConfigMapDrain, type StateTarget } from "./configmap-drain.ts";
 import type { ConfigMapData } from "./configmap-watch.ts";

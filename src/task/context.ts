@@ -9,13 +9,7 @@ import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import type { RunnerEvents } from "../observe/events.ts";
 import type { RequestAdmission } from "../request/admission.ts";
 import type { StorageIdentitySetting } from "../storage/storage-identity.ts";
-
-export type Logger = {
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-  debug(message: string, fields?: Record<string, unknown>): void;
-};
+import type { Logger } from "../log/logger.ts";
 
 export type TaskContext = {
   workingDir: string;

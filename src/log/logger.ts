@@ -2,7 +2,14 @@
 // --log-format json.
 
 import { createConsola, type ConsolaInstance, type LogObject } from "consola";
-import type { Logger } from "../task/context.ts";
+
+/** What the runner logs through: a message and its fields, at one of four levels. */
+export type Logger = {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+  debug(message: string, fields?: Record<string, unknown>): void;
+};
 
 export type LogFormat = "human" | "json";
 
