@@ -5,7 +5,7 @@
 
 import type { GpuAllocator } from "../gpu/allocator.ts";
 import type { Capacity, PoolSnapshot } from "../resources/pool.ts";
-import { SecretMasker } from "../task/secret-mask.ts";
+import { SecretMasker } from "../log/secret-mask.ts";
 import type { AttemptPhase, AttemptResult, RunnerEvents, RunnerState } from "./events.ts";
 import type { HealthReport, ReadyReport } from "./health.ts";
 

@@ -28,7 +28,7 @@ import { checkContainerRequest, containerArgv, containerEnv, containerScript, Co
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
-import { SecretMasker } from "./secret-mask.ts";
+import { SecretMasker } from "../log/secret-mask.ts";
 import { checkDatabase, experimentRecordFor, type ExperimentRecord } from "../status/experiment-record.ts";
 import { forgetOwner, recordOwner } from "./orphans.ts";
 import { timeLimit } from "./time-limit.ts";

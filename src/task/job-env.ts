@@ -4,7 +4,7 @@
 
 import { RUN_OPTIONS, envName } from "../config/options.ts";
 import type { Request } from "../request/model.ts";
-import { looksSecret, valueLooksSecret } from "./secret-mask.ts";
+import { looksSecret, valueLooksSecret } from "../log/secret-mask.ts";
 
 const RUNNER_ONLY = new Set([
   ...RUN_OPTIONS.map((o) => envName(o.name)),

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseRequest } from "../../src/request/parse.ts";
 import type { Request } from "../../src/request/model.ts";
 import { buildJobEnv, isRunnerSecret, type JobEnvInput } from "../../src/task/job-env.ts";
-import { SecretMasker } from "../../src/task/secret-mask.ts";
+import { SecretMasker } from "../../src/log/secret-mask.ts";
 
 const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
 

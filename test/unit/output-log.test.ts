@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OutputLog } from "../../src/task/output-log.ts";
-import { SecretMasker } from "../../src/task/secret-mask.ts";
+import { SecretMasker } from "../../src/log/secret-mask.ts";
 
 let dir: string;
 beforeEach(() => {

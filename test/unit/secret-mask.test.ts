@@ -1,6 +1,6 @@
-// Covers src/task/secret-mask.ts: SecretMasker hides NAME=value secrets, URL credentials and known secret values.
+// Covers src/log/secret-mask.ts: SecretMasker hides NAME=value secrets, URL credentials and known secret values.
 import { describe, expect, test } from "bun:test";
-import { looksSecret, SecretMasker, valueLooksSecret } from "../../src/task/secret-mask.ts";
+import { looksSecret, SecretMasker, valueLooksSecret } from "../../src/log/secret-mask.ts";
 
 const masker = new SecretMasker();
 
