@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { appendPrivateLine, ensurePrivateDir, replacePrivateFile } from "../runner/private-dirs.ts";
+import { appendPrivateLine, ensurePrivateDir, replacePrivateFile } from "../fs/private-files.ts";
 
 export type ReplayEntry = {
   key: string;

@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { bootId, isProcessAlive, isSameProcess, processGroupOf, processStartTicks } from "../exec/pid.ts";
 import { descendants } from "../exec/process-tree.ts";
-import { replacePrivateFile } from "../runner/private-dirs.ts";
+import { replacePrivateFile } from "../fs/private-files.ts";
 
 /** What an attempt tells recordOwner: the job's pid once it is spawned. */
 export type AttemptOwner = { host: string; runnerPid: number; runnerId: string; jobPid?: number };

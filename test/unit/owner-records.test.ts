@@ -1,4 +1,4 @@
-// Covers src/task/orphans.ts, src/exec/pid.ts and src/runner/private-dirs.ts: owner records live in
+// Covers src/task/orphans.ts, src/exec/pid.ts and src/fs/private-files.ts: owner records live in
 // a runner-only directory (0700, files 0600) and name processes by pid and start time; the reaper
 // kills a recorded job only while the pid is still that job, and never trusts the attempt
 // directory; the runner's directories are refused when another uid owns them or others may write them.
@@ -8,7 +8,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { isProcessRunning, processGroupOf, processStartTicks } from "../../src/exec/pid.ts";
-import { ensurePrivateDir, PrivateDirError, writeNewPrivateFile } from "../../src/runner/private-dirs.ts";
+import { ensurePrivateDir, PrivateDirError, writeNewPrivateFile } from "../../src/fs/private-files.ts";
 import { forgetOwner, reapOrphans, recordOwner } from "../../src/task/orphans.ts";
 import { deadPid, detachedSleep } from "../helpers/host-processes.ts";
 
