@@ -31,7 +31,7 @@
 import { networkInterfaces } from "node:os";
 import { posix } from "node:path";
 import { RequestError } from "../errors.ts";
-import { isHostLike } from "../storage/s3/s3-location.ts";
+import { isHostLike } from "./s3-location.ts";
 
 export type LocationPolicy = {
   /** Directories under which file: locations may be read and written (absolute paths). */

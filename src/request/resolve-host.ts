@@ -8,7 +8,7 @@
 import { lookup } from "node:dns/promises";
 import { RequestError, RetryableError } from "../errors.ts";
 import { checkLocation, classifyHost, hostnameOf, hostProblem, isIpLiteral, redact, type HostClass, type LocationPolicy, type LocationUse } from "./location-policy.ts";
-import { isHostLike } from "../storage/s3/s3-location.ts";
+import { isHostLike } from "./s3-location.ts";
 
 export type ResolvedAddress = { address: string; family: number };
 export type Resolver = (hostname: string) => Promise<ResolvedAddress[]>;

@@ -4,7 +4,7 @@
 // the places --storage-identity-allow lists for the request's queue.
 
 import { errorMessage } from "../errors.ts";
-import { isHostLike } from "./s3/s3-location.ts";
+import { isHostLike } from "../request/s3-location.ts";
 import { commaList } from "../config/comma-list.ts";
 
 /** One object a request wants reached: its scheme, server (host[:port], when the location or endpoint names one), bucket and key. */

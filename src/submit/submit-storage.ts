@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Credentials } from "../request/model.ts";
 import { filePath } from "../storage/file/file-store.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
-import { formatS3Location, isHostLike } from "../storage/s3/s3-location.ts";
+import { formatS3Location, isHostLike } from "../request/s3-location.ts";
 import { S3Store } from "../storage/s3/s3-store.ts";
 import { parseEndpoint } from "../storage/s3/s3-target.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";

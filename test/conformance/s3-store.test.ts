@@ -16,7 +16,7 @@ import type { Credentials, Request } from "../../src/request/model.ts";
 import { parseRequest } from "../../src/request/parse.ts";
 import { ArtifactCache } from "../../src/storage/artifact-cache.ts";
 import type { ObjectStore } from "../../src/storage/object-store.ts";
-import { isHostLike, parseS3Location } from "../../src/storage/s3/s3-location.ts";
+import { isHostLike, parseS3Location } from "../../src/request/s3-location.ts";
 import { S3Store } from "../../src/storage/s3/s3-store.ts";
 import { regionFromHost, resolveRegion, resolveTarget } from "../../src/storage/s3/s3-target.ts";
 import { REQUEST_IDENTITY_ONLY, storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";

@@ -18,7 +18,7 @@ import { exponentialBackoff, realSleep } from "../../retry/backoff.ts";
 import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
-import { parseS3Location } from "./s3-location.ts";
+import { parseS3Location } from "../../request/s3-location.ts";
 import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";

@@ -1,7 +1,7 @@
 // Where an s3:// location is served from: endpoint URL (scheme from config.storage.endpoint),
 // addressing style and signing region.
 
-import type { S3Location } from "./s3-location.ts";
+import type { S3Location } from "../../request/s3-location.ts";
 
 export type S3Target = S3Location & {
   /** Endpoint URL for the SDK; undefined means AWS's own endpoint for the region. */

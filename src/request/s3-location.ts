@@ -1,6 +1,6 @@
 // Splits an s3:// location into server host (when it names one), bucket and key.
 
-import { RequestError } from "../../errors.ts";
+import { RequestError } from "../errors.ts";
 
 export type S3Location = {
   /** "host[:port]" when the location names its server (studioml's form), else undefined (AWS form). */
