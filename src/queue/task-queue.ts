@@ -1,5 +1,7 @@
 // The queue interface every backend (local directory, RabbitMQ, SQS, Pub/Sub) implements.
 
+import type { ResponsePublisher } from "./response-publisher.ts";
+
 export type NackOutcome = "requeued" | "failed";
 
 /** One received request, held by this runner until it is acked, nacked or rejected. */
@@ -52,6 +54,8 @@ export interface QueueBackend {
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void>;
   /** Send a request (used by `submit` and tests). */
   publish(queue: string, body: Uint8Array | string): Promise<string>;
+  /** A publisher of reports to this backend's `<queue>_response` queues, with its settings, on clients of its own. */
+  responsePublisher(): ResponsePublisher;
   close(): Promise<void>;
 }
 

@@ -17,7 +17,7 @@ import { errorMessage } from "../errors.ts";
 import type { AttemptIdentity, RunnerEventMap, RunnerEvents } from "../observe/events.ts";
 import { sealResponse } from "../request/envelope/seal.ts";
 import { loggingReport, progressReport, type Report, type ReportIdentity, type TaskState } from "./response/report-format.ts";
-import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "./response/publisher.ts";
+import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../queue/response-publisher.ts";
 
 /** Log lines are sent at most this often per attempt (unless a batch fills first). */
 export const LOG_FLUSH_INTERVAL_MS = 1_000;

@@ -6,7 +6,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { RunnerEvents, type AttemptIdentity } from "../../src/observe/events.ts";
 import { decryptPayload } from "../../src/request/envelope/hybrid.ts";
 import { LOG_BUFFER_MAX_BYTES, ResponseReports } from "../../src/status/response-reports.ts";
-import type { ResponsePublisher, ResponseTarget } from "../../src/status/response/publisher.ts";
+import type { ResponsePublisher, ResponseTarget } from "../../src/queue/response-publisher.ts";
 
 class Recorder implements ResponsePublisher {
   readonly kind = "local";

@@ -16,6 +16,8 @@ import { isProcessAlive } from "../../exec/pid.ts";
 import { at, kindOf, NotARegularFileError, readRegularFileNoFollow, replaceFileAt, self, tryOpenDirectory, withDirectoryBelow, writeFileExclusiveAt } from "../../fs/safe-open.ts";
 import type { Delivery, NackOutcome, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import { filterOf, queueWanted } from "../task-queue.ts";
+import type { ResponsePublisher } from "../response-publisher.ts";
+import { LocalResponsePublisher } from "./response-publisher.ts";
 
 export type LocalQueueOptions = QueueFilterOptions & {
   root: string;
@@ -95,6 +97,11 @@ export class LocalQueueBackend implements QueueBackend {
     this.rescanMs ??= rescanIntervalMs(this.options.root);
     const pollMs = this.options.pollMs ?? (this.watchFailed ? NETWORK_FS_RESCAN_MS : this.rescanMs);
     return waitForWake(Math.min(timeoutMs, pollMs), signal, this.waiters);
+  }
+
+  /** Reports go to `<root>/<queue>_response/` where that directory exists. */
+  responsePublisher(): ResponsePublisher {
+    return new LocalResponsePublisher(this.options.root);
   }
 
   async close(): Promise<void> {

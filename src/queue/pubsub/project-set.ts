@@ -5,6 +5,8 @@ import { errorMessage } from "../../errors.ts";
 import type { QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
 import type { QueueLog } from "./delivery.ts";
 import { PubsubQueueBackend } from "./pubsub-queue.ts";
+import type { ResponsePublisher } from "../response-publisher.ts";
+import { PubsubResponsePublisher } from "./response-publisher.ts";
 import type { ProjectSource } from "./service-accounts.ts";
 
 export type ProjectSetOptions = QueueFilterOptions & {
@@ -27,6 +29,8 @@ export class NoPubsubProjectError extends Error {
 
 const DEFAULT_RESCAN_MS = 30_000;
 const POLL_MS = 1000;
+/** How long a scan of the projects is reused by the report publisher. */
+const PROJECT_SCAN_REUSE_MS = 30_000;
 
 export class PubsubProjectSet implements QueueBackend {
   readonly kind = "pubsub";
@@ -92,6 +96,15 @@ export class PubsubProjectSet implements QueueBackend {
     if (this.closed) return Promise.resolve();
     if (!live.length) return Bun.sleep(Math.min(timeoutMs, POLL_MS));
     return Promise.race(live.map((b) => b.waitForWork(timeoutMs, signal)));
+  }
+
+  /** Reports go to the topic `<queue>_response` of the first project that has it, from a scan of its own (reused for PROJECT_SCAN_REUSE_MS). */
+  responsePublisher(): ResponsePublisher {
+    let scanned: { atMs: number; projects: ProjectSource[] } | undefined;
+    return new PubsubResponsePublisher(() => {
+      if (!scanned || Date.now() - scanned.atMs > PROJECT_SCAN_REUSE_MS) scanned = { atMs: Date.now(), projects: this.options.scan().projects };
+      return scanned.projects;
+    });
   }
 
   async close(): Promise<void> {

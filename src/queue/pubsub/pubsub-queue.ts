@@ -10,6 +10,9 @@ import { ATTRIBUTE, failedTopicName, isFailedPlace, queueOfSubscription, shortNa
 import { PubsubDelivery, type DeliveryHost, type PulledMessage, type QueueLog } from "./delivery.ts";
 import { Lease } from "./lease.ts";
 import { copyAttributes, messageFacts, type MessageFacts, type Reason } from "./message-facts.ts";
+import type { ResponsePublisher } from "../response-publisher.ts";
+import { PubsubResponsePublisher } from "./response-publisher.ts";
+import type { ProjectSource } from "./service-accounts.ts";
 
 export type PubsubQueueOptions = QueueFilterOptions & {
   projectId: string;
@@ -82,6 +85,12 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (this.closed) return Promise.resolve();
     return waitForWake(Math.min(timeoutMs, this.options.pollIntervalMs ?? 1000), signal, this.wakers);
+  }
+
+  /** Reports go to the topic `<queue>_response` of this backend's project. */
+  responsePublisher(): ResponsePublisher {
+    const source: ProjectSource = { projectId: this.options.projectId, keyFilename: this.options.keyFilename, origin: "queue backend" };
+    return new PubsubResponsePublisher(() => [source]);
   }
 
   async close(): Promise<void> {

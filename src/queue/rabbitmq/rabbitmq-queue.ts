@@ -17,6 +17,8 @@ import { NewWorkWatch } from "./new-work-watch.ts";
 import { ExchangeTap } from "./exchange-tap.ts";
 import { ConfirmedPublisher, UnroutableError } from "./publisher.ts";
 import { QueueDiscovery } from "./queue-discovery.ts";
+import type { ResponsePublisher } from "../response-publisher.ts";
+import { RabbitResponsePublisher } from "./response-publisher.ts";
 import { Receiver } from "./receiver.ts";
 import { AmqpSession } from "./session.ts";
 
@@ -166,6 +168,11 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
     this.session.start();
     if (this.closed) return Promise.resolve();
     return this.watch.wait(timeoutMs, signal);
+  }
+
+  /** Reports go to `<queue>_response` on this broker, on a connection of their own. */
+  responsePublisher(): ResponsePublisher {
+    return new RabbitResponsePublisher(this.address);
   }
 
   async close(): Promise<void> {

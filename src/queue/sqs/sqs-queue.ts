@@ -45,6 +45,8 @@ import { ATTR, failedQueueName, queueNameOfUrl, type Reason } from "./convention
 import { SqsDelivery, type QueueLog, type ReceivedMessage, type SqsDeliveryHost } from "./delivery.ts";
 import { VisibilityLease } from "./lease.ts";
 import { QueueMissingError, sqsFault } from "./sqs-errors.ts";
+import type { ResponsePublisher } from "../response-publisher.ts";
+import { SqsResponsePublisher } from "./response-publisher.ts";
 
 export type SqsQueueOptions = QueueFilterOptions & {
   accounts: SqsAccount[];
@@ -146,6 +148,11 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
   waitForWork(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (this.closed) return Promise.resolve();
     return waitForWake(Math.min(timeoutMs, WAIT_FOR_WORK_MAX_MS), signal);
+  }
+
+  /** Reports go to `<queue>_response` in the first of this backend's accounts that has it. */
+  responsePublisher(): ResponsePublisher {
+    return new SqsResponsePublisher({ accounts: this.options.accounts, region: this.options.region, endpoint: this.options.endpoint });
   }
 
   /** Stops renewing the messages still held (SQS shows them again when their lease runs out). */

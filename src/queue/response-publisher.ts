@@ -1,6 +1,7 @@
-// Where reports go: one ResponsePublisher per queue backend kind, each sending to the report queue
-// `<queue>_response` of the system the request came from, and only when that queue already exists
-// (the runner never creates one: an experimenter who wants reports makes the queue).
+// Where reports go: one ResponsePublisher per queue backend, provided by the backend itself
+// (QueueBackend.responsePublisher), each sending to the report queue `<queue>_response` of the
+// system the request came from, and only when that queue already exists (the runner never
+// creates one: an experimenter who wants reports makes the queue).
 
 /** The report queue of a work queue (protocol.md §4: names ending `_response` are never work). */
 export const responseQueueName = (workQueue: string) => `${workQueue}_response`;

@@ -4,7 +4,7 @@
 
 import { stat, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "./publisher.ts";
+import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../response-publisher.ts";
 
 const SEQUENCE_DIGITS = 9;
 

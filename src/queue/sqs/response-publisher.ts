@@ -2,8 +2,8 @@
 // that has it (looked up with GetQueueUrl, never created), one SendMessage per report.
 
 import { GetQueueUrlCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
-import type { SqsAccount } from "../../queue/sqs/accounts.ts";
-import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "./publisher.ts";
+import type { SqsAccount } from "./accounts.ts";
+import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../response-publisher.ts";
 
 /** SDK attempts per report call: reports are best effort and must not pile up behind retries. */
 const MAX_ATTEMPTS = 2;

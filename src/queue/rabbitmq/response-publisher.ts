@@ -5,8 +5,8 @@
 
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from "amqplib";
 import { hostname } from "node:os";
-import type { AmqpAddress } from "../../queue/rabbitmq/broker-address.ts";
-import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "./publisher.ts";
+import type { AmqpAddress } from "./broker-address.ts";
+import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../response-publisher.ts";
 
 const CONTENT_TYPE = "application/json";
 const APP_ID = "studio-runner";

@@ -4,8 +4,8 @@
 // --pubsub-project, GOOGLE_APPLICATION_CREDENTIALS).
 
 import { PubSub, type Topic } from "@google-cloud/pubsub";
-import type { ProjectSource } from "../../queue/pubsub/service-accounts.ts";
-import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "./publisher.ts";
+import type { ProjectSource } from "./service-accounts.ts";
+import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../response-publisher.ts";
 
 export class PubsubResponsePublisher implements ResponsePublisher {
   readonly kind = "pubsub";
