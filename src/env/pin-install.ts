@@ -25,7 +25,10 @@ export type InstallFiles = {
   probeScript: string;
 };
 
-export type InstallResult = { pins: PinOutcome[]; distributions: Record<string, string>; rounds: number; pip?: string };
+/** Where the time went: asking the indexes, pip's rounds, reading what was installed. */
+export type InstallTimes = { indexesMs: number; pipMs: number; checkMs: number };
+
+export type InstallResult = { pins: PinOutcome[]; distributions: Record<string, string>; rounds: number; pip?: string; times: InstallTimes };
 
 export type SkippedLine = { requirement: string; why: string };
 
@@ -44,11 +47,13 @@ export async function installPins(o: {
   let entries: PlanEntry[];
   let pipVersion: string | undefined;
   let probed = true;
+  const times: InstallTimes = { indexesMs: 0, pipMs: 0, checkMs: 0 };
   if (lines.length === 0) entries = [];
   else {
     await writeFile(files.probeInput, probeInput(lines));
     const started = performance.now();
     const index = await probeIndex(run, python, files.probeScript, files.probeInput, lines);
+    times.indexesMs = performance.now() - started;
     if ("error" in index) {
       // An interpreter whose pip the probe cannot drive: install the list as it is, rounds as needed.
       probed = false;
@@ -84,7 +89,9 @@ export async function installPins(o: {
     if (!asked.length) break;
     rounds++;
     await writeFile(files.requirements, `${asked.join("\n")}\n`);
+    const pipStarted = performance.now();
     const result = await run([python, "-m", "pip", "install", "--no-input", "-r", files.requirements]);
+    times.pipMs += performance.now() - pipStarted;
     if (result.code === 0) break;
     const errors = pipErrorLines(result.output);
     if (mode === "strict") throw new PermanentError(`pip could not install the requirements (--pip-strict):\n${errors}`, { phase: "environment" });
@@ -105,7 +112,9 @@ export async function installPins(o: {
   let distributions: Record<string, string> = {};
   let installed;
   if (lines.length) {
+    const checkStarted = performance.now();
     const now = await probeInstalled(run, python, files.probeScript, files.probeInput, lines);
+    times.checkMs = performance.now() - checkStarted;
     if ("error" in now) say(`could not read what was installed (${now.error}); the summary shows what pip was asked for`);
     else {
       installed = now;
@@ -115,5 +124,5 @@ export async function installPins(o: {
   const pins = [...outcomes(entries, installed), ...skippedUp];
   if (!probed && !installed) for (const p of pins) if (p.outcome === "pinned") p.why = "not checked";
   for (const line of reportLines(pins)) say(line);
-  return { pins, distributions, rounds, pip: pipVersion };
+  return { pins, distributions, rounds, pip: pipVersion, times };
 }

@@ -60,6 +60,8 @@ export type Marker = {
   distributions?: Record<string, string>;
   /** pip install rounds the build took. */
   pipRounds?: number;
+  /** Where the build's time went (milliseconds per stage). */
+  stagesMs?: Record<string, number>;
   /** Built by `studio-runner env prepare`: kept until pruned, never evicted for age. */
   prepared?: boolean;
 };
@@ -353,15 +355,28 @@ export class VenvCache {
     if (launch.user) chownSync(dir, launch.user.uid, launch.user.gid); // the build dir is the build user's until sealed
     if (launch.sandboxed) out(`[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`);
     try {
+      const stagesMs: Record<string, number> = {};
+      let mark = performance.now();
+      const stage = (name: string) => {
+        const now = performance.now();
+        stagesMs[name] = Math.round(now - mark);
+        mark = now;
+      };
       const venvArgs = [spec.interpreter.path, "-m", "venv", ...(spec.systemSitePackages ? ["--system-site-packages"] : []), dir];
       const created = await launch.run(venvArgs);
       if (created.code !== 0) throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
       if (spec.systemSitePackages) await this.linkHostEnvironment(spec.interpreter, dir);
+      stage("venv");
       const python = join(dir, "bin", "python");
       const installed = await installPins({ python, lines: spec.requirements, skipped: spec.skipped ?? [], mode: this.options.pinMode, run: launch.run, files, out });
       const failed: FailedRequirement[] = installed.pins.filter((p) => p.outcome === "missing").map((p) => ({ requirement: p.requirement, message: p.why ?? "not installed" }));
+      stagesMs.indexes = Math.round(installed.times.indexesMs);
+      stagesMs.pip = Math.round(installed.times.pipMs);
+      stagesMs.check = Math.round(installed.times.checkMs);
+      mark = performance.now();
       // The build's processes are gone (bwrap's PID namespace ends with it): hand the venv to the runner.
       sealVenv(dir, launch.user ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, buildUid: launch.user.uid } : undefined);
+      stage("seal");
       const marker: Marker = {
         hash,
         interpreter: spec.interpreter.path,
@@ -372,6 +387,7 @@ export class VenvCache {
         builtAt: new Date().toISOString(),
         buildMs: 0,
         sizeBytes: await directorySize(dir),
+        stagesMs,
         mode: this.options.pinMode,
         pins: installed.pins,
         distributions: installed.distributions,
@@ -381,12 +397,17 @@ export class VenvCache {
       // Both files exist (empty: not ready) before the manifest is taken, so writing them later
       // changes neither the directory nor anything the manifest records.
       for (const name of RUNNER_FILES) createEmpty(join(dir, name));
+      stage("size");
       const manifest = await takeManifest(dir);
       await writeFile(join(dir, MANIFEST), manifest, { flag: "r+" });
       this.manifestDigests.set(hash, { digest: manifestDigest(manifest), builtAt: marker.builtAt });
+      stage("manifest");
       marker.buildMs = Math.round(performance.now() - started);
       await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2), { flag: "r+" });
-      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files)`);
+      const took = Object.entries(stagesMs)
+        .map(([k, v]) => `${k} ${formatDuration(v)}${k === "pip" && installed.rounds > 1 ? ` in ${installed.rounds} rounds` : ""}`)
+        .join(", ");
+      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files; ${took})`);
       return marker;
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
