@@ -7,7 +7,10 @@
 // no-circular keeps cycles out of each folder too.
 const LAYERS = [
   // Plain building blocks: errors, options, files without following links, logging (src/retry/ once it exists).
-  ["foundation", ["src/errors.ts", "src/version.ts", "src/types.d.ts", "src/config/", "src/fs/", "src/retry/", "src/log/"]],
+  [
+    "foundation",
+    ["src/errors.ts", "src/version.ts", "src/types.d.ts", "src/config/", "src/fs/", "src/retry/", "src/log/"],
+  ],
   // Mechanisms that know nothing about queues or requests: archives, processes, GPUs, containers.
   ["tools", ["src/archive/", "src/exec/", "src/gpu/", "src/container/"]],
   // Queue backends (and their report queues); the bubblewrap sandbox.
@@ -30,17 +33,27 @@ const LAYERS = [
 ];
 
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-const pathsOf = (layers) => `^(${layers.flatMap(([, paths]) => paths).map(escape).join("|")})`;
+const pathsOf = (layers) =>
+  `^(${layers
+    .flatMap(([, paths]) => paths)
+    .map(escape)
+    .join("|")})`;
 
 const upward = LAYERS.slice(0, -1).map(([name], i) => ({
   name: `no-upward-from-${name}`,
-  comment: `${name} (${LAYERS[i][1].join(", ")}) may not import a higher layer: ${LAYERS.slice(i + 1).map(([n]) => n).join(", ")}`,
+  comment: `${name} (${LAYERS[i][1].join(", ")}) may not import a higher layer: ${LAYERS.slice(i + 1)
+    .map(([n]) => n)
+    .join(", ")}`,
   severity: "error",
   from: { path: pathsOf([LAYERS[i]]) },
   to: { path: pathsOf(LAYERS.slice(i + 1)) },
 }));
 
-const folderPattern = (paths) => `^src/(${paths.filter((p) => p.endsWith("/")).map((p) => escape(p.slice(4, -1))).join("|")})/`;
+const folderPattern = (paths) =>
+  `^src/(${paths
+    .filter((p) => p.endsWith("/"))
+    .map((p) => escape(p.slice(4, -1)))
+    .join("|")})/`;
 
 const peers = LAYERS.filter(([, paths]) => paths.filter((p) => p.endsWith("/")).length > 1).map(([name, paths]) => ({
   name: `no-peer-import-in-${name}`,
@@ -75,7 +88,10 @@ module.exports = {
     doNotFollow: { path: "node_modules" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
-    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default", "types"] },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default", "types"],
+    },
     reporterOptions: { text: { highlightFocused: true } },
   },
 };

@@ -23,4 +23,6 @@ if (!result.success) {
   for (const message of result.logs) console.error(message);
   process.exit(1);
 }
-console.log(`built ${outfile} (studio-runner ${pkg.version}, commit ${commit}) in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+console.log(
+  `built ${outfile} (studio-runner ${pkg.version}, commit ${commit}) in ${((performance.now() - started) / 1000).toFixed(1)}s`,
+);

@@ -10,8 +10,27 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SqsQueueBackend } from "../src/queue/sqs/sqs-queue.ts";
-import { enqueue, ensureBinary, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames, type Sandbox } from "../test/helpers/e2e.ts";
-import { AMQP_URL, closeConnectionsNamed, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue } from "../test/helpers/rabbitmq.ts";
+import {
+  enqueue,
+  ensureBinary,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  tarNames,
+  type Sandbox,
+} from "../test/helpers/e2e.ts";
+import {
+  AMQP_URL,
+  closeConnectionsNamed,
+  ensureRabbitMQ,
+  publishLikeClient,
+  rabbitMQAvailable,
+  readyCount,
+  uniqueQueue,
+} from "../test/helpers/rabbitmq.ts";
 import { hostname } from "node:os";
 import { startSqsServer } from "../test/helpers/sqs-server.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator } from "../test/helpers/pubsub-emulator.ts";
@@ -30,7 +49,16 @@ const MAX_KILLS = 40;
 const RUNNER_LIFE_MIN_MS = 300;
 const RUNNER_LIFE_MAX_MS = 3_000;
 
-type Row = { scenario: string; backend: string; faults: string; experiments: number; lost: number; duplicates: number; extra: string; wallS: number };
+type Row = {
+  scenario: string;
+  backend: string;
+  faults: string;
+  experiments: number;
+  lost: number;
+  duplicates: number;
+  extra: string;
+  wallS: number;
+};
 const rows: Row[] = [];
 
 const WORK = `import json, os, time
@@ -44,7 +72,10 @@ const rand = (min: number, max: number) => min + Math.random() * (max - min);
 
 /** What the runner was doing when it was killed, from the last lines of its log. */
 function phaseOf(stderr: string): string {
-  const lines = stderr.trim().split("\n").filter((l) => /starting experiment|python environment|the script ran|finished|took|idle|serving/.test(l));
+  const lines = stderr
+    .trim()
+    .split("\n")
+    .filter((l) => /starting experiment|python environment|the script ran|finished|took|idle|serving/.test(l));
   const last = lines[lines.length - 1] ?? "";
   if (/starting experiment/.test(last)) return "fetch/env";
   if (/python environment/.test(last)) return "run";
@@ -72,14 +103,21 @@ async function killAndRestart(backend: Backend): Promise<void> {
       delete m.config.database;
     }),
   );
-  await backend.publish(sb, exps.map((e) => e.message));
+  await backend.publish(
+    sb,
+    exps.map((e) => e.message),
+  );
   const logs: string[] = [];
   const phases = new Map<string, number>();
   let kills = 0;
   while (kills < MAX_KILLS) {
     // Crash recovery is what is measured here, so crashes may redeliver many times; the poison
     // bound has its own scenario below.
-    const runner = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", "3s", "--max-deliveries", "100"], backend.env);
+    const runner = new RunnerProcess(
+      sb,
+      [...backend.args(sb), "--limit-idle-duration", "3s", "--max-deliveries", "100"],
+      backend.env,
+    );
     // Killed a random time after it started serving, so the kills land in the work itself.
     await runner.waitForLog(/serving /, 30_000).catch(() => undefined);
     const lifeMs = rand(RUNNER_LIFE_MIN_MS, RUNNER_LIFE_MAX_MS);
@@ -97,7 +135,11 @@ async function killAndRestart(backend: Backend): Promise<void> {
     phases.set(phase, (phases.get(phase) ?? 0) + 1);
   }
   // A last runner with no faults finishes whatever is left.
-  const final = new RunnerProcess(sb, [...backend.args(sb), "--limit-idle-duration", backend.name === "pubsub" ? "15s" : "6s", "--max-deliveries", "100"], backend.env);
+  const final = new RunnerProcess(
+    sb,
+    [...backend.args(sb), "--limit-idle-duration", backend.name === "pubsub" ? "15s" : "6s", "--max-deliveries", "100"],
+    backend.env,
+  );
   await final.exited;
   logs.push(final.stderr);
 
@@ -108,7 +150,9 @@ async function killAndRestart(backend: Backend): Promise<void> {
   for (const e of exps) {
     let ok = false;
     try {
-      ok = tarMember(join(e.experimentDir, "output.tar")).includes("complete") && tarNames(join(e.experimentDir, "modeldir.tar")).includes("done.txt");
+      ok =
+        tarMember(join(e.experimentDir, "output.tar")).includes("complete") &&
+        tarNames(join(e.experimentDir, "modeldir.tar")).includes("done.txt");
     } catch {
       ok = false;
     }
@@ -117,7 +161,14 @@ async function killAndRestart(backend: Backend): Promise<void> {
     if (!ok || finished === 0) {
       lost++;
       console.log(`lost? ${backend.name} ${e.key}: output ok=${ok}, finished lines ${finished}, starts ${starts}`);
-      if (process.env.CHAOS_DEBUG) console.log(all.split("\n").filter((l) => l.includes(e.key) || /WARN|ERROR|✖/.test(l)).slice(0, 40).join("\n"));
+      if (process.env.CHAOS_DEBUG)
+        console.log(
+          all
+            .split("\n")
+            .filter((l) => l.includes(e.key) || /WARN|ERROR|✖/.test(l))
+            .slice(0, 40)
+            .join("\n"),
+        );
     }
     if (finished > 1) duplicates++;
     reruns += Math.max(0, starts - 1);
@@ -143,7 +194,8 @@ const localBackend: Backend = {
   publish: async (sb, bodies) => {
     for (const b of bodies) enqueue(sb.queueRoot, "local_chaos", b);
   },
-  remaining: async (sb) => filesIn(join(sb.queueRoot, "local_chaos")).length + filesIn(join(sb.queueRoot, ".inflight", "local_chaos")).length,
+  remaining: async (sb) =>
+    filesIn(join(sb.queueRoot, "local_chaos")).length + filesIn(join(sb.queueRoot, ".inflight", "local_chaos")).length,
 };
 
 function rabbitBackend(): Backend {
@@ -160,17 +212,36 @@ async function sqsBackend(): Promise<Backend> {
   const server = await startSqsServer();
   const queue = `sqs_chaos_${Date.now()}`;
   const credentials = { accessKeyId: "AKIAFAKE", secretAccessKey: "fake-secret-for-fauxqs" };
-  const client = () => new SqsQueueBackend({ accounts: [{ name: "chaos", credentials, region: "us-east-1" }], endpoint: server.endpoint, maxDeliveries: 3 });
+  const client = () =>
+    new SqsQueueBackend({
+      accounts: [{ name: "chaos", credentials, region: "us-east-1" }],
+      endpoint: server.endpoint,
+      maxDeliveries: 3,
+    });
   const certs = (sb: Sandbox) => {
     const dir = join(sb.dir, "sqs-certs", "chaos");
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "credentials"), `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`);
+    writeFileSync(
+      join(dir, "credentials"),
+      `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`,
+    );
     writeFileSync(join(dir, "config"), "[default]\nregion = us-east-1\n");
     return join(sb.dir, "sqs-certs");
   };
   return {
     name: "sqs",
-    args: (sb) => ["--sqs-certs", certs(sb), "--sqs-endpoint", server.endpoint, "--sqs-visibility", "3s", "--queue-match", `^${queue}$`, "--file-storage-roots", sb.storageRoot],
+    args: (sb) => [
+      "--sqs-certs",
+      certs(sb),
+      "--sqs-endpoint",
+      server.endpoint,
+      "--sqs-visibility",
+      "3s",
+      "--queue-match",
+      `^${queue}$`,
+      "--file-storage-roots",
+      sb.storageRoot,
+    ],
     publish: async (_sb, bodies) => {
       const q = client();
       for (const b of bodies) await q.publish(queue, JSON.stringify(b));
@@ -201,7 +272,16 @@ async function pubsubBackend(): Promise<Backend | undefined> {
   return {
     name: "pubsub",
     env,
-    args: (sb) => ["--pubsub-project", project, "--pubsub-ack-deadline", "10s", "--queue-match", `^${queue}$`, "--file-storage-roots", sb.storageRoot],
+    args: (sb) => [
+      "--pubsub-project",
+      project,
+      "--pubsub-ack-deadline",
+      "10s",
+      "--queue-match",
+      `^${queue}$`,
+      "--file-storage-roots",
+      sb.storageRoot,
+    ],
     publish: async (_sb, bodies) => {
       const q = client();
       for (const b of bodies) await q.publish(queue, JSON.stringify(b));
@@ -232,12 +312,21 @@ async function poison(): Promise<void> {
     m.experiment.artifacts.workspace.qualified = "s3://127.0.0.1:9/studioml-artifacts/blobstore/none.tar";
     // With its own (test) keys, as the client sends them: a request without any is refused at once
     // (the runner's identity does not serve it), which is not the fault this row is about.
-    m.experiment.artifacts.workspace.credentials = { aws: { access_key: "AKIACHAOSPOISON", secret_access_key: "chaos-poison-not-a-secret", region: "us-east-1" } };
+    m.experiment.artifacts.workspace.credentials = {
+      aws: { access_key: "AKIACHAOSPOISON", secret_access_key: "chaos-poison-not-a-secret", region: "us-east-1" },
+    };
     m.config.storage = { type: "s3", endpoint: "http://127.0.0.1:9", bucket: "studioml-artifacts" };
     m.config.env = { SLEEP_S: "0" };
   });
   const id = enqueue(sb.queueRoot, "local_poison", exp.message);
-  const runner = new RunnerProcess(sb, ["--queue-match", "^local_poison$", "--limit-idle-duration", "4s", "--max-deliveries", "3"]);
+  const runner = new RunnerProcess(sb, [
+    "--queue-match",
+    "^local_poison$",
+    "--limit-idle-duration",
+    "4s",
+    "--max-deliveries",
+    "3",
+  ]);
   await runner.exited;
   let reasons = 0;
   let kept = false;
@@ -267,19 +356,45 @@ async function diskFull(): Promise<void> {
   const small = join(sb.dir, "small-disk");
   mkdirSync(small, { recursive: true });
   if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", small]).status !== 0) {
-    rows.push({ scenario: "disk full while unpacking", backend: "local", faults: "not run: cannot mount a tmpfs here", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+    rows.push({
+      scenario: "disk full while unpacking",
+      backend: "local",
+      faults: "not run: cannot mount a tmpfs here",
+      experiments: 0,
+      lost: 0,
+      duplicates: 0,
+      extra: "",
+      wallS: 0,
+    });
     return;
   }
   try {
     // 48 MiB of incompressible data into a 24 MiB working directory.
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": WORK, "data/blob.bin": randomBytes(48 * 1024 * 1024).toString("base64") }, (m) => {
-      m.config.env = { SLEEP_S: "0" };
-      // A budget the workspace fits, so the unpack runs into the full disk itself.
-      m.experiment.resources_needed.hdd = "500m";
-      delete m.config.database;
-    });
+    const exp = simpleExperiment(
+      sb.storageRoot,
+      { "main.py": WORK, "data/blob.bin": randomBytes(48 * 1024 * 1024).toString("base64") },
+      (m) => {
+        m.config.env = { SLEEP_S: "0" };
+        // A budget the workspace fits, so the unpack runs into the full disk itself.
+        m.experiment.resources_needed.hdd = "500m";
+        delete m.config.database;
+      },
+    );
     const id = enqueue(sb.queueRoot, "local_disk", exp.message);
-    const runner = new RunnerProcess(sb, ["--queue-match", "^local_disk$", "--working-dir", small, "--limit-idle-duration", "4s", "--max-deliveries", "2", "--min-free-disk", "0", "--max-disk", "1g"]);
+    const runner = new RunnerProcess(sb, [
+      "--queue-match",
+      "^local_disk$",
+      "--working-dir",
+      small,
+      "--limit-idle-duration",
+      "4s",
+      "--max-deliveries",
+      "2",
+      "--min-free-disk",
+      "0",
+      "--max-disk",
+      "1g",
+    ]);
     await runner.exited;
     const reasonFile = join(sb.queueRoot, ".failed", "local_disk", `${id}.reason.json`);
     let reason = "";
@@ -340,8 +455,12 @@ print("wrote", n, "bytes", flush=True)
   await runner.exited;
   clearInterval(sampler);
   // The log is hundreds of MB: only its end is read back.
-  const out = spawnSync("bash", ["-c", 'tar -xOf "$1" | tail -c 4096', "_", join(exp.experimentDir, "output.tar")], { encoding: "utf8" }).stdout ?? "";
-  if (!/wrote \d+ bytes/.test(out)) console.log(`flood: runner log:\n${runner.stderr.slice(-3000)}\noutput tail:\n${out.slice(-500)}`);
+  const out =
+    spawnSync("bash", ["-c", 'tar -xOf "$1" | tail -c 4096', "_", join(exp.experimentDir, "output.tar")], {
+      encoding: "utf8",
+    }).stdout ?? "";
+  if (!/wrote \d+ bytes/.test(out))
+    console.log(`flood: runner log:\n${runner.stderr.slice(-3000)}\noutput tail:\n${out.slice(-500)}`);
   const wrote = Number(/wrote (\d+) bytes/.exec(out)?.[1] ?? 0);
   rows.push({
     scenario: `job floods its log for ${FLOOD_SECONDS} s`,
@@ -378,7 +497,16 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
   // moto, like AWS, stores nothing of a PUT whose body ends short; s3rver stores the bytes it got
   // (a truncated object), which no real S3 does.
   if (!motoAvailable()) {
-    rows.push({ scenario: label, backend: "local + s3", faults: "not run: no moto_server", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+    rows.push({
+      scenario: label,
+      backend: "local + s3",
+      faults: "not run: no moto_server",
+      experiments: 0,
+      lost: 0,
+      duplicates: 0,
+      extra: "",
+      wallS: 0,
+    });
     return;
   }
   const server = await startMoto({ buckets: [BUCKET] });
@@ -396,7 +524,12 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
     simpleExperiment(sb.storageRoot, { "main.py": STORAGE_WORK }, (m) => {
       m.experiment.pythonver = "3.11";
       m.config.env = { SLEEP_S: rand(0.3, 1.0).toFixed(2), MODEL_BYTES: String(MODEL_BYTES) };
-      m.config.storage = { type: "s3", endpoint: `http://${via}`, bucket: BUCKET, credentials: { aws: { access_key: KEYS.accessKey, secret_access_key: KEYS.secretAccessKey } } };
+      m.config.storage = {
+        type: "s3",
+        endpoint: `http://${via}`,
+        bucket: BUCKET,
+        credentials: { aws: { access_key: KEYS.accessKey, secret_access_key: KEYS.secretAccessKey } },
+      };
       delete m.config.database;
       for (const [l, a] of Object.entries<any>(m.experiment.artifacts)) {
         if (l === "workspace") a.key = wsKey;
@@ -410,7 +543,14 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
   const logs: string[] = [];
   // Runners until the queue is empty: a request requeued after an exhausted upload comes back.
   for (let round = 0; round < 6; round++) {
-    const runner = new RunnerProcess(sb, ["--queue-match", `^${queue}$`, "--limit-idle-duration", "5s", "--max-deliveries", "100"]);
+    const runner = new RunnerProcess(sb, [
+      "--queue-match",
+      `^${queue}$`,
+      "--limit-idle-duration",
+      "5s",
+      "--max-deliveries",
+      "100",
+    ]);
     await runner.exited;
     logs.push(runner.stderr);
     if (!filesIn(join(sb.queueRoot, queue)).length && !filesIn(join(sb.queueRoot, ".inflight", queue)).length) break;
@@ -430,8 +570,14 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
     try {
       const out = join(sb.dir, `${e.key}-output.tar`);
       const model = join(sb.dir, `${e.key}-modeldir.tar`);
-      await pipeline(await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/output.tar`), createWriteStream(out));
-      await pipeline(await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/modeldir.tar`), createWriteStream(model));
+      await pipeline(
+        await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/output.tar`),
+        createWriteStream(out),
+      );
+      await pipeline(
+        await direct.get(`s3://${server.host}/${BUCKET}/experiments/${e.key}/modeldir.tar`),
+        createWriteStream(model),
+      );
       const sizes = execFileSync("tar", ["-tvf", model], { encoding: "utf8" });
       whole =
         tarMember(out).includes("complete") &&
@@ -452,7 +598,10 @@ async function storageFaults(label: string, faults: string, plan: FaultPlan, cou
   rows.push({
     scenario: label,
     backend: "local + s3",
-    faults: faults.replace("{uploads}", String(s.uploads)).replace("{resets}", String(s.resets)).replace("{unavailable}", String(s.unavailable)),
+    faults: faults
+      .replace("{uploads}", String(s.uploads))
+      .replace("{resets}", String(s.resets))
+      .replace("{unavailable}", String(s.unavailable)),
     experiments: exps.length,
     lost,
     duplicates,
@@ -539,8 +688,22 @@ async function brokerDrop(): Promise<void> {
       delete m.config.database;
     }),
   );
-  await publishLikeClient(queue, exps.map((e) => e.message));
-  const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--file-storage-roots", sb.storageRoot, "--limit-idle-duration", "5s"]);
+  await publishLikeClient(
+    queue,
+    exps.map((e) => e.message),
+  );
+  const runner = new RunnerProcess(sb, [
+    "--amqp-url",
+    AMQP_URL,
+    "--queue-match",
+    `^${queue}$`,
+    "--max-cores",
+    "2",
+    "--file-storage-roots",
+    sb.storageRoot,
+    "--limit-idle-duration",
+    "5s",
+  ]);
   let drops = 0;
   await runner.waitForLog(/starting experiment/, 60_000);
   for (let i = 0; i < 3 && runner.child.exitCode === null; i++) {
@@ -562,11 +725,31 @@ async function brokerDrop(): Promise<void> {
 }
 
 function printTable() {
-  const head = ["scenario", "backend", "faults injected", "experiments", "lost", "duplicate completions", "wall s", "notes"];
-  const body = rows.map((r) => [r.scenario, r.backend, r.faults, String(r.experiments), String(r.lost), String(r.duplicates), r.wallS.toFixed(1), r.extra]);
+  const head = [
+    "scenario",
+    "backend",
+    "faults injected",
+    "experiments",
+    "lost",
+    "duplicate completions",
+    "wall s",
+    "notes",
+  ];
+  const body = rows.map((r) => [
+    r.scenario,
+    r.backend,
+    r.faults,
+    String(r.experiments),
+    String(r.lost),
+    String(r.duplicates),
+    r.wallS.toFixed(1),
+    r.extra,
+  ]);
   console.log(`\n| ${head.join(" | ")} |\n|${head.map(() => "---").join("|")}|`);
   for (const b of body) console.log(`| ${b.join(" | ")} |`);
-  console.log(`\n${new Date().toISOString()}, ${EXPERIMENTS_PER_BACKEND} experiments per backend, runner lives ${RUNNER_LIFE_MIN_MS}-${RUNNER_LIFE_MAX_MS} ms between kills`);
+  console.log(
+    `\n${new Date().toISOString()}, ${EXPERIMENTS_PER_BACKEND} experiments per backend, runner lives ${RUNNER_LIFE_MIN_MS}-${RUNNER_LIFE_MAX_MS} ms between kills`,
+  );
 }
 
 async function main() {
@@ -578,13 +761,33 @@ async function main() {
     if ((await rabbitMQAvailable()) || process.env.CI) {
       await ensureRabbitMQ();
       await killAndRestart(rabbitBackend());
-    } else rows.push({ scenario: "SIGKILL runner, restart", backend: "rabbitmq", faults: "not run: no RabbitMQ", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+    } else
+      rows.push({
+        scenario: "SIGKILL runner, restart",
+        backend: "rabbitmq",
+        faults: "not run: no RabbitMQ",
+        experiments: 0,
+        lost: 0,
+        duplicates: 0,
+        extra: "",
+        wallS: 0,
+      });
   }
   if (want("sqs")) await killAndRestart(await sqsBackend());
   if (want("pubsub")) {
     const backend = await pubsubBackend();
     if (backend) await killAndRestart(backend);
-    else rows.push({ scenario: "SIGKILL runner, restart", backend: "pubsub", faults: "not run: no Pub/Sub emulator", experiments: 0, lost: 0, duplicates: 0, extra: "", wallS: 0 });
+    else
+      rows.push({
+        scenario: "SIGKILL runner, restart",
+        backend: "pubsub",
+        faults: "not run: no Pub/Sub emulator",
+        experiments: 0,
+        lost: 0,
+        duplicates: 0,
+        extra: "",
+        wallS: 0,
+      });
   }
   if (want("poison")) await poison();
   if (want("drain")) await drain();
@@ -592,7 +795,13 @@ async function main() {
     await ensureRabbitMQ();
     await brokerDrop();
   }
-  if (want("storage-slow")) await storageFaults("storage slow", "{uploads} upload requests, every chunk delayed 20–250 ms", { delayMs: [20, 250] }, 6);
+  if (want("storage-slow"))
+    await storageFaults(
+      "storage slow",
+      "{uploads} upload requests, every chunk delayed 20–250 ms",
+      { delayMs: [20, 250] },
+      6,
+    );
   if (want("storage-failing")) {
     await storageFaults(
       "storage failing mid-upload",

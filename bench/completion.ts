@@ -12,13 +12,26 @@ export async function runCompletion(options: BenchOptions): Promise<Row[]> {
   const runs = options.quick ? 5 : 20;
   const rows: Row[] = [];
   // Sandboxed (the default) on both backends; unsandboxed on the local queue for comparison.
-  const cases: Array<[QueueKind, SandboxMode]> = [["local", "bwrap"], ["local", "none"], ["rabbitmq", "bwrap"]];
+  const cases: Array<[QueueKind, SandboxMode]> = [
+    ["local", "bwrap"],
+    ["local", "none"],
+    ["rabbitmq", "bwrap"],
+  ];
   for (const [kind, sandbox] of cases) {
     options.say(`completion: ${runs} experiments one at a time on the ${kind} queue, sandbox ${sandbox}`);
     const result = await sequentialSamples(kind, runs, sandbox);
     const values = result.samples.map((s) => (s.ackedMs - s.scriptEndMs) / 1000);
     const what = `script exit → uploaded + acked, ${kind} queue, sandbox ${sandbox === "bwrap" ? "on" : "off"} (p50)`;
-    rows.push(row("completion", what, "s", values, { value: COMPLETION_TARGET_S, direction: "lower" }, result.skipped ? `not run: ${result.skipped}` : undefined));
+    rows.push(
+      row(
+        "completion",
+        what,
+        "s",
+        values,
+        { value: COMPLETION_TARGET_S, direction: "lower" },
+        result.skipped ? `not run: ${result.skipped}` : undefined,
+      ),
+    );
   }
   return rows;
 }

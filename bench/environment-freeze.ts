@@ -42,7 +42,10 @@ export function freezePins(): string[] {
 }
 
 function python311(): string {
-  return spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], { encoding: "utf8" }).stdout.trim() || "python3";
+  return (
+    spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], { encoding: "utf8" }).stdout.trim() ||
+    "python3"
+  );
 }
 
 const childEnv = () => ({ ...process.env, ...pipEnv() });
@@ -52,19 +55,31 @@ const childEnv = () => ({ ...process.env, ...pipEnv() });
  * "exact" (the indexes hold the pinned version) and "present" (a fresh venv already has it, e.g.
  * pip and setuptools). Also how many pins had each status.
  */
-function installablePins(interpreter: string, pins: string[], scratch: string): { installable: string[]; statuses: Record<string, number> } {
+function installablePins(
+  interpreter: string,
+  pins: string[],
+  scratch: string,
+): { installable: string[]; statuses: Record<string, number> } {
   const dir = join(scratch, "probe-venv");
   const venv = spawnSync(interpreter, ["-m", "venv", dir], { env: childEnv(), encoding: "utf8" });
   if (venv.status !== 0) throw new Error(`python -m venv failed: ${venv.stderr}`);
-  const probe = spawnSync(join(dir, "bin", "python"), [PROBE, "index"], { env: childEnv(), encoding: "utf8", input: JSON.stringify({ requirements: pins }) });
+  const probe = spawnSync(join(dir, "bin", "python"), [PROBE, "index"], {
+    env: childEnv(),
+    encoding: "utf8",
+    input: JSON.stringify({ requirements: pins }),
+  });
   rmSync(dir, { recursive: true, force: true });
   const last = probe.stdout.trim().split("\n").pop() ?? "";
-  if (probe.status !== 0 || !last.startsWith(PROBE_SENTINEL)) throw new Error(`pip-probe.py failed (${probe.status}): ${probe.stderr.slice(-2000)}`);
+  if (probe.status !== 0 || !last.startsWith(PROBE_SENTINEL))
+    throw new Error(`pip-probe.py failed (${probe.status}): ${probe.stderr.slice(-2000)}`);
   const result = JSON.parse(last.slice(PROBE_SENTINEL.length)) as { pins?: ProbePin[]; error?: string };
   if (!result.pins) throw new Error(`pip-probe.py: ${result.error ?? "no pins in its answer"}`);
   const statuses: Record<string, number> = {};
   for (const p of result.pins) statuses[p.status] = (statuses[p.status] ?? 0) + 1;
-  return { installable: result.pins.filter((p) => p.status === "exact" || p.status === "present").map((p) => p.line), statuses };
+  return {
+    installable: result.pins.filter((p) => p.status === "exact" || p.status === "present").map((p) => p.line),
+    statuses,
+  };
 }
 
 /** The floor: python -m venv + pip install -r of the installable pins, by hand; milliseconds. */
@@ -73,8 +88,13 @@ function byHand(interpreter: string, dir: string, requirementsFile: string): num
   const t = performance.now();
   const venv = spawnSync(interpreter, ["-m", "venv", dir], { env, encoding: "utf8" });
   if (venv.status !== 0) throw new Error(`python -m venv failed: ${venv.stderr}`);
-  const pip = spawnSync(join(dir, "bin", "pip"), ["install", "--no-input", "-r", requirementsFile], { env, encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
-  if (pip.status !== 0) throw new Error(`pip install -r of the installable pins failed: ${(pip.stderr || pip.stdout).slice(-2000)}`);
+  const pip = spawnSync(join(dir, "bin", "pip"), ["install", "--no-input", "-r", requirementsFile], {
+    env,
+    encoding: "utf8",
+    maxBuffer: 64 * 2 ** 20,
+  });
+  if (pip.status !== 0)
+    throw new Error(`pip install -r of the installable pins failed: ${(pip.stderr || pip.stdout).slice(-2000)}`);
   return performance.now() - t;
 }
 
@@ -210,18 +230,30 @@ async function runnerCold(options: BenchOptions, pins: string[], capMs: number, 
     const progress = setInterval(() => {
       const min = ((Date.now() - runner.spawnedMs) / 60000).toFixed(0);
       const rounds = (liveOrFinalLog(sb, m!).match(/pip could not install/g) ?? []).length;
-      options.say(`freeze: runner at ${min} min, ${watcher.count} pip install(s) so far, ${rounds} "pip could not install" line(s) in the log`);
+      options.say(
+        `freeze: runner at ${min} min, ${watcher.count} pip install(s) so far, ${rounds} "pip could not install" line(s) in the log`,
+      );
     }, 60_000);
     let result: RunnerResult;
     try {
       enqueue(sb.queueRoot, QUEUE, m!.message);
-      const done = await runner.waitFor(new RegExp(`experiment ${m!.key} (finished|rejected|checkpointed)`), capMs).catch((err: Error) => err);
+      const done = await runner
+        .waitFor(new RegExp(`experiment ${m!.key} (finished|rejected|checkpointed)`), capMs)
+        .catch((err: Error) => err);
       watcher.sample();
       const log = liveOrFinalLog(sb, m!);
       const couldNotInstall = (log.match(/pip could not install/g) ?? []).length;
       if (done instanceof Error) {
         const capped = Date.now() - runner.spawnedMs >= capMs - 1000;
-        result = { finished: false, capped, outcome: capped ? `not finished in ${capMs / 60000} min (killed)` : `runner failed: ${done.message.split("\n")[0]}`, pipInstalls: watcher.count, couldNotInstall };
+        result = {
+          finished: false,
+          capped,
+          outcome: capped
+            ? `not finished in ${capMs / 60000} min (killed)`
+            : `runner failed: ${done.message.split("\n")[0]}`,
+          pipInstalls: watcher.count,
+          couldNotInstall,
+        };
       } else {
         const marker = readMarker(sb.cacheDir);
         result = {
@@ -245,7 +277,13 @@ async function runnerCold(options: BenchOptions, pins: string[], capMs: number, 
       // bwrap's --die-with-parent ends a sandboxed build with the runner; anything else it left
       // running (same pid and start time) is ended here, so it cannot slow the next measurement.
       const now = processTable();
-      for (const [pid, p] of left) if (now.get(pid)?.start === p.start) try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+      for (const [pid, p] of left)
+        if (now.get(pid)?.start === p.start)
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            /* gone */
+          }
     }
     return result;
   } finally {
@@ -256,7 +294,8 @@ async function runnerCold(options: BenchOptions, pins: string[], capMs: number, 
 export async function runFreeze(options: BenchOptions): Promise<Row[]> {
   const runs = options.quick ? 1 : 3;
   const capMin = Number(process.env.BENCH_FREEZE_CAP_MIN ?? FREEZE_CAP_MIN_DEFAULT);
-  if (!(capMin > 0)) throw new Error(`BENCH_FREEZE_CAP_MIN=${process.env.BENCH_FREEZE_CAP_MIN}: not a number of minutes`);
+  if (!(capMin > 0))
+    throw new Error(`BENCH_FREEZE_CAP_MIN=${process.env.BENCH_FREEZE_CAP_MIN}: not a number of minutes`);
   const capMs = capMin * 60_000;
   const pins = freezePins();
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
@@ -269,7 +308,11 @@ export async function runFreeze(options: BenchOptions): Promise<Row[]> {
     const requirementsFile = join(scratch.dir, "installable.txt");
     const { installable, statuses } = installablePins(python311(), pins, scratch.dir);
     writeFileSync(requirementsFile, installable.join("\n") + "\n");
-    options.say(`freeze: ${installable.length} of ${pins.length} pins can be installed here (${Object.entries(statuses).map(([s, n]) => `${n} ${s}`).join(", ")})`);
+    options.say(
+      `freeze: ${installable.length} of ${pins.length} pins can be installed here (${Object.entries(statuses)
+        .map(([s, n]) => `${n} ${s}`)
+        .join(", ")})`,
+    );
     options.say("freeze: untimed warm-up build by hand");
     byHand(python311(), join(scratch.dir, "warm-up"), requirementsFile);
     rmSync(join(scratch.dir, "warm-up"), { recursive: true, force: true });
@@ -287,7 +330,9 @@ export async function runFreeze(options: BenchOptions): Promise<Row[]> {
       const runnerSide = async () => {
         options.say(`freeze: runner cold build (cap ${capMin} min)`);
         result = await runnerCold(options, pins, capMs, `${stamp}-run${i + 1}`);
-        options.say(`freeze: runner ${result.outcome}${result.buildMs !== undefined ? `, buildMs ${result.buildMs}` : ""}`);
+        options.say(
+          `freeze: runner ${result.outcome}${result.buildMs !== undefined ? `, buildMs ${result.buildMs}` : ""}`,
+        );
       };
       const handSide = () => {
         const dir = join(scratch.dir, "by-hand-venv");
@@ -323,7 +368,11 @@ export async function runFreeze(options: BenchOptions): Promise<Row[]> {
       } else failed++;
       notes.push(
         `run ${i + 1}: ${r.outcome}` +
-          (r.buildMs !== undefined ? `; environment ready in ${(r.buildMs / 1000).toFixed(1)} s with ${r.leftOut ?? "?"} pin(s) left out` : r.finished ? "; no environment marker" : "") +
+          (r.buildMs !== undefined
+            ? `; environment ready in ${(r.buildMs / 1000).toFixed(1)} s with ${r.leftOut ?? "?"} pin(s) left out`
+            : r.finished
+              ? "; no environment marker"
+              : "") +
           `; ${r.pipInstalls} pip install process(es) seen; ${r.couldNotInstall} "pip could not install" line(s) in the experiment's log` +
           (r.capped ? ` (ratio > ${(capMs / handMs).toFixed(1)} ×)` : ""),
       );
@@ -331,12 +380,29 @@ export async function runFreeze(options: BenchOptions): Promise<Row[]> {
 
     const plural = runs > 1 ? "s" : "";
     const notDone =
-      (unfinished ? ` — not finished in ${capMin} min (${unfinished} of ${runs} run${plural}, counted as ${capMin} min where that already misses the target: a lower bound)` : "") +
-      (failed ? ` — no ready environment (${failed} of ${runs} run${plural}, see the note)` : "");
-    const statusText = Object.entries(statuses).map(([s, n]) => `${n} ${s}`).join(", ");
+      (unfinished
+        ? ` — not finished in ${capMin} min (${unfinished} of ${runs} run${plural}, counted as ${capMin} min where that already misses the target: a lower bound)`
+        : "") + (failed ? ` — no ready environment (${failed} of ${runs} run${plural}, see the note)` : "");
+    const statusText = Object.entries(statuses)
+      .map(([s, n]) => `${n} ${s}`)
+      .join(", ");
     return [
-      row("freeze", `runner: cold build of the ${pins.length}-pin freeze to a ready environment (buildMs)${notDone}`, "s", runnerS, { value: FREEZE_ABSOLUTE_TARGET_S, direction: "lower" }, `${notes.join(". ")}. Logs in ${KEEP_DIR}/${stamp}-run*.log`),
-      row("freeze", `by hand: venv + pip install -r of the ${installable.length} installable pins (floor)`, "s", floorS, undefined, `pip-probe.py on the ${pins.length} pins: ${statusText}; installable = exact + present`),
+      row(
+        "freeze",
+        `runner: cold build of the ${pins.length}-pin freeze to a ready environment (buildMs)${notDone}`,
+        "s",
+        runnerS,
+        { value: FREEZE_ABSOLUTE_TARGET_S, direction: "lower" },
+        `${notes.join(". ")}. Logs in ${KEEP_DIR}/${stamp}-run*.log`,
+      ),
+      row(
+        "freeze",
+        `by hand: venv + pip install -r of the ${installable.length} installable pins (floor)`,
+        "s",
+        floorS,
+        undefined,
+        `pip-probe.py on the ${pins.length} pins: ${statusText}; installable = exact + present`,
+      ),
       row("freeze", `runner ÷ floor${notDone}`, "×", ratios, { value: FREEZE_RATIO_TARGET, direction: "lower" }),
       row("freeze", `runner: spawn → experiment finished (wall)${notDone}`, "s", wallS),
     ];

@@ -51,7 +51,11 @@ export async function runEnvironment(options: BenchOptions): Promise<Row[]> {
   {
     const warm = await makeSandbox("bench-env-warmup");
     options.say("environment: untimed warm-up build by hand");
-    byHand(spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], { encoding: "utf8" }).stdout.trim() || "python3", join(warm.dir, "venv"));
+    byHand(
+      spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], { encoding: "utf8" }).stdout.trim() ||
+        "python3",
+      join(warm.dir, "venv"),
+    );
     rmSync(warm.dir, { recursive: true, force: true });
   }
   for (let i = 0; i < runs; i++) {
@@ -91,7 +95,9 @@ export async function runEnvironment(options: BenchOptions): Promise<Row[]> {
       handBuild();
     } else {
       // The interpreter the runner will pick: the newest 3.11 it finds, as in the message.
-      interpreter = spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], { encoding: "utf8" }).stdout.trim();
+      interpreter = spawnSync("python3.11", ["-c", "import sys; print(sys.executable)"], {
+        encoding: "utf8",
+      }).stdout.trim();
       handBuild();
       await runnerBuild();
     }
@@ -104,7 +110,16 @@ export async function runEnvironment(options: BenchOptions): Promise<Row[]> {
   return [
     row("environment", "warm cache hit (venv reused)", "s", hits, { value: WARM_HIT_TARGET_S, direction: "lower" }),
     row("environment", `cold build by the runner (${SMALL_ENV.join(", ")} + deps)`, "s", cold),
-    row("environment", "cold build: runner ÷ by hand", "×", ratios, { value: COLD_RATIO_TARGET, direction: "lower" }, uv ? `uv found at ${uv}` : "uv is not on this machine nor in its offline wheelhouse: the runner builds with venv + pip only"),
+    row(
+      "environment",
+      "cold build: runner ÷ by hand",
+      "×",
+      ratios,
+      { value: COLD_RATIO_TARGET, direction: "lower" },
+      uv
+        ? `uv found at ${uv}`
+        : "uv is not on this machine nor in its offline wheelhouse: the runner builds with venv + pip only",
+    ),
     row("environment", "cold build by hand (peer)", "s", manual),
   ];
 }

@@ -15,11 +15,18 @@ export type FaultPlan = {
   unavailableProbability?: number;
 };
 
-export type FaultStats = { connections: number; uploads: number; resets: number; unavailable: number; delayedChunks: number };
+export type FaultStats = {
+  connections: number;
+  uploads: number;
+  resets: number;
+  unavailable: number;
+  delayedChunks: number;
+};
 
 const REQUEST_START = /^(GET|PUT|POST|HEAD|DELETE) /;
 const UPLOAD_METHOD = /^(PUT|POST) /;
-const SLOW_DOWN_BODY = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate (fault proxy).</Message></Error>';
+const SLOW_DOWN_BODY =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate (fault proxy).</Message></Error>';
 const SLOW_DOWN = `HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(SLOW_DOWN_BODY)}\r\nConnection: close\r\n\r\n${SLOW_DOWN_BODY}`;
 
 const between = ([min, max]: [number, number]) => min + Math.random() * (max - min);

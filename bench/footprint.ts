@@ -60,9 +60,18 @@ export async function runFootprint(options: BenchOptions): Promise<Row[]> {
     }
     return [
       row("footprint", "start → first poll", "ms", firstPoll, { value: FIRST_POLL_TARGET_MS, direction: "lower" }),
-      row("footprint", "idle RSS (sampled each second)", "MB", idleRss, { value: IDLE_RSS_TARGET_MB, direction: "lower" }),
-      row("footprint", `idle CPU over ${idleMs / 1000} s`, "%", [idleCpuPercent], { value: IDLE_CPU_TARGET_PERCENT, direction: "lower" }),
-      row("footprint", `RSS after ${EXPERIMENTS} experiments`, "MB", rssAfter, { value: RSS_AFTER_TARGET_MB, direction: "lower" }),
+      row("footprint", "idle RSS (sampled each second)", "MB", idleRss, {
+        value: IDLE_RSS_TARGET_MB,
+        direction: "lower",
+      }),
+      row("footprint", `idle CPU over ${idleMs / 1000} s`, "%", [idleCpuPercent], {
+        value: IDLE_CPU_TARGET_PERCENT,
+        direction: "lower",
+      }),
+      row("footprint", `RSS after ${EXPERIMENTS} experiments`, "MB", rssAfter, {
+        value: RSS_AFTER_TARGET_MB,
+        direction: "lower",
+      }),
     ];
   } finally {
     rmSync(sb.dir, { recursive: true, force: true });

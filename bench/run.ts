@@ -35,7 +35,13 @@ const BENCHES: Record<string, (o: BenchOptions) => Promise<Row[]>> = {
 function parseArgs(argv: string[]): { quick: boolean; only: string[] } {
   const quick = argv.includes("--quick");
   const at = argv.indexOf("--only");
-  const only = at >= 0 ? (argv[at + 1] ?? "").split(",").map((s) => s.trim()).filter(Boolean) : Object.keys(BENCHES);
+  const only =
+    at >= 0
+      ? (argv[at + 1] ?? "")
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : Object.keys(BENCHES);
   const unknown = only.filter((n) => !BENCHES[n]);
   if (unknown.length) {
     process.stderr.write(`unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(BENCHES).join(", ")}\n`);
@@ -55,7 +61,10 @@ async function main() {
   const { quick, only } = parseArgs(process.argv.slice(2));
   applyBenchEnv();
   if (!process.argv.includes("--no-build") && !process.env.BENCH_RUNNER_BINARY) {
-    const built = spawnSync(join(REPO, "node_modules/.bin/bun"), ["run", "build.ts"], { cwd: REPO, stdio: ["ignore", "ignore", "inherit"] });
+    const built = spawnSync(join(REPO, "node_modules/.bin/bun"), ["run", "build.ts"], {
+      cwd: REPO,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
     if (built.status !== 0) throw new Error("the build failed");
   }
   const binary = benchBinary();
@@ -71,16 +80,26 @@ async function main() {
       rows.push(...(await BENCHES[name]!({ quick, say })));
     } catch (err) {
       say(`${name}: FAILED: ${(err as Error).stack ?? err}`);
-      rows.push({ bench: name, figure: "(failed)", unit: "", summary: { median: NaN, min: NaN, max: NaN, runs: 0 }, note: `failed: ${(err as Error).message.split("\n")[0]}` });
+      rows.push({
+        bench: name,
+        figure: "(failed)",
+        unit: "",
+        summary: { median: NaN, min: NaN, max: NaN, runs: 0 },
+        note: `failed: ${(err as Error).message.split("\n")[0]}`,
+      });
     }
     say(`${name}: done in ${((Date.now() - t) / 1000).toFixed(0)} s`);
   }
   const unmet = rows.filter((r) => met(r) === false).length;
   console.log(`## studio-runner bench${quick ? " (--quick)" : ""}\n`);
-  console.log(`- command: \`node_modules/.bin/bun bench/run.ts ${process.argv.slice(2).join(" ")}\``.replace(/ `$/, "`"));
+  console.log(
+    `- command: \`node_modules/.bin/bun bench/run.ts ${process.argv.slice(2).join(" ")}\``.replace(/ `$/, "`"),
+  );
   console.log(`- date: ${new Date(started).toISOString()}, ${((Date.now() - started) / 60000).toFixed(1)} min`);
   console.log(`- machine: ${machine()}`);
-  console.log(`- binary: ${binary} (${version || "no --version"})${process.env.BENCH_RUNNER_BINARY ? " from BENCH_RUNNER_BINARY" : ""}`);
+  console.log(
+    `- binary: ${binary} (${version || "no --version"})${process.env.BENCH_RUNNER_BINARY ? " from BENCH_RUNNER_BINARY" : ""}`,
+  );
   console.log(`- load average (1 min) before: ${loadBefore.toFixed(2)}, after: ${loadAverage().toFixed(2)}\n`);
   console.log(markdownTable(rows));
   const n = notes(rows);

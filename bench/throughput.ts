@@ -14,7 +14,9 @@ const EXPERIMENTS = 100;
 const QUEUE = "local_bench";
 
 /** One batch through a fresh warm runner: experiments per second. */
-export async function batchThroughput(count: number): Promise<{ perSecond: number; runner: BenchRunner; cleanup: () => Promise<void> }> {
+export async function batchThroughput(
+  count: number,
+): Promise<{ perSecond: number; runner: BenchRunner; cleanup: () => Promise<void> }> {
   const sb = await makeSandbox("bench-throughput");
   const messages = trivialMessages(sb.storageRoot, count + 1);
   const runner = new BenchRunner(sb, ["--max-cores", "2"]);
@@ -49,5 +51,10 @@ export async function runThroughput(options: BenchOptions): Promise<Row[]> {
     await batch.cleanup();
     values.push(batch.perSecond);
   }
-  return [row("throughput", `${EXPERIMENTS} trivial experiments, one runner, 2 cores`, "exp/s", values, { value: THROUGHPUT_TARGET_PER_S, direction: "higher" })];
+  return [
+    row("throughput", `${EXPERIMENTS} trivial experiments, one runner, 2 cores`, "exp/s", values, {
+      value: THROUGHPUT_TARGET_PER_S,
+      direction: "higher",
+    }),
+  ];
 }

@@ -68,7 +68,10 @@ async function awsCp(aws: string, server: S3Server, from: string, to: string): P
     AWS_EC2_METADATA_DISABLED: "true",
   };
   const t = performance.now();
-  const child = spawn(aws, ["s3", "cp", "--only-show-errors", "--endpoint-url", server.endpoint, from, to], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(aws, ["s3", "cp", "--only-show-errors", "--endpoint-url", server.endpoint, from, to], {
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let err = "";
   child.stderr!.on("data", (d) => (err += d));
   const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
@@ -150,8 +153,10 @@ export async function runTransfer(options: BenchOptions): Promise<Row[]> {
       rss.push(sampler.stop());
       const logText = await fetchLog(server, key, sb);
       const clock = scriptClock(logText);
-      if (!/workspace bytes \d+/.test(logText)) throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
-      if (process.env.BENCH_TRACE) for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) options.say(`  ${l}`);
+      if (!/workspace bytes \d+/.test(logText))
+        throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
+      if (process.env.BENCH_TRACE)
+        for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) options.say(`  ${l}`);
       const downMs = envReady.timeMs - starting.timeMs;
       const upMs = finished.timeMs - clock.endMs;
       down.push(downMs / 1000);
@@ -178,11 +183,28 @@ export async function runTransfer(options: BenchOptions): Promise<Row[]> {
   return [
     row("transfer", `${size} download + cache + unpack, runner`, "s", down),
     row("transfer", `${size} download, aws s3 cp (peer)`, "s", awsDown, undefined, noAws),
-    row("transfer", "download: aws s3 cp time ÷ runner time", "×", downRatio, { value: TRANSFER_RATIO_TARGET, direction: "higher" }, noAws),
+    row(
+      "transfer",
+      "download: aws s3 cp time ÷ runner time",
+      "×",
+      downRatio,
+      { value: TRANSFER_RATIO_TARGET, direction: "higher" },
+      noAws,
+    ),
     row("transfer", `${size} tar + upload + ack, runner`, "s", up),
     row("transfer", `${size} upload, aws s3 cp (peer)`, "s", awsUp, undefined, noAws),
-    row("transfer", "upload: aws s3 cp time ÷ runner time", "×", upRatio, { value: TRANSFER_RATIO_TARGET, direction: "higher" }, noAws),
-    row("transfer", "runner peak RSS (whole run, VmHWM)", "MB", rss, { value: TRANSFER_RSS_TARGET_MB, direction: "lower" }),
+    row(
+      "transfer",
+      "upload: aws s3 cp time ÷ runner time",
+      "×",
+      upRatio,
+      { value: TRANSFER_RATIO_TARGET, direction: "higher" },
+      noAws,
+    ),
+    row("transfer", "runner peak RSS (whole run, VmHWM)", "MB", rss, {
+      value: TRANSFER_RSS_TARGET_MB,
+      direction: "lower",
+    }),
   ];
 }
 

@@ -57,7 +57,9 @@ export function lazyModulesPlugin(fromDir: string, modules: string[] = LAZY_MODU
     setup(build) {
       // From the sources (and other packages): the stand-in. From the stand-in itself: the real package.
       build.onResolve({ filter }, (args) => ({ path: args.path, namespace: NAMESPACE }));
-      build.onResolve({ filter: /\?lazy-real$/ }, (args) => ({ path: req.resolve(args.path.slice(0, -REAL_SUFFIX.length)) }));
+      build.onResolve({ filter: /\?lazy-real$/ }, (args) => ({
+        path: req.resolve(args.path.slice(0, -REAL_SUFFIX.length)),
+      }));
       build.onLoad({ filter: /.*/, namespace: NAMESPACE }, (args) => {
         const e = exports.get(args.path)!;
         return { loader: "js", contents: standIn(args.path, e.names, e.esModule) };

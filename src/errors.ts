@@ -40,7 +40,8 @@ const MAX_FIELD_CHARS = 160;
 
 export class RequestError extends PermanentError {
   constructor(field: string, value: unknown, problem: string) {
-    const shown = field.length > MAX_FIELD_CHARS ? `${field.slice(0, 100)}…${field.slice(-(MAX_FIELD_CHARS - 101))}` : field;
+    const shown =
+      field.length > MAX_FIELD_CHARS ? `${field.slice(0, 100)}…${field.slice(-(MAX_FIELD_CHARS - 101))}` : field;
     super(`${shown}: ${describeValue(value)} ${problem}`, { field: shown });
   }
 }
@@ -59,7 +60,7 @@ export function describeValue(value: unknown): string {
   if (value === undefined) return "(missing)";
   let text: string;
   try {
-    text = typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+    text = typeof value === "string" ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
   } catch {
     text = String(value);
   }

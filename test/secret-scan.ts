@@ -58,6 +58,8 @@ for (const f of files(TMP)) {
   outputs++;
   check(f, r.stdout ?? "");
 }
-console.log(`secret scan: ${logs} runner/CLI logs and ${outputs} experiment logs searched for ${TEST_SECRETS.length} test credentials`);
+console.log(
+  `secret scan: ${logs} runner/CLI logs and ${outputs} experiment logs searched for ${TEST_SECRETS.length} test credentials`,
+);
 for (const f of finds) console.log(`  FOUND ${f}`);
 process.exit(finds.length ? 1 : 0);

@@ -10,7 +10,10 @@ export { NO_METADATA_ENV };
 
 /** pip settings for the runner and for the hand-made peer venvs alike. */
 export function pipEnv(): Record<string, string> {
-  const env: Record<string, string> = { PIP_RETRIES: process.env.PIP_RETRIES ?? "0", PIP_DISABLE_PIP_VERSION_CHECK: "1" };
+  const env: Record<string, string> = {
+    PIP_RETRIES: process.env.PIP_RETRIES ?? "0",
+    PIP_DISABLE_PIP_VERSION_CHECK: "1",
+  };
   if (process.env.PIP_INDEX_URL) env.PIP_INDEX_URL = process.env.PIP_INDEX_URL;
   else if (existsSync("/opt/pypi/simple")) {
     env.PIP_INDEX_URL = "file:///opt/pypi/simple";

@@ -37,7 +37,10 @@ export class RssSampler {
   private hwmKiB = 0;
   private readonly timer: ReturnType<typeof setInterval>;
 
-  constructor(private readonly pid: number, intervalMs = 100) {
+  constructor(
+    private readonly pid: number,
+    intervalMs = 100,
+  ) {
     this.timer = setInterval(() => this.sample(), intervalMs);
   }
 

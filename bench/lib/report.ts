@@ -18,7 +18,14 @@ export type Row = {
   note?: string;
 };
 
-export function row(bench: string, figure: string, unit: string, values: number[], target?: Row["target"], note?: string): Row {
+export function row(
+  bench: string,
+  figure: string,
+  unit: string,
+  values: number[],
+  target?: Row["target"],
+  note?: string,
+): Row {
   return { bench, figure, unit, summary: summarize(values), target, note };
 }
 
@@ -42,7 +49,9 @@ export function markdownTable(rows: Row[]): string {
   const head = "| bench | figure | median | min | max | runs | target | met? |\n|---|---|---|---|---|---|---|---|";
   const lines = rows.map((r) => {
     const s = r.summary;
-    const target = r.target ? `${r.target.direction === "lower" ? "≤" : "≥"} ${fmt(r.target.value)} ${r.unit}` : "(peer)";
+    const target = r.target
+      ? `${r.target.direction === "lower" ? "≤" : "≥"} ${fmt(r.target.value)} ${r.unit}`
+      : "(peer)";
     const ok = met(r);
     return `| ${r.bench} | ${r.figure} | ${fmt(s.median)} ${r.unit} | ${fmt(s.min)} | ${fmt(s.max)} | ${s.runs} | ${target} | ${ok === undefined ? "–" : ok ? "yes" : "**no**"} |`;
   });

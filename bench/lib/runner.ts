@@ -37,18 +37,36 @@ export class BenchRunner {
   private partial = "";
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly sandbox: Sandbox, args: string[], env: Record<string, string> = {}) {
+  constructor(
+    readonly sandbox: Sandbox,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
     const binary = benchBinary();
     const base: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) base[k] = v;
     this.spawnedMs = Date.now();
     this.child = spawn(
       binary,
-      ["run", "--log-format", "json", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...runnerDefaults(sandbox, args, env), ...args],
+      [
+        "run",
+        "--log-format",
+        "json",
+        "--queue-root",
+        sandbox.queueRoot,
+        "--working-dir",
+        sandbox.workDir,
+        "--cache-dir",
+        sandbox.cacheDir,
+        ...runnerDefaults(sandbox, args, env),
+        ...args,
+      ],
       { env: { ...base, ...NO_METADATA_ENV, ...pipEnv(), ...env }, stdio: ["ignore", "ignore", "pipe"] },
     );
     this.child.stderr!.on("data", (chunk: Buffer) => this.take(chunk.toString("utf8")));
-    this.exited = new Promise((resolve) => this.child.on("exit", (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    this.exited = new Promise((resolve) =>
+      this.child.on("exit", (code, signal) => resolve(code ?? (signal ? -1 : null))),
+    );
     void this.exited.then(() => this.notify());
   }
 
@@ -65,7 +83,13 @@ export class BenchRunner {
       try {
         const obj = JSON.parse(raw) as Record<string, unknown>;
         const { time, level, message, ...fields } = obj;
-        this.lines.push({ receivedMs, timeMs: Date.parse(String(time)), level: String(level), message: String(message), fields });
+        this.lines.push({
+          receivedMs,
+          timeMs: Date.parse(String(time)),
+          level: String(level),
+          message: String(message),
+          fields,
+        });
       } catch {
         this.lines.push({ receivedMs, timeMs: receivedMs, level: "raw", message: raw, fields: {} });
       }
@@ -83,9 +107,11 @@ export class BenchRunner {
     for (;;) {
       const found = this.lines.slice(from).find((l) => pattern.test(l.message));
       if (found) return found;
-      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`runner exited before its log matched ${pattern}:\n${this.text()}`);
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`runner exited before its log matched ${pattern}:\n${this.text()}`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`runner log never matched ${pattern} in ${timeoutMs} ms:\n${this.text().slice(-4000)}`);
+      if (left <= 0)
+        throw new Error(`runner log never matched ${pattern} in ${timeoutMs} ms:\n${this.text().slice(-4000)}`);
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
@@ -104,8 +130,14 @@ export class BenchRunner {
     for (;;) {
       const found = this.lines.filter((l) => pattern.test(l.message));
       if (found.length >= count) return found;
-      if (this.child.exitCode !== null) throw new Error(`runner exited with ${found.length}/${count} lines matching ${pattern}:\n${this.text().slice(-4000)}`);
-      if (Date.now() > deadline) throw new Error(`only ${found.length}/${count} lines matched ${pattern} in ${timeoutMs} ms:\n${this.text().slice(-4000)}`);
+      if (this.child.exitCode !== null)
+        throw new Error(
+          `runner exited with ${found.length}/${count} lines matching ${pattern}:\n${this.text().slice(-4000)}`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(
+          `only ${found.length}/${count} lines matched ${pattern} in ${timeoutMs} ms:\n${this.text().slice(-4000)}`,
+        );
       await Bun.sleep(20);
     }
   }

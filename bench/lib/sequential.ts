@@ -5,7 +5,14 @@
 
 import { rmSync } from "node:fs";
 import { enqueue, makeSandbox, type Sandbox } from "../../test/helpers/e2e.ts";
-import { AMQP_URL, deleteQueues, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, uniqueQueue } from "../../test/helpers/rabbitmq.ts";
+import {
+  AMQP_URL,
+  deleteQueues,
+  ensureRabbitMQ,
+  publishLikeClient,
+  rabbitMQAvailable,
+  uniqueQueue,
+} from "../../test/helpers/rabbitmq.ts";
 import { experimentLog, scriptClock, trivialMessages } from "./experiments.ts";
 import { BenchRunner } from "./runner.ts";
 
@@ -33,14 +40,22 @@ const IDLE_BEFORE_PUBLISH_SPREAD_MS = 400;
 
 const cache = new Map<string, Promise<SequentialResult>>();
 
-export function sequentialSamples(kind: QueueKind, runs: number, sandbox: SandboxMode = "bwrap"): Promise<SequentialResult> {
+export function sequentialSamples(
+  kind: QueueKind,
+  runs: number,
+  sandbox: SandboxMode = "bwrap",
+): Promise<SequentialResult> {
   const id = `${kind}:${runs}:${sandbox}`;
   let p = cache.get(id);
   if (!p) cache.set(id, (p = measure(kind, runs, sandbox)));
   return p;
 }
 
-type Publisher = { args: (sb: Sandbox) => string[]; publish: (sb: Sandbox, body: object) => Promise<void>; cleanup: () => Promise<void> };
+type Publisher = {
+  args: (sb: Sandbox) => string[];
+  publish: (sb: Sandbox, body: object) => Promise<void>;
+  cleanup: () => Promise<void>;
+};
 
 async function publisherFor(kind: QueueKind): Promise<Publisher | string> {
   if (kind === "local") {
@@ -88,4 +103,3 @@ async function measure(kind: QueueKind, runs: number, sandbox: SandboxMode): Pro
   }
   return { kind, samples };
 }
-

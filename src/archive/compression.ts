@@ -11,7 +11,15 @@ export type Compression = "gzip" | "bzip2" | "xz" | "none";
 export function detectCompression(head: Uint8Array): Compression {
   if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return "bzip2";
-  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58 && head[4] === 0x5a && head[5] === 0x00) return "xz";
+  if (
+    head[0] === 0xfd &&
+    head[1] === 0x37 &&
+    head[2] === 0x7a &&
+    head[3] === 0x58 &&
+    head[4] === 0x5a &&
+    head[5] === 0x00
+  )
+    return "xz";
   return "none";
 }
 
@@ -84,7 +92,8 @@ export async function decompress(source: Readable): Promise<{ stream: Readable; 
   const { head, stream: replayed } = await peekBytes(source, 6);
   const compression = detectCompression(head);
   if (compression === "none") return { stream: replayed, compression };
-  const decoder = compression === "gzip" ? createGunzip() : compression === "bzip2" ? (unbzip2() as Duplex) : xzDecompressor();
+  const decoder =
+    compression === "gzip" ? createGunzip() : compression === "bzip2" ? (unbzip2() as Duplex) : xzDecompressor();
   // unbzip2-stream is an old-style stream without read(): normalise through a PassThrough.
   const out = new PassThrough();
   replayed.on("error", (err) => out.destroy(err));

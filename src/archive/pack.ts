@@ -17,7 +17,9 @@ import { closeFile, walkDirectory, type SkippedEntry, type WalkEntry } from "./w
 const READ_CHUNK_BYTES = 1024 * 1024;
 
 const readAt = (fd: number, buf: Buffer, offset: number, length: number, position: number) =>
-  new Promise<number>((resolve, reject) => read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+  new Promise<number>((resolve, reject) =>
+    read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))),
+  );
 
 /** A cheap identity of a directory's content: names, sizes and modification times. */
 export async function fingerprintDirectory(root: string): Promise<string> {
@@ -77,10 +79,18 @@ async function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, 
     return new Promise((resolve, reject) => pack.entry(header, content, (err) => (err ? reject(err) : resolve())));
   }
   return new Promise((resolve, reject) => {
-    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve())) as unknown as NodeJS.WritableStream & { destroy(err?: Error): void };
+    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve())) as unknown as NodeJS.WritableStream & {
+      destroy(err?: Error): void;
+    };
     // Read from the descriptor the walk opened (never the path again), exactly the size in the
     // header, 1 MiB at a time; a file that shrank meanwhile is padded with zeros.
-    const source = createReadStream("", { fd: e.fd!, start: 0, end: e.sizeBytes - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: false });
+    const source = createReadStream("", {
+      fd: e.fd!,
+      start: 0,
+      end: e.sizeBytes - 1,
+      highWaterMark: READ_CHUNK_BYTES,
+      autoClose: false,
+    });
     let readBytes = 0;
     source.on("data", (chunk) => (readBytes += chunk.length));
     source.on("end", () => {
@@ -120,7 +130,9 @@ export function packOpenDirectory(dir: FileHandle, options: PackOptions = {}): R
           pack.entry({ name: e.rel, type: "symlink", linkname: e.target, mtime: e.mtime });
         } else {
           try {
-            await addFile(pack, e, () => skipped.push({ rel: e.rel, why: "shrank while it was read (padded with zeros)" }));
+            await addFile(pack, e, () =>
+              skipped.push({ rel: e.rel, why: "shrank while it was read (padded with zeros)" }),
+            );
           } finally {
             await closeFile(e.fd!);
           }

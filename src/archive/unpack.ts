@@ -57,17 +57,23 @@ export type UnpackResult = { files: number; bytes: number; kind: "tar" | "file" 
 export function safeMemberPath(name: string): string {
   if (name.includes("\0")) throw new ArchiveError(`archive member ${JSON.stringify(name)} contains a NUL byte`);
   // eslint-disable-next-line no-control-regex
-  if (/[\x01-\x1f\x7f]/.test(name)) throw new ArchiveError(`archive member ${JSON.stringify(name)} contains a control character (newline, tab …)`);
+  if (/[\x01-\x1f\x7f]/.test(name))
+    throw new ArchiveError(`archive member ${JSON.stringify(name)} contains a control character (newline, tab …)`);
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) {
-    throw new ArchiveError(`archive member ${JSON.stringify(name.slice(0, 80) + "…")} has a name longer than ${MAX_NAME_BYTES} bytes`);
+    throw new ArchiveError(
+      `archive member ${JSON.stringify(name.slice(0, 80) + "…")} has a name longer than ${MAX_NAME_BYTES} bytes`,
+    );
   }
   if (isAbsolute(name) || /^[A-Za-z]:[\\/]/.test(name)) {
     throw new ArchiveError(`archive member ${JSON.stringify(name)} is an absolute path`);
   }
   const parts = name.split(/[\\/]+/).filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw new ArchiveError(`archive member ${JSON.stringify(name)} escapes the artifact directory ('..')`);
+  if (parts.includes(".."))
+    throw new ArchiveError(`archive member ${JSON.stringify(name)} escapes the artifact directory ('..')`);
   if (parts.some((p) => Buffer.byteLength(p) > MAX_COMPONENT_BYTES)) {
-    throw new ArchiveError(`archive member ${JSON.stringify(name.slice(0, 80) + "…")} has a name component longer than ${MAX_COMPONENT_BYTES} bytes`);
+    throw new ArchiveError(
+      `archive member ${JSON.stringify(name.slice(0, 80) + "…")} has a name component longer than ${MAX_COMPONENT_BYTES} bytes`,
+    );
   }
   return parts.join("/");
 }
@@ -79,7 +85,9 @@ export function safeMemberPath(name: string): string {
  */
 function checkSymlinkTarget(realRoot: string, realParent: string, member: string, linkname: string): void {
   const refuse = (why: string) => {
-    throw new ArchiveError(`archive member ${JSON.stringify(member)} is a symlink pointing outside the artifact (${JSON.stringify(linkname)}: ${why})`);
+    throw new ArchiveError(
+      `archive member ${JSON.stringify(member)} is a symlink pointing outside the artifact (${JSON.stringify(linkname)}: ${why})`,
+    );
   };
   if (linkname === "") refuse("empty target");
   if (linkname.includes("\0") || isAbsolute(linkname) || /^[A-Za-z]:[\\/]/.test(linkname)) refuse("absolute");
@@ -90,13 +98,29 @@ function checkSymlinkTarget(realRoot: string, realParent: string, member: string
 }
 
 /** Filesystem errors that a hostile member causes (not infrastructure trouble): they refuse the archive. */
-const MEMBER_FAULTS = new Set(["ENAMETOOLONG", "EEXIST", "EISDIR", "ENOTDIR", "ENOTEMPTY", "EPERM", "ENOENT", "ELOOP", "EINVAL", "EMLINK", "EXDEV"]);
+const MEMBER_FAULTS = new Set([
+  "ENAMETOOLONG",
+  "EEXIST",
+  "EISDIR",
+  "ENOTDIR",
+  "ENOTEMPTY",
+  "EPERM",
+  "ENOENT",
+  "ELOOP",
+  "EINVAL",
+  "EMLINK",
+  "EXDEV",
+]);
 
 function memberFault(err: unknown, member: string): unknown {
   if (err instanceof ArchiveError) return err;
   const code = (err as NodeJS.ErrnoException)?.code;
   if (code && MEMBER_FAULTS.has(code)) {
-    return new ArchiveError(`archive member ${JSON.stringify(member.slice(0, 200))} cannot be extracted: ${(err as Error).message}`, {}, { cause: err });
+    return new ArchiveError(
+      `archive member ${JSON.stringify(member.slice(0, 200))} cannot be extracted: ${(err as Error).message}`,
+      {},
+      { cause: err },
+    );
   }
   return err;
 }
@@ -109,7 +133,8 @@ async function clearPath(target: string, member: string): Promise<void> {
   } catch {
     return;
   }
-  if (st.isDirectory()) throw new ArchiveError(`archive member ${JSON.stringify(member)} would replace a directory of the same name`);
+  if (st.isDirectory())
+    throw new ArchiveError(`archive member ${JSON.stringify(member)} would replace a directory of the same name`);
   await unlink(target);
 }
 
@@ -128,7 +153,9 @@ async function safeParent(realRoot: string, target: string, member: string): Pro
   while (!(await exists(existing))) existing = dirname(existing);
   const check = async (dir: string) => {
     if (!insideDir(realRoot, await realpath(dir))) {
-      throw new ArchiveError(`archive member ${JSON.stringify(member)} would be written outside the artifact directory through a symlink`);
+      throw new ArchiveError(
+        `archive member ${JSON.stringify(member)} would be written outside the artifact directory through a symlink`,
+      );
     }
   };
   await check(existing);
@@ -146,7 +173,11 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** Extract a (possibly compressed) tar, or save non-tar bytes as one file, into destDir. */
-export async function unpackArchive(source: Readable, destDir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
+export async function unpackArchive(
+  source: Readable,
+  destDir: string,
+  options: UnpackOptions = {},
+): Promise<UnpackResult> {
   await mkdir(resolve(destDir), { recursive: true });
   const root = await realpath(resolve(destDir));
   const maxEntries = options.maxEntries ?? MAX_ARCHIVE_ENTRIES;
@@ -154,13 +185,19 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
   // Bound the decompressed stream too: a bomb of zeros is no member at all, yet costs the CPU.
   let streamed = 0;
   const streamLimit = () =>
-    options.budgetBytes === undefined ? Infinity : options.budgetBytes + TAR_OVERHEAD_FIXED + TAR_OVERHEAD_PER_ENTRY * (entries + 1);
+    options.budgetBytes === undefined
+      ? Infinity
+      : options.budgetBytes + TAR_OVERHEAD_FIXED + TAR_OVERHEAD_PER_ENTRY * (entries + 1);
   const decompressed = (await decompress(source)).stream;
   const counter = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       streamed += chunk.length;
       if (streamed > streamLimit()) {
-        done(new ArchiveError(`archive decompresses to more than the disk budget of ${formatBytes(options.budgetBytes!)} allows (compression bomb?)`));
+        done(
+          new ArchiveError(
+            `archive decompresses to more than the disk budget of ${formatBytes(options.budgetBytes!)} allows (compression bomb?)`,
+          ),
+        );
       } else done(null, chunk);
     },
   });
@@ -187,7 +224,9 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
     stream.on("data", (chunk: Buffer) => {
       bytes += chunk.length;
       if (options.budgetBytes !== undefined && bytes > options.budgetBytes) {
-        stream.destroy(new ArchiveError(`artifact is larger than the disk budget of ${formatBytes(options.budgetBytes)}`));
+        stream.destroy(
+          new ArchiveError(`artifact is larger than the disk budget of ${formatBytes(options.budgetBytes)}`),
+        );
       }
     });
     await pipeline(stream, createWriteStream(join(root, name)));
@@ -205,7 +244,9 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
     for await (const entry of extract) {
       const h = entry.header;
       if (++entries > maxEntries) {
-        throw new ArchiveError(`archive has more than ${maxEntries} members (at member ${JSON.stringify(h.name)}): refused as a tar bomb`);
+        throw new ArchiveError(
+          `archive has more than ${maxEntries} members (at member ${JSON.stringify(h.name)}): refused as a tar bomb`,
+        );
       }
       try {
         await extractMember(entry, h);
@@ -240,7 +281,9 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
       case null: {
         bytes += h.size ?? 0;
         if (options.budgetBytes !== undefined && bytes > options.budgetBytes) {
-          throw new ArchiveError(`archive content exceeds the disk budget of ${formatBytes(options.budgetBytes)} at member ${JSON.stringify(h.name)}`);
+          throw new ArchiveError(
+            `archive content exceeds the disk budget of ${formatBytes(options.budgetBytes)} at member ${JSON.stringify(h.name)}`,
+          );
         }
         await safeParent(root, target, h.name);
         await clearPath(target, h.name);
@@ -266,13 +309,17 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
         try {
           sourceRel = safeMemberPath(posix.normalize(linkname));
         } catch (err) {
-          throw new ArchiveError(`archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, outside the artifact: ${(err as Error).message}`);
+          throw new ArchiveError(
+            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, outside the artifact: ${(err as Error).message}`,
+          );
         }
         const source = join(root, sourceRel);
         await safeParent(root, source, h.name);
         const st = await lstat(source).catch(() => undefined);
         if (!st?.isFile()) {
-          throw new ArchiveError(`archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, which is not a file extracted earlier`);
+          throw new ArchiveError(
+            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, which is not a file extracted earlier`,
+          );
         }
         await safeParent(root, target, h.name);
         await clearPath(target, h.name);
@@ -283,7 +330,9 @@ export async function unpackArchive(source: Readable, destDir: string, options: 
       case "character-device":
       case "block-device":
       case "fifo":
-        throw new ArchiveError(`archive member ${JSON.stringify(h.name)} is a ${h.type}, which artifacts may not contain`);
+        throw new ArchiveError(
+          `archive member ${JSON.stringify(h.name)} is a ${h.type}, which artifacts may not contain`,
+        );
       default:
         entry.resume();
     }

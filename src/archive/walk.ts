@@ -7,7 +7,16 @@
 import { close, fstatSync, open as openFd, type Stats } from "node:fs";
 import { lstat, open, readdir, readlink, type FileHandle } from "node:fs/promises";
 import { promisify } from "node:util";
-import { at, DIRECTORY_NOFOLLOW, errnoOf, isLinkRefusal, kindOf, READ_NOFOLLOW, sameFile, self } from "../fs/safe-open.ts";
+import {
+  at,
+  DIRECTORY_NOFOLLOW,
+  errnoOf,
+  isLinkRefusal,
+  kindOf,
+  READ_NOFOLLOW,
+  sameFile,
+  self,
+} from "../fs/safe-open.ts";
 
 /** Looks at an entry that changed between listing and open this many times before leaving it out. */
 const SWAP_TRIES = 3;
@@ -41,11 +50,7 @@ export const closeFile = promisify(close);
 
 const common = (rel: string, s: Stats): Common => ({ rel, mode: s.mode & 0o777, mtime: s.mtime });
 
-type Looked =
-  | { entry: WalkEntry; dir?: FileHandle }
-  | { gone: true }
-  | { skip: string }
-  | { retry: true };
+type Looked = { entry: WalkEntry; dir?: FileHandle } | { gone: true } | { skip: string } | { retry: true };
 
 /** One look at `name` in `dir`: what it is, opened where it must be, or why not. */
 async function look(dir: FileHandle, name: string, rel: string, options: WalkOptions): Promise<Looked> {
@@ -66,7 +71,8 @@ async function look(dir: FileHandle, name: string, rel: string, options: WalkOpt
     }
   }
   if (!listed.isDirectory() && !listed.isFile()) return { skip: `${kindOf(listed)} (left out, not read)` };
-  if (listed.isFile() && !options.openFiles) return { entry: { ...common(rel, listed), kind: "file", sizeBytes: listed.size } };
+  if (listed.isFile() && !options.openFiles)
+    return { entry: { ...common(rel, listed), kind: "file", sizeBytes: listed.size } };
   const isDir = listed.isDirectory();
   let handle: FileHandle | undefined;
   let fd: number;
@@ -103,7 +109,12 @@ async function look(dir: FileHandle, name: string, rel: string, options: WalkOpt
  * Entries under the open directory `dir`, depth first in name order, a directory before its
  * contents. `dir` stays the caller's to close.
  */
-export async function* walkDirectory(dir: FileHandle, options: WalkOptions, prefix = "", depth = 0): AsyncGenerator<WalkEntry> {
+export async function* walkDirectory(
+  dir: FileHandle,
+  options: WalkOptions,
+  prefix = "",
+  depth = 0,
+): AsyncGenerator<WalkEntry> {
   const names = (await readdir(self(dir))).sort();
   for (const name of names) {
     const rel = prefix ? `${prefix}/${name}` : name;
@@ -112,7 +123,8 @@ export async function* walkDirectory(dir: FileHandle, options: WalkOptions, pref
       continue;
     }
     let looked: Looked = { retry: true };
-    for (let attempt = 1; attempt <= SWAP_TRIES && "retry" in looked; attempt++) looked = await look(dir, name, rel, options);
+    for (let attempt = 1; attempt <= SWAP_TRIES && "retry" in looked; attempt++)
+      looked = await look(dir, name, rel, options);
     if ("gone" in looked) continue; // removed while the walk ran: not part of this pass
     if ("retry" in looked) {
       options.onSkipped?.({ rel, why: `changed between listing and open ${SWAP_TRIES} times (left out)` });

@@ -42,10 +42,23 @@ function cacheFor(settings: Settings, log: (m: string) => void): { venvs: VenvCa
 }
 
 const prepare = defineCommand({
-  meta: { name: "prepare", description: "Build a python environment into the cache ahead of time, as experiments with the same pins would have it" },
+  meta: {
+    name: "prepare",
+    description:
+      "Build a python environment into the cache ahead of time, as experiments with the same pins would have it",
+  },
   args: {
-    requirements: { type: "string", alias: "r", description: "requirements file (name==version lines, as `pip freeze` writes them)", required: true },
-    python: { type: "string", description: "python version, as an experiment's pythonver (3.11, 3.11.7)", default: "3" },
+    requirements: {
+      type: "string",
+      alias: "r",
+      description: "requirements file (name==version lines, as `pip freeze` writes them)",
+      required: true,
+    },
+    python: {
+      type: "string",
+      description: "python version, as an experiment's pythonver (3.11, 3.11.7)",
+      default: "3",
+    },
     ...cittyArgs(ALL_RUN_OPTIONS),
   },
   async run({ args, rawArgs }) {
@@ -59,18 +72,31 @@ const prepare = defineCommand({
       prepareRunnerDirs({ workingDir, cacheDir, queueRoot, jobUserTraverses: process.geteuid?.() === 0 }, log);
       const choice = await chooseSandbox(settings, { queueRoot, workingDir, cacheDir }, [], log);
       if ("exitCode" in choice) process.exit(choice.exitCode);
-      venvs.options.isolation = { sandbox: choice.sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
+      venvs.options.isolation = {
+        sandbox: choice.sandbox,
+        jobUser: resolveJobUser(settings["job-user"] as string | undefined),
+      };
       const file = String(args.requirements);
       const lines = readFileSync(file, "utf8").split("\n");
-      const wanted = requestRequirementSet([{ field: "--requirements", lines }], (settings["allow-pip-urls"] as boolean) ?? false);
+      const wanted = requestRequirementSet(
+        [{ field: "--requirements", lines }],
+        (settings["allow-pip-urls"] as boolean) ?? false,
+      );
       const interpreter = chooseInterpreter(String(args.python), await findInterpreters());
       const venv = await venvs.acquire(
-        { interpreter, requirements: wanted.lines, skipped: wanted.skipped, systemSitePackages: (settings["venv-system-site-packages"] as boolean) ?? false },
+        {
+          interpreter,
+          requirements: wanted.lines,
+          skipped: wanted.skipped,
+          systemSitePackages: (settings["venv-system-site-packages"] as boolean) ?? false,
+        },
         (line) => process.stdout.write(`${line}\n`),
         { prepared: true },
       );
       venv.release();
-      process.stdout.write(`prepared python environment ${venv.hash} (python ${interpreter.versionText}, ${wanted.lines.length} requirements from ${file}) at ${venv.dir}\n`);
+      process.stdout.write(
+        `prepared python environment ${venv.hash} (python ${interpreter.versionText}, ${wanted.lines.length} requirements from ${file}) at ${venv.dir}\n`,
+      );
       process.exit(0);
     } catch (err) {
       const why = err instanceof PermanentError ? err.message : (err as Error).message;
@@ -121,12 +147,24 @@ const list = defineCommand({
       `${marker.prepared ? "prepared" : "cached"}${marker.mode && marker.mode !== "default" ? ` (${marker.mode})` : ""}`,
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    process.stdout.write(`${[header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")}\n`);
+    process.stdout.write(
+      `${[header, ...rows]
+        .map((r) =>
+          r
+            .map((c, i) => c.padEnd(widths[i]!))
+            .join("  ")
+            .trimEnd(),
+        )
+        .join("\n")}\n`,
+    );
   },
 });
 
 const prune = defineCommand({
-  meta: { name: "prune", description: "Remove python environments from the cache: the hashes given, or --prepared, --unused DURATION, --all" },
+  meta: {
+    name: "prune",
+    description: "Remove python environments from the cache: the hashes given, or --prepared, --unused DURATION, --all",
+  },
   args: {
     prepared: { type: "boolean", description: "every prepared environment" },
     unused: { type: "string", description: "every environment unused for this long (e.g. 72h)" },
@@ -139,7 +177,9 @@ const prune = defineCommand({
     const hashes = (args._ as string[] | undefined) ?? [];
     const unusedMs = args.unused === undefined ? undefined : parseDurationMs(String(args.unused));
     if (args.unused !== undefined && unusedMs === undefined) {
-      process.stderr.write(`studio-runner env prune: --unused ${JSON.stringify(args.unused)} is not a duration (examples: 30m, 72h)\n`);
+      process.stderr.write(
+        `studio-runner env prune: --unused ${JSON.stringify(args.unused)} is not a duration (examples: 30m, 72h)\n`,
+      );
       process.exit(2);
     }
     if (!hashes.length && !args.prepared && !args.all && unusedMs === undefined) {
@@ -149,7 +189,12 @@ const prune = defineCommand({
     const all = await venvs.list();
     const chosen = new Set(hashes);
     for (const e of all) {
-      if (args.all || (args.prepared && e.marker.prepared) || (unusedMs !== undefined && Date.now() - e.usedMs > unusedMs)) chosen.add(e.hash);
+      if (
+        args.all ||
+        (args.prepared && e.marker.prepared) ||
+        (unusedMs !== undefined && Date.now() - e.usedMs > unusedMs)
+      )
+        chosen.add(e.hash);
     }
     let failed = 0;
     for (const hash of chosen) {
@@ -165,6 +210,9 @@ const prune = defineCommand({
 });
 
 export const envCommand = defineCommand({
-  meta: { name: "env", description: "Python environments in the cache: prepare one ahead of time, list them, prune them" },
+  meta: {
+    name: "env",
+    description: "Python environments in the cache: prepare one ahead of time, list them, prune them",
+  },
   subCommands: { prepare, list, prune },
 });

@@ -7,9 +7,11 @@ import { envName } from "../config/options.ts";
 export function cittyArgs(specs: OptionSpec[]): ArgsDef {
   const args: ArgsDef = {};
   for (const s of specs) {
-    const def = s.default !== undefined ? ` [default: ${s.default}]` : s.defaultText ? ` [default: ${s.defaultText}]` : "";
+    const def =
+      s.default !== undefined ? ` [default: ${s.default}]` : s.defaultText ? ` [default: ${s.defaultText}]` : "";
     const description = `${s.description}${def} (env ${envName(s.name)})`;
-    args[s.name] = s.type === "boolean" ? { type: "boolean", description } : { type: "string", description, valueHint: s.type };
+    args[s.name] =
+      s.type === "boolean" ? { type: "boolean", description } : { type: "string", description, valueHint: s.type };
   }
   return args;
 }
@@ -24,7 +26,11 @@ export function unknownFlags(rawArgs: string[], specs: OptionSpec[], extra: stri
     if (!m || /^-\d/.test(arg)) continue;
     const name = m[1]!;
     const camel = name.replace(/-([a-z])/g, (_a, c: string) => c.toUpperCase());
-    if (!known.has(name) && !specs.some((s) => s.name.replace(/-([a-z])/g, (_a, c: string) => c.toUpperCase()) === camel)) out.push(arg.split("=")[0]!);
+    if (
+      !known.has(name) &&
+      !specs.some((s) => s.name.replace(/-([a-z])/g, (_a, c: string) => c.toUpperCase()) === camel)
+    )
+      out.push(arg.split("=")[0]!);
   }
   return out;
 }

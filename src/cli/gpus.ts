@@ -6,7 +6,10 @@ import { formatBytes } from "../config/units.ts";
 import { isSchedulable, readInventory, type GpuDevice, type Inventory } from "../gpu/inventory.ts";
 
 export const gpusCommand = defineCommand({
-  meta: { name: "gpus", description: "List the GPUs this runner can use (NVML), after CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES" },
+  meta: {
+    name: "gpus",
+    description: "List the GPUs this runner can use (NVML), after CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES",
+  },
   args: { json: { type: "boolean", description: "Print the inventory as JSON: {nvml, devices: [...]}" } },
   run({ args }) {
     const inv = readInventory(process.env);
@@ -18,7 +21,9 @@ export function inventoryJson(inv: Inventory) {
   return {
     nvml: inv.nvml,
     library: inv.libraryPath ?? null,
-    visibleDevices: inv.visible.source ? { variable: inv.visible.source, value: inv.visible.value, unmatched: inv.visible.unmatched } : null,
+    visibleDevices: inv.visible.source
+      ? { variable: inv.visible.source, value: inv.visible.value, unmatched: inv.visible.unmatched }
+      : null,
     problems: inv.problems,
     devices: inv.devices.map((d) => ({
       index: d.index,
@@ -56,7 +61,13 @@ export function inventoryTable(inv: Inventory): string {
   if (rows.length === 0) lines.push("No GPUs visible.");
   else {
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd());
+    for (const r of [header, ...rows])
+      lines.push(
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join("  ")
+          .trimEnd(),
+      );
   }
   for (const p of inv.problems) lines.push(`note: ${p}`);
   return `${lines.join("\n")}\n`;

@@ -22,7 +22,12 @@ import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
 import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
-import { clearTextAllowed, ENVELOPE_OPTIONS, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
+import {
+  clearTextAllowed,
+  ENVELOPE_OPTIONS,
+  envelopeKeysFromSettings,
+  envelopeSettingsProblems,
+} from "../request/envelope/options.ts";
 import { requestReader } from "../request/read-request.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
@@ -42,7 +47,11 @@ import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { filePath } from "../storage/file/file-store.ts";
 import { defaultStorageUrl } from "../submit/submit-storage.ts";
 import { configureGcs } from "../storage/gcs/gcs-clients.ts";
-import { describeStorageIdentity, storageIdentityProblems, storageIdentitySetting } from "../storage/storage-identity.ts";
+import {
+  describeStorageIdentity,
+  storageIdentityProblems,
+  storageIdentitySetting,
+} from "../storage/storage-identity.ts";
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
@@ -70,9 +79,17 @@ export const runCommand = defineCommand({
  * from local queues only, the runner's own storage root (the file: storage `studio-runner submit`
  * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
  */
-function fileStorageRoots(settings: Settings, env: Record<string, string | undefined>): { flag: string[]; local: string[]; description: string } {
+function fileStorageRoots(
+  settings: Settings,
+  env: Record<string, string | undefined>,
+): { flag: string[]; local: string[]; description: string } {
   const flag = commaList(String(settings["file-storage-roots"] ?? "")).map((r) => resolve(r));
-  if (flag.length) return { flag, local: flag, description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)` };
+  if (flag.length)
+    return {
+      flag,
+      local: flag,
+      description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)`,
+    };
   const own = defaultStorageUrl(env);
   let local: string[] = [];
   try {
@@ -94,14 +111,25 @@ export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>)
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(...rabbitSettingsProblems(settings), ...sqsSettingsProblems(settings), ...pubsubSettingsProblems(settings), ...envelopeSettingsProblems(settings), ...observeSettingsProblems(settings));
-    problems.push(...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]), ...pinModeProblems(settings));
+    problems.push(
+      ...rabbitSettingsProblems(settings),
+      ...sqsSettingsProblems(settings),
+      ...pubsubSettingsProblems(settings),
+      ...envelopeSettingsProblems(settings),
+      ...observeSettingsProblems(settings),
+    );
+    problems.push(
+      ...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]),
+      ...pinModeProblems(settings),
+    );
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     problems.push(...err.problems);
   }
-  process.stderr.write(`studio-runner: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+  process.stderr.write(
+    `studio-runner: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`,
+  );
   process.exit(2);
 }
 
@@ -131,7 +159,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
   }
   const gpus = cpuOnly
     ? undefined
-    : new GpuAllocator(inventory.devices, { shareCards: settings["gpu-share"] as boolean, slotsPerCard: Math.max(1, settings["gpu-slots-per-card"] as number) });
+    : new GpuAllocator(inventory.devices, {
+        shareCards: settings["gpu-share"] as boolean,
+        slotsPerCard: Math.max(1, settings["gpu-slots-per-card"] as number),
+      });
   const capacity = machineCapacity(
     {
       maxCores: settings["max-cores"] as number,
@@ -144,7 +175,10 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const runnerEnv = { ...process.env };
   const venvs = venvCacheFromSettings(settings, cacheDir, runnerEnv, (m) => log.info(m));
   // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
-  const queueFilter = new LiveQueueFilter({ match: settings["queue-match"] as RegExp | undefined, mismatch: settings["queue-mismatch"] as RegExp | undefined });
+  const queueFilter = new LiveQueueFilter({
+    match: settings["queue-match"] as RegExp | undefined,
+    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+  });
   const backends: QueueBackend[] = [
     new LocalQueueBackend({
       root: queueRoot,
@@ -167,9 +201,15 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const identityLines = describeStorageIdentity(storageIdentity);
   for (const line of identityLines.info) log.info(line);
   for (const line of identityLines.warn) log.warn(line);
-  const pool = new ResourcePool(capacity, gpus, { freeBytes: () => freeDiskBytes(workingDir), floorBytes: settings["min-free-disk"] as number });
+  const pool = new ResourcePool(capacity, gpus, {
+    freeBytes: () => freeDiskBytes(workingDir),
+    floorBytes: settings["min-free-disk"] as number,
+  });
   const refreshMs = settings["gpu-refresh-interval"] as number;
-  const gpuWatch = gpus && inventory.devices.length && refreshMs > 0 ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log }) : undefined;
+  const gpuWatch =
+    gpus && inventory.devices.length && refreshMs > 0
+      ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log })
+      : undefined;
   const runnerId = crypto.randomUUID().slice(0, 8);
   const choice = await chooseSandbox(settings, { queueRoot, workingDir, cacheDir }, inventory.devices, log);
   if ("exitCode" in choice) return choice.exitCode;
@@ -181,20 +221,38 @@ export async function runDaemon(settings: Settings): Promise<number> {
     log.info(`experiments' RAM and CPU limits are enforced with cgroup v${cgroups.version}`);
     for (const n of cgroups.notes) log.info(n);
     const orphaned = await killOrphanedCgroups(cgroups);
-    if (orphaned.length) log.warn(`killed the processes left in ${orphaned.length} cgroup(s) of a runner that exited: ${orphaned.join(", ")}`);
+    if (orphaned.length)
+      log.warn(
+        `killed the processes left in ${orphaned.length} cgroup(s) of a runner that exited: ${orphaned.join(", ")}`,
+      );
     const reaped = reapStaleCgroups(cgroups);
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
   await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
   const fileRoots = fileStorageRoots(settings, runnerEnv);
-  setRunnerLimits({ fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local, allowPrivate: settings["allow-private-endpoints"] as boolean });
-  log.info(fileRoots.description + (settings["allow-private-endpoints"] ? "; requests may name loopback and private-network endpoints (--allow-private-endpoints)" : ""));
+  setRunnerLimits({
+    fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local,
+    allowPrivate: settings["allow-private-endpoints"] as boolean,
+  });
+  log.info(
+    fileRoots.description +
+      (settings["allow-private-endpoints"]
+        ? "; requests may name loopback and private-network endpoints (--allow-private-endpoints)"
+        : ""),
+  );
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
   const maxRequestAgeMs = (settings["max-request-age"] as number | undefined) ?? 0;
-  const replay = new ReplayGuard({ dir: join(runnerWorkRoot(workingDir), ".completed"), maxAgeMs: maxRequestAgeMs, log: (m) => log.warn(m) }).load();
+  const replay = new ReplayGuard({
+    dir: join(runnerWorkRoot(workingDir), ".completed"),
+    maxAgeMs: maxRequestAgeMs,
+    log: (m) => log.warn(m),
+  }).load();
   const clearText = clearTextAllowed(settings);
-  if (settings["encrypt-dir"] && clearText) log.warn("--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on queues without a signing key");
+  if (settings["encrypt-dir"] && clearText)
+    log.warn(
+      "--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on queues without a signing key",
+    );
   // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
   const reports = new ResponseReports({
     events,
@@ -240,8 +298,12 @@ export async function runDaemon(settings: Settings): Promise<number> {
     `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk, ${capacity.gpus} GPU(s)${cpuOnly ? " (--cpu-only)" : ""}; local queues in ${queueRoot}`,
   );
   if (rabbit) {
-    const fallback = rabbit.options.fallbackQueues?.length ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it` : "";
-    log.info(`RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management API at ${rabbit.management.redacted}${fallback}`);
+    const fallback = rabbit.options.fallbackQueues?.length
+      ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it`
+      : "";
+    log.info(
+      `RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management API at ${rabbit.management.redacted}${fallback}`,
+    );
   }
   // Probed in the background: the first poll does not wait for them (an attempt does).
   void findInterpreters(runnerEnv).then((pythons) =>
@@ -249,7 +311,17 @@ export async function runDaemon(settings: Settings): Promise<number> {
   );
   let observe: ReturnType<typeof startObservability>;
   try {
-    observe = startObservability({ settings, events, control: runner, host: hostname(), runnerId, version: VERSION, pool, gpus, log });
+    observe = startObservability({
+      settings,
+      events,
+      control: runner,
+      host: hostname(),
+      runnerId,
+      version: VERSION,
+      pool,
+      gpus,
+      log,
+    });
   } catch (err) {
     if (!(err instanceof ObserveStartError)) throw err;
     log.error(err.message);

@@ -12,9 +12,16 @@ import { JobUserError, resolveJobUser, type JobUser } from "../sandbox/job-user.
 import type { Logger } from "../log/logger.ts";
 import type { TaskContext } from "../task/context.ts";
 
-export type SandboxChoice = { sandbox: TaskContext["sandbox"]; noneJobUser: JobUser | undefined } | { exitCode: number };
+export type SandboxChoice =
+  | { sandbox: TaskContext["sandbox"]; noneJobUser: JobUser | undefined }
+  | { exitCode: number };
 
-export async function chooseSandbox(settings: Settings, dirs: { queueRoot: string; workingDir: string; cacheDir: string }, cards: GpuCard[], log: Logger): Promise<SandboxChoice> {
+export async function chooseSandbox(
+  settings: Settings,
+  dirs: { queueRoot: string; workingDir: string; cacheDir: string },
+  cards: GpuCard[],
+  log: Logger,
+): Promise<SandboxChoice> {
   const { queueRoot, workingDir, cacheDir } = dirs;
   // Isolation: --sandbox auto (default) uses bwrap where a probe launch works, else warns loudly;
   // bwrap refuses to start without it; none is the operator's explicit choice. Runner root: jobs
@@ -27,7 +34,9 @@ export async function chooseSandbox(settings: Settings, dirs: { queueRoot: strin
     const jobUser = resolveJobUser(jobUserSetting);
     if (mode === "none") {
       noneJobUser = jobUserSetting ? jobUser : undefined;
-      log.warn(`--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`);
+      log.warn(
+        `--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`,
+      );
     } else {
       const network = settings["sandbox-network"] as SandboxNetwork;
       let bwrapPath: string | undefined;
@@ -35,7 +44,9 @@ export async function chooseSandbox(settings: Settings, dirs: { queueRoot: strin
         bwrapPath = await requireBwrap(process.env, { jobUser, network });
       } catch (err) {
         if (!(err instanceof SandboxUnavailableError) || mode === "bwrap") throw err;
-        log.warn(`!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated (from each other or from the runner's credentials): ${err.reason} !!!`);
+        log.warn(
+          `!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated (from each other or from the runner's credentials): ${err.reason} !!!`,
+        );
       }
       if (bwrapPath) {
         const hiddenPaths = runnerHiddenPaths({
@@ -47,10 +58,15 @@ export async function chooseSandbox(settings: Settings, dirs: { queueRoot: strin
           queueRoot,
           workingDir,
           cacheDir,
-          secretPaths: ["encrypt-dir", "request-signatures-dir", "response-signatures-dir", "admin-token-file"].map((k) => settings[k] as string | undefined),
+          secretPaths: ["encrypt-dir", "request-signatures-dir", "response-signatures-dir", "admin-token-file"].map(
+            (k) => settings[k] as string | undefined,
+          ),
         });
         const { minors, guessed } = gpuMinors(cards);
-        if (guessed.length) log.warn(`no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: their /dev/nvidiaN is taken to be NVML's index`);
+        if (guessed.length)
+          log.warn(
+            `no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: their /dev/nvidiaN is taken to be NVML's index`,
+          );
         sandbox = { bwrapPath, network, hiddenPaths, jobUser, gpuMinors: minors };
         log.info(
           `experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}; as ${jobUser ? jobUser.label : "the runner's own user"}${mode === "auto" ? "; --sandbox auto" : ""}); hidden from them: ${hiddenPaths.join(", ")}`,

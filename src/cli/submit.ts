@@ -14,9 +14,32 @@ import { storageProblems, submitStorage } from "../submit/submit-storage.ts";
 import { uploadWorkspace } from "../submit/workspace-upload.ts";
 
 const VALUE_FLAGS = [
-  "queue", "queue-root", "storage", "bucket", "s3-endpoint", "workspace", "experiment", "pythonver", "requirements",
-  "cpus", "ram", "hdd", "gpus", "max-duration", "lifetime", "save-frequency", "env", "wait-timeout", "amqp-url", "amqp-queue-type",
-  "sqs-certs", "sqs-endpoint", "aws-region", "google-certs", "pubsub-project", "gcs-endpoint",
+  "queue",
+  "queue-root",
+  "storage",
+  "bucket",
+  "s3-endpoint",
+  "workspace",
+  "experiment",
+  "pythonver",
+  "requirements",
+  "cpus",
+  "ram",
+  "hdd",
+  "gpus",
+  "max-duration",
+  "lifetime",
+  "save-frequency",
+  "env",
+  "wait-timeout",
+  "amqp-url",
+  "amqp-queue-type",
+  "sqs-certs",
+  "sqs-endpoint",
+  "aws-region",
+  "google-certs",
+  "pubsub-project",
+  "gcs-endpoint",
 ];
 const BOOL_FLAGS = ["wait", "help", "h"];
 
@@ -41,18 +64,31 @@ export const submitCommand = defineCommand({
   meta: { name: "submit", description: "Queue an experiment: submit [options] SCRIPT [ARGS...]" },
   args: {
     queue: { type: "string", description: "queue name [default: local]" },
-    "queue-root": { type: "string", description: "local queue directory [default: ~/.studioml/queue] (env QUEUE_ROOT)" },
+    "queue-root": {
+      type: "string",
+      description: "local queue directory [default: ~/.studioml/queue] (env QUEUE_ROOT)",
+    },
     storage: {
       type: "string",
       description:
         "a file: URL (storage root), s3://host:port/bucket (S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or gs://bucket (GCS; credentials from --google-certs or GOOGLE_APPLICATION_CREDENTIALS) [default: file://~/.studioml/storage]",
     },
-    bucket: { type: "string", description: "bucket (a folder under a file: root; for s3:// when the URL names none) [default: studioml-artifacts]" },
-    "s3-endpoint": { type: "string", description: "S3 server as http(s)://host[:port]: its scheme (default https), and its host for s3://bucket" },
+    bucket: {
+      type: "string",
+      description:
+        "bucket (a folder under a file: root; for s3:// when the URL names none) [default: studioml-artifacts]",
+    },
+    "s3-endpoint": {
+      type: "string",
+      description: "S3 server as http(s)://host[:port]: its scheme (default https), and its host for s3://bucket",
+    },
     workspace: { type: "string", description: "directory to send as the workspace [default: .]" },
     experiment: { type: "string", description: "experiment key [default: <time>_<uuid>]" },
     pythonver: { type: "string", description: "python version the runner should use [default: 3]" },
-    requirements: { type: "string", description: "pip requirements file [default: <workspace>/requirements.txt if present]" },
+    requirements: {
+      type: "string",
+      description: "pip requirements file [default: <workspace>/requirements.txt if present]",
+    },
     cpus: { type: "string", description: "CPUs needed [default: 1]" },
     ram: { type: "string", description: "RAM needed, e.g. 2g [default: 1g]" },
     hdd: { type: "string", description: "disk needed, e.g. 3g [default: 1g]" },
@@ -63,14 +99,42 @@ export const submitCommand = defineCommand({
     env: { type: "string", description: "NAME=VALUE pairs for the experiment, comma-separated" },
     wait: { type: "boolean", description: "wait for the experiment and print its log; exit 0 only when it succeeded" },
     "wait-timeout": { type: "string", description: "give up waiting after this long [default: none]" },
-    "amqp-url": { type: "string", description: "publish to RabbitMQ (StudioML.topic, persistent, confirmed) instead of a local queue (env AMQP_URL)" },
-    "amqp-queue-type": { type: "string", description: "classic or quorum: the type of the queue declared when it does not exist yet [default: classic]" },
-    "sqs-certs": { type: "string", description: "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run (the queue is made when missing)" },
-    "sqs-endpoint": { type: "string", description: "SQS-compatible server instead of AWS [default: $AWS_ENDPOINT_URL_SQS or $AWS_ENDPOINT_URL]" },
-    "aws-region": { type: "string", description: "AWS region for SQS accounts whose config names none [default: $AWS_REGION or us-east-1]" },
-    "google-certs": { type: "string", description: "publish to Google Pub/Sub: a directory of service-account JSON files (the first project's topic <queue> and subscription <queue>_sub are made when missing)" },
-    "pubsub-project": { type: "string", description: "publish to this Google project's Pub/Sub with GOOGLE_APPLICATION_CREDENTIALS or PUBSUB_EMULATOR_HOST" },
-    "gcs-endpoint": { type: "string", description: "GCS JSON API server other than Google's, for gs:// storage (unauthenticated)" },
+    "amqp-url": {
+      type: "string",
+      description:
+        "publish to RabbitMQ (StudioML.topic, persistent, confirmed) instead of a local queue (env AMQP_URL)",
+    },
+    "amqp-queue-type": {
+      type: "string",
+      description: "classic or quorum: the type of the queue declared when it does not exist yet [default: classic]",
+    },
+    "sqs-certs": {
+      type: "string",
+      description:
+        "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run (the queue is made when missing)",
+    },
+    "sqs-endpoint": {
+      type: "string",
+      description: "SQS-compatible server instead of AWS [default: $AWS_ENDPOINT_URL_SQS or $AWS_ENDPOINT_URL]",
+    },
+    "aws-region": {
+      type: "string",
+      description: "AWS region for SQS accounts whose config names none [default: $AWS_REGION or us-east-1]",
+    },
+    "google-certs": {
+      type: "string",
+      description:
+        "publish to Google Pub/Sub: a directory of service-account JSON files (the first project's topic <queue> and subscription <queue>_sub are made when missing)",
+    },
+    "pubsub-project": {
+      type: "string",
+      description:
+        "publish to this Google project's Pub/Sub with GOOGLE_APPLICATION_CREDENTIALS or PUBSUB_EMULATOR_HOST",
+    },
+    "gcs-endpoint": {
+      type: "string",
+      description: "GCS JSON API server other than Google's, for gs:// storage (unauthenticated)",
+    },
   },
   async run({ rawArgs }) {
     // The queue message (with its credentials) and everything else written here is private.
@@ -84,12 +148,19 @@ export const submitCommand = defineCommand({
     if (script && existsSync(workspace) && script !== "-m" && !existsSync(join(workspace, script))) {
       problems.push(`SCRIPT: ${script} is not in the workspace ${workspace}`);
     }
-    for (const f of ["ram", "hdd"] as const) if (flags[f] && parseSizeBytes(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a size`);
+    for (const f of ["ram", "hdd"] as const)
+      if (flags[f] && parseSizeBytes(flags[f]) === undefined)
+        problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a size`);
     for (const f of ["max-duration", "lifetime", "save-frequency", "wait-timeout"] as const) {
-      if (flags[f] && parseDurationMs(flags[f]) === undefined) problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a duration`);
+      if (flags[f] && parseDurationMs(flags[f]) === undefined)
+        problems.push(`--${f}: ${JSON.stringify(flags[f])} is not a duration`);
     }
     problems.push(...storageProblems(flags, process.env));
-    const queueFlags = { ...flags, "queue-root": resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot()), "amqp-url": flags["amqp-url"] ?? process.env.AMQP_URL };
+    const queueFlags = {
+      ...flags,
+      "queue-root": resolve(flags["queue-root"] ?? process.env.QUEUE_ROOT ?? defaultQueueRoot()),
+      "amqp-url": flags["amqp-url"] ?? process.env.AMQP_URL,
+    };
     problems.push(...submitQueueProblems(queueFlags, process.env));
     const env: Record<string, string> = {};
     for (const pair of (flags.env ?? "").split(",").filter(Boolean)) {
@@ -98,7 +169,9 @@ export const submitCommand = defineCommand({
       else env[pair.slice(0, eq)] = pair.slice(eq + 1);
     }
     if (problems.length) {
-      process.stderr.write(`studio-runner submit: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+      process.stderr.write(
+        `studio-runner submit: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`,
+      );
       process.exit(2);
     }
 
@@ -108,8 +181,15 @@ export const submitCommand = defineCommand({
     const target = submitQueue(queueFlags, process.env);
     const queue = flags.queue ?? target.defaultQueue;
     const key = flags.experiment ?? `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
-    const reqFile = flags.requirements ?? (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
-    const pythonenv = reqFile ? readFileSync(reqFile, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")) : [];
+    const reqFile =
+      flags.requirements ??
+      (existsSync(join(workspace, "requirements.txt")) ? join(workspace, "requirements.txt") : undefined);
+    const pythonenv = reqFile
+      ? readFileSync(reqFile, "utf8")
+          .split("\n")
+          .map((l) => l.trim())
+          .filter((l) => l && !l.startsWith("#"))
+      : [];
 
     let uploaded;
     try {
@@ -125,7 +205,12 @@ export const submitCommand = defineCommand({
       args: scriptArgs,
       pythonenv,
       pythonver: flags.pythonver ?? "3",
-      resources: { cpus: Number(flags.cpus ?? 1), ram: flags.ram ?? "1g", hdd: flags.hdd ?? "1g", gpus: Number(flags.gpus ?? 0) },
+      resources: {
+        cpus: Number(flags.cpus ?? 1),
+        ram: flags.ram ?? "1g",
+        hdd: flags.hdd ?? "1g",
+        gpus: Number(flags.gpus ?? 0),
+      },
       maxDuration: flags["max-duration"],
       lifetime: flags.lifetime,
       saveFrequency: flags["save-frequency"],
@@ -141,7 +226,9 @@ export const submitCommand = defineCommand({
     try {
       id = await backend.publish(queue, JSON.stringify(message, null, 1));
     } catch (err) {
-      process.stderr.write(`studio-runner submit: cannot queue the request on ${backend.kind} queue ${queue}: ${errorMessage(err)}\n`);
+      process.stderr.write(
+        `studio-runner submit: cannot queue the request on ${backend.kind} queue ${queue}: ${errorMessage(err)}\n`,
+      );
       process.exit(1);
     } finally {
       await backend.close().catch(() => undefined);

@@ -43,7 +43,8 @@ export function readServiceAccountFile(path: string): ServiceAccountFile {
   } catch (err) {
     return { path, problem: `not a readable JSON credentials file (${errorMessage(err)})` };
   }
-  const fields = typeof doc === "object" && doc !== null ? (doc as { project_id?: unknown; client_email?: unknown }) : {};
+  const fields =
+    typeof doc === "object" && doc !== null ? (doc as { project_id?: unknown; client_email?: unknown }) : {};
   return {
     path,
     projectId: typeof fields.project_id === "string" ? fields.project_id : undefined,

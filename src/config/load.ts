@@ -49,8 +49,10 @@ export function loadSettings(
     const fromEnv = env[envName(spec.name)];
     let source: Source | undefined;
     if (fromFlag !== undefined && fromFlag !== "") source = { value: fromFlag, from: `--${spec.name}` };
-    else if (fromEnv !== undefined && fromEnv !== "") source = { value: fromEnv, from: `${envName(spec.name)} (environment)` };
-    else if (fileValues[spec.name] !== undefined && fileValues[spec.name] !== null) source = { value: fileValues[spec.name], from: `${spec.name} (config file)` };
+    else if (fromEnv !== undefined && fromEnv !== "")
+      source = { value: fromEnv, from: `${envName(spec.name)} (environment)` };
+    else if (fileValues[spec.name] !== undefined && fileValues[spec.name] !== null)
+      source = { value: fileValues[spec.name], from: `${spec.name} (config file)` };
     else if (spec.default !== undefined) source = { value: spec.default, from: `--${spec.name} default` };
     if (!source) {
       settings[spec.name] = undefined;
@@ -99,6 +101,8 @@ function convert(spec: OptionSpec, raw: unknown): Settings[string] | { problem: 
         return { problem: `is not a regular expression (${(err as Error).message})` };
       }
     case "enum":
-      return spec.choices?.includes(String(text)) ? String(text) : { problem: `is not one of ${spec.choices?.join(", ")}` };
+      return spec.choices?.includes(String(text))
+        ? String(text)
+        : { problem: `is not one of ${spec.choices?.join(", ")}` };
   }
 }

@@ -39,7 +39,9 @@ export function findContainerTool(env: Record<string, string | undefined>): stri
 
 export class ContainerToolMissingError extends PermanentError {
   constructor() {
-    super("the request names a _singularity image, but neither apptainer nor singularity is installed on this runner", { field: "experiment.artifacts._singularity" });
+    super("the request names a _singularity image, but neither apptainer nor singularity is installed on this runner", {
+      field: "experiment.artifacts._singularity",
+    });
   }
 }
 
@@ -64,19 +66,39 @@ export function launcherEnv(runnerEnv: Record<string, string | undefined>): Reco
  * option), and a bind path holding `:` or `,` (the --bind syntax's separators; the path carries
  * the experiment key). Throws a PermanentError naming the field and value.
  */
-export function checkContainerRequest(c: { image: string; imageField: string; filename: string | null; bindDirs: string[]; key: string }): void {
+export function checkContainerRequest(c: {
+  image: string;
+  imageField: string;
+  filename: string | null;
+  bindDirs: string[];
+  key: string;
+}): void {
   if (c.image.startsWith("-") || /[\0\n]/.test(c.image)) {
-    throw new RequestError(c.imageField, c.image, "is not an image reference (it would be read as an option of the container tool)");
+    throw new RequestError(
+      c.imageField,
+      c.image,
+      "is not an image reference (it would be read as an option of the container tool)",
+    );
   }
   if (c.filename !== null && c.filename !== "-m" && c.filename.startsWith("-")) {
-    throw new RequestError("experiment.filename", c.filename, 'starts with "-": name a script (only "-m" is accepted, to run a module)');
+    throw new RequestError(
+      "experiment.filename",
+      c.filename,
+      'starts with "-": name a script (only "-m" is accepted, to run a module)',
+    );
   }
   for (const dir of c.bindDirs) {
     if (!/[:,]/.test(dir)) continue;
     if (/[:,]/.test(c.key)) {
-      throw new RequestError("experiment.key", c.key, 'holds ":" or ",", which a container job\'s key cannot have (its directory is bound by path, and these separate bind specifications)');
+      throw new RequestError(
+        "experiment.key",
+        c.key,
+        'holds ":" or ",", which a container job\'s key cannot have (its directory is bound by path, and these separate bind specifications)',
+      );
     }
-    throw new PermanentError(`the runner's working directory ${JSON.stringify(dir)} holds ":" or ",": container jobs cannot run here (operator: choose another --working-dir)`);
+    throw new PermanentError(
+      `the runner's working directory ${JSON.stringify(dir)} holds ":" or ",": container jobs cannot run here (operator: choose another --working-dir)`,
+    );
   }
 }
 
@@ -96,7 +118,10 @@ export function writeEnvFile(path: string, env: Record<string, string>): void {
  * The variables a container job gets: the job environment without what only passed through from
  * the runner's own environment (its PATH, HOME, … belong to the host, not the image).
  */
-export function containerEnv(jobEnv: Record<string, string>, runnerEnv: Record<string, string | undefined>): Record<string, string> {
+export function containerEnv(
+  jobEnv: Record<string, string>,
+  runnerEnv: Record<string, string | undefined>,
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(jobEnv)) {
     if (runnerEnv[name] === value && !/^(CUDA_|NVIDIA_|STUDIOML_)/.test(name)) continue;
@@ -128,7 +153,16 @@ export type ContainerCommand = {
  * then `--` so the image can never be read as an option, the image and the command.
  */
 export function containerArgv(c: ContainerCommand): string[] {
-  const argv = [c.tool, c.command ? "exec" : "run", "--containall", "--no-privs", "--env-file", c.envFile, "--pwd", c.pwd];
+  const argv = [
+    c.tool,
+    c.command ? "exec" : "run",
+    "--containall",
+    "--no-privs",
+    "--env-file",
+    c.envFile,
+    "--pwd",
+    c.pwd,
+  ];
   for (const dir of c.binds) argv.push("--bind", `${dir}:${dir}`);
   if (c.gpus) argv.push("--nv");
   argv.push("--", c.image);

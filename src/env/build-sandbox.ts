@@ -17,7 +17,6 @@ import { bwrapArgv, hostFileSystem } from "../sandbox/bwrap.ts";
 import { asJobUser, type JobUser } from "../sandbox/job-user.ts";
 import { LAUNCHER_ENV } from "../exec/launcher-env.ts";
 
-
 export type BuildIsolation = {
   /** The runner's bubblewrap sandbox (present whenever experiments are sandboxed). */
   sandbox?: { bwrapPath: string; hiddenPaths: string[] };
@@ -26,7 +25,8 @@ export type BuildIsolation = {
 };
 
 /** Variables of the runner's own environment that configure pip's access to its index. */
-const PASSED = /^(PIP_[A-Z0-9_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE)$/;
+const PASSED =
+  /^(PIP_[A-Z0-9_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE)$/;
 
 /**
  * The environment of a build: PATH, LANG, HOME, the operator's pip and proxy settings, and
@@ -82,7 +82,11 @@ export function reachable(user: JobUser, paths: string[]): boolean {
  * the job user when the runner is root, one stage with its own user namespace otherwise), with the
  * network shared, no GPUs and `buildDir` the only writable path.
  */
-export function buildArgv(iso: BuildIsolation, o: { buildDir: string; readOnlyPaths: string[]; runAsJobUser: boolean }, command: string[]): string[] {
+export function buildArgv(
+  iso: BuildIsolation,
+  o: { buildDir: string; readOnlyPaths: string[]; runAsJobUser: boolean },
+  command: string[],
+): string[] {
   // The runner may run with umask 077; the venv must be readable by the jobs that use it.
   const inner = ["/bin/sh", "-c", 'umask 022 && exec "$@"', "sh", ...command];
   const user = o.runAsJobUser ? iso.jobUser : undefined;

@@ -103,7 +103,9 @@ export function chooseInterpreter(wanted: string, available: Interpreter[]): Int
   const match = available.find((i) => parts.every((p, idx) => i.version[idx] === p));
   if (!match) {
     const have = available.map((i) => i.versionText).join(", ") || "none";
-    throw new PermanentError(`experiment.pythonver: no python ${wanted} on this runner (available: ${have})`, { field: "experiment.pythonver" });
+    throw new PermanentError(`experiment.pythonver: no python ${wanted} on this runner (available: ${have})`, {
+      field: "experiment.pythonver",
+    });
   }
   return match;
 }

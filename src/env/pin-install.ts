@@ -9,7 +9,17 @@
 import { writeFile } from "node:fs/promises";
 import { PermanentError } from "../errors.ts";
 import { blameFromPipOutput } from "./pip-failure.ts";
-import { applyBlame, installLines, outcomes, planPins, reportLines, unmet, type PinMode, type PinOutcome, type PlanEntry } from "./pin-plan.ts";
+import {
+  applyBlame,
+  installLines,
+  outcomes,
+  planPins,
+  reportLines,
+  unmet,
+  type PinMode,
+  type PinOutcome,
+  type PlanEntry,
+} from "./pin-plan.ts";
 import { probeIndex, probeInput, probeInstalled, type IndexAnswer, type RunStep } from "./pin-probe.ts";
 import { failedRequirementFromPipOutput, matchRequirementLine, pipErrorLines } from "./requirements.ts";
 
@@ -28,7 +38,13 @@ export type InstallFiles = {
 /** Where the time went: asking the indexes, pip's rounds, reading what was installed. */
 export type InstallTimes = { indexesMs: number; pipMs: number; checkMs: number };
 
-export type InstallResult = { pins: PinOutcome[]; distributions: Record<string, string>; rounds: number; pip?: string; times: InstallTimes };
+export type InstallResult = {
+  pins: PinOutcome[];
+  distributions: Record<string, string>;
+  rounds: number;
+  pip?: string;
+  times: InstallTimes;
+};
 
 export type SkippedLine = { requirement: string; why: string };
 
@@ -71,7 +87,11 @@ export async function installPins(o: {
       );
     }
   }
-  const skippedUp: PinOutcome[] = o.skipped.map((s) => ({ requirement: s.requirement, outcome: "skipped", why: s.why }));
+  const skippedUp: PinOutcome[] = o.skipped.map((s) => ({
+    requirement: s.requirement,
+    outcome: "skipped",
+    why: s.why,
+  }));
 
   if (mode === "strict") {
     const bad = unmet(entries);
@@ -94,19 +114,30 @@ export async function installPins(o: {
     times.pipMs += performance.now() - pipStarted;
     if (result.code === 0) break;
     const errors = pipErrorLines(result.output);
-    if (mode === "strict") throw new PermanentError(`pip could not install the requirements (--pip-strict):\n${errors}`, { phase: "environment" });
+    if (mode === "strict")
+      throw new PermanentError(`pip could not install the requirements (--pip-strict):\n${errors}`, {
+        phase: "environment",
+      });
     let blames = blameFromPipOutput(result.output, asked);
     if (!blames.length) {
       // Older wording: the one requirement pip names.
       const named = failedRequirementFromPipOutput(result.output);
       const line = named ? matchRequirementLine(asked, named) : undefined;
-      if (line) blames = [{ index: asked.indexOf(line), kind: "not-found", detail: errors.split("\n")[0] ?? "pip failed" }];
+      if (line)
+        blames = [{ index: asked.indexOf(line), kind: "not-found", detail: errors.split("\n")[0] ?? "pip failed" }];
     }
     const changes = blames.length ? applyBlame(entries, asked, blames, mode) : [];
-    if (!changes.length) throw new PermanentError(`pip install failed and named no requirement this runner can leave out:\n${errors}`, { phase: "environment" });
+    if (!changes.length)
+      throw new PermanentError(`pip install failed and named no requirement this runner can leave out:\n${errors}`, {
+        phase: "environment",
+      });
     for (const c of changes) say(`pip round ${rounds}: ${c}`);
     // Without the probe pip names one missing pin per round: as many rounds as lines, as before.
-    if (rounds > (probed ? MAX_EXTRA_ROUNDS : lines.length)) throw new PermanentError(`pip install still failed after ${rounds} rounds, each leaving out or loosening what pip blamed:\n${errors}`, { phase: "environment" });
+    if (rounds > (probed ? MAX_EXTRA_ROUNDS : lines.length))
+      throw new PermanentError(
+        `pip install still failed after ${rounds} rounds, each leaving out or loosening what pip blamed:\n${errors}`,
+        { phase: "environment" },
+      );
   }
 
   let distributions: Record<string, string> = {};
@@ -115,7 +146,8 @@ export async function installPins(o: {
     const checkStarted = performance.now();
     const now = await probeInstalled(run, python, files.probeScript, files.probeInput, lines);
     times.checkMs = performance.now() - checkStarted;
-    if ("error" in now) say(`could not read what was installed (${now.error}); the summary shows what pip was asked for`);
+    if ("error" in now)
+      say(`could not read what was installed (${now.error}); the summary shows what pip was asked for`);
     else {
       installed = now;
       distributions = now.distributions;

@@ -41,7 +41,10 @@ export type PlanEntry = {
 
 /** A requirement line without its hashes and environment marker (both already dealt with). */
 function bare(line: string): string {
-  return line.split(/\s+--hash/)[0]!.split(";")[0]!.trim();
+  return line
+    .split(/\s+--hash/)[0]!
+    .split(";")[0]!
+    .trim();
 }
 
 /** name[extras] of a requirement line, without any version. */
@@ -50,12 +53,19 @@ export function nameWithExtras(line: string): string {
   return m ? `${m[1]}${m[2] ? m[2].replace(/\s+/g, "") : ""}` : bare(line);
 }
 
-const versionsText = (a: IndexAnswer) => (a.versions.length > 6 ? `${a.versions.slice(0, 3).join(", ")}, …, ${a.versions.slice(-2).join(", ")}` : a.versions.join(", "));
+const versionsText = (a: IndexAnswer) =>
+  a.versions.length > 6
+    ? `${a.versions.slice(0, 3).join(", ")}, …, ${a.versions.slice(-2).join(", ")}`
+    : a.versions.join(", ");
 
 /** Every line's first decision. Lines the runner skipped before the probe are given separately. */
 export function planPins(answers: IndexAnswer[], mode: PinMode): PlanEntry[] {
   return answers.map((a) => {
-    const entry: PlanEntry = { requirement: a.line, name: a.name ?? nameWithExtras(a.line).toLowerCase(), ...(a.versions.length ? { versionCount: a.versions.length } : {}) };
+    const entry: PlanEntry = {
+      requirement: a.line,
+      name: a.name ?? nameWithExtras(a.line).toLowerCase(),
+      ...(a.versions.length ? { versionCount: a.versions.length } : {}),
+    };
     switch (a.status) {
       case "exact":
         entry.install = a.line;
@@ -114,7 +124,12 @@ export function applyBlame(entries: PlanEntry[], asked: string[], blames: Blame[
     const line = asked[b.index];
     const entry = installing.find((e) => e.install === line);
     if (!entry) continue;
-    const mayLoosen = !entry.loosened && (mode === "relax" || entry.substituted) && b.kind !== "not-found" && b.kind !== "build" && (entry.versionCount ?? 2) > 1;
+    const mayLoosen =
+      !entry.loosened &&
+      (mode === "relax" || entry.substituted) &&
+      b.kind !== "not-found" &&
+      b.kind !== "build" &&
+      (entry.versionCount ?? 2) > 1;
     if (mayLoosen) {
       entry.install = nameWithExtras(entry.requirement);
       entry.loosened = true;
@@ -141,12 +156,18 @@ export function outcomes(entries: PlanEntry[], installed: InstalledProbe | undef
       // Not checked (the probe failed): what pip was asked for is all that is known.
       if (e.present) return { ...base, outcome: "present" };
       if (e.install === undefined) return { ...base, outcome: "missing", why: e.why };
-      return e.install === e.requirement ? { ...base, outcome: "pinned" } : { ...base, outcome: "substituted", asked: e.install, why: e.why };
+      return e.install === e.requirement
+        ? { ...base, outcome: "pinned" }
+        : { ...base, outcome: "substituted", asked: e.install, why: e.why };
     }
     if (now?.satisfied) return { ...base, outcome: e.present ? "present" : "pinned" };
     if (!version) return { ...base, outcome: "missing", why: e.why ?? "pip did not install it" };
     if (e.install !== undefined) return { ...base, outcome: "substituted", asked: e.install, why: e.why };
-    return { ...base, outcome: "other-version", why: `${e.why ? `${e.why}; ` : ""}installed as a dependency of another requirement` };
+    return {
+      ...base,
+      outcome: "other-version",
+      why: `${e.why ? `${e.why}; ` : ""}installed as a dependency of another requirement`,
+    };
   });
 }
 
@@ -157,10 +178,17 @@ export function reportLines(all: PinOutcome[]): string[] {
   const other = count("substituted") + count("other-version");
   const missing = count("missing");
   const skipped = count("skipped");
-  const out = [`requirements: ${asPinned} installed as pinned, ${other} at another version, ${missing} missing, ${skipped} skipped (${all.length} lines)`];
-  for (const p of all) if (p.outcome === "substituted") out.push(`  substituted ${p.requirement} -> ${p.installed ?? p.asked}${p.why ? ` (${p.why})` : ""}`);
+  const out = [
+    `requirements: ${asPinned} installed as pinned, ${other} at another version, ${missing} missing, ${skipped} skipped (${all.length} lines)`,
+  ];
+  for (const p of all)
+    if (p.outcome === "substituted")
+      out.push(`  substituted ${p.requirement} -> ${p.installed ?? p.asked}${p.why ? ` (${p.why})` : ""}`);
   const dragged = all.filter((p) => p.outcome === "other-version");
-  if (dragged.length) out.push(`  at another version as a dependency: ${dragged.map((p) => `${p.requirement} -> ${p.installed}`).join(", ")}`);
+  if (dragged.length)
+    out.push(
+      `  at another version as a dependency: ${dragged.map((p) => `${p.requirement} -> ${p.installed}`).join(", ")}`,
+    );
   for (const p of all) if (p.outcome === "missing") out.push(`  missing ${p.requirement}: ${p.why ?? "not installed"}`);
   for (const p of all) if (p.outcome === "skipped") out.push(`  skipped ${p.requirement}: ${p.why ?? ""}`);
   return out;

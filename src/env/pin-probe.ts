@@ -44,10 +44,12 @@ export function readProbeOutput(output: string): { value: Record<string, unknown
     .split("\n")
     .reverse()
     .find((l) => l.startsWith(SENTINEL));
-  if (!line) return { error: `no answer (${output.trim().split("\n").slice(-3).join(" | ").slice(0, 500) || "no output"})` };
+  if (!line)
+    return { error: `no answer (${output.trim().split("\n").slice(-3).join(" | ").slice(0, 500) || "no output"})` };
   try {
     const value = JSON.parse(line.slice(SENTINEL.length)) as unknown;
-    if (typeof value !== "object" || value === null || Array.isArray(value)) return { error: "its answer is not an object" };
+    if (typeof value !== "object" || value === null || Array.isArray(value))
+      return { error: "its answer is not an object" };
     const error = (value as Record<string, unknown>).error;
     if (typeof error === "string") return { error };
     return { value: value as Record<string, unknown> };
@@ -70,7 +72,15 @@ export function parseIndexProbe(value: Record<string, unknown>, lines: string[])
     const status = str(p.status) as ProbeStatus | undefined;
     if (!status || !STATUSES.has(status)) return undefined;
     const versions = Array.isArray(p.versions) ? p.versions.filter((v): v is string => typeof v === "string") : [];
-    out.push({ line: lines[i]!, name: str(p.name), status, versions, nearest: str(p.nearest), installed: str(p.installed), why: str(p.why) });
+    out.push({
+      line: lines[i]!,
+      name: str(p.name),
+      status,
+      versions,
+      nearest: str(p.nearest),
+      installed: str(p.installed),
+      why: str(p.why),
+    });
   }
   return { python: str(value.python), pip: str(value.pip), pins: out };
 }
@@ -98,14 +108,26 @@ export function parseInstalledProbe(value: Record<string, unknown>, lines: strin
  * `input` are files the runner wrote where the build can read them; `run` launches the command the
  * way the build's other steps are launched (sandboxed, as the job user).
  */
-export async function probeIndex(run: RunStep, python: string, script: string, inputFile: string, lines: string[]): Promise<IndexProbe | { error: string }> {
+export async function probeIndex(
+  run: RunStep,
+  python: string,
+  script: string,
+  inputFile: string,
+  lines: string[],
+): Promise<IndexProbe | { error: string }> {
   const result = await run([python, "-I", script, "index", inputFile]);
   const read = readProbeOutput(result.output);
   if ("error" in read) return { error: `exit ${result.code}: ${read.error}` };
   return parseIndexProbe(read.value, lines) ?? { error: "its answer does not match the requirement lines" };
 }
 
-export async function probeInstalled(run: RunStep, python: string, script: string, inputFile: string, lines: string[]): Promise<InstalledProbe | { error: string }> {
+export async function probeInstalled(
+  run: RunStep,
+  python: string,
+  script: string,
+  inputFile: string,
+  lines: string[],
+): Promise<InstalledProbe | { error: string }> {
   const result = await run([python, "-I", script, "installed", inputFile]);
   const read = readProbeOutput(result.output);
   if ("error" in read) return { error: `exit ${result.code}: ${read.error}` };

@@ -31,12 +31,15 @@ function lineByNumber(lines: string[], text: string): number {
 export function blameFromPipOutput(output: string, lines: string[]): Blame[] {
   const out: Blame[] = [];
   const add = (index: number, kind: Blame["kind"], detail: string) => {
-    if (index >= 0 && !out.some((b) => b.index === index)) out.push({ index, kind, detail: detail.trim().slice(0, 300) });
+    if (index >= 0 && !out.some((b) => b.index === index))
+      out.push({ index, kind, detail: detail.trim().slice(0, 300) });
   };
   const text = output.replace(/\r/g, "");
 
   // Not found: the requirement itself, or a dependency of one of ours ("(from X)" names the parent).
-  for (const m of text.matchAll(/Could not find a version that satisfies the requirement (\S+)((?: \(from [^)]*\))*)/g)) {
+  for (const m of text.matchAll(
+    /Could not find a version that satisfies the requirement (\S+)((?: \(from [^)]*\))*)/g,
+  )) {
     const wanted = m[1]!;
     const own = lineByName(lines, wanted);
     if (own >= 0) {
@@ -46,7 +49,9 @@ export function blameFromPipOutput(output: string, lines: string[]): Blame[] {
     const parents = [...(m[2] ?? "").matchAll(/\(from ([^)]*)\)/g)].map((p) => p[1]!);
     for (const parent of parents) {
       if (/^versions?:/.test(parent)) continue;
-      const idx = /-r .* \(line \d+\)/.test(`(${parent})`) ? lineByNumber(lines, `(${parent})`) : lineByName(lines, parent.split("->")[0]!);
+      const idx = /-r .* \(line \d+\)/.test(`(${parent})`)
+        ? lineByNumber(lines, `(${parent})`)
+        : lineByName(lines, parent.split("->")[0]!);
       if (idx >= 0) {
         add(idx, "dependency-not-found", `needs ${wanted}, which is not in the index`);
         break;
@@ -68,7 +73,8 @@ export function blameFromPipOutput(output: string, lines: string[]): Blame[] {
       .map((l) => l.trim())
       .filter((l) => l && !l.startsWith("The user requested"))
       .join("; ");
-    for (const r of requested) add(lineByName(lines, r), "conflict", `conflicts: ${because || "pip found no versions that fit together"}`);
+    for (const r of requested)
+      add(lineByName(lines, r), "conflict", `conflicts: ${because || "pip found no versions that fit together"}`);
     if (!requested.length) {
       const cannot = /Cannot install (.*?) because these package versions have conflicting dependencies/.exec(text);
       const items = cannot ? cannot[1]!.split(/, | and /) : [];
@@ -80,16 +86,25 @@ export function blameFromPipOutput(output: string, lines: string[]): Blame[] {
   }
 
   // Builds that failed (sdists): pip names the package it was collecting when the build broke.
-  for (const m of text.matchAll(/(?:Failed to build|Could not build wheels for) (\S+?)(?:[ ,]|$)/gm)) add(lineByName(lines, m[1]!), "build", `pip could not build ${m[1]}`);
+  for (const m of text.matchAll(/(?:Failed to build|Could not build wheels for) (\S+?)(?:[ ,]|$)/gm))
+    add(lineByName(lines, m[1]!), "build", `pip could not build ${m[1]}`);
   const broke = text.indexOf("subprocess-exited-with-error");
   if (broke >= 0 && !out.length) {
     const collecting = [...text.slice(0, broke).matchAll(/^(?:Collecting|Processing) (\S+)(.*)$/gm)].pop();
     if (collecting) {
-      const what = collecting[1]!.includes("/") ? collecting[1]!.split("/").pop()!.replace(/-\d.*$/, "") : collecting[1]!;
+      const what = collecting[1]!.includes("/")
+        ? collecting[1]!
+            .split("/")
+            .pop()!
+            .replace(/-\d.*$/, "")
+        : collecting[1]!;
       let idx = lineByName(lines, what);
       if (idx < 0) {
         const from = /\(from ([^)]*)\)/.exec(collecting[2] ?? "");
-        if (from) idx = /\(line \d+\)/.test(`(${from[1]})`) ? lineByNumber(lines, `(${from[1]})`) : lineByName(lines, from[1]!.split("->")[0]!);
+        if (from)
+          idx = /\(line \d+\)/.test(`(${from[1]})`)
+            ? lineByNumber(lines, `(${from[1]})`)
+            : lineByName(lines, from[1]!.split("->")[0]!);
       }
       add(idx, "build", `pip could not build ${what}`);
     }

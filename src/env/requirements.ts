@@ -12,17 +12,27 @@ import { PermanentError } from "../errors.ts";
 /** Lines that never belong in an experiment's environment, with why (matched on the cleaned line). */
 const NEVER: Array<{ re: RegExp; why: string }> = [
   { re: /^pkg[-_]resources==0\.0\.0$/i, why: "an artifact of Debian's pip freeze, not a package" },
-  { re: /^studioml(\s*\[[^\]]*\])?\s*([=<>!~;]|$)/i, why: "the studioml client itself: the runner does not need it in the experiment's environment" },
+  {
+    re: /^studioml(\s*\[[^\]]*\])?\s*([=<>!~;]|$)/i,
+    why: "the studioml client itself: the runner does not need it in the experiment's environment",
+  },
   // Packages made only for Windows or macOS (a freeze from a laptop), when no marker says so.
   ...(process.platform === "linux"
     ? [
-        { re: /^(pywin32|pywinpty|windows-curses|tensorflow-intel)\s*([=<>!~;[]|$)/i, why: "a Windows-only package; this runner is Linux" },
-        { re: /^(pyobjc(-core|-framework-[A-Za-z0-9]+)?|tensorflow-macos|tensorflow-metal)\s*([=<>!~;[]|$)/i, why: "a macOS-only package; this runner is Linux" },
+        {
+          re: /^(pywin32|pywinpty|windows-curses|tensorflow-intel)\s*([=<>!~;[]|$)/i,
+          why: "a Windows-only package; this runner is Linux",
+        },
+        {
+          re: /^(pyobjc(-core|-framework-[A-Za-z0-9]+)?|tensorflow-macos|tensorflow-metal)\s*([=<>!~;[]|$)/i,
+          why: "a macOS-only package; this runner is Linux",
+        },
       ]
     : []),
 ];
 /** Editable and VCS lines of a freeze (a checkout on the client's machine). */
-const EDITABLE_OR_VCS = /^(-e\s|--editable[\s=])|^(git|hg|svn|bzr)\+|^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@\s*(git|hg|svn|bzr)\+/i;
+const EDITABLE_OR_VCS =
+  /^(-e\s|--editable[\s=])|^(git|hg|svn|bzr)\+|^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@\s*(git|hg|svn|bzr)\+/i;
 
 /** Where requirement lines come from in a request (the field a refusal names). */
 export type RequirementSource = { field: "experiment.pythonenv" | "config.pip" | "--requirements"; lines: string[] };
@@ -54,10 +64,13 @@ const MARKER_VARIABLES = new Set([
 
 /** Why `line` is not a pin, or undefined when it is one. */
 export function whyNotAPin(line: string): string | undefined {
-  if (/^-/.test(line)) return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
+  if (/^-/.test(line))
+    return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
   if (/[\x00-\x1f\x7f]/.test(line)) return "control characters are not accepted in requirement lines";
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(line) || /^(git|hg|svn|bzr)\+/i.test(line)) return "URLs are not accepted as requirements, only name==version pins";
-  if (/^[./~\\]/.test(line) || /^[A-Za-z]:[\\/]/.test(line)) return "paths are not accepted as requirements, only name==version pins";
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(line) || /^(git|hg|svn|bzr)\+/i.test(line))
+    return "URLs are not accepted as requirements, only name==version pins";
+  if (/^[./~\\]/.test(line) || /^[A-Za-z]:[\\/]/.test(line))
+    return "paths are not accepted as requirements, only name==version pins";
   // Hashes (pip's --hash=...) may follow the requirement; nothing else may.
   let rest = line;
   for (;;) {
@@ -67,15 +80,18 @@ export function whyNotAPin(line: string): string | undefined {
     if (!HASH.test(hash)) return `${JSON.stringify(m[1])} is not a sha256/sha384/sha512 hash`;
     rest = rest.slice(0, m.index);
   }
-  if (/\s-{1,2}[A-Za-z]/.test(rest)) return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
+  if (/\s-{1,2}[A-Za-z]/.test(rest))
+    return "pip options (-e, -r, -c, --index-url, --find-links, ...) are not accepted in requirement lines";
   const semi = rest.indexOf(";");
   const requirement = (semi < 0 ? rest : rest.slice(0, semi)).trim();
   const marker = semi < 0 ? undefined : rest.slice(semi + 1).trim();
   if (requirement.includes("@")) return "direct references (name @ url) are not accepted, only name==version pins";
   if (/[/\\]/.test(requirement)) return "paths and URLs are not accepted as requirements, only name==version pins";
   // pip reads a bare name that looks like an archive file name as the path of that file.
-  if (/\.(whl|zip|tar|tgz|tbz|txz|tlz|tar\.(gz|bz2|xz|lz|lzma))$/i.test(requirement)) return "archive file names are not accepted as requirements, only name==version pins";
-  if (!PIN.test(requirement)) return "not a requirement of the form name[extras] op version (ops ==, ===, >=, <=, ~=, !=, <, >)";
+  if (/\.(whl|zip|tar|tgz|tbz|txz|tlz|tar\.(gz|bz2|xz|lz|lzma))$/i.test(requirement))
+    return "archive file names are not accepted as requirements, only name==version pins";
+  if (!PIN.test(requirement))
+    return "not a requirement of the form name[extras] op version (ops ==, ===, >=, <=, ~=, !=, <, >)";
   if (marker !== undefined) {
     const why = whyNotAMarker(marker);
     if (why) return why;
@@ -90,7 +106,8 @@ function whyNotAMarker(marker: string): string | undefined {
   while (at < marker.length) {
     MARKER_TOKEN.lastIndex = at;
     const m = MARKER_TOKEN.exec(marker);
-    if (!m || m.index !== at) return `environment marker ${JSON.stringify(marker)} has an unexpected ${JSON.stringify(marker.slice(at, at + 20))}`;
+    if (!m || m.index !== at)
+      return `environment marker ${JSON.stringify(marker)} has an unexpected ${JSON.stringify(marker.slice(at, at + 20))}`;
     const token = m[0];
     if (/^[a-z_]+$/.test(token) && !["and", "or", "in", "not"].includes(token) && !MARKER_VARIABLES.has(token)) {
       return `environment marker ${JSON.stringify(marker)} names an unknown variable ${JSON.stringify(token)}`;
@@ -121,7 +138,10 @@ export function requestRequirementSet(sources: RequirementSource[], allowUrls: b
       const never = NEVER.find((n) => n.re.test(line));
       if (never) skipped.push({ requirement: line, why: never.why });
       else if (!allowUrls && field !== "config.pip" && EDITABLE_OR_VCS.test(line)) {
-        skipped.push({ requirement: line, why: "an editable or VCS line of the client's freeze (a checkout on the client's machine); only name==version pins are installed (--allow-pip-urls installs such lines)" });
+        skipped.push({
+          requirement: line,
+          why: "an editable or VCS line of the client's freeze (a checkout on the client's machine); only name==version pins are installed (--allow-pip-urls installs such lines)",
+        });
       } else clean.push(line);
     }
     if (!allowUrls) {
@@ -129,16 +149,22 @@ export function requestRequirementSet(sources: RequirementSource[], allowUrls: b
         const why = whyNotAPin(line);
         if (why) {
           const shown = line.length > 200 ? `${line.slice(0, 197)}...` : line;
-          throw new PermanentError(`${field}: requirement line ${JSON.stringify(shown)} refused: ${why} (the operator can allow such lines with --allow-pip-urls)`, {
-            field,
-            phase: "environment",
-          });
+          throw new PermanentError(
+            `${field}: requirement line ${JSON.stringify(shown)} refused: ${why} (the operator can allow such lines with --allow-pip-urls)`,
+            {
+              field,
+              phase: "environment",
+            },
+          );
         }
       }
     }
     all.push(...clean);
   }
-  return { lines: normaliseRequirements(all), skipped: skipped.filter((s, i) => skipped.findIndex((t) => t.requirement === s.requirement) === i) };
+  return {
+    lines: normaliseRequirements(all),
+    skipped: skipped.filter((s, i) => skipped.findIndex((t) => t.requirement === s.requirement) === i),
+  };
 }
 
 export function normaliseRequirements(lines: string[]): string[] {
@@ -170,19 +196,27 @@ export function failedRequirementFromPipOutput(output: string): string | undefin
   return undefined;
 }
 
-const canonical = (s: string) => s.toLowerCase().replace(/[-_.]+/g, "-").replace(/\s+/g, "");
+const canonical = (s: string) =>
+  s
+    .toLowerCase()
+    .replace(/[-_.]+/g, "-")
+    .replace(/\s+/g, "");
 const projectName = (s: string) => canonical(s).split(/[=<>!~[;@]/)[0]!;
 
 /** Which of the given lines pip's named requirement corresponds to: same text, else same project. */
 export function matchRequirementLine(lines: string[], named: string): string | undefined {
-  return lines.find((l) => canonical(l) === canonical(named)) ?? lines.find((l) => projectName(l) === projectName(named));
+  return (
+    lines.find((l) => canonical(l) === canonical(named)) ?? lines.find((l) => projectName(l) === projectName(named))
+  );
 }
 
 /** pip's error lines (what a user needs to see about one failed requirement). */
 export function pipErrorLines(output: string): string {
-  return output
-    .split("\n")
-    .filter((l) => /^(ERROR|error:)/.test(l.trim()))
-    .join("\n")
-    .trim() || output.trim().split("\n").slice(-5).join("\n");
+  return (
+    output
+      .split("\n")
+      .filter((l) => /^(ERROR|error:)/.test(l.trim()))
+      .join("\n")
+      .trim() || output.trim().split("\n").slice(-5).join("\n")
+  );
 }

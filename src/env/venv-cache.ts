@@ -7,7 +7,17 @@
 // environments build at once. Environments prepared ahead (`studio-runner env prepare`) are kept
 // until pruned, and with --venv-reuse-superset also serve experiments whose pins they satisfy.
 
-import { chmodSync, chownSync, closeSync, constants, existsSync, ftruncateSync, openSync, rmSync, writeSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  existsSync,
+  ftruncateSync,
+  openSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { lutimes, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -15,7 +25,15 @@ import { formatBytes, formatDuration } from "../config/units.ts";
 import { RetryableError } from "../errors.ts";
 import { runCommand } from "../exec/command.ts";
 import { isProcessAlive } from "../exec/pid.ts";
-import { buildArgv, buildEnv, interpreterPrefixes, pipSettingPaths, reachable, runBuildStep, type BuildIsolation } from "./build-sandbox.ts";
+import {
+  buildArgv,
+  buildEnv,
+  interpreterPrefixes,
+  pipSettingPaths,
+  reachable,
+  runBuildStep,
+  type BuildIsolation,
+} from "./build-sandbox.ts";
 import type { Interpreter } from "./interpreters.ts";
 import { installPins, type SkippedLine } from "./pin-install.ts";
 import { reportLines, type PinMode, type PinOutcome } from "./pin-plan.ts";
@@ -95,7 +113,13 @@ type Readiness = { marker: Marker } | { changed: string } | undefined;
 /** The environment's cache key: the request's lines (never what was substituted), interpreter and mode. */
 export function venvHash(spec: VenvSpec, mode: PinMode): string {
   const h = new Bun.CryptoHasher("sha256");
-  const key: unknown[] = [spec.interpreter.path, spec.interpreter.versionText, spec.systemSitePackages, mode === "strict", [...spec.requirements].sort()];
+  const key: unknown[] = [
+    spec.interpreter.path,
+    spec.interpreter.versionText,
+    spec.systemSitePackages,
+    mode === "strict",
+    [...spec.requirements].sort(),
+  ];
   if (mode === "relax") key.push("relax");
   h.update(JSON.stringify(key));
   return h.digest("hex").slice(0, 24);
@@ -160,8 +184,12 @@ export class VenvCache {
         pin(prepared.hash);
         const checked = await this.readiness(prepared.hash, join(this.options.root, prepared.hash));
         if (checked && "marker" in checked) {
-          out(`[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`);
-          this.options.log?.(`reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`);
+          out(
+            `[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`,
+          );
+          this.options.log?.(
+            `reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`,
+          );
           hash = prepared.hash;
           dir = join(this.options.root, hash);
           ready = checked;
@@ -179,8 +207,12 @@ export class VenvCache {
       let marker = ready && "marker" in ready ? ready.marker : undefined;
       let reused = true;
       if (ready && "changed" in ready) {
-        out(`[studio-runner] python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`);
-        this.options.log?.(`python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`);
+        out(
+          `[studio-runner] python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`,
+        );
+        this.options.log?.(
+          `python environment ${hash} was changed after it was built (${ready.changed}); rebuilding it`,
+        );
       }
       if (!marker) {
         const pending = this.building.get(hash);
@@ -202,7 +234,9 @@ export class VenvCache {
       const now = new Date();
       await lutimes(join(dir, MARKER), now, now).catch(() => undefined);
       if (reused) {
-        out(`[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${marker.requirements.length} requirements, built ${marker.builtAt}${marker.prepared ? ", prepared ahead" : ""})`);
+        out(
+          `[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${marker.requirements.length} requirements, built ${marker.builtAt}${marker.prepared ? ", prepared ahead" : ""})`,
+        );
         out(`[studio-runner] python environment ${hash} reused in ${formatDuration(performance.now() - started)}`);
         this.options.log?.(`reusing cached python environment ${hash}`);
         if (marker.pins) for (const line of reportLines(marker.pins)) out(`[studio-runner] ${line}`);
@@ -252,14 +286,22 @@ export class VenvCache {
       if (!known) return { changed: "it has no manifest (built by an older runner?)" };
     }
     const digest = known ?? manifestDigest(manifest!);
-    const changed = await verifyManifest(dir, digest, manifest).catch((err: Error) => `it could not be checked: ${err.message}`);
+    const changed = await verifyManifest(dir, digest, manifest).catch(
+      (err: Error) => `it could not be checked: ${err.message}`,
+    );
     if (changed) return { changed };
     this.manifestDigests.set(hash, { digest, builtAt: marker.builtAt });
     return { marker };
   }
 
   /** Build under a cross-process lock; whoever gets the lock second finds the venv ready. */
-  private async buildLocked(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void, prepared: boolean): Promise<{ marker: Marker; built: boolean }> {
+  private async buildLocked(
+    spec: VenvSpec,
+    hash: string,
+    dir: string,
+    out: (line: string) => void,
+    prepared: boolean,
+  ): Promise<{ marker: Marker; built: boolean }> {
     const lock = `${dir}.lock`;
     await mkdir(this.options.root, { recursive: true });
     let announced = false;
@@ -269,7 +311,8 @@ export class VenvCache {
         await writeFile(join(lock, "owner"), `${hostname()} ${process.pid}`);
         break;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new RetryableError(`cannot lock ${lock}: ${(err as Error).message}`);
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+          throw new RetryableError(`cannot lock ${lock}: ${(err as Error).message}`);
         if (await this.lockIsStale(lock)) {
           await rm(lock, { recursive: true, force: true });
           continue;
@@ -283,7 +326,10 @@ export class VenvCache {
       const ready = await this.readiness(hash, dir);
       if (ready && "marker" in ready) return { marker: ready.marker, built: false };
       // Different environments build side by side up to --max-env-builds; the lock above is held meanwhile.
-      if (this.buildSlots.busy) out(`[studio-runner] waiting for a build slot (--max-env-builds ${this.options.maxBuilds ?? 1}) to build python environment ${hash}`);
+      if (this.buildSlots.busy)
+        out(
+          `[studio-runner] waiting for a build slot (--max-env-builds ${this.options.maxBuilds ?? 1}) to build python environment ${hash}`,
+        );
       const give = await this.buildSlots.take();
       try {
         return { marker: await this.build(spec, hash, dir, out, prepared), built: true };
@@ -314,29 +360,46 @@ export class VenvCache {
   /** How this build is launched: the argv wrapper, its environment and working directory. */
   private launcher(spec: VenvSpec, dir: string, files: Record<string, string>, out: (line: string) => void) {
     const iso = this.options.isolation ?? {};
-    const readOnlyPaths = [...interpreterPrefixes(spec.interpreter.path), ...pipSettingPaths(this.options.env), ...Object.values(files)];
+    const readOnlyPaths = [
+      ...interpreterPrefixes(spec.interpreter.path),
+      ...pipSettingPaths(this.options.env),
+      ...Object.values(files),
+    ];
     let runAsJobUser = !!iso.jobUser;
-    const unreachable = iso.jobUser && !iso.sandbox ? [dir, ...readOnlyPaths].filter((p) => !reachable(iso.jobUser!, [p])) : [];
+    const unreachable =
+      iso.jobUser && !iso.sandbox ? [dir, ...readOnlyPaths].filter((p) => !reachable(iso.jobUser!, [p])) : [];
     if (iso.jobUser && unreachable.length) {
       // Without a mount namespace the job user cannot reach an interpreter or cache under a
       // directory only root may enter (/root is 0700): build as the runner, loudly.
       runAsJobUser = false;
       const why = `the job user ${iso.jobUser.label} cannot reach ${unreachable.join(", ")} without a sandbox`;
       out(`[studio-runner] warning: python environment built as the runner, not as the job user: ${why}`);
-      if (!this.warnedUnreachable) this.options.log?.(`warning: python environments are built as the runner (root), not as --job-user: ${why}; use --sandbox bwrap or make them reachable`);
+      if (!this.warnedUnreachable)
+        this.options.log?.(
+          `warning: python environments are built as the runner (root), not as --job-user: ${why}; use --sandbox bwrap or make them reachable`,
+        );
       this.warnedUnreachable = true;
     }
     const env = buildEnv(this.options.env, iso.sandbox ? "/tmp" : (this.options.env.HOME ?? "/"));
     const user = runAsJobUser ? iso.jobUser : undefined;
-    const run = (command: string[]) => runBuildStep(buildArgv(iso, { buildDir: dir, readOnlyPaths, runAsJobUser }, command), { env, cwd: dir });
+    const run = (command: string[]) =>
+      runBuildStep(buildArgv(iso, { buildDir: dir, readOnlyPaths, runAsJobUser }, command), { env, cwd: dir });
     return { run, user, sandboxed: !!iso.sandbox };
   }
 
-  private async build(spec: VenvSpec, hash: string, dir: string, out: (line: string) => void, prepared: boolean): Promise<Marker> {
+  private async build(
+    spec: VenvSpec,
+    hash: string,
+    dir: string,
+    out: (line: string) => void,
+    prepared: boolean,
+  ): Promise<Marker> {
     const started = performance.now();
     await rm(dir, { recursive: true, force: true }); // a half-built or changed leftover is never reused
     this.manifestDigests.delete(hash);
-    out(`[studio-runner] building python environment ${hash} with python ${spec.interpreter.versionText} (${spec.requirements.length} requirements)`);
+    out(
+      `[studio-runner] building python environment ${hash} with python ${spec.interpreter.versionText} (${spec.requirements.length} requirements)`,
+    );
     this.options.log?.(`building python environment ${hash} (${spec.requirements.length} requirements)`);
     await mkdir(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
@@ -347,13 +410,20 @@ export class VenvCache {
       probeInput: join(`${dir}.lock`, "probe-input.json"),
       probeScript: join(`${dir}.lock`, "pip-probe.py"),
     };
-    for (const [name, text] of [["requirements", ""], ["probeInput", ""], ["probeScript", PROBE_SCRIPT]] as const) {
+    for (const [name, text] of [
+      ["requirements", ""],
+      ["probeInput", ""],
+      ["probeScript", PROBE_SCRIPT],
+    ] as const) {
       await writeFile(files[name], text, { mode: 0o644 });
       chmodSync(files[name], 0o644);
     }
     const launch = this.launcher(spec, dir, files, out);
     if (launch.user) chownSync(dir, launch.user.uid, launch.user.gid); // the build dir is the build user's until sealed
-    if (launch.sandboxed) out(`[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`);
+    if (launch.sandboxed)
+      out(
+        `[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`,
+      );
     try {
       const stagesMs: Record<string, number> = {};
       let mark = performance.now();
@@ -362,20 +432,42 @@ export class VenvCache {
         stagesMs[name] = Math.round(now - mark);
         mark = now;
       };
-      const venvArgs = [spec.interpreter.path, "-m", "venv", ...(spec.systemSitePackages ? ["--system-site-packages"] : []), dir];
+      const venvArgs = [
+        spec.interpreter.path,
+        "-m",
+        "venv",
+        ...(spec.systemSitePackages ? ["--system-site-packages"] : []),
+        dir,
+      ];
       const created = await launch.run(venvArgs);
-      if (created.code !== 0) throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
+      if (created.code !== 0)
+        throw new RetryableError(`python -m venv failed: ${created.output.trim().split("\n").slice(-3).join(" | ")}`);
       if (spec.systemSitePackages) await this.linkHostEnvironment(spec.interpreter, dir);
       stage("venv");
       const python = join(dir, "bin", "python");
-      const installed = await installPins({ python, lines: spec.requirements, skipped: spec.skipped ?? [], mode: this.options.pinMode, run: launch.run, files, out });
-      const failed: FailedRequirement[] = installed.pins.filter((p) => p.outcome === "missing").map((p) => ({ requirement: p.requirement, message: p.why ?? "not installed" }));
+      const installed = await installPins({
+        python,
+        lines: spec.requirements,
+        skipped: spec.skipped ?? [],
+        mode: this.options.pinMode,
+        run: launch.run,
+        files,
+        out,
+      });
+      const failed: FailedRequirement[] = installed.pins
+        .filter((p) => p.outcome === "missing")
+        .map((p) => ({ requirement: p.requirement, message: p.why ?? "not installed" }));
       stagesMs.indexes = Math.round(installed.times.indexesMs);
       stagesMs.pip = Math.round(installed.times.pipMs);
       stagesMs.check = Math.round(installed.times.checkMs);
       mark = performance.now();
       // The build's processes are gone (bwrap's PID namespace ends with it): hand the venv to the runner.
-      sealVenv(dir, launch.user ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, buildUid: launch.user.uid } : undefined);
+      sealVenv(
+        dir,
+        launch.user
+          ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, buildUid: launch.user.uid }
+          : undefined,
+      );
       stage("seal");
       const marker: Marker = {
         hash,
@@ -405,9 +497,14 @@ export class VenvCache {
       marker.buildMs = Math.round(performance.now() - started);
       await writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2), { flag: "r+" });
       const took = Object.entries(stagesMs)
-        .map(([k, v]) => `${k} ${formatDuration(v)}${k === "pip" && installed.rounds > 1 ? ` in ${installed.rounds} rounds` : ""}`)
+        .map(
+          ([k, v]) =>
+            `${k} ${formatDuration(v)}${k === "pip" && installed.rounds > 1 ? ` in ${installed.rounds} rounds` : ""}`,
+        )
         .join(", ");
-      out(`[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files; ${took})`);
+      out(
+        `[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files; ${took})`,
+      );
       return marker;
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
@@ -422,14 +519,22 @@ export class VenvCache {
    */
   private async linkHostEnvironment(interpreter: Interpreter, dir: string) {
     const probe = await runCommand(
-      [interpreter.path, "-c", "import sys, site; print(int(sys.prefix != sys.base_prefix)); print('\\n'.join(site.getsitepackages()))"],
+      [
+        interpreter.path,
+        "-c",
+        "import sys, site; print(int(sys.prefix != sys.base_prefix)); print('\\n'.join(site.getsitepackages()))",
+      ],
       { env: buildEnv({}, "/") },
     );
     const [inVenv, ...paths] = probe.output.trim().split("\n");
     if (probe.code !== 0 || inVenv !== "1") return;
     const [major, minor] = interpreter.version;
     const site = join(dir, "lib", `python${major}.${minor}`, "site-packages");
-    const fd = openSync(join(site, "_studio_runner_host.pth"), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    const fd = openSync(
+      join(site, "_studio_runner_host.pth"),
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o644,
+    );
     try {
       writeSync(fd, `${paths.join("\n")}\n`);
     } finally {
@@ -462,7 +567,8 @@ export class VenvCache {
     if (!/^[0-9a-f]{24}$/.test(hash)) return `${JSON.stringify(hash)} is not an environment hash`;
     const dir = join(this.options.root, hash);
     if (!existsSync(dir)) return `no environment ${hash}`;
-    if (this.inUse.has(hash) || this.building.has(hash) || existsSync(`${dir}.lock`)) return `environment ${hash} is being built or used`;
+    if (this.inUse.has(hash) || this.building.has(hash) || existsSync(`${dir}.lock`))
+      return `environment ${hash} is being built or used`;
     await rm(dir, { recursive: true, force: true });
     this.manifestDigests.delete(hash);
     return undefined;
@@ -472,7 +578,8 @@ export class VenvCache {
   private async preparedSuperset(spec: VenvSpec): Promise<Marker | undefined> {
     for (const { marker } of await this.list()) {
       if (!marker.prepared || !marker.distributions) continue;
-      if (marker.interpreter !== spec.interpreter.path || (marker.pythonVersion ?? "") !== spec.interpreter.versionText) continue;
+      if (marker.interpreter !== spec.interpreter.path || (marker.pythonVersion ?? "") !== spec.interpreter.versionText)
+        continue;
       if (!!marker.systemSitePackages !== spec.systemSitePackages) continue;
       if (satisfiesPins(marker.distributions, spec.requirements)) return marker;
     }
@@ -494,16 +601,24 @@ export class VenvCache {
     const entries: Array<{ hash: string; usedMs: number; sizeBytes: number; pinned: boolean; prepared: boolean }> = [];
     for (const hash of names) {
       if (hash.endsWith(".lock")) continue;
-      const pinned = this.inUse.has(hash) || this.building.has(hash) || existsSync(join(this.options.root, `${hash}.lock`));
+      const pinned =
+        this.inUse.has(hash) || this.building.has(hash) || existsSync(join(this.options.root, `${hash}.lock`));
       try {
         const markerPath = join(this.options.root, hash, MARKER);
         const marker = JSON.parse(await readFile(markerPath, "utf8")) as Marker;
-        entries.push({ hash, usedMs: (await stat(markerPath)).mtimeMs, sizeBytes: marker.sizeBytes, pinned, prepared: !!marker.prepared });
+        entries.push({
+          hash,
+          usedMs: (await stat(markerPath)).mtimeMs,
+          sizeBytes: marker.sizeBytes,
+          pinned,
+          prepared: !!marker.prepared,
+        });
       } catch {
         if (pinned) continue;
         // Half-built with no lock: a crashed build. Remove it once it is clearly not in progress.
         const s = await stat(join(this.options.root, hash)).catch(() => undefined);
-        if (s && Date.now() - s.mtimeMs > 10 * 60_000) await rm(join(this.options.root, hash), { recursive: true, force: true });
+        if (s && Date.now() - s.mtimeMs > 10 * 60_000)
+          await rm(join(this.options.root, hash), { recursive: true, force: true });
       }
     }
     entries.sort((a, b) => Number(a.prepared) - Number(b.prepared) || a.usedMs - b.usedMs);

@@ -56,11 +56,14 @@ export function takeManifest(dir: string): Promise<Buffer> {
     child.stdout.on("data", (c: Buffer) => chunks.push(c));
     child.stderr.on("data", (c: Buffer) => (err = (err + c.toString("utf8")).slice(-2000)));
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`find ${dir} failed (${code}): ${err.trim()}`))));
+    child.on("close", (code) =>
+      code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`find ${dir} failed (${code}): ${err.trim()}`)),
+    );
   });
 }
 
-export const manifestDigest = (manifest: Buffer | string) => new Bun.CryptoHasher("sha256").update(manifest).digest("hex");
+export const manifestDigest = (manifest: Buffer | string) =>
+  new Bun.CryptoHasher("sha256").update(manifest).digest("hex");
 
 /**
  * The first difference between `dir` and the manifest whose digest is `digest` (a reason), or
@@ -77,7 +80,8 @@ export async function verifyManifest(dir: string, digest: string, manifest?: Buf
 export function describeDifference(before: Buffer, after: Buffer): string | undefined {
   const index = (m: Buffer) => {
     const out = new Map<string, string>();
-    for (const record of m.toString("utf8").split("\0")) if (record) out.set(record.split(" ").slice(7).join(" ") || ".", record);
+    for (const record of m.toString("utf8").split("\0"))
+      if (record) out.set(record.split(" ").slice(7).join(" ") || ".", record);
     return out;
   };
   const was = index(before);

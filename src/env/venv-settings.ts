@@ -14,7 +14,11 @@ export function pinModeFrom(settings: Settings): PinMode {
 }
 
 export function pinModeProblems(settings: Settings): string[] {
-  return settings["pip-strict"] && settings["pip-relax-pins"] ? ["--pip-strict and --pip-relax-pins: choose one (strict fails on any pin it cannot meet, relax installs the nearest version)"] : [];
+  return settings["pip-strict"] && settings["pip-relax-pins"]
+    ? [
+        "--pip-strict and --pip-relax-pins: choose one (strict fails on any pin it cannot meet, relax installs the nearest version)",
+      ]
+    : [];
 }
 
 /** --max-env-builds, 0 meaning half the cores (at least one). */
@@ -23,7 +27,12 @@ export function maxEnvBuilds(settings: Settings): number {
   return n > 0 ? n : Math.max(1, Math.floor(availableParallelism() / 2));
 }
 
-export function venvCacheFromSettings(settings: Settings, cacheDir: string, runnerEnv: Record<string, string | undefined>, log: (m: string) => void): VenvCache {
+export function venvCacheFromSettings(
+  settings: Settings,
+  cacheDir: string,
+  runnerEnv: Record<string, string | undefined>,
+  log: (m: string) => void,
+): VenvCache {
   return new VenvCache({
     root: join(cacheDir, "venvs"),
     maxBytes: settings["venv-cache-size"] as number,

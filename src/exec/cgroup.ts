@@ -18,7 +18,16 @@
 //       service or container) is moved to the leaf C/studio-runner-main first. Under systemd run the
 //       runner with Delegate=yes so systemd leaves this subtree alone.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmdirSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 
 export const PARENT_GROUP_NAME = "studio-runner";
@@ -44,7 +53,11 @@ export type CgroupSupport =
   | { version: 1; parentDirs: CgroupV1Dirs; notes: string[] }
   | { version: "none"; reason: string };
 
-export type CgroupLimits = { memoryBytes?: number; cpus?: number; /** pids.max: processes + threads */ pidsMax?: number };
+export type CgroupLimits = {
+  memoryBytes?: number;
+  cpus?: number /** pids.max: processes + threads */;
+  pidsMax?: number;
+};
 
 /**
  * The pids limit of a job that asked for `cpus`: at least MIN_JOB_PIDS, 256 per CPU above that,
@@ -74,7 +87,8 @@ export class CgroupError extends Error {
 
 type Mount = { root: string; mountPoint: string; fsType: string; superOptions: string[]; readOnly: boolean };
 
-const unescapeMountField = (s: string) => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+const unescapeMountField = (s: string) =>
+  s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 
 function cgroupMounts(): Mount[] {
   const out: Mount[] = [];
@@ -165,13 +179,22 @@ function readNumber(path: string): number | undefined {
 
 function pidsIn(dir: string): number[] {
   const text = readText(join(dir, "cgroup.procs"));
-  return text ? text.split("\n").filter((l) => /^\d+$/.test(l)).map(Number) : [];
+  return text
+    ? text
+        .split("\n")
+        .filter((l) => /^\d+$/.test(l))
+        .map(Number)
+    : [];
 }
 
 const permissionHint = (e: unknown) => {
   const code = (e as CgroupError).errno;
   const uid = process.getuid?.();
-  return (code === "EACCES" || code === "EPERM") && uid !== 0 ? ` — not root (uid ${uid}) and no delegated cgroup` : code === "EROFS" ? " — the cgroup file system is read-only" : "";
+  return (code === "EACCES" || code === "EPERM") && uid !== 0
+    ? ` — not root (uid ${uid}) and no delegated cgroup`
+    : code === "EROFS"
+      ? " — the cgroup file system is read-only"
+      : "";
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -184,14 +207,18 @@ const permissionHint = (e: unknown) => {
  * "none" with the reason. `notes` say what is not limited and what was moved.
  */
 export function detectCgroups(): CgroupSupport {
-  if (process.platform !== "linux") return { version: "none", reason: `cgroups are Linux-only (platform ${process.platform})` };
+  if (process.platform !== "linux")
+    return { version: "none", reason: `cgroups are Linux-only (platform ${process.platform})` };
   let mounts: Mount[];
   let own: ReturnType<typeof ownCgroups>;
   try {
     mounts = cgroupMounts();
     own = ownCgroups();
   } catch (e) {
-    return { version: "none", reason: `cannot read /proc/self/cgroup or /proc/self/mountinfo: ${(e as Error).message}` };
+    return {
+      version: "none",
+      reason: `cannot read /proc/self/cgroup or /proc/self/mountinfo: ${(e as Error).message}`,
+    };
   }
   const reasons: string[] = [];
 
@@ -217,14 +244,17 @@ function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport
   // Already moved to the leaf by an earlier detection in this process: the runner's group is its parent.
   if (c.endsWith(`/${RUNNER_LEAF_NAME}`) && c !== mount.mountPoint) c = dirname(c);
   const available = (readText(join(c, "cgroup.controllers")) ?? "").trim().split(/\s+/).filter(Boolean);
-  if (!available.includes("memory")) return `cgroup v2 at ${c} lacks the memory controller (has: ${available.join(" ") || "none"})`;
+  if (!available.includes("memory"))
+    return `cgroup v2 at ${c} lacks the memory controller (has: ${available.join(" ") || "none"})`;
   if (mount.readOnly) return `cgroup v2 at ${mount.mountPoint} is mounted read-only`;
   const cpu = available.includes("cpu");
   const pids = withPids && available.includes("pids");
   const controllers = ["memory", ...(cpu ? ["cpu"] : []), ...(pids ? ["pids"] : [])];
   const notes = [
     ...(cpu ? [] : [`cgroup v2 at ${c} has no cpu controller: CPU is not limited`]),
-    ...(pids || !withPids ? [] : [`cgroup v2 at ${c} has no pids controller: the number of a job's processes is not limited`]),
+    ...(pids || !withPids
+      ? []
+      : [`cgroup v2 at ${c} has no pids controller: the number of a job's processes is not limited`]),
   ];
   try {
     enableV2Controllers(c, controllers, notes);
@@ -237,7 +267,10 @@ function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport
     if (pids) {
       // The pids controller is listed but cannot be handed to us: confine memory (and CPU) without it.
       const without = detectV2(mount, ownPath, false);
-      if (typeof without !== "string" && without.version === 2) without.notes.push(`cgroup v2 pids controller not usable (${(e as Error).message}): the number of a job's processes is not limited`);
+      if (typeof without !== "string" && without.version === 2)
+        without.notes.push(
+          `cgroup v2 pids controller not usable (${(e as Error).message}): the number of a job's processes is not limited`,
+        );
       return without;
     }
     return `cgroup v2 at ${c} is not usable: ${(e as Error).message}${permissionHint(e)}`;
@@ -282,7 +315,8 @@ function enableV2Controllers(dir: string, controllers: string[], notes: string[]
     writeFileSync(file, request);
     return;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EBUSY") throw new CgroupError(`cannot enable the ${controllers.join(" and ")} controller(s)`, file, e);
+    if ((e as NodeJS.ErrnoException).code !== "EBUSY")
+      throw new CgroupError(`cannot enable the ${controllers.join(" and ")} controller(s)`, file, e);
   }
   const leaf = join(dir, RUNNER_LEAF_NAME);
   makeDir(leaf, "the runner's leaf cgroup");
@@ -291,16 +325,24 @@ function enableV2Controllers(dir: string, controllers: string[], notes: string[]
     try {
       writeFileSync(join(leaf, "cgroup.procs"), String(pid));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw new CgroupError(`cannot move process ${pid} to the runner's leaf cgroup`, leaf, e);
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH")
+        throw new CgroupError(`cannot move process ${pid} to the runner's leaf cgroup`, leaf, e);
     }
   }
   notes.push(`moved ${pids.length} process(es) of ${dir} to ${leaf} to enable controllers for jobs`);
   writeValue(file, request, `enable the ${controllers.join(" and ")} controller(s)`);
 }
 
-function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefined, pids: Mount | undefined, own: Map<string, string>): CgroupSupport | string {
+function detectV1(
+  memory: Mount,
+  cpu: Mount | undefined,
+  cpuacct: Mount | undefined,
+  pids: Mount | undefined,
+  own: Map<string, string>,
+): CgroupSupport | string {
   if (memory.readOnly) return `cgroup v1 memory hierarchy at ${memory.mountPoint} is mounted read-only`;
-  const parentIn = (mount: Mount, controller: string) => join(dirInMount(mount, own.get(controller) ?? "/"), PARENT_GROUP_NAME);
+  const parentIn = (mount: Mount, controller: string) =>
+    join(dirInMount(mount, own.get(controller) ?? "/"), PARENT_GROUP_NAME);
   const notes: string[] = [];
   let parentDirs: CgroupV1Dirs;
   try {
@@ -310,9 +352,17 @@ function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefi
   } catch (e) {
     return `cgroup v1 memory hierarchy is not usable: ${(e as Error).message}${permissionHint(e)}`;
   }
-  const unlimited = { cpu: ": CPU is not limited", cpuacct: "", pids: ": the number of a job's processes is not limited" };
+  const unlimited = {
+    cpu: ": CPU is not limited",
+    cpuacct: "",
+    pids: ": the number of a job's processes is not limited",
+  };
   const knob = { cpu: "cpu.cfs_quota_us", cpuacct: "cpuacct.usage", pids: "pids.max" };
-  for (const [controller, mount] of [["cpu", cpu], ["cpuacct", cpuacct], ["pids", pids]] as const) {
+  for (const [controller, mount] of [
+    ["cpu", cpu],
+    ["cpuacct", cpuacct],
+    ["pids", pids],
+  ] as const) {
     if (!mount) {
       notes.push(`no cgroup v1 ${controller} controller mounted${unlimited[controller]}`);
       continue;
@@ -340,14 +390,26 @@ function detectV1(memory: Mount, cpu: Mount | undefined, cpuacct: Mount | undefi
 function jobDirs(support: Exclude<CgroupSupport, { version: "none" }>, name: string) {
   if (support.version === 2) {
     const dir = join(support.parentDir, name);
-    return { all: [dir], memory: dir, cpu: support.cpu ? dir : undefined, cpuacct: dir as string | undefined, pids: support.pids ? dir : undefined };
+    return {
+      all: [dir],
+      memory: dir,
+      cpu: support.cpu ? dir : undefined,
+      cpuacct: dir as string | undefined,
+      pids: support.pids ? dir : undefined,
+    };
   }
   const p = support.parentDirs;
   const memory = join(p.memory, name);
   const cpu = p.cpu ? join(p.cpu, name) : undefined;
   const cpuacct = p.cpuacct ? join(p.cpuacct, name) : undefined;
   const pids = p.pids ? join(p.pids, name) : undefined;
-  return { all: [...new Set([memory, cpu, cpuacct, pids].filter((d): d is string => d !== undefined))], memory, cpu, cpuacct, pids };
+  return {
+    all: [...new Set([memory, cpu, cpuacct, pids].filter((d): d is string => d !== undefined))],
+    memory,
+    cpu,
+    cpuacct,
+    pids,
+  };
 }
 
 export class JobCgroup {
@@ -415,7 +477,11 @@ export class JobCgroup {
     const oomKills = keyedNumbers(join(this.memoryDir, "memory.oom_control"))?.get("oom_kill");
     if (oomKills !== undefined) return oomKills > 0;
     // Kernels before 4.13 have no oom_kill counter: the memory+swap limit being hit is the best sign.
-    return (readNumber(join(this.memoryDir, "memory.memsw.failcnt")) ?? readNumber(join(this.memoryDir, "memory.failcnt")) ?? 0) > 0;
+    return (
+      (readNumber(join(this.memoryDir, "memory.memsw.failcnt")) ??
+        readNumber(join(this.memoryDir, "memory.failcnt")) ??
+        0) > 0
+    );
   }
 
   /** Highest memory use of the group so far, when the kernel records it (v1 always; v2 from 5.19, memory.peak). */
@@ -468,7 +534,11 @@ export class JobCgroup {
       }
       await Bun.sleep(20);
     }
-    this.final = { oomKilled: this.oomKilled(), peakMemoryBytes: this.peakMemoryBytes(), cpuUsageSeconds: this.cpuUsageSeconds() };
+    this.final = {
+      oomKilled: this.oomKilled(),
+      peakMemoryBytes: this.peakMemoryBytes(),
+      cpuUsageSeconds: this.cpuUsageSeconds(),
+    };
     for (const dir of [...this.dirs].reverse()) {
       for (;;) {
         try {
@@ -493,11 +563,17 @@ export class JobCgroup {
  */
 export function createJobCgroup(support: CgroupSupport, name: string, limits: CgroupLimits = {}): JobCgroup {
   if (support.version === "none") throw new CgroupError(`cgroups unavailable (${support.reason})`, "");
-  const safeName = name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "_").slice(0, 200) || "job";
+  const safeName =
+    name
+      .replace(/[^A-Za-z0-9._-]/g, "_")
+      .replace(/^\.+/, "_")
+      .slice(0, 200) || "job";
   if (limits.memoryBytes !== undefined && !(Number.isFinite(limits.memoryBytes) && limits.memoryBytes > 0))
     throw new CgroupError(`invalid memory limit ${limits.memoryBytes} bytes`, "");
-  if (limits.cpus !== undefined && !(Number.isFinite(limits.cpus) && limits.cpus > 0)) throw new CgroupError(`invalid CPU limit ${limits.cpus} cpus`, "");
-  if (limits.pidsMax !== undefined && !(Number.isInteger(limits.pidsMax) && limits.pidsMax > 0)) throw new CgroupError(`invalid pids limit ${limits.pidsMax}`, "");
+  if (limits.cpus !== undefined && !(Number.isFinite(limits.cpus) && limits.cpus > 0))
+    throw new CgroupError(`invalid CPU limit ${limits.cpus} cpus`, "");
+  if (limits.pidsMax !== undefined && !(Number.isInteger(limits.pidsMax) && limits.pidsMax > 0))
+    throw new CgroupError(`invalid pids limit ${limits.pidsMax}`, "");
 
   const dirs = jobDirs(support, safeName);
   const created: string[] = [];
@@ -532,13 +608,16 @@ export function createJobCgroup(support: CgroupSupport, name: string, limits: Cg
         if (existsSync(join(dirs.memory, "memory.oom.group"))) tryWrite(join(dirs.memory, "memory.oom.group"), "1");
       } else {
         writeValue(join(dirs.memory, "memory.limit_in_bytes"), bytes, "set the memory limit");
-        if (existsSync(join(dirs.memory, "memory.memsw.limit_in_bytes"))) tryWrite(join(dirs.memory, "memory.memsw.limit_in_bytes"), bytes);
+        if (existsSync(join(dirs.memory, "memory.memsw.limit_in_bytes")))
+          tryWrite(join(dirs.memory, "memory.memsw.limit_in_bytes"), bytes);
       }
     }
-    if (limits.pidsMax !== undefined && dirs.pids) writeValue(join(dirs.pids, "pids.max"), String(limits.pidsMax), "set the pids limit");
+    if (limits.pidsMax !== undefined && dirs.pids)
+      writeValue(join(dirs.pids, "pids.max"), String(limits.pidsMax), "set the pids limit");
     if (limits.cpus !== undefined && dirs.cpu) {
       const quotaUs = Math.max(MIN_CPU_QUOTA_US, Math.round(limits.cpus * CPU_PERIOD_US));
-      if (support.version === 2) writeValue(join(dirs.cpu, "cpu.max"), `${quotaUs} ${CPU_PERIOD_US}`, "set the CPU limit");
+      if (support.version === 2)
+        writeValue(join(dirs.cpu, "cpu.max"), `${quotaUs} ${CPU_PERIOD_US}`, "set the CPU limit");
       else {
         writeValue(join(dirs.cpu, "cpu.cfs_period_us"), String(CPU_PERIOD_US), "set the CPU period");
         writeValue(join(dirs.cpu, "cpu.cfs_quota_us"), String(quotaUs), "set the CPU quota");
@@ -599,10 +678,14 @@ function ownerGone(name: string): boolean {
  * SIGKILLed. Groups of live runners (other runners on this machine share the parent) and groups
  * of unknown form are left alone. Returns the names of the groups emptied. Never throws.
  */
-export async function killOrphanedCgroups(support: CgroupSupport, options: { timeoutMs?: number } = {}): Promise<string[]> {
+export async function killOrphanedCgroups(
+  support: CgroupSupport,
+  options: { timeoutMs?: number } = {},
+): Promise<string[]> {
   if (support.version === "none") return [];
   const names = new Set<string>();
-  for (const parent of parentDirsOf(support)) for (const name of readdirSafe(parent)) if (ownerGone(name)) names.add(name);
+  for (const parent of parentDirsOf(support))
+    for (const name of readdirSafe(parent)) if (ownerGone(name)) names.add(name);
   const emptied: string[] = [];
   for (const name of names) {
     const group = new JobCgroup(support.version, name, jobDirs(support, name));
@@ -613,7 +696,9 @@ export async function killOrphanedCgroups(support: CgroupSupport, options: { tim
 }
 
 function parentDirsOf(support: Exclude<CgroupSupport, { version: "none" }>): string[] {
-  return support.version === 2 ? [support.parentDir] : [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))];
+  return support.version === 2
+    ? [support.parentDir]
+    : [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))];
 }
 
 /**
@@ -621,7 +706,10 @@ function parentDirsOf(support: Exclude<CgroupSupport, { version: "none" }>): str
  * `minAgeMs` old (so a group another runner on this machine has just created is left alone).
  * Groups that still hold processes are listed in `busy` and left as they are. Never throws.
  */
-export function reapStaleCgroups(support: CgroupSupport, options: { minAgeMs?: number } = {}): { removed: string[]; busy: string[] } {
+export function reapStaleCgroups(
+  support: CgroupSupport,
+  options: { minAgeMs?: number } = {},
+): { removed: string[]; busy: string[] } {
   const removed: string[] = [];
   const busy: string[] = [];
   if (support.version === "none") return { removed, busy };
@@ -659,7 +747,9 @@ export function reapStaleCgroups(support: CgroupSupport, options: { minAgeMs?: n
 /** Child groups inside a cgroup directory (a job that made its own sub-groups is not empty). */
 function readdirSafe(dir: string): string[] {
   try {
-    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
   } catch {
     return [];
   }

@@ -6,7 +6,12 @@ export type CommandResult = { code: number; output: string };
 
 export function runCommand(
   argv: string[],
-  options: { cwd?: string; env?: Record<string, string | undefined>; onLine?: (line: string) => void; signal?: AbortSignal } = {},
+  options: {
+    cwd?: string;
+    env?: Record<string, string | undefined>;
+    onLine?: (line: string) => void;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {

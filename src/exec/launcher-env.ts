@@ -7,7 +7,10 @@
 
 export const LAUNCHER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-export const LAUNCHER_ENV: Record<string, string> = Object.freeze({ PATH: LAUNCHER_PATH, LANG: "C.UTF-8" }) as Record<string, string>;
+export const LAUNCHER_ENV: Record<string, string> = Object.freeze({ PATH: LAUNCHER_PATH, LANG: "C.UTF-8" }) as Record<
+  string,
+  string
+>;
 
 /** The file descriptor the job's environment is handed over on (the child's fd 3). */
 export const JOB_ENV_FD = 3;
@@ -41,5 +44,11 @@ export function shellEnvScript(env: Record<string, string>): { script: string; s
  * the environment is on no command line.
  */
 export function envLoaderArgv(command: string[]): string[] {
-  return ["/bin/sh", "-c", `eval "$(/bin/cat <&${JOB_ENV_FD})" && exec ${JOB_ENV_FD}<&- && exec "$@"`, "studio-runner-env", ...command];
+  return [
+    "/bin/sh",
+    "-c",
+    `eval "$(/bin/cat <&${JOB_ENV_FD})" && exec ${JOB_ENV_FD}<&- && exec "$@"`,
+    "studio-runner-env",
+    ...command,
+  ];
 }

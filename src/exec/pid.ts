@@ -28,7 +28,10 @@ function statFields(pid: number): string[] | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).trim().split(" ");
+    return stat
+      .slice(stat.lastIndexOf(")") + 2)
+      .trim()
+      .split(" ");
   } catch {
     return undefined;
   }
@@ -56,7 +59,11 @@ export function bootId(): string {
 }
 
 /** The pid is the process that was recorded: alive, same boot, same start time. */
-export function isSameProcess(pid: number, startTicks: number | undefined, recordedBootId: string | undefined): boolean {
+export function isSameProcess(
+  pid: number,
+  startTicks: number | undefined,
+  recordedBootId: string | undefined,
+): boolean {
   if (startTicks === undefined || recordedBootId === undefined || recordedBootId !== bootId()) return false;
   return processStartTicks(pid) === startTicks;
 }

@@ -76,7 +76,12 @@ export class JobProcess {
     },
   ) {
     const payload = options.jobEnvPayload;
-    this.child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, detached: true, stdio: payload ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
+    this.child = spawn(argv[0]!, argv.slice(1), {
+      cwd: options.cwd,
+      env: options.env,
+      detached: true,
+      stdio: payload ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"],
+    });
     if (payload) {
       const fd3 = this.child.stdio[3] as Writable | null;
       // A launcher that dies before reading its fd makes this write fail: its exit says why.

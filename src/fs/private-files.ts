@@ -2,7 +2,20 @@
 // uid must pass through), or refused when another uid owns it or other users may write it; files
 // created exclusively (0600) without following links, replaced atomically, appended to.
 
-import { closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync, chmodSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+  chmodSync,
+} from "node:fs";
 import { randomUUID } from "node:crypto";
 import { dirname, join } from "node:path";
 
@@ -34,24 +47,31 @@ export function ensurePrivateDir(path: string, options: PrivateDirOptions): void
   try {
     st = lstatSync(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new PrivateDirError(`${where}: ${(err as Error).message}`);
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+      throw new PrivateDirError(`${where}: ${(err as Error).message}`);
     mkdirSync(dirname(path), { recursive: true });
     try {
       mkdirSync(path, { mode: options.mode });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw new PrivateDirError(`${where}: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST")
+        throw new PrivateDirError(`${where}: ${(e as Error).message}`);
       return ensurePrivateDir(path, options); // made by another runner meanwhile: check it
     }
     chmodSync(path, options.mode); // the umask took the traversal bits off
     return;
   }
   if (st.isSymbolicLink()) {
-    if (!options.followSymlink) throw new PrivateDirError(`${where} is a symbolic link: refusing to start (the runner makes this directory itself; remove the link)`);
+    if (!options.followSymlink)
+      throw new PrivateDirError(
+        `${where} is a symbolic link: refusing to start (the runner makes this directory itself; remove the link)`,
+      );
     st = statSync(path);
   }
   if (!st.isDirectory()) throw new PrivateDirError(`${where} is not a directory: refusing to start`);
   if (euid >= 0 && st.uid !== euid) {
-    throw new PrivateDirError(`${where} is owned by uid ${st.uid}, not by this runner's uid ${euid}: refusing to start (another user could read or replace what the runner keeps there; chown it or choose another directory)`);
+    throw new PrivateDirError(
+      `${where} is owned by uid ${st.uid}, not by this runner's uid ${euid}: refusing to start (another user could read or replace what the runner keeps there; chown it or choose another directory)`,
+    );
   }
   const mode = st.mode & 0o7777;
   if (mode & 0o022) {
@@ -63,9 +83,13 @@ export function ensurePrivateDir(path: string, options: PrivateDirOptions): void
       entries = ["?"];
     }
     if (entries.length) {
-      throw new PrivateDirError(`${where} is writable by other users (mode ${octal(mode)}) and not empty: refusing to start (what is in it may have been planted; empty it or choose another directory). It is now ${octal(options.mode)}.`);
+      throw new PrivateDirError(
+        `${where} is writable by other users (mode ${octal(mode)}) and not empty: refusing to start (what is in it may have been planted; empty it or choose another directory). It is now ${octal(options.mode)}.`,
+      );
     }
-    options.log?.(`${where} was writable by other users (mode ${octal(mode)}) and empty: made it ${octal(options.mode)}`);
+    options.log?.(
+      `${where} was writable by other users (mode ${octal(mode)}) and empty: made it ${octal(options.mode)}`,
+    );
     return;
   }
   if (mode !== options.mode) chmodSync(path, options.mode);
@@ -78,7 +102,7 @@ export function ensurePrivateDir(path: string, options: PrivateDirOptions): void
 export function sharedParentWarning(dir: string, label: string): string | undefined {
   try {
     const st = statSync(dir);
-    if ((st.mode & 0o022) && !(st.mode & 0o1000)) {
+    if (st.mode & 0o022 && !(st.mode & 0o1000)) {
       return `${label} ${dir} is writable by other users without the sticky bit (mode ${octal(st.mode)}): they could rename the runner's directories in it while it runs; make it 0755 or 1777`;
     }
   } catch {

@@ -79,7 +79,13 @@ async function clearName(dir: FileHandle, name: string): Promise<void> {
  * written through. `mode` is narrowed by the umask, as with any create, unless `exactMode` (a file
  * the job must read even under the runner's umask 077, such as the artifact mapping).
  */
-export async function writeFileExclusiveAt(dir: FileHandle, name: string, data: string | Uint8Array, mode = 0o644, options: { exactMode?: boolean } = {}): Promise<void> {
+export async function writeFileExclusiveAt(
+  dir: FileHandle,
+  name: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+  options: { exactMode?: boolean } = {},
+): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     let file: FileHandle;
     try {
@@ -121,7 +127,13 @@ export async function ensureDirectoryAt(parent: FileHandle, name: string, mode =
  * Writes a runner-owned file `name` into the directory at `dirPath` (created when missing), where
  * a job can write: the directory is not followed when it is a link, nor is the file.
  */
-export async function writeRunnerFile(dirPath: string, name: string, data: string | Uint8Array, mode = 0o644, options: { exactMode?: boolean } = {}): Promise<void> {
+export async function writeRunnerFile(
+  dirPath: string,
+  name: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+  options: { exactMode?: boolean } = {},
+): Promise<void> {
   const cut = dirPath.replace(/\/+$/, "").lastIndexOf("/");
   const parentPath = cut <= 0 ? "/" : dirPath.slice(0, cut);
   const base = dirPath.slice(cut + 1);
@@ -149,7 +161,15 @@ export class NotARegularFileError extends PermanentError {
 }
 
 /** Describes a file type from a stat, for refusals. */
-export function kindOf(s: { isSymbolicLink(): boolean; isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFile(): boolean }): string {
+export function kindOf(s: {
+  isSymbolicLink(): boolean;
+  isDirectory(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  isBlockDevice(): boolean;
+  isCharacterDevice(): boolean;
+  isFile(): boolean;
+}): string {
   if (s.isSymbolicLink()) return "a symbolic link";
   if (s.isDirectory()) return "a directory";
   if (s.isFIFO()) return "a FIFO";
@@ -201,7 +221,11 @@ export async function openDirectoryBelow(root: string, parts: string[], mode = 0
 }
 
 /** Runs `use` with the directory `parts` below `root` open (see openDirectoryBelow), then closes it. */
-export async function withDirectoryBelow<T>(root: string, parts: string[], use: (dir: FileHandle) => Promise<T>): Promise<T> {
+export async function withDirectoryBelow<T>(
+  root: string,
+  parts: string[],
+  use: (dir: FileHandle) => Promise<T>,
+): Promise<T> {
   const dir = await openDirectoryBelow(root, parts);
   try {
     return await use(dir);
@@ -211,7 +235,12 @@ export async function withDirectoryBelow<T>(root: string, parts: string[], use: 
 }
 
 /** Replaces `name` atomically: a fresh exclusive temporary file renamed over whatever is there (rename never follows). */
-export async function replaceFileAt(dir: FileHandle, name: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function replaceFileAt(
+  dir: FileHandle,
+  name: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+): Promise<void> {
   const tmp = `.${name}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   await writeFileExclusiveAt(dir, tmp, data, mode);
   try {

@@ -76,7 +76,8 @@ export class GpuAllocator {
 
   constructor(devices: GpuDevice[], defaults: Partial<GpuAllocOptions> = {}) {
     this.defaults = { shareCards: false, slotsPerCard: 1, ...defaults };
-    if (!(this.defaults.slotsPerCard >= 1)) throw new RangeError(`slotsPerCard must be at least 1, got ${this.defaults.slotsPerCard}`);
+    if (!(this.defaults.slotsPerCard >= 1))
+      throw new RangeError(`slotsPerCard must be at least 1, got ${this.defaults.slotsPerCard}`);
     this.refresh(devices);
   }
 
@@ -144,7 +145,13 @@ export class GpuAllocator {
       seen.add(d.uuid);
       const c = this.cards.get(d.uuid);
       if (!c) {
-        this.cards.set(d.uuid, { device: d, present: true, outOfService: !d.healthy, wholeBy: undefined, shared: new Map() });
+        this.cards.set(d.uuid, {
+          device: d,
+          present: true,
+          outOfService: !d.healthy,
+          wholeBy: undefined,
+          shared: new Map(),
+        });
         if (!d.healthy) newlyOutOfService.push(d);
         continue;
       }
@@ -206,7 +213,11 @@ export class GpuAllocator {
     const candidates = this.inService().filter((c) => c.device.memTotalBytes >= mem);
     if (options.shareCards && n === 1 && mem > 0) {
       // Least unclaimed memory left; on a tie, a card already shared, then the lower index.
-      const rank = (c: Card) => [c.device.memTotalBytes - sharedBytes(c) - mem, c.shared.size > 0 ? 0 : 1, c.device.index];
+      const rank = (c: Card) => [
+        c.device.memTotalBytes - sharedBytes(c) - mem,
+        c.shared.size > 0 ? 0 : 1,
+        c.device.index,
+      ];
       let best: Card | undefined;
       for (const c of candidates) {
         if (c.wholeBy !== undefined || rank(c)[0]! < 0) continue;
@@ -214,7 +225,9 @@ export class GpuAllocator {
       }
       return best ? { cards: [best], shared: true } : undefined;
     }
-    const idle = candidates.filter(isIdle).sort((a, b) => a.device.memTotalBytes - b.device.memTotalBytes || a.device.index - b.device.index);
+    const idle = candidates
+      .filter(isIdle)
+      .sort((a, b) => a.device.memTotalBytes - b.device.memTotalBytes || a.device.index - b.device.index);
     if (idle.length < n) return undefined;
     return { cards: idle.slice(0, n), shared: false };
   }

@@ -57,7 +57,10 @@ export function isSchedulable(d: GpuDevice): boolean {
   return d.healthy && d.migEnabled !== true;
 }
 
-export function readInventory(env: Record<string, string | undefined> = process.env, source: DeviceSource = nvmlSource): Inventory {
+export function readInventory(
+  env: Record<string, string | undefined> = process.env,
+  source: DeviceSource = nvmlSource,
+): Inventory {
   let read: ReturnType<DeviceSource>;
   try {
     read = source(env);
@@ -75,11 +78,17 @@ export function readInventory(env: Record<string, string | undefined> = process.
   const all: GpuDevice[] = read.reading.devices.map((d) => ({ ...d, healthy: isHealthy(d) }));
   const visible = filterVisibleDevices(all, env);
   const problems = [...read.reading.problems];
-  if (visible.appliedByRuntime) problems.push(`${visible.source}=${visible.value} names host indexes; the container runtime already applied it, all ${all.length} devices NVML sees are used`);
-  if (visible.unmatched.length) problems.push(`${visible.source}=${visible.value}: no device for ${visible.unmatched.join(", ")}`);
+  if (visible.appliedByRuntime)
+    problems.push(
+      `${visible.source}=${visible.value} names host indexes; the container runtime already applied it, all ${all.length} devices NVML sees are used`,
+    );
+  if (visible.unmatched.length)
+    problems.push(`${visible.source}=${visible.value}: no device for ${visible.unmatched.join(", ")}`);
   for (const d of visible.devices) {
-    if (!d.healthy) problems.push(`GPU ${d.index} ${d.uuid} has ${d.eccUncorrected} uncorrected ECC errors; out of service`);
-    else if (d.migEnabled) problems.push(`GPU ${d.index} ${d.uuid} is in MIG mode; MIG instances are not scheduled, the card is left out`);
+    if (!d.healthy)
+      problems.push(`GPU ${d.index} ${d.uuid} has ${d.eccUncorrected} uncorrected ECC errors; out of service`);
+    else if (d.migEnabled)
+      problems.push(`GPU ${d.index} ${d.uuid} is in MIG mode; MIG instances are not scheduled, the card is left out`);
   }
   return { devices: visible.devices, nvml: "ok", libraryPath: read.libraryPath, libraryFound: true, visible, problems };
 }
@@ -89,21 +98,35 @@ export function readInventory(env: Record<string, string | undefined> = process.
  * is installed (a driver is there) or a visible-devices variable names devices; then finding no
  * usable card is an error unless cpuOnly is set. No library and no variable means a CPU machine.
  */
-export function gpuStartupProblem(inv: Inventory, cpuOnly: boolean, env: Record<string, string | undefined> = process.env): string | undefined {
+export function gpuStartupProblem(
+  inv: Inventory,
+  cpuOnly: boolean,
+  env: Record<string, string | undefined> = process.env,
+): string | undefined {
   if (cpuOnly) return undefined;
   if (inv.devices.some(isSchedulable)) return undefined;
   const { source, value } = visibleDevicesVariable(env);
   const named = source !== undefined && parseVisibleList(value!) !== "none";
   if (!named && !inv.libraryFound) return undefined;
-  const why = inv.nvml !== "ok" ? `NVML: ${inv.nvml}` : inv.devices.length ? "no healthy card outside MIG mode" : "NVML sees no GPU";
+  const why =
+    inv.nvml !== "ok"
+      ? `NVML: ${inv.nvml}`
+      : inv.devices.length
+        ? "no healthy card outside MIG mode"
+        : "NVML sees no GPU";
   const where = named ? ` (${source}=${value})` : "";
   return `GPUs were expected but none is usable${where}: ${why}; start with --cpu-only to run CPU work only`;
 }
 
 /** The variable that decides visibility: CUDA_VISIBLE_DEVICES wins over NVIDIA_VISIBLE_DEVICES. */
-export function visibleDevicesVariable(env: Record<string, string | undefined>): { source: VisibleDevicesSource | undefined; value: string | undefined } {
-  if (env.CUDA_VISIBLE_DEVICES !== undefined) return { source: "CUDA_VISIBLE_DEVICES", value: env.CUDA_VISIBLE_DEVICES };
-  if (env.NVIDIA_VISIBLE_DEVICES !== undefined) return { source: "NVIDIA_VISIBLE_DEVICES", value: env.NVIDIA_VISIBLE_DEVICES };
+export function visibleDevicesVariable(env: Record<string, string | undefined>): {
+  source: VisibleDevicesSource | undefined;
+  value: string | undefined;
+} {
+  if (env.CUDA_VISIBLE_DEVICES !== undefined)
+    return { source: "CUDA_VISIBLE_DEVICES", value: env.CUDA_VISIBLE_DEVICES };
+  if (env.NVIDIA_VISIBLE_DEVICES !== undefined)
+    return { source: "NVIDIA_VISIBLE_DEVICES", value: env.NVIDIA_VISIBLE_DEVICES };
   return { source: undefined, value: undefined };
 }
 
@@ -131,9 +154,18 @@ export function parseVisibleList(value: string): "all" | "none" | string[] {
  * and every device NVML sees is used (appliedByRuntime). CUDA_VISIBLE_DEVICES is always matched
  * against what NVML sees, as CUDA inside the container does.
  */
-export function filterVisibleDevices<T extends { index: number; uuid: string }>(devices: T[], env: Record<string, string | undefined>): VisibleSelection<T> {
+export function filterVisibleDevices<T extends { index: number; uuid: string }>(
+  devices: T[],
+  env: Record<string, string | undefined>,
+): VisibleSelection<T> {
   const { source, value } = visibleDevicesVariable(env);
-  const result = (picked: T[], unmatched: string[] = [], appliedByRuntime = false): VisibleSelection<T> => ({ source, value, devices: picked, unmatched, appliedByRuntime });
+  const result = (picked: T[], unmatched: string[] = [], appliedByRuntime = false): VisibleSelection<T> => ({
+    source,
+    value,
+    devices: picked,
+    unmatched,
+    appliedByRuntime,
+  });
   if (source === undefined) return result([...devices]);
   const list = parseVisibleList(value!);
   if (list === "all") return result([...devices]);
@@ -142,7 +174,8 @@ export function filterVisibleDevices<T extends { index: number; uuid: string }>(
   for (let i = 0; i < list.length; i++) {
     const d = matchEntry(devices, list[i]!);
     if (!d) {
-      if (source === "NVIDIA_VISIBLE_DEVICES" && new Set(list).size === devices.length) return result([...devices], [], true);
+      if (source === "NVIDIA_VISIBLE_DEVICES" && new Set(list).size === devices.length)
+        return result([...devices], [], true);
       return result(picked, list.slice(i));
     }
     if (!picked.includes(d)) picked.push(d);

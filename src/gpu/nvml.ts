@@ -202,7 +202,8 @@ export function loadNvml(env: Record<string, string | undefined> = process.env):
   const candidates = override ? [override] : NVML_SEARCH_PATHS;
   const key = candidates.join("\n");
   if (loaded?.key === key) return loaded.library;
-  if (process.platform !== "linux") throw new NvmlUnavailableError(`NVML is only looked for on Linux (this is ${process.platform})`, []);
+  if (process.platform !== "linux")
+    throw new NvmlUnavailableError(`NVML is only looked for on Linux (this is ${process.platform})`, []);
   const failures: string[] = [];
   for (const path of candidates) {
     try {

@@ -7,7 +7,10 @@ import { readInventory, type Inventory } from "./inventory.ts";
 export type GpuWatchOptions = {
   allocator: GpuAllocator;
   refreshIntervalMs: number;
-  log: { info(message: string, fields?: Record<string, unknown>): void; warn(message: string, fields?: Record<string, unknown>): void };
+  log: {
+    info(message: string, fields?: Record<string, unknown>): void;
+    warn(message: string, fields?: Record<string, unknown>): void;
+  };
   /** Injectable for tests; defaults to readInventory(process.env). */
   read?: () => Inventory;
 };
@@ -34,7 +37,11 @@ export function startGpuWatch(options: GpuWatchOptions): GpuWatch {
     failing = false;
     const { newlyOutOfService, vanished } = options.allocator.refresh(inv.devices);
     for (const d of newlyOutOfService) {
-      options.log.warn("GPU taken out of service: uncorrected ECC errors", { index: d.index, uuid: d.uuid, eccUncorrected: d.eccUncorrected });
+      options.log.warn("GPU taken out of service: uncorrected ECC errors", {
+        index: d.index,
+        uuid: d.uuid,
+        eccUncorrected: d.eccUncorrected,
+      });
     }
     for (const uuid of vanished) options.log.warn("GPU no longer reported by NVML; out of service", { uuid });
   };

@@ -20,14 +20,22 @@ export type ClusterAccess = {
 };
 
 /** The cluster the runner runs in, or why it does not look like one. */
-export function detectCluster(env: Record<string, string | undefined> = process.env): ClusterAccess | { notInCluster: string } {
+export function detectCluster(
+  env: Record<string, string | undefined> = process.env,
+): ClusterAccess | { notInCluster: string } {
   const host = env.KUBERNETES_SERVICE_HOST?.trim();
   const port = env.KUBERNETES_SERVICE_PORT?.trim();
   if (!host || !port) return { notInCluster: "KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT are not set" };
   const dir = env.STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR?.trim() || DEFAULT_SERVICE_ACCOUNT_DIR;
   const tokenFile = join(dir, "token");
-  if (!existsSync(tokenFile)) return { notInCluster: `no service-account token at ${tokenFile} (automountServiceAccountToken off?)` };
+  if (!existsSync(tokenFile))
+    return { notInCluster: `no service-account token at ${tokenFile} (automountServiceAccountToken off?)` };
   const namespaceFile = join(dir, "namespace");
   const podNamespace = existsSync(namespaceFile) ? readFileSync(namespaceFile, "utf8").trim() || undefined : undefined;
-  return { server: `https://${isIPv6(host) ? `[${host}]` : host}:${port}`, caFile: join(dir, "ca.crt"), tokenFile, podNamespace };
+  return {
+    server: `https://${isIPv6(host) ? `[${host}]` : host}:${port}`,
+    caFile: join(dir, "ca.crt"),
+    tokenFile,
+    podNamespace,
+  };
 }

@@ -31,7 +31,10 @@ export class ConfigMapDrain {
    */
   apply(data: ConfigMapData | undefined, source: string = this.where): void {
     const { changes, problems } = this.filter.apply(filterOverrideOf(data));
-    for (const p of problems) this.log.error(`${source}: ${p.message}; keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`);
+    for (const p of problems)
+      this.log.error(
+        `${source}: ${p.message}; keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`,
+      );
     if (changes.length) this.log.info(`${source}: ${changes.join("; ")} (applies from the next queue discovery)`);
     const stateText = data?.[STATE_KEY]?.trim() ?? "";
     if (this.lastState === undefined && stateText === "") {
@@ -42,7 +45,10 @@ export class ConfigMapDrain {
     this.lastState = stateText;
     try {
       const state = runnerStateOf(stateText || undefined);
-      this.target.setState(state, stateText ? `${source} ${STATE_KEY}=${stateText}` : `${source} no longer sets ${STATE_KEY}`);
+      this.target.setState(
+        state,
+        stateText ? `${source} ${STATE_KEY}=${stateText}` : `${source} no longer sets ${STATE_KEY}`,
+      );
     } catch (err) {
       if (!(err instanceof DrainStateError)) throw err;
       this.log.error(`${source}: ${err.message}`);

@@ -85,7 +85,10 @@ export class ConfigMapWatch {
   }
 
   private give(data: ConfigMapData | undefined) {
-    const text = data === undefined ? undefined : JSON.stringify(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const text =
+      data === undefined
+        ? undefined
+        : JSON.stringify(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     if (text === this.lastGiven) return;
     this.lastGiven = text;
     this.options.onChange(data);
@@ -95,13 +98,17 @@ export class ConfigMapWatch {
     let saidMissing = false;
     while (!this.stopped) {
       try {
-        const list = await this.api.listNamespacedConfigMap({ namespace: this.options.namespace, fieldSelector: `metadata.name=${this.options.name}` });
+        const list = await this.api.listNamespacedConfigMap({
+          namespace: this.options.namespace,
+          fieldSelector: `metadata.name=${this.options.name}`,
+        });
         if (this.failures > 0) this.options.log.info(`${this.where}: the Kubernetes API answers again`);
         this.failures = 0;
         this.lastProblem = "";
         const map = list.items.find((m) => m.metadata?.name === this.options.name);
         if (map) saidMissing = false;
-        else if (!saidMissing) this.options.log.info(`${this.where} does not exist (yet): nothing to apply; watching for it`);
+        else if (!saidMissing)
+          this.options.log.info(`${this.where} does not exist (yet): nothing to apply; watching for it`);
         saidMissing ||= !map;
         this.give(map ? (map.data ?? {}) : undefined);
         this.firstReadDone();
@@ -126,7 +133,9 @@ export class ConfigMapWatch {
         const delayMs = this.backoff(this.failures);
         const problem = describeFailure(err);
         if (problem !== this.lastProblem) {
-          this.options.log.warn(`${this.where}: ${problem}; drain instructions from it are not seen until this clears (retrying with back-off, now ${(delayMs / 1000).toFixed(1)} s)`);
+          this.options.log.warn(
+            `${this.where}: ${problem}; drain instructions from it are not seen until this clears (retrying with back-off, now ${(delayMs / 1000).toFixed(1)} s)`,
+          );
           this.lastProblem = problem;
         }
         await this.sleep(delayMs);
@@ -145,7 +154,15 @@ export class ConfigMapWatch {
         allowWatchBookmarks: true,
         timeoutSeconds: this.options.watchTimeoutS ?? DEFAULT_WATCH_TIMEOUT_S,
       };
-      const onEvent = (type: string, object: { metadata?: { name?: string; resourceVersion?: string }; data?: Record<string, string>; code?: number; message?: string }) => {
+      const onEvent = (
+        type: string,
+        object: {
+          metadata?: { name?: string; resourceVersion?: string };
+          data?: Record<string, string>;
+          code?: number;
+          message?: string;
+        },
+      ) => {
         if (type === "ERROR") {
           if (object?.code === 410) end.expired = true;
           else failure = new KubernetesApiError(object?.code, `watch error: ${object?.message ?? "unknown"}`);
@@ -158,7 +175,9 @@ export class ConfigMapWatch {
         if (object?.metadata?.name !== this.options.name) return;
         if (type === "ADDED" || type === "MODIFIED") this.give(object.data ?? {});
         else if (type === "DELETED") {
-          this.options.log.info(`${this.where} was deleted: back to the configured queue filter; a drain it asked for ends`);
+          this.options.log.info(
+            `${this.where} was deleted: back to the configured queue filter; a drain it asked for ends`,
+          );
           this.give(undefined);
         }
       };
@@ -200,6 +219,8 @@ function describeFailure(err: unknown): string {
       : status === 403
         ? " (the service account may not read it: it needs get, list and watch on this ConfigMap; see deploy/k8s/rbac.yaml)"
         : "";
-  const message = String(e?.message ?? err).split("\n")[0]!.slice(0, 300);
+  const message = String(e?.message ?? err)
+    .split("\n")[0]!
+    .slice(0, 300);
   return status ? `HTTP ${status}${hint}: ${message}` : message;
 }

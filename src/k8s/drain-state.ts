@@ -19,7 +19,9 @@ export const MAP_STATES: Readonly<Record<string, RunnerState>> = {
 /** A STATE value that names no state; the runner keeps the state it is in. */
 export class DrainStateError extends Error {
   constructor(readonly value: string) {
-    super(`${STATE_KEY} ${JSON.stringify(value)} is not one of ${Object.keys(MAP_STATES).join(", ")}: the runner state is left as it is`);
+    super(
+      `${STATE_KEY} ${JSON.stringify(value)} is not one of ${Object.keys(MAP_STATES).join(", ")}: the runner state is left as it is`,
+    );
     this.name = "DrainStateError";
   }
 }
@@ -38,5 +40,8 @@ export function runnerStateOf(value: string | undefined): RunnerState {
 
 /** The queue filter override a map's data carries (absent keys: the configured flags). */
 export function filterOverrideOf(data: Readonly<Record<string, string>> | undefined): QueueFilterOverride {
-  return { match: data?.[QUEUE_MATCH_KEY]?.trim() || undefined, mismatch: data?.[QUEUE_MISMATCH_KEY]?.trim() || undefined };
+  return {
+    match: data?.[QUEUE_MATCH_KEY]?.trim() || undefined,
+    mismatch: data?.[QUEUE_MISMATCH_KEY]?.trim() || undefined,
+  };
 }

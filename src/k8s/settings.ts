@@ -21,14 +21,21 @@ export const K8S_OPTIONS: OptionSpec[] = [
   {
     name: "k8s-configmap",
     type: "string",
-    description: "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (none: no map)",
+    description:
+      "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (none: no map)",
     default: DEFAULT_DRAIN_CONFIGMAP,
   },
-  { name: "k8s-namespace", type: "string", description: "namespace of --k8s-configmap", defaultText: "the pod's own namespace" },
+  {
+    name: "k8s-namespace",
+    type: "string",
+    description: "namespace of --k8s-configmap",
+    defaultText: "the pod's own namespace",
+  },
   {
     name: "k8s-pod-configmap",
     type: "string",
-    description: "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), whose keys override those of --k8s-configmap",
+    description:
+      "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), whose keys override those of --k8s-configmap",
     default: "",
   },
 ];
@@ -40,7 +47,13 @@ const FIRST_READ_WAIT_MS = 10_000;
  * Starts the ConfigMap drain when the runner is in a cluster and waits (a bounded while) until the
  * map was first read and applied; returns what stops it.
  */
-export async function startConfigMapDrain(settings: Settings, target: StateTarget, filter: LiveQueueFilter, log: Logger, env: Record<string, string | undefined> = process.env): Promise<{ stop(): Promise<void> } | undefined> {
+export async function startConfigMapDrain(
+  settings: Settings,
+  target: StateTarget,
+  filter: LiveQueueFilter,
+  log: Logger,
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ stop(): Promise<void> } | undefined> {
   const name = String(settings["k8s-configmap"] ?? "").trim();
   if (DISABLED.has(name.toLowerCase())) return undefined;
   const cluster = detectCluster(env);
@@ -54,7 +67,10 @@ export async function startConfigMapDrain(settings: Settings, target: StateTarge
   const podWhere = `ConfigMap ${namespace}/${podName}`;
   const drain = new ConfigMapDrain(target, filter, log, where);
   // The client library is loaded only here, inside a cluster (it costs start-up time elsewhere).
-  const [{ ConfigMapWatch }, { kubeConfigFor }] = await Promise.all([import("./configmap-watch.ts"), import("./kube-config.ts")]);
+  const [{ ConfigMapWatch }, { kubeConfigFor }] = await Promise.all([
+    import("./configmap-watch.ts"),
+    import("./kube-config.ts"),
+  ]);
   const kubeConfig = kubeConfigFor(cluster);
   // With a pod map, its keys win over the shared map's; each change re-applies the merged keys.
   let shared: ConfigMapData | undefined;
@@ -65,13 +81,26 @@ export async function startConfigMapDrain(settings: Settings, target: StateTarge
   };
   const watches = [
     new ConfigMapWatch({ kubeConfig, namespace, name, onChange: (data) => ((shared = data), applyMerged()), log }),
-    ...(podName && !DISABLED.has(podName.toLowerCase()) && podName !== name ? [new ConfigMapWatch({ kubeConfig, namespace, name: podName, onChange: (data) => ((own = data), applyMerged()), log })] : []),
+    ...(podName && !DISABLED.has(podName.toLowerCase()) && podName !== name
+      ? [
+          new ConfigMapWatch({
+            kubeConfig,
+            namespace,
+            name: podName,
+            onChange: (data) => ((own = data), applyMerged()),
+            log,
+          }),
+        ]
+      : []),
   ];
   const following = watches.length > 1 ? `${where}, and ${podWhere} over it,` : where;
   log.info(`in Kubernetes (${cluster.server}): following ${following} for STATE, QUEUE_MATCH and QUEUE_MISMATCH`);
   for (const w of watches) w.start();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([Promise.all(watches.map((w) => w.firstRead)), new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS)))]);
+  await Promise.race([
+    Promise.all(watches.map((w) => w.firstRead)),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS))),
+  ]);
   clearTimeout(timer);
   return { stop: async () => void (await Promise.all(watches.map((w) => w.stop()))) };
 }

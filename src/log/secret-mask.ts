@@ -12,7 +12,8 @@ export const looksSecret = (name: string) => SECRET_NAME.test(name);
  * ghr_, github_pat_), GitLab (glpat-), Hugging Face (hf_), npm (npm_), Slack (xox?-), OpenAI-style
  * (sk-), AWS access key ids (AKIA…/ASIA…), and PEM private keys.
  */
-const SECRET_TOKEN = /\b(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{32,}|(?:AKIA|ASIA)[0-9A-Z]{16})\b/g;
+const SECRET_TOKEN =
+  /\b(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{32,}|(?:AKIA|ASIA)[0-9A-Z]{16})\b/g;
 const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
 /** A URL with user information (scheme://user:password@ or scheme://token@). */
 const URL_CREDENTIALS = /[a-z][a-z0-9+.-]*:\/\/[^/\s@]+@/i;
@@ -24,7 +25,13 @@ const CONNECTION_STRING_SECRET = /(^|;)\s*(AccountKey|SharedAccessKey|SharedAcce
 /** Whether a value carries a credential by its shape, whatever its variable is called. */
 export function valueLooksSecret(value: string): boolean {
   SECRET_TOKEN.lastIndex = 0;
-  return URL_CREDENTIALS.test(value) || SIGNED_URL.test(value) || CONNECTION_STRING_SECRET.test(value) || PRIVATE_KEY.test(value) || SECRET_TOKEN.test(value);
+  return (
+    URL_CREDENTIALS.test(value) ||
+    SIGNED_URL.test(value) ||
+    CONNECTION_STRING_SECRET.test(value) ||
+    PRIVATE_KEY.test(value) ||
+    SECRET_TOKEN.test(value)
+  );
 }
 
 export class SecretMasker {
@@ -43,8 +50,9 @@ export class SecretMasker {
     if (out.includes("://")) out = out.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@:]+(:[^\s/@]*)?@/gi, "$1***@");
     // NAME=value for secret-looking names (not "pkg==1.0" requirement pins, nor "a<=b")
     if (!out.includes("=")) return out;
-    out = out.replace(/(?<![=<>!~])\b([A-Za-z_][A-Za-z0-9_]*)(\s*=(?!=)\s*)("[^"]*"|'[^']*'|[^\s,;]+)/g, (all, name: string, sep: string) =>
-      SECRET_NAME.test(name) ? `${name}${sep}***` : all,
+    out = out.replace(
+      /(?<![=<>!~])\b([A-Za-z_][A-Za-z0-9_]*)(\s*=(?!=)\s*)("[^"]*"|'[^']*'|[^\s,;]+)/g,
+      (all, name: string, sep: string) => (SECRET_NAME.test(name) ? `${name}${sep}***` : all),
     );
     return out;
   }

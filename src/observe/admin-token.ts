@@ -42,21 +42,38 @@ export function readAdminToken(path: string, warn: (message: string) => void): A
   try {
     const st = statSync(path);
     if (!st.isFile()) throw new AdminTokenError(path, "not a regular file");
-    if (st.size > MAX_TOKEN_FILE_BYTES) throw new AdminTokenError(path, `larger than ${MAX_TOKEN_FILE_BYTES} bytes: a token file holds one line`);
+    if (st.size > MAX_TOKEN_FILE_BYTES)
+      throw new AdminTokenError(path, `larger than ${MAX_TOKEN_FILE_BYTES} bytes: a token file holds one line`);
     mode = st.mode & 0o777;
     text = readFileSync(path, "utf8");
   } catch (err) {
     if (err instanceof AdminTokenError) throw err;
-    throw new AdminTokenError(path, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new AdminTokenError(
+      path,
+      `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
-  if (mode & 0o007) throw new AdminTokenError(path, `mode ${mode.toString(8).padStart(4, "0")} lets other users read or change it: chmod 600 it`);
-  if (mode & 0o020) throw new AdminTokenError(path, `mode ${mode.toString(8).padStart(4, "0")} lets its group change it: chmod 600 it`);
-  if (mode & 0o040) warn(`--admin-token-file ${path}: readable by its group (mode ${mode.toString(8).padStart(4, "0")}); chmod 600 it unless the group is the runner's own (Kubernetes fsGroup)`);
+  if (mode & 0o007)
+    throw new AdminTokenError(
+      path,
+      `mode ${mode.toString(8).padStart(4, "0")} lets other users read or change it: chmod 600 it`,
+    );
+  if (mode & 0o020)
+    throw new AdminTokenError(path, `mode ${mode.toString(8).padStart(4, "0")} lets its group change it: chmod 600 it`);
+  if (mode & 0o040)
+    warn(
+      `--admin-token-file ${path}: readable by its group (mode ${mode.toString(8).padStart(4, "0")}); chmod 600 it unless the group is the runner's own (Kubernetes fsGroup)`,
+    );
   const token = text.trim();
   if (!token) throw new AdminTokenError(path, "empty");
   if (/[\r\n]/.test(token)) throw new AdminTokenError(path, "holds more than one line");
-  if (!/^[\x21-\x7e]+$/.test(token)) throw new AdminTokenError(path, "holds spaces or characters that are not visible ASCII (a bearer token is one word)");
-  if (token.length < MIN_TOKEN_CHARS) throw new AdminTokenError(path, `shorter than ${MIN_TOKEN_CHARS} characters (make one with: openssl rand -hex 32)`);
+  if (!/^[\x21-\x7e]+$/.test(token))
+    throw new AdminTokenError(
+      path,
+      "holds spaces or characters that are not visible ASCII (a bearer token is one word)",
+    );
+  if (token.length < MIN_TOKEN_CHARS)
+    throw new AdminTokenError(path, `shorter than ${MIN_TOKEN_CHARS} characters (make one with: openssl rand -hex 32)`);
   return adminToken(path, token);
 }
 

@@ -41,7 +41,14 @@ export type RunnerEventMap = {
   /** One line of the experiment's log (already masked). */
   "attempt.log": AttemptIdentity & { line: string };
   /** The attempt ended. */
-  "attempt.finished": AttemptIdentity & { result: AttemptResult; reason: string; exitCode?: number | null; durationMs: number; lastPhase?: AttemptPhase; lastPhaseMs?: number };
+  "attempt.finished": AttemptIdentity & {
+    result: AttemptResult;
+    reason: string;
+    exitCode?: number | null;
+    durationMs: number;
+    lastPhase?: AttemptPhase;
+    lastPhaseMs?: number;
+  };
   /** Bytes moved to or from storage. */
   "bytes": { direction: "download" | "upload"; bytes: number };
   /** A cache lookup: artifacts or python environments. */

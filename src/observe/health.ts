@@ -64,11 +64,22 @@ export class LoopHealth {
     const state = this.options.state();
     const sinceLastPassMs = Math.max(0, this.nowMs() - this.lastPassMs);
     const base = { state, sinceLastPassMs, unhealthyAfterMs: this.unhealthyAfterMs, passes: this.passes };
-    if (state === "terminating") return { ...base, healthy: true, reason: "draining to exit: the poll loop has ended on purpose" };
-    if (this.loopEnded) return { ...base, healthy: true, reason: "finishing: the poll loop has ended on purpose; the runner exits once its experiments end" };
+    if (state === "terminating")
+      return { ...base, healthy: true, reason: "draining to exit: the poll loop has ended on purpose" };
+    if (this.loopEnded)
+      return {
+        ...base,
+        healthy: true,
+        reason: "finishing: the poll loop has ended on purpose; the runner exits once its experiments end",
+      };
     if (sinceLastPassMs > this.unhealthyAfterMs) {
-      const what = this.passes === 0 ? "the poll loop has not completed its first pass" : "the poll loop has not completed a pass";
-      return { ...base, healthy: false, reason: `${what} for ${Math.round(sinceLastPassMs / 1000)} s (limit ${Math.round(this.unhealthyAfterMs / 1000)} s)` };
+      const what =
+        this.passes === 0 ? "the poll loop has not completed its first pass" : "the poll loop has not completed a pass";
+      return {
+        ...base,
+        healthy: false,
+        reason: `${what} for ${Math.round(sinceLastPassMs / 1000)} s (limit ${Math.round(this.unhealthyAfterMs / 1000)} s)`,
+      };
     }
     return { ...base, healthy: true, reason: "the poll loop is making progress" };
   }
@@ -76,9 +87,15 @@ export class LoopHealth {
   /** Ready once the first pass completed and while the runner takes work. */
   ready(): ReadyReport {
     const state = this.options.state();
-    if (state !== "running") return { ready: false, state, reason: state === "suspended" ? "suspended: taking no new work" : "draining to exit" };
+    if (state !== "running")
+      return {
+        ready: false,
+        state,
+        reason: state === "suspended" ? "suspended: taking no new work" : "draining to exit",
+      };
     if (this.loopEnded) return { ready: false, state, reason: "finishing: taking no more work" };
-    if (this.passes === 0) return { ready: false, state, reason: "starting: the poll loop has not completed its first pass" };
+    if (this.passes === 0)
+      return { ready: false, state, reason: "starting: the poll loop has not completed its first pass" };
     return { ready: true, state, reason: "taking work" };
   }
 

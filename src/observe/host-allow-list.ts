@@ -34,7 +34,8 @@ export function parseHostPort(text: string): HostPort | undefined {
   return port <= 65_535 ? { host, port } : undefined;
 }
 
-const isLoopback = (host: string) => host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+const isLoopback = (host: string) =>
+  host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "";
 
 /** Problems with --http-allowed-hosts, worded like the other configuration problems. */

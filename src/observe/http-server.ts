@@ -32,9 +32,11 @@ export function parseListenAddress(text: string): ListenAddress {
   if (cut < 0) throw new ListenAddressError(text, "expected host:port or :port");
   let host = trimmed.slice(0, cut);
   const portText = trimmed.slice(cut + 1);
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65_535) throw new ListenAddressError(text, `port ${JSON.stringify(portText)} is not a number from 0 to 65535`);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65_535)
+    throw new ListenAddressError(text, `port ${JSON.stringify(portText)} is not a number from 0 to 65535`);
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  else if (host.includes(":")) throw new ListenAddressError(text, "an IPv6 host must be written in brackets, e.g. [::1]:9090");
+  else if (host.includes(":"))
+    throw new ListenAddressError(text, "an IPv6 host must be written in brackets, e.g. [::1]:9090");
   if (/[\s/@]/.test(host)) throw new ListenAddressError(text, `${JSON.stringify(host)} is not a host name or address`);
   return { hostname: host || "0.0.0.0", port: Number(portText) };
 }
@@ -62,7 +64,11 @@ export type ObserveServerOptions = {
   log: { warn(message: string): void };
 };
 
-export type ObserveServer = { url: string; stop(): Promise<void>; /** What Host values are answered, for the start-up log. */ hosts: string };
+export type ObserveServer = {
+  url: string;
+  stop(): Promise<void> /** What Host values are answered, for the start-up log. */;
+  hosts: string;
+};
 
 /** Largest request body accepted (none is read). */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -73,7 +79,12 @@ const STOP_WAIT_MS = 1_000;
 const json = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(body, null, 2), {
     status,
-    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers },
+    headers: {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+      ...headers,
+    },
   });
 
 /**
@@ -92,14 +103,17 @@ class RefusalLog {
       k.suppressed++;
       return;
     }
-    const more = k?.suppressed ? ` (and ${k.suppressed} more like it in the last ${Math.round((now - k.lastMs) / 1000)} s)` : "";
+    const more = k?.suppressed
+      ? ` (and ${k.suppressed} more like it in the last ${Math.round((now - k.lastMs) / 1000)} s)`
+      : "";
     this.kinds.set(kind, { lastMs: now, suppressed: 0 });
     this.warn(`observability endpoint: refused ${message}${more}`);
   }
 }
 
 /** Shown in a request's log line: a client-chosen value, cut short and without control characters. */
-const shown = (value: string | null) => (value === null ? "none" : JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value));
+const shown = (value: string | null) =>
+  value === null ? "none" : JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
 
 export function startObserveServer(options: ObserveServerOptions): ObserveServer {
   const { metrics, health, status, control, log, adminToken } = options;
@@ -108,24 +122,37 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
   const changeState = (request: Request, from: string, wanted: RunnerState, what: string): Response => {
     if (request.method !== "POST") return json({ error: `${what} takes POST` }, 405);
     if (!allowList!.allowsOrigin(request.headers.get("origin"))) {
-      refusals.note(`${what} origin`, `${what} from ${from}: Origin ${shown(request.headers.get("origin"))} is not an answered host`);
+      refusals.note(
+        `${what} origin`,
+        `${what} from ${from}: Origin ${shown(request.headers.get("origin"))} is not an answered host`,
+      );
       return json({ error: "cross-origin requests may not change the runner's state" }, 403);
     }
     if (!adminToken) {
       refusals.note(`${what} disabled`, `${what} from ${from}: no --admin-token-file is set`);
       return json(
-        { error: `${what} is disabled: start the runner with --admin-token-file <file holding a token, mode 0600> and send the token as "Authorization: Bearer <token>"` },
+        {
+          error: `${what} is disabled: start the runner with --admin-token-file <file holding a token, mode 0600> and send the token as "Authorization: Bearer <token>"`,
+        },
         403,
       );
     }
     if (!adminToken.matches(request.headers.get("authorization"))) {
       const offered = request.headers.has("authorization");
-      refusals.note(`${what} ${offered}`, `${what} from ${from}: ${offered ? "wrong bearer token" : "no bearer token"}`);
-      return json({ error: `${what} needs "Authorization: Bearer <token>" with the token of --admin-token-file` }, 401, { "www-authenticate": 'Bearer realm="studio-runner"' });
+      refusals.note(
+        `${what} ${offered}`,
+        `${what} from ${from}: ${offered ? "wrong bearer token" : "no bearer token"}`,
+      );
+      return json(
+        { error: `${what} needs "Authorization: Bearer <token>" with the token of --admin-token-file` },
+        401,
+        { "www-authenticate": 'Bearer realm="studio-runner"' },
+      );
     }
     control.setState(wanted, `HTTP ${what}`); // the runner logs the change
     const after = control.state;
-    if (after !== wanted) return json({ state: after, error: `the runner is ${after} and cannot become ${wanted}` }, 409);
+    if (after !== wanted)
+      return json({ state: after, error: `the runner is ${after} and cannot become ${wanted}` }, 409);
     return json({ state: after });
   };
   const server = Bun.serve({
@@ -140,8 +167,16 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
       // Without a Host (HTTP/1.0) request.url is only the path: checked before it is parsed.
       const url = new URL(request.url, "http://invalid");
       if (!allowList!.allowsHost(host)) {
-        refusals.note("host", `${request.method} ${shown(url.pathname)} from ${from}: Host ${shown(host)} is not an answered host`);
-        return json({ error: `this endpoint does not answer for Host ${shown(host)}: add that name to --http-allowed-hosts if it is one of this runner's` }, 421);
+        refusals.note(
+          "host",
+          `${request.method} ${shown(url.pathname)} from ${from}: Host ${shown(host)} is not an answered host`,
+        );
+        return json(
+          {
+            error: `this endpoint does not answer for Host ${shown(host)}: add that name to --http-allowed-hosts if it is one of this runner's`,
+          },
+          421,
+        );
       }
       switch (url.pathname) {
         case "/metrics":
@@ -158,15 +193,41 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
           return json(status.snapshot());
         case "/":
         case "/index.html":
-          return new Response(STATUS_PAGE_HTML, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store", "x-content-type-options": "nosniff" } });
+          return new Response(STATUS_PAGE_HTML, {
+            headers: {
+              "content-type": "text/html; charset=utf-8",
+              "cache-control": "no-store",
+              "x-content-type-options": "nosniff",
+            },
+          });
         case "/drain": {
           const exit = ["true", "1", "yes"].includes((url.searchParams.get("exit") ?? "").toLowerCase());
-          return changeState(request, from, exit ? "terminating" : "suspended", exit ? "POST /drain?exit=true" : "POST /drain");
+          return changeState(
+            request,
+            from,
+            exit ? "terminating" : "suspended",
+            exit ? "POST /drain?exit=true" : "POST /drain",
+          );
         }
         case "/resume":
           return changeState(request, from, "running", "POST /resume");
         default:
-          return json({ error: "not found", paths: ["/", "/metrics", "/healthz", "/readyz", "/status", "POST /drain", "POST /drain?exit=true", "POST /resume"] }, 404);
+          return json(
+            {
+              error: "not found",
+              paths: [
+                "/",
+                "/metrics",
+                "/healthz",
+                "/readyz",
+                "/status",
+                "POST /drain",
+                "POST /drain?exit=true",
+                "POST /resume",
+              ],
+            },
+            404,
+          );
       }
     },
     error(err) {

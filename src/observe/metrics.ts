@@ -40,16 +40,33 @@ export class RunnerMetrics {
     const registers = [this.registry];
     if (sources.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
 
-    new Gauge({ name: "runner_info", help: "Always 1; the runner's identity in its labels.", labelNames: ["host", "runner_id", "version"], registers }).set(
-      { host, runner_id: sources.runnerId, version: sources.version },
-      1,
-    );
+    new Gauge({
+      name: "runner_info",
+      help: "Always 1; the runner's identity in its labels.",
+      labelNames: ["host", "runner_id", "version"],
+      registers,
+    }).set({ host, runner_id: sources.runnerId, version: sources.version }, 1);
 
     // The Go runner's names and labels (studio-go-runner docs/metrics.md); "project" of the refresh
     // counters is the queue backend here (local, rabbitmq, sqs, pubsub).
-    const refreshOk = new Counter({ name: "runner_queue_refresh_success", help: "Number of successful queue inventory checks.", labelNames: ["host", "project"], registers });
-    const refreshFail = new Counter({ name: "runner_queue_refresh_fail", help: "Number of failed queue inventory checks.", labelNames: ["host", "project"], registers });
-    const checked = new Counter({ name: "runner_queue_checked", help: "Number of times a queue is queried for work.", labelNames: ["host", "queue_type", "queue_name"], registers });
+    const refreshOk = new Counter({
+      name: "runner_queue_refresh_success",
+      help: "Number of successful queue inventory checks.",
+      labelNames: ["host", "project"],
+      registers,
+    });
+    const refreshFail = new Counter({
+      name: "runner_queue_refresh_fail",
+      help: "Number of failed queue inventory checks.",
+      labelNames: ["host", "project"],
+      registers,
+    });
+    const checked = new Counter({
+      name: "runner_queue_checked",
+      help: "Number of times a queue is queried for work.",
+      labelNames: ["host", "queue_type", "queue_name"],
+      registers,
+    });
     const ignored = new Counter({
       name: "runner_queue_ignored",
       help: "Number of times a queue was queried and no work was taken from it (empty, or its work did not fit now).",
@@ -68,15 +85,35 @@ export class RunnerMetrics {
       labelNames: ["host", "queue_type", "queue_name", "project", "experiment"],
       registers,
     });
-    const cacheHits = new Counter({ name: "runner_cache_hits", help: "Number of cache hits (cache: artifact or venv).", labelNames: ["host", "cache"], registers });
-    const cacheMisses = new Counter({ name: "runner_cache_misses", help: "Number of cache misses (cache: artifact or venv).", labelNames: ["host", "cache"], registers });
+    const cacheHits = new Counter({
+      name: "runner_cache_hits",
+      help: "Number of cache hits (cache: artifact or venv).",
+      labelNames: ["host", "cache"],
+      registers,
+    });
+    const cacheMisses = new Counter({
+      name: "runner_cache_misses",
+      help: "Number of cache misses (cache: artifact or venv).",
+      labelNames: ["host", "cache"],
+      registers,
+    });
 
     // This runner's own.
-    const started = new Counter({ name: "runner_experiments_started_total", help: "Attempts started (the request was read and is valid).", labelNames: ["queue_type", "queue_name"], registers });
+    const started = new Counter({
+      name: "runner_experiments_started_total",
+      help: "Attempts started (the request was read and is valid).",
+      labelNames: ["queue_type", "queue_name"],
+      registers,
+    });
     const ended: Record<AttemptResult, Counter<"queue_type" | "queue_name">> = Object.fromEntries(
       RESULTS.map((result) => [
         result,
-        new Counter({ name: `runner_experiments_${result}_total`, help: RESULT_HELP[result], labelNames: ["queue_type", "queue_name"], registers }),
+        new Counter({
+          name: `runner_experiments_${result}_total`,
+          help: RESULT_HELP[result],
+          labelNames: ["queue_type", "queue_name"],
+          registers,
+        }),
       ]),
     ) as Record<AttemptResult, Counter<"queue_type" | "queue_name">>;
     const running = new Gauge({ name: "runner_experiments_running", help: "Attempts running now.", registers });
@@ -87,11 +124,29 @@ export class RunnerMetrics {
       buckets: DURATION_BUCKETS_S,
       registers,
     });
-    const attemptSeconds = new Histogram({ name: "runner_experiment_duration_seconds", help: "How long attempts took, by result.", labelNames: ["result"], buckets: DURATION_BUCKETS_S, registers });
-    const downloaded = new Counter({ name: "runner_download_bytes_total", help: "Bytes downloaded from storage (cache hits move nothing).", registers });
+    const attemptSeconds = new Histogram({
+      name: "runner_experiment_duration_seconds",
+      help: "How long attempts took, by result.",
+      labelNames: ["result"],
+      buckets: DURATION_BUCKETS_S,
+      registers,
+    });
+    const downloaded = new Counter({
+      name: "runner_download_bytes_total",
+      help: "Bytes downloaded from storage (cache hits move nothing).",
+      registers,
+    });
     const uploaded = new Counter({ name: "runner_upload_bytes_total", help: "Bytes uploaded to storage.", registers });
-    const passes = new Counter({ name: "runner_poll_passes_total", help: "Passes of the runner's poll loop.", registers });
-    const lastPass = new Gauge({ name: "runner_last_poll_timestamp_seconds", help: "Unix time of the poll loop's last pass.", registers });
+    const passes = new Counter({
+      name: "runner_poll_passes_total",
+      help: "Passes of the runner's poll loop.",
+      registers,
+    });
+    const lastPass = new Gauge({
+      name: "runner_last_poll_timestamp_seconds",
+      help: "Unix time of the poll loop's last pass.",
+      registers,
+    });
     const state = sources.state;
     new Gauge({
       name: "runner_state",
@@ -134,11 +189,15 @@ export class RunnerMetrics {
             this.set(value());
           },
         });
-      gauge("runner_gpu_cards_total", "GPU cards in service.", () => (gpus ? gpus.totalCards : (pool?.().capacity.gpus ?? 0)));
+      gauge("runner_gpu_cards_total", "GPU cards in service.", () =>
+        gpus ? gpus.totalCards : (pool?.().capacity.gpus ?? 0),
+      );
       gauge("runner_gpu_cards_allocated", "GPU cards in service held by running experiments (whole or shared).", () =>
         gpus ? gpus.totalCards - gpus.freeCards : (pool?.().used.gpus ?? 0),
       );
-      gauge("runner_gpu_slots_total", "GPU slots: cards in service times --gpu-slots-per-card.", () => (gpus ? gpus.totalCards * slotsPerCard : (pool?.().capacity.gpus ?? 0)));
+      gauge("runner_gpu_slots_total", "GPU slots: cards in service times --gpu-slots-per-card.", () =>
+        gpus ? gpus.totalCards * slotsPerCard : (pool?.().capacity.gpus ?? 0),
+      );
       gauge("runner_gpu_slots_allocated", "GPU slots requested by running experiments.", () => pool?.().used.gpus ?? 0);
     }
     // Only where NVML reports cards: without NVML the metric is absent.
@@ -151,7 +210,8 @@ export class RunnerMetrics {
         collect() {
           this.reset();
           for (const card of gpus.state) {
-            if (card.utilizationGpuPct !== undefined) this.set({ uuid: card.uuid, index: String(card.index) }, card.utilizationGpuPct / 100);
+            if (card.utilizationGpuPct !== undefined)
+              this.set({ uuid: card.uuid, index: String(card.index) }, card.utilizationGpuPct / 100);
           }
         },
       });
@@ -174,7 +234,13 @@ export class RunnerMetrics {
       events.on("attempt.started", (e) => {
         started.inc({ queue_type: e.source, queue_name: e.queue });
         running.inc();
-        const labels: ProjectLabels = { host, queue_type: e.source, queue_name: e.queue, project: e.project ?? "", experiment: e.key };
+        const labels: ProjectLabels = {
+          host,
+          queue_type: e.source,
+          queue_name: e.queue,
+          project: e.project ?? "",
+          experiment: e.key,
+        };
         projectOf.set(e.attemptId, labels);
         const k = labelKey(labels);
         runningPerProject.set(k, (runningPerProject.get(k) ?? 0) + 1);
@@ -186,7 +252,8 @@ export class RunnerMetrics {
       events.on("attempt.finished", (e) => {
         ended[e.result].inc({ queue_type: e.source, queue_name: e.queue });
         attemptSeconds.observe({ result: e.result }, e.durationMs / 1000);
-        if (e.lastPhase && e.lastPhaseMs !== undefined) phaseSeconds.observe({ phase: e.lastPhase }, e.lastPhaseMs / 1000);
+        if (e.lastPhase && e.lastPhaseMs !== undefined)
+          phaseSeconds.observe({ phase: e.lastPhase }, e.lastPhaseMs / 1000);
         const labels = projectOf.get(e.attemptId);
         if (!labels) return; // ended before it started (unreadable request)
         projectOf.delete(e.attemptId);
@@ -227,5 +294,6 @@ const RESULT_HELP: Record<AttemptResult, string> = {
   failed: "Attempts whose script failed (exit code not 0, killed, time limit); a finished experiment, acked.",
   requeued: "Attempts given back to the queue (runner-side fault or shutdown).",
   poisoned: "Requests moved to the failed place after a runner-side fault used up their deliveries (--max-deliveries).",
-  rejected: "Requests kept in the failed place at once: malformed, expired, or a permanent fault (unusable artifact, no matching Python).",
+  rejected:
+    "Requests kept in the failed place at once: malformed, expired, or a permanent fault (unusable artifact, no matching Python).",
 };

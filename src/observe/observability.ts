@@ -9,7 +9,13 @@ import { AdminTokenError, readAdminToken, type AdminToken } from "./admin-token.
 import type { RunnerEvents } from "./events.ts";
 import { LoopHealth } from "./health.ts";
 import { allowedHostsProblems } from "./host-allow-list.ts";
-import { ListenAddressError, parseListenAddress, startObserveServer, type ObserveServer, type RunnerControl } from "./http-server.ts";
+import {
+  ListenAddressError,
+  parseListenAddress,
+  startObserveServer,
+  type ObserveServer,
+  type RunnerControl,
+} from "./http-server.ts";
 import { RunnerMetrics } from "./metrics.ts";
 import { StatusState } from "./status-state.ts";
 
@@ -65,7 +71,8 @@ export function startObservability(options: ObservabilityOptions): Observability
   const address = addressOf(options.settings);
   const tokenFile = options.settings["admin-token-file"];
   if (!address) {
-    if (typeof tokenFile === "string" && tokenFile) options.log.warn("--admin-token-file has no effect without --prom-address");
+    if (typeof tokenFile === "string" && tokenFile)
+      options.log.warn("--admin-token-file has no effect without --prom-address");
     return undefined;
   }
   let adminToken: AdminToken | undefined;
@@ -82,7 +89,16 @@ export function startObservability(options: ObservabilityOptions): Observability
   const state = () => control.state;
   const gpuSlotsPerCard = Math.max(1, Number(options.settings["gpu-slots-per-card"]) || 1);
   const snapshot = () => pool.snapshot();
-  const metrics = new RunnerMetrics({ events, host: options.host, runnerId: options.runnerId, version: options.version, pool: snapshot, gpus, gpuSlotsPerCard, state });
+  const metrics = new RunnerMetrics({
+    events,
+    host: options.host,
+    runnerId: options.runnerId,
+    version: options.version,
+    pool: snapshot,
+    gpus,
+    gpuSlotsPerCard,
+    state,
+  });
   const health = new LoopHealth({ events, state });
   const status = new StatusState({
     events,
@@ -114,9 +130,14 @@ export function startObservability(options: ObservabilityOptions): Observability
     metrics.close();
     health.close();
     status.close();
-    throw new ObserveStartError(`--prom-address ${address}: cannot listen: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new ObserveStartError(
+      `--prom-address ${address}: cannot listen: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
   }
-  const posts = adminToken ? `POST /drain /resume with the bearer token of --admin-token-file ${adminToken.path}` : "POST /drain /resume refused (no --admin-token-file)";
+  const posts = adminToken
+    ? `POST /drain /resume with the bearer token of --admin-token-file ${adminToken.path}`
+    : "POST /drain /resume refused (no --admin-token-file)";
   return {
     url: server.url,
     hosts: server.hosts,

@@ -58,7 +58,13 @@ export type QueueStatus = {
   taken: number;
 };
 
-export type SourceStatus = { source: string; queues: number; lastRefreshAt?: string; lastError?: string; lastErrorAt?: string };
+export type SourceStatus = {
+  source: string;
+  queues: number;
+  lastRefreshAt?: string;
+  lastError?: string;
+  lastErrorAt?: string;
+};
 
 export type GpuStatus = {
   index: number;
@@ -111,7 +117,11 @@ export type StatusSources = {
   logs?: boolean;
 };
 
-type Running = Omit<RunningExperiment, "elapsedMs" | "startedAt" | "phaseSince" | "log"> & { startedAtMs: number; phaseSinceMs?: number; log: string[] };
+type Running = Omit<RunningExperiment, "elapsedMs" | "startedAt" | "phaseSince" | "log"> & {
+  startedAtMs: number;
+  phaseSinceMs?: number;
+  log: string[];
+};
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 
@@ -120,9 +130,22 @@ export class StatusState {
   private readonly nowMs: () => number;
   private readonly running = new Map<string, Running>();
   private readonly finished: FinishedExperiment[] = [];
-  private readonly queues = new Map<string, Omit<QueueStatus, "lastCheckedAt" | "lastTookAt"> & { lastCheckedMs?: number; lastTookMs?: number }>();
-  private readonly sources = new Map<string, { queues: number; lastRefreshMs?: number; lastError?: string; lastErrorMs?: number }>();
-  private readonly totals: StatusDoc["totals"] = { started: 0, succeeded: 0, failed: 0, requeued: 0, poisoned: 0, rejected: 0 };
+  private readonly queues = new Map<
+    string,
+    Omit<QueueStatus, "lastCheckedAt" | "lastTookAt"> & { lastCheckedMs?: number; lastTookMs?: number }
+  >();
+  private readonly sources = new Map<
+    string,
+    { queues: number; lastRefreshMs?: number; lastError?: string; lastErrorMs?: number }
+  >();
+  private readonly totals: StatusDoc["totals"] = {
+    started: 0,
+    succeeded: 0,
+    failed: 0,
+    requeued: 0,
+    poisoned: 0,
+    rejected: 0,
+  };
   private readonly masker = new SecretMasker();
   private stateReason?: string;
   private lastPollMs?: number;
@@ -257,10 +280,20 @@ export class StatusState {
       },
       sources: [...this.sources.entries()]
         .sort(([a], [b]) => a.localeCompare(b))
-        .map(([source, s]) => ({ source, queues: s.queues, lastRefreshAt: iso(s.lastRefreshMs), lastError: s.lastError, lastErrorAt: iso(s.lastErrorMs) })),
+        .map(([source, s]) => ({
+          source,
+          queues: s.queues,
+          lastRefreshAt: iso(s.lastRefreshMs),
+          lastError: s.lastError,
+          lastErrorAt: iso(s.lastErrorMs),
+        })),
       queues: [...this.queues.values()]
         .sort((a, b) => a.source.localeCompare(b.source) || a.name.localeCompare(b.name))
-        .map(({ lastCheckedMs, lastTookMs, ...q }) => ({ ...q, lastCheckedAt: iso(lastCheckedMs), lastTookAt: iso(lastTookMs) })),
+        .map(({ lastCheckedMs, lastTookMs, ...q }) => ({
+          ...q,
+          lastCheckedAt: iso(lastCheckedMs),
+          lastTookAt: iso(lastTookMs),
+        })),
       running: [...this.running.values()]
         .sort((a, b) => a.startedAtMs - b.startedAtMs)
         .map(({ startedAtMs, phaseSinceMs, log, ...r }) => ({

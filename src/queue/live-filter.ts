@@ -47,7 +47,12 @@ export class LiveQueueFilter implements QueueFilter {
   apply(override: QueueFilterOverride): { changes: string[]; problems: QueueFilterError[] } {
     const changes: string[] = [];
     const problems: QueueFilterError[] = [];
-    const next = (field: "QUEUE_MATCH" | "QUEUE_MISMATCH", text: string | undefined, configured: RegExp | undefined, current: RegExp | undefined): RegExp | undefined => {
+    const next = (
+      field: "QUEUE_MATCH" | "QUEUE_MISMATCH",
+      text: string | undefined,
+      configured: RegExp | undefined,
+      current: RegExp | undefined,
+    ): RegExp | undefined => {
       if (text === undefined || text === "") return configured;
       try {
         return new RegExp(text);
@@ -58,8 +63,10 @@ export class LiveQueueFilter implements QueueFilter {
     };
     const match = next("QUEUE_MATCH", override.match, this.configured.match, this.currentMatch);
     const mismatch = next("QUEUE_MISMATCH", override.mismatch, this.configured.mismatch, this.currentMismatch);
-    if (describe(match) !== describe(this.currentMatch)) changes.push(`queue match ${describe(this.currentMatch)} → ${describe(match)}`);
-    if (describe(mismatch) !== describe(this.currentMismatch)) changes.push(`queue mismatch ${describe(this.currentMismatch)} → ${describe(mismatch)}`);
+    if (describe(match) !== describe(this.currentMatch))
+      changes.push(`queue match ${describe(this.currentMatch)} → ${describe(match)}`);
+    if (describe(mismatch) !== describe(this.currentMismatch))
+      changes.push(`queue mismatch ${describe(this.currentMismatch)} → ${describe(mismatch)}`);
     this.currentMatch = match;
     this.currentMismatch = mismatch;
     return { changes, problems };

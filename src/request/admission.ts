@@ -33,7 +33,8 @@ export class RequestAdmission {
     const startedHere = this.options.replay?.wasStarted(request.experiment.key) ?? false;
     if (maxAgeMs > 0 && delivery.deliveryCount <= 1 && !startedHere) {
       const added = request.experiment.timeAddedMs;
-      if (added === undefined) return `experiment.time_added: (missing) is required while --max-request-age is set (${formatDuration(maxAgeMs)}): the request's age cannot be told`;
+      if (added === undefined)
+        return `experiment.time_added: (missing) is required while --max-request-age is set (${formatDuration(maxAgeMs)}): the request's age cannot be told`;
       const ageMs = this.now() - added;
       if (ageMs > maxAgeMs) {
         return `experiment.time_added: ${added / 1000} (${new Date(added).toISOString()}) makes the request ${formatDuration(ageMs)} old, older than --max-request-age ${formatDuration(maxAgeMs)}: refused`;

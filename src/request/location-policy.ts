@@ -96,14 +96,17 @@ export function checkLocation(field: string, qualified: string, policy: Location
   if (/[\u0000-\u0020\u007f]/.test(qualified)) refuse("contains whitespace or control characters");
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(qualified)?.[1]?.toLowerCase();
   if (!scheme || !ALLOWED_SCHEMES.has(scheme)) {
-    refuse("has a scheme this runner does not fetch from (allowed: file:, s3://, gs://, and http(s):// for immutable artifacts)");
+    refuse(
+      "has a scheme this runner does not fetch from (allowed: file:, s3://, gs://, and http(s):// for immutable artifacts)",
+    );
   }
   switch (scheme) {
     case "file":
       return checkFile(qualified, policy, refuse);
     case "http":
     case "https":
-      if (use.mutable) refuse("is an http(s) URL, which only immutable artifacts may use (nothing is uploaded to a URL)");
+      if (use.mutable)
+        refuse("is an http(s) URL, which only immutable artifacts may use (nothing is uploaded to a URL)");
       return checkHttp(qualified, policy, refuse);
     case "s3":
       return checkS3(qualified, policy, refuse);
@@ -116,7 +119,12 @@ export function checkLocation(field: string, qualified: string, policy: Location
  * A storage or database endpoint of a request ("http://host:port" or "host:port"): the same host
  * rules apply. `userinfo` allows user:password@ (the studioml API server's own credentials).
  */
-export function checkEndpoint(field: string, endpoint: string, policy: LocationPolicy, options: { userinfo?: boolean } = {}): void {
+export function checkEndpoint(
+  field: string,
+  endpoint: string,
+  policy: LocationPolicy,
+  options: { userinfo?: boolean } = {},
+): void {
   const refuse = (problem: string): never => {
     throw new RequestError(field, redact(endpoint), problem);
   };
@@ -194,7 +202,8 @@ function checkHttp(qualified: string, policy: LocationPolicy, refuse: (problem: 
   }
   // WHATWG URL drops an empty userinfo ("http://@host"), so look at the text as well.
   const authority = /^[a-z]+:\/\/([^/?#]*)/i.exec(qualified)?.[1] ?? "";
-  if (url.username || url.password || authority.includes("@")) refuse("carries user:password@ (refused for URL artifacts)");
+  if (url.username || url.password || authority.includes("@"))
+    refuse("carries user:password@ (refused for URL artifacts)");
   if (!url.hostname) refuse("names no host");
   checkHost(url.host, policy, refuse);
 }
@@ -249,7 +258,10 @@ export function isIpLiteral(hostname: string): boolean {
  * every other address and for DNS names (which resolve-host.ts resolves and classifies).
  */
 export function classifyHost(hostname: string): HostClass {
-  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "").replace(/\.$/, "");
+  const host = hostname
+    .toLowerCase()
+    .replace(/^\[|\]$/g, "")
+    .replace(/\.$/, "");
   if (METADATA_NAMES.has(host)) return "metadata";
   if (host === "localhost" || host.endsWith(".localhost")) return "private";
   const v4 = parseIPv4(host);
@@ -276,7 +288,8 @@ function ownAddresses(): Set<string> {
   if (ownCache && now - ownCache.atMs < OWN_ADDRESSES_TTL_MS) return ownCache.addresses;
   const addresses = new Set<string>();
   try {
-    for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) addresses.add(i.address.toLowerCase());
+    for (const list of Object.values(networkInterfaces()))
+      for (const i of list ?? []) addresses.add(i.address.toLowerCase());
   } catch {
     // no interface list: only the ranges apply
   }
@@ -317,17 +330,21 @@ function classifyIPv4(addr: number[]): HostClass {
   return PRIVATE_V4.some((r) => inRange4(addr, r)) ? "private" : "public";
 }
 
-const stricter = (x: HostClass, y: HostClass): HostClass => (x === "metadata" || y === "metadata" ? "metadata" : x === "private" || y === "private" ? "private" : "public");
+const stricter = (x: HostClass, y: HostClass): HostClass =>
+  x === "metadata" || y === "metadata" ? "metadata" : x === "private" || y === "private" ? "private" : "public";
 
 function classifyIPv6(words: number[]): HostClass {
   const zeroUpTo = (n: number) => words.slice(0, n).every((w) => w === 0);
   const embedded = (hi: number, lo: number) => classifyIPv4([hi >> 8, hi & 0xff, lo >> 8, lo & 0xff]);
   if (zeroUpTo(7) && (words[7] === 1 || words[7] === 0)) return "private"; // ::1 and ::
   if ((words[0]! & 0xffc0) === 0xfe80) return "metadata"; // fe80::/10 link-local
-  if (words[0] === 0xfd00 && words[1] === 0x0ec2 && words.slice(2, 7).every((w) => w === 0) && words[7] === 0x0254) return "metadata";
+  if (words[0] === 0xfd00 && words[1] === 0x0ec2 && words.slice(2, 7).every((w) => w === 0) && words[7] === 0x0254)
+    return "metadata";
   // IPv4-mapped ::ffff:a.b.c.d and IPv4-compatible ::a.b.c.d: never public, metadata when it embeds one.
-  if (zeroUpTo(5) && (words[5] === 0xffff || words[5] === 0)) return stricter("private", embedded(words[6]!, words[7]!));
-  if (words[0] === 0x64 && words[1] === 0xff9b && words.slice(2, 6).every((w) => w === 0)) return embedded(words[6]!, words[7]!); // NAT64
+  if (zeroUpTo(5) && (words[5] === 0xffff || words[5] === 0))
+    return stricter("private", embedded(words[6]!, words[7]!));
+  if (words[0] === 0x64 && words[1] === 0xff9b && words.slice(2, 6).every((w) => w === 0))
+    return embedded(words[6]!, words[7]!); // NAT64
   if (words[0] === 0x2002) return embedded(words[1]!, words[2]!); // 6to4 embeds an IPv4 address
   if (words[0] === 0x64 && words[1] === 0xff9b && words[2] === 1) return "private"; // local-use NAT64
   if (words[0] === 0x100 && zeroUpTo(4)) return "private"; // discard-only 100::/64
@@ -356,7 +373,8 @@ function parseIPv6(host: string): number[] | undefined {
   }
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const parse = (s: string) => (s === "" ? [] : s.split(":").map((w) => (/^[0-9a-f]{1,4}$/i.test(w) ? parseInt(w, 16) : NaN)));
+  const parse = (s: string) =>
+    s === "" ? [] : s.split(":").map((w) => (/^[0-9a-f]{1,4}$/i.test(w) ? parseInt(w, 16) : NaN));
   const head = parse(halves[0]!);
   const tail = halves.length === 2 ? parse(halves[1]!) : [];
   const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;

@@ -33,7 +33,11 @@ const MAX_QUANTITY = Number.MAX_SAFE_INTEGER;
 export function parseRequest(body: Uint8Array | string): Request {
   const length = typeof body === "string" ? body.length : body.byteLength;
   if (length > MAX_REQUEST_BYTES) {
-    throw new RequestError("(message)", `${length} bytes`, `is larger than the ${MAX_REQUEST_BYTES} bytes a request may have`);
+    throw new RequestError(
+      "(message)",
+      `${length} bytes`,
+      `is larger than the ${MAX_REQUEST_BYTES} bytes a request may have`,
+    );
   }
   const text = typeof body === "string" ? body : new TextDecoder("utf-8", { fatal: false }).decode(body);
   const doc = parseJsonLeniently(text);
@@ -78,7 +82,8 @@ function nestingDepth(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x5b || c === 0x7b) {
@@ -125,7 +130,9 @@ function shorten(v: unknown, depth = 0): unknown {
     return items;
   }
   const keys = Object.keys(v);
-  const entries: Array<[string, unknown]> = keys.slice(0, 8).map((k) => [fieldKey(k), shorten((v as Json)[k], depth + 1)]);
+  const entries: Array<[string, unknown]> = keys
+    .slice(0, 8)
+    .map((k) => [fieldKey(k), shorten((v as Json)[k], depth + 1)]);
   if (keys.length > 8) entries.push(["…", `${keys.length - 8} more`]);
   return Object.fromEntries(entries); // own data properties, even for a "__proto__" key
 }
@@ -171,7 +178,8 @@ function size(field: string, v: unknown): number {
   if (v === null || v === undefined || v === "") return 0;
   const bytes = parseSizeBytes(v);
   if (bytes === undefined) throw new RequestError(field, shorten(v), "is not a size (examples: 512mb, 3g, 16gib)");
-  if (!Number.isFinite(bytes) || bytes > MAX_QUANTITY) throw new RequestError(field, shorten(v), "is absurdly large (more than 8 PiB)");
+  if (!Number.isFinite(bytes) || bytes > MAX_QUANTITY)
+    throw new RequestError(field, shorten(v), "is absurdly large (more than 8 PiB)");
   return bytes;
 }
 
@@ -190,7 +198,11 @@ function parseExperiment(v: unknown): Experiment {
   const key = str(v.key);
   if (!key) throw new RequestError("experiment.key", shorten(v.key), "is required");
   if (!EXPERIMENT_KEY.test(key)) {
-    throw new RequestError("experiment.key", shorten(key), "may hold only letters, digits and . _ : @ + = , - (no slashes)");
+    throw new RequestError(
+      "experiment.key",
+      shorten(key),
+      "may hold only letters, digits and . _ : @ + = , - (no slashes)",
+    );
   }
   const filename = str(v.filename) ?? null;
   if (filename !== null && filename !== "-m" && (filename.startsWith("/") || filename.split("/").includes(".."))) {
@@ -207,7 +219,8 @@ function parseExperiment(v: unknown): Experiment {
   if (!artifacts.workspace && filename !== null) {
     throw new RequestError("experiment.artifacts.workspace", undefined, "is required to run a script");
   }
-  const timeAdded = v.time_added === null || v.time_added === undefined ? undefined : num("experiment.time_added", v.time_added, 0);
+  const timeAdded =
+    v.time_added === null || v.time_added === undefined ? undefined : num("experiment.time_added", v.time_added, 0);
   return {
     key,
     filename,
@@ -234,7 +247,12 @@ function parseArgs(v: unknown): string[] {
       words = splitShellWords(text);
     } catch (err) {
       // The splitter's message repeats the whole argument; the value is already in ours.
-      if (err instanceof ShellWordsError) throw new RequestError(`experiment.args[${i}]`, shorten(arg), `cannot be split: ${err.message.split(" in ")[0]}`);
+      if (err instanceof ShellWordsError)
+        throw new RequestError(
+          `experiment.args[${i}]`,
+          shorten(arg),
+          `cannot be split: ${err.message.split(" in ")[0]}`,
+        );
       throw err;
     }
     for (const word of words) out.push(word); // not push(...words): a huge spread overflows the stack

@@ -11,8 +11,11 @@ export type RequestReader = (body: Uint8Array, queue: string) => Request;
 export type EnvelopeSettings = { keys: EnvelopeKeys; clearTextAllowed: boolean };
 
 /** The reader for the runner's envelope settings; without any, plain requests and no keys. */
-export function requestReader(envelope: EnvelopeSettings = { keys: NO_ENVELOPE_KEYS, clearTextAllowed: true }): RequestReader {
-  return (body, queue) => parseRequest(openEnvelope(body, queue, envelope.keys, { clearTextAllowed: envelope.clearTextAllowed }).json);
+export function requestReader(
+  envelope: EnvelopeSettings = { keys: NO_ENVELOPE_KEYS, clearTextAllowed: true },
+): RequestReader {
+  return (body, queue) =>
+    parseRequest(openEnvelope(body, queue, envelope.keys, { clearTextAllowed: envelope.clearTextAllowed }).json);
 }
 
 export const plainRequestReader: RequestReader = requestReader();

@@ -64,7 +64,8 @@ export class ReplayGuard {
     this.rereadIfChanged();
     const done = this.completedByKey.get(key);
     if (done?.completedAtMs === undefined) return undefined;
-    const same = done.digest === messageDigest(body) ? "the same message" : "the same experiment key in another message";
+    const same =
+      done.digest === messageDigest(body) ? "the same message" : "the same experiment key in another message";
     return `experiment.key: ${JSON.stringify(key)} was already completed by this runner at ${new Date(done.completedAtMs).toISOString()} (${same}): refused as a replay; a new run of an experiment gets a new key from the client`;
   }
 
@@ -119,7 +120,8 @@ export class ReplayGuard {
       if (!line.trim()) continue;
       try {
         const e = JSON.parse(line) as ReplayEntry;
-        if (typeof e.key !== "string" || (typeof e.completedAtMs !== "number" && typeof e.startedAtMs !== "number")) continue;
+        if (typeof e.key !== "string" || (typeof e.completedAtMs !== "number" && typeof e.startedAtMs !== "number"))
+          continue;
         const merged = { ...map.get(e.key), ...e };
         map.delete(e.key);
         map.set(e.key, merged);
@@ -150,7 +152,9 @@ export class ReplayGuard {
     const now = this.now();
     const maxAge = this.options.maxAgeMs;
     const last = (e: ReplayEntry) => Math.max(e.completedAtMs ?? 0, e.startedAtMs ?? 0, e.timeAddedMs ?? 0);
-    const kept = [...this.completedByKey.values()].filter((e) => maxAge <= 0 || e.completedAtMs === undefined || last(e) + maxAge > now);
+    const kept = [...this.completedByKey.values()].filter(
+      (e) => maxAge <= 0 || e.completedAtMs === undefined || last(e) + maxAge > now,
+    );
     kept.sort((a, b) => last(a) - last(b));
     const bounded = kept.slice(Math.max(0, kept.length - this.maxEntries));
     this.completedByKey = new Map(bounded.map((e) => [e.key, e]));

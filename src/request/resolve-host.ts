@@ -7,7 +7,17 @@
 
 import { lookup } from "node:dns/promises";
 import { RequestError, RetryableError } from "../errors.ts";
-import { checkLocation, classifyHost, hostnameOf, hostProblem, isIpLiteral, redact, type HostClass, type LocationPolicy, type LocationUse } from "./location-policy.ts";
+import {
+  checkLocation,
+  classifyHost,
+  hostnameOf,
+  hostProblem,
+  isIpLiteral,
+  redact,
+  type HostClass,
+  type LocationPolicy,
+  type LocationUse,
+} from "./location-policy.ts";
 import { isHostLike } from "./s3-location.ts";
 
 export type ResolvedAddress = { address: string; family: number };
@@ -40,12 +50,17 @@ export async function resolveChecked(
   try {
     addresses = await (options.resolver ?? systemResolver)(host);
   } catch (err) {
-    throw new RetryableError(`${field}: cannot resolve ${host} to check where it points: ${(err as Error).message}`, { field }, { cause: err });
+    throw new RetryableError(
+      `${field}: cannot resolve ${host} to check where it points: ${(err as Error).message}`,
+      { field },
+      { cause: err },
+    );
   }
   if (!addresses.length) throw new RetryableError(`${field}: ${host} resolves to no address`, { field });
   for (const a of addresses) {
     const problem = hostProblem(classify(a.address), policy);
-    if (problem) throw new RequestError(field, redact(shown), `names ${host}, which resolves to ${a.address} and ${problem}`);
+    if (problem)
+      throw new RequestError(field, redact(shown), `names ${host}, which resolves to ${a.address} and ${problem}`);
   }
   return addresses;
 }
@@ -71,7 +86,13 @@ export function connectHostOf(location: string): string | undefined {
 }
 
 /** checkLocation, then the host it names (if any) resolved and every address checked. */
-export async function checkLocationResolved(field: string, qualified: string, policy: LocationPolicy, use: LocationUse = {}, options: ResolveOptions = {}): Promise<void> {
+export async function checkLocationResolved(
+  field: string,
+  qualified: string,
+  policy: LocationPolicy,
+  use: LocationUse = {},
+  options: ResolveOptions = {},
+): Promise<void> {
   checkLocation(field, qualified, policy, use);
   const host = connectHostOf(qualified);
   if (host) await resolveChecked(field, qualified, host, policy, options);

@@ -47,7 +47,12 @@ export class ResourcePool {
 
   /** What a request asks for, with zero cpus counted as one. */
   static needsOf(r: Resources): Capacity {
-    return { cpus: Math.max(1, Math.ceil(r.cpus)), ramBytes: r.ramBytes, hddBytes: r.hddBytes, gpus: Math.ceil(r.gpus) };
+    return {
+      cpus: Math.max(1, Math.ceil(r.cpus)),
+      ramBytes: r.ramBytes,
+      hddBytes: r.hddBytes,
+      gpus: Math.ceil(r.gpus),
+    };
   }
 
   /** Why the request can never run here, even on an idle runner; undefined if it can. */
@@ -69,7 +74,9 @@ export class ResourcePool {
       this.used.ramBytes + n.ramBytes <= this.capacity.ramBytes &&
       this.used.hddBytes + n.hddBytes <= this.capacity.hddBytes &&
       this.diskFloorHolds(n.hddBytes) &&
-      (this.gpuAllocator ? this.gpuAllocator.canAllocate(ResourcePool.gpuRequest(r)) : this.used.gpus + n.gpus <= this.capacity.gpus)
+      (this.gpuAllocator
+        ? this.gpuAllocator.canAllocate(ResourcePool.gpuRequest(r))
+        : this.used.gpus + n.gpus <= this.capacity.gpus)
     );
   }
 
@@ -82,8 +89,14 @@ export class ResourcePool {
     const n = ResourcePool.needsOf(r);
     const h = ResourcePool.needsOf(held);
     const free = this.free;
-    if (n.cpus + h.cpus > free.cpus || n.ramBytes + h.ramBytes > free.ramBytes || n.hddBytes + h.hddBytes > free.hddBytes) return false;
-    const cards = (x: Resources) => (this.gpuAllocator ? this.gpuAllocator.cardsFor(ResourcePool.gpuRequest(x)) : Math.ceil(x.gpus));
+    if (
+      n.cpus + h.cpus > free.cpus ||
+      n.ramBytes + h.ramBytes > free.ramBytes ||
+      n.hddBytes + h.hddBytes > free.hddBytes
+    )
+      return false;
+    const cards = (x: Resources) =>
+      this.gpuAllocator ? this.gpuAllocator.cardsFor(ResourcePool.gpuRequest(x)) : Math.ceil(x.gpus);
     const needCards = cards(r) + cards(held);
     return needCards === 0 || cards(r) === 0 || needCards <= free.gpus;
   }

@@ -29,7 +29,11 @@ export function prepareRunnerDirs(d: RunnerDirs, log: { info(m: string): void; w
   if (shared) log.warn(shared);
   const info = (m: string) => log.info(m);
   // The working dir may be the shared $TMPDIR: only the runner's subdirectory is checked.
-  ensurePrivateDir(runnerWorkRoot(d.workingDir), { mode: pass, label: "--working-dir's studio-runner directory", log: info });
+  ensurePrivateDir(runnerWorkRoot(d.workingDir), {
+    mode: pass,
+    label: "--working-dir's studio-runner directory",
+    log: info,
+  });
   ensurePrivateDir(d.cacheDir, { mode: pass, label: "--cache-dir", followSymlink: true, log: info });
   ensurePrivateDir(join(d.cacheDir, "venvs"), { mode: pass, label: "the venv cache", log: info });
   ensurePrivateDir(join(d.cacheDir, "artifacts"), { mode: 0o700, label: "the artifact cache", log: info });

@@ -52,7 +52,9 @@ export class Runner {
   /** Stop taking work; running experiments get the grace period. A second call forces. */
   drain(reason: string) {
     if (!this.shutdown.signal.aborted) {
-      this.ctx.log.info(`draining (${reason}): no new work; ${this.running.size} experiment(s) running get ${formatDuration(this.limits.shutdownGraceMs)}`);
+      this.ctx.log.info(
+        `draining (${reason}): no new work; ${this.running.size} experiment(s) running get ${formatDuration(this.limits.shutdownGraceMs)}`,
+      );
       this.shutdown.abort();
     } else if (!this.force.signal.aborted) {
       this.ctx.log.warn(`forced shutdown (${reason}): stopping running experiments now`);
@@ -123,7 +125,12 @@ export class Runner {
             queuesSeen.add(`${backend.kind}:${name}`);
             this.ctx.log.info(`serving ${backend.kind} queue ${name}`);
           }
-          if (this.draining || this.maintenance !== "running" || (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks)) break;
+          if (
+            this.draining ||
+            this.maintenance !== "running" ||
+            (this.limits.limitTasks > 0 && this.taken >= this.limits.limitTasks)
+          )
+            break;
           if (this.refused(backend.kind, name)) continue;
           const taken = await this.takeOne(backend, name);
           this.ctx.events?.emit("queue.checked", { source: backend.kind, queue: name, took: taken });
@@ -133,7 +140,11 @@ export class Runner {
       this.ctx.events?.emit("poll", { atMs: Date.now() });
       if (this.running.size > 0) this.lastBusyMs = Date.now();
       if (took) continue;
-      if (this.limits.limitIdleMs > 0 && this.running.size === 0 && Date.now() - this.lastBusyMs >= this.limits.limitIdleMs) {
+      if (
+        this.limits.limitIdleMs > 0 &&
+        this.running.size === 0 &&
+        Date.now() - this.lastBusyMs >= this.limits.limitIdleMs
+      ) {
         this.ctx.log.info(`idle for ${formatDuration(this.limits.limitIdleMs)} (--limit-idle-duration): finishing`);
         break;
       }
@@ -158,8 +169,12 @@ export class Runner {
   private async waitForWork() {
     const controller = new AbortController();
     const woken = new Promise<void>((resolve) => (this.wake = resolve));
-    const idleLeft = this.limits.limitIdleMs > 0 ? Math.max(50, this.limits.limitIdleMs - (Date.now() - this.lastBusyMs)) : 5000;
-    await Promise.race([woken, ...this.backends.map((b) => b.waitForWork(Math.min(5000, idleLeft), controller.signal))]);
+    const idleLeft =
+      this.limits.limitIdleMs > 0 ? Math.max(50, this.limits.limitIdleMs - (Date.now() - this.lastBusyMs)) : 5000;
+    await Promise.race([
+      woken,
+      ...this.backends.map((b) => b.waitForWork(Math.min(5000, idleLeft), controller.signal)),
+    ]);
     controller.abort();
     this.wake = undefined;
   }
@@ -206,7 +221,13 @@ export class Runner {
     // The Go runner's rule: a queue whose last request needed more than is free now is not asked
     // again until something was released (or a while has passed: the request may be gone).
     const last = this.lastNeeds.get(id);
-    if (last && last.releasesSeen === this.releases && !this.pool.fitsNow(last.resources) && Date.now() - last.seenMs < RECHECK_BLOCKED_QUEUE_MS) return false;
+    if (
+      last &&
+      last.releasesSeen === this.releases &&
+      !this.pool.fitsNow(last.resources) &&
+      Date.now() - last.seenMs < RECHECK_BLOCKED_QUEUE_MS
+    )
+      return false;
     const held = this.heldFor(id);
     let looked = false;
     let delivery;
@@ -225,20 +246,30 @@ export class Runner {
           const resources = request.experiment.resources;
           const now = Date.now();
           const before = this.waiting.get(id);
-          const needs = { resources, key: request.experiment.key, seenMs: now, releasesSeen: this.releases, sinceMs: before?.key === request.experiment.key ? before.sinceMs : now };
+          const needs = {
+            resources,
+            key: request.experiment.key,
+            seenMs: now,
+            releasesSeen: this.releases,
+            sinceMs: before?.key === request.experiment.key ? before.sinceMs : now,
+          };
           this.lastNeeds.set(id, needs);
           const never = this.pool.neverFits(resources);
           if (never) {
             this.waiting.delete(id);
             if (!this.warnedNeverFits.has(request.experiment.key)) {
               this.warnedNeverFits.add(request.experiment.key);
-              this.ctx.log.warn(`leaving experiment ${request.experiment.key} in ${name} for a bigger runner: ${never}`);
+              this.ctx.log.warn(
+                `leaving experiment ${request.experiment.key} in ${name} for a bigger runner: ${never}`,
+              );
             }
             return false;
           }
           if (!this.pool.fitsNow(resources)) {
             if (before?.key !== needs.key) {
-              this.ctx.log.info(`experiment ${needs.key} in ${name} waits for resources; other queues' work is taken only where it leaves room for it`);
+              this.ctx.log.info(
+                `experiment ${needs.key} in ${name} waits for resources; other queues' work is taken only where it leaves room for it`,
+              );
             }
             // Re-inserted only when new, so the map stays ordered oldest first.
             if (before) Object.assign(before, needs);
@@ -269,7 +300,11 @@ export class Runner {
       // Too old, or a replay of a completed experiment: kept in the failed place with the reason.
       const refusal = admission.refusal(request, delivery);
       if (refusal) {
-        await delivery.reject(refusal).catch((err) => this.ctx.log.warn(`could not keep ${request.experiment.key} in the failed place: ${errorMessage(err)}`));
+        await delivery
+          .reject(refusal)
+          .catch((err) =>
+            this.ctx.log.warn(`could not keep ${request.experiment.key} in the failed place: ${errorMessage(err)}`),
+          );
         this.ctx.log.error(`experiment ${request.experiment.key} rejected: ${refusal}`);
         this.outcomes.push({ kind: "rejected", reason: refusal });
         return true;
@@ -283,7 +318,18 @@ export class Runner {
       return false;
     }
     this.taken++;
-    const attempt = runAttempt(delivery, this.ctx, { shutdown: this.shutdown.signal, force: this.force.signal, shutdownGraceMs: this.limits.shutdownGraceMs, source: backend.kind }, reservation, request)
+    const attempt = runAttempt(
+      delivery,
+      this.ctx,
+      {
+        shutdown: this.shutdown.signal,
+        force: this.force.signal,
+        shutdownGraceMs: this.limits.shutdownGraceMs,
+        source: backend.kind,
+      },
+      reservation,
+      request,
+    )
       .catch((err): AttemptOutcome => {
         this.ctx.log.error(`attempt crashed: ${errorMessage(err)}`);
         return { kind: "failed", reason: errorMessage(err) };

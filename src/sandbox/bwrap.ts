@@ -176,7 +176,17 @@ export async function probeSandbox(
     dir = mkdtempSync(join(tmpdir(), "studio-runner-probe-"));
     if (options.jobUser) chownSync(dir, options.jobUser.uid, options.jobUser.gid);
     const argv = bwrapArgv(
-      { bwrapPath, experimentDir: dir, readOnlyPaths: [], hiddenPaths: [], network: options.network ?? "shared", gpuDevices: false, cwd: dir, jobUser: options.jobUser, setprivPath: options.setprivPath },
+      {
+        bwrapPath,
+        experimentDir: dir,
+        readOnlyPaths: [],
+        hiddenPaths: [],
+        network: options.network ?? "shared",
+        gpuDevices: false,
+        cwd: dir,
+        jobUser: options.jobUser,
+        setprivPath: options.setprivPath,
+      },
       ["/bin/sh", "-c", "exit 0"],
     );
     const who = options.jobUser ? ` as job user ${options.jobUser.label}` : "";
@@ -194,7 +204,10 @@ export async function requireBwrap(
   options: { jobUser?: JobUser; network?: SandboxNetwork; setprivPath?: string } = {},
 ): Promise<string> {
   const path = findBwrap(env);
-  if (!path) throw new SandboxUnavailableError("bwrap (bubblewrap) is not on the PATH; install it (apt-get install bubblewrap) or run without --sandbox");
+  if (!path)
+    throw new SandboxUnavailableError(
+      "bwrap (bubblewrap) is not on the PATH; install it (apt-get install bubblewrap) or run without --sandbox",
+    );
   const reason = await probeSandbox(path, options);
   if (reason) throw new SandboxUnavailableError(reason);
   return path;
@@ -278,7 +291,8 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
     mounts.push({ path: found.real, rank: 1, args: ["--ro-bind", found.real, found.real] });
   }
   const experiment = canonical("experimentDir", options.experimentDir);
-  if (!experiment || experiment.kind !== "dir") throw new Error(`bwrapArgv: experimentDir is not a directory: ${options.experimentDir}`);
+  if (!experiment || experiment.kind !== "dir")
+    throw new Error(`bwrapArgv: experimentDir is not a directory: ${options.experimentDir}`);
   if (experiment.real === sep) throw new Error("bwrapArgv: experimentDir cannot be /");
   mounts.push({ path: experiment.real, rank: 2, args: ["--bind", experiment.real, experiment.real] });
 
@@ -289,7 +303,9 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
     const binds = mounts.filter((m) => m.rank > 0).map((m) => m.path);
     const covered = (m: Mount) =>
       m.rank === 0 &&
-      hiddenDirs.some((d) => d !== m.path && within(m.path, d) && !binds.some((b) => b !== d && within(b, d) && within(m.path, b)));
+      hiddenDirs.some(
+        (d) => d !== m.path && within(m.path, d) && !binds.some((b) => b !== d && within(b, d) && within(m.path, b)),
+      );
     for (let i = mounts.length - 1; i >= 0; i--) {
       if (!covered(mounts[i]!)) continue;
       const [gone] = mounts.splice(i, 1);
@@ -342,7 +358,13 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
   const gpu = gpuNodes(options.gpuDevices, host);
   const cwd = absolute("cwd", options.cwd);
   const envArgs = options.envArgsFd !== undefined ? ["--clearenv", "--args", String(options.envArgsFd)] : [];
-  const namespaces = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", ...(options.network === "loopback" ? ["--unshare-net"] : [])];
+  const namespaces = [
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    ...(options.network === "loopback" ? ["--unshare-net"] : []),
+  ];
 
   if (!user) {
     const argv = [options.bwrapPath, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"];
@@ -358,13 +380,55 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
 
   // Stage 1, root: the file-system view. The host's /proc is bound (read-write, not remounted) so
   // that stage 2 may mount a fresh one for its PID namespace (the kernel wants a fully visible proc).
-  const outer = [options.bwrapPath, "--ro-bind", "/", "/", "--dev-bind", "/proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp"];
+  const outer = [
+    options.bwrapPath,
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev-bind",
+    "/proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--perms",
+    "1777",
+    "--tmpfs",
+    "/dev/shm",
+    "--perms",
+    "1777",
+    "--tmpfs",
+    "/tmp",
+  ];
   for (const m of deduped) outer.push(...m.args);
   for (const p of remountRo) if (keptHidden.has(p)) outer.push("--remount-ro", p);
   for (const node of gpu) outer.push("--dev-bind", node, node);
   outer.push("--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--die-with-parent", "--");
   // Stage 2, the job user: namespaces, fresh /proc, no capabilities, no further user namespaces.
-  const inner = [options.bwrapPath, "--unshare-user", "--uid", String(user.uid), "--gid", String(user.gid), "--disable-userns", "--dev-bind", "/", "/", "--proc", "/proc"];
-  inner.push(...namespaces, "--cap-drop", "ALL", "--die-with-parent", "--new-session", ...envArgs, "--chdir", cwd, "--", ...command);
+  const inner = [
+    options.bwrapPath,
+    "--unshare-user",
+    "--uid",
+    String(user.uid),
+    "--gid",
+    String(user.gid),
+    "--disable-userns",
+    "--dev-bind",
+    "/",
+    "/",
+    "--proc",
+    "/proc",
+  ];
+  inner.push(
+    ...namespaces,
+    "--cap-drop",
+    "ALL",
+    "--die-with-parent",
+    "--new-session",
+    ...envArgs,
+    "--chdir",
+    cwd,
+    "--",
+    ...command,
+  );
   return [...outer, ...asJobUser(user, inner, options.setprivPath ?? "/usr/bin/setpriv", { noNewPrivs: true })];
 }

@@ -39,7 +39,17 @@ const HOME_SECRETS = [
   ".studioml",
 ];
 
-const ENV_SECRETS = ["GOOGLE_APPLICATION_CREDENTIALS", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "CLOUDSDK_CONFIG", "DOCKER_CONFIG", "KUBECONFIG", "NETRC", "PIP_CONFIG_FILE"];
+const ENV_SECRETS = [
+  "GOOGLE_APPLICATION_CREDENTIALS",
+  "AWS_SHARED_CREDENTIALS_FILE",
+  "AWS_CONFIG_FILE",
+  "AWS_WEB_IDENTITY_TOKEN_FILE",
+  "CLOUDSDK_CONFIG",
+  "DOCKER_CONFIG",
+  "KUBECONFIG",
+  "NETRC",
+  "PIP_CONFIG_FILE",
+];
 
 const SYSTEM_SECRETS = [
   "/etc/studio-runner",
@@ -73,9 +83,24 @@ export function runnerHiddenPaths(r: RunnerPaths): string[] {
     // KUBECONFIG may list several files.
     if (value) out.push(...value.split(":").filter((v) => v.startsWith("/")));
   }
-  for (const p of [r.configFile, r.sqsCerts, r.googleCerts, r.queueRoot, r.workingDir, r.cacheDir, ...(r.secretPaths ?? [])]) if (p) out.push(p);
+  for (const p of [
+    r.configFile,
+    r.sqsCerts,
+    r.googleCerts,
+    r.queueRoot,
+    r.workingDir,
+    r.cacheDir,
+    ...(r.secretPaths ?? []),
+  ])
+    if (p) out.push(p);
   // Sockets and runtime directories named by the runner's environment.
-  for (const p of [r.env.SSH_AUTH_SOCK, dbusSocket(r.env.DBUS_SESSION_BUS_ADDRESS), dbusSocket(r.env.DBUS_SYSTEM_BUS_ADDRESS), r.env.XDG_RUNTIME_DIR, r.env.DOCKER_HOST?.replace(/^unix:\/\//, "")]) {
+  for (const p of [
+    r.env.SSH_AUTH_SOCK,
+    dbusSocket(r.env.DBUS_SESSION_BUS_ADDRESS),
+    dbusSocket(r.env.DBUS_SYSTEM_BUS_ADDRESS),
+    r.env.XDG_RUNTIME_DIR,
+    r.env.DOCKER_HOST?.replace(/^unix:\/\//, ""),
+  ]) {
     if (p && p.startsWith("/")) out.push(p);
   }
   out.push(...SYSTEM_SECRETS);

@@ -34,7 +34,12 @@ function chownTree(path: string, user: JobUser): void {
  * Creates HOME and TMPDIR in the attempt directory and hands the job's parts to `user` (when the
  * runner is root and jobs run as someone else); `readable` are runner files the job must read.
  */
-export function prepareJobDirs(attemptDir: string, dirs: Record<string, string>, user: JobUser | undefined, readable: string[] = []): JobDirs {
+export function prepareJobDirs(
+  attemptDir: string,
+  dirs: Record<string, string>,
+  user: JobUser | undefined,
+  readable: string[] = [],
+): JobDirs {
   const home = join(attemptDir, JOB_HOME);
   const tmp = join(attemptDir, JOB_TMP);
   mkdirSync(home, { recursive: true, mode: 0o700 });

@@ -18,7 +18,11 @@ export class JobUserError extends PermanentError {
 }
 
 /** The uid/gid jobs run as, or undefined when the runner is not root (jobs run as the runner). */
-export function resolveJobUser(setting: string | undefined, euid: number = process.geteuid?.() ?? -1, passwd = "/etc/passwd"): JobUser | undefined {
+export function resolveJobUser(
+  setting: string | undefined,
+  euid: number = process.geteuid?.() ?? -1,
+  passwd = "/etc/passwd",
+): JobUser | undefined {
   if (euid !== 0) return undefined;
   const text = (setting ?? "").trim() || DEFAULT_JOB_USER;
   const numeric = /^(\d+)(?::(\d+))?$/.exec(text);
@@ -34,10 +38,12 @@ export function resolveJobUser(setting: string | undefined, euid: number = proce
       throw new JobUserError(`--job-user ${JSON.stringify(text)}: cannot read ${passwd}: ${(err as Error).message}`);
     }
     const entry = lines.map((l) => l.split(":")).find((f) => f[0] === text);
-    if (!entry || entry.length < 4) throw new JobUserError(`--job-user ${JSON.stringify(text)}: no such user in ${passwd}`);
+    if (!entry || entry.length < 4)
+      throw new JobUserError(`--job-user ${JSON.stringify(text)}: no such user in ${passwd}`);
     user = { uid: Number(entry[2]), gid: Number(entry[3]), label: `${text} (${entry[2]}:${entry[3]})` };
   }
-  if (user.uid === 0 || user.gid === 0) throw new JobUserError(`--job-user ${JSON.stringify(text)}: jobs never run as root (uid or gid 0)`);
+  if (user.uid === 0 || user.gid === 0)
+    throw new JobUserError(`--job-user ${JSON.stringify(text)}: jobs never run as root (uid or gid 0)`);
   return user;
 }
 
@@ -45,7 +51,20 @@ export function resolveJobUser(setting: string | undefined, euid: number = proce
  * `argv` started as `user` (setpriv: real and effective ids, no supplementary groups; with
  * noNewPrivs also no_new_privs, so nothing below can gain privileges by exec); unchanged without a user.
  */
-export function asJobUser(user: JobUser | undefined, argv: string[], setprivPath = "/usr/bin/setpriv", options: { noNewPrivs?: boolean } = {}): string[] {
+export function asJobUser(
+  user: JobUser | undefined,
+  argv: string[],
+  setprivPath = "/usr/bin/setpriv",
+  options: { noNewPrivs?: boolean } = {},
+): string[] {
   if (!user) return argv;
-  return [setprivPath, `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", ...(options.noNewPrivs ? ["--no-new-privs"] : []), "--", ...argv];
+  return [
+    setprivPath,
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--clear-groups",
+    ...(options.noNewPrivs ? ["--no-new-privs"] : []),
+    "--",
+    ...argv,
+  ];
 }

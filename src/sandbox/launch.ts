@@ -61,15 +61,21 @@ export function venvJobLaunch(input: {
   const sb = input.sandbox;
   if (!sb) {
     const { script, skipped } = shellEnvScript(input.env);
-    if (skipped.length) notes.push(`warning: not passed to the experiment (not a shell variable name): ${skipped.join(", ")}`);
-    return { argv: asJobUser(input.jobUser, envLoaderArgv(input.command)), payload: Buffer.from(script, "utf8"), notes };
+    if (skipped.length)
+      notes.push(`warning: not passed to the experiment (not a shell variable name): ${skipped.join(", ")}`);
+    return {
+      argv: asJobUser(input.jobUser, envLoaderArgv(input.command)),
+      payload: Buffer.from(script, "utf8"),
+      notes,
+    };
   }
   let gpuDevices: number[] | false = false;
   if (input.gpuUuids.length) {
     gpuDevices = [];
     for (const uuid of input.gpuUuids) {
       const minor = sb.gpuMinors?.[uuid];
-      if (minor === undefined) notes.push(`warning: no device node known for GPU ${uuid}; it is not available in the sandbox`);
+      if (minor === undefined)
+        notes.push(`warning: no device node known for GPU ${uuid}; it is not available in the sandbox`);
       else gpuDevices.push(minor);
     }
   }

@@ -31,7 +31,10 @@ export function experimentRecordFor(request: Request, options: RecordOptions): E
   const type = String(d.type ?? "").toLowerCase();
   const factory = FACTORIES[type];
   if (!factory) {
-    if (type) options.warn(`config.database.type ${JSON.stringify(d.type)}: unknown database type; experiment status is not kept`);
+    if (type)
+      options.warn(
+        `config.database.type ${JSON.stringify(d.type)}: unknown database type; experiment status is not kept`,
+      );
     return undefined;
   }
   const record = factory(d, request, options);
@@ -65,20 +68,29 @@ export async function checkDatabase(
     case "s3":
       return host("config.database.endpoint", d.endpoint);
     case "http":
-      return typeof d.serverUrl === "string" ? host("config.database.serverUrl", d.serverUrl, { userinfo: true }) : host("config.database.endpoint", d.endpoint, { userinfo: true });
+      return typeof d.serverUrl === "string"
+        ? host("config.database.serverUrl", d.serverUrl, { userinfo: true })
+        : host("config.database.endpoint", d.endpoint, { userinfo: true });
     case "firebase": {
       if (options.env.FIREBASE_DATABASE_EMULATOR_HOST) return;
       const projectId = typeof d.projectId === "string" ? d.projectId : undefined;
-      const url = typeof d.databaseURL === "string" ? d.databaseURL : projectId ? `https://${projectId}.firebaseio.com` : undefined;
+      const url =
+        typeof d.databaseURL === "string"
+          ? d.databaseURL
+          : projectId
+            ? `https://${projectId}.firebaseio.com`
+            : undefined;
       await host(typeof d.databaseURL === "string" ? "config.database.databaseURL" : "config.database.projectId", url);
       if (typeof d.serviceAccount === "string" && d.serviceAccount) {
         const file = d.serviceAccount;
         checkFilePath("config.database.serviceAccount", file, file, policy);
         // The real path, now: a symlink inside a root to a key file elsewhere is refused.
-        const opened = await new ConfinedPaths(policy.allowedFileRoots, "config.database.serviceAccount").openRead(file, file).catch((err) => {
-          if (err instanceof RequestError) throw err;
-          return undefined; // unreadable: the record says the file cannot be used
-        });
+        const opened = await new ConfinedPaths(policy.allowedFileRoots, "config.database.serviceAccount")
+          .openRead(file, file)
+          .catch((err) => {
+            if (err instanceof RequestError) throw err;
+            return undefined; // unreadable: the record says the file cannot be used
+          });
         await opened?.close();
       }
       return;
@@ -88,11 +100,23 @@ export async function checkDatabase(
       if (!endpoint) return;
       const bucket = typeof d.bucket === "string" && d.bucket ? d.bucket : "studioml-meta";
       const key = request.experiment.key;
-      for (const [field, value] of [["config.database.endpoint", endpoint], ["config.database.bucket", bucket], ["experiment.key", key]] as const) {
-        if (value.split("/").includes("..")) throw new RequestError(field, value, "must not contain '..' (it names where the experiment record is written)");
+      for (const [field, value] of [
+        ["config.database.endpoint", endpoint],
+        ["config.database.bucket", bucket],
+        ["experiment.key", key],
+      ] as const) {
+        if (value.split("/").includes(".."))
+          throw new RequestError(
+            field,
+            value,
+            "must not contain '..' (it names where the experiment record is written)",
+          );
       }
       // The file localRecord writes (object-store-record.ts): <endpoint>/<bucket>/experiments/<key>.
-      const expanded = endpoint === "~" || endpoint.startsWith("~/") ? join(homedir(), endpoint.slice(1)) : endpoint.replace(/^file:\/\//, "");
+      const expanded =
+        endpoint === "~" || endpoint.startsWith("~/")
+          ? join(homedir(), endpoint.slice(1))
+          : endpoint.replace(/^file:\/\//, "");
       if (!isAbsolute(expanded)) return; // not used: the record says so in the log
       checkFilePath("config.database.endpoint", endpoint, resolve(expanded, bucket, "experiments", key), policy);
       return;

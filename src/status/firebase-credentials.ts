@@ -31,7 +31,8 @@ export function chooseFirebaseCredentials(
     const match = files.find((f) => f.projectId === projectId);
     if (match) return { kind: "service-account", file: match.path, origin: `--google-certs (${match.path})` };
   }
-  if (env.GOOGLE_APPLICATION_CREDENTIALS) return { kind: "application-default", origin: "GOOGLE_APPLICATION_CREDENTIALS" };
+  if (env.GOOGLE_APPLICATION_CREDENTIALS)
+    return { kind: "application-default", origin: "GOOGLE_APPLICATION_CREDENTIALS" };
   const where = own ? `config.database.serviceAccount ${JSON.stringify(own)} does not exist on this machine, ` : "";
   return {
     kind: "none",

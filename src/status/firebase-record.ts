@@ -21,9 +21,14 @@ import {
 /** Characters a Realtime Database key cannot hold. */
 const BAD_KEY = /[.#$\[\]\/]/;
 
-export function firebaseRecord(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
+export function firebaseRecord(
+  d: Record<string, unknown>,
+  request: Request,
+  options: RecordOptions,
+): ExperimentRecord | undefined {
   const projectId = typeof d.projectId === "string" ? d.projectId : undefined;
-  const url = typeof d.databaseURL === "string" ? d.databaseURL : projectId ? `https://${projectId}.firebaseio.com` : undefined;
+  const url =
+    typeof d.databaseURL === "string" ? d.databaseURL : projectId ? `https://${projectId}.firebaseio.com` : undefined;
   if (!url) {
     options.warn("config.database: a firebase database needs databaseURL or projectId; experiment status is not kept");
     return undefined;
@@ -36,12 +41,16 @@ export function firebaseRecord(d: Record<string, unknown>, request: Request, opt
   }
   const key = request.experiment.key;
   if (BAD_KEY.test(key)) {
-    options.warn(`experiment.key ${JSON.stringify(key)} cannot be a Firebase key (it holds one of . # $ [ ] /); experiment status is not kept`);
+    options.warn(
+      `experiment.key ${JSON.stringify(key)} cannot be a Firebase key (it holds one of . # $ [ ] /); experiment status is not kept`,
+    );
     return undefined;
   }
   const choice = chooseFirebaseCredentials(d, projectId, options.env, options.googleCertsDir);
   if (choice.kind === "none") {
-    options.warn(`config.database: no credentials for the Firebase database ${url}: ${choice.reason}; experiment status is not kept`);
+    options.warn(
+      `config.database: no credentials for the Firebase database ${url}: ${choice.reason}; experiment status is not kept`,
+    );
     return undefined;
   }
   return new FirebaseRecord(url, choice, request, options);
@@ -64,9 +73,16 @@ class FirebaseRecord implements ExperimentRecord {
   private database(): Database {
     if (this.db) return this.db;
     const credential =
-      this.choice.kind === "service-account" ? cert(this.choice.file) : this.choice.kind === "application-default" ? applicationDefault() : undefined;
+      this.choice.kind === "service-account"
+        ? cert(this.choice.file)
+        : this.choice.kind === "application-default"
+          ? applicationDefault()
+          : undefined;
     // One app per record: experiments may name different databases and credentials.
-    this.app = initializeApp({ databaseURL: this.url, ...(credential ? { credential } : {}) }, `studio-runner-${randomUUID()}`);
+    this.app = initializeApp(
+      { databaseURL: this.url, ...(credential ? { credential } : {}) },
+      `studio-runner-${randomUUID()}`,
+    );
     this.db = getDatabase(this.app);
     return this.db;
   }

@@ -7,12 +7,25 @@
 import { getRunnerLimits } from "../request/location-policy.ts";
 import type { Request } from "../request/model.ts";
 import { guardedRequest } from "../storage/http/guarded-request.ts";
-import { DATABASE_CALL_TIMEOUT_MS, RECORD_UPDATE_TRIES, withDeadline, withRetries, type ExperimentRecord, type RecordOptions } from "./record.ts";
+import {
+  DATABASE_CALL_TIMEOUT_MS,
+  RECORD_UPDATE_TRIES,
+  withDeadline,
+  withRetries,
+  type ExperimentRecord,
+  type RecordOptions,
+} from "./record.ts";
 
-export function httpRecord(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
+export function httpRecord(
+  d: Record<string, unknown>,
+  request: Request,
+  options: RecordOptions,
+): ExperimentRecord | undefined {
   const raw = typeof d.serverUrl === "string" ? d.serverUrl : typeof d.endpoint === "string" ? d.endpoint : undefined;
   if (!raw) {
-    options.warn("config.database: an http database needs serverUrl (the studioml API server); experiment status is not kept");
+    options.warn(
+      "config.database: an http database needs serverUrl (the studioml API server); experiment status is not kept",
+    );
     return undefined;
   }
   let base: URL;
@@ -20,7 +33,9 @@ export function httpRecord(d: Record<string, unknown>, request: Request, options
     base = new URL(raw);
     if (base.protocol !== "http:" && base.protocol !== "https:") throw new Error("not http(s)");
   } catch {
-    options.warn(`config.database.serverUrl: ${JSON.stringify(raw)} is not an http(s) URL; experiment status is not kept`);
+    options.warn(
+      `config.database.serverUrl: ${JSON.stringify(raw)} is not an http(s) URL; experiment status is not kept`,
+    );
     return undefined;
   }
   return new ApiServerRecord(base, request.experiment.key, options.warn);
@@ -59,7 +74,8 @@ class ApiServerRecord implements ExperimentRecord {
       }),
     );
     const text = res.text;
-    if (res.status !== 200) throw new Error(`POST /api/${api} answered HTTP ${res.status}${text ? `: ${text.slice(0, 200)}` : ""}`);
+    if (res.status !== 200)
+      throw new Error(`POST /api/${api} answered HTTP ${res.status}${text ? `: ${text.slice(0, 200)}` : ""}`);
     let body: unknown;
     try {
       body = JSON.parse(text);

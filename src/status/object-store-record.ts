@@ -24,7 +24,11 @@ import {
 } from "./record.ts";
 
 /** config.database {type: "s3", endpoint, bucket, credentials}. */
-export function s3Record(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
+export function s3Record(
+  d: Record<string, unknown>,
+  request: Request,
+  options: RecordOptions,
+): ExperimentRecord | undefined {
   const endpoint = typeof d.endpoint === "string" ? d.endpoint : undefined;
   const bucket = typeof d.bucket === "string" ? d.bucket : undefined;
   if (!endpoint || !bucket) {
@@ -49,19 +53,33 @@ export function s3Record(d: Record<string, unknown>, request: Request, options: 
       return undefined;
     }
   }
-  return new ObjectStoreRecord(storeFor(location, { credentials, endpoint, identity, field: "config.database" }), location, request, options.warn);
+  return new ObjectStoreRecord(
+    storeFor(location, { credentials, endpoint, identity, field: "config.database" }),
+    location,
+    request,
+    options.warn,
+  );
 }
 
 /** config.database {type: "local", endpoint (a directory; ~ allowed), bucket (default studioml-meta)}. */
-export function localRecord(d: Record<string, unknown>, request: Request, options: RecordOptions): ExperimentRecord | undefined {
+export function localRecord(
+  d: Record<string, unknown>,
+  request: Request,
+  options: RecordOptions,
+): ExperimentRecord | undefined {
   const endpoint = typeof d.endpoint === "string" && d.endpoint.trim() ? d.endpoint.trim() : undefined;
   if (!endpoint) {
     options.warn("config.database: a local database needs endpoint (a directory); experiment status is not kept");
     return undefined;
   }
-  const expanded = endpoint === "~" || endpoint.startsWith("~/") ? join(homedir(), endpoint.slice(1)) : endpoint.replace(/^file:\/\//, "");
+  const expanded =
+    endpoint === "~" || endpoint.startsWith("~/")
+      ? join(homedir(), endpoint.slice(1))
+      : endpoint.replace(/^file:\/\//, "");
   if (!isAbsolute(expanded)) {
-    options.warn(`config.database.endpoint: ${JSON.stringify(endpoint)} is not an absolute directory; experiment status is not kept`);
+    options.warn(
+      `config.database.endpoint: ${JSON.stringify(endpoint)} is not an absolute directory; experiment status is not kept`,
+    );
     return undefined;
   }
   const bucket = typeof d.bucket === "string" && d.bucket ? d.bucket : "studioml-meta";
@@ -85,14 +103,21 @@ class ObjectStoreRecord implements ExperimentRecord {
     return JSON.parse(Buffer.concat(chunks).toString("utf8"));
   }
 
-  private async update(fields: (current: Record<string, unknown>) => Record<string, unknown>, what: string): Promise<void> {
+  private async update(
+    fields: (current: Record<string, unknown>) => Record<string, unknown>,
+    what: string,
+  ): Promise<void> {
     try {
-      await withDeadline(`recording ${what}`, DATABASE_CALL_TIMEOUT_MS, withRetries(RECORD_UPDATE_TRIES, async () => {
-        const current = (await this.read()) ?? { ...this.request.experiment.raw };
-        // Whatever the record held (the client writes the artifacts' keys into it), no secret is written back.
-        const next = withoutSecrets({ ...current, ...fields(current) });
-        await this.store.put(this.where, Readable.from([Buffer.from(JSON.stringify(next))]));
-      }));
+      await withDeadline(
+        `recording ${what}`,
+        DATABASE_CALL_TIMEOUT_MS,
+        withRetries(RECORD_UPDATE_TRIES, async () => {
+          const current = (await this.read()) ?? { ...this.request.experiment.raw };
+          // Whatever the record held (the client writes the artifacts' keys into it), no secret is written back.
+          const next = withoutSecrets({ ...current, ...fields(current) });
+          await this.store.put(this.where, Readable.from([Buffer.from(JSON.stringify(next))]));
+        }),
+      );
     } catch (err) {
       this.warn(`could not record ${what} in ${this.where}: ${(err as Error).message}`);
     }

@@ -29,10 +29,15 @@ export type RecordOptions = {
   identity?: StorageIdentity;
 };
 
-export type RecordFactory = (db: Record<string, unknown>, request: Request, options: RecordOptions) => ExperimentRecord | undefined;
+export type RecordFactory = (
+  db: Record<string, unknown>,
+  request: Request,
+  options: RecordOptions,
+) => ExperimentRecord | undefined;
 
 /** Keys whose values are secrets wherever they appear in a record: whole credential objects and key material. */
-const SECRET_KEY = /^(credentials|aws_secret_access_key|secret_access_key|secretaccesskey|secret_key|session_token|sessiontoken|aws_session_token|security_token|private_key|privatekey|private_key_id|password|passphrase|token|access_token|refresh_token)$/i;
+const SECRET_KEY =
+  /^(credentials|aws_secret_access_key|secret_access_key|secretaccesskey|secret_key|session_token|sessiontoken|aws_session_token|security_token|private_key|privatekey|private_key_id|password|passphrase|token|access_token|refresh_token)$/i;
 /** Records nest a few levels (experiment → artifacts → label → credentials); deeper is cut, not walked. */
 const MAX_DEPTH = 32;
 
@@ -82,7 +87,11 @@ export function checkpointFields(): Record<string, unknown> {
 /** The finish; a user's "stopped" stays, so the record says why the experiment ended. */
 export function finishedFields(currentStatus: unknown): Record<string, unknown> {
   const now = nowSeconds();
-  return { status: currentStatus === "stopped" ? "stopped" : "finished", time_finished: now, time_last_checkpoint: now };
+  return {
+    status: currentStatus === "stopped" ? "stopped" : "finished",
+    time_finished: now,
+    time_last_checkpoint: now,
+  };
 }
 
 /** Pauses between record-update tries: 500 ms, then doubling. */

@@ -16,7 +16,13 @@ import type { KeyObject } from "node:crypto";
 import { errorMessage } from "../errors.ts";
 import type { AttemptIdentity, RunnerEventMap, RunnerEvents } from "../observe/events.ts";
 import { sealResponse } from "../request/envelope/seal.ts";
-import { loggingReport, progressReport, type Report, type ReportIdentity, type TaskState } from "./response/report-format.ts";
+import {
+  loggingReport,
+  progressReport,
+  type Report,
+  type ReportIdentity,
+  type TaskState,
+} from "./response/report-format.ts";
 import { responseQueueName, type ResponsePublisher, type ResponseTarget } from "../queue/response-publisher.ts";
 
 /** Log lines are sent at most this often per attempt (unless a batch fills first). */
@@ -116,7 +122,13 @@ export class ResponseReports {
     const publisher = this.publishers.get(e.source);
     if (!publisher || this.closed) return;
     const queue = this.queueState(publisher, e.queue);
-    const a: AttemptState = { who: { experimentId: e.key, uniqueId: e.attemptId, executorId: this.options.executorId }, queue, lines: [], bytes: 0, droppedLines: 0 };
+    const a: AttemptState = {
+      who: { experimentId: e.key, uniqueId: e.attemptId, executorId: this.options.executorId },
+      queue,
+      lines: [],
+      bytes: 0,
+      droppedLines: 0,
+    };
     this.attempts.set(e.attemptId, a);
     this.progress(a, "Prestart");
   }
@@ -159,7 +171,10 @@ export class ResponseReports {
         this.progress(a, "Failed", { msg: msg(e.reason), code: e.exitCode ?? -1 });
         break;
       case "requeued":
-        this.progress(a, "Failed", { msg: msg(`this attempt gave the request back for another: ${e.reason}`), code: -1 });
+        this.progress(a, "Failed", {
+          msg: msg(`this attempt gave the request back for another: ${e.reason}`),
+          code: -1,
+        });
         break;
       default:
         this.progress(a, "Failed", { msg: msg(`the request was not run (${e.result}): ${e.reason}`), code: -1 });
@@ -200,7 +215,16 @@ export class ResponseReports {
     const id = `${publisher.kind}\0${workQueue}`;
     let q = this.queues.get(id);
     if (!q) {
-      q = { label: `${publisher.kind} ${responseQueueName(workQueue)}`, publisher, workQueue, chain: Promise.resolve(), pending: 0, dropped: 0, failing: false, announced: false };
+      q = {
+        label: `${publisher.kind} ${responseQueueName(workQueue)}`,
+        publisher,
+        workQueue,
+        chain: Promise.resolve(),
+        pending: 0,
+        dropped: 0,
+        failing: false,
+        announced: false,
+      };
       this.queues.set(id, q);
     }
     return q;
@@ -220,13 +244,23 @@ export class ResponseReports {
         const target = await this.resolve(q);
         if (!target) return;
         const body = this.encode(q, report);
-        await withTimeout(target.send(body), SEND_TIMEOUT_MS, `sending a report to ${target.where} took over ${SEND_TIMEOUT_MS / 1000}s`);
-        if (q.failing) this.options.log.info(`reports to ${target.where} are sent again${q.dropped ? ` (${q.dropped} dropped meanwhile)` : ""}`);
+        await withTimeout(
+          target.send(body),
+          SEND_TIMEOUT_MS,
+          `sending a report to ${target.where} took over ${SEND_TIMEOUT_MS / 1000}s`,
+        );
+        if (q.failing)
+          this.options.log.info(
+            `reports to ${target.where} are sent again${q.dropped ? ` (${q.dropped} dropped meanwhile)` : ""}`,
+          );
         q.failing = false;
       } catch (err) {
         q.dropped++;
         q.target = undefined; // ask again next time: the queue may have gone, or the connection
-        if (!q.failing) this.options.log.warn(`cannot send reports for ${q.label} (${errorMessage(err)}); dropping them until it works again`);
+        if (!q.failing)
+          this.options.log.warn(
+            `cannot send reports for ${q.label} (${errorMessage(err)}); dropping them until it works again`,
+          );
         q.failing = true;
       } finally {
         q.pending--;
@@ -237,11 +271,17 @@ export class ResponseReports {
   private async resolve(q: QueueState): Promise<ResponseTarget | undefined> {
     const now = Date.now();
     if (q.target && now - q.target.atMs < (q.target.value ? TARGET_TTL_MS : ABSENT_TTL_MS)) return q.target.value;
-    const value = await withTimeout(q.publisher.target(q.workQueue), SEND_TIMEOUT_MS, `looking for ${q.label} took over ${SEND_TIMEOUT_MS / 1000}s`);
+    const value = await withTimeout(
+      q.publisher.target(q.workQueue),
+      SEND_TIMEOUT_MS,
+      `looking for ${q.label} took over ${SEND_TIMEOUT_MS / 1000}s`,
+    );
     q.target = { value, atMs: Date.now() };
     if (value && !q.announced) {
       q.announced = true;
-      this.options.log.info(`reports for queue ${q.workQueue} go to ${value.where}${this.options.keyFor?.(q.workQueue) ? ", encrypted with the experimenter's key" : ""}`);
+      this.options.log.info(
+        `reports for queue ${q.workQueue} go to ${value.where}${this.options.keyFor?.(q.workQueue) ? ", encrypted with the experimenter's key" : ""}`,
+      );
     }
     return value;
   }
@@ -257,7 +297,10 @@ export class ResponseReports {
 async function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }

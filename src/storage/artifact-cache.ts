@@ -39,7 +39,12 @@ export class ArtifactCache {
    * Path of a local copy of the object; `hit` says whether it was already there. Concurrent calls
    * for the same location and version share one download (whose progress `track` may follow).
    */
-  async fetch(store: ObjectStore, location: string, version: string, options: CacheReadOptions = {}): Promise<{ path: string; hit: boolean }> {
+  async fetch(
+    store: ObjectStore,
+    location: string,
+    version: string,
+    options: CacheReadOptions = {},
+  ): Promise<{ path: string; hit: boolean }> {
     const key = ArtifactCache.keyOf(location, version);
     const path = join(this.root, key);
     const inFlight = this.downloads.get(key);
@@ -98,9 +103,15 @@ export class ArtifactCache {
     if (inFlight) {
       const ready = await inFlight.catch(() => undefined);
       if (ready) return { ...this.cachedStream(ready, options), hit: false, finish: finishNothing };
-      return { stream: createReadStream((await this.fetch(store, location, version, options)).path), hit: false, finish: finishNothing, failure: () => undefined };
+      return {
+        stream: createReadStream((await this.fetch(store, location, version, options)).path),
+        hit: false,
+        finish: finishNothing,
+        failure: () => undefined,
+      };
     }
-    if (await this.touchIfCached(path)) return { ...this.cachedStream(path, options), hit: true, finish: finishNothing };
+    if (await this.touchIfCached(path))
+      return { ...this.cachedStream(path, options), hit: true, finish: finishNothing };
     await mkdir(this.root, { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     let source: Readable;
@@ -167,14 +178,21 @@ export class ArtifactCache {
     return { stream, hit: false, finish, failure: () => fault };
   }
 
-  private async download(store: ObjectStore, location: string, path: string, options: CacheReadOptions): Promise<string> {
+  private async download(
+    store: ObjectStore,
+    location: string,
+    path: string,
+    options: CacheReadOptions,
+  ): Promise<string> {
     await mkdir(this.root, { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     try {
       const source = await store.get(location);
       const tracked = options.track ? options.track(source) : source;
       let mismatch: Error | undefined;
-      const checked = options.sha256 ? verifyingStream(tracked, options.sha256, (actual) => (mismatch = mismatchOf(options, actual))) : tracked;
+      const checked = options.sha256
+        ? verifyingStream(tracked, options.sha256, (actual) => (mismatch = mismatchOf(options, actual)))
+        : tracked;
       await pipeline(checked, createWriteStream(tmp)).catch((err) => {
         throw mismatch ?? err;
       });
@@ -218,7 +236,9 @@ export class ArtifactCache {
 }
 
 function mismatchOf(options: CacheReadOptions, actualHex: string): Error {
-  return options.mismatch?.(actualHex) ?? new Error(`content sha256 ${actualHex} is not the expected ${options.sha256}`);
+  return (
+    options.mismatch?.(actualHex) ?? new Error(`content sha256 ${actualHex} is not the expected ${options.sha256}`)
+  );
 }
 
 /** A storage fault as it was (already typed), else a retryable download fault naming the location. */

@@ -24,9 +24,19 @@ export const sha256Hex = (text: string): string => createHash("sha256").update(t
 /** What the request's `hash` asks for; RequestError when it is not a digest this runner can check. */
 export function expectedDigest(field: string, hash: string, location: string): ExpectedDigest {
   const m = SHA256_HEX.exec(hash.trim());
-  if (!m) throw new RequestError(field, hash, "is not a hash this runner can verify (expected the sha256 of the object: 64 hex digits, optionally prefixed sha256:)");
+  if (!m)
+    throw new RequestError(
+      field,
+      hash,
+      "is not a hash this runner can verify (expected the sha256 of the object: 64 hex digits, optionally prefixed sha256:)",
+    );
   const hex = m[1]!.toLowerCase();
-  if (hex === sha256Hex(location)) return { verify: false, reason: "it is the sha256 of the artifact's location (what studioml gives for an artifact it has no local copy of), not of its content" };
+  if (hex === sha256Hex(location))
+    return {
+      verify: false,
+      reason:
+        "it is the sha256 of the artifact's location (what studioml gives for an artifact it has no local copy of), not of its content",
+    };
   return { verify: true, sha256: hex };
 }
 

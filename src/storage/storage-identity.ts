@@ -49,7 +49,12 @@ function parsePlace(text: string): StoragePlace {
   const named = isHostLike(parts[0]!);
   const bucket = named ? parts[1] : parts[0];
   if (!bucket) throw new Error("no bucket");
-  return { scheme, host: named ? parts[0]!.toLowerCase() : undefined, bucket, key: parts.slice(named ? 2 : 1).join("/") };
+  return {
+    scheme,
+    host: named ? parts[0]!.toLowerCase() : undefined,
+    bucket,
+    key: parts.slice(named ? 2 : 1).join("/"),
+  };
 }
 
 /**
@@ -97,7 +102,11 @@ export function describePlace(place: StoragePlace): string {
 export const REQUEST_IDENTITY_ONLY: StorageIdentity = storageIdentityFor(undefined, "", undefined);
 
 /** The decision for requests from one queue (`queue`: its name; `kind`: local, rabbitmq, sqs or pubsub). */
-export function storageIdentityFor(setting: StorageIdentitySetting | undefined, queue: string, kind: string | undefined): StorageIdentity {
+export function storageIdentityFor(
+  setting: StorageIdentitySetting | undefined,
+  queue: string,
+  kind: string | undefined,
+): StorageIdentity {
   const mode = setting?.mode ?? "request";
   if (mode === "request") {
     return {
@@ -111,14 +120,19 @@ export function storageIdentityFor(setting: StorageIdentitySetting | undefined, 
       grants.some((g) => placeMatches(g.place, place))
         ? undefined
         : `brings no credentials and is outside --storage-identity-allow for queue "${queue}" (${
-            grants.length ? `the runner's own identity serves only ${grants.map((g) => describePlace(g.place) + "…").join(", ")} for it` : "no entry names this queue"
+            grants.length
+              ? `the runner's own identity serves only ${grants.map((g) => describePlace(g.place) + "…").join(", ")} for it`
+              : "no entry names this queue"
           }): put credentials in the request, or have the operator add the place to --storage-identity-allow`,
   };
 }
 
 /** The setting from --storage-identity and --storage-identity-allow; throws on a bad entry. */
 export function storageIdentitySetting(mode: unknown, allow: unknown): StorageIdentitySetting {
-  return { mode: mode === "runner" ? "runner" : "request", grants: parseIdentityGrants(typeof allow === "string" ? allow : "") };
+  return {
+    mode: mode === "runner" ? "runner" : "request",
+    grants: parseIdentityGrants(typeof allow === "string" ? allow : ""),
+  };
 }
 
 /** Problems of the two settings, for the start-up check. */
@@ -136,14 +150,28 @@ export function describeStorageIdentity(setting: StorageIdentitySetting): { info
   if (setting.mode === "request") {
     return {
       info: ["requests' storage is reached only with the requests' own credentials (--storage-identity request)"],
-      warn: setting.grants.length ? ["--storage-identity-allow is ignored: it applies only with --storage-identity runner"] : [],
+      warn: setting.grants.length
+        ? ["--storage-identity-allow is ignored: it applies only with --storage-identity runner"]
+        : [],
     };
   }
-  if (!setting.grants.length) return { info: [], warn: ["--storage-identity runner with an empty --storage-identity-allow: the runner's identity serves no request"] };
-  const lines = setting.grants.map((g) => `${g.kind ? `${g.kind} ` : ""}queues "${g.queuePrefix}…" → ${describePlace(g.place)}…`);
+  if (!setting.grants.length)
+    return {
+      info: [],
+      warn: [
+        "--storage-identity runner with an empty --storage-identity-allow: the runner's identity serves no request",
+      ],
+    };
+  const lines = setting.grants.map(
+    (g) => `${g.kind ? `${g.kind} ` : ""}queues "${g.queuePrefix}…" → ${describePlace(g.place)}…`,
+  );
   const loose = setting.grants.filter((g) => g.place.key && !g.place.key.endsWith("/")).map((g) => g.text);
   return {
     info: [`the runner's own storage identity serves requests without credentials only for: ${lines.join("; ")}`],
-    warn: loose.length ? [`--storage-identity-allow: ${loose.join(", ")}: a prefix not ending in "/" also matches longer names beside it`] : [],
+    warn: loose.length
+      ? [
+          `--storage-identity-allow: ${loose.join(", ")}: a prefix not ending in "/" also matches longer names beside it`,
+        ]
+      : [],
   };
 }

@@ -40,7 +40,9 @@ export function storeFor(location: string, options: StoreOptions = {}, field = "
   const factory = factories[scheme];
   if (factory) return factory(location, { ...options, field: options.field ?? field });
   if (NOT_YET.has(scheme)) {
-    throw new PermanentError(`${field}: ${scheme}:// storage is not yet supported by this runner (${location})`, { field });
+    throw new PermanentError(`${field}: ${scheme}:// storage is not yet supported by this runner (${location})`, {
+      field,
+    });
   }
   throw new RequestError(field, location, "has an unknown storage scheme (expected file:, s3://, gs:// or http(s)://)");
 }

@@ -43,7 +43,11 @@ function settingsOf(flags: SubmitQueueFlags): Settings {
 
 /** Problems with the queue flags, for submit's list of problems. */
 export function submitQueueProblems(flags: SubmitQueueFlags, env: Record<string, string | undefined>): string[] {
-  const chosen = [flags["amqp-url"] && "--amqp-url", flags["sqs-certs"] && "--sqs-certs", (flags["google-certs"] || flags["pubsub-project"]) && "--google-certs/--pubsub-project"].filter(Boolean);
+  const chosen = [
+    flags["amqp-url"] && "--amqp-url",
+    flags["sqs-certs"] && "--sqs-certs",
+    (flags["google-certs"] || flags["pubsub-project"]) && "--google-certs/--pubsub-project",
+  ].filter(Boolean);
   const problems: string[] = [];
   if (chosen.length > 1) problems.push(`${chosen.join(", ")}: choose one queue system`);
   const settings = settingsOf(flags);
@@ -59,13 +63,22 @@ export function submitQueueProblems(flags: SubmitQueueFlags, env: Record<string,
 export function submitQueue(flags: SubmitQueueFlags, env: Record<string, string | undefined>): SubmitQueue {
   if (flags["amqp-url"]) {
     const queueType = flags["amqp-queue-type"] === "quorum" ? "quorum" : "classic";
-    return { backend: new RabbitQueueBackend({ url: flags["amqp-url"], maxDeliveries: 3, queueType }), defaultQueue: "rmq_default", local: false };
+    return {
+      backend: new RabbitQueueBackend({ url: flags["amqp-url"], maxDeliveries: 3, queueType }),
+      defaultQueue: "rmq_default",
+      local: false,
+    };
   }
   const settings = settingsOf(flags);
-  if (flags["sqs-certs"]) return { backend: sqsBackendFromSettings(settings, QUIET, env)!, defaultQueue: "sqs_default", local: false };
+  if (flags["sqs-certs"])
+    return { backend: sqsBackendFromSettings(settings, QUIET, env)!, defaultQueue: "sqs_default", local: false };
   if (flags["google-certs"] || flags["pubsub-project"]) {
     const backend = pubsubBackendFromSettings(settings, QUIET);
     if (backend) return { backend, defaultQueue: "pubsub_default", local: false };
   }
-  return { backend: new LocalQueueBackend({ root: flags["queue-root"], maxDeliveries: 3 }), defaultQueue: "local", local: true };
+  return {
+    backend: new LocalQueueBackend({ root: flags["queue-root"], maxDeliveries: 3 }),
+    defaultQueue: "local",
+    local: true,
+  };
 }

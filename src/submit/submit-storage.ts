@@ -30,7 +30,12 @@ export type SubmitStorage = {
   prepare(): Promise<void>;
 };
 
-export type SubmitStorageFlags = { storage?: string; bucket?: string; "s3-endpoint"?: string; [flag: string]: string | undefined };
+export type SubmitStorageFlags = {
+  storage?: string;
+  bucket?: string;
+  "s3-endpoint"?: string;
+  [flag: string]: string | undefined;
+};
 
 export function defaultStorageUrl(env: Record<string, string | undefined>): string {
   return env.STUDIO_STORAGE ?? `file://${join(homedir(), ".studioml", "storage")}`;
@@ -40,13 +45,18 @@ export function defaultStorageUrl(env: Record<string, string | undefined>): stri
 export function storageProblems(flags: SubmitStorageFlags, env: Record<string, string | undefined>): string[] {
   const url = flags.storage ?? defaultStorageUrl(env);
   const problems: string[] = [];
-  if (!/^(file|s3|gs):/i.test(url)) problems.push(`--storage: ${url} — expected a file: URL, s3://[host:port/]bucket or gs://bucket`);
-  if (/^gs:/i.test(url) && !/^gs:\/\/[a-z0-9][a-z0-9._-]*\/?$/.test(url)) problems.push(`--storage: ${url} — expected gs://bucket`);
+  if (!/^(file|s3|gs):/i.test(url))
+    problems.push(`--storage: ${url} — expected a file: URL, s3://[host:port/]bucket or gs://bucket`);
+  if (/^gs:/i.test(url) && !/^gs:\/\/[a-z0-9][a-z0-9._-]*\/?$/.test(url))
+    problems.push(`--storage: ${url} — expected gs://bucket`);
   const gcsEndpoint = flags["gcs-endpoint"];
-  if (gcsEndpoint && !/^https?:\/\/[^/]+\/?$/i.test(gcsEndpoint)) problems.push(`--gcs-endpoint: ${gcsEndpoint} — expected http(s)://host[:port]`);
-  if (/^s3:/i.test(url) && !/^s3:\/\/[^/]+/i.test(url)) problems.push(`--storage: ${url} — expected s3://[host:port/]bucket`);
+  if (gcsEndpoint && !/^https?:\/\/[^/]+\/?$/i.test(gcsEndpoint))
+    problems.push(`--gcs-endpoint: ${gcsEndpoint} — expected http(s)://host[:port]`);
+  if (/^s3:/i.test(url) && !/^s3:\/\/[^/]+/i.test(url))
+    problems.push(`--storage: ${url} — expected s3://[host:port/]bucket`);
   const endpoint = flags["s3-endpoint"];
-  if (endpoint && !/^https?:\/\/[^/]+\/?$/i.test(endpoint)) problems.push(`--s3-endpoint: ${endpoint} — expected http(s)://host[:port]`);
+  if (endpoint && !/^https?:\/\/[^/]+\/?$/i.test(endpoint))
+    problems.push(`--s3-endpoint: ${endpoint} — expected http(s)://host[:port]`);
   if ((env.AWS_ACCESS_KEY_ID && !env.AWS_SECRET_ACCESS_KEY) || (!env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY)) {
     problems.push("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set both or neither");
   }
@@ -68,7 +78,10 @@ function fileStorage(url: string, bucket: string): SubmitStorage {
 
 function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, string | undefined>): SubmitStorage {
   const configured = parseEndpoint(flags["s3-endpoint"]);
-  const parts = url.replace(/^s3:\/\//i, "").split("/").filter(Boolean);
+  const parts = url
+    .replace(/^s3:\/\//i, "")
+    .split("/")
+    .filter(Boolean);
   const first = parts[0]!;
   const named = isHostLike(first, configured.host);
   const host = named ? first : configured.host;
@@ -78,7 +91,8 @@ function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, s
   const accessKey = env.AWS_ACCESS_KEY_ID;
   const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
   const sessionToken = env.AWS_SESSION_TOKEN;
-  const own: Credentials | undefined = accessKey && secretAccessKey ? { aws: { accessKey, secretAccessKey, sessionToken, region } } : undefined;
+  const own: Credentials | undefined =
+    accessKey && secretAccessKey ? { aws: { accessKey, secretAccessKey, sessionToken, region } } : undefined;
   const credentials = own
     ? {
         aws: {

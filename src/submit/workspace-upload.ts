@@ -11,7 +11,11 @@ import { packDirectory } from "../archive/pack.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 
 /** Upload the workspace once; returns the storage key (blobstore/<sha256 of the tar>.tar). */
-export async function uploadWorkspace(dir: string, store: ObjectStore, locationOf: (key: string) => string): Promise<{ key: string; sizeBytes: number }> {
+export async function uploadWorkspace(
+  dir: string,
+  store: ObjectStore,
+  locationOf: (key: string) => string,
+): Promise<{ key: string; sizeBytes: number }> {
   const scratch = await mkdtemp(join(tmpdir(), "studio-submit-"));
   try {
     const tarPath = join(scratch, "workspace.tar");

@@ -34,7 +34,10 @@ export type StorageAccess = {
 export type ProgressSink = (message: string) => void;
 
 /** AWS credentials spelled in config.env (values may be %NAME% references to the runner's variables). */
-function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record<string, string | undefined>): AwsCredentials | undefined {
+function credentialsFromConfigEnv(
+  env: Record<string, string>,
+  runnerEnv: Record<string, string | undefined>,
+): AwsCredentials | undefined {
   const value = (name: string) => {
     const raw = env[name];
     if (raw === undefined) return undefined;
@@ -44,7 +47,12 @@ function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record
   const accessKey = value("AWS_ACCESS_KEY_ID");
   const secretAccessKey = value("AWS_SECRET_ACCESS_KEY");
   if (!accessKey || !secretAccessKey) return undefined;
-  return { accessKey, secretAccessKey, sessionToken: value("AWS_SESSION_TOKEN"), region: value("AWS_REGION") ?? value("AWS_DEFAULT_REGION") };
+  return {
+    accessKey,
+    secretAccessKey,
+    sessionToken: value("AWS_SESSION_TOKEN"),
+    region: value("AWS_REGION") ?? value("AWS_DEFAULT_REGION"),
+  };
 }
 
 /**
@@ -52,7 +60,11 @@ function credentialsFromConfigEnv(env: Record<string, string>, runnerEnv: Record
  * --allow-env-secrets) those in config.env. Undefined means none: the runner's own identity serves
  * the artifact only where `access.identity` allows it (storage-identity.ts).
  */
-export function credentialsFor(artifact: Artifact, request: Request, access: StorageAccess = {}): Credentials | undefined {
+export function credentialsFor(
+  artifact: Artifact,
+  request: Request,
+  access: StorageAccess = {},
+): Credentials | undefined {
   if (artifact.credentials?.aws) return artifact.credentials;
   if (request.config.storageCredentials?.aws) return request.config.storageCredentials;
   if (access.allowEnvSecrets) {
@@ -63,11 +75,15 @@ export function credentialsFor(artifact: Artifact, request: Request, access: Sto
 }
 
 export function storeOf(artifact: Artifact, request: Request, access: StorageAccess = {}): ObjectStore {
-  return storeFor(artifact.qualified, {
-    credentials: credentialsFor(artifact, request, access),
-    endpoint: request.config.storageEndpoint,
-    identity: access.identity ?? REQUEST_IDENTITY_ONLY,
-  }, `experiment.artifacts.${artifact.label}.qualified`);
+  return storeFor(
+    artifact.qualified,
+    {
+      credentials: credentialsFor(artifact, request, access),
+      endpoint: request.config.storageEndpoint,
+      identity: access.identity ?? REQUEST_IDENTITY_ONLY,
+    },
+    `experiment.artifacts.${artifact.label}.qualified`,
+  );
 }
 
 /** Transfers at least this large report progress. */
@@ -92,7 +108,8 @@ export function trackProgress(
   sink: ProgressSink | undefined,
   options: { summaryAtEnd?: boolean } = {},
 ): TrackedTransfer {
-  if (!sink || (totalBytes !== undefined && totalBytes < PROGRESS_MIN_BYTES)) return { stream: source, finished: () => undefined };
+  if (!sink || (totalBytes !== undefined && totalBytes < PROGRESS_MIN_BYTES))
+    return { stream: source, finished: () => undefined };
   const startedMs = Date.now();
   let bytes = 0;
   let lastMs = startedMs;
@@ -113,7 +130,9 @@ export function trackProgress(
       if (bytes >= PROGRESS_MIN_BYTES && (stepped || now - lastMs >= PROGRESS_EVERY_MS)) {
         lastMs = now;
         lastFraction = fraction;
-        const share = totalBytes ? ` of ${formatBytes(totalBytes)} (${Math.min(100, Math.floor(fraction * 100))}%)` : "";
+        const share = totalBytes
+          ? ` of ${formatBytes(totalBytes)} (${Math.min(100, Math.floor(fraction * 100))}%)`
+          : "";
         sink(`${what}: ${formatBytes(bytes)}${share}, ${rate()}`);
       }
       done(null, chunk);
@@ -130,7 +149,10 @@ export function trackProgress(
  * The sha256 an artifact's bytes must have (its `hash`), with the error a mismatch becomes; none
  * when it gives no hash or one that is not about its content (noted in the experiment's log).
  */
-function digestCheck(artifact: Artifact, progress?: ProgressSink): { sha256: string; mismatch: (actualHex: string) => Error } | undefined {
+function digestCheck(
+  artifact: Artifact,
+  progress?: ProgressSink,
+): { sha256: string; mismatch: (actualHex: string) => Error } | undefined {
   if (artifact.hash === undefined || artifact.hash === "") return undefined;
   const field = `experiment.artifacts.${artifact.label}.hash`;
   const expected = expectedDigest(field, artifact.hash, artifact.qualified);
@@ -149,7 +171,14 @@ function digestCheck(artifact: Artifact, progress?: ProgressSink): { sha256: str
 }
 
 /** bytes: unpacked size; transferredBytes: what came from storage (0 on a cache hit). */
-export type FetchResult = { label: string; files: number; bytes: number; cached: boolean; existed: boolean; transferredBytes: number };
+export type FetchResult = {
+  label: string;
+  files: number;
+  bytes: number;
+  cached: boolean;
+  existed: boolean;
+  transferredBytes: number;
+};
 
 /**
  * A store's refusal names the location's field generically ("qualified": the file store and the
@@ -187,17 +216,25 @@ async function fetchArtifactInto(
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
   if (!info) {
-    if (artifact.mutable) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
-    throw new PermanentError(`immutable artifact "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
+    if (artifact.mutable)
+      return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
+    throw new PermanentError(
+      `immutable artifact "${artifact.label}" is missing: ${artifact.qualified} does not exist`,
+      { phase: "fetch" },
+    );
   }
   if (options.budgetBytes && info.sizeBytes > options.budgetBytes) {
-    throw new PermanentError(`artifact "${artifact.label}" is ${formatBytes(info.sizeBytes)}, over the experiment's disk budget of ${formatBytes(options.budgetBytes)}`);
+    throw new PermanentError(
+      `artifact "${artifact.label}" is ${formatBytes(info.sizeBytes)}, over the experiment's disk budget of ${formatBytes(options.budgetBytes)}`,
+    );
   }
   const singleFileName = basename(artifact.key ?? artifact.qualified);
   const unpackOptions = { budgetBytes: options.budgetBytes, singleFileName };
   let cached = false;
   const track = (stream: Readable) =>
-    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
+    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, {
+      summaryAtEnd: true,
+    }).stream;
   let source: Readable;
   // Immutable artifacts pass through the cache, unpacked while they download.
   let finish = async (): Promise<void> => undefined;
@@ -212,7 +249,8 @@ async function fetchArtifactInto(
     try {
       source = track(await store.get(artifact.qualified));
     } catch (err) {
-      if (err instanceof NotFoundError) return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
+      if (err instanceof NotFoundError)
+        return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
     }
     if (digest) {
@@ -226,11 +264,25 @@ async function fetchArtifactInto(
       // Kept as the object is, compressed or not, under the key's file name.
       await pipeline(source, createWriteStream(join(dir, singleFileName)));
       await finish();
-      return { label: artifact.label, files: 1, bytes: info.sizeBytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
+      return {
+        label: artifact.label,
+        files: 1,
+        bytes: info.sizeBytes,
+        cached,
+        existed: true,
+        transferredBytes: cached ? 0 : info.sizeBytes,
+      };
     }
     const result = await unpackArchive(source, dir, unpackOptions);
     await finish();
-    return { label: artifact.label, files: result.files, bytes: result.bytes, cached, existed: true, transferredBytes: cached ? 0 : info.sizeBytes };
+    return {
+      label: artifact.label,
+      files: result.files,
+      bytes: result.bytes,
+      cached,
+      existed: true,
+      transferredBytes: cached ? 0 : info.sizeBytes,
+    };
   } catch (err) {
     source.destroy();
     // A transfer that broke is the storage's fault (retryable), not the archive's.
@@ -258,9 +310,14 @@ async function fetchImageInto(
   const digest = digestCheck(artifact, options.progress);
   const store = storeOf(artifact, request, options);
   const info = await store.head(artifact.qualified);
-  if (!info) throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, { phase: "fetch" });
+  if (!info)
+    throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, {
+      phase: "fetch",
+    });
   const track = (stream: Readable) =>
-    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, { summaryAtEnd: true }).stream;
+    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, {
+      summaryAtEnd: true,
+    }).stream;
   const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest });
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
@@ -354,7 +411,12 @@ export class ArtifactUploader {
           let packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
           sentBytes = 0;
           if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
-          const body = trackProgress(packed, `uploading ${artifact.label} (${artifact.qualified})`, gzip ? undefined : expectedBytes, sink);
+          const body = trackProgress(
+            packed,
+            `uploading ${artifact.label} (${artifact.qualified})`,
+            gzip ? undefined : expectedBytes,
+            sink,
+          );
           await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
           body.finished();
         },
@@ -366,7 +428,9 @@ export class ArtifactUploader {
       this.last.set(artifact.label, print);
       if (refused) {
         // Never the link's target: the stored copy (if any) stays as it was.
-        this.note(`artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; not uploaded (links are never followed), the stored copy is left as it was`);
+        this.note(
+          `artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; not uploaded (links are never followed), the stored copy is left as it was`,
+        );
         continue;
       }
       if (skipped.length) this.note(skippedNote(artifact.label, skipped));

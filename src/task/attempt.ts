@@ -24,7 +24,17 @@ import type { Reservation } from "../resources/pool.ts";
 import { ArtifactUploader, fetchArtifact, fetchImageFile } from "./artifacts.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 import { AttemptFence, SupersededError } from "./attempt-fence.ts";
-import { checkContainerRequest, containerArgv, containerEnv, containerScript, ContainerToolMissingError, findContainerTool, isRegistryReference, launcherEnv, writeEnvFile } from "../container/apptainer.ts";
+import {
+  checkContainerRequest,
+  containerArgv,
+  containerEnv,
+  containerScript,
+  ContainerToolMissingError,
+  findContainerTool,
+  isRegistryReference,
+  launcherEnv,
+  writeEnvFile,
+} from "../container/apptainer.ts";
 import type { TaskContext } from "./context.ts";
 import { buildJobEnv } from "./job-env.ts";
 import { OutputLog } from "./output-log.ts";
@@ -64,7 +74,12 @@ export async function runAttempt(
   parsed?: Request,
 ): Promise<AttemptOutcome> {
   const startedMs = performance.now();
-  const who: AttemptIdentity = { key: delivery.id, attemptId: `${ctx.runnerId}-${randomUUID()}`, source: control.source ?? "local", queue: delivery.queue };
+  const who: AttemptIdentity = {
+    key: delivery.id,
+    attemptId: `${ctx.runnerId}-${randomUUID()}`,
+    source: control.source ?? "local",
+    queue: delivery.queue,
+  };
   const clock = new PhaseClock(ctx.events, who);
   const outcome = await attempt(delivery, ctx, control, who, clock, reservation, parsed);
   ctx.events?.emit("attempt.finished", {
@@ -133,12 +148,23 @@ async function attempt(
     const fault = asFault(err, { experiment: key, phase: "lay out the experiment's directory" });
     const reason = `${fault.message} (${fault.context.phase})`;
     await removeAttemptDir(ctx, attemptDir);
-    return fault.retryable ? giveBack(delivery, ctx, `experiment ${key}`, reason) : keepRejected(delivery, ctx, key, reason);
+    return fault.retryable
+      ? giveBack(delivery, ctx, `experiment ${key}`, reason)
+      : keepRejected(delivery, ctx, key, reason);
   }
   const events = ctx.events;
-  const log = new OutputLog(join(dirs.output, "output"), new SecretMasker(jobEnv.secretValues), events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined);
+  const log = new OutputLog(
+    join(dirs.output, "output"),
+    new SecretMasker(jobEnv.secretValues),
+    events ? (line) => events.emit("attempt.log", { ...who, line }) : undefined,
+  );
   const identity = storageIdentityFor(ctx.storageIdentity, delivery.queue, control.source ?? "local");
-  const access = { allowEnvSecrets: ctx.allowEnvSecrets, runnerEnv: ctx.runnerEnv, identity, progress: (m: string) => log.note(m) };
+  const access = {
+    allowEnvSecrets: ctx.allowEnvSecrets,
+    runnerEnv: ctx.runnerEnv,
+    identity,
+    progress: (m: string) => log.note(m),
+  };
   const fence = AttemptFence.for(request, access, {
     attempt: who.attemptId,
     delivery: delivery.deliveryCount,
@@ -199,14 +225,20 @@ async function attempt(
     clock.enter("claim");
     // The claim is an upload: transient storage faults are retried like the artifacts' uploads.
     if (fence) {
-      await withUploadRetries("claiming the experiment in storage", () => fence.claim(), (m) => ctx.log.warn(m, { experiment: key })).catch((err) => {
+      await withUploadRetries(
+        "claiming the experiment in storage",
+        () => fence.claim(),
+        (m) => ctx.log.warn(m, { experiment: key }),
+      ).catch((err) => {
         throw asFault(err).with({ phase: "claim the experiment in storage" });
       });
     }
 
     // fetch
     clock.enter("fetch");
-    const labels = Object.keys(request.experiment.artifacts).sort((a, b) => (a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0));
+    const labels = Object.keys(request.experiment.artifacts).sort((a, b) =>
+      a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0,
+    );
     let image: string | undefined;
     for (const label of labels) {
       const artifact = request.experiment.artifacts[label]!;
@@ -239,7 +271,10 @@ async function attempt(
 
     // environment, and execute
     clock.enter("environment");
-    const jobLimits = { ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes, cpus: reservation?.needs.cpus ?? 0 };
+    const jobLimits = {
+      ramBytes: reservation?.needs.ramBytes ?? request.experiment.resources.ramBytes,
+      cpus: reservation?.needs.cpus ?? 0,
+    };
     const jobControl = { ...control, revoked: delivery.revoked };
     if (image !== undefined) {
       const tool = findContainerTool(ctx.runnerEnv);
@@ -247,16 +282,53 @@ async function attempt(
       const envFile = join(attemptDir, ".container-env");
       writeEnvFile(envFile, containerEnv(jobEnv.env, ctx.runnerEnv));
       const cwd = dirs.workspace ?? attemptDir;
-      checkContainerRequest({ image, imageField: `experiment.artifacts.${CONTAINER_IMAGE_LABEL}.qualified`, filename: request.experiment.filename, bindDirs: [attemptDir], key });
-      const argv = containerArgv({ tool, image, binds: [attemptDir], pwd: cwd, envFile, gpus: gpuUuids.length > 0, command: containerScript(request.experiment.filename, request.experiment.args) });
-      if (request.experiment.pythonenv.length || request.config.pip.length) log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
-      log.note(`running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${argv.slice(argv.indexOf(image) + 1).map((a) => JSON.stringify(a)).join(" ") || "the image's runscript"}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+      checkContainerRequest({
+        image,
+        imageField: `experiment.artifacts.${CONTAINER_IMAGE_LABEL}.qualified`,
+        filename: request.experiment.filename,
+        bindDirs: [attemptDir],
+        key,
+      });
+      const argv = containerArgv({
+        tool,
+        image,
+        binds: [attemptDir],
+        pwd: cwd,
+        envFile,
+        gpus: gpuUuids.length > 0,
+        command: containerScript(request.experiment.filename, request.experiment.args),
+      });
+      if (request.experiment.pythonenv.length || request.config.pip.length)
+        log.note("note: container jobs use the image's own Python packages; experiment.pythonenv is not installed");
+      log.note(
+        `running in ${image} with ${tool}${gpuUuids.length ? " (--nv)" : ""}: ${
+          argv
+            .slice(argv.indexOf(image) + 1)
+            .map((a) => JSON.stringify(a))
+            .join(" ") || "the image's runscript"
+        }${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`,
+      );
       clock.enter("run");
       // The tool gets a fixed environment; the job's reaches the container through the env file only.
-      exit = await execute(argv, attemptDir, cwd, launcherEnv(ctx.runnerEnv), log, uploader, request, limit, jobControl, ctx, record, jobLimits);
+      exit = await execute(
+        argv,
+        attemptDir,
+        cwd,
+        launcherEnv(ctx.runnerEnv),
+        log,
+        uploader,
+        request,
+        limit,
+        jobControl,
+        ctx,
+        record,
+        jobLimits,
+      );
     } else {
       if (request.experiment.filename === null) {
-        throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", { field: "experiment.filename" });
+        throw new PermanentError("experiment.filename: null (container-only jobs) needs a _singularity image", {
+          field: "experiment.filename",
+        });
       }
       const interpreter = chooseInterpreter(request.experiment.pythonver, await findInterpreters());
       const wanted = requestRequirementSet(
@@ -277,28 +349,75 @@ async function attempt(
       );
       venvRelease = venv.release;
       events?.emit("cache", { cache: "venv", hit: venv.reused });
-      ctx.log.info(`${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`, { experiment: key });
+      ctx.log.info(
+        `${venv.reused ? "reusing cached" : "built"} python environment ${venv.hash} in ${formatDuration(venv.buildMs)}`,
+        { experiment: key },
+      );
 
       // execute: the job user owns its parts of the attempt directory, HOME and TMPDIR are its own
       const jobUser = ctx.sandbox?.jobUser ?? ctx.jobUser;
       const own = prepareJobDirs(attemptDir, dirs, jobUser);
-      const env = { ...jobEnv.env, VIRTUAL_ENV: venv.dir, PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}`, HOME: own.home, TMPDIR: own.tmp };
+      const env = {
+        ...jobEnv.env,
+        VIRTUAL_ENV: venv.dir,
+        PATH: `${join(venv.dir, "bin")}:${jobEnv.env.PATH ?? ""}`,
+        HOME: own.home,
+        TMPDIR: own.tmp,
+      };
       const script = request.experiment.filename;
-      const argv = script === "-m" ? [venv.python, "-m", ...request.experiment.args] : [venv.python, script, ...request.experiment.args];
-      log.note(`running ${argv.slice(1).map((a) => JSON.stringify(a)).join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`);
+      const argv =
+        script === "-m"
+          ? [venv.python, "-m", ...request.experiment.args]
+          : [venv.python, script, ...request.experiment.args];
+      log.note(
+        `running ${argv
+          .slice(1)
+          .map((a) => JSON.stringify(a))
+          .join(" ")}${limit ? ` (time limit ${formatDuration(limit.ms)} from ${limit.because})` : ""}`,
+      );
       const cwd = dirs.workspace ?? attemptDir;
-      const launch = venvJobLaunch({ command: argv, env, attemptDir, cwd, venvDir: venv.dir, sandbox: ctx.sandbox, jobUser, gpuUuids });
+      const launch = venvJobLaunch({
+        command: argv,
+        env,
+        attemptDir,
+        cwd,
+        venvDir: venv.dir,
+        sandbox: ctx.sandbox,
+        jobUser,
+        gpuUuids,
+      });
       for (const n of launch.notes) log.note(n);
       const who = jobUser ? `as ${jobUser.label}` : "as the runner's own user";
-      if (ctx.sandbox) log.note(`in a bubblewrap sandbox ${who}: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`);
+      if (ctx.sandbox)
+        log.note(
+          `in a bubblewrap sandbox ${who}: only ${attemptDir} is writable; network ${ctx.sandbox.network === "loopback" ? "loopback only" : "shared with the host"}`,
+        );
       else log.note(`NOT sandboxed (--sandbox none), ${who}`);
       clock.enter("run");
-      exit = await execute(launch.argv, attemptDir, cwd, LAUNCHER_ENV, log, uploader, request, limit, jobControl, ctx, record, jobLimits, launch.payload);
+      exit = await execute(
+        launch.argv,
+        attemptDir,
+        cwd,
+        LAUNCHER_ENV,
+        log,
+        uploader,
+        request,
+        limit,
+        jobControl,
+        ctx,
+        record,
+        jobLimits,
+        launch.payload,
+      );
     }
 
     // finish
     if (log.failure) {
-      throw new RetryableError(`the experiment's log could not be written: ${log.failure.message}`, { phase: "run" }, { cause: log.failure });
+      throw new RetryableError(
+        `the experiment's log could not be written: ${log.failure.message}`,
+        { phase: "run" },
+        { cause: log.failure },
+      );
     }
     const shutdown = exit.killedFor === "shutdown";
     const reason = shutdown
@@ -306,15 +425,17 @@ async function attempt(
       : exit.memoryLimitBytes !== undefined
         ? `killed by its memory limit of ${formatBytes(exit.memoryLimitBytes)} (resources_needed.ram)`
         : exit.killedFor
-        ? `stopped: ${exit.killedFor}`
-        : exit.code === 0
-          ? "exited with code 0"
-          : `exited with ${exit.code !== null ? `code ${exit.code}` : `signal ${exit.signal}`}`;
+          ? `stopped: ${exit.killedFor}`
+          : exit.code === 0
+            ? "exited with code 0"
+            : `exited with ${exit.code !== null ? `code ${exit.code}` : `signal ${exit.signal}`}`;
     log.note(`experiment ${reason} after ${formatDuration(Date.now() - startedMs)}`);
     await log.close();
     clock.enter("upload");
     if (shutdown) {
-      await uploader.upload(undefined, { includeMissing: true }).catch((err) => ctx.log.warn(`checkpoint before requeue failed: ${errorMessage(err)}`));
+      await uploader
+        .upload(undefined, { includeMissing: true })
+        .catch((err) => ctx.log.warn(`checkpoint before requeue failed: ${errorMessage(err)}`));
       const outcome = await delivery.nack("runner shutting down", { countDelivery: false });
       ctx.log.info(`experiment ${key} checkpointed and requeued for shutdown`);
       return { kind: outcome, reason: "runner shutting down" };
@@ -340,7 +461,10 @@ async function attempt(
     await log.close();
     // The log is the user's only view of what happened: try hard to get it to storage (never to
     // locations the rules refused: the reason is kept with the request instead).
-    if (!refused) await uploader.upload(["output"], { includeMissing: true }).catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
+    if (!refused)
+      await uploader
+        .upload(["output"], { includeMissing: true })
+        .catch((e) => ctx.log.warn(`could not upload the log of ${key}: ${errorMessage(e)}`));
     const reason = `${fault.message}${phase}`;
     if (fault.retryable) {
       // Free the disk before the request can be taken again (a full disk is a common cause).
@@ -378,7 +502,14 @@ async function execute(
 ): Promise<JobExit> {
   const group = jobCgroup(ctx, request.experiment.key, jobLimits, log);
   const spawnedMs = performance.now();
-  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, { cwd, env, onLine: (line) => log.write(line), sandboxed: !!ctx.sandbox, sink: log, jobEnvPayload });
+  const job = new JobProcess(group ? group.wrapCommand(argv) : argv, {
+    cwd,
+    env,
+    onLine: (line) => log.write(line),
+    sandboxed: !!ctx.sandbox,
+    sink: log,
+    jobEnvPayload,
+  });
   await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: ctx.runnerId, jobPid: job.pid });
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const checkpoint = async (labels?: string[]) => {
@@ -399,18 +530,22 @@ async function execute(
   const every = request.config.saveWorkspaceFrequencyMs;
   if (every && every > 0) timers.push(setInterval(() => void checkpoint(), timerMs(every)));
   for (const a of Object.values(request.experiment.artifacts)) {
-    if (a.mutable && a.saveFrequencyMs) timers.push(setInterval(() => void checkpoint([a.label]), timerMs(a.saveFrequencyMs)));
+    if (a.mutable && a.saveFrequencyMs)
+      timers.push(setInterval(() => void checkpoint([a.label]), timerMs(a.saveFrequencyMs)));
   }
   if (limit) {
     // Timers hold at most about 24.8 days: a longer limit is reached in several steps.
     const deadlineMs = Date.now() + limit.ms;
     const arm = () => {
       timers.push(
-        setTimeout(() => {
-          if (Date.now() < deadlineMs) return arm();
-          log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
-          void job.stop(`time limit reached (${limit.because})`);
-        }, Math.min(MAX_TIMER_MS, Math.max(0, deadlineMs - Date.now()))),
+        setTimeout(
+          () => {
+            if (Date.now() < deadlineMs) return arm();
+            log.note(`time limit of ${formatDuration(limit.ms)} (${limit.because}) reached: stopping the experiment`);
+            void job.stop(`time limit reached (${limit.because})`);
+          },
+          Math.min(MAX_TIMER_MS, Math.max(0, deadlineMs - Date.now())),
+        ),
       );
     };
     arm();
@@ -434,7 +569,9 @@ async function execute(
     );
   }
   const onShutdown = () => {
-    log.note(`runner is shutting down: the experiment has ${formatDuration(control.shutdownGraceMs)} to finish before it is checkpointed and requeued`);
+    log.note(
+      `runner is shutting down: the experiment has ${formatDuration(control.shutdownGraceMs)} to finish before it is checkpointed and requeued`,
+    );
     timers.push(setTimeout(() => void job.stop("shutdown"), control.shutdownGraceMs));
   };
   const onForce = () => void job.stop("shutdown", 2000);
@@ -453,13 +590,18 @@ async function execute(
     const exit: JobExit = await job.exited;
     const ranMs = performance.now() - spawnedMs;
     log.note(`the script ran ${(ranMs / 1000).toFixed(3)} s (start to exit)`);
-    ctx.log.info(`experiment ${request.experiment.key}: the script ran ${(ranMs / 1000).toFixed(3)} s`, { experiment: request.experiment.key, scriptMs: Math.round(ranMs) });
+    ctx.log.info(`experiment ${request.experiment.key}: the script ran ${(ranMs / 1000).toFixed(3)} s`, {
+      experiment: request.experiment.key,
+      scriptMs: Math.round(ranMs),
+    });
     if (group) {
       await group.destroy();
       const peak = group.peakMemoryBytes();
       if (peak !== undefined) log.note(`peak memory ${formatBytes(peak)}`);
       if (group.oomKilled() && jobLimits.ramBytes > 0) {
-        log.note(`the experiment used more than its memory limit of ${formatBytes(jobLimits.ramBytes)} and was killed by the kernel`);
+        log.note(
+          `the experiment used more than its memory limit of ${formatBytes(jobLimits.ramBytes)} and was killed by the kernel`,
+        );
         exit.memoryLimitBytes = jobLimits.ramBytes;
       }
     }
@@ -481,7 +623,12 @@ async function giveBack(delivery: Delivery, ctx: TaskContext, who: string, reaso
 }
 
 /** A fault of the request itself: it is kept in the failed place with the reason. */
-async function keepRejected(delivery: Delivery, ctx: TaskContext, key: string, reason: string): Promise<AttemptOutcome> {
+async function keepRejected(
+  delivery: Delivery,
+  ctx: TaskContext,
+  key: string,
+  reason: string,
+): Promise<AttemptOutcome> {
   await delivery.reject(reason);
   ctx.log.error(`experiment ${key} rejected: ${reason}`);
   return { kind: "rejected", reason };
@@ -530,10 +677,16 @@ function locationPolicy(ctx: TaskContext, source: string | undefined): LocationP
 }
 
 /** Every location of the request through the rules, host names resolved: RequestError naming the field. */
-async function checkLocations(request: Request, policy: LocationPolicy, env: Record<string, string | undefined>): Promise<void> {
+async function checkLocations(
+  request: Request,
+  policy: LocationPolicy,
+  env: Record<string, string | undefined>,
+): Promise<void> {
   for (const a of Object.values(request.experiment.artifacts)) {
     if (a.label === CONTAINER_IMAGE_LABEL && isRegistryReference(a.qualified)) continue;
-    await checkLocationResolved(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, { mutable: a.mutable });
+    await checkLocationResolved(`experiment.artifacts.${a.label}.qualified`, a.qualified, policy, {
+      mutable: a.mutable,
+    });
   }
   // An S3 server's endpoint (used for every s3:// artifact, whatever its spelling); a local
   // storage root (file:) is checked through its artifacts.
@@ -568,7 +721,9 @@ async function containerImage(
     return artifact.qualified;
   }
   const fetched = await fetchImageFile(artifact, request, options);
-  log.note(`container image ${artifact.qualified}: ${formatBytes(fetched.bytes)}${fetched.cached ? " (from cache)" : ""}`);
+  log.note(
+    `container image ${artifact.qualified}: ${formatBytes(fetched.bytes)}${fetched.cached ? " (from cache)" : ""}`,
+  );
   return fetched.path;
 }
 
@@ -580,7 +735,12 @@ type JobExit = ExitInfo & { memoryLimitBytes?: number };
  * CPUs: its process-count limit holds a fork bomb, and removing it at the end kills whatever the
  * job left running (a double-forked `setsid` child included). Never fails the attempt.
  */
-function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cpus: number }, log: OutputLog): JobCgroup | undefined {
+function jobCgroup(
+  ctx: TaskContext,
+  key: string,
+  limits: { ramBytes: number; cpus: number },
+  log: OutputLog,
+): JobCgroup | undefined {
   const support = ctx.cgroups;
   if (!support || support.version === "none") return undefined;
   try {
@@ -590,7 +750,9 @@ function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cp
       pidsMax: defaultJobPidsMax(limits.cpus),
     });
   } catch (err) {
-    log.note(`warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${errorMessage(err)}`);
+    log.note(
+      `warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${errorMessage(err)}`,
+    );
     ctx.log.warn(`experiment ${key} runs without its cgroup (RAM/CPU/process limits): ${errorMessage(err)}`);
     return undefined;
   }
@@ -598,7 +760,13 @@ function jobCgroup(ctx: TaskContext, key: string, limits: { ramBytes: number; cp
 let cgroupSerial = 0;
 
 /** Final upload of every mutable artifact, with `_results` written and uploaded last. */
-async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: Record<string, string>, ctx: TaskContext, exitMsg: string) {
+async function uploadFinal(
+  uploader: ArtifactUploader,
+  request: Request,
+  dirs: Record<string, string>,
+  ctx: TaskContext,
+  exitMsg: string,
+) {
   const labels = Object.keys(request.experiment.artifacts).filter((l) => l !== "_results");
   try {
     await uploader.upload(labels, { includeMissing: true });
@@ -608,7 +776,9 @@ async function uploadFinal(uploader: ArtifactUploader, request: Request, dirs: R
         exit_msg: exitMsg,
         experiment_id: request.experiment.key,
         host: ctx.host,
-        artifacts: Object.fromEntries(Object.values(request.experiment.artifacts).map((a) => [a.label, { name: a.key ?? a.qualified }])),
+        artifacts: Object.fromEntries(
+          Object.values(request.experiment.artifacts).map((a) => [a.label, { name: a.key ?? a.qualified }]),
+        ),
       };
       // The job may have planted a link at _results or _results.json: neither is followed.
       await writeRunnerFile(dirs._results, "_results.json", JSON.stringify(doc, null, 2));

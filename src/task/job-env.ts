@@ -38,10 +38,30 @@ const HOST_HANDLES = new Set([
 ]);
 
 /** Prefixes of cloud, container-engine and secret-store settings: everything named so stays with the runner. */
-const SECRET_PREFIXES = ["AWS_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "AZURE_", "ARM_", "DOCKER_", "VAULT_", "CONSUL_HTTP_", "NOMAD_TOKEN", "OP_SERVICE_ACCOUNT_"];
+const SECRET_PREFIXES = [
+  "AWS_",
+  "GOOGLE_",
+  "GCLOUD_",
+  "CLOUDSDK_",
+  "AZURE_",
+  "ARM_",
+  "DOCKER_",
+  "VAULT_",
+  "CONSUL_HTTP_",
+  "NOMAD_TOKEN",
+  "OP_SERVICE_ACCOUNT_",
+];
 
 /** Handles that are not secrets themselves: withheld, but their values are not masked in logs. */
-const UNMASKED = new Set(["SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS", "KUBECONFIG", "KRB5CCNAME", "NETRC"]);
+const UNMASKED = new Set([
+  "SSH_AUTH_SOCK",
+  "SSH_AGENT_PID",
+  "GPG_AGENT_INFO",
+  "DBUS_SESSION_BUS_ADDRESS",
+  "KUBECONFIG",
+  "KRB5CCNAME",
+  "NETRC",
+]);
 
 /**
  * True for variables of the runner that must not reach an experiment: the runner's own settings
@@ -130,7 +150,13 @@ export function buildJobEnv(input: JobEnvInput): JobEnv {
     CUDA_DEVICE_ORDER: "PCI_BUS_ID",
   });
   // Thread pools follow the experiment's cpus unless its config.env set them itself.
-  for (const name of ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"]) {
+  for (const name of [
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+  ]) {
     if (!(name in input.request.config.env)) env[name] = threads;
   }
   if (input.venvDir) {

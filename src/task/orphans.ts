@@ -78,7 +78,10 @@ export async function recordOwner(attemptDir: string, owner: AttemptOwner): Prom
     host: owner.host,
     bootId: bootId(),
     runnerId: owner.runnerId,
-    runner: { pid: owner.runnerPid, startTicks: owner.runnerPid === process.pid ? runnerStartTicks : processStartTicks(owner.runnerPid) },
+    runner: {
+      pid: owner.runnerPid,
+      startTicks: owner.runnerPid === process.pid ? runnerStartTicks : processStartTicks(owner.runnerPid),
+    },
     job: owner.jobPid !== undefined ? { pid: owner.jobPid, startTicks: jobStart, pgid: jobGroup } : undefined,
     key,
     attempt,
@@ -94,7 +97,14 @@ export async function forgetOwner(attemptDir: string): Promise<void> {
 function readRecord(file: string): OwnerRecord | undefined {
   try {
     const r = JSON.parse(readFileSync(file, "utf8")) as OwnerRecord;
-    if (r?.version !== 2 || typeof r.key !== "string" || !KEY.test(r.key) || typeof r.attempt !== "string" || !ATTEMPT.test(r.attempt)) return undefined;
+    if (
+      r?.version !== 2 ||
+      typeof r.key !== "string" ||
+      !KEY.test(r.key) ||
+      typeof r.attempt !== "string" ||
+      !ATTEMPT.test(r.attempt)
+    )
+      return undefined;
     if (!Number.isInteger(r.runner?.pid)) return undefined;
     return r;
   } catch {

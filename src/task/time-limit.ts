@@ -9,7 +9,10 @@ export function timeLimit(request: Request, runnerCapMs: number, nowMs = Date.no
   const e = request.experiment;
   if (e.maxDurationMs) limits.push({ ms: e.maxDurationMs, because: "experiment.max_duration" });
   if (request.config.experimentLifetimeMs && e.timeAddedMs) {
-    limits.push({ ms: e.timeAddedMs + request.config.experimentLifetimeMs - nowMs, because: "config.experimentLifetime" });
+    limits.push({
+      ms: e.timeAddedMs + request.config.experimentLifetimeMs - nowMs,
+      because: "config.experimentLifetime",
+    });
   }
   if (runnerCapMs > 0) limits.push({ ms: runnerCapMs, because: "the runner's --max-duration" });
   if (!limits.length) return undefined;

@@ -14,17 +14,29 @@ import { storeConformance } from "./store-conformance.ts";
 
 storeConformance("file (file:///abs/path form)", async () => {
   const root = await mkdtemp(join(tmpdir(), "fs-"));
-  return { store: new FileStore(), locationOf: (k) => `file://${root}/bucket/${k}`, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return {
+    store: new FileStore(),
+    locationOf: (k) => `file://${root}/bucket/${k}`,
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
 });
 
 storeConformance("file, confined to a root (as in the runner)", async () => {
   const root = await mkdtemp(join(tmpdir(), "fs-"));
-  return { store: new FileStore({ roots: [root] }), locationOf: (k) => `file:/${root}/bucket/${k}`, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return {
+    store: new FileStore({ roots: [root] }),
+    locationOf: (k) => `file:/${root}/bucket/${k}`,
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
 });
 
 storeConformance("file (python client's file://abs/path form)", async () => {
   const root = await mkdtemp(join(tmpdir(), "fs-"));
-  return { store: storeFor(`file:/${root}/x`), locationOf: (k) => `file:/${root}/bucket/${k}`, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return {
+    store: storeFor(`file:/${root}/x`),
+    locationOf: (k) => `file:/${root}/bucket/${k}`,
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
 });
 
 describe("storage locations", () => {
@@ -40,7 +52,9 @@ describe("storage locations", () => {
 
   test("gs:// is served by the GCS store; unknown schemes name the field", () => {
     expect(storeFor("gs://b/k")).toBeInstanceOf(GcsStore);
-    expect(() => storeFor("ftp://x/y", {}, "experiment.artifacts.workspace.qualified")).toThrow(/experiment\.artifacts\.workspace\.qualified/);
+    expect(() => storeFor("ftp://x/y", {}, "experiment.artifacts.workspace.qualified")).toThrow(
+      /experiment\.artifacts\.workspace\.qualified/,
+    );
   });
 });
 
@@ -53,7 +67,13 @@ describe("a file store confined to its roots (real path checked where it opens)"
     mkdirSync(outside, { recursive: true });
     writeFileSync(join(outside, "secret.txt"), "host secret");
     writeFileSync(join(root, "b", "ok.txt"), "inside");
-    return { dir, root, outside, store: new FileStore({ roots: [root] }), done: () => rm(dir, { recursive: true, force: true }) };
+    return {
+      dir,
+      root,
+      outside,
+      store: new FileStore({ roots: [root] }),
+      done: () => rm(dir, { recursive: true, force: true }),
+    };
   }
   const text = async (r: Readable) => {
     const chunks: Buffer[] = [];
@@ -76,7 +96,11 @@ describe("a file store confined to its roots (real path checked where it opens)"
     symlinkSync(join(t.outside, "secret.txt"), join(t.root, "b", "link.txt"));
     symlinkSync(t.outside, join(t.root, "b", "dirlink"));
     symlinkSync("/proc/self", join(t.root, "b", "proc"));
-    for (const loc of [`file://${t.root}/b/link.txt`, `file://${t.root}/b/dirlink/secret.txt`, `file://${t.root}/b/proc/environ`]) {
+    for (const loc of [
+      `file://${t.root}/b/link.txt`,
+      `file://${t.root}/b/dirlink/secret.txt`,
+      `file://${t.root}/b/proc/environ`,
+    ]) {
       await expect(t.store.get(loc)).rejects.toBeInstanceOf(RequestError);
       await expect(t.store.head(loc)).rejects.toBeInstanceOf(RequestError);
     }
@@ -92,14 +116,18 @@ describe("a file store confined to its roots (real path checked where it opens)"
   test("writes never go through a symlink: a linked directory is refused, a linked final name is replaced", async () => {
     const t = await setup();
     symlinkSync(t.outside, join(t.root, "b", "dirlink"));
-    await expect(t.store.put(`file://${t.root}/b/dirlink/new.tar`, Readable.from([Buffer.from("x")]))).rejects.toBeInstanceOf(RequestError);
+    await expect(
+      t.store.put(`file://${t.root}/b/dirlink/new.tar`, Readable.from([Buffer.from("x")])),
+    ).rejects.toBeInstanceOf(RequestError);
     expect(existsSync(join(t.outside, "new.tar"))).toBe(false);
     symlinkSync(join(t.outside, "secret.txt"), join(t.root, "b", "out.tar"));
     await t.store.put(`file://${t.root}/b/out.tar`, Readable.from([Buffer.from("results")]));
     expect(readFileSync(join(t.outside, "secret.txt"), "utf8")).toBe("host secret");
     expect(lstatSync(join(t.root, "b", "out.tar")).isSymbolicLink()).toBe(false);
     expect(readFileSync(join(t.root, "b", "out.tar"), "utf8")).toBe("results");
-    await expect(t.store.put(`file://${t.outside}/x.tar`, Readable.from([Buffer.from("x")]))).rejects.toBeInstanceOf(RequestError);
+    await expect(t.store.put(`file://${t.outside}/x.tar`, Readable.from([Buffer.from("x")]))).rejects.toBeInstanceOf(
+      RequestError,
+    );
     expect(existsSync(join(t.outside, "x.tar"))).toBe(false);
     await t.done();
   });

@@ -47,7 +47,11 @@ afterAll(() => {
 
 /** 127.0.0.1 plays a public address; 127.0.0.2 and every real private range stay private. */
 const classify = (host: string): HostClass => (host === "127.0.0.1" ? "public" : classifyHost(host));
-const names: Record<string, string> = { "public.test": "127.0.0.1", "private.test": "127.0.0.2", "metadata.test": "169.254.169.254" };
+const names: Record<string, string> = {
+  "public.test": "127.0.0.1",
+  "private.test": "127.0.0.2",
+  "metadata.test": "169.254.169.254",
+};
 let lookups = 0;
 const resolver: Resolver = async (host) => {
   lookups++;
@@ -97,7 +101,12 @@ describe("http store: host rules on every hop", () => {
   });
 
   test("a redirect to a private address, or to a name resolving to one, is refused and never connected", async () => {
-    for (const target of [`http://127.0.0.2:${inside.port}/secret`, `http://private.test:${inside.port}/secret`, `http://10.0.0.1:${inside.port}/x`, `http://[::1]:${inside.port}/x`]) {
+    for (const target of [
+      `http://127.0.0.2:${inside.port}/secret`,
+      `http://private.test:${inside.port}/secret`,
+      `http://10.0.0.1:${inside.port}/x`,
+      `http://[::1]:${inside.port}/x`,
+    ]) {
       const err = await strict.get(url(`/to?u=${encodeURIComponent(target)}`)).catch((e) => e);
       expect(err).toBeInstanceOf(RequestError);
       expect(err.message).toContain("redirect 1");
@@ -108,7 +117,12 @@ describe("http store: host rules on every hop", () => {
 
   test("metadata and link-local are refused on any hop even with --allow-private-endpoints", async () => {
     const open = new HttpStore({ allowPrivate: true, resolve: { resolver, classify } });
-    for (const target of ["http://169.254.169.254/latest/meta-data/", "http://metadata.test/latest/", "http://[fe80::1]/x", "http://metadata.google.internal/x"]) {
+    for (const target of [
+      "http://169.254.169.254/latest/meta-data/",
+      "http://metadata.test/latest/",
+      "http://[fe80::1]/x",
+      "http://metadata.google.internal/x",
+    ]) {
       const err = await open.get(url(`/to?u=${encodeURIComponent(target)}`)).catch((e) => e);
       expect(err).toBeInstanceOf(RequestError);
       expect(err.message).toMatch(/metadata|link-local/);

@@ -2,7 +2,16 @@
 // entries a hostile queue writer may plant (links, FIFOs, linked queue and failed-place dirs).
 
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +22,8 @@ queueConformance("local", async () => {
   const root = await mkdtemp(join(tmpdir(), "lq-"));
   let n = 0;
   return {
-    backend: async (o = {}) => new LocalQueueBackend({ root, maxDeliveries: o.maxDeliveries ?? 3, match: o.match, mismatch: o.mismatch }),
+    backend: async (o = {}) =>
+      new LocalQueueBackend({ root, maxDeliveries: o.maxDeliveries ?? 3, match: o.match, mismatch: o.mismatch }),
     queueName: (suffix) => `local_${suffix}_${n++}`,
     cleanup: () => rm(root, { recursive: true, force: true }),
   };
@@ -159,7 +169,9 @@ describe("local queue: entries queue writers should not be able to use against t
     await d!.reject("bad request");
     expect(readFileSync(hostFile, "utf8")).toBe("precious\n");
     expect(readdirSync(host)).toEqual(["precious.conf"]);
-    expect(JSON.parse(readFileSync(join(root, ".failed", "local_p", `${id}.reason.json`), "utf8")).summary).toBe("bad request");
+    expect(JSON.parse(readFileSync(join(root, ".failed", "local_p", `${id}.reason.json`), "utf8")).summary).toBe(
+      "bad request",
+    );
     expect(readFileSync(join(root, ".failed", "local_p", id), "utf8")).toBe('{"x":1}');
     await rm(root, { recursive: true, force: true });
     await rm(host, { recursive: true, force: true });

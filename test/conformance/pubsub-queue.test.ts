@@ -77,7 +77,10 @@ describe("pubsub: naming", () => {
 
   test("the runner's count rides on copies; reasons are trimmed to fit one 1024-byte attribute, newest kept", () => {
     expect(messageFacts("m1", {}).deliveryCount).toBe(1);
-    expect(messageFacts("m2", { studio_deliveries: "2", studio_identity: "m1" })).toMatchObject({ deliveryCount: 3, identity: "m1" });
+    expect(messageFacts("m2", { studio_deliveries: "2", studio_identity: "m1" })).toMatchObject({
+      deliveryCount: 3,
+      identity: "m1",
+    });
     const reasons = Array.from({ length: 30 }, (_, i) => newReason(`fault ${i} ${"x".repeat(400)}`));
     const copy = copyAttributes({ keep: "me" }, { identity: "m1", deliveries: 2, reasons });
     expect(Buffer.byteLength(copy.studio_reasons!)).toBeLessThanOrEqual(1024);
@@ -86,31 +89,34 @@ describe("pubsub: naming", () => {
     expect(copy).toMatchObject({ keep: "me", studio_deliveries: "2", studio_identity: "m1" });
   });
 
-  withFixture("discovery: the python client's names, a subscription named like its queue, never the failed place", async (f) => {
-    const b = f.backend({ match: /.*/ });
-    const q = f.queue("named");
-    await b.publish(q, "{}");
-    const admin = new PubSub({ projectId: f.projectId });
-    try {
-      await admin.createTopic("gorunner-topic");
-      await admin.createSubscription("gorunner-topic", "gorunner_queue");
-      await (await b.open(q).receive())!.reject("bad request");
-      const names = await b.discover();
-      expect(names).toContain(q);
-      expect(names).toContain("gorunner_queue");
-      expect(names.some((n) => n.startsWith("studioml_failed"))).toBe(false);
-      // A copy in the failed place exists, but is never served as work.
-      const [subs] = await admin.getSubscriptions();
-      expect(subs.map((s) => s.name.split("/").pop())).toContain(`studioml_failed.${q}_sub`);
-      // A subscription named like its queue is served under that name.
-      await admin.topic("gorunner-topic").publishMessage({ data: Buffer.from('{"go":1}') });
-      const d = await b.open("gorunner_queue").receive();
-      expect(text(d!.body)).toBe('{"go":1}');
-      await d!.ack();
-    } finally {
-      await admin.close();
-    }
-  });
+  withFixture(
+    "discovery: the python client's names, a subscription named like its queue, never the failed place",
+    async (f) => {
+      const b = f.backend({ match: /.*/ });
+      const q = f.queue("named");
+      await b.publish(q, "{}");
+      const admin = new PubSub({ projectId: f.projectId });
+      try {
+        await admin.createTopic("gorunner-topic");
+        await admin.createSubscription("gorunner-topic", "gorunner_queue");
+        await (await b.open(q).receive())!.reject("bad request");
+        const names = await b.discover();
+        expect(names).toContain(q);
+        expect(names).toContain("gorunner_queue");
+        expect(names.some((n) => n.startsWith("studioml_failed"))).toBe(false);
+        // A copy in the failed place exists, but is never served as work.
+        const [subs] = await admin.getSubscriptions();
+        expect(subs.map((s) => s.name.split("/").pop())).toContain(`studioml_failed.${q}_sub`);
+        // A subscription named like its queue is served under that name.
+        await admin.topic("gorunner-topic").publishMessage({ data: Buffer.from('{"go":1}') });
+        const d = await b.open("gorunner_queue").receive();
+        expect(text(d!.body)).toBe('{"go":1}');
+        await d!.ack();
+      } finally {
+        await admin.close();
+      }
+    },
+  );
 });
 
 describe("pubsub: the failed place", () => {
@@ -125,7 +131,10 @@ describe("pubsub: the failed place", () => {
     const kept = (await b.open(`studioml_failed.${q}`).receive()) as PubsubDelivery;
     expect(text(kept.body)).toBe(body);
     const attributes = kept.message.attributes;
-    expect(JSON.parse(attributes.studio_reasons!).map((r: { reason: string }) => r.reason)).toEqual(["storage down", "storage still down"]);
+    expect(JSON.parse(attributes.studio_reasons!).map((r: { reason: string }) => r.reason)).toEqual([
+      "storage down",
+      "storage still down",
+    ]);
     expect(attributes.studio_queue).toBe(q);
     expect(attributes.studio_failed_deliveries).toBe("2");
     expect(attributes.studio_failed_because).toContain("gave up after 2 deliveries: storage still down");
@@ -163,7 +172,8 @@ describe("pubsub: ack deadlines", () => {
       await holder.close();
       expect(f.lines.some((l) => /closing with 1 unsettled Pub\/Sub message/.test(l))).toBe(true);
       let again: PubsubDelivery | undefined;
-      for (let i = 0; i < 150 && !again; i++) again = ((await other.open(q).receive()) as PubsubDelivery | undefined) ?? (await Bun.sleep(100), undefined);
+      for (let i = 0; i < 150 && !again; i++)
+        again = ((await other.open(q).receive()) as PubsubDelivery | undefined) ?? (await Bun.sleep(100), undefined);
       expect(text(again!.body)).toBe('{"long":"job"}');
       expect(again!.deliveryCount).toBe(1);
       await again!.ack();
@@ -182,7 +192,8 @@ describe("pubsub: ack deadlines", () => {
       d.lease.stop();
       const stoppedAt = Date.now();
       let again: PubsubDelivery | undefined;
-      while (!again && Date.now() - stoppedAt < 20_000) again = ((await other.open(q).receive()) as PubsubDelivery | undefined) ?? (await Bun.sleep(250), undefined);
+      while (!again && Date.now() - stoppedAt < 20_000)
+        again = ((await other.open(q).receive()) as PubsubDelivery | undefined) ?? (await Bun.sleep(250), undefined);
       expect(again).toBeDefined();
       expect(Date.now() - stoppedAt).toBeGreaterThan(5_000);
       await again!.ack();
@@ -224,14 +235,23 @@ describe("pubsub: settings and projects", () => {
     }
   };
   const writeKey = (dir: string, file: string, projectId: string | undefined) =>
-    writeFileSync(join(dir, file), JSON.stringify({ type: "service_account", project_id: projectId, client_email: `runner@${projectId}.iam.gserviceaccount.com` }));
+    writeFileSync(
+      join(dir, file),
+      JSON.stringify({
+        type: "service_account",
+        project_id: projectId,
+        client_email: `runner@${projectId}.iam.gserviceaccount.com`,
+      }),
+    );
 
   test("the options, and the problems found in them", async () => {
     expect(PUBSUB_OPTIONS.map((o) => o.name)).toEqual(["google-certs", "pubsub-project", "pubsub-ack-deadline"]);
     expect(pubsubSettingsProblems({})).toEqual([]);
     expect(pubsubSettingsProblems({ "pubsub-project": "bad project!" })[0]).toContain("--pubsub-project");
     expect(pubsubSettingsProblems({ "google-certs": "/nonexistent/certs" })[0]).toContain("/nonexistent/certs");
-    expect(pubsubSettingsProblems({ "pubsub-ack-deadline": 5_000 })).toEqual(["--pubsub-ack-deadline must be between 10s and 10m"]);
+    expect(pubsubSettingsProblems({ "pubsub-ack-deadline": 5_000 })).toEqual([
+      "--pubsub-ack-deadline must be between 10s and 10m",
+    ]);
     expect(pubsubSettingsProblems({ "pubsub-ack-deadline": 30_000 })).toEqual([]);
     await withCerts(async (dir) => {
       writeKey(dir, "a.json", "proj-a");
@@ -251,7 +271,10 @@ describe("pubsub: settings and projects", () => {
     try {
       expect(pubsubBackendFromSettings({ "max-deliveries": 3 }, log)).toBeUndefined();
       const projectId = `studio-test-${randomUUID().slice(0, 8)}`;
-      const b = pubsubBackendFromSettings({ "max-deliveries": 3, "pubsub-project": projectId, "queue-match": /^ps_/ }, log)!;
+      const b = pubsubBackendFromSettings(
+        { "max-deliveries": 3, "pubsub-project": projectId, "queue-match": /^ps_/ },
+        log,
+      )!;
       try {
         expect(b.kind).toBe("pubsub");
         await b.publish("ps_settings", '{"s":1}');

@@ -29,7 +29,9 @@ const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 const available = (await rabbitMQAvailable()) || !!process.env.CI;
 if (!available) {
-  console.error("\n*** SKIPPING the RabbitMQ queue tests: no broker on 127.0.0.1:5672 and rabbitmq-server is not installed ***\n");
+  console.error(
+    "\n*** SKIPPING the RabbitMQ queue tests: no broker on 127.0.0.1:5672 and rabbitmq-server is not installed ***\n",
+  );
 }
 
 /** Backends and queues of one test, closed and deleted afterwards; log lines collected. */
@@ -82,7 +84,8 @@ if (available) {
     await ensureRabbitMQ();
     const f = new Fixture();
     return {
-      backend: async (o = {}) => f.backend({ maxDeliveries: o.maxDeliveries ?? 3, match: o.match, mismatch: o.mismatch }),
+      backend: async (o = {}) =>
+        f.backend({ maxDeliveries: o.maxDeliveries ?? 3, match: o.match, mismatch: o.mismatch }),
       queueName: (suffix) => f.queue(suffix),
       cleanup: () => f.cleanup(),
     };
@@ -118,7 +121,9 @@ describe("rabbitmq: addresses", () => {
     expect(rabbitSettingsProblems({})).toEqual([]);
     const bad = rabbitSettingsProblems({ "amqp-url": "https://u:hunter2@h/", "amqp-mgt-url": "x" });
     expect(bad).toEqual(["--amqp-url: must start with amqp:// or amqps://"]);
-    expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL, "amqp-mgt-url": "ftp://h" })).toEqual(["--amqp-mgt-url: must start with http:// or https://"]);
+    expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL, "amqp-mgt-url": "ftp://h" })).toEqual([
+      "--amqp-mgt-url: must start with http:// or https://",
+    ]);
     expect(rabbitSettingsProblems({ "amqp-queues": "rmq_a" })).toEqual(["--amqp-queues is set but --amqp-url is not"]);
     expect(fallbackQueueList({ "amqp-queues": " rmq_a, ,rmq_b " })).toEqual(["rmq_a", "rmq_b"]);
   });
@@ -150,12 +155,19 @@ describe("rabbitmq: discovery", () => {
     const d = await b.open(bound).receive();
     await d!.reject("bad");
     expect((await peekAll(`studioml_failed.${bound}`)).length).toBe(1);
-    expect((await f.backend({ match: /^(rmq|sqs|local)(_.*)?$/ }).discover()).some((n) => n.startsWith("studioml_failed"))).toBe(false);
+    expect(
+      (await f.backend({ match: /^(rmq|sqs|local)(_.*)?$/ }).discover()).some((n) => n.startsWith("studioml_failed")),
+    ).toBe(false);
   });
 
   withFixture("without the management API: the --amqp-queues list, filtered, said once", async (f) => {
     const q = f.queue("fallback");
-    const b = f.backend({ managementUrl: "http://127.0.0.1:9/", fallbackQueues: [q, `${q}_response`, "other_queue"], match: /^rmq_/, discoveryIntervalMs: 0 });
+    const b = f.backend({
+      managementUrl: "http://127.0.0.1:9/",
+      fallbackQueues: [q, `${q}_response`, "other_queue"],
+      match: /^rmq_/,
+      discoveryIntervalMs: 0,
+    });
     expect(await b.discover()).toEqual([q]);
     expect(await b.discover()).toEqual([q]);
     expect(f.lines.filter((l) => /management API .*unreachable/.test(l)).length).toBe(1);
@@ -169,7 +181,11 @@ describe("rabbitmq: discovery", () => {
   });
 
   withFixture("a wrong password is reported without the password", async (f) => {
-    const b = f.backend({ url: "amqp://guest:wr0ngSecret99@127.0.0.1:5672/%2f", managementUrl: "http://guest:wr0ngSecret99@127.0.0.1:15672", backoff: { initialMs: 50, maxMs: 100 } });
+    const b = f.backend({
+      url: "amqp://guest:wr0ngSecret99@127.0.0.1:5672/%2f",
+      managementUrl: "http://guest:wr0ngSecret99@127.0.0.1:15672",
+      backoff: { initialMs: 50, maxMs: 100 },
+    });
     await b.discover();
     await f.waitForLine(/cannot connect to RabbitMQ/);
     await f.waitForLine(/management API/);
@@ -179,46 +195,54 @@ describe("rabbitmq: discovery", () => {
 });
 
 describe("rabbitmq: delivery counts", () => {
-  withFixture("quorum queue: x-delivery-count counts runners that died holding it; refusals and shutdown give-backs do not count", async (f) => {
-    const a = f.backend({ queueType: "quorum", maxDeliveries: 5 });
-    const q = f.queue("quorum");
-    await a.publish(q, '{"q":1}');
-    const info = (await withChannel((ch) => ch.checkQueue(q))) as { messageCount: number };
-    expect(info.messageCount).toBe(1);
-    // Refused three times: not a delivery.
-    for (let i = 0; i < 3; i++) expect(await a.open(q).receive({ accept: () => false })).toBeUndefined();
-    let d = await a.open(q).receive();
-    expect(d!.deliveryCount).toBe(1);
-    // A runner that holds it and dies (its connection closes without settling).
-    const dying = f.backend();
-    await d!.nack("shutdown", { countDelivery: false });
-    d = await dying.open(q).receive();
-    expect(d!.deliveryCount).toBe(1);
-    await dying.close();
-    d = await a.open(q).receive();
-    expect(d!.deliveryCount).toBe(2);
-    expect((d as unknown as { facts: { fromQuorumQueue: boolean } }).facts.fromQuorumQueue).toBe(true);
-    expect(await d!.nack("storage down")).toBe("requeued");
-    d = await a.open(q).receive();
-    expect(d!.deliveryCount).toBe(3);
-    await d!.ack();
-    expect(await readyCount(q)).toBe(0);
-  });
-
-  withFixture("quorum queue: a message whose runners kept dying goes to the failed place when it comes back", async (f) => {
-    const q = f.queue("quorumdie");
-    const a = f.backend({ queueType: "quorum", maxDeliveries: 2 });
-    await a.publish(q, '{"die":1}');
-    for (let i = 0; i < 2; i++) {
-      const dying = f.backend({ maxDeliveries: 2 });
-      expect((await dying.open(q).receive())!.deliveryCount).toBe(i + 1);
+  withFixture(
+    "quorum queue: x-delivery-count counts runners that died holding it; refusals and shutdown give-backs do not count",
+    async (f) => {
+      const a = f.backend({ queueType: "quorum", maxDeliveries: 5 });
+      const q = f.queue("quorum");
+      await a.publish(q, '{"q":1}');
+      const info = (await withChannel((ch) => ch.checkQueue(q))) as { messageCount: number };
+      expect(info.messageCount).toBe(1);
+      // Refused three times: not a delivery.
+      for (let i = 0; i < 3; i++) expect(await a.open(q).receive({ accept: () => false })).toBeUndefined();
+      let d = await a.open(q).receive();
+      expect(d!.deliveryCount).toBe(1);
+      // A runner that holds it and dies (its connection closes without settling).
+      const dying = f.backend();
+      await d!.nack("shutdown", { countDelivery: false });
+      d = await dying.open(q).receive();
+      expect(d!.deliveryCount).toBe(1);
       await dying.close();
-    }
-    expect(await a.open(q).receive()).toBeUndefined();
-    const failed = await peekAll(`studioml_failed.${q}`);
-    expect(failed.map((m) => m.body)).toEqual(['{"die":1}']);
-    expect(String(failed[0]!.headers["x-studio-failed-because"])).toContain("delivered 2 times without being settled");
-  });
+      d = await a.open(q).receive();
+      expect(d!.deliveryCount).toBe(2);
+      expect((d as unknown as { facts: { fromQuorumQueue: boolean } }).facts.fromQuorumQueue).toBe(true);
+      expect(await d!.nack("storage down")).toBe("requeued");
+      d = await a.open(q).receive();
+      expect(d!.deliveryCount).toBe(3);
+      await d!.ack();
+      expect(await readyCount(q)).toBe(0);
+    },
+  );
+
+  withFixture(
+    "quorum queue: a message whose runners kept dying goes to the failed place when it comes back",
+    async (f) => {
+      const q = f.queue("quorumdie");
+      const a = f.backend({ queueType: "quorum", maxDeliveries: 2 });
+      await a.publish(q, '{"die":1}');
+      for (let i = 0; i < 2; i++) {
+        const dying = f.backend({ maxDeliveries: 2 });
+        expect((await dying.open(q).receive())!.deliveryCount).toBe(i + 1);
+        await dying.close();
+      }
+      expect(await a.open(q).receive()).toBeUndefined();
+      const failed = await peekAll(`studioml_failed.${q}`);
+      expect(failed.map((m) => m.body)).toEqual(['{"die":1}']);
+      expect(String(failed[0]!.headers["x-studio-failed-because"])).toContain(
+        "delivered 2 times without being settled",
+      );
+    },
+  );
 
   withFixture("classic queue: the runner's own count travels with the message to other runners", async (f) => {
     const q = f.queue("classic");
@@ -261,7 +285,11 @@ describe("rabbitmq: the failed place", () => {
     expect(kept!.properties.contentType).toBe("application/json");
     expect(kept!.properties.deliveryMode).toBe(2);
     // Not bound to StudioML.topic: a publish to the queue's routing key does not reach it.
-    const bindings = (await (await fetch(`${MANAGEMENT_URL}/api/queues/%2f/studioml_failed.${q}/bindings`, { headers: { authorization: `Basic ${btoa("guest:guest")}` } })).json()) as Array<{ source: string }>;
+    const bindings = (await (
+      await fetch(`${MANAGEMENT_URL}/api/queues/%2f/studioml_failed.${q}/bindings`, {
+        headers: { authorization: `Basic ${btoa("guest:guest")}` },
+      })
+    ).json()) as Array<{ source: string }>;
     expect(bindings.map((x) => x.source)).toEqual([""]);
   });
 
@@ -278,22 +306,25 @@ describe("rabbitmq: the failed place", () => {
 });
 
 describe("rabbitmq: holding and refusing", () => {
-  withFixture("a refused message is given back at once, keeps its place, and does not hide the ones behind it", async (f) => {
-    const q = f.queue("starve");
-    const b = f.backend();
-    await b.publish(q, '{"size":"huge"}');
-    await b.publish(q, '{"size":"small"}');
-    expect(await b.open(q).receive({ accept: () => false })).toBeUndefined();
-    expect(await readyCount(q)).toBe(2); // nothing held after a refusal
-    const small = await b.open(q).receive({ accept: (body) => text(body).includes("small") });
-    expect(text(small!.body)).toBe('{"size":"small"}');
-    expect(await readyCount(q)).toBe(1); // exactly one held: the one taken
-    await small!.ack();
-    const huge = await b.open(q).receive();
-    expect(text(huge!.body)).toBe('{"size":"huge"}');
-    expect(huge!.deliveryCount).toBe(1);
-    await huge!.ack();
-  });
+  withFixture(
+    "a refused message is given back at once, keeps its place, and does not hide the ones behind it",
+    async (f) => {
+      const q = f.queue("starve");
+      const b = f.backend();
+      await b.publish(q, '{"size":"huge"}');
+      await b.publish(q, '{"size":"small"}');
+      expect(await b.open(q).receive({ accept: () => false })).toBeUndefined();
+      expect(await readyCount(q)).toBe(2); // nothing held after a refusal
+      const small = await b.open(q).receive({ accept: (body) => text(body).includes("small") });
+      expect(text(small!.body)).toBe('{"size":"small"}');
+      expect(await readyCount(q)).toBe(1); // exactly one held: the one taken
+      await small!.ack();
+      const huge = await b.open(q).receive();
+      expect(text(huge!.body)).toBe('{"size":"huge"}');
+      expect(huge!.deliveryCount).toBe(1);
+      await huge!.ack();
+    },
+  );
 
   withFixture("waitForWork does not wake for messages this runner refused, and does for new ones", async (f) => {
     const q = f.queue("nospin");
@@ -317,77 +348,87 @@ describe("rabbitmq: holding and refusing", () => {
 });
 
 describe("rabbitmq: connections that break", () => {
-  withFixture("the broker closes the connection mid-hold: the runner reconnects, takes the message back and acks it; nothing lost", async (f) => {
-    const q = f.queue("cut");
-    const connectionName = `studio-runner test ${q}`;
-    const b = f.backend({ backoff: { initialMs: 100, maxMs: 1000 }, connectionName });
-    await b.publish(q, '{"held":1}');
-    await b.publish(q, '{"queued":1}');
-    const d = await b.open(q).receive();
-    expect(text(d!.body)).toBe('{"held":1}');
-    expect(await closeConnectionsNamed(connectionName)).toBe(1);
-    await f.waitForLine(/lost the hold on/);
-    await f.waitForLine(/took .* back after losing its channel/);
-    await d!.ack();
-    const next = await b.open(q).receive();
-    expect(text(next!.body)).toBe('{"queued":1}');
-    await next!.ack();
-    expect(await b.open(q).receive()).toBeUndefined();
-    expect(await readyCount(q)).toBe(0);
-  });
-
-  withFixture("cut off for a while: another runner gets the message, the late ack does not throw, nothing is lost or kept twice", async (f) => {
-    const relay = await new CuttableRelay().start();
-    try {
-      const q = f.queue("outage");
-      const a = f.backend({ url: relay.url, backoff: { initialMs: 100, maxMs: 400 } });
-      const other = f.backend();
-      await other.publish(q, '{"job":1}');
-      const d = await a.open(q).receive();
-      expect(d).toBeDefined();
-      relay.cut();
+  withFixture(
+    "the broker closes the connection mid-hold: the runner reconnects, takes the message back and acks it; nothing lost",
+    async (f) => {
+      const q = f.queue("cut");
+      const connectionName = `studio-runner test ${q}`;
+      const b = f.backend({ backoff: { initialMs: 100, maxMs: 1000 }, connectionName });
+      await b.publish(q, '{"held":1}');
+      await b.publish(q, '{"queued":1}');
+      const d = await b.open(q).receive();
+      expect(text(d!.body)).toBe('{"held":1}');
+      expect(await closeConnectionsNamed(connectionName)).toBe(1);
       await f.waitForLine(/lost the hold on/);
-      let taken: Delivery | undefined;
-      for (let i = 0; i < 50 && !taken; i++) taken = (await other.open(q).receive()) ?? (await Bun.sleep(100), undefined);
-      expect(text(taken!.body)).toBe('{"job":1}');
-      await d!.ack(); // the experiment finished on a: no throw, a warning
-      expect(f.lines.some((l) => /cannot be acknowledged/.test(l))).toBe(true);
-      await expect(d!.ack()).rejects.toThrow(/already settled/);
-      await taken!.ack();
-      relay.restore();
-      await f.waitForLine(/connected to RabbitMQ .* after/);
-      expect(await readyCount(q)).toBe(0);
-      expect(await readyCount(`studioml_failed.${q}`)).toBeUndefined();
-    } finally {
-      await relay.close();
-    }
-  });
-
-  withFixture("finished while cut off: when the message comes back to this runner it is acked without running again", async (f) => {
-    const relay = await new CuttableRelay().start();
-    try {
-      const q = f.queue("lateack");
-      const a = f.backend({ url: relay.url, backoff: { initialMs: 100, maxMs: 400 } });
-      await a.publish(q, '{"job":2}');
-      const d = await a.open(q).receive();
-      relay.cut();
-      await f.waitForLine(/lost the hold on/);
+      await f.waitForLine(/took .* back after losing its channel/);
       await d!.ack();
-      relay.restore();
-      await f.waitForLine(/connected to RabbitMQ .* after/);
-      let got: Delivery | undefined;
-      for (let i = 0; i < 20; i++) {
-        got = await a.open(q).receive();
-        if (got || f.lines.some((l) => /acknowledged without running it again/.test(l))) break;
-        await Bun.sleep(100);
-      }
-      expect(got).toBeUndefined();
-      expect(f.lines.some((l) => /came back after this runner had finished it/.test(l))).toBe(true);
+      const next = await b.open(q).receive();
+      expect(text(next!.body)).toBe('{"queued":1}');
+      await next!.ack();
+      expect(await b.open(q).receive()).toBeUndefined();
       expect(await readyCount(q)).toBe(0);
-    } finally {
-      await relay.close();
-    }
-  });
+    },
+  );
+
+  withFixture(
+    "cut off for a while: another runner gets the message, the late ack does not throw, nothing is lost or kept twice",
+    async (f) => {
+      const relay = await new CuttableRelay().start();
+      try {
+        const q = f.queue("outage");
+        const a = f.backend({ url: relay.url, backoff: { initialMs: 100, maxMs: 400 } });
+        const other = f.backend();
+        await other.publish(q, '{"job":1}');
+        const d = await a.open(q).receive();
+        expect(d).toBeDefined();
+        relay.cut();
+        await f.waitForLine(/lost the hold on/);
+        let taken: Delivery | undefined;
+        for (let i = 0; i < 50 && !taken; i++)
+          taken = (await other.open(q).receive()) ?? (await Bun.sleep(100), undefined);
+        expect(text(taken!.body)).toBe('{"job":1}');
+        await d!.ack(); // the experiment finished on a: no throw, a warning
+        expect(f.lines.some((l) => /cannot be acknowledged/.test(l))).toBe(true);
+        await expect(d!.ack()).rejects.toThrow(/already settled/);
+        await taken!.ack();
+        relay.restore();
+        await f.waitForLine(/connected to RabbitMQ .* after/);
+        expect(await readyCount(q)).toBe(0);
+        expect(await readyCount(`studioml_failed.${q}`)).toBeUndefined();
+      } finally {
+        await relay.close();
+      }
+    },
+  );
+
+  withFixture(
+    "finished while cut off: when the message comes back to this runner it is acked without running again",
+    async (f) => {
+      const relay = await new CuttableRelay().start();
+      try {
+        const q = f.queue("lateack");
+        const a = f.backend({ url: relay.url, backoff: { initialMs: 100, maxMs: 400 } });
+        await a.publish(q, '{"job":2}');
+        const d = await a.open(q).receive();
+        relay.cut();
+        await f.waitForLine(/lost the hold on/);
+        await d!.ack();
+        relay.restore();
+        await f.waitForLine(/connected to RabbitMQ .* after/);
+        let got: Delivery | undefined;
+        for (let i = 0; i < 20; i++) {
+          got = await a.open(q).receive();
+          if (got || f.lines.some((l) => /acknowledged without running it again/.test(l))) break;
+          await Bun.sleep(100);
+        }
+        expect(got).toBeUndefined();
+        expect(f.lines.some((l) => /came back after this runner had finished it/.test(l))).toBe(true);
+        expect(await readyCount(q)).toBe(0);
+      } finally {
+        await relay.close();
+      }
+    },
+  );
 
   withFixture("a shutdown give-back while cut off does not throw; the message is back in the queue", async (f) => {
     const relay = await new CuttableRelay().start();
@@ -407,19 +448,25 @@ describe("rabbitmq: connections that break", () => {
 });
 
 describe("rabbitmq: consumer_timeout", () => {
-  withFixture("a message held longer than the broker's consumer_timeout (basic.get too) is taken back and acked as usual", async (f) => {
-    const q = f.queue("ctimeout");
-    const b = f.backend({ backoff: { initialMs: 100, maxMs: 1000 } });
-    await b.publish(q, '{"long":"job"}');
-    await withShortConsumerTimeout(1500, async () => {
-      const d = await b.open(q).receive();
-      await f.waitForLine(/lost the hold on .*PRECONDITION_FAILED - delivery acknowledgement on channel \d+ timed out/, 20_000);
-      await f.waitForLine(/took .* back after losing its channel/);
-      await d!.ack();
-    });
-    expect(await b.open(q).receive()).toBeUndefined();
-    expect(await readyCount(q)).toBe(0);
-  });
+  withFixture(
+    "a message held longer than the broker's consumer_timeout (basic.get too) is taken back and acked as usual",
+    async (f) => {
+      const q = f.queue("ctimeout");
+      const b = f.backend({ backoff: { initialMs: 100, maxMs: 1000 } });
+      await b.publish(q, '{"long":"job"}');
+      await withShortConsumerTimeout(1500, async () => {
+        const d = await b.open(q).receive();
+        await f.waitForLine(
+          /lost the hold on .*PRECONDITION_FAILED - delivery acknowledgement on channel \d+ timed out/,
+          20_000,
+        );
+        await f.waitForLine(/took .* back after losing its channel/);
+        await d!.ack();
+      });
+      expect(await b.open(q).receive()).toBeUndefined();
+      expect(await readyCount(q)).toBe(0);
+    },
+  );
 });
 
 describe("rabbitmq: deleted queues", () => {
@@ -439,4 +486,3 @@ describe("rabbitmq: deleted queues", () => {
     expect(f.lines.some((l) => l.includes(`queue ${q} was deleted`))).toBe(true);
   });
 });
-

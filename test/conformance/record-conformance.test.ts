@@ -18,7 +18,9 @@ beforeAll(async () => {
   setRunnerLimits({ ...savedLimits, allowPrivate: true });
   dbs = await startDatabases();
   // firebase-admin reads the emulator address from the process environment.
-  process.env.FIREBASE_DATABASE_EMULATOR_HOST = dbs.all.find((d) => d.type === "firebase")!.runnerEnv.FIREBASE_DATABASE_EMULATOR_HOST;
+  process.env.FIREBASE_DATABASE_EMULATOR_HOST = dbs.all.find(
+    (d) => d.type === "firebase",
+  )!.runnerEnv.FIREBASE_DATABASE_EMULATOR_HOST;
 }, 60_000);
 afterAll(async () => {
   setRunnerLimits(savedLimits);
@@ -91,8 +93,18 @@ for (const type of ["s3", "local", "http", "firebase"]) {
       const withKeys = (r: Record<string, unknown>) => ({
         ...r,
         artifacts: {
-          workspace: { key: "w.tar", qualified: "s3://b/w.tar", mutable: false, credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret, session_token: token } } },
-          output: { key: "o.tar", qualified: "s3://b/o.tar", mutable: true, credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret } } },
+          workspace: {
+            key: "w.tar",
+            qualified: "s3://b/w.tar",
+            mutable: false,
+            credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret, session_token: token } },
+          },
+          output: {
+            key: "o.tar",
+            qualified: "s3://b/o.tar",
+            mutable: true,
+            credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret } },
+          },
         },
       });
       const leaks = (doc: unknown) => {
@@ -130,7 +142,9 @@ for (const type of ["s3", "local", "http", "firebase"]) {
       db().fail();
       try {
         const { request, key, raw } = requestFor(db());
-        await db().seed(key, raw).catch(() => undefined);
+        await db()
+          .seed(key, raw)
+          .catch(() => undefined);
         const { record, warnings } = keeper(db(), request);
         await record.running();
         await record.checkpoint();
@@ -149,7 +163,10 @@ for (const type of ["s3", "local", "http", "firebase"]) {
 describe("experiment record: what each database type needs", () => {
   const build = (database: unknown, env: Record<string, string | undefined> = {}) => {
     const warnings: string[] = [];
-    const request = { experiment: { key: "k", raw: { key: "k" } }, config: { raw: { database } } } as unknown as Request;
+    const request = {
+      experiment: { key: "k", raw: { key: "k" } },
+      config: { raw: { database } },
+    } as unknown as Request;
     const record = experimentRecordFor(request, { warn: (m) => warnings.push(m), env });
     return { record, warnings };
   };
@@ -175,7 +192,10 @@ describe("experiment record: what each database type needs", () => {
   });
 
   test("firebase without any credentials is refused with the reason, never tried against Google", () => {
-    const { record, warnings } = build({ type: "FireBase", projectId: "p1", serviceAccount: "/nonexistent/key.json" }, {});
+    const { record, warnings } = build(
+      { type: "FireBase", projectId: "p1", serviceAccount: "/nonexistent/key.json" },
+      {},
+    );
     expect(record).toBeUndefined();
     expect(warnings[0]).toContain("/nonexistent/key.json");
     expect(warnings[0]).toContain('project "p1"');
@@ -186,11 +206,21 @@ describe("experiment record: what each database type needs", () => {
     expect(record).toBeUndefined();
     expect(warnings[0]).toContain("config.database: s3://127.0.0.1:9/meta/experiments/k");
     expect(warnings[0]).toContain("--storage-identity");
-    const allowed = experimentRecordFor({ experiment: { key: "k", raw: { key: "k" } }, config: { raw: { database: { type: "s3", endpoint: "http://127.0.0.1:9", bucket: "meta" } } } } as unknown as Request, {
-      warn: () => undefined,
-      env: {},
-      identity: storageIdentityFor(storageIdentitySetting("runner", "q=s3://127.0.0.1:9/meta/experiments/"), "q1", "local"),
-    });
+    const allowed = experimentRecordFor(
+      {
+        experiment: { key: "k", raw: { key: "k" } },
+        config: { raw: { database: { type: "s3", endpoint: "http://127.0.0.1:9", bucket: "meta" } } },
+      } as unknown as Request,
+      {
+        warn: () => undefined,
+        env: {},
+        identity: storageIdentityFor(
+          storageIdentitySetting("runner", "q=s3://127.0.0.1:9/meta/experiments/"),
+          "q1",
+          "local",
+        ),
+      },
+    );
     expect(allowed).toBeDefined();
   });
 

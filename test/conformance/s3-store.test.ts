@@ -19,7 +19,11 @@ import type { ObjectStore } from "../../src/storage/object-store.ts";
 import { isHostLike, parseS3Location } from "../../src/request/s3-location.ts";
 import { S3Store } from "../../src/storage/s3/s3-store.ts";
 import { regionFromHost, resolveRegion, resolveTarget } from "../../src/storage/s3/s3-target.ts";
-import { REQUEST_IDENTITY_ONLY, storageIdentityFor, storageIdentitySetting } from "../../src/storage/storage-identity.ts";
+import {
+  REQUEST_IDENTITY_ONLY,
+  storageIdentityFor,
+  storageIdentitySetting,
+} from "../../src/storage/storage-identity.ts";
 import { storeFor } from "../../src/storage/stores.ts";
 import { ArtifactUploader, credentialsFor, fetchArtifact } from "../../src/task/artifacts.ts";
 import { FIXTURE } from "../helpers/e2e.ts";
@@ -28,13 +32,16 @@ import { storeConformance } from "./store-conformance.ts";
 
 const BUCKET = "studioml-artifacts";
 const KEYS: KeyPair = { accessKey: "AKIAEXAMPLEKEY", secretAccessKey: "exampleSecretKey123" };
-const creds = (k: KeyPair, region?: string): Credentials => ({ aws: { accessKey: k.accessKey, secretAccessKey: k.secretAccessKey, region } });
+const creds = (k: KeyPair, region?: string): Credentials => ({
+  aws: { accessKey: k.accessKey, secretAccessKey: k.secretAccessKey, region },
+});
 const MiB = 1024 * 1024;
 
 let s3rver: S3Server;
 let moto: S3Server | undefined;
 const HAVE_MOTO = motoAvailable();
-if (!HAVE_MOTO) console.warn("\n*** moto_server or boto3 is missing: the signature-verifying S3 tests are SKIPPED ***\n");
+if (!HAVE_MOTO)
+  console.warn("\n*** moto_server or boto3 is missing: the signature-verifying S3 tests are SKIPPED ***\n");
 
 beforeAll(async () => {
   s3rver = await startS3rver({ keys: [KEYS], buckets: [BUCKET, "public-data"] });
@@ -58,7 +65,10 @@ const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 storeConformance("s3 on s3rver (s3://host:port/bucket/key, request credentials)", async () => {
   const prefix = uniquePrefix();
-  const store = storeFor(`s3://${s3rver.host}/${BUCKET}/x`, { credentials: creds(KEYS, "us-west-2"), endpoint: s3rver.endpoint });
+  const store = storeFor(`s3://${s3rver.host}/${BUCKET}/x`, {
+    credentials: creds(KEYS, "us-west-2"),
+    endpoint: s3rver.endpoint,
+  });
   return { store, locationOf: (k) => `s3://${s3rver.host}/${BUCKET}/${prefix}/${k}`, cleanup: async () => undefined };
 });
 
@@ -79,8 +89,15 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
     const wrong = { accessKey: moto!.user!.accessKey, secretAccessKey: "not-the-secret-0123456789" };
     const store = new S3Store({ credentials: creds(wrong), endpoint: moto!.endpoint });
     const loc = `s3://${moto!.host}/${BUCKET}/any/object.tar`;
-    for (const op of [() => store.get(loc), () => store.head(loc), () => store.put(loc, Readable.from([Buffer.from("x")]))]) {
-      const err = await op().then(() => undefined, (e: unknown) => e as Error);
+    for (const op of [
+      () => store.get(loc),
+      () => store.head(loc),
+      () => store.put(loc, Readable.from([Buffer.from("x")])),
+    ]) {
+      const err = await op().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err).toBeInstanceOf(PermanentError);
       expect(err).not.toBeInstanceOf(NotFoundError);
       expect(err!.message).toContain(`refused the request's credentials`);
@@ -104,14 +121,23 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
       for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v);
     });
     const field = "experiment.artifacts.workspace.qualified";
-    const grantFor = (allow: string, queue = "team_a_1") => storageIdentityFor(storageIdentitySetting("runner", allow), queue, "rabbitmq");
+    const grantFor = (allow: string, queue = "team_a_1") =>
+      storageIdentityFor(storageIdentitySetting("runner", allow), queue, "rabbitmq");
 
     test("by default (--storage-identity request) it is refused before anything is sent, naming field, location and flag", async () => {
       const key = `${uniquePrefix()}/w.tar`;
       const loc = `s3://${moto!.host}/${BUCKET}/${key}`;
       const store = storeFor(loc, { endpoint: moto!.endpoint, identity: REQUEST_IDENTITY_ONLY }, field);
-      for (const op of [() => store.head(loc), () => store.get(loc), () => store.put(loc, Readable.from([Buffer.from("x")])), () => store.delete(loc)]) {
-        const err = await op().then(() => undefined, (e: unknown) => e as Error);
+      for (const op of [
+        () => store.head(loc),
+        () => store.get(loc),
+        () => store.put(loc, Readable.from([Buffer.from("x")])),
+        () => store.delete(loc),
+      ]) {
+        const err = await op().then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
         expect(err).toBeInstanceOf(PermanentError);
         expect(err!.message).toContain(`${field}: ${loc} brings no credentials`);
         expect(err!.message).toContain("--storage-identity");
@@ -138,8 +164,14 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
       // "." segments cannot walk out of the prefix; another server with the same bucket name is not the allowed one.
       const dotted = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/../other/w.tar`;
       expect(await store.head(dotted).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
-      const elsewhere = storeFor(`s3://${BUCKET}/${prefix}/allowed/w.tar`, { endpoint: "http://127.0.0.1:9", identity: grantFor(allow) }, field);
-      expect(await elsewhere.head(`s3://${BUCKET}/${prefix}/allowed/w.tar`).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+      const elsewhere = storeFor(
+        `s3://${BUCKET}/${prefix}/allowed/w.tar`,
+        { endpoint: "http://127.0.0.1:9", identity: grantFor(allow) },
+        field,
+      );
+      expect(await elsewhere.head(`s3://${BUCKET}/${prefix}/allowed/w.tar`).catch((e: Error) => e)).toBeInstanceOf(
+        PermanentError,
+      );
       const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
       expect(await runner.head(other)).toBeUndefined();
     });
@@ -148,7 +180,15 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
       const prefix = uniquePrefix();
       const loc = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
       const identity = grantFor(`team_a=s3://${moto!.host}/${BUCKET}/`);
-      const store = storeFor(loc, { credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }), endpoint: moto!.endpoint, identity }, field);
+      const store = storeFor(
+        loc,
+        {
+          credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }),
+          endpoint: moto!.endpoint,
+          identity,
+        },
+        field,
+      );
       const err = await store.put(loc, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
       expect(err).toBeInstanceOf(PermanentError);
       expect((err as Error).message).toMatch(/InvalidAccessKeyId/);
@@ -158,7 +198,10 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
   });
 
   test("an unknown access key is refused the same way", async () => {
-    const store = new S3Store({ credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }), endpoint: moto!.endpoint });
+    const store = new S3Store({
+      credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }),
+      endpoint: moto!.endpoint,
+    });
     const err = await store.get(`s3://${moto!.host}/${BUCKET}/k.tar`).catch((e: Error) => e);
     expect(err).toBeInstanceOf(PermanentError);
     expect((err as Error).message).toMatch(/InvalidAccessKeyId/);
@@ -210,9 +253,19 @@ describe("s3 on s3rver: beyond the shared suite", () => {
   });
 
   test("an unknown access key is refused with a clear PermanentError (s3rver checks keys, not signatures)", async () => {
-    const bad = new S3Store({ credentials: creds({ accessKey: "AKIAWRONGKEY0000", secretAccessKey: "topsecret-value-42" }), endpoint: s3rver.endpoint });
-    for (const op of [() => bad.get(loc("a.tar")), () => bad.head(loc("a.tar")), () => bad.put(loc("a.tar"), Readable.from([Buffer.from("x")]))]) {
-      const err = await op().then(() => undefined, (e: unknown) => e as Error);
+    const bad = new S3Store({
+      credentials: creds({ accessKey: "AKIAWRONGKEY0000", secretAccessKey: "topsecret-value-42" }),
+      endpoint: s3rver.endpoint,
+    });
+    for (const op of [
+      () => bad.get(loc("a.tar")),
+      () => bad.head(loc("a.tar")),
+      () => bad.put(loc("a.tar"), Readable.from([Buffer.from("x")])),
+    ]) {
+      const err = await op().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err).toBeInstanceOf(PermanentError);
       expect(err).not.toBeInstanceOf(NotFoundError);
       expect(err!.message).toMatch(/refused the request's credentials .*bucket "studioml-artifacts"/);
@@ -223,7 +276,8 @@ describe("s3 on s3rver: beyond the shared suite", () => {
 
   test("no credentials at all: unsigned requests work on a server that allows them", async () => {
     const saved = { ...process.env };
-    for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]) delete process.env[k];
+    for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"])
+      delete process.env[k];
     process.env.AWS_SHARED_CREDENTIALS_FILE = "/nonexistent/credentials";
     process.env.AWS_CONFIG_FILE = "/nonexistent/config";
     try {
@@ -239,8 +293,15 @@ describe("s3 on s3rver: beyond the shared suite", () => {
 
   test("a missing bucket is a permanent fault saying so (head, get, put)", async () => {
     const l = `s3://${s3rver.host}/no-such-bucket-here/k.tar`;
-    for (const op of [() => store().head(l), () => store().get(l), () => store().put(l, Readable.from([Buffer.from("x")]))]) {
-      const err = await op().then(() => undefined, (e: unknown) => e as Error);
+    for (const op of [
+      () => store().head(l),
+      () => store().get(l),
+      () => store().put(l, Readable.from([Buffer.from("x")])),
+    ]) {
+      const err = await op().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err).toBeInstanceOf(PermanentError);
       expect(err).not.toBeInstanceOf(NotFoundError);
       expect(err!.message).toContain('bucket "no-such-bucket-here" does not exist');
@@ -262,7 +323,11 @@ describe("s3 on s3rver: beyond the shared suite", () => {
 });
 
 /** A proxy in front of s3rver that cuts GET responses short after `cutAfterBytes`, as asked. */
-async function truncatingProxy(target: S3Server, shouldCut: (req: { range?: string; n: number }) => boolean, cutAfterBytes: number) {
+async function truncatingProxy(
+  target: S3Server,
+  shouldCut: (req: { range?: string; n: number }) => boolean,
+  cutAfterBytes: number,
+) {
   let n = 0;
   const seen: Array<{ range?: string }> = [];
   const server: Server = createServer((req, res) => {
@@ -303,7 +368,10 @@ describe("s3 downloads that break", () => {
   test("a GET cut short is continued from the byte where it broke (ranged GET of the same ETag)", async () => {
     const key = `${uniquePrefix()}/ws.tar`;
     const data = randomBytes(3 * MiB + 17);
-    await new S3Store({ credentials: creds(KEYS), endpoint: s3rver.endpoint }).put(`s3://${s3rver.host}/${BUCKET}/${key}`, Readable.from([data]));
+    await new S3Store({ credentials: creds(KEYS), endpoint: s3rver.endpoint }).put(
+      `s3://${s3rver.host}/${BUCKET}/${key}`,
+      Readable.from([data]),
+    );
     const proxy = await truncatingProxy(s3rver, ({ range }) => range === undefined, MiB);
     try {
       const store = new S3Store({ credentials: creds(KEYS), endpoint: `http://127.0.0.1:${proxy.port}` });
@@ -320,11 +388,16 @@ describe("s3 downloads that break", () => {
   test("a GET that keeps breaking ends in a RetryableError naming the short count, never a short success", async () => {
     const key = `${uniquePrefix()}/ws.tar`;
     const data = randomBytes(2 * MiB);
-    await new S3Store({ credentials: creds(KEYS), endpoint: s3rver.endpoint }).put(`s3://${s3rver.host}/${BUCKET}/${key}`, Readable.from([data]));
+    await new S3Store({ credentials: creds(KEYS), endpoint: s3rver.endpoint }).put(
+      `s3://${s3rver.host}/${BUCKET}/${key}`,
+      Readable.from([data]),
+    );
     const proxy = await truncatingProxy(s3rver, () => true, 0);
     try {
       const store = new S3Store({ credentials: creds(KEYS), endpoint: `http://127.0.0.1:${proxy.port}` });
-      const err = await readAll(await store.get(`s3://127.0.0.1:${proxy.port}/${BUCKET}/${key}`)).catch((e: Error) => e);
+      const err = await readAll(await store.get(`s3://127.0.0.1:${proxy.port}/${BUCKET}/${key}`)).catch(
+        (e: Error) => e,
+      );
       expect(err).toBeInstanceOf(RetryableError);
       expect((err as Error).message).toMatch(/truncated at 0 of 2097152 bytes/);
     } finally {
@@ -364,17 +437,39 @@ describe("artifact cache on s3", () => {
 
 describe("s3 locations", () => {
   test("the first component is a server when it has a port, is an IP or localhost, or an S3-looking host", () => {
-    for (const h of ["127.0.0.1:33504", "10.0.0.5", "localhost", "localhost:9000", "minio:9000", "s3.us-west-2.amazonaws.com", "s3.amazonaws.com", "storage.s3.example.org", "[::1]:9000"]) {
+    for (const h of [
+      "127.0.0.1:33504",
+      "10.0.0.5",
+      "localhost",
+      "localhost:9000",
+      "minio:9000",
+      "s3.us-west-2.amazonaws.com",
+      "s3.amazonaws.com",
+      "storage.s3.example.org",
+      "[::1]:9000",
+    ]) {
       expect(isHostLike(h)).toBe(true);
     }
-    for (const b of ["studioml-artifacts", "my.data.bucket", "s3bucket", "results.2024"]) expect(isHostLike(b)).toBe(false);
+    for (const b of ["studioml-artifacts", "my.data.bucket", "s3bucket", "results.2024"])
+      expect(isHostLike(b)).toBe(false);
     expect(isHostLike("my.data.bucket", "my.data.bucket")).toBe(true);
   });
 
   test("studioml's form and AWS's form split into host, bucket and key", () => {
-    expect(parseS3Location("s3://127.0.0.1:33504/studioml-artifacts/blobstore/x.tar")).toEqual({ host: "127.0.0.1:33504", bucket: "studioml-artifacts", key: "blobstore/x.tar" });
-    expect(parseS3Location("s3://studioml-artifacts/experiments/k/output.tar")).toEqual({ bucket: "studioml-artifacts", key: "experiments/k/output.tar" });
-    expect(parseS3Location("s3://s3.us-west-2.amazonaws.com/b/k")).toEqual({ host: "s3.us-west-2.amazonaws.com", bucket: "b", key: "k" });
+    expect(parseS3Location("s3://127.0.0.1:33504/studioml-artifacts/blobstore/x.tar")).toEqual({
+      host: "127.0.0.1:33504",
+      bucket: "studioml-artifacts",
+      key: "blobstore/x.tar",
+    });
+    expect(parseS3Location("s3://studioml-artifacts/experiments/k/output.tar")).toEqual({
+      bucket: "studioml-artifacts",
+      key: "experiments/k/output.tar",
+    });
+    expect(parseS3Location("s3://s3.us-west-2.amazonaws.com/b/k")).toEqual({
+      host: "s3.us-west-2.amazonaws.com",
+      bucket: "b",
+      key: "k",
+    });
   });
 
   test("endpoint scheme from config.storage.endpoint (default https); path style for self-hosted servers", () => {
@@ -383,9 +478,19 @@ describe("s3 locations", () => {
     expect(resolveTarget(loc, {}, {}).endpoint).toBe("https://127.0.0.1:9000");
     expect(resolveTarget(loc, {}, {}).forcePathStyle).toBe(true);
     const aws = resolveTarget(parseS3Location("s3://s3.eu-west-1.amazonaws.com/b/k"), {}, {});
-    expect(aws).toMatchObject({ endpoint: "https://s3.eu-west-1.amazonaws.com", forcePathStyle: false, region: "eu-west-1" });
-    expect(resolveTarget(parseS3Location("s3://b/k"), {}, {})).toMatchObject({ endpoint: undefined, forcePathStyle: false, region: "us-east-1" });
-    expect(resolveTarget(parseS3Location("s3://b/k"), { endpoint: "http://minio.local:9000" }, {}).endpoint).toBe("http://minio.local:9000");
+    expect(aws).toMatchObject({
+      endpoint: "https://s3.eu-west-1.amazonaws.com",
+      forcePathStyle: false,
+      region: "eu-west-1",
+    });
+    expect(resolveTarget(parseS3Location("s3://b/k"), {}, {})).toMatchObject({
+      endpoint: undefined,
+      forcePathStyle: false,
+      region: "us-east-1",
+    });
+    expect(resolveTarget(parseS3Location("s3://b/k"), { endpoint: "http://minio.local:9000" }, {}).endpoint).toBe(
+      "http://minio.local:9000",
+    );
   });
 
   test("region: credentials, then AWS_REGION / AWS_DEFAULT_REGION, then the host, then us-east-1", () => {
@@ -410,8 +515,18 @@ function requestFor(host: string, edit: (m: Record<string, any>) => void): Reque
   const key = `${uniquePrefix()}`;
   m.experiment.key = key;
   m.experiment.artifacts = {
-    workspace: { unpack: false, mutable: false, key: `${key}/blob.bin`, qualified: `s3://${host}/${BUCKET}/${key}/blob.bin` },
-    modeldir: { unpack: true, mutable: true, key: `experiments/${key}/modeldir.tar`, qualified: `s3://${host}/${BUCKET}/experiments/${key}/modeldir.tar` },
+    workspace: {
+      unpack: false,
+      mutable: false,
+      key: `${key}/blob.bin`,
+      qualified: `s3://${host}/${BUCKET}/${key}/blob.bin`,
+    },
+    modeldir: {
+      unpack: true,
+      mutable: true,
+      key: `experiments/${key}/modeldir.tar`,
+      qualified: `s3://${host}/${BUCKET}/experiments/${key}/modeldir.tar`,
+    },
   };
   m.config.env = {};
   delete m.config.storage.credentials;
@@ -432,8 +547,12 @@ describe("artifacts on s3: which credentials sign, and progress of large transfe
     expect(credentialsFor(md, r)?.aws?.accessKey).toBe("AKIASTORAGE");
     const noStorage = { ...r, config: { ...r.config, storageCredentials: undefined } };
     expect(credentialsFor(md, noStorage)).toBeUndefined();
-    expect(credentialsFor(md, noStorage, { allowEnvSecrets: false, runnerEnv: { RUNNER_SECRET: "x" } })).toBeUndefined();
-    expect(credentialsFor(md, noStorage, { allowEnvSecrets: true, runnerEnv: { RUNNER_SECRET: "from-runner" } })?.aws).toEqual({
+    expect(
+      credentialsFor(md, noStorage, { allowEnvSecrets: false, runnerEnv: { RUNNER_SECRET: "x" } }),
+    ).toBeUndefined();
+    expect(
+      credentialsFor(md, noStorage, { allowEnvSecrets: true, runnerEnv: { RUNNER_SECRET: "from-runner" } })?.aws,
+    ).toEqual({
       accessKey: "AKIAENV",
       secretAccessKey: "from-runner",
       sessionToken: undefined,
@@ -441,35 +560,44 @@ describe("artifacts on s3: which credentials sign, and progress of large transfe
     });
   });
 
-  test.skipIf(!HAVE_MOTO)("on a server that checks signatures, config.env credentials work only with --allow-env-secrets", async () => {
-    const user = moto!.user!;
-    const r = requestFor(moto!.host, (m) => {
-      m.config.storage.endpoint = moto!.endpoint;
-      m.config.env = { AWS_ACCESS_KEY_ID: user.accessKey, AWS_SECRET_ACCESS_KEY: "%MY_S3_SECRET%" };
-    });
-    const ws = r.experiment.artifacts.workspace!;
-    await new S3Store({ credentials: creds(user), endpoint: moto!.endpoint }).put(ws.qualified, Readable.from([Buffer.from("payload")]));
-    const root = await mkdtemp(join(tmpdir(), "s3art-"));
-    const saved = { ...process.env };
-    for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]) delete process.env[k];
-    process.env.AWS_SHARED_CREDENTIALS_FILE = "/nonexistent/credentials";
-    process.env.AWS_CONFIG_FILE = "/nonexistent/config";
-    try {
-      const cache = new ArtifactCache(join(root, "cache"), 100 * MiB);
-      const runnerEnv = { MY_S3_SECRET: user.secretAccessKey };
-      const refused = await fetchArtifact(ws, join(root, "a"), r, { cache, runnerEnv, allowEnvSecrets: false }).catch((e: Error) => e);
-      expect(refused).toBeInstanceOf(PermanentError);
-      // Without --allow-env-secrets the request brings no credentials: refused before anything is sent.
-      expect((refused as Error).message).toContain("experiment.artifacts.workspace.qualified");
-      expect((refused as Error).message).toContain("brings no credentials");
-      const ok = await fetchArtifact(ws, join(root, "b"), r, { cache, runnerEnv, allowEnvSecrets: true });
-      expect(ok.existed).toBe(true);
-      expect(await readFile(join(root, "b", "blob.bin"), "utf8")).toBe("payload");
-    } finally {
-      process.env = saved;
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+  test.skipIf(!HAVE_MOTO)(
+    "on a server that checks signatures, config.env credentials work only with --allow-env-secrets",
+    async () => {
+      const user = moto!.user!;
+      const r = requestFor(moto!.host, (m) => {
+        m.config.storage.endpoint = moto!.endpoint;
+        m.config.env = { AWS_ACCESS_KEY_ID: user.accessKey, AWS_SECRET_ACCESS_KEY: "%MY_S3_SECRET%" };
+      });
+      const ws = r.experiment.artifacts.workspace!;
+      await new S3Store({ credentials: creds(user), endpoint: moto!.endpoint }).put(
+        ws.qualified,
+        Readable.from([Buffer.from("payload")]),
+      );
+      const root = await mkdtemp(join(tmpdir(), "s3art-"));
+      const saved = { ...process.env };
+      for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"])
+        delete process.env[k];
+      process.env.AWS_SHARED_CREDENTIALS_FILE = "/nonexistent/credentials";
+      process.env.AWS_CONFIG_FILE = "/nonexistent/config";
+      try {
+        const cache = new ArtifactCache(join(root, "cache"), 100 * MiB);
+        const runnerEnv = { MY_S3_SECRET: user.secretAccessKey };
+        const refused = await fetchArtifact(ws, join(root, "a"), r, { cache, runnerEnv, allowEnvSecrets: false }).catch(
+          (e: Error) => e,
+        );
+        expect(refused).toBeInstanceOf(PermanentError);
+        // Without --allow-env-secrets the request brings no credentials: refused before anything is sent.
+        expect((refused as Error).message).toContain("experiment.artifacts.workspace.qualified");
+        expect((refused as Error).message).toContain("brings no credentials");
+        const ok = await fetchArtifact(ws, join(root, "b"), r, { cache, runnerEnv, allowEnvSecrets: true });
+        expect(ok.existed).toBe(true);
+        expect(await readFile(join(root, "b", "blob.bin"), "utf8")).toBe("payload");
+      } finally {
+        process.env = saved;
+        await rm(root, { recursive: true, force: true });
+      }
+    },
+  );
 
   test("objects over 64 MiB report progress every ~10% and once done, both ways", async () => {
     const r = requestFor(s3rver.host, (m) => {
@@ -483,11 +611,16 @@ describe("artifacts on s3: which credentials sign, and progress of large transfe
     const root = await mkdtemp(join(tmpdir(), "s3prog-"));
     try {
       const down: string[] = [];
-      const fetched = await fetchArtifact(ws, join(root, "workspace"), r, { cache: new ArtifactCache(join(root, "cache"), 1024 * MiB), progress: (m) => down.push(m) });
+      const fetched = await fetchArtifact(ws, join(root, "workspace"), r, {
+        cache: new ArtifactCache(join(root, "cache"), 1024 * MiB),
+        progress: (m) => down.push(m),
+      });
       expect(fetched.bytes).toBe(size);
       expect(down.length).toBeGreaterThanOrEqual(2);
       expect(down.length).toBeLessThanOrEqual(5); // 64 MiB is 80%: then 90%, 100%, done
-      expect(down[0]).toMatch(/^downloading workspace \(s3:\/\/.*blob\.bin\): 6\d\.\dMiB of 80\.0MiB \(\d+%\), [\d.]+[KMG]iB\/s$/);
+      expect(down[0]).toMatch(
+        /^downloading workspace \(s3:\/\/.*blob\.bin\): 6\d\.\dMiB of 80\.0MiB \(\d+%\), [\d.]+[KMG]iB\/s$/,
+      );
       expect(down.at(-1)).toMatch(/^downloading workspace .*: done, 80\.0MiB in [\d.]+m?s/);
 
       const up: string[] = [];
@@ -502,7 +635,10 @@ describe("artifacts on s3: which credentials sign, and progress of large transfe
       expect(up.at(-1)).toMatch(/^uploading modeldir .*: done, 80\.0MiB in/);
 
       const small: string[] = [];
-      await fetchArtifact(r.experiment.artifacts.modeldir!, join(root, "m2"), r, { cache: new ArtifactCache(join(root, "cache2"), MiB), progress: (m) => small.push(m) });
+      await fetchArtifact(r.experiment.artifacts.modeldir!, join(root, "m2"), r, {
+        cache: new ArtifactCache(join(root, "cache2"), MiB),
+        progress: (m) => small.push(m),
+      });
       expect(small.length).toBeGreaterThanOrEqual(1); // the 80 MiB modeldir.tar
       const tiny: string[] = [];
       const tinyDirs = { modeldir: join(root, "tiny") };

@@ -4,7 +4,13 @@
 
 import { fixtureTest } from "../helpers/fixture-test.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ChangeMessageVisibilityCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import {
+  ChangeMessageVisibilityCommand,
+  GetQueueUrlCommand,
+  ReceiveMessageCommand,
+  SendMessageCommand,
+  SQSClient,
+} from "@aws-sdk/client-sqs";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,7 +34,12 @@ let counter = 0;
 
 beforeAll(async () => {
   server = await startSqsServer();
-  raw = new SQSClient({ endpoint: server.endpoint, region: "us-east-1", credentials: CREDENTIALS, useQueueUrlAsEndpoint: false });
+  raw = new SQSClient({
+    endpoint: server.endpoint,
+    region: "us-east-1",
+    credentials: CREDENTIALS,
+    useQueueUrlAsEndpoint: false,
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -73,7 +84,15 @@ async function drain(queue: string) {
   const url = await urlOf(queue);
   const got = [];
   for (;;) {
-    const r = await raw.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60, MessageAttributeNames: ["All"] }));
+    const r = await raw.send(
+      new ReceiveMessageCommand({
+        QueueUrl: url,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 0,
+        VisibilityTimeout: 60,
+        MessageAttributeNames: ["All"],
+      }),
+    );
     if (!r.Messages?.length) return got;
     got.push(...r.Messages);
   }
@@ -94,8 +113,16 @@ describe("sqs: delivery counts", () => {
     const q = uniqueQueue("arc");
     await b.publish(q, '{"arc":1}');
     const url = await urlOf(q);
-    const other = await raw.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 1, VisibilityTimeout: 60 }));
-    await raw.send(new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: other.Messages![0]!.ReceiptHandle!, VisibilityTimeout: 0 }));
+    const other = await raw.send(
+      new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 1, VisibilityTimeout: 60 }),
+    );
+    await raw.send(
+      new ChangeMessageVisibilityCommand({
+        QueueUrl: url,
+        ReceiptHandle: other.Messages![0]!.ReceiptHandle!,
+        VisibilityTimeout: 0,
+      }),
+    );
     const d = await b.open(q).receive();
     expect(d!.deliveryCount).toBe(2);
     expect(text(d!.body)).toBe('{"arc":1}');
@@ -149,7 +176,9 @@ describe("sqs: visibility", () => {
     expect(await next.open(q).receive()).toBeUndefined();
     const [kept] = await drain(failedQueueName(q));
     expect(kept!.Body).toBe('{"die":1}');
-    expect(kept!.MessageAttributes!.studio_failed_because!.StringValue).toContain("delivered 2 times without being settled");
+    expect(kept!.MessageAttributes!.studio_failed_because!.StringValue).toContain(
+      "delivered 2 times without being settled",
+    );
   });
 
   test("the lease stops before the 12-hour ceiling with one last, shorter renewal and a warning", async () => {
@@ -190,31 +219,34 @@ describe("sqs: visibility", () => {
 });
 
 describe("sqs: the failed place", () => {
-  withFixture("keeps the body, the reasons it carries and the final one; the work queue is empty; the default --queue-match never serves it", async (f) => {
-    const b = f.backend({ maxDeliveries: 2 });
-    const q = uniqueQueue("failed");
-    const body = '{"experiment":{"key":"k1"},"raw":"line\\nbreak"}';
-    await b.publish(q, body);
-    expect(await (await b.open(q).receive())!.nack("storage down")).toBe("requeued");
-    const d2 = await b.open(q).receive();
-    expect(await d2!.nack("shutdown", { countDelivery: false })).toBe("requeued");
-    expect(await (await b.open(q).receive())!.nack("storage still down")).toBe("failed");
-    expect(await b.open(q).receive()).toBeUndefined();
-    const failed = failedQueueName(q);
-    expect(failed).toBe(`studioml_failed_${q}`);
-    const [kept, ...more] = await drain(failed);
-    expect(more).toEqual([]);
-    expect(kept!.Body).toBe(body);
-    const attrs = kept!.MessageAttributes!;
-    expect(attrs.studio_queue!.StringValue).toBe(q);
-    expect(attrs.studio_failed_deliveries!.StringValue).toBe("2");
-    expect(attrs.studio_failed_because!.StringValue).toContain("gave up after 2 deliveries: storage still down");
-    const reasons = JSON.parse(attrs.studio_reasons!.StringValue!) as Array<{ reason: string }>;
-    expect(reasons.map((r) => r.reason)).toContain("storage still down");
-    const served = await f.backend({ match: new RegExp(DEFAULT_QUEUE_MATCH) }).discover();
-    expect(served).toContain(q);
-    expect(served.some((n) => n.startsWith("studioml_failed"))).toBe(false);
-  });
+  withFixture(
+    "keeps the body, the reasons it carries and the final one; the work queue is empty; the default --queue-match never serves it",
+    async (f) => {
+      const b = f.backend({ maxDeliveries: 2 });
+      const q = uniqueQueue("failed");
+      const body = '{"experiment":{"key":"k1"},"raw":"line\\nbreak"}';
+      await b.publish(q, body);
+      expect(await (await b.open(q).receive())!.nack("storage down")).toBe("requeued");
+      const d2 = await b.open(q).receive();
+      expect(await d2!.nack("shutdown", { countDelivery: false })).toBe("requeued");
+      expect(await (await b.open(q).receive())!.nack("storage still down")).toBe("failed");
+      expect(await b.open(q).receive()).toBeUndefined();
+      const failed = failedQueueName(q);
+      expect(failed).toBe(`studioml_failed_${q}`);
+      const [kept, ...more] = await drain(failed);
+      expect(more).toEqual([]);
+      expect(kept!.Body).toBe(body);
+      const attrs = kept!.MessageAttributes!;
+      expect(attrs.studio_queue!.StringValue).toBe(q);
+      expect(attrs.studio_failed_deliveries!.StringValue).toBe("2");
+      expect(attrs.studio_failed_because!.StringValue).toContain("gave up after 2 deliveries: storage still down");
+      const reasons = JSON.parse(attrs.studio_reasons!.StringValue!) as Array<{ reason: string }>;
+      expect(reasons.map((r) => r.reason)).toContain("storage still down");
+      const served = await f.backend({ match: new RegExp(DEFAULT_QUEUE_MATCH) }).discover();
+      expect(served).toContain(q);
+      expect(served.some((n) => n.startsWith("studioml_failed"))).toBe(false);
+    },
+  );
 
   withFixture("reject goes there at once with its reason", async (f) => {
     const b = f.backend();
@@ -223,7 +255,9 @@ describe("sqs: the failed place", () => {
     await (await b.open(q).receive())!.reject("bad request: experiment must be an object");
     const [kept] = await drain(failedQueueName(q));
     expect(kept!.Body).toBe('{"experiment": 5}');
-    expect(kept!.MessageAttributes!.studio_failed_because!.StringValue).toBe("bad request: experiment must be an object");
+    expect(kept!.MessageAttributes!.studio_failed_because!.StringValue).toBe(
+      "bad request: experiment must be an object",
+    );
     expect(await b.open(q).receive()).toBeUndefined();
   });
 
@@ -243,21 +277,37 @@ describe("sqs: settings, accounts and errors", () => {
       expect(SQS_OPTIONS.map((o) => o.name)).toEqual(["sqs-certs", "aws-region", "sqs-endpoint", "sqs-visibility"]);
       expect(sqsSettingsProblems({})).toEqual([]);
       expect(sqsBackendFromSettings({}, { info: () => undefined, warn: () => undefined })).toBeUndefined();
-      expect(sqsSettingsProblems({ "sqs-endpoint": server.endpoint }, {})).toEqual(["--sqs-endpoint is set but --sqs-certs is not"]);
+      expect(sqsSettingsProblems({ "sqs-endpoint": server.endpoint }, {})).toEqual([
+        "--sqs-endpoint is set but --sqs-certs is not",
+      ]);
       expect(sqsSettingsProblems({ "sqs-certs": dir }, {})[0]).toContain("no account sub-directories");
       mkdirSync(join(dir, "acct1"));
       writeFileSync(join(dir, "acct1", "credentials"), "[default]\naws_access_key_id = AKIDTEST\n");
       const bad = sqsSettingsProblems({ "sqs-certs": dir }, {});
       expect(bad[0]).toContain("aws_secret_access_key");
-      writeFileSync(join(dir, "acct1", "credentials"), "[default]\naws_access_key_id = AKIDTEST\naws_secret_access_key = s3cr3tValue\n");
+      writeFileSync(
+        join(dir, "acct1", "credentials"),
+        "[default]\naws_access_key_id = AKIDTEST\naws_secret_access_key = s3cr3tValue\n",
+      );
       writeFileSync(join(dir, "acct1", "config"), "[default]\nregion = eu-west-1\n");
-      expect(sqsSettingsProblems({ "sqs-certs": dir, "sqs-visibility": 500 }, { AWS_ENDPOINT_URL_SQS: "ftp://x" })).toEqual([
+      expect(
+        sqsSettingsProblems({ "sqs-certs": dir, "sqs-visibility": 500 }, { AWS_ENDPOINT_URL_SQS: "ftp://x" }),
+      ).toEqual([
         'SQS endpoint "ftp://x" must start with http:// or https://',
         "--sqs-visibility must be between 2s and 12h",
       ]);
-      const settings = { "sqs-certs": dir, "max-deliveries": 3, "queue-match": new RegExp(DEFAULT_QUEUE_MATCH), "sqs-visibility": 60_000 };
+      const settings = {
+        "sqs-certs": dir,
+        "max-deliveries": 3,
+        "queue-match": new RegExp(DEFAULT_QUEUE_MATCH),
+        "sqs-visibility": 60_000,
+      };
       expect(sqsSettingsProblems(settings, { AWS_ENDPOINT_URL: server.endpoint })).toEqual([]);
-      const b = sqsBackendFromSettings(settings, { info: () => undefined, warn: () => undefined }, { AWS_ENDPOINT_URL: server.endpoint })!;
+      const b = sqsBackendFromSettings(
+        settings,
+        { info: () => undefined, warn: () => undefined },
+        { AWS_ENDPOINT_URL: server.endpoint },
+      )!;
       try {
         const q = uniqueQueue("certs");
         await b.publish(q, '{"via":"certs"}');
@@ -275,14 +325,23 @@ describe("sqs: settings, accounts and errors", () => {
   });
 
   test("refused credentials are permanent and say so; throttling and network faults are retryable", () => {
-    const denied = Object.assign(new Error("Access to the resource is denied."), { name: "AccessDenied", $metadata: { httpStatusCode: 403 } });
+    const denied = Object.assign(new Error("Access to the resource is denied."), {
+      name: "AccessDenied",
+      $metadata: { httpStatusCode: 403 },
+    });
     const fault = sqsFault(denied, "ReceiveMessage", "sqs_a in SQS account prod (us-east-1)");
     expect(fault).toBeInstanceOf(PermanentError);
     expect(fault.message).toContain("credentials were refused");
     expect(fault.message).toContain("ReceiveMessage on sqs_a");
-    expect(sqsFault(Object.assign(new Error("slow down"), { name: "ThrottlingException" }), "SendMessage", "q")).toBeInstanceOf(RetryableError);
-    expect(sqsFault(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }), "ListQueues", "q")).toBeInstanceOf(RetryableError);
-    expect(sqsFault(Object.assign(new Error("gone"), { name: "QueueDoesNotExist" }), "GetQueueUrl", "q")).toBeInstanceOf(QueueMissingError);
+    expect(
+      sqsFault(Object.assign(new Error("slow down"), { name: "ThrottlingException" }), "SendMessage", "q"),
+    ).toBeInstanceOf(RetryableError);
+    expect(
+      sqsFault(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }), "ListQueues", "q"),
+    ).toBeInstanceOf(RetryableError);
+    expect(
+      sqsFault(Object.assign(new Error("gone"), { name: "QueueDoesNotExist" }), "GetQueueUrl", "q"),
+    ).toBeInstanceOf(QueueMissingError);
   });
 
   withFixture("an unreachable endpoint is a retryable error naming the endpoint", async (f) => {

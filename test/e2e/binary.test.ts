@@ -12,7 +12,8 @@ describe("compiled binary", () => {
     const empty = mkdtempSync(join(tmpdir(), "empty-"));
     const copy = join(empty, "studio-runner");
     copyFileSync(ensureBinary(), copy);
-    const run = (args: string[]) => Bun.spawnSync([copy, ...args], { cwd: empty, env: { PATH: "/usr/bin:/bin", HOME: empty } });
+    const run = (args: string[]) =>
+      Bun.spawnSync([copy, ...args], { cwd: empty, env: { PATH: "/usr/bin:/bin", HOME: empty } });
     const v = run(["--version"]);
     expect(v.exitCode).toBe(0);
     expect(v.stdout.toString()).toMatch(/^\d+\.\d+\.\d+/);
@@ -22,7 +23,20 @@ describe("compiled binary", () => {
     expect(help.exitCode).toBe(0);
     expect(help.stdout.toString()).toContain("submit");
     const runHelp = run(["run", "--help"]);
-    for (const flag of ["--queue-root", "--queue-match", "--queue-mismatch", "--working-dir", "--cache-dir", "--max-cores", "--max-mem", "--max-disk", "--limit-tasks", "--limit-idle-duration", "--debug", "--config"]) {
+    for (const flag of [
+      "--queue-root",
+      "--queue-match",
+      "--queue-mismatch",
+      "--working-dir",
+      "--cache-dir",
+      "--max-cores",
+      "--max-mem",
+      "--max-disk",
+      "--limit-tasks",
+      "--limit-idle-duration",
+      "--debug",
+      "--config",
+    ]) {
       expect(runHelp.stdout.toString()).toContain(flag);
     }
   });
@@ -35,7 +49,17 @@ describe("compiled binary", () => {
       env: { LIMIT_IDLE_DURATION: "forever" },
     });
     expect(r.code).toBe(2);
-    for (const needle of ["max-cores", "lots", "no-such-key", "--max-mem", "12 bananas", "--queue-match", "LIMIT_IDLE_DURATION", "forever", "--bogus-flag"]) {
+    for (const needle of [
+      "max-cores",
+      "lots",
+      "no-such-key",
+      "--max-mem",
+      "12 bananas",
+      "--queue-match",
+      "LIMIT_IDLE_DURATION",
+      "forever",
+      "--bogus-flag",
+    ]) {
       expect(r.stderr).toContain(needle);
     }
   });

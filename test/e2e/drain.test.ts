@@ -7,7 +7,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { K8sApiServer } from "../helpers/k8s-api-server.ts";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, type Sandbox } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  type Sandbox,
+} from "../helpers/e2e.ts";
 
 const SLEEPER = `
 import os, time
@@ -29,7 +38,14 @@ const started = (key: string) => new RegExp(`starting experiment ${key}`);
 const finished = (key: string) => new RegExp(`experiment ${key} finished`);
 
 /** The first experiment finished, was uploaded and acked; the second is untouched in its queue. */
-async function expectFirstDoneSecondWaiting(r: RunnerProcess, sb: Sandbox, queue: string, first: ReturnType<typeof experiment>, second: ReturnType<typeof experiment>, secondId: string) {
+async function expectFirstDoneSecondWaiting(
+  r: RunnerProcess,
+  sb: Sandbox,
+  queue: string,
+  first: ReturnType<typeof experiment>,
+  second: ReturnType<typeof experiment>,
+  secondId: string,
+) {
   await r.waitForLog(finished(first.key));
   await Bun.sleep(DRAINED_WATCH_MS);
   expect(tarMember(join(first.experimentDir, "output.tar"))).toContain("done sleeping");
@@ -77,7 +93,8 @@ describe("Kubernetes ConfigMap drain", () => {
     await k8s?.stop();
   });
 
-  const runner = (sb: Sandbox, map: string, args: string[]) => new RunnerProcess(sb, ["--k8s-configmap", map, ...args], k8s.clusterEnv());
+  const runner = (sb: Sandbox, map: string, args: string[]) =>
+    new RunnerProcess(sb, ["--k8s-configmap", map, ...args], k8s.clusterEnv());
 
   test("Running → DrainAndSuspend → Running: the running experiment finishes, the next waits for the resume", async () => {
     const sb = await makeSandbox("drain-k8s", { cacheDir: SHARED_CACHE });

@@ -5,7 +5,17 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { enqueue, filesIn, makeSandbox, runBinary, runnerDefaults, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  runBinary,
+  runnerDefaults,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+} from "../helpers/e2e.ts";
 
 describe("experiment environment", () => {
   test("secrets: masked in the log, runner credentials absent from the experiment and the runner log", async () => {
@@ -20,7 +30,11 @@ print("expanded home:", os.environ.get("FROM_RUNNER"), "blocked:", repr(os.envir
 `;
     const exp = simpleExperiment(sb.storageRoot, { "main.py": script }, (m) => {
       m.experiment.pythonver = "3.11";
-      m.config.env = { MY_API_TOKEN: "tok-abcdef123456", FROM_RUNNER: "%RUNNER_PLAIN%", STOLEN: "%AWS_SECRET_ACCESS_KEY%" };
+      m.config.env = {
+        MY_API_TOKEN: "tok-abcdef123456",
+        FROM_RUNNER: "%RUNNER_PLAIN%",
+        STOLEN: "%AWS_SECRET_ACCESS_KEY%",
+      };
     });
     enqueue(sb.queueRoot, "local_secrets", exp.message);
     const r = new RunnerProcess(sb, ["--limit-tasks", "1"], {
@@ -71,7 +85,9 @@ print("expanded home:", os.environ.get("FROM_RUNNER"), "blocked:", repr(os.envir
     const id = enqueue(sb.queueRoot, "local_expired", exp.message);
     const r = new RunnerProcess(sb, ["--limit-tasks", "1", "--log-format", "json"]);
     expect(await r.exited).toBe(0);
-    const reason = JSON.parse(readFileSync(join(sb.queueRoot, ".failed", "local_expired", `${id}.reason.json`), "utf8"));
+    const reason = JSON.parse(
+      readFileSync(join(sb.queueRoot, ".failed", "local_expired", `${id}.reason.json`), "utf8"),
+    );
     expect(reason.summary).toContain("expired before it could start (config.experimentLifetime)");
     expect(filesIn(join(sb.queueRoot, "local_expired"))).toEqual([]);
     // --log-format json: every line of the runner's log is one JSON object.
@@ -90,7 +106,20 @@ print("expanded home:", os.environ.get("FROM_RUNNER"), "blocked:", repr(os.envir
       m.experiment.resources_needed = { cpus: 64, ram: "1g", hdd: "1g", gpus: 0 };
     });
     const id = enqueue(sb.queueRoot, "local_big", exp.message);
-    const r = runBinary(["run", "--queue-root", sb.queueRoot, "--working-dir", sb.workDir, "--cache-dir", sb.cacheDir, ...runnerDefaults(sb, []), "--max-cores", "2", "--limit-idle-duration", "2s"]);
+    const r = runBinary([
+      "run",
+      "--queue-root",
+      sb.queueRoot,
+      "--working-dir",
+      sb.workDir,
+      "--cache-dir",
+      sb.cacheDir,
+      ...runnerDefaults(sb, []),
+      "--max-cores",
+      "2",
+      "--limit-idle-duration",
+      "2s",
+    ]);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("for a bigger runner: needs 64 cpus, runner has 2");
     expect(filesIn(join(sb.queueRoot, "local_big"))).toEqual([id]);

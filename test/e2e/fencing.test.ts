@@ -5,7 +5,16 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { enqueue, filesIn, makeSandbox, makeTar, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  makeTar,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+} from "../helpers/e2e.ts";
 
 const SCRIPT = `import json, os, time
 m = json.load(open(os.environ["STUDIOML_ARTIFACT_MAPPING"]))
@@ -32,7 +41,16 @@ describe("fencing stale attempts", () => {
     expect(mine.delivery).toBe(1);
     await Bun.sleep(2500); // a checkpoint or two by the first attempt
     // A newer attempt (elsewhere) takes the experiment over and writes its own log.
-    writeFileSync(marker, JSON.stringify({ attempt: "newer-attempt", delivery: 2, host: "elsewhere", runnerId: "other", startedAt: new Date().toISOString() }));
+    writeFileSync(
+      marker,
+      JSON.stringify({
+        attempt: "newer-attempt",
+        delivery: 2,
+        host: "elsewhere",
+        runnerId: "other",
+        startedAt: new Date().toISOString(),
+      }),
+    );
     const newerLog = join(sb.dir, "newer-output.tar");
     makeTar(newerLog, { output: "the newer attempt's log\n" });
     writeFileSync(join(exp.experimentDir, "output.tar"), readFileSync(newerLog));

@@ -23,7 +23,10 @@ describe("studio-runner gpus", () => {
     const env = { STUDIO_RUNNER_NVML_LIBRARY: "/nonexistent/libnvidia-ml.so.1" };
     const json = runBinary(["gpus", "--json"], { env, timeoutMs: 60_000 });
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toMatchObject({ devices: [], nvml: expect.stringContaining("/nonexistent/libnvidia-ml.so.1") });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      devices: [],
+      nvml: expect.stringContaining("/nonexistent/libnvidia-ml.so.1"),
+    });
     const table = runBinary(["gpus"], { env, timeoutMs: 60_000 });
     expect(table.code).toBe(0);
     expect(table.stdout).toContain("NVML unavailable");
@@ -43,9 +46,15 @@ describe("studio-runner gpus", () => {
     ]);
     expect(out.devices[1]).toMatchObject({ eccUncorrected: 2, utilizationGpuPct: null, migEnabled: null });
 
-    const one = runBinary(["gpus", "--json"], { env: { STUDIO_RUNNER_NVML_LIBRARY: fake!, CUDA_VISIBLE_DEVICES: "GPU-1111" }, timeoutMs: 60_000 });
+    const one = runBinary(["gpus", "--json"], {
+      env: { STUDIO_RUNNER_NVML_LIBRARY: fake!, CUDA_VISIBLE_DEVICES: "GPU-1111" },
+      timeoutMs: 60_000,
+    });
     expect(JSON.parse(one.stdout).devices.map((d: any) => d.index)).toEqual([0]);
-    const none = runBinary(["gpus", "--json"], { env: { STUDIO_RUNNER_NVML_LIBRARY: fake!, CUDA_VISIBLE_DEVICES: "-1", NVIDIA_VISIBLE_DEVICES: "all" }, timeoutMs: 60_000 });
+    const none = runBinary(["gpus", "--json"], {
+      env: { STUDIO_RUNNER_NVML_LIBRARY: fake!, CUDA_VISIBLE_DEVICES: "-1", NVIDIA_VISIBLE_DEVICES: "all" },
+      timeoutMs: 60_000,
+    });
     expect(JSON.parse(none.stdout).devices).toEqual([]);
 
     const table = runBinary(["gpus"], { env: { STUDIO_RUNNER_NVML_LIBRARY: fake! }, timeoutMs: 60_000 });

@@ -14,7 +14,11 @@ describe("hostile artifact locations", () => {
     const sb = await makeSandbox("hostile-locations", { cacheDir: SHARED_CACHE });
     const metadata = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, (m) => {
       delete m.config.database;
-      m.experiment.artifacts.data = { qualified: "http://169.254.169.254/latest/meta-data/iam/security-credentials/", mutable: false, unpack: false };
+      m.experiment.artifacts.data = {
+        qualified: "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        mutable: false,
+        unpack: false,
+      };
     });
     const outside = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, (m) => {
       delete m.config.database;
@@ -22,12 +26,30 @@ describe("hostile artifact locations", () => {
     const a = enqueue(sb.queueRoot, "local_meta", metadata.message);
     const b = enqueue(sb.queueRoot, "local_outside", outside.message);
     // The metadata URL is refused whatever the roots; the workspace of the second lies outside them.
-    const r1 = new RunnerProcess(sb, ["--file-storage-roots", sb.storageRoot, "--queue-match", "^local_meta$", "--limit-idle-duration", "3s"]);
+    const r1 = new RunnerProcess(sb, [
+      "--file-storage-roots",
+      sb.storageRoot,
+      "--queue-match",
+      "^local_meta$",
+      "--limit-idle-duration",
+      "3s",
+    ]);
     expect(await r1.exited).toBe(0);
-    const r2 = new RunnerProcess(sb, ["--file-storage-roots", join(sb.dir, "elsewhere"), "--queue-match", "^local_outside$", "--limit-idle-duration", "3s"]);
+    const r2 = new RunnerProcess(sb, [
+      "--file-storage-roots",
+      join(sb.dir, "elsewhere"),
+      "--queue-match",
+      "^local_outside$",
+      "--limit-idle-duration",
+      "3s",
+    ]);
     expect(await r2.exited).toBe(0);
     const runner = { stderr: r1.stderr + r2.stderr };
-    const reason = (id: string) => readFileSync(join(sb.queueRoot, ".failed", id === a ? "local_meta" : "local_outside", `${id}.reason.json`), "utf8");
+    const reason = (id: string) =>
+      readFileSync(
+        join(sb.queueRoot, ".failed", id === a ? "local_meta" : "local_outside", `${id}.reason.json`),
+        "utf8",
+      );
     expect(reason(a)).toContain("experiment.artifacts.data.qualified");
     expect(reason(a)).toMatch(/metadata|link-local/);
     expect(reason(b)).toContain("experiment.artifacts.");
@@ -35,6 +57,9 @@ describe("hostile artifact locations", () => {
     expect(filesIn(join(sb.queueRoot, "local_meta"))).toEqual([]);
     expect(filesIn(join(sb.queueRoot, "local_outside"))).toEqual([]);
     expect(runner.stderr).not.toContain("the script ran");
-    expect(existsSync(join(metadata.experimentDir, "output.tar")) && readFileSync(join(metadata.experimentDir, "output.tar")).includes("the script ran")).toBe(false);
+    expect(
+      existsSync(join(metadata.experimentDir, "output.tar")) &&
+        readFileSync(join(metadata.experimentDir, "output.tar")).includes("the script ran"),
+    ).toBe(false);
   }, 120_000);
 });

@@ -4,7 +4,16 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { enqueue, makeSandbox, REPO, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  makeSandbox,
+  REPO,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  tarNames,
+} from "../helpers/e2e.ts";
 
 const wheelhouse = existsSync("/opt/pypi/simple/tensorflow-cpu");
 if (!wheelhouse) console.warn("!!! SKIPPING the Keras e2e test: no offline tensorflow-cpu wheelhouse on this machine");

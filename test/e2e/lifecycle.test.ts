@@ -6,7 +6,18 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { isProcessRunning } from "../../src/exec/pid.ts";
-import { enqueue, filesIn, makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  REPO,
+  runBinary,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  tarNames,
+} from "../helpers/e2e.ts";
 
 const SLEEPER = `
 import json, os, time
@@ -32,7 +43,8 @@ async function waitFor(cond: () => boolean, timeoutMs = 120_000) {
   }
 }
 
-const attemptsOf = (root: string, q: string, id: string) => JSON.parse(readFileSync(join(root, ".attempts", q, `${id}.json`), "utf8"));
+const attemptsOf = (root: string, q: string, id: string) =>
+  JSON.parse(readFileSync(join(root, ".attempts", q, `${id}.json`), "utf8"));
 
 describe("runner lifecycle", () => {
   test("SIGTERM drains: the running experiment finishes and is acked, then the runner exits 0", async () => {
@@ -117,7 +129,9 @@ time.sleep(300)
     enqueue(sb.queueRoot, "local_ckpt", exp.message);
     const r = new RunnerProcess(sb, ["--limit-tasks", "1"]);
     await r.waitForLog(/starting experiment/);
-    await waitFor(() => existsSync(join(exp.experimentDir, "modeldir.tar")) && existsSync(join(exp.experimentDir, "output.tar")));
+    await waitFor(
+      () => existsSync(join(exp.experimentDir, "modeldir.tar")) && existsSync(join(exp.experimentDir, "output.tar")),
+    );
     expect(r.stderr).not.toContain("finished");
     expect(tarMember(join(exp.experimentDir, "output.tar"))).toContain("started");
     expect(await r.exited).toBe(0);
@@ -127,15 +141,44 @@ time.sleep(300)
   test("submit --wait queues the example and prints its log; a failing script exits 1", async () => {
     const sb = await makeSandbox("submit", { cacheDir: SHARED_CACHE });
     const r = new RunnerProcess(sb, ["--limit-tasks", "2"]);
-    const common = ["submit", "--queue-root", sb.queueRoot, "--storage", `file://${sb.storageRoot}`, "--pythonver", "3.11", "--wait", "--wait-timeout", "5m"];
-    const ok = runBinary([...common, "--workspace", join(REPO, "examples/hello"), "train.py", "--msg", "it's a 'test'", "--steps", "3"]);
+    const common = [
+      "submit",
+      "--queue-root",
+      sb.queueRoot,
+      "--storage",
+      `file://${sb.storageRoot}`,
+      "--pythonver",
+      "3.11",
+      "--wait",
+      "--wait-timeout",
+      "5m",
+    ];
+    const ok = runBinary([
+      ...common,
+      "--workspace",
+      join(REPO, "examples/hello"),
+      "train.py",
+      "--msg",
+      "it's a 'test'",
+      "--steps",
+      "3",
+    ]);
     expect(ok.code).toBe(0);
     const key = ok.stdout.split("\n")[0]!;
     expect(key).toMatch(/^\d+_[0-9a-f-]{36}$/);
     expect(ok.stdout).toContain(`msg="it's a 'test'" lr=0.1 steps=3`);
     expect(ok.stdout).toContain("step 3: loss=");
-    expect(tarNames(join(sb.storageRoot, "studioml-artifacts", "experiments", key, "modeldir.tar"))).toContain("model.json");
-    const bad = runBinary([...common, "--workspace", join(REPO, "examples/hello"), "train.py", "--steps", "not-a-number"]);
+    expect(tarNames(join(sb.storageRoot, "studioml-artifacts", "experiments", key, "modeldir.tar"))).toContain(
+      "model.json",
+    );
+    const bad = runBinary([
+      ...common,
+      "--workspace",
+      join(REPO, "examples/hello"),
+      "train.py",
+      "--steps",
+      "not-a-number",
+    ]);
     expect(bad.code).toBe(1);
     expect(bad.stdout).toContain("invalid int value");
     expect(bad.stderr).toContain("exited with code 2");

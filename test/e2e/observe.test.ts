@@ -11,14 +11,33 @@ import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { POLL_WAIT_MS, UNHEALTHY_AFTER_MS } from "../../src/observe/health.ts";
 import type { StatusDoc } from "../../src/observe/status-state.ts";
-import { enqueue, filesIn, makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, type Sandbox } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  REPO,
+  runBinary,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  type Sandbox,
+} from "../helpers/e2e.ts";
 import { buildFakeNvml } from "../helpers/fake-nvml/build.ts";
 import { prometheusAvailable, PrometheusServer } from "../helpers/prometheus.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
 /** Committed from a run here; CI writes it under .test-tmp to keep the clone clean. */
-const SCREENSHOT = process.env.CI === "true" ? join(REPO, ".test-tmp", "status-page.png") : join(REPO, "docs", "status-page.png");
+const SCREENSHOT =
+  process.env.CI === "true" ? join(REPO, ".test-tmp", "status-page.png") : join(REPO, "docs", "status-page.png");
 
 const SCRIPT = `
 import os, sys, time
@@ -56,7 +75,12 @@ function adminTokenFile(sb: Sandbox): [string, string] {
 const status = async (url: string): Promise<StatusDoc> => (await fetch(`${url}/status`)).json() as Promise<StatusDoc>;
 const code = async (url: string, path: string, init?: RequestInit) => (await fetch(`${url}${path}`, init)).status;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 250): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 120_000,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe().catch(() => undefined);
@@ -80,24 +104,32 @@ describe("observability endpoint (--prom-address)", () => {
 
   const fakeNvml = buildFakeNvml();
   // The stand-in NVML (two cards: one at 7 % utilisation, one out of service for ECC errors without a utilisation reading).
-  test.skipIf(!fakeNvml)("GPU gauges and utilisation come from NVML through the binary (stand-in NVML)", async () => {
-    const sb = await makeSandbox("observe-gpu");
-    const runner = new RunnerProcess(sb, ["--prom-address", "127.0.0.1:0"], { STUDIO_RUNNER_NVML_LIBRARY: fakeNvml! });
-    cleanups.push(() => runner.stop());
-    await runner.waitForLog(/observability endpoint at http:\/\/127\.0\.0\.1:\d+/, 60_000);
-    const url = /observability endpoint at (http:\/\/127\.0\.0\.1:\d+)/.exec(runner.stderr)![1]!;
-    const text = await (await fetch(`${url}/metrics`)).text();
-    expect(text).toContain('runner_gpu_utilization_ratio{uuid="GPU-11111111-2222-3333-4444-555555555555",index="0"} 0.07');
-    expect(text).not.toContain('runner_gpu_utilization_ratio{uuid="GPU-aaaaaaaa');
-    expect(text).toContain("runner_gpu_cards_total 1\n");
-    expect(text).toContain("runner_gpu_cards_allocated 0\n");
-    const cards = (await status(url)).gpus.cards;
-    expect(cards.map((c) => [c.index, c.inService, c.utilizationGpuPct])).toEqual([
-      [0, true, 7],
-      [1, false, undefined],
-    ]);
-    await runner.stop();
-  }, 120_000);
+  test.skipIf(!fakeNvml)(
+    "GPU gauges and utilisation come from NVML through the binary (stand-in NVML)",
+    async () => {
+      const sb = await makeSandbox("observe-gpu");
+      const runner = new RunnerProcess(sb, ["--prom-address", "127.0.0.1:0"], {
+        STUDIO_RUNNER_NVML_LIBRARY: fakeNvml!,
+      });
+      cleanups.push(() => runner.stop());
+      await runner.waitForLog(/observability endpoint at http:\/\/127\.0\.0\.1:\d+/, 60_000);
+      const url = /observability endpoint at (http:\/\/127\.0\.0\.1:\d+)/.exec(runner.stderr)![1]!;
+      const text = await (await fetch(`${url}/metrics`)).text();
+      expect(text).toContain(
+        'runner_gpu_utilization_ratio{uuid="GPU-11111111-2222-3333-4444-555555555555",index="0"} 0.07',
+      );
+      expect(text).not.toContain('runner_gpu_utilization_ratio{uuid="GPU-aaaaaaaa');
+      expect(text).toContain("runner_gpu_cards_total 1\n");
+      expect(text).toContain("runner_gpu_cards_allocated 0\n");
+      const cards = (await status(url)).gpus.cards;
+      expect(cards.map((c) => [c.index, c.inService, c.utilizationGpuPct])).toEqual([
+        [0, true, 7],
+        [1, false, undefined],
+      ]);
+      await runner.stop();
+    },
+    120_000,
+  );
 
   test("Prometheus scrapes the runner: its query API returns the true succeeded and failed counts", async () => {
     if (!prometheusAvailable()) {
@@ -115,18 +147,35 @@ describe("observability endpoint (--prom-address)", () => {
     const succeeding = [1, 2, 3].map(() => experiment(sb, { STEPS: "2" }));
     const failing = experiment(sb, { STEPS: "1", EXIT_CODE: "1" });
     for (const e of [...succeeding, failing]) enqueue(sb.queueRoot, "local_prom", e.message);
-    const done = await waitFor("all four experiments to finish", async () => {
-      const s = await status(url);
-      return s.totals.succeeded + s.totals.failed >= 4 && s;
-    }, 300_000, 500);
+    const done = await waitFor(
+      "all four experiments to finish",
+      async () => {
+        const s = await status(url);
+        return s.totals.succeeded + s.totals.failed >= 4 && s;
+      },
+      300_000,
+      500,
+    );
     expect(done.totals).toMatchObject({ started: 4, succeeded: 3, failed: 1, requeued: 0, poisoned: 0, rejected: 0 });
 
-    const succeeded = await waitFor("Prometheus to see 3 succeeded", async () => {
-      const v = await prom.value("sum(runner_experiments_succeeded_total)");
-      return v === 3 && v;
-    }, 30_000, 500);
+    const succeeded = await waitFor(
+      "Prometheus to see 3 succeeded",
+      async () => {
+        const v = await prom.value("sum(runner_experiments_succeeded_total)");
+        return v === 3 && v;
+      },
+      30_000,
+      500,
+    );
     expect(succeeded).toBe(3);
-    expect(await waitFor("Prometheus to see 1 failed", async () => (await prom.value("sum(runner_experiments_failed_total)")) === 1 && 1, 30_000, 500)).toBe(1);
+    expect(
+      await waitFor(
+        "Prometheus to see 1 failed",
+        async () => (await prom.value("sum(runner_experiments_failed_total)")) === 1 && 1,
+        30_000,
+        500,
+      ),
+    ).toBe(1);
     // The Go runner's names come through too.
     expect(await prom.value('sum(runner_project_completed{queue_name="local_prom"})')).toBe(4);
     expect(await prom.value('runner_queue_checked{queue_name="local_prom"}')).toBeGreaterThanOrEqual(4);
@@ -152,7 +201,9 @@ describe("observability endpoint (--prom-address)", () => {
       port: 0,
       async fetch() {
         if (held) await held;
-        return new Response(JSON.stringify({ QueueUrls: [] }), { headers: { "content-type": "application/x-amz-json-1.0" } });
+        return new Response(JSON.stringify({ QueueUrls: [] }), {
+          headers: { "content-type": "application/x-amz-json-1.0" },
+        });
       },
     });
     cleanups.push(async () => {
@@ -161,9 +212,17 @@ describe("observability endpoint (--prom-address)", () => {
     });
     const certs = join(sb.dir, "sqs-certs", "stall");
     mkdirSync(certs, { recursive: true });
-    writeFileSync(join(certs, "credentials"), "[default]\naws_access_key_id = AKIASTALL\naws_secret_access_key = stall-secret-not-real\n");
+    writeFileSync(
+      join(certs, "credentials"),
+      "[default]\naws_access_key_id = AKIASTALL\naws_secret_access_key = stall-secret-not-real\n",
+    );
     writeFileSync(join(certs, "config"), "[default]\nregion = us-east-1\n");
-    const { runner, url } = await startRunner(sb, ["--sqs-certs", join(sb.dir, "sqs-certs"), "--sqs-endpoint", `http://127.0.0.1:${sqs.port}`]);
+    const { runner, url } = await startRunner(sb, [
+      "--sqs-certs",
+      join(sb.dir, "sqs-certs"),
+      "--sqs-endpoint",
+      `http://127.0.0.1:${sqs.port}`,
+    ]);
     cleanups.push(() => runner.stop());
     await waitFor("ready", async () => (await code(url, "/readyz")) === 200, 60_000);
     expect(await code(url, "/healthz")).toBe(200);
@@ -196,10 +255,15 @@ describe("observability endpoint (--prom-address)", () => {
     await waitFor("/healthz to turn green again", async () => (await code(url, "/healthz")) === 200, 30_000);
     const exp = experiment(sb, { STEPS: "1" });
     enqueue(sb.queueRoot, "local_stall", exp.message);
-    const after = await waitFor("the experiment queued after the stall to finish", async () => {
-      const s = await status(url);
-      return s.finished.find((f) => f.key === exp.key);
-    }, 180_000, 500);
+    const after = await waitFor(
+      "the experiment queued after the stall to finish",
+      async () => {
+        const s = await status(url);
+        return s.finished.find((f) => f.key === exp.key);
+      },
+      180_000,
+      500,
+    );
     expect(after.result).toBe("succeeded");
     await runner.stop();
   }, 300_000);
@@ -216,7 +280,12 @@ describe("observability endpoint (--prom-address)", () => {
     const quick = experiment(sb, { STEPS: "2" });
     const long = experiment(sb, { STEPS: "40", STEP_S: "0.5" });
     enqueue(sb.queueRoot, "local_page", quick.message);
-    await waitFor("the quick experiment to finish", async () => (await status(url)).finished.some((f) => f.key === quick.key), 180_000, 500);
+    await waitFor(
+      "the quick experiment to finish",
+      async () => (await status(url)).finished.some((f) => f.key === quick.key),
+      180_000,
+      500,
+    );
     enqueue(sb.queueRoot, "local_page", long.message);
 
     let browser: Browser | undefined;
@@ -247,7 +316,12 @@ describe("observability endpoint (--prom-address)", () => {
     } finally {
       await browser?.close();
     }
-    await waitFor("the long experiment to finish", async () => (await status(url)).finished.some((f) => f.key === long.key), 120_000, 500);
+    await waitFor(
+      "the long experiment to finish",
+      async () => (await status(url)).finished.some((f) => f.key === long.key),
+      120_000,
+      500,
+    );
     await runner.stop();
   }, 420_000);
 
@@ -261,7 +335,11 @@ describe("observability endpoint (--prom-address)", () => {
     const first = experiment(sb, { STEPS: "12", STEP_S: "0.5" });
     const second = experiment(sb, { STEPS: "1" });
     enqueue(sb.queueRoot, "local_drain", first.message);
-    await waitFor("the first experiment to run", async () => (await status(url)).running.find((r) => r.key === first.key && r.phase === "run"), 180_000);
+    await waitFor(
+      "the first experiment to run",
+      async () => (await status(url)).running.find((r) => r.key === first.key && r.phase === "run"),
+      180_000,
+    );
 
     expect(await code(url, "/drain", { method: "GET", headers: auth })).toBe(405);
     expect(await code(url, "/drain", { method: "POST" })).toBe(401);
@@ -273,7 +351,11 @@ describe("observability endpoint (--prom-address)", () => {
     expect(await code(url, "/healthz")).toBe(200);
     const id = enqueue(sb.queueRoot, "local_drain", second.message);
 
-    const finished = await waitFor("the first experiment to finish", async () => (await status(url)).finished.find((f) => f.key === first.key), 120_000);
+    const finished = await waitFor(
+      "the first experiment to finish",
+      async () => (await status(url)).finished.find((f) => f.key === first.key),
+      120_000,
+    );
     expect(finished.result).toBe("succeeded");
     await Bun.sleep(POLL_WAIT_MS + 2_000); // more than a loop period while suspended
     const suspended = await status(url);
@@ -286,7 +368,11 @@ describe("observability endpoint (--prom-address)", () => {
     const resumed = await fetch(`${url}/resume`, { method: "POST", headers: auth });
     expect(await resumed.json()).toEqual({ state: "running" });
     expect(await code(url, "/readyz")).toBe(200);
-    const second_ = await waitFor("the second experiment to finish", async () => (await status(url)).finished.find((f) => f.key === second.key), 180_000);
+    const second_ = await waitFor(
+      "the second experiment to finish",
+      async () => (await status(url)).finished.find((f) => f.key === second.key),
+      180_000,
+    );
     expect(second_.result).toBe("succeeded");
     expect(runner.stderr).toContain("suspended (HTTP POST /drain)");
     expect(runner.stderr).toContain("resumed (HTTP POST /resume)");
@@ -302,7 +388,19 @@ describe("observability endpoint (--prom-address)", () => {
     const sb = await makeSandbox("observe-token");
     const [tokenPath, token] = adminTokenFile(sb);
     chmodSync(tokenPath, 0o644);
-    const r = runBinary(["run", "--prom-address", "127.0.0.1:0", "--admin-token-file", tokenPath, "--queue-root", sb.queueRoot, "--working-dir", sb.workDir, "--cache-dir", sb.cacheDir]);
+    const r = runBinary([
+      "run",
+      "--prom-address",
+      "127.0.0.1:0",
+      "--admin-token-file",
+      tokenPath,
+      "--queue-root",
+      sb.queueRoot,
+      "--working-dir",
+      sb.workDir,
+      "--cache-dir",
+      sb.cacheDir,
+    ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`--admin-token-file ${tokenPath}: mode 0644 lets other users read or change it`);
     expect(r.stderr + r.stdout).not.toContain(token);

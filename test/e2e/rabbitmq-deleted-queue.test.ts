@@ -4,7 +4,16 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
-import { AMQP_URL, deleteQueues, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue, withChannel } from "../helpers/rabbitmq.ts";
+import {
+  AMQP_URL,
+  deleteQueues,
+  ensureRabbitMQ,
+  publishLikeClient,
+  rabbitMQAvailable,
+  readyCount,
+  uniqueQueue,
+  withChannel,
+} from "../helpers/rabbitmq.ts";
 
 const available = (await rabbitMQAvailable()) || !!process.env.CI;
 
@@ -18,12 +27,25 @@ describe("RabbitMQ queue deleted", () => {
     async () => {
       const queue = uniqueQueue("deleted");
       const sb = await makeSandbox("rmq-deleted", { cacheDir: SHARED_CACHE });
-      const exp = simpleExperiment(sb.storageRoot, { "main.py": "import time\nprint('started', flush=True)\ntime.sleep(120)\n" }, (m) => {
-        m.experiment.pythonver = "3.11";
-        m.experiment.resources_needed = { cpus: 1, ram: "256m", hdd: "256m", gpus: 0 };
-      });
+      const exp = simpleExperiment(
+        sb.storageRoot,
+        { "main.py": "import time\nprint('started', flush=True)\ntime.sleep(120)\n" },
+        (m) => {
+          m.experiment.pythonver = "3.11";
+          m.experiment.resources_needed = { cpus: 1, ram: "256m", hdd: "256m", gpus: 0 };
+        },
+      );
       await publishLikeClient(queue, [exp.message]);
-      const r = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "1", "--file-storage-roots", sb.storageRoot]);
+      const r = new RunnerProcess(sb, [
+        "--amqp-url",
+        AMQP_URL,
+        "--queue-match",
+        `^${queue}$`,
+        "--max-cores",
+        "1",
+        "--file-storage-roots",
+        sb.storageRoot,
+      ]);
       try {
         // The script runs once its environment is ready; give it a moment to print.
         await r.waitForLog(/python environment \S+ in /);

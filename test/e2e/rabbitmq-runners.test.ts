@@ -4,11 +4,31 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { makeSandbox, runBinary, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, type Sandbox } from "../helpers/e2e.ts";
-import { AMQP_URL, deleteQueues, ensureRabbitMQ, peekAll, publishLikeClient, rabbitMQAvailable, readyCount, uniqueQueue } from "../helpers/rabbitmq.ts";
+import {
+  makeSandbox,
+  runBinary,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  type Sandbox,
+} from "../helpers/e2e.ts";
+import {
+  AMQP_URL,
+  deleteQueues,
+  ensureRabbitMQ,
+  peekAll,
+  publishLikeClient,
+  rabbitMQAvailable,
+  readyCount,
+  uniqueQueue,
+} from "../helpers/rabbitmq.ts";
 
 const available = (await rabbitMQAvailable()) || !!process.env.CI;
-if (!available) console.error("\n*** SKIPPING the RabbitMQ end-to-end tests: no broker on 127.0.0.1:5672 and rabbitmq-server is not installed ***\n");
+if (!available)
+  console.error(
+    "\n*** SKIPPING the RabbitMQ end-to-end tests: no broker on 127.0.0.1:5672 and rabbitmq-server is not installed ***\n",
+  );
 
 const SCRIPT = `
 import os, time
@@ -47,25 +67,48 @@ async function publishBatch(sb: Sandbox, queue: string, sleepS: string): Promise
 const runner = (sb: Sandbox, queue: string) =>
   // --sandbox none on purpose: every run appends its key to one host file (RUNS_LOG) that the
   // sandbox would rightly keep read-only; what is tested here is the broker, not the sandbox.
-  new RunnerProcess(sb, ["--sandbox", "none", "--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--max-cores", "2", "--max-deliveries", "5", "--file-storage-roots", sb.storageRoot]);
+  new RunnerProcess(sb, [
+    "--sandbox",
+    "none",
+    "--amqp-url",
+    AMQP_URL,
+    "--queue-match",
+    `^${queue}$`,
+    "--max-cores",
+    "2",
+    "--max-deliveries",
+    "5",
+    "--file-storage-roots",
+    sb.storageRoot,
+  ]);
 
 const finishedKeys = (runners: RunnerProcess[]) => {
   const done = new Set<string>();
-  for (const r of runners) for (const m of r.stderr.matchAll(/experiment (\S+) finished: exited with code 0/g)) done.add(m[1]!);
+  for (const r of runners)
+    for (const m of r.stderr.matchAll(/experiment (\S+) finished: exited with code 0/g)) done.add(m[1]!);
   return done;
 };
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string, runners: RunnerProcess[]) {
+async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  runners: RunnerProcess[],
+) {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not in ${timeoutMs / 1000}s. Runner logs:\n${runners.map((r) => r.stderr.slice(-3000)).join("\n-----\n")}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${what}: not in ${timeoutMs / 1000}s. Runner logs:\n${runners.map((r) => r.stderr.slice(-3000)).join("\n-----\n")}`,
+      );
     await Bun.sleep(200);
   }
 }
 
 const runsPerKey = (runsLog: string) => {
   const counts = new Map<string, number>();
-  for (const line of readFileSync(runsLog, "utf8").split("\n").filter(Boolean)) counts.set(line, (counts.get(line) ?? 0) + 1);
+  for (const line of readFileSync(runsLog, "utf8").split("\n").filter(Boolean))
+    counts.set(line, (counts.get(line) ?? 0) + 1);
   return counts;
 };
 
@@ -173,6 +216,7 @@ describe("RabbitMQ settings", () => {
 
   test("--help lists the RabbitMQ flags with their environment variables", () => {
     const r = runBinary(["run", "--help"]);
-    for (const env of ["AMQP_URL", "AMQP_MGT_URL", "AMQP_QUEUES", "AMQP_QUEUE_TYPE"]) expect(`${r.stdout}${r.stderr}`).toContain(env);
+    for (const env of ["AMQP_URL", "AMQP_MGT_URL", "AMQP_QUEUES", "AMQP_QUEUE_TYPE"])
+      expect(`${r.stdout}${r.stderr}`).toContain(env);
   });
 });

@@ -9,7 +9,15 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, tarMember, tarNames } from "../helpers/e2e.ts";
 import { CLIENT_KEYS, clientStore, FIXTURE_BUCKET, fixtureOnS3, RESULT_LABELS } from "../helpers/fixture-s3.ts";
-import { AMQP_URL, deleteQueues, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, rabbitmqctl, uniqueQueue } from "../helpers/rabbitmq.ts";
+import {
+  AMQP_URL,
+  deleteQueues,
+  ensureRabbitMQ,
+  publishLikeClient,
+  rabbitMQAvailable,
+  rabbitmqctl,
+  uniqueQueue,
+} from "../helpers/rabbitmq.ts";
 import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
 
 const available = (await rabbitMQAvailable()) || !!process.env.CI;
@@ -49,10 +57,20 @@ describe("RabbitMQ + S3", () => {
       const sb = await makeSandbox("rmq-s3", { cacheDir: SHARED_CACHE });
       const queue = uniqueQueue("fixture");
       queues.push(queue);
-      const { message, key, location } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "from rabbit\n" });
+      const { message, key, location } = await fixtureOnS3(server, sb, {
+        "train.py": TRAIN,
+        "data/input.txt": "from rabbit\n",
+      });
       await publishLikeClient(queue, [message]);
       // Idle for a while after the ack, so the moment of the ack is observed while the runner lives.
-      const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--limit-idle-duration", "4s"]);
+      const runner = new RunnerProcess(sb, [
+        "--amqp-url",
+        AMQP_URL,
+        "--queue-match",
+        `^${queue}$`,
+        "--limit-idle-duration",
+        "4s",
+      ]);
 
       // While the message is unacked, poll; the moment it is gone, every result must be in S3.
       let sawUnacked = false;
@@ -94,11 +112,43 @@ describe("RabbitMQ + S3", () => {
       const sb = await makeSandbox("rmq-submit", { cacheDir: SHARED_CACHE });
       const queue = uniqueQueue("submit");
       queues.push(queue);
-      const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--limit-tasks", "1"]);
-      const env = { AWS_ACCESS_KEY_ID: CLIENT_KEYS.accessKey, AWS_SECRET_ACCESS_KEY: CLIENT_KEYS.secretAccessKey, AWS_REGION: "us-west-2" };
+      const runner = new RunnerProcess(sb, [
+        "--amqp-url",
+        AMQP_URL,
+        "--queue-match",
+        `^${queue}$`,
+        "--limit-tasks",
+        "1",
+      ]);
+      const env = {
+        AWS_ACCESS_KEY_ID: CLIENT_KEYS.accessKey,
+        AWS_SECRET_ACCESS_KEY: CLIENT_KEYS.secretAccessKey,
+        AWS_REGION: "us-west-2",
+      };
       const r = runBinary(
-        ["submit", "--amqp-url", AMQP_URL, "--queue", queue, "--storage", `s3://${server.host}/${FIXTURE_BUCKET}`, "--s3-endpoint", server.endpoint,
-          "--pythonver", "3.11", "--workspace", join(REPO, "examples/hello"), "--wait", "--wait-timeout", "5m", "train.py", "--msg", "via rabbit", "--steps", "2"],
+        [
+          "submit",
+          "--amqp-url",
+          AMQP_URL,
+          "--queue",
+          queue,
+          "--storage",
+          `s3://${server.host}/${FIXTURE_BUCKET}`,
+          "--s3-endpoint",
+          server.endpoint,
+          "--pythonver",
+          "3.11",
+          "--workspace",
+          join(REPO, "examples/hello"),
+          "--wait",
+          "--wait-timeout",
+          "5m",
+          "train.py",
+          "--msg",
+          "via rabbit",
+          "--steps",
+          "2",
+        ],
         { env },
       );
       expect(r.stderr).toBe("");

@@ -14,14 +14,29 @@ import { PubsubQueueBackend } from "../../src/queue/pubsub/pubsub-queue.ts";
 import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
 import { decryptPayload } from "../../src/request/envelope/hybrid.ts";
 import { enqueue, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, type Sandbox } from "../helpers/e2e.ts";
-import { AMQP_URL, deleteQueues, ensureRabbitMQ, publishLikeClient, rabbitMQAvailable, uniqueQueue, withChannel } from "../helpers/rabbitmq.ts";
+import {
+  AMQP_URL,
+  deleteQueues,
+  ensureRabbitMQ,
+  publishLikeClient,
+  rabbitMQAvailable,
+  uniqueQueue,
+  withChannel,
+} from "../helpers/rabbitmq.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator, type PubsubEmulator } from "../helpers/pubsub-emulator.ts";
 import { startSqsServer, type SqsServer } from "../helpers/sqs-server.ts";
 
 const OK_SCRIPT = "print('report line one', flush=True)\nprint('report line two', flush=True)\n";
 const FAIL_SCRIPT = "import sys\nprint('about to fail', flush=True)\nsys.exit(3)\n";
 
-type Doc = { time: string; experiment_id: string; unique_id: string; executor_id: string; progress?: { state: string; error?: { msg: string; code: number } }; logging?: { message: string; fields: Record<string, string> } };
+type Doc = {
+  time: string;
+  experiment_id: string;
+  unique_id: string;
+  executor_id: string;
+  progress?: { state: string; error?: { msg: string; code: number } };
+  logging?: { message: string; fields: Record<string, string> };
+};
 
 function twoExperiments(sb: Sandbox) {
   const make = (script: string) =>
@@ -35,8 +50,15 @@ function twoExperiments(sb: Sandbox) {
 /** The reports of one experiment, in the order they arrived. */
 function check(docs: Doc[], keys: { ok: string; bad: string }) {
   const of = (key: string) => docs.filter((d) => d.experiment_id === key);
-  const states = (key: string) => of(key).filter((d) => d.progress).map((d) => d.progress!.state);
-  const text = (key: string) => of(key).filter((d) => d.logging).map((d) => d.logging!.message).join("\n");
+  const states = (key: string) =>
+    of(key)
+      .filter((d) => d.progress)
+      .map((d) => d.progress!.state);
+  const text = (key: string) =>
+    of(key)
+      .filter((d) => d.logging)
+      .map((d) => d.logging!.message)
+      .join("\n");
   expect(states(keys.ok)).toEqual(["Prestart", "Started", "Stopping", "Success"]);
   expect(text(keys.ok)).toContain("report line one\nreport line two");
   expect(states(keys.bad)).toEqual(["Prestart", "Started", "Stopping", "Failed"]);
@@ -66,7 +88,9 @@ describe("response reports: local queue", () => {
     enqueue(sb.queueRoot, queue, bad.message);
     const runner = new RunnerProcess(sb, ["--queue-match", `^${queue}$`, "--limit-tasks", "2"]);
     expect(await runner.exited).toBe(0);
-    const names = readdirSync(dir).filter((n) => !n.startsWith(".")).sort();
+    const names = readdirSync(dir)
+      .filter((n) => !n.startsWith("."))
+      .sort();
     check(parse(names.map((n) => readFileSync(join(dir, n), "utf8"))), { ok: ok.key, bad: bad.key });
     expect(runner.stderr).toContain(`reports for queue ${queue} go to ${dir}`);
   }, 300_000);
@@ -92,15 +116,28 @@ describe("response reports: local queue", () => {
     const { ok, bad } = twoExperiments(sb);
     enqueue(sb.queueRoot, queue, ok.message);
     enqueue(sb.queueRoot, queue, bad.message);
-    const runner = new RunnerProcess(sb, ["--queue-match", `^${queue}$`, "--limit-tasks", "2", "--response-signatures-dir", keys]);
+    const runner = new RunnerProcess(sb, [
+      "--queue-match",
+      `^${queue}$`,
+      "--limit-tasks",
+      "2",
+      "--response-signatures-dir",
+      keys,
+    ]);
     expect(await runner.exited).toBe(0);
-    const bodies = readdirSync(dir).filter((n) => !n.startsWith(".")).sort().map((n) => readFileSync(join(dir, n), "utf8"));
+    const bodies = readdirSync(dir)
+      .filter((n) => !n.startsWith("."))
+      .sort()
+      .map((n) => readFileSync(join(dir, n), "utf8"));
     expect(bodies.length).toBeGreaterThan(4);
     for (const b of bodies) {
       expect(b).toMatch(/^[A-Za-z0-9+/=]+,[A-Za-z0-9+/=]+$/);
       expect(b).not.toContain(ok.key);
     }
-    check(parse(bodies.map((b) => new TextDecoder().decode(decryptPayload(b, privateKey)))), { ok: ok.key, bad: bad.key });
+    check(parse(bodies.map((b) => new TextDecoder().decode(decryptPayload(b, privateKey)))), {
+      ok: ok.key,
+      bad: bad.key,
+    });
     expect(runner.stderr).toContain("encrypted with the experimenter's key");
   }, 300_000);
 });
@@ -109,27 +146,40 @@ const rabbit = (await rabbitMQAvailable()) || !!process.env.CI;
 describe("response reports: RabbitMQ", () => {
   const made: string[] = [];
   afterAll(() => deleteQueues(made));
-  test.skipIf(!rabbit)("reports on the existing queue <queue>_response, in order", async () => {
-    await ensureRabbitMQ();
-    const sb = await makeSandbox("reports-rmq", { cacheDir: SHARED_CACHE });
-    const queue = uniqueQueue("reports");
-    const responses = `${queue}_response`;
-    made.push(queue, responses);
-    await withChannel((ch) => ch.assertQueue(responses, { durable: false }));
-    const { ok, bad } = twoExperiments(sb);
-    await publishLikeClient(queue, [ok.message, bad.message]);
-    const runner = new RunnerProcess(sb, ["--amqp-url", AMQP_URL, "--queue-match", `^${queue}$`, "--limit-tasks", "2", "--file-storage-roots", sb.storageRoot]);
-    expect(await runner.exited).toBe(0);
-    const bodies = await withChannel(async (ch) => {
-      const out: string[] = [];
-      for (let m = await ch.get(responses, { noAck: true }); m; m = await ch.get(responses, { noAck: true })) {
-        expect(m.properties.contentType).toBe("application/json");
-        out.push(m.content.toString("utf8"));
-      }
-      return out;
-    });
-    check(parse(bodies), { ok: ok.key, bad: bad.key });
-  }, 300_000);
+  test.skipIf(!rabbit)(
+    "reports on the existing queue <queue>_response, in order",
+    async () => {
+      await ensureRabbitMQ();
+      const sb = await makeSandbox("reports-rmq", { cacheDir: SHARED_CACHE });
+      const queue = uniqueQueue("reports");
+      const responses = `${queue}_response`;
+      made.push(queue, responses);
+      await withChannel((ch) => ch.assertQueue(responses, { durable: false }));
+      const { ok, bad } = twoExperiments(sb);
+      await publishLikeClient(queue, [ok.message, bad.message]);
+      const runner = new RunnerProcess(sb, [
+        "--amqp-url",
+        AMQP_URL,
+        "--queue-match",
+        `^${queue}$`,
+        "--limit-tasks",
+        "2",
+        "--file-storage-roots",
+        sb.storageRoot,
+      ]);
+      expect(await runner.exited).toBe(0);
+      const bodies = await withChannel(async (ch) => {
+        const out: string[] = [];
+        for (let m = await ch.get(responses, { noAck: true }); m; m = await ch.get(responses, { noAck: true })) {
+          expect(m.properties.contentType).toBe("application/json");
+          out.push(m.content.toString("utf8"));
+        }
+        return out;
+      });
+      check(parse(bodies), { ok: ok.key, bad: bad.key });
+    },
+    300_000,
+  );
 });
 
 describe("response reports: SQS", () => {
@@ -143,19 +193,39 @@ describe("response reports: SQS", () => {
     const client = new SQSClient({ region: "us-east-1", endpoint: sqs.endpoint, credentials });
     const responseUrl = (await client.send(new CreateQueueCommand({ QueueName: `${queue}_response` }))).QueueUrl!;
     const { ok, bad } = twoExperiments(sb);
-    const producer = new SqsQueueBackend({ accounts: [{ name: "t", credentials, region: "us-east-1" }], endpoint: sqs.endpoint, maxDeliveries: 3 });
+    const producer = new SqsQueueBackend({
+      accounts: [{ name: "t", credentials, region: "us-east-1" }],
+      endpoint: sqs.endpoint,
+      maxDeliveries: 3,
+    });
     await producer.publish(queue, JSON.stringify(ok.message));
     await producer.publish(queue, JSON.stringify(bad.message));
     await producer.close();
     const certs = join(sb.dir, "sqs-certs", "a");
     mkdirSync(certs, { recursive: true });
-    writeFileSync(join(certs, "credentials"), `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`);
+    writeFileSync(
+      join(certs, "credentials"),
+      `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`,
+    );
     writeFileSync(join(certs, "config"), "[default]\nregion = us-east-1\n");
-    const runner = new RunnerProcess(sb, ["--sqs-certs", join(sb.dir, "sqs-certs"), "--sqs-endpoint", sqs.endpoint, "--queue-match", `^${queue}$`, "--limit-tasks", "2", "--file-storage-roots", sb.storageRoot]);
+    const runner = new RunnerProcess(sb, [
+      "--sqs-certs",
+      join(sb.dir, "sqs-certs"),
+      "--sqs-endpoint",
+      sqs.endpoint,
+      "--queue-match",
+      `^${queue}$`,
+      "--limit-tasks",
+      "2",
+      "--file-storage-roots",
+      sb.storageRoot,
+    ]);
     expect(await runner.exited).toBe(0);
     const bodies: string[] = [];
     for (;;) {
-      const r = await client.send(new ReceiveMessageCommand({ QueueUrl: responseUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
+      const r = await client.send(
+        new ReceiveMessageCommand({ QueueUrl: responseUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }),
+      );
       if (!r.Messages?.length) break;
       for (const m of r.Messages) {
         bodies.push(m.Body!);
@@ -171,34 +241,55 @@ const pubsubHere = pubsubEmulatorInstalled() || !!process.env.CI;
 describe("response reports: Pub/Sub", () => {
   let emulator: PubsubEmulator | undefined;
   afterAll(() => emulator?.stop());
-  test.skipIf(!pubsubHere)("reports on the existing topic <queue>_response", async () => {
-    emulator = await startPubsubEmulator();
-    process.env.PUBSUB_EMULATOR_HOST = emulator.host;
-    const sb = await makeSandbox("reports-pubsub", { cacheDir: SHARED_CACHE });
-    const project = `reports-${randomUUID().slice(0, 8)}`;
-    const queue = `pubsub_reports_${Date.now()}`;
-    const ps = new PubSub({ projectId: project });
-    const [topic] = await ps.createTopic(`${queue}_response`);
-    const [sub] = await topic.createSubscription(`${queue}_response_sub`);
-    const { ok, bad } = twoExperiments(sb);
-    const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
-    await producer.publish(queue, JSON.stringify(ok.message));
-    await producer.publish(queue, JSON.stringify(bad.message));
-    await producer.close();
-    const runner = new RunnerProcess(sb, ["--pubsub-project", project, "--queue-match", `^${queue}$`, "--limit-tasks", "2", "--file-storage-roots", sb.storageRoot], {
-      PUBSUB_EMULATOR_HOST: emulator.host,
-    });
-    expect(await runner.exited).toBe(0);
-    const bodies: string[] = [];
-    sub.on("message", (m: Message) => {
-      bodies.push(m.data.toString("utf8"));
-      m.ack();
-    });
-    const deadline = Date.now() + 30_000;
-    while (parse(bodies).filter((d) => d.progress && ["Success", "Failed"].includes(d.progress.state)).length < 2 && Date.now() < deadline) await Bun.sleep(200);
-    await Bun.sleep(1000);
-    await sub.close();
-    await ps.close();
-    check(byTime(parse(bodies)), { ok: ok.key, bad: bad.key });
-  }, 300_000);
+  test.skipIf(!pubsubHere)(
+    "reports on the existing topic <queue>_response",
+    async () => {
+      emulator = await startPubsubEmulator();
+      process.env.PUBSUB_EMULATOR_HOST = emulator.host;
+      const sb = await makeSandbox("reports-pubsub", { cacheDir: SHARED_CACHE });
+      const project = `reports-${randomUUID().slice(0, 8)}`;
+      const queue = `pubsub_reports_${Date.now()}`;
+      const ps = new PubSub({ projectId: project });
+      const [topic] = await ps.createTopic(`${queue}_response`);
+      const [sub] = await topic.createSubscription(`${queue}_response_sub`);
+      const { ok, bad } = twoExperiments(sb);
+      const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });
+      await producer.publish(queue, JSON.stringify(ok.message));
+      await producer.publish(queue, JSON.stringify(bad.message));
+      await producer.close();
+      const runner = new RunnerProcess(
+        sb,
+        [
+          "--pubsub-project",
+          project,
+          "--queue-match",
+          `^${queue}$`,
+          "--limit-tasks",
+          "2",
+          "--file-storage-roots",
+          sb.storageRoot,
+        ],
+        {
+          PUBSUB_EMULATOR_HOST: emulator.host,
+        },
+      );
+      expect(await runner.exited).toBe(0);
+      const bodies: string[] = [];
+      sub.on("message", (m: Message) => {
+        bodies.push(m.data.toString("utf8"));
+        m.ack();
+      });
+      const deadline = Date.now() + 30_000;
+      while (
+        parse(bodies).filter((d) => d.progress && ["Success", "Failed"].includes(d.progress.state)).length < 2 &&
+        Date.now() < deadline
+      )
+        await Bun.sleep(200);
+      await Bun.sleep(1000);
+      await sub.close();
+      await ps.close();
+      check(byTime(parse(bodies)), { ok: ok.key, bad: bad.key });
+    },
+    300_000,
+  );
 });

@@ -37,53 +37,53 @@ async function download(location: string, dest: string): Promise<string> {
 }
 
 describe("captured studioml client message on S3 storage", () => {
-  test(
-    "runs through the compiled binary: workspace from S3, results to S3, acked after the upload",
-    async () => {
-      const sb = await makeSandbox("s3-fixture", { cacheDir: SHARED_CACHE });
-      const { message, key, location: loc } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "hello from s3\n" });
-      const queue = "local_s3fixture";
-      const id = enqueue(sb.queueRoot, queue, message);
-      // Idle for a while after the ack, so the moment of the ack is observed while the runner lives.
-      const runner = new RunnerProcess(sb, ["--limit-idle-duration", "3s"]);
+  test("runs through the compiled binary: workspace from S3, results to S3, acked after the upload", async () => {
+    const sb = await makeSandbox("s3-fixture", { cacheDir: SHARED_CACHE });
+    const {
+      message,
+      key,
+      location: loc,
+    } = await fixtureOnS3(server, sb, { "train.py": TRAIN, "data/input.txt": "hello from s3\n" });
+    const queue = "local_s3fixture";
+    const id = enqueue(sb.queueRoot, queue, message);
+    // Idle for a while after the ack, so the moment of the ack is observed while the runner lives.
+    const runner = new RunnerProcess(sb, ["--limit-idle-duration", "3s"]);
 
-      // Whenever the claim is gone (acked), every result must already be in S3.
-      let ackedWithResults: boolean | undefined;
-      const inflight = join(sb.queueRoot, ".inflight", queue);
-      let claimed = false;
-      while (runner.child.exitCode === null) {
-        const held = filesIn(inflight).some((n) => n.startsWith(id));
-        if (held) claimed = true;
-        if (claimed && !held && !existsSync(join(sb.queueRoot, queue, id))) {
-          const heads = await Promise.all(RESULT_LABELS.map((l) => store().head(loc(l))));
-          ackedWithResults = heads.every((h) => h !== undefined);
-          break;
-        }
-        await Bun.sleep(20);
+    // Whenever the claim is gone (acked), every result must already be in S3.
+    let ackedWithResults: boolean | undefined;
+    const inflight = join(sb.queueRoot, ".inflight", queue);
+    let claimed = false;
+    while (runner.child.exitCode === null) {
+      const held = filesIn(inflight).some((n) => n.startsWith(id));
+      if (held) claimed = true;
+      if (claimed && !held && !existsSync(join(sb.queueRoot, queue, id))) {
+        const heads = await Promise.all(RESULT_LABELS.map((l) => store().head(loc(l))));
+        ackedWithResults = heads.every((h) => h !== undefined);
+        break;
       }
-      expect(await runner.exited).toBe(0);
-      expect(claimed).toBe(true);
-      expect(ackedWithResults).toBe(true);
+      await Bun.sleep(20);
+    }
+    expect(await runner.exited).toBe(0);
+    expect(claimed).toBe(true);
+    expect(ackedWithResults).toBe(true);
 
-      const log = tarMember(await download(loc("output"), join(sb.dir, "output.tar")));
-      expect(log).toContain('argv: ["--tag", "alpha", "--msg", "arg with space", "--lr", "0.1"]');
-      expect(log).toContain("data: hello from s3");
-      expect(log).toContain("env ACC_FROM_CONFIG_ENV = yes");
-      expect(log).toContain("aws secret visible: False");
-      expect(log).toContain("exited with code 0");
-      expect(log).not.toContain(CLIENT_KEYS.secretAccessKey);
-      const modeldir = await download(loc("modeldir"), join(sb.dir, "modeldir.tar"));
-      expect(tarNames(modeldir)).toContain("weights.txt");
-      expect(tarMember(modeldir, "weights.txt")).toBe("w=42\n");
-      for (const label of RESULT_LABELS) expect(await store().head(loc(label))).toBeDefined();
+    const log = tarMember(await download(loc("output"), join(sb.dir, "output.tar")));
+    expect(log).toContain('argv: ["--tag", "alpha", "--msg", "arg with space", "--lr", "0.1"]');
+    expect(log).toContain("data: hello from s3");
+    expect(log).toContain("env ACC_FROM_CONFIG_ENV = yes");
+    expect(log).toContain("aws secret visible: False");
+    expect(log).toContain("exited with code 0");
+    expect(log).not.toContain(CLIENT_KEYS.secretAccessKey);
+    const modeldir = await download(loc("modeldir"), join(sb.dir, "modeldir.tar"));
+    expect(tarNames(modeldir)).toContain("weights.txt");
+    expect(tarMember(modeldir, "weights.txt")).toBe("w=42\n");
+    for (const label of RESULT_LABELS) expect(await store().head(loc(label))).toBeDefined();
 
-      // Acked: nothing queued, in flight or failed; the runner did not write to local storage.
-      expect(filesIn(join(sb.queueRoot, queue))).toEqual([]);
-      expect(filesIn(inflight)).toEqual([]);
-      expect(filesIn(join(sb.queueRoot, ".failed", queue))).toEqual([]);
-      expect(readdirSync(sb.storageRoot)).toEqual([]);
-      expect(runner.stderr).toContain(`experiment ${key} finished`);
-    },
-    600_000,
-  );
+    // Acked: nothing queued, in flight or failed; the runner did not write to local storage.
+    expect(filesIn(join(sb.queueRoot, queue))).toEqual([]);
+    expect(filesIn(inflight)).toEqual([]);
+    expect(filesIn(join(sb.queueRoot, ".failed", queue))).toEqual([]);
+    expect(readdirSync(sb.storageRoot)).toEqual([]);
+    expect(runner.stderr).toContain(`experiment ${key} finished`);
+  }, 600_000);
 });

@@ -11,7 +11,8 @@ import { enqueue, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, ta
 import { processesWith } from "../helpers/host-processes.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
-if (!HAVE_BWRAP) console.warn("\n*** bubblewrap is not installed (apt-get install bubblewrap): the sandbox tests cannot run ***\n");
+if (!HAVE_BWRAP)
+  console.warn("\n*** bubblewrap is not installed (apt-get install bubblewrap): the sandbox tests cannot run ***\n");
 const runnable = HAVE_BWRAP || !!process.env.CI;
 
 const PROBE = `import os, socket, subprocess, sys
@@ -43,7 +44,6 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-
 async function probe(mode: "none" | "shared" | "loopback") {
   const sb = await makeSandbox(`sandbox-${mode}`, { cacheDir: SHARED_CACHE });
   const config = join(sb.dir, "runner.yaml");
@@ -55,7 +55,14 @@ async function probe(mode: "none" | "shared" | "loopback") {
   const marker = `sandbox-marker-${mode}-${Date.now()}`;
   const exp = simpleExperiment(sb.storageRoot, { "main.py": PROBE }, (m) => {
     m.experiment.pythonver = "3.11";
-    m.config.env = { RUNNER_CONFIG: config, RUNNER_CREDENTIALS: credentials, RUNNER_QUEUE_ROOT: sb.queueRoot, OUTSIDE_DIR: sb.dir, PROBE_PORT: String(port), MARKER: marker };
+    m.config.env = {
+      RUNNER_CONFIG: config,
+      RUNNER_CREDENTIALS: credentials,
+      RUNNER_QUEUE_ROOT: sb.queueRoot,
+      OUTSIDE_DIR: sb.dir,
+      PROBE_PORT: String(port),
+      MARKER: marker,
+    };
   });
   enqueue(sb.queueRoot, "local_sandbox", exp.message);
   const args = ["--config", config, "--limit-tasks", "1"];
@@ -70,40 +77,52 @@ async function probe(mode: "none" | "shared" | "loopback") {
 }
 
 describe("--sandbox bwrap, from the binary", () => {
-  test.skipIf(!runnable)("loopback: no runner config or queue, no writes outside, no host network, no process left", async () => {
-    const { log, runner, leftover, escaped } = await probe("loopback");
-    expect(runner.stderr).toContain("experiments run in a bubblewrap sandbox");
-    expect(log).toContain("in a bubblewrap sandbox as 65534:65534: only");
-    expect(log).toContain("read-runner-config: denied");
-    expect(log).toContain("read-runner-credentials: denied");
-    expect(log).toContain("list-queue-root: denied");
-    expect(log).toContain("write-outside: denied");
-    expect(log).toContain("write-own-dir: ok");
-    expect(log).toContain("write-home: ok");
-    // The attempt directory is the job's (the runner's owner records live elsewhere).
-    expect(log).toContain("write-attempt-root: ok");
-    expect(log).toContain("connect-host: denied");
-    expect(log).toContain("left a grandchild behind");
-    expect(log).toContain("experiment exited with code 0");
-    expect(escaped).toBe(false);
-    expect(leftover).toEqual([]);
-  }, 180_000);
+  test.skipIf(!runnable)(
+    "loopback: no runner config or queue, no writes outside, no host network, no process left",
+    async () => {
+      const { log, runner, leftover, escaped } = await probe("loopback");
+      expect(runner.stderr).toContain("experiments run in a bubblewrap sandbox");
+      expect(log).toContain("in a bubblewrap sandbox as 65534:65534: only");
+      expect(log).toContain("read-runner-config: denied");
+      expect(log).toContain("read-runner-credentials: denied");
+      expect(log).toContain("list-queue-root: denied");
+      expect(log).toContain("write-outside: denied");
+      expect(log).toContain("write-own-dir: ok");
+      expect(log).toContain("write-home: ok");
+      // The attempt directory is the job's (the runner's owner records live elsewhere).
+      expect(log).toContain("write-attempt-root: ok");
+      expect(log).toContain("connect-host: denied");
+      expect(log).toContain("left a grandchild behind");
+      expect(log).toContain("experiment exited with code 0");
+      expect(escaped).toBe(false);
+      expect(leftover).toEqual([]);
+    },
+    180_000,
+  );
 
-  test.skipIf(!runnable)("shared network: the host's loopback is reachable; the rest stays closed", async () => {
-    const { log, leftover } = await probe("shared");
-    expect(log).toContain("connect-host: ok");
-    expect(log).toContain("read-runner-config: denied");
-    expect(log).toContain("write-outside: denied");
-    expect(leftover).toEqual([]);
-  }, 180_000);
+  test.skipIf(!runnable)(
+    "shared network: the host's loopback is reachable; the rest stays closed",
+    async () => {
+      const { log, leftover } = await probe("shared");
+      expect(log).toContain("connect-host: ok");
+      expect(log).toContain("read-runner-config: denied");
+      expect(log).toContain("write-outside: denied");
+      expect(leftover).toEqual([]);
+    },
+    180_000,
+  );
 
-  test.skipIf(!runnable)("control, without the sandbox: the same script reads, lists, writes and connects", async () => {
-    const { log, escaped } = await probe("none");
-    expect(log).toContain("read-runner-config: ok");
-    expect(log).toContain("read-runner-credentials: ok");
-    expect(log).toContain("list-queue-root: ok");
-    expect(log).toContain("write-outside: ok");
-    expect(log).toContain("connect-host: ok");
-    expect(escaped).toBe(true);
-  }, 180_000);
+  test.skipIf(!runnable)(
+    "control, without the sandbox: the same script reads, lists, writes and connects",
+    async () => {
+      const { log, escaped } = await probe("none");
+      expect(log).toContain("read-runner-config: ok");
+      expect(log).toContain("read-runner-credentials: ok");
+      expect(log).toContain("list-queue-root: ok");
+      expect(log).toContain("write-outside: ok");
+      expect(log).toContain("connect-host: ok");
+      expect(escaped).toBe(true);
+    },
+    180_000,
+  );
 });

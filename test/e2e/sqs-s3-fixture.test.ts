@@ -25,19 +25,32 @@ afterAll(async () => {
 
 const credentials = { accessKeyId: "AKIAFAKE", secretAccessKey: "fake-secret-for-fauxqs" };
 const producer = () =>
-  new SqsQueueBackend({ accounts: [{ name: "test", credentials, region: "us-east-1" }], endpoint: sqs.endpoint, maxDeliveries: 3 });
+  new SqsQueueBackend({
+    accounts: [{ name: "test", credentials, region: "us-east-1" }],
+    endpoint: sqs.endpoint,
+    maxDeliveries: 3,
+  });
 
 /** An --sqs-certs directory with one account. */
 function certsDir(sb: Sandbox): string {
   const dir = join(sb.dir, "sqs-certs", "account-a");
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "credentials"), `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`);
+  writeFileSync(
+    join(dir, "credentials"),
+    `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`,
+  );
   writeFileSync(join(dir, "config"), "[default]\nregion = us-east-1\n");
   return join(sb.dir, "sqs-certs");
 }
 
 const runnerArgs = (sb: Sandbox, queue: string, extra: string[] = []) => [
-  "--sqs-certs", certsDir(sb), "--sqs-endpoint", sqs.endpoint, "--queue-match", `^${queue}$`, ...extra,
+  "--sqs-certs",
+  certsDir(sb),
+  "--sqs-endpoint",
+  sqs.endpoint,
+  "--queue-match",
+  `^${queue}$`,
+  ...extra,
 ];
 
 async function outputLog(location: string, dest: string): Promise<string> {
@@ -49,7 +62,8 @@ describe("SQS + S3", () => {
   test("the captured client message runs from SQS with S3 storage", async () => {
     const sb = await makeSandbox("sqs-s3", { cacheDir: SHARED_CACHE });
     const queue = `sqs_fixture_${Date.now()}`;
-    const train = "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n";
+    const train =
+      "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n";
     const { message, key, location } = await fixtureOnS3(s3, sb, { "train.py": train, "data/input.txt": "from sqs\n" });
     const q = producer();
     await q.publish(queue, JSON.stringify(message));
@@ -70,7 +84,8 @@ describe("SQS + S3", () => {
   test("a job longer than three visibility timeouts is not redelivered; after SIGKILL it is, and completes", async () => {
     const sb = await makeSandbox("sqs-long", { cacheDir: SHARED_CACHE });
     const queue = `sqs_long_${Date.now()}`;
-    const script = "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ.get('SLEEP_S', '8')))\nprint('complete', flush=True)\n";
+    const script =
+      "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ.get('SLEEP_S', '8')))\nprint('complete', flush=True)\n";
     const { message, location } = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "x\n" });
     message.config.env = { SLEEP_S: "8" };
     const q = producer();
@@ -116,16 +131,46 @@ describe("submit to SQS with S3 storage", () => {
     const runner = new RunnerProcess(sb, runnerArgs(sb, queue, ["--limit-tasks", "1"]));
     try {
       const r = runBinary(
-        ["submit", "--sqs-certs", certs, "--sqs-endpoint", sqs.endpoint, "--queue", queue, "--storage", `s3://${s3.host}/${FIXTURE_BUCKET}`,
-          "--s3-endpoint", s3.endpoint, "--pythonver", "3.11", "--workspace", join(REPO, "examples/hello"), "--wait", "--wait-timeout", "5m", "train.py", "--steps", "2"],
-        { env: { AWS_ACCESS_KEY_ID: CLIENT_KEYS.accessKey, AWS_SECRET_ACCESS_KEY: CLIENT_KEYS.secretAccessKey, AWS_REGION: "us-west-2" }, timeoutMs: 300_000 },
+        [
+          "submit",
+          "--sqs-certs",
+          certs,
+          "--sqs-endpoint",
+          sqs.endpoint,
+          "--queue",
+          queue,
+          "--storage",
+          `s3://${s3.host}/${FIXTURE_BUCKET}`,
+          "--s3-endpoint",
+          s3.endpoint,
+          "--pythonver",
+          "3.11",
+          "--workspace",
+          join(REPO, "examples/hello"),
+          "--wait",
+          "--wait-timeout",
+          "5m",
+          "train.py",
+          "--steps",
+          "2",
+        ],
+        {
+          env: {
+            AWS_ACCESS_KEY_ID: CLIENT_KEYS.accessKey,
+            AWS_SECRET_ACCESS_KEY: CLIENT_KEYS.secretAccessKey,
+            AWS_REGION: "us-west-2",
+          },
+          timeoutMs: 300_000,
+        },
       );
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
       const key = r.stdout.split("\n")[0]!;
       expect(r.stdout).toContain("step 2: loss=");
       expect(await runner.exited).toBe(0);
-      expect(await clientStore(s3).head(`s3://${s3.host}/${FIXTURE_BUCKET}/experiments/${key}/modeldir.tar`)).toBeDefined();
+      expect(
+        await clientStore(s3).head(`s3://${s3.host}/${FIXTURE_BUCKET}/experiments/${key}/modeldir.tar`),
+      ).toBeDefined();
       const after = producer();
       expect(await after.open(queue).receive()).toBeUndefined();
       await after.close();
@@ -135,11 +180,27 @@ describe("submit to SQS with S3 storage", () => {
   }, 300_000);
 
   test("submit refuses two queue systems at once, and SQS flags without certs", () => {
-    const both = runBinary(["submit", "--sqs-certs", "/nonexistent", "--amqp-url", "amqp://127.0.0.1:1", "--workspace", join(REPO, "examples/hello"), "train.py"]);
+    const both = runBinary([
+      "submit",
+      "--sqs-certs",
+      "/nonexistent",
+      "--amqp-url",
+      "amqp://127.0.0.1:1",
+      "--workspace",
+      join(REPO, "examples/hello"),
+      "train.py",
+    ]);
     expect(both.code).toBe(2);
     expect(both.stderr).toContain("--amqp-url, --sqs-certs: choose one queue system");
     expect(both.stderr).toContain("--sqs-certs: /nonexistent is not a directory");
-    const endpointOnly = runBinary(["submit", "--sqs-endpoint", "http://127.0.0.1:1", "--workspace", join(REPO, "examples/hello"), "train.py"]);
+    const endpointOnly = runBinary([
+      "submit",
+      "--sqs-endpoint",
+      "http://127.0.0.1:1",
+      "--workspace",
+      join(REPO, "examples/hello"),
+      "train.py",
+    ]);
     expect(endpointOnly.code).toBe(2);
     expect(endpointOnly.stderr).toContain("--sqs-endpoint is set but --sqs-certs is not");
   });

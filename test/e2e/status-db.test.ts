@@ -5,7 +5,15 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+} from "../helpers/e2e.ts";
 import { startDatabases, type DatabaseHarness, type Databases } from "../helpers/status-databases.ts";
 
 let dbs: Databases;
@@ -24,58 +32,70 @@ function withDatabase(db: DatabaseHarness, sleepS: number) {
   };
 }
 
-const SCRIPT = "import os, time\nprint('working', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('done', flush=True)\n";
+const SCRIPT =
+  "import os, time\nprint('working', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('done', flush=True)\n";
 
-for (const type of ["s3", "local", "http", "firebase"]) describe(`experiment record in a ${type} database, from the binary`, () => {
-  const db = () => dbs.all.find((d) => d.type === type)!;
+for (const type of ["s3", "local", "http", "firebase"])
+  describe(`experiment record in a ${type} database, from the binary`, () => {
+    const db = () => dbs.all.find((d) => d.type === type)!;
 
-  test("waiting → running → finished, with time_started, time_last_checkpoint and time_finished", async () => {
-    const sb = await makeSandbox(`status-${type}`, { cacheDir: SHARED_CACHE });
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 4));
-    await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" }); // as the client does
-    enqueue(sb.queueRoot, `local_status_${type}`, exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")], db().runnerEnv);
-    const seen: string[] = [];
-    let running: Record<string, any> | undefined;
-    while (runner.child.exitCode === null) {
-      const rec = await db().read(exp.key).catch(() => undefined);
-      if (rec && seen[seen.length - 1] !== rec.status) seen.push(rec.status);
-      if (rec?.status === "running") running = rec;
-      await Bun.sleep(200);
-    }
-    expect(await runner.exited).toBe(0);
-    const final = (await db().read(exp.key))!;
-    if (seen[seen.length - 1] !== final.status) seen.push(final.status);
-    expect(seen).toEqual(["waiting", "running", "finished"]);
-    expect(running!.time_started).toBeGreaterThan(exp.message.experiment.time_added);
-    expect(final.time_finished).toBeGreaterThan(final.time_started);
-    expect(final.time_last_checkpoint).toBeGreaterThanOrEqual(final.time_started);
-    expect(final.key).toBe(exp.key);
-    expect(tarMember(join(exp.experimentDir, "output.tar"))).toContain("done");
-  }, 180_000);
+    test("waiting → running → finished, with time_started, time_last_checkpoint and time_finished", async () => {
+      const sb = await makeSandbox(`status-${type}`, { cacheDir: SHARED_CACHE });
+      const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 4));
+      await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" }); // as the client does
+      enqueue(sb.queueRoot, `local_status_${type}`, exp.message);
+      const runner = new RunnerProcess(
+        sb,
+        ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")],
+        db().runnerEnv,
+      );
+      const seen: string[] = [];
+      let running: Record<string, any> | undefined;
+      while (runner.child.exitCode === null) {
+        const rec = await db()
+          .read(exp.key)
+          .catch(() => undefined);
+        if (rec && seen[seen.length - 1] !== rec.status) seen.push(rec.status);
+        if (rec?.status === "running") running = rec;
+        await Bun.sleep(200);
+      }
+      expect(await runner.exited).toBe(0);
+      const final = (await db().read(exp.key))!;
+      if (seen[seen.length - 1] !== final.status) seen.push(final.status);
+      expect(seen).toEqual(["waiting", "running", "finished"]);
+      expect(running!.time_started).toBeGreaterThan(exp.message.experiment.time_added);
+      expect(final.time_finished).toBeGreaterThan(final.time_started);
+      expect(final.time_last_checkpoint).toBeGreaterThanOrEqual(final.time_started);
+      expect(final.key).toBe(exp.key);
+      expect(tarMember(join(exp.experimentDir, "output.tar"))).toContain("done");
+    }, 180_000);
 
-  test('writing "stopped" into the record stops the running experiment within 15 s', async () => {
-    const sb = await makeSandbox(`status-stop-${type}`, { cacheDir: SHARED_CACHE });
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 300));
-    await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" });
-    enqueue(sb.queueRoot, `local_stop_${type}`, exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")], db().runnerEnv);
-    for (let i = 0; i < 600 && (await db().read(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
-    await Bun.sleep(1000);
-    const rec = (await db().read(exp.key))!;
-    expect(rec.status).toBe("running");
-    await db().stop(exp.key);
-    const stoppedAt = Date.now();
-    expect(await runner.exited).toBe(0);
-    const tookMs = Date.now() - stoppedAt;
-    console.log(`runner done ${tookMs} ms after the record said "stopped"`);
-    expect(tookMs).toBeLessThan(15_000);
-    const log = tarMember(join(exp.experimentDir, "output.tar"));
-    expect(log).toContain('the experiment record says "stopped"');
-    expect(log).not.toContain("done");
-    const final = (await db().read(exp.key))!;
-    expect(final.status).toBe(db().keepsStopped ? "stopped" : "finished");
-    expect(final.time_finished).toBeGreaterThan(0);
-    expect(filesIn(join(sb.queueRoot, `local_stop_${type}`))).toEqual([]);
-  }, 180_000);
-});
+    test('writing "stopped" into the record stops the running experiment within 15 s', async () => {
+      const sb = await makeSandbox(`status-stop-${type}`, { cacheDir: SHARED_CACHE });
+      const exp = simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, withDatabase(db(), 300));
+      await db().seed(exp.key, { ...exp.message.experiment, status: "waiting" });
+      enqueue(sb.queueRoot, `local_stop_${type}`, exp.message);
+      const runner = new RunnerProcess(
+        sb,
+        ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")],
+        db().runnerEnv,
+      );
+      for (let i = 0; i < 600 && (await db().read(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
+      await Bun.sleep(1000);
+      const rec = (await db().read(exp.key))!;
+      expect(rec.status).toBe("running");
+      await db().stop(exp.key);
+      const stoppedAt = Date.now();
+      expect(await runner.exited).toBe(0);
+      const tookMs = Date.now() - stoppedAt;
+      console.log(`runner done ${tookMs} ms after the record said "stopped"`);
+      expect(tookMs).toBeLessThan(15_000);
+      const log = tarMember(join(exp.experimentDir, "output.tar"));
+      expect(log).toContain('the experiment record says "stopped"');
+      expect(log).not.toContain("done");
+      const final = (await db().read(exp.key))!;
+      expect(final.status).toBe(db().keepsStopped ? "stopped" : "finished");
+      expect(final.time_finished).toBeGreaterThan(0);
+      expect(filesIn(join(sb.queueRoot, `local_stop_${type}`))).toEqual([]);
+    }, 180_000);
+  });

@@ -17,7 +17,10 @@ let logSerial = 0;
 function keepLog(kind: string, args: string[], text: string): void {
   try {
     mkdirSync(LOGS_DIR, { recursive: true });
-    writeFileSync(join(LOGS_DIR, `${kind}-${process.pid}-${++logSerial}.log`), `$ studio-runner ${args.join(" ")}\n${text}`);
+    writeFileSync(
+      join(LOGS_DIR, `${kind}-${process.pid}-${++logSerial}.log`),
+      `$ studio-runner ${args.join(" ")}\n${text}`,
+    );
   } catch {
     // the scan then has less to look at; the test itself is unaffected
   }
@@ -64,7 +67,9 @@ export const testEnv = (): Record<string, string> => {
  * <storageRoot>. A test of those rules passes its own (e.g. --allow-private-endpoints=false).
  */
 export function runnerDefaults(sandbox: Sandbox, args: string[], env: Record<string, string> = {}): string[] {
-  const given = (flag: string) => args.some((a) => new RegExp(`^--(no-)?${flag}(=|$)`).test(a)) || env[flag.toUpperCase().replaceAll("-", "_")] !== undefined;
+  const given = (flag: string) =>
+    args.some((a) => new RegExp(`^--(no-)?${flag}(=|$)`).test(a)) ||
+    env[flag.toUpperCase().replaceAll("-", "_")] !== undefined;
   const out: string[] = [];
   if (!given("allow-private-endpoints")) out.push("--allow-private-endpoints");
   if (!given("file-storage-roots")) out.push("--file-storage-roots", sandbox.storageRoot);
@@ -80,7 +85,17 @@ export class RunnerProcess {
   constructor(sandbox: Sandbox, args: string[], env: Record<string, string> = {}) {
     this.child = spawn(
       ensureBinary(),
-      ["run", "--queue-root", sandbox.queueRoot, "--working-dir", sandbox.workDir, "--cache-dir", sandbox.cacheDir, ...runnerDefaults(sandbox, args, env), ...args],
+      [
+        "run",
+        "--queue-root",
+        sandbox.queueRoot,
+        "--working-dir",
+        sandbox.workDir,
+        "--cache-dir",
+        sandbox.cacheDir,
+        ...runnerDefaults(sandbox, args, env),
+        ...args,
+      ],
       { env: { ...testEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child.stdout!.on("data", (d) => (this.stdout += d));
@@ -98,7 +113,8 @@ export class RunnerProcess {
     const deadline = Date.now() + timeoutMs;
     while (!pattern.test(this.stderr)) {
       if (Date.now() > deadline) throw new Error(`runner log never matched ${pattern}:\n${this.stderr}`);
-      if (this.child.exitCode !== null) throw new Error(`runner exited (${this.child.exitCode}) before its log matched ${pattern}:\n${this.stderr}`);
+      if (this.child.exitCode !== null)
+        throw new Error(`runner exited (${this.child.exitCode}) before its log matched ${pattern}:\n${this.stderr}`);
       await Bun.sleep(100);
     }
   }
@@ -110,7 +126,10 @@ export class RunnerProcess {
 }
 
 /** Run the binary to completion. */
-export function runBinary(args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}) {
+export function runBinary(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+) {
   const r = spawnSync(ensureBinary(), args, {
     cwd: options.cwd ?? REPO,
     env: { ...testEnv(), ...(options.env ?? {}) },
@@ -122,8 +141,15 @@ export function runBinary(args: string[], options: { cwd?: string; env?: Record<
 }
 
 /** runBinary without blocking this process: needed when a server the binary talks to runs inside the test. */
-export async function runBinaryAsync(args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}) {
-  const child = spawn(ensureBinary(), args, { cwd: options.cwd ?? REPO, env: { ...testEnv(), ...(options.env ?? {}) }, stdio: ["ignore", "pipe", "pipe"] });
+export async function runBinaryAsync(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+) {
+  const child = spawn(ensureBinary(), args, {
+    cwd: options.cwd ?? REPO,
+    env: { ...testEnv(), ...(options.env ?? {}) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
@@ -211,9 +237,16 @@ export function fixtureOnFileStorage(
  * refuses a key it has already completed as a replay, so tests that run the captured message twice
  * in one working directory rename the second.
  */
-export function withFreshKey<T extends { message: Record<string, any>; key: string; experimentDir: string }>(exp: T): T {
+export function withFreshKey<T extends { message: Record<string, any>; key: string; experimentDir: string }>(
+  exp: T,
+): T {
   const key = `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`;
-  return { ...exp, message: JSON.parse(JSON.stringify(exp.message).replaceAll(exp.key, key)), key, experimentDir: exp.experimentDir.replace(exp.key, key) };
+  return {
+    ...exp,
+    message: JSON.parse(JSON.stringify(exp.message).replaceAll(exp.key, key)),
+    key,
+    experimentDir: exp.experimentDir.replace(exp.key, key),
+  };
 }
 
 /** Put a message into a local queue the way the python client does (a uuid-named file). */

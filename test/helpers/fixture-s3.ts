@@ -20,10 +20,16 @@ export const clientStore = (server: S3Server) =>
  * The captured message on `server`. `freshKey`: under a key of its own, as the client gives every
  * new run one (a runner refuses a key it already completed as a replay).
  */
-export async function fixtureOnS3(server: S3Server, sb: Sandbox, files: Record<string, string>, options: { freshKey?: boolean } = {}) {
+export async function fixtureOnS3(
+  server: S3Server,
+  sb: Sandbox,
+  files: Record<string, string>,
+  options: { freshKey?: boolean } = {},
+) {
   let raw = readFileSync(FIXTURE, "utf8");
   if (!raw.includes(FIXTURE_HOST)) throw new Error(`the fixture no longer names ${FIXTURE_HOST}`);
-  if (options.freshKey) raw = raw.replaceAll(JSON.parse(raw).experiment.key, `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`);
+  if (options.freshKey)
+    raw = raw.replaceAll(JSON.parse(raw).experiment.key, `${Math.floor(Date.now() / 1000)}_${crypto.randomUUID()}`);
   const message = JSON.parse(raw.replaceAll(FIXTURE_HOST, server.host));
   const tarPath = join(sb.dir, "workspace.tar");
   makeTar(tarPath, files);

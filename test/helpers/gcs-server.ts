@@ -22,9 +22,24 @@ export type RecordedRequest = {
 /** Who may use a bucket: service-account emails, each with the public key its JWTs must verify with. */
 export type BucketAccess = { accounts: Record<string, KeyObject>; buckets: Record<string, string[]> };
 
-export type StoredObject = { data: Buffer; generation: string; contentType: string; updatedMs: number; crc32c: string; md5: string };
+export type StoredObject = {
+  data: Buffer;
+  generation: string;
+  contentType: string;
+  updatedMs: number;
+  crc32c: string;
+  md5: string;
+};
 
-export type UploadSession = { id: string; bucket: string; name: string; contentType: string; parts: Buffer[]; receivedBytes: number; finalized: boolean };
+export type UploadSession = {
+  id: string;
+  bucket: string;
+  name: string;
+  contentType: string;
+  parts: Buffer[];
+  receivedBytes: number;
+  finalized: boolean;
+};
 
 /** An injected fault: answer matching requests with `status` (or cut media downloads short) `times` times. */
 export type Fault = {
@@ -74,12 +89,25 @@ const objectId = (bucket: string, name: string) => `${bucket}/${name}`;
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json; charset=UTF-8", "content-length": String(Buffer.byteLength(text)), ...headers });
+  res.writeHead(status, {
+    "content-type": "application/json; charset=UTF-8",
+    "content-length": String(Buffer.byteLength(text)),
+    ...headers,
+  });
   res.end(text);
 }
 
 function sendError(res: ServerResponse, status: number, message: string) {
-  const reason = status === 404 ? "notFound" : status === 403 ? "forbidden" : status === 401 ? "required" : status >= 500 ? "backendError" : "invalid";
+  const reason =
+    status === 404
+      ? "notFound"
+      : status === 403
+        ? "forbidden"
+        : status === 401
+          ? "required"
+          : status >= 500
+            ? "backendError"
+            : "invalid";
   sendJson(res, status, { error: { code: status, message, errors: [{ message, domain: "global", reason }] } });
 }
 
@@ -138,13 +166,22 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
   });
 
   function takeFault(method: string, target: string): Fault | undefined {
-    const f = faults.find((x) => x.times > 0 && (!x.method || x.method === method) && (!x.match || x.match.test(`${method} ${target}`)));
+    const f = faults.find(
+      (x) => x.times > 0 && (!x.method || x.method === method) && (!x.match || x.match.test(`${method} ${target}`)),
+    );
     if (f) f.times -= 1;
     return f;
   }
 
   /** Objects: GET (metadata or alt=media), DELETE. */
-  function objectCall(req: IncomingMessage, res: ServerResponse, bucket: string, name: string, query: Record<string, string>, fault?: Fault) {
+  function objectCall(
+    req: IncomingMessage,
+    res: ServerResponse,
+    bucket: string,
+    name: string,
+    query: Record<string, string>,
+    fault?: Fault,
+  ) {
     const o = objects.get(objectId(bucket, name));
     const missing = !o || (query.generation !== undefined && query.generation !== o.generation);
     if (!buckets.has(bucket)) return sendError(res, 404, "The specified bucket does not exist.");
@@ -164,7 +201,9 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
       "x-goog-metageneration": "1",
       "x-goog-stored-content-encoding": "identity",
       "x-goog-stored-content-length": String(o!.data.length),
-      "x-goog-hash": fault?.reportWrongHash ? "crc32c=AAAAAA==,md5=AAAAAAAAAAAAAAAAAAAAAA==" : `crc32c=${o!.crc32c},md5=${o!.md5}`,
+      "x-goog-hash": fault?.reportWrongHash
+        ? "crc32c=AAAAAA==,md5=AAAAAAAAAAAAAAAAAAAAAA=="
+        : `crc32c=${o!.crc32c},md5=${o!.md5}`,
     });
     if (fault?.truncateAfterBytes !== undefined) {
       res.write(o!.data.subarray(0, fault.truncateAfterBytes));
@@ -176,19 +215,28 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
   /** POST .../o?uploadType=resumable&name=… opens a session; its URI is returned in Location. */
   function startSession(res: ServerResponse, bucket: string, query: Record<string, string>, body: Buffer) {
     if (!buckets.has(bucket)) return sendError(res, 404, "The specified bucket does not exist.");
-    if (query.uploadType !== "resumable") return sendError(res, 501, `uploadType=${query.uploadType} not implemented by the test server`);
+    if (query.uploadType !== "resumable")
+      return sendError(res, 501, `uploadType=${query.uploadType} not implemented by the test server`);
     if (!query.name) return sendError(res, 400, "Required parameter: name");
     let meta: { contentType?: string } = {};
     if (body.length) meta = JSON.parse(body.toString("utf8"));
     const id = randomUUID();
-    sessions.set(id, { id, bucket, name: query.name, contentType: meta.contentType ?? "application/octet-stream", parts: [], receivedBytes: 0, finalized: false });
+    sessions.set(id, {
+      id,
+      bucket,
+      name: query.name,
+      contentType: meta.contentType ?? "application/octet-stream",
+      parts: [],
+      receivedBytes: 0,
+      finalized: false,
+    });
     const location = `${endpoint}/upload/storage/v1/b/${bucket}/o?uploadType=resumable&name=${encodeURIComponent(query.name)}&upload_id=${id}`;
     res.writeHead(200, { location, "content-length": "0" });
     res.end();
   }
 
   // PUT <session URI> with Content-Range: a chunk "bytes a-b/(total or *)", or a status query
-// "bytes */(total or *)". An empty object's only chunk reads "bytes 0--1/0".
+  // "bytes */(total or *)". An empty object's only chunk reads "bytes 0--1/0".
   function putChunk(req: IncomingMessage, res: ServerResponse, session: UploadSession, body: Buffer, fault?: Fault) {
     const range = String(req.headers["content-range"] ?? "");
     const m = /^bytes (?:(\d+)-(-1|\d+|\*)|\*)\/(\d+|\*)$/.exec(range);
@@ -199,22 +247,36 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
       res.writeHead(308, headers);
       res.end();
     };
-    if (session.finalized) return sendJson(res, 200, metadataOf(session.bucket, session.name, objects.get(objectId(session.bucket, session.name))!));
+    if (session.finalized)
+      return sendJson(
+        res,
+        200,
+        metadataOf(session.bucket, session.name, objects.get(objectId(session.bucket, session.name))!),
+      );
     if (m[1] !== undefined) {
       const start = Number(m[1]);
-      if (start > session.receivedBytes) return sendError(res, 400, `chunk starts at ${start}, ${session.receivedBytes} bytes persisted`);
+      if (start > session.receivedBytes)
+        return sendError(res, 400, `chunk starts at ${start}, ${session.receivedBytes} bytes persisted`);
       const fresh = body.subarray(session.receivedBytes - start);
       session.parts.push(Buffer.from(fresh));
       session.receivedBytes += fresh.length;
     }
     const total = m[3] === "*" ? undefined : Number(m[3]);
     if (total === undefined || session.receivedBytes < total) return incomplete();
-    if (session.receivedBytes > total) return sendError(res, 400, `received ${session.receivedBytes} bytes, more than the declared ${total}`);
+    if (session.receivedBytes > total)
+      return sendError(res, 400, `received ${session.receivedBytes} bytes, more than the declared ${total}`);
     const data = Buffer.concat(session.parts);
     const crc32c = crc32cBase64(data);
     const claimed = /crc32c=([^,]+)/.exec(String(req.headers["x-goog-hash"] ?? ""))?.[1];
     if (claimed && claimed !== crc32c) return sendError(res, 400, "Provided CRC32C does not match the data");
-    const stored: StoredObject = { data, generation: String(++generationCounter), contentType: session.contentType, updatedMs: Date.now(), crc32c, md5: md5Base64(data) };
+    const stored: StoredObject = {
+      data,
+      generation: String(++generationCounter),
+      contentType: session.contentType,
+      updatedMs: Date.now(),
+      crc32c,
+      md5: md5Base64(data),
+    };
     objects.set(objectId(session.bucket, session.name), stored);
     session.finalized = true;
     session.parts = [];
@@ -228,7 +290,14 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     const path = decodeURIComponent(url.pathname);
     const query = Object.fromEntries(url.searchParams);
     // Recorded on arrival (status 0 until answered), so a test sees requests still in flight.
-    const record: RecordedRequest = { method: req.method ?? "", path, query, headers: { ...req.headers }, bodyBytes: 0, status: 0 };
+    const record: RecordedRequest = {
+      method: req.method ?? "",
+      path,
+      query,
+      headers: { ...req.headers },
+      bodyBytes: 0,
+      status: 0,
+    };
     requests.push(record);
     let body: Buffer;
     try {
@@ -247,7 +316,12 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
       const allowed = bucket ? options.access.buckets[decodeURIComponent(bucket)] : undefined;
       if (allowed) {
         if (!record.caller) return sendError(res, 401, "Anonymous caller does not have storage.objects.get access.");
-        if (!allowed.includes(record.caller)) return sendError(res, 403, `${record.caller} does not have storage.objects access to the Google Cloud Storage bucket.`);
+        if (!allowed.includes(record.caller))
+          return sendError(
+            res,
+            403,
+            `${record.caller} does not have storage.objects access to the Google Cloud Storage bucket.`,
+          );
       }
     }
     const fault = takeFault(record.method, `${path}${url.search}`);

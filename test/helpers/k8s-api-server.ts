@@ -58,7 +58,11 @@ export class K8sApiServer {
 
   /** The environment an in-cluster pod would have, pointing at this server. */
   clusterEnv(): Record<string, string> {
-    return { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(this.port), STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: this.serviceAccountDir };
+    return {
+      KUBERNETES_SERVICE_HOST: "127.0.0.1",
+      KUBERNETES_SERVICE_PORT: String(this.port),
+      STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: this.serviceAccountDir,
+    };
   }
 
   async start(): Promise<void> {
@@ -67,7 +71,23 @@ export class K8sApiServer {
     const cert = join(this.options.dir, "apiserver.crt");
     const r = spawnSync(
       "openssl",
-      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=kubernetes-standin", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=kubernetes-standin",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+      ],
       { encoding: "utf8" },
     );
     if (r.status !== 0) throw new Error(`openssl failed: ${r.stderr}`);
@@ -141,7 +161,10 @@ export class K8sApiServer {
   }
 
   private status(code: number, reason: string, message: string): Response {
-    return Response.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code }, { status: code });
+    return Response.json(
+      { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code },
+      { status: code },
+    );
   }
 
   private handle(req: Request): Response {
@@ -152,7 +175,12 @@ export class K8sApiServer {
     if (!authorized) return this.status(401, "Unauthorized", "Unauthorized");
     if (this.failWith) return this.status(this.failWith, "InternalError", "the stand-in was told to fail");
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/configmaps(?:\/([^/]+))?$/.exec(url.pathname);
-    if (!m || req.method !== "GET") return this.status(404, "NotFound", `the server could not find the requested resource (${req.method} ${url.pathname})`);
+    if (!m || req.method !== "GET")
+      return this.status(
+        404,
+        "NotFound",
+        `the server could not find the requested resource (${req.method} ${url.pathname})`,
+      );
     const namespace = decodeURIComponent(m[1]!);
     let name = m[2] ? decodeURIComponent(m[2]) : undefined;
     const selector = query.fieldSelector;
@@ -166,8 +194,15 @@ export class K8sApiServer {
       const map = this.maps.get(`${namespace}/${name}`);
       return map ? Response.json(map) : this.status(404, "NotFound", `configmaps "${name}" not found`);
     }
-    const items = [...this.maps.values()].filter((c) => c.metadata.namespace === namespace && (!name || c.metadata.name === name));
-    return Response.json({ kind: "ConfigMapList", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) }, items });
+    const items = [...this.maps.values()].filter(
+      (c) => c.metadata.namespace === namespace && (!name || c.metadata.name === name),
+    );
+    return Response.json({
+      kind: "ConfigMapList",
+      apiVersion: "v1",
+      metadata: { resourceVersion: String(this.rv) },
+      items,
+    });
   }
 
   private watch(namespace: string, name: string | undefined, query: Record<string, string>): Response {
@@ -195,18 +230,35 @@ export class K8sApiServer {
         const matches = (s: Stored) => s.namespace === namespace && (!name || s.name === name);
         if (from === undefined || from === "" || from === "0") {
           // No version: the current state as synthetic ADDED events, then changes.
-          for (const c of this.maps.values()) if (c.metadata.namespace === namespace && (!name || c.metadata.name === name)) send({ type: "ADDED", object: c });
+          for (const c of this.maps.values())
+            if (c.metadata.namespace === namespace && (!name || c.metadata.name === name))
+              send({ type: "ADDED", object: c });
         } else {
           const since = Number(from);
           const oldest = this.history[0]?.rv ?? this.rv + 1;
           if (!Number.isFinite(since) || (since < oldest - 1 && since < this.rv)) {
-            send({ type: "ERROR", object: { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `too old resource version: ${from} (${oldest - 1})`, reason: "Expired", code: 410 } });
+            send({
+              type: "ERROR",
+              object: {
+                kind: "Status",
+                apiVersion: "v1",
+                metadata: {},
+                status: "Failure",
+                message: `too old resource version: ${from} (${oldest - 1})`,
+                reason: "Expired",
+                code: 410,
+              },
+            });
             close();
             return;
           }
           for (const s of this.history) if (s.rv > since && matches(s)) send(s.event);
         }
-        if (query.allowWatchBookmarks === "true") send({ type: "BOOKMARK", object: { kind: "ConfigMap", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) } } });
+        if (query.allowWatchBookmarks === "true")
+          send({
+            type: "BOOKMARK",
+            object: { kind: "ConfigMap", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) } },
+          });
         watcher = { namespace, name, send, close };
         this.watchers.add(watcher);
         const timeoutS = Number(query.timeoutSeconds);

@@ -44,7 +44,8 @@ function unknownFields(value: unknown, type: string, path: string, out: string[]
   }
   const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
   if (map) {
-    if (typeof value === "object") for (const [k, v] of Object.entries(value)) unknownFields(v, map[1]!, `${path}.${k}`, out);
+    if (typeof value === "object")
+      for (const [k, v] of Object.entries(value)) unknownFields(v, map[1]!, `${path}.${k}`, out);
     return;
   }
   const attributes = attributesOf(type);

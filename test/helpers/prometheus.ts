@@ -53,7 +53,12 @@ export class PrometheusServer {
     const port = await freePort();
     const child = spawn(
       PROMETHEUS_BINARY,
-      [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, "tsdb")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn"],
+      [
+        `--config.file=${config}`,
+        `--storage.tsdb.path=${join(dir, "tsdb")}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        "--log.level=warn",
+      ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     const output = { text: "" };
@@ -80,7 +85,11 @@ export class PrometheusServer {
   /** An instant query through the HTTP API. */
   async query(promql: string): Promise<PrometheusSample[]> {
     const response = await fetch(`${this.url}/api/v1/query?query=${encodeURIComponent(promql)}`);
-    const body = (await response.json()) as { status: string; data?: { resultType: string; result: PrometheusSample[] }; error?: string };
+    const body = (await response.json()) as {
+      status: string;
+      data?: { resultType: string; result: PrometheusSample[] };
+      error?: string;
+    };
     if (body.status !== "success") throw new Error(`prometheus query ${promql} failed: ${body.error}`);
     return body.data!.result;
   }
@@ -93,7 +102,9 @@ export class PrometheusServer {
 
   /** The health of each scrape target ("up", "down", "unknown"). */
   async targets(): Promise<Array<{ scrapeUrl: string; health: string; lastError: string }>> {
-    const body = (await (await fetch(`${this.url}/api/v1/targets`)).json()) as { data: { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> } };
+    const body = (await (await fetch(`${this.url}/api/v1/targets`)).json()) as {
+      data: { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> };
+    };
     return body.data.activeTargets;
   }
 
@@ -108,7 +119,10 @@ export class PrometheusServer {
       } catch {
         // already gone
       }
-      const timer = setTimeout(() => this.child.pid && this.child.exitCode === null && process.kill(this.child.pid, "SIGKILL"), 10_000);
+      const timer = setTimeout(
+        () => this.child.pid && this.child.exitCode === null && process.kill(this.child.pid, "SIGKILL"),
+        10_000,
+      );
       await this.exited;
       clearTimeout(timer);
     }

@@ -23,7 +23,9 @@ export type PubsubEmulator = {
 export async function startPubsubEmulator(): Promise<PubsubEmulator> {
   Object.assign(process.env, NO_METADATA_ENV);
   const port = await freePort();
-  const child: ChildProcess = spawn(PUBSUB_EMULATOR_BIN, [`--host=127.0.0.1`, `--port=${port}`], { stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(PUBSUB_EMULATOR_BIN, [`--host=127.0.0.1`, `--port=${port}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   child.stdout?.on("data", (c) => (output += c));
   child.stderr?.on("data", (c) => (output += c));

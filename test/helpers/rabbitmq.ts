@@ -93,7 +93,10 @@ export function ensureRabbitMQ(): Promise<void> {
       encoding: "utf8",
       timeout: 180_000,
     });
-    if (r.status !== 0) throw new Error(`could not get a RabbitMQ on 127.0.0.1:5672: ${r.stderr || r.error?.message || `exit ${r.status}`}`);
+    if (r.status !== 0)
+      throw new Error(
+        `could not get a RabbitMQ on 127.0.0.1:5672: ${r.stderr || r.error?.message || `exit ${r.status}`}`,
+      );
     restoreBrokerSettings();
   })();
   return ready;
@@ -186,11 +189,17 @@ export async function closeConnectionsNamed(connectionName: string, timeoutMs = 
   const auth = { authorization: `Basic ${btoa("guest:guest")}` };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await fetch(`${MANAGEMENT_URL}/api/connections?columns=name,client_properties.connection_name`, { headers: auth });
+    const r = await fetch(`${MANAGEMENT_URL}/api/connections?columns=name,client_properties.connection_name`, {
+      headers: auth,
+    });
     const list = (await r.json()) as Array<{ name: string; client_properties?: { connection_name?: string } }>;
     const mine = list.filter((c) => c.client_properties?.connection_name === connectionName);
     if (mine.length) {
-      for (const c of mine) await fetch(`${MANAGEMENT_URL}/api/connections/${encodeURIComponent(c.name)}`, { method: "DELETE", headers: { ...auth, "x-reason": "test: connection cut" } });
+      for (const c of mine)
+        await fetch(`${MANAGEMENT_URL}/api/connections/${encodeURIComponent(c.name)}`, {
+          method: "DELETE",
+          headers: { ...auth, "x-reason": "test: connection cut" },
+        });
       return mine.length;
     }
     // The management API lists new connections after its next statistics tick (a few seconds).
@@ -207,7 +216,9 @@ export async function restartBroker(pauseMs = 1000): Promise<void> {
   const start = rabbitmqctl("start_app");
   if (start.code !== 0) throw new Error(`rabbitmqctl start_app failed: ${start.out}`);
   for (let i = 0; i < 240; i++) {
-    const api = await fetch(`${MANAGEMENT_URL}/api/overview`, { headers: { authorization: `Basic ${btoa("guest:guest")}` } }).catch(() => undefined);
+    const api = await fetch(`${MANAGEMENT_URL}/api/overview`, {
+      headers: { authorization: `Basic ${btoa("guest:guest")}` },
+    }).catch(() => undefined);
     if (api?.ok && (await portOpen(5672))) return;
     await Bun.sleep(250);
   }
@@ -236,9 +247,13 @@ function restoreBrokerSettings() {
  * dies first, by the next ensureRabbitMQ()).
  */
 export async function withShortConsumerTimeout<T>(timeoutMs: number, fn: () => Promise<T>): Promise<T> {
-  const get = (key: string) => /\{ok,(\d+)\}/.exec(rabbitmqctl("eval", `application:get_env(rabbit, ${key}).`).out)?.[1];
+  const get = (key: string) =>
+    /\{ok,(\d+)\}/.exec(rabbitmqctl("eval", `application:get_env(rabbit, ${key}).`).out)?.[1];
   restoreBrokerSettings();
-  writeFileSync(RESTORE_FILE, JSON.stringify({ timeout: get("consumer_timeout") ?? "1800000", tick: get("channel_tick_interval") ?? "60000" }));
+  writeFileSync(
+    RESTORE_FILE,
+    JSON.stringify({ timeout: get("consumer_timeout") ?? "1800000", tick: get("channel_tick_interval") ?? "60000" }),
+  );
   setBrokerEnv("consumer_timeout", String(timeoutMs));
   setBrokerEnv("channel_tick_interval", String(Math.max(200, Math.floor(timeoutMs / 2))));
   try {
@@ -319,11 +334,16 @@ export async function publishLikeClient(queue: string, bodies: Array<string | ob
     await ch.assertQueue(queue, { durable: true });
     await ch.bindQueue(queue, "StudioML.topic", `StudioML.${queue}`);
     for (const body of bodies) {
-      ch.publish("StudioML.topic", `StudioML.${queue}`, Buffer.from(typeof body === "string" ? body : JSON.stringify(body)), {
-        contentType: "application/json",
-        appId: "studioml",
-        persistent: true,
-      });
+      ch.publish(
+        "StudioML.topic",
+        `StudioML.${queue}`,
+        Buffer.from(typeof body === "string" ? body : JSON.stringify(body)),
+        {
+          contentType: "application/json",
+          appId: "studioml",
+          persistent: true,
+        },
+      );
     }
     await ch.waitForConfirms();
   } finally {

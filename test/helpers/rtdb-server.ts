@@ -60,7 +60,8 @@ export async function startRtdbServer(): Promise<RtdbTestServer> {
   const notify = (changed: string) => {
     for (const ws of sockets)
       for (const p of ws.data.listens)
-        if (changed.startsWith(p) || p.startsWith(changed)) send(ws, { t: "d", d: { a: "d", b: { p, d: getAt(tree, p) } } });
+        if (changed.startsWith(p) || p.startsWith(changed))
+          send(ws, { t: "d", d: { a: "d", b: { p, d: getAt(tree, p) } } });
   };
 
   const handle = (ws: Socket, text: string): void => {
@@ -73,7 +74,8 @@ export async function startRtdbServer(): Promise<RtdbTestServer> {
       if (r !== undefined) send(ws, { t: "d", d: { r, b: body } });
     };
     const dataAction = ["g", "p", "m", "q"].includes(a);
-    if (dataAction && state.failing) return reply({ s: "permission_denied", d: "Permission denied (injected by the test)" });
+    if (dataAction && state.failing)
+      return reply({ s: "permission_denied", d: "Permission denied (injected by the test)" });
     switch (a) {
       case "g":
         return reply({ s: "ok", d: getAt(tree, path) });
@@ -82,7 +84,8 @@ export async function startRtdbServer(): Promise<RtdbTestServer> {
         reply({ s: "ok", d: "" });
         return notify(path);
       case "m": {
-        for (const [k, v] of Object.entries((b.d ?? {}) as Record<string, unknown>)) tree = setAt(tree, `${path}/${k}`, v);
+        for (const [k, v] of Object.entries((b.d ?? {}) as Record<string, unknown>))
+          tree = setAt(tree, `${path}/${k}`, v);
         reply({ s: "ok", d: "" });
         return notify(path);
       }
@@ -102,13 +105,20 @@ export async function startRtdbServer(): Promise<RtdbTestServer> {
     hostname: "127.0.0.1",
     port: 0,
     fetch(req, srv) {
-      if (new URL(req.url).pathname === "/.ws" && srv.upgrade(req, { data: { pending: [], expected: 0, listens: new Set() } })) return;
+      if (
+        new URL(req.url).pathname === "/.ws" &&
+        srv.upgrade(req, { data: { pending: [], expected: 0, listens: new Set() } })
+      )
+        return;
       return new Response("websocket only", { status: 400 });
     },
     websocket: {
       open(ws) {
         sockets.add(ws);
-        send(ws, { t: "c", d: { t: "h", d: { ts: Date.now(), v: "5", h: server.hostname + ":" + server.port, s: crypto.randomUUID() } } });
+        send(ws, {
+          t: "c",
+          d: { t: "h", d: { ts: Date.now(), v: "5", h: server.hostname + ":" + server.port, s: crypto.randomUUID() } },
+        });
       },
       message(ws, raw): void {
         const text = typeof raw === "string" ? raw : Buffer.from(raw).toString("utf8");

@@ -93,13 +93,26 @@ new S3rver({ address: "127.0.0.1", port: Number(port), silent: true, directory: 
  * s3rver in a child process. It checks only that a signed request's access key is known (its own
  * S3RVER/S3RVER plus `keys`), not the signature; unsigned requests are always allowed.
  */
-export async function startS3rver(options: { keys?: KeyPair[]; buckets?: string[]; port?: number; dataDir?: string } = {}): Promise<S3Server> {
+export async function startS3rver(
+  options: { keys?: KeyPair[]; buckets?: string[]; port?: number; dataDir?: string } = {},
+): Promise<S3Server> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "s3rver-"));
   const keys = options.keys ?? [];
-  const child = spawn(BUN, ["-e", S3RVER_LAUNCHER, REPO, dataDir, String(options.port ?? 0), JSON.stringify(keys.map((k) => [k.accessKey, k.secretAccessKey]))], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...NO_METADATA_ENV },
-  });
+  const child = spawn(
+    BUN,
+    [
+      "-e",
+      S3RVER_LAUNCHER,
+      REPO,
+      dataDir,
+      String(options.port ?? 0),
+      JSON.stringify(keys.map((k) => [k.accessKey, k.secretAccessKey])),
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...NO_METADATA_ENV },
+    },
+  );
   const exited = new Promise((r) => child.once("exit", r));
   let stderr = "";
   child.stderr!.on("data", (d) => (stderr += d));
@@ -141,7 +154,10 @@ export async function startS3rver(options: { keys?: KeyPair[]; buckets?: string[
 
 /** True when this machine has moto_server (the pyenv python's moto) and boto3 to set it up. */
 export function motoAvailable(): boolean {
-  return spawnSync("moto_server", ["--help"], { stdio: "ignore" }).status === 0 && spawnSync("python3", ["-c", "import boto3"], { stdio: "ignore" }).status === 0;
+  return (
+    spawnSync("moto_server", ["--help"], { stdio: "ignore" }).status === 0 &&
+    spawnSync("python3", ["-c", "import boto3"], { stdio: "ignore" }).status === 0
+  );
 }
 
 // Creates an IAM user allowed s3:* and prints its access key (moto accepts any caller until
@@ -171,7 +187,10 @@ export async function startMoto(options: { verifySignatures?: boolean; buckets?:
   const endpoint = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
-    const ok = await fetch(`${endpoint}/moto-api/`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${endpoint}/moto-api/`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       await stopChild(child, exited);
@@ -183,7 +202,10 @@ export async function startMoto(options: { verifySignatures?: boolean; buckets?:
   let createBucket: (name: string) => Promise<void>;
   try {
     if (options.verifySignatures) {
-      const r = spawnSync("python3", ["-c", MOTO_IAM_SETUP, endpoint], { encoding: "utf8", env: { ...process.env, ...NO_METADATA_ENV } });
+      const r = spawnSync("python3", ["-c", MOTO_IAM_SETUP, endpoint], {
+        encoding: "utf8",
+        env: { ...process.env, ...NO_METADATA_ENV },
+      });
       if (r.status !== 0) throw new Error(`moto IAM set-up failed: ${r.stderr}`);
       user = JSON.parse(r.stdout.trim().split("\n").pop()!) as KeyPair;
     }

@@ -22,7 +22,11 @@ console.log("FAUXQS_READY " + address);
 `;
 
 export async function startSqsServer(): Promise<SqsServer> {
-  const child = spawn(BUN, ["-e", LAUNCHER], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...NO_METADATA_ENV } });
+  const child = spawn(BUN, ["-e", LAUNCHER], {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...NO_METADATA_ENV },
+  });
   const exited = new Promise((r) => child.once("exit", r));
   let stderr = "";
   child.stderr!.on("data", (d) => (stderr += d));

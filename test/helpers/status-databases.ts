@@ -53,7 +53,9 @@ export async function startDatabases(): Promise<Databases> {
       endpoint: s3Broken ? "http://127.0.0.1:9" : s3.endpoint,
       bucket: DB_BUCKET,
       authentication: "none",
-      credentials: { aws: { access_key: CLIENT_KEYS.accessKey, secret_access_key: CLIENT_KEYS.secretAccessKey, region: "us-west-2" } },
+      credentials: {
+        aws: { access_key: CLIENT_KEYS.accessKey, secret_access_key: CLIENT_KEYS.secretAccessKey, region: "us-west-2" },
+      },
     }),
     runnerEnv: {},
     fileRoots: [],
@@ -78,7 +80,11 @@ export async function startDatabases(): Promise<Databases> {
   const localHarness: DatabaseHarness = {
     type: "local",
     // A broken local database: its directory is a regular file.
-    config: () => ({ type: "local", endpoint: localBroken ? join(localRoot, "not-a-dir") : localRoot, bucket: DB_BUCKET }),
+    config: () => ({
+      type: "local",
+      endpoint: localBroken ? join(localRoot, "not-a-dir") : localRoot,
+      bucket: DB_BUCKET,
+    }),
     runnerEnv: {},
     fileRoots: [localRoot],
     async seed(key, doc) {
@@ -125,7 +131,12 @@ export async function startDatabases(): Promise<Databases> {
 
   const firebaseHarness: DatabaseHarness = {
     type: "firebase",
-    config: () => ({ type: "FireBase", projectId: "studio-test", databaseURL: "https://studio-test.firebaseio.com", guest: true }),
+    config: () => ({
+      type: "FireBase",
+      projectId: "studio-test",
+      databaseURL: "https://studio-test.firebaseio.com",
+      guest: true,
+    }),
     runnerEnv: { FIREBASE_DATABASE_EMULATOR_HOST: rtdb.host },
     fileRoots: [],
     async seed(key, doc) {

@@ -2,7 +2,20 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -218,7 +231,11 @@ describe("compression is detected by magic bytes, not by name", () => {
     const src = join(tmp, "src");
     await mkdir(src);
     await writeFile(join(src, "t.txt"), "tiny");
-    for (const [flag, name] of [["-czf", "s.tgz"], ["-cjf", "s.tbz"], ["-cJf", "s.txz"]] as const) {
+    for (const [flag, name] of [
+      ["-czf", "s.tgz"],
+      ["-cjf", "s.tbz"],
+      ["-cJf", "s.txz"],
+    ] as const) {
       const file = join(tmp, name);
       sh(["tar", "-C", src, flag, file, "t.txt"]);
       expect((await stat(file)).size).toBeLessThan(512);
@@ -268,7 +285,20 @@ describe("member name forms", () => {
     const src = join(tmp, "src");
     await makeTree(src);
     const file = join(tmp, "pax.tar");
-    sh(["tar", "--format=pax", "-C", src, "-cf", file, "a.txt", "nested", "empty.txt", "emptydir", "run.sh", "link-to-a"]);
+    sh([
+      "tar",
+      "--format=pax",
+      "-C",
+      src,
+      "-cf",
+      file,
+      "a.txt",
+      "nested",
+      "empty.txt",
+      "emptydir",
+      "run.sh",
+      "link-to-a",
+    ]);
     const dest = join(tmp, "dest");
     await unpackFile(file, dest);
     await expectTree(dest);

@@ -4,7 +4,14 @@
 
 import { describe, expect, test } from "bun:test";
 import { backoffDelayMs, DEFAULT_BACKOFF } from "../../src/queue/rabbitmq/backoff.ts";
-import { exponentialBackoff, fixedBackoff, jittered, MAX_DELAY_MS, type Jitter, type Random } from "../../src/retry/backoff.ts";
+import {
+  exponentialBackoff,
+  fixedBackoff,
+  jittered,
+  MAX_DELAY_MS,
+  type Jitter,
+  type Random,
+} from "../../src/retry/backoff.ts";
 import { retry, type RetryNotice } from "../../src/retry/retry.ts";
 import { withRetries } from "../../src/status/record.ts";
 
@@ -128,7 +135,14 @@ describe("retry", () => {
 
   test("the random source goes to the strategy", async () => {
     const { sleep, slept } = recordingSleep();
-    await expect(retry(async () => Promise.reject(new Error("x")), { strategy: fixedBackoff(1000, "full"), tries: 3, sleep, random: () => 0.25 })).rejects.toThrow("x");
+    await expect(
+      retry(async () => Promise.reject(new Error("x")), {
+        strategy: fixedBackoff(1000, "full"),
+        tries: 3,
+        sleep,
+        random: () => 0.25,
+      }),
+    ).rejects.toThrow("x");
     expect(slept).toEqual([250, 250]);
   });
 
@@ -142,7 +156,13 @@ describe("retry", () => {
         calls++;
         throw calls === 1 ? new Error("reset") : permanent;
       },
-      { strategy: fixedBackoff(10), tries: 5, sleep, isRetryable: (e) => (e as Error).message !== "AccessDenied", onRetry: (n) => notices.push(n) },
+      {
+        strategy: fixedBackoff(10),
+        tries: 5,
+        sleep,
+        isRetryable: (e) => (e as Error).message !== "AccessDenied",
+        onRetry: (n) => notices.push(n),
+      },
     ).catch((e: unknown) => e);
     expect(err).toBe(permanent);
     expect(calls).toBe(2);
@@ -169,7 +189,9 @@ describe("retry", () => {
   test("one try means no retry and no pause", async () => {
     const { sleep, slept } = recordingSleep();
     let calls = 0;
-    await expect(retry(async () => (calls++, Promise.reject(new Error("once"))), { strategy: fixedBackoff(5), tries: 1, sleep })).rejects.toThrow("once");
+    await expect(
+      retry(async () => (calls++, Promise.reject(new Error("once"))), { strategy: fixedBackoff(5), tries: 1, sleep }),
+    ).rejects.toThrow("once");
     expect(calls).toBe(1);
     expect(slept).toEqual([]);
   });
@@ -200,13 +222,17 @@ describe("the callers' schedules are unchanged", () => {
   test("record updates: 500 ms, then doubling", async () => {
     const { sleep, slept } = recordingSleep();
     let calls = 0;
-    await expect(withRetries(4, async () => (calls++, Promise.reject(new Error("blip"))), sleep)).rejects.toThrow("blip");
+    await expect(withRetries(4, async () => (calls++, Promise.reject(new Error("blip"))), sleep)).rejects.toThrow(
+      "blip",
+    );
     expect(calls).toBe(4);
     expect(slept).toEqual([500, 1000, 2000]);
   });
 
   test("broker reconnects: doubling from 0.5 s to 30 s, equal jitter", () => {
-    expect([1, 2, 3, 7, 100].map((n) => backoffDelayMs(n, DEFAULT_BACKOFF, () => 1))).toEqual([500, 1000, 2000, 30_000, 30_000]);
+    expect([1, 2, 3, 7, 100].map((n) => backoffDelayMs(n, DEFAULT_BACKOFF, () => 1))).toEqual([
+      500, 1000, 2000, 30_000, 30_000,
+    ]);
     expect([1, 2, 100].map((n) => backoffDelayMs(n, DEFAULT_BACKOFF, () => 0))).toEqual([250, 500, 15_000]);
   });
 });

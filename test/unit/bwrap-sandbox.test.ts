@@ -5,12 +5,31 @@
 // missing; under CI=true that is a failure instead.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer, type Server } from "node:net";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { JobProcess } from "../../src/exec/process-tree.ts";
-import { bwrapArgv, bwrapEnvArgs, findBwrap, probeBwrap, probeSandbox, requireBwrap, SandboxUnavailableError, type SandboxHost, type SandboxOptions } from "../../src/sandbox/bwrap.ts";
+import {
+  bwrapArgv,
+  bwrapEnvArgs,
+  findBwrap,
+  probeBwrap,
+  probeSandbox,
+  requireBwrap,
+  SandboxUnavailableError,
+  type SandboxHost,
+  type SandboxOptions,
+} from "../../src/sandbox/bwrap.ts";
 import { envLoaderArgv, LAUNCHER_ENV, shellEnvScript } from "../../src/exec/launcher-env.ts";
 import { deviceMinor, gpuMinors, procBusId } from "../../src/sandbox/gpu-devices.ts";
 import type { JobUser } from "../../src/sandbox/job-user.ts";
@@ -19,12 +38,15 @@ import { runnerHiddenPaths } from "../../src/sandbox/hidden-paths.ts";
 const BWRAP = "/usr/bin/bwrap";
 const missing = !existsSync(BWRAP);
 if (missing) {
-  if (process.env.CI === "true") throw new Error(`${BWRAP} is missing: bubblewrap is required under CI (apt-get install bubblewrap)`);
+  if (process.env.CI === "true")
+    throw new Error(`${BWRAP} is missing: bubblewrap is required under CI (apt-get install bubblewrap)`);
   console.warn(`\n!!!!! bwrap sandbox tests SKIPPED: ${BWRAP} is missing (apt-get install bubblewrap) !!!!!\n`);
 }
 
 // The real interpreter (not a pyenv shim) and its prefix, bound read-only like a venv's base.
-const py = missing ? undefined : spawnSync("python3", ["-c", "import sys; print(sys.executable); print(sys.base_prefix)"], { encoding: "utf8" });
+const py = missing
+  ? undefined
+  : spawnSync("python3", ["-c", "import sys; print(sys.executable); print(sys.base_prefix)"], { encoding: "utf8" });
 const [PYTHON, PY_PREFIX] = (py?.stdout ?? "").trim().split("\n") as [string, string];
 
 // Outside /tmp on purpose: /tmp is private in the sandbox, so hiding there would prove nothing.
@@ -79,7 +101,11 @@ const options = (over: Partial<SandboxOptions> = {}): SandboxOptions => ({
 type Result = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string };
 function run(argv: string[], timeoutMs = 20_000): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/root" }, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/root" },
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (b: Buffer) => (stdout += b.toString()));
@@ -171,7 +197,13 @@ print(json.dumps({
     expect(["EROFS", "EACCES"]).toContain(r.hiddenDirWrite as string);
     expect(r.capEff).toBe("0000000000000000");
     // Without capabilities the hiding mounts cannot be undone.
-    const um = await run(bwrapArgv(options(), ["sh", "-c", `umount ${secretDir} || umount -l ${secretDir}; cat ${secretDir}/credentials; mount -o remount,rw / && echo REMOUNTED`]));
+    const um = await run(
+      bwrapArgv(options(), [
+        "sh",
+        "-c",
+        `umount ${secretDir} || umount -l ${secretDir}; cat ${secretDir}/credentials; mount -o remount,rw / && echo REMOUNTED`,
+      ]),
+    );
     expect(um.stdout).not.toContain("RUNNER-SECRET");
     expect(um.stdout).not.toContain("REMOUNTED");
   });
@@ -251,7 +283,9 @@ print("ready", p.pid, flush=True)
 time.sleep(300)`;
     const argv = bwrapArgv(options(), [PYTHON, "-c", script]);
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "inherit"] });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((r) => child.on("exit", (code, signal) => r({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((r) =>
+      child.on("exit", (code, signal) => r({ code, signal })),
+    );
     await new Promise<void>((resolve, reject) => {
       child.stdout!.on("data", (b: Buffer) => b.toString().includes("ready") && resolve());
       setTimeout(() => reject(new Error("job did not start")), 15_000);
@@ -280,7 +314,11 @@ signal.signal(signal.SIGTERM, lambda *a: (print("got SIGTERM", flush=True), sys.
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", ${JSON.stringify(marker)}], start_new_session=True)
 print("ready", flush=True)
 time.sleep(300)`;
-    const job = new JobProcess(bwrapArgv(options(), [PYTHON, "-c", script]), { cwd: exp, env: { PATH: process.env.PATH ?? "" }, onLine: (l) => lines.push(l) });
+    const job = new JobProcess(bwrapArgv(options(), [PYTHON, "-c", script]), {
+      cwd: exp,
+      env: { PATH: process.env.PATH ?? "" },
+      onLine: (l) => lines.push(l),
+    });
     const until = Date.now() + 15_000;
     while (!lines.includes("ready") && Date.now() < until) await Bun.sleep(25);
     let marked: number[] = [];
@@ -297,7 +335,11 @@ time.sleep(300)`;
     // does not outlive the stop.
     expect(info.code === 7 || info.code === 137 || info.signal === "SIGTERM").toBe(true);
 
-    const ok = new JobProcess(bwrapArgv(options(), [PYTHON, "-c", "import sys; print('hi'); sys.exit(3)"]), { cwd: exp, env: { PATH: process.env.PATH ?? "" }, onLine: (l) => lines.push(l) });
+    const ok = new JobProcess(bwrapArgv(options(), [PYTHON, "-c", "import sys; print('hi'); sys.exit(3)"]), {
+      cwd: exp,
+      env: { PATH: process.env.PATH ?? "" },
+      onLine: (l) => lines.push(l),
+    });
     expect((await ok.exited).code).toBe(3);
     expect(lines).toContain("hi");
   });
@@ -312,7 +354,9 @@ time.sleep(300)`;
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-    await new Promise<void>((resolve) => child.stdout!.on("data", (b: Buffer) => ((out += b.toString()), out.includes("ready") && resolve())));
+    await new Promise<void>((resolve) =>
+      child.stdout!.on("data", (b: Buffer) => ((out += b.toString()), out.includes("ready") && resolve())),
+    );
     const job = readdirSync("/proc")
       .filter((e) => /^\d+$/.test(e) && Number(e) !== child.pid)
       .map(Number)
@@ -333,7 +377,22 @@ time.sleep(300)`;
   test("e. without gpuDevices the sandbox has only bwrap's minimal /dev", async () => {
     const r = await inside(`import json, os; print(json.dumps({"dev": sorted(os.listdir("/dev"))}))`);
     console.log("inside /dev:", (r.dev as string[]).join(" "));
-    expect(r.dev).toEqual(["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]);
+    expect(r.dev).toEqual([
+      "core",
+      "fd",
+      "full",
+      "null",
+      "ptmx",
+      "pts",
+      "random",
+      "shm",
+      "stderr",
+      "stdin",
+      "stdout",
+      "tty",
+      "urandom",
+      "zero",
+    ]);
     expect((r.dev as string[]).some((n) => n.startsWith("nvidia") || n === "dri")).toBe(false);
   });
 });
@@ -341,7 +400,15 @@ time.sleep(300)`;
 describe("bwrapArgv (no bwrap needed)", () => {
   const fakeHost: SandboxHost = {
     lookup(path) {
-      const dirs = ["/srv/work", "/srv/work/exp-1/attempt-1", "/srv/cache", "/srv/cache/venvs/abc", "/opt/python3.11", "/root/.aws", "/tmp/somewhere"];
+      const dirs = [
+        "/srv/work",
+        "/srv/work/exp-1/attempt-1",
+        "/srv/cache",
+        "/srv/cache/venvs/abc",
+        "/opt/python3.11",
+        "/root/.aws",
+        "/tmp/somewhere",
+      ];
       const files = ["/etc/studio/runner.yaml", "/srv/google/creds.json", "/run/docker.sock"];
       if (path === "/var/run/docker.sock") return { real: "/run/docker.sock", kind: "file" };
       if (dirs.includes(path)) return { real: path, kind: "dir" };
@@ -354,7 +421,16 @@ describe("bwrapArgv (no bwrap needed)", () => {
     bwrapPath: "/usr/bin/bwrap",
     experimentDir: "/srv/work/exp-1/attempt-1",
     readOnlyPaths: ["/opt/python3.11", "/srv/cache/venvs/abc"],
-    hiddenPaths: ["/root/.aws", "/root/.config/gcloud", "/srv/google/creds.json", "/etc/studio/runner.yaml", "/srv/work", "/srv/cache", "/tmp/somewhere", "/var/run/docker.sock"],
+    hiddenPaths: [
+      "/root/.aws",
+      "/root/.config/gcloud",
+      "/srv/google/creds.json",
+      "/etc/studio/runner.yaml",
+      "/srv/work",
+      "/srv/cache",
+      "/tmp/somewhere",
+      "/var/run/docker.sock",
+    ],
     network: "loopback",
     gpuDevices: false,
     cwd: "/srv/work/exp-1/attempt-1/workspace",
@@ -365,41 +441,93 @@ describe("bwrapArgv (no bwrap needed)", () => {
     // prettier-ignore
     expect(argv).toEqual([
       "/usr/bin/bwrap",
-      "--ro-bind", "/", "/",
-      "--dev", "/dev",
-      "--proc", "/proc",
-      "--tmpfs", "/tmp",
+      "--ro-bind",
+      "/",
+      "/",
+      "--dev",
+      "/dev",
+      "--proc",
+      "/proc",
+      "--tmpfs",
+      "/tmp",
       // parents before children: the experiment and the venv are bound on top of what hides them
-      "--perms", "0111", "--tmpfs", "/root/.aws",
-      "--perms", "0111", "--tmpfs", "/srv/work",
-      "--perms", "0111", "--tmpfs", "/srv/cache",
-      "--ro-bind", "/dev/null", "/run/docker.sock",
-      "--ro-bind", "/opt/python3.11", "/opt/python3.11",
-      "--ro-bind", "/dev/null", "/srv/google/creds.json",
-      "--ro-bind", "/dev/null", "/etc/studio/runner.yaml",
-      "--ro-bind", "/srv/cache/venvs/abc", "/srv/cache/venvs/abc",
-      "--bind", "/srv/work/exp-1/attempt-1", "/srv/work/exp-1/attempt-1",
-      "--remount-ro", "/root/.aws",
-      "--remount-ro", "/srv/work",
-      "--remount-ro", "/srv/cache",
-      "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/root/.aws",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/srv/work",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/srv/cache",
+      "--ro-bind",
+      "/dev/null",
+      "/run/docker.sock",
+      "--ro-bind",
+      "/opt/python3.11",
+      "/opt/python3.11",
+      "--ro-bind",
+      "/dev/null",
+      "/srv/google/creds.json",
+      "--ro-bind",
+      "/dev/null",
+      "/etc/studio/runner.yaml",
+      "--ro-bind",
+      "/srv/cache/venvs/abc",
+      "/srv/cache/venvs/abc",
+      "--bind",
+      "/srv/work/exp-1/attempt-1",
+      "/srv/work/exp-1/attempt-1",
+      "--remount-ro",
+      "/root/.aws",
+      "--remount-ro",
+      "/srv/work",
+      "--remount-ro",
+      "/srv/cache",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
       "--unshare-net",
-      "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-      "--chdir", "/srv/work/exp-1/attempt-1/workspace",
-      "--", "/srv/cache/venvs/abc/bin/python", "train.py", "--epochs", "3",
+      "--cap-drop",
+      "ALL",
+      "--die-with-parent",
+      "--new-session",
+      "--chdir",
+      "/srv/work/exp-1/attempt-1/workspace",
+      "--",
+      "/srv/cache/venvs/abc/bin/python",
+      "train.py",
+      "--epochs",
+      "3",
     ]);
   });
 
   test("shared network and GPUs: no --unshare-net, device nodes bound with --dev-bind", () => {
-    const argv = bwrapArgv({ ...golden, network: "shared", gpuDevices: true, hiddenPaths: [], readOnlyPaths: [] }, ["python"], fakeHost);
+    const argv = bwrapArgv(
+      { ...golden, network: "shared", gpuDevices: true, hiddenPaths: [], readOnlyPaths: [] },
+      ["python"],
+      fakeHost,
+    );
     expect(argv).not.toContain("--unshare-net");
-    expect(argv.join(" ")).toContain("--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-pid");
+    expect(argv.join(" ")).toContain(
+      "--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-pid",
+    );
     // a runner that is not root: its own user namespace, none further inside
-    expect(bwrapArgv({ ...golden, disableUserns: true }, ["python"], fakeHost).join(" ")).toContain("--unshare-user --disable-userns --unshare-pid");
+    expect(bwrapArgv({ ...golden, disableUserns: true }, ["python"], fakeHost).join(" ")).toContain(
+      "--unshare-user --disable-userns --unshare-pid",
+    );
   });
 
   test("the same path hidden and granted: the grant wins; bad input is refused", () => {
-    const argv = bwrapArgv({ ...golden, hiddenPaths: ["/srv/cache/venvs/abc", "/srv/work/exp-1/attempt-1"] }, ["python"], fakeHost).join(" ");
+    const argv = bwrapArgv(
+      { ...golden, hiddenPaths: ["/srv/cache/venvs/abc", "/srv/work/exp-1/attempt-1"] },
+      ["python"],
+      fakeHost,
+    ).join(" ");
     expect(argv).not.toContain("--tmpfs /srv/cache/venvs/abc");
     expect(argv).not.toContain("--tmpfs /srv/work/exp-1/attempt-1");
     expect(argv).not.toContain("--remount-ro");
@@ -411,7 +539,11 @@ describe("bwrapArgv (no bwrap needed)", () => {
   test("runnerHiddenPaths: what the runner knows about its own secrets", () => {
     const paths = runnerHiddenPaths({
       home: "/root",
-      env: { GOOGLE_APPLICATION_CREDENTIALS: "/srv/google/creds.json", KUBECONFIG: "/a/kube:/b/kube", PATH: "/usr/bin" },
+      env: {
+        GOOGLE_APPLICATION_CREDENTIALS: "/srv/google/creds.json",
+        KUBECONFIG: "/a/kube:/b/kube",
+        PATH: "/usr/bin",
+      },
       configFile: "/etc/studio/runner.yaml",
       sqsCerts: "/srv/sqs",
       googleCerts: "/srv/google",
@@ -419,18 +551,53 @@ describe("bwrapArgv (no bwrap needed)", () => {
       workingDir: "/srv/work",
       cacheDir: "/srv/cache",
     });
-    for (const p of ["/root/.aws", "/root/.config/gcloud", "/srv/google/creds.json", "/a/kube", "/b/kube", "/etc/studio/runner.yaml", "/srv/sqs", "/srv/google", "/root/.studioml/queue", "/srv/work", "/srv/cache", "/var/run/secrets", "/run/docker.sock"]) expect(paths).toContain(p);
+    for (const p of [
+      "/root/.aws",
+      "/root/.config/gcloud",
+      "/srv/google/creds.json",
+      "/a/kube",
+      "/b/kube",
+      "/etc/studio/runner.yaml",
+      "/srv/sqs",
+      "/srv/google",
+      "/root/.studioml/queue",
+      "/srv/work",
+      "/srv/cache",
+      "/var/run/secrets",
+      "/run/docker.sock",
+    ])
+      expect(paths).toContain(p);
     expect(paths).not.toContain("/usr/bin");
     const more = runnerHiddenPaths({
       home: "/root",
-      env: { SSH_AUTH_SOCK: "/tmp/ssh-x/agent.1", DBUS_SESSION_BUS_ADDRESS: "unix:path=/run/user/0/bus,guid=abc", XDG_RUNTIME_DIR: "/run/user/0", DOCKER_HOST: "unix:///srv/docker.sock" },
+      env: {
+        SSH_AUTH_SOCK: "/tmp/ssh-x/agent.1",
+        DBUS_SESSION_BUS_ADDRESS: "unix:path=/run/user/0/bus,guid=abc",
+        XDG_RUNTIME_DIR: "/run/user/0",
+        DOCKER_HOST: "unix:///srv/docker.sock",
+      },
       queueRoot: "/q",
       workingDir: "/w",
       cacheDir: "/c",
       secretPaths: ["/srv/keys/encrypt", "/srv/keys/signatures", undefined, "/srv/admin-token"],
     });
-    for (const p of ["/root", "/srv/keys/encrypt", "/srv/keys/signatures", "/srv/admin-token", "/tmp/ssh-x/agent.1", "/run/user/0/bus", "/run/user/0", "/srv/docker.sock", "/etc/studio-runner", "/run/dbus", "/run/containerd"]) expect(more).toContain(p);
-    expect(runnerHiddenPaths({ home: "/", env: {}, queueRoot: "/q", workingDir: "/w", cacheDir: "/c" })).not.toContain("/");
+    for (const p of [
+      "/root",
+      "/srv/keys/encrypt",
+      "/srv/keys/signatures",
+      "/srv/admin-token",
+      "/tmp/ssh-x/agent.1",
+      "/run/user/0/bus",
+      "/run/user/0",
+      "/srv/docker.sock",
+      "/etc/studio-runner",
+      "/run/dbus",
+      "/run/containerd",
+    ])
+      expect(more).toContain(p);
+    expect(runnerHiddenPaths({ home: "/", env: {}, queueRoot: "/q", workingDir: "/w", cacheDir: "/c" })).not.toContain(
+      "/",
+    );
   });
 });
 
@@ -440,10 +607,38 @@ const isRoot = process.geteuid?.() === 0;
 const NOBODY: JobUser = { uid: 65534, gid: 65534, label: "65534:65534" };
 
 describe("bwrapArgv with a job user (no bwrap needed)", () => {
-  const dirs = ["/srv", "/srv/work", "/srv/work/exp-1", "/srv/work/exp-1/attempt-1", "/root", "/root/.pyenv", "/root/.pyenv/versions", "/root/.pyenv/versions/3.11.7", "/home/op", "/home/op/cache", "/home/op/cache/venvs", "/home/op/cache/venvs/abc"];
+  const dirs = [
+    "/srv",
+    "/srv/work",
+    "/srv/work/exp-1",
+    "/srv/work/exp-1/attempt-1",
+    "/root",
+    "/root/.pyenv",
+    "/root/.pyenv/versions",
+    "/root/.pyenv/versions/3.11.7",
+    "/home/op",
+    "/home/op/cache",
+    "/home/op/cache/venvs",
+    "/home/op/cache/venvs/abc",
+  ];
   const host: SandboxHost = {
-    lookup: (path) => (dirs.includes(path) ? { real: path, kind: "dir" } : path === "/etc/studio-runner/env" ? { real: path, kind: "file" } : undefined),
-    gpuDeviceNodes: () => ["/dev/dri", "/dev/nvidia-caps", "/dev/nvidia-modeset", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia2", "/dev/nvidiactl"],
+    lookup: (path) =>
+      dirs.includes(path)
+        ? { real: path, kind: "dir" }
+        : path === "/etc/studio-runner/env"
+          ? { real: path, kind: "file" }
+          : undefined,
+    gpuDeviceNodes: () => [
+      "/dev/dri",
+      "/dev/nvidia-caps",
+      "/dev/nvidia-modeset",
+      "/dev/nvidia-uvm",
+      "/dev/nvidia-uvm-tools",
+      "/dev/nvidia0",
+      "/dev/nvidia1",
+      "/dev/nvidia2",
+      "/dev/nvidiactl",
+    ],
     // /root and /home/op are 0700: nobody cannot walk through them
     searchable: (dir) => dir !== "/root" && dir !== "/home/op",
   };
@@ -463,35 +658,140 @@ describe("bwrapArgv with a job user (no bwrap needed)", () => {
     const argv = bwrapArgv(base, ["/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind"], host);
     // prettier-ignore
     expect(argv).toEqual([
-      "/usr/bin/bwrap", "--ro-bind", "/", "/", "--dev-bind", "/proc", "/proc", "--dev", "/dev",
-      "--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp",
+      "/usr/bin/bwrap",
+      "--ro-bind",
+      "/",
+      "/",
+      "--dev-bind",
+      "/proc",
+      "/proc",
+      "--dev",
+      "/dev",
+      "--perms",
+      "1777",
+      "--tmpfs",
+      "/dev/shm",
+      "--perms",
+      "1777",
+      "--tmpfs",
+      "/tmp",
       // the runner's home hidden (its .aws inside needs nothing more); /home/op covered because
       // nobody cannot search it; the paths down to what is bound back recreated, searchable
-      "--perms", "0111", "--tmpfs", "/root",
-      "--perms", "0111", "--tmpfs", "/srv/work",
-      "--perms", "0711", "--dir", "/root/.pyenv",
-      "--perms", "0111", "--tmpfs", "/home/op",
-      "--ro-bind", "/dev/null", "/etc/studio-runner/env",
-      "--perms", "0711", "--dir", "/root/.pyenv/versions",
-      "--perms", "0711", "--dir", "/home/op/cache",
-      "--perms", "0711", "--dir", "/srv/work/exp-1",
-      "--ro-bind", "/root/.pyenv/versions/3.11.7", "/root/.pyenv/versions/3.11.7",
-      "--bind", "/srv/work/exp-1/attempt-1", "/srv/work/exp-1/attempt-1",
-      "--perms", "0711", "--dir", "/home/op/cache/venvs",
-      "--ro-bind", "/home/op/cache/venvs/abc", "/home/op/cache/venvs/abc",
-      "--remount-ro", "/root", "--remount-ro", "/srv/work", "--remount-ro", "/home/op",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/root",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/srv/work",
+      "--perms",
+      "0711",
+      "--dir",
+      "/root/.pyenv",
+      "--perms",
+      "0111",
+      "--tmpfs",
+      "/home/op",
+      "--ro-bind",
+      "/dev/null",
+      "/etc/studio-runner/env",
+      "--perms",
+      "0711",
+      "--dir",
+      "/root/.pyenv/versions",
+      "--perms",
+      "0711",
+      "--dir",
+      "/home/op/cache",
+      "--perms",
+      "0711",
+      "--dir",
+      "/srv/work/exp-1",
+      "--ro-bind",
+      "/root/.pyenv/versions/3.11.7",
+      "/root/.pyenv/versions/3.11.7",
+      "--bind",
+      "/srv/work/exp-1/attempt-1",
+      "/srv/work/exp-1/attempt-1",
+      "--perms",
+      "0711",
+      "--dir",
+      "/home/op/cache/venvs",
+      "--ro-bind",
+      "/home/op/cache/venvs/abc",
+      "/home/op/cache/venvs/abc",
+      "--remount-ro",
+      "/root",
+      "--remount-ro",
+      "/srv/work",
+      "--remount-ro",
+      "/home/op",
       // only card 1 and the driver's control nodes; no /dev/dri, no other card
-      "--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps", "--dev-bind", "/dev/nvidia-modeset", "/dev/nvidia-modeset",
-      "--dev-bind", "/dev/nvidia-uvm", "/dev/nvidia-uvm", "--dev-bind", "/dev/nvidia-uvm-tools", "/dev/nvidia-uvm-tools",
-      "--dev-bind", "/dev/nvidia1", "/dev/nvidia1", "--dev-bind", "/dev/nvidiactl", "/dev/nvidiactl",
-      "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--die-with-parent", "--",
-      "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs", "--",
-      "/usr/bin/bwrap", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns", "--dev-bind", "/", "/", "--proc", "/proc",
-      "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net",
-      "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv", "--args", "3",
-      "--chdir", "/srv/work/exp-1/attempt-1/workspace",
+      "--dev-bind",
+      "/dev/nvidia-caps",
+      "/dev/nvidia-caps",
+      "--dev-bind",
+      "/dev/nvidia-modeset",
+      "/dev/nvidia-modeset",
+      "--dev-bind",
+      "/dev/nvidia-uvm",
+      "/dev/nvidia-uvm",
+      "--dev-bind",
+      "/dev/nvidia-uvm-tools",
+      "/dev/nvidia-uvm-tools",
+      "--dev-bind",
+      "/dev/nvidia1",
+      "/dev/nvidia1",
+      "--dev-bind",
+      "/dev/nvidiactl",
+      "/dev/nvidiactl",
+      "--cap-drop",
+      "ALL",
+      "--cap-add",
+      "CAP_SETUID",
+      "--cap-add",
+      "CAP_SETGID",
+      "--die-with-parent",
+      "--",
+      "/usr/bin/setpriv",
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--no-new-privs",
+      "--",
+      "/usr/bin/bwrap",
+      "--unshare-user",
+      "--uid",
+      "65534",
+      "--gid",
+      "65534",
+      "--disable-userns",
+      "--dev-bind",
+      "/",
+      "/",
+      "--proc",
+      "/proc",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
+      "--unshare-net",
+      "--cap-drop",
+      "ALL",
+      "--die-with-parent",
+      "--new-session",
+      "--clearenv",
+      "--args",
+      "3",
+      "--chdir",
+      "/srv/work/exp-1/attempt-1/workspace",
       // the request's arguments come only after the last "--": never options of bwrap or setpriv
-      "--", "/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind",
+      "--",
+      "/home/op/cache/venvs/abc/bin/python",
+      "--help",
+      "--",
+      "--bind",
     ]);
   });
 
@@ -509,12 +809,21 @@ describe("bwrapArgv with a job user (no bwrap needed)", () => {
     const proc = mkdtempSync("/var/tmp/nvidia-proc-");
     try {
       mkdirSync(join(proc, "0000:3b:00.0"));
-      writeFileSync(join(proc, "0000:3b:00.0", "information"), "Model: \t\t NVIDIA H100\nIRQ:   \t\t 42\nDevice Minor: \t 5\nBus Location: \t 0000:3b:00.0\n");
+      writeFileSync(
+        join(proc, "0000:3b:00.0", "information"),
+        "Model: \t\t NVIDIA H100\nIRQ:   \t\t 42\nDevice Minor: \t 5\nBus Location: \t 0000:3b:00.0\n",
+      );
       expect(procBusId("00000000:3B:00.0")).toBe("0000:3b:00.0");
       expect(procBusId("0000:3b:00.0")).toBe("0000:3b:00.0");
       expect(deviceMinor("00000000:3B:00.0", proc)).toBe(5);
       expect(deviceMinor("00000000:AF:00.0", proc)).toBeUndefined();
-      const r = gpuMinors([{ uuid: "GPU-a", index: 0, pciBusId: "00000000:3B:00.0" }, { uuid: "GPU-b", index: 1, pciBusId: "00000000:AF:00.0" }], proc);
+      const r = gpuMinors(
+        [
+          { uuid: "GPU-a", index: 0, pciBusId: "00000000:3B:00.0" },
+          { uuid: "GPU-b", index: 1, pciBusId: "00000000:AF:00.0" },
+        ],
+        proc,
+      );
       expect(r).toEqual({ minors: { "GPU-a": 5, "GPU-b": 1 }, guessed: ["GPU-b"] });
     } finally {
       rmSync(proc, { recursive: true, force: true });
@@ -532,14 +841,18 @@ describe("bwrapArgv with a job user (no bwrap needed)", () => {
     expect(script).toContain("unset PATH LANG\n");
     expect(script).toContain("export Q='it'\\''s'\n");
     expect(envLoaderArgv(["python", "x"]).slice(-2)).toEqual(["python", "x"]);
-    expect(LAUNCHER_ENV).toEqual({ PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" });
+    expect(LAUNCHER_ENV).toEqual({
+      PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      LANG: "C.UTF-8",
+    });
   });
 });
 
 describe.skipIf(missing || !isRoot)("two stages with the real bubblewrap, runner root, job as nobody", () => {
   // `root` is a mkdtemp directory (0700): nobody cannot walk into it, and the interpreter lives
   // under /root (0700) too; the sandbox must still reach both.
-  const jobOptions = (over: Partial<SandboxOptions> = {}) => options({ jobUser: NOBODY, hiddenPaths: [secretFile, secretDir, socketPath, work, cache, "/root"], ...over });
+  const jobOptions = (over: Partial<SandboxOptions> = {}) =>
+    options({ jobUser: NOBODY, hiddenPaths: [secretFile, secretDir, socketPath, work, cache, "/root"], ...over });
 
   test("probeSandbox runs a job as nobody", async () => {
     expect(await probeSandbox(BWRAP, { jobUser: NOBODY, network: "loopback" })).toBeUndefined();
@@ -581,7 +894,22 @@ print(json.dumps({
     expect(r.exp).toBe("ok:written");
     expect(r.tmp).toBe("ok:written");
     expect(r.shm).toBe("ok:written");
-    expect(r.dev).toEqual(["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]);
+    expect(r.dev).toEqual([
+      "core",
+      "fd",
+      "full",
+      "null",
+      "ptmx",
+      "pts",
+      "random",
+      "shm",
+      "stderr",
+      "stdin",
+      "stdout",
+      "tty",
+      "urandom",
+      "zero",
+    ]);
     expect((r.pids as number[]).length).toBeLessThanOrEqual(3); // bwrap's init, python (and a transient child)
     // on the host, the job's file belongs to nobody
     expect(statSync(join(exp, "job-wrote.txt")).uid).toBe(65534);
@@ -590,8 +918,18 @@ print(json.dumps({
   test("i. the environment reaches only the job: not bwrap's argv or environ, not setpriv's", async () => {
     const secret = `JOB-ENV-SECRET-${process.pid}-${Date.now()}`;
     const lines: string[] = [];
-    const argv = bwrapArgv(jobOptions({ envArgsFd: 3 }), [PYTHON, "-c", "import os, sys, time; print('env', os.environ.get('SECRET_VALUE'), os.environ.get('PATH'), flush=True); time.sleep(3)"]);
-    const job = new JobProcess(argv, { cwd: exp, env: LAUNCHER_ENV, onLine: (l) => lines.push(l), sandboxed: true, jobEnvPayload: bwrapEnvArgs({ SECRET_VALUE: secret, PATH: "/job/bin" }) });
+    const argv = bwrapArgv(jobOptions({ envArgsFd: 3 }), [
+      PYTHON,
+      "-c",
+      "import os, sys, time; print('env', os.environ.get('SECRET_VALUE'), os.environ.get('PATH'), flush=True); time.sleep(3)",
+    ]);
+    const job = new JobProcess(argv, {
+      cwd: exp,
+      env: LAUNCHER_ENV,
+      onLine: (l) => lines.push(l),
+      sandboxed: true,
+      jobEnvPayload: bwrapEnvArgs({ SECRET_VALUE: secret, PATH: "/job/bin" }),
+    });
     const until = Date.now() + 15_000;
     while (!lines.some((l) => l.startsWith("env ")) && Date.now() < until) await Bun.sleep(25);
     // While it runs: every launcher process (both bwraps) on the host, read by root
@@ -600,7 +938,8 @@ print(json.dumps({
       try {
         const comm = readFileSync(`/proc/${e}/comm`, "utf8").trim();
         if (comm !== "bwrap" && comm !== "setpriv") continue;
-        for (const f of ["cmdline", "environ"]) if (readFileSync(`/proc/${e}/${f}`, "utf8").includes(secret)) leaks.push(`${e}/${f}`);
+        for (const f of ["cmdline", "environ"])
+          if (readFileSync(`/proc/${e}/${f}`, "utf8").includes(secret)) leaks.push(`${e}/${f}`);
       } catch {
         // gone
       }
@@ -622,14 +961,28 @@ except OSError as e:
     const shellAfter = (cmd: string) => `${cmd}; read -t 2 line && eval "$line"; true`;
     const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
     // control: the same probe outside the sandbox injects into the terminal and the shell runs it
-    const control = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(`${PYTHON} -c ${q(probe)}`))}`, "/dev/null"], { encoding: "utf8", timeout: 20_000 });
+    const control = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(`${PYTHON} -c ${q(probe)}`))}`, "/dev/null"], {
+      encoding: "utf8",
+      timeout: 20_000,
+    });
     const controlWorked = existsSync(mark);
     rmSync(mark, { force: true });
     spawnSync("chown", ["-R", "65534:65534", exp]);
     const argv = bwrapArgv(jobOptions(), [PYTHON, "-c", probe]).map(q).join(" ");
-    const sandboxed = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(argv))}`, "/dev/null"], { encoding: "utf8", timeout: 20_000 });
-    console.log("TIOCSTI control:", control.stdout.trim().split("\n")[0], "; sandboxed:", sandboxed.stdout.trim().split("\n")[0]);
-    if (!controlWorked) console.warn("the control injection (outside the sandbox) did not reach the shell either: the sandboxed check proves less");
+    const sandboxed = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(argv))}`, "/dev/null"], {
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    console.log(
+      "TIOCSTI control:",
+      control.stdout.trim().split("\n")[0],
+      "; sandboxed:",
+      sandboxed.stdout.trim().split("\n")[0],
+    );
+    if (!controlWorked)
+      console.warn(
+        "the control injection (outside the sandbox) did not reach the shell either: the sandboxed check proves less",
+      );
     expect(sandboxed.stdout).toContain("TIOCSTI: denied");
     expect(existsSync(mark)).toBe(false);
   });

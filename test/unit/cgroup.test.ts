@@ -6,7 +6,16 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { createJobCgroup, defaultJobPidsMax, detectCgroups, jobGroupName, killOrphanedCgroups, MIN_JOB_PIDS, reapStaleCgroups, type JobCgroup } from "../../src/exec/cgroup.ts";
+import {
+  createJobCgroup,
+  defaultJobPidsMax,
+  detectCgroups,
+  jobGroupName,
+  killOrphanedCgroups,
+  MIN_JOB_PIDS,
+  reapStaleCgroups,
+  type JobCgroup,
+} from "../../src/exec/cgroup.ts";
 
 const MiB = 2 ** 20;
 const support = detectCgroups();
@@ -15,8 +24,11 @@ if (unusable) console.warn(`\n!!!!! cgroup tests SKIPPED: ${support.reason} !!!!
 else console.log(`cgroup support: v${support.version} ${JSON.stringify(support)}`);
 const noPids = (support.version === 1 && !support.parentDirs.pids) || (support.version === 2 && !support.pids);
 if (!unusable && noPids) console.warn(`\n!!!!! cgroup pids tests SKIPPED: no pids controller for us !!!!!\n`);
-const noCpu = (support.version === 1 && (!support.parentDirs.cpu || !support.parentDirs.cpuacct)) || (support.version === 2 && !support.cpu);
-if (!unusable && noCpu) console.warn(`\n!!!!! cgroup CPU tests SKIPPED: no cpu controller (or v1 cpuacct) for us !!!!!\n`);
+const noCpu =
+  (support.version === 1 && (!support.parentDirs.cpu || !support.parentDirs.cpuacct)) ||
+  (support.version === 2 && !support.cpu);
+if (!unusable && noCpu)
+  console.warn(`\n!!!!! cgroup CPU tests SKIPPED: no cpu controller (or v1 cpuacct) for us !!!!!\n`);
 
 const tag = `test-${process.pid}`;
 const made: JobCgroup[] = [];
@@ -38,7 +50,9 @@ const statSize = (path: string) => {
 };
 const read = (dir: string, file: string) => readFileSync(join(dir, file), "utf8").trim();
 const exited = (child: ChildProcess) =>
-  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal })),
+  );
 const gone = (pid: number) => {
   try {
     return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.startsWith("Z");
@@ -59,7 +73,8 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     } else if (support.version === 1) {
       const mem = join(support.parentDirs.memory, g.name);
       expect(read(mem, "memory.limit_in_bytes")).toBe(String(100 * MiB));
-      if (existsSync(join(mem, "memory.memsw.limit_in_bytes"))) expect(read(mem, "memory.memsw.limit_in_bytes")).toBe(String(100 * MiB));
+      if (existsSync(join(mem, "memory.memsw.limit_in_bytes")))
+        expect(read(mem, "memory.memsw.limit_in_bytes")).toBe(String(100 * MiB));
       if (support.parentDirs.cpu) {
         const cpu = join(support.parentDirs.cpu, g.name);
         expect(read(cpu, "cpu.cfs_quota_us")).toBe("150000");
@@ -81,7 +96,9 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     let out = "";
     child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
     const result = await exited(child);
-    console.log(`OOM test: exit ${JSON.stringify(result)}, oomKilled=${g.oomKilled()}, peak=${g.peakMemoryBytes()} bytes`);
+    console.log(
+      `OOM test: exit ${JSON.stringify(result)}, oomKilled=${g.oomKilled()}, peak=${g.peakMemoryBytes()} bytes`,
+    );
     expect(result.signal).toBe("SIGKILL");
     expect(out).not.toContain("survived");
     expect(g.oomKilled()).toBe(true);
@@ -94,25 +111,35 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
 
   test("a process within its limit is not reported as OOM-killed", async () => {
     const g = make("fits", { memoryBytes: 100 * MiB });
-    const child = spawn("python3", ["-c", "import time\ntime.sleep(0.3)\nb = b'x' * (20 * 1024 * 1024)"], { stdio: "ignore" });
+    const child = spawn("python3", ["-c", "import time\ntime.sleep(0.3)\nb = b'x' * (20 * 1024 * 1024)"], {
+      stdio: "ignore",
+    });
     g.addProcess(child.pid!);
     expect(await exited(child)).toEqual({ code: 0, signal: null });
     expect(g.oomKilled()).toBe(false);
     expect(g.peakMemoryBytes() ?? 20 * MiB).toBeGreaterThanOrEqual(20 * MiB);
   }, 20_000);
 
-  test.skipIf(noCpu)("a 0.5 cpu quota holds a busy loop to about half a CPU", async () => {
-    const g = make("cpu", { cpus: 0.5 });
-    const child = spawn("python3", ["-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"], { stdio: "ignore" });
-    g.addProcess(child.pid!);
-    const startMs = Date.now();
-    await exited(child);
-    const wallS = (Date.now() - startMs) / 1000;
-    const cpuS = g.cpuUsageSeconds()!;
-    console.log(`CPU test: ${cpuS.toFixed(3)} s CPU over ${wallS.toFixed(3)} s wall = ${(cpuS / wallS).toFixed(3)} CPU-s per s (quota 0.5)`);
-    expect(cpuS).toBeGreaterThan(0.2);
-    expect(cpuS / wallS).toBeLessThan(0.75);
-  }, 20_000);
+  test.skipIf(noCpu)(
+    "a 0.5 cpu quota holds a busy loop to about half a CPU",
+    async () => {
+      const g = make("cpu", { cpus: 0.5 });
+      const child = spawn("python3", ["-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"], {
+        stdio: "ignore",
+      });
+      g.addProcess(child.pid!);
+      const startMs = Date.now();
+      await exited(child);
+      const wallS = (Date.now() - startMs) / 1000;
+      const cpuS = g.cpuUsageSeconds()!;
+      console.log(
+        `CPU test: ${cpuS.toFixed(3)} s CPU over ${wallS.toFixed(3)} s wall = ${(cpuS / wallS).toFixed(3)} CPU-s per s (quota 0.5)`,
+      );
+      expect(cpuS).toBeGreaterThan(0.2);
+      expect(cpuS / wallS).toBeLessThan(0.75);
+    },
+    20_000,
+  );
 
   test("wrapCommand puts the job in the group before it runs", async () => {
     const g = make("wrap", { memoryBytes: 100 * MiB });
@@ -145,7 +172,12 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
   }, 20_000);
 
   test("reapStaleCgroups removes an empty leftover group and keeps a busy one", async () => {
-    const parents = support.version === 2 ? [support.parentDir] : support.version === 1 ? [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))] : [];
+    const parents =
+      support.version === 2
+        ? [support.parentDir]
+        : support.version === 1
+          ? [...new Set(Object.values(support.parentDirs).filter((d): d is string => !!d))]
+          : [];
     const stale = `${tag}-stale`;
     for (const p of parents) mkdirSync(join(p, stale));
     const busy = make("busy", {});
@@ -162,30 +194,35 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     for (const d of busy.dirs) expect(existsSync(d)).toBe(false);
   }, 20_000);
 
-  test.skipIf(noPids)("pids.max holds a fork loop: forks beyond it fail, the group never holds more", async () => {
-    const g = make("pids", { pidsMax: 24 });
-    expect(read(g.pidsDir!, "pids.max")).toBe("24");
-    // python forks 100 sleeping children and counts the forks that failed (EAGAIN).
-    const script = "import os, time\nok = failed = 0\nfor i in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        ok += 1\n    except OSError:\n        failed += 1\nprint(ok, failed, flush=True)\ntime.sleep(1)";
-    const argv = g.wrapCommand(["/usr/bin/python3", "-c", script]);
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: {} });
-    let out = "";
-    child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
-    const peakDeadlineMs = Date.now() + 10_000;
-    let most = 0;
-    while (!out.includes("\n") && Date.now() < peakDeadlineMs) {
-      most = Math.max(most, g.pids().length);
-      await Bun.sleep(20);
-    }
-    const [ok, failed] = out.trim().split(" ").map(Number);
-    console.log(`pids test: ${ok} forks succeeded, ${failed} failed, at most ${most} processes seen`);
-    expect(ok! + 1).toBeLessThanOrEqual(24);
-    expect(failed).toBeGreaterThan(0);
-    expect(most).toBeLessThanOrEqual(24);
-    await g.destroy();
-    expect(g.pids()).toEqual([]);
-    for (const d of g.dirs) expect(existsSync(d)).toBe(false);
-  }, 30_000);
+  test.skipIf(noPids)(
+    "pids.max holds a fork loop: forks beyond it fail, the group never holds more",
+    async () => {
+      const g = make("pids", { pidsMax: 24 });
+      expect(read(g.pidsDir!, "pids.max")).toBe("24");
+      // python forks 100 sleeping children and counts the forks that failed (EAGAIN).
+      const script =
+        "import os, time\nok = failed = 0\nfor i in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        ok += 1\n    except OSError:\n        failed += 1\nprint(ok, failed, flush=True)\ntime.sleep(1)";
+      const argv = g.wrapCommand(["/usr/bin/python3", "-c", script]);
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: {} });
+      let out = "";
+      child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+      const peakDeadlineMs = Date.now() + 10_000;
+      let most = 0;
+      while (!out.includes("\n") && Date.now() < peakDeadlineMs) {
+        most = Math.max(most, g.pids().length);
+        await Bun.sleep(20);
+      }
+      const [ok, failed] = out.trim().split(" ").map(Number);
+      console.log(`pids test: ${ok} forks succeeded, ${failed} failed, at most ${most} processes seen`);
+      expect(ok! + 1).toBeLessThanOrEqual(24);
+      expect(failed).toBeGreaterThan(0);
+      expect(most).toBeLessThanOrEqual(24);
+      await g.destroy();
+      expect(g.pids()).toEqual([]);
+      for (const d of g.dirs) expect(existsSync(d)).toBe(false);
+    },
+    30_000,
+  );
 
   test("the memory limit counts what a job writes to tmpfs (/dev/shm): it is OOM-killed", async () => {
     const g = make("shm", { memoryBytes: 64 * MiB });
@@ -194,7 +231,9 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
       const argv = g.wrapCommand(["/bin/dd", "if=/dev/zero", `of=${file}`, "bs=1M", "count=400"]);
       const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore", env: {} });
       const result = await exited(child);
-      console.log(`tmpfs test: exit ${JSON.stringify(result)}, oomKilled=${g.oomKilled()}, written ${statSize(file)} bytes`);
+      console.log(
+        `tmpfs test: exit ${JSON.stringify(result)}, oomKilled=${g.oomKilled()}, written ${statSize(file)} bytes`,
+      );
       expect(result.signal).toBe("SIGKILL");
       expect(g.oomKilled()).toBe(true);
       expect(statSize(file)).toBeLessThanOrEqual(64 * MiB);
@@ -205,7 +244,10 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
 
   test("the wrapper stub needs no environment and ignores a hostile one (IFS, an imported echo function)", async () => {
     const g = make("stub-env", {});
-    for (const env of [{}, { IFS: "0123456789/", "BASH_FUNC_echo%%": "() { :; }", PATH: "/nonexistent", ENV: "/nonexistent" }]) {
+    for (const env of [
+      {},
+      { IFS: "0123456789/", "BASH_FUNC_echo%%": "() { :; }", PATH: "/nonexistent", ENV: "/nonexistent" },
+    ]) {
       const argv = g.wrapCommand(["/bin/sleep", "0.5"]);
       expect(argv.slice(0, 2)).toEqual(["/bin/sh", "-c"]);
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], env });
@@ -230,7 +272,10 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     const own = createJobCgroup(support, jobGroupName(900_000 + (process.pid % 1000)), {});
     made.push(own);
     expect(own.name).toMatch(new RegExp(`^job-${process.pid}-\\d+-\\d+-p${ns}$`));
-    const orphan = spawn("/bin/sh", ["-c", "sleep 0.3; setsid sleep 60 & sleep 60"], { stdio: "ignore", detached: true });
+    const orphan = spawn("/bin/sh", ["-c", "sleep 0.3; setsid sleep 60 & sleep 60"], {
+      stdio: "ignore",
+      detached: true,
+    });
     dead.addProcess(orphan.pid!);
     const ownChild = spawn("sleep", ["30"], { stdio: "ignore" });
     own.addProcess(ownChild.pid!);
@@ -266,5 +311,7 @@ test("the default pids limit: at least MIN_JOB_PIDS, 256 per CPU above that, at 
 });
 
 test("without cgroups createJobCgroup throws a CgroupError naming the reason", () => {
-  expect(() => createJobCgroup({ version: "none", reason: "not root" }, "x", {})).toThrow(/cgroups unavailable \(not root\)/);
+  expect(() => createJobCgroup({ version: "none", reason: "not root" }, "x", {})).toThrow(
+    /cgroups unavailable \(not root\)/,
+  );
 });

@@ -94,7 +94,11 @@ describe("precedence: flag > environment > YAML file > default", () => {
 
   test("flag beats environment and YAML", () => {
     const path = yamlFile("d.yaml", "queue-root: /from/yaml\nmax_mem: 8gib\n");
-    const s = loadSettings(RUN_OPTIONS, { config: path, "queue-root": "/from/flag", "max-mem": "2gib" }, { QUEUE_ROOT: "/from/env", MAX_MEM: "4g" });
+    const s = loadSettings(
+      RUN_OPTIONS,
+      { config: path, "queue-root": "/from/flag", "max-mem": "2gib" },
+      { QUEUE_ROOT: "/from/env", MAX_MEM: "4g" },
+    );
     expect(s["queue-root"]).toBe("/from/flag");
     expect(s["max-mem"]).toBe(2 * GiB);
   });
@@ -212,7 +216,9 @@ describe("problems", () => {
 
   test("file problems and value problems are reported together", () => {
     const path = yamlFile("mixed.yaml", "nope: 1\n");
-    const err = configError(() => loadSettings(RUN_OPTIONS, { config: path, "max-disk": "big" }, { LIMIT_TASKS: "many" }));
+    const err = configError(() =>
+      loadSettings(RUN_OPTIONS, { config: path, "max-disk": "big" }, { LIMIT_TASKS: "many" }),
+    );
     expect(err.problems.length).toBe(3);
   });
 });

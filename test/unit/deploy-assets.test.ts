@@ -49,7 +49,8 @@ const unitValue = (text: string, key: string) => new RegExp(`^${key}=(.*)$`, "m"
 
 describe("systemd unit", () => {
   const haveAnalyze = existsSync(SYSTEMD_ANALYZE);
-  if (!haveAnalyze && process.env.CI === "true") throw new Error("systemd-analyze is missing: it is required under CI (apt-get install systemd)");
+  if (!haveAnalyze && process.env.CI === "true")
+    throw new Error("systemd-analyze is missing: it is required under CI (apt-get install systemd)");
 
   test.skipIf(!haveAnalyze)("systemd-analyze verify accepts it without a single complaint", () => {
     const r = verifyUnit(readFileSync(UNIT, "utf8"), fakeBinary(mkdtempSync(join(tmpdir(), "bin-"))));
@@ -60,8 +61,15 @@ describe("systemd unit", () => {
   test.skipIf(!haveAnalyze)("the check catches an unknown key, a bad value and a missing binary", () => {
     const bin = fakeBinary(mkdtempSync(join(tmpdir(), "bin-")));
     const text = readFileSync(UNIT, "utf8");
-    expect(verifyUnit(text.replace("ProtectSystem=strict", "ProtectSystem=strict\nProtectSystm=strict"), bin).complaints.join("\n")).toContain("Unknown key");
-    expect(verifyUnit(text.replace("ProtectSystem=strict", "ProtectSystem=sometimes"), bin).complaints.join("\n")).toContain("Failed to parse protect system value");
+    expect(
+      verifyUnit(
+        text.replace("ProtectSystem=strict", "ProtectSystem=strict\nProtectSystm=strict"),
+        bin,
+      ).complaints.join("\n"),
+    ).toContain("Unknown key");
+    expect(
+      verifyUnit(text.replace("ProtectSystem=strict", "ProtectSystem=sometimes"), bin).complaints.join("\n"),
+    ).toContain("Failed to parse protect system value");
     expect(verifyUnit(text, "/nonexistent/studio-runner").code).not.toBe(0);
   });
 
@@ -77,10 +85,20 @@ describe("systemd unit", () => {
       ["ProtectSystem", "strict"],
       ["ProtectHome", "yes"],
       ["PrivateTmp", "yes"],
-    ]) expect(unitValue(text, key!)).toBe(value!);
+    ])
+      expect(unitValue(text, key!)).toBe(value!);
     // Options that would break GPUs, cgroups or the bwrap sandbox stay out.
-    for (const key of ["PrivateDevices", "ProtectControlGroups", "RestrictNamespaces", "PrivateUsers", "MemoryDenyWriteExecute"]) expect(unitValue(text, key)).toBeUndefined();
-    expect(unitValue(text, "ExecStart")).toBe("/usr/local/bin/studio-runner run --config /etc/studio-runner/config.yaml");
+    for (const key of [
+      "PrivateDevices",
+      "ProtectControlGroups",
+      "RestrictNamespaces",
+      "PrivateUsers",
+      "MemoryDenyWriteExecute",
+    ])
+      expect(unitValue(text, key)).toBeUndefined();
+    expect(unitValue(text, "ExecStart")).toBe(
+      "/usr/local/bin/studio-runner run --config /etc/studio-runner/config.yaml",
+    );
   });
 });
 
@@ -96,7 +114,11 @@ describe("install.sh", () => {
   test("installs into a DESTDIR, twice, keeping the admin's config; the installed unit verifies", () => {
     const dest = mkdtempSync(join(tmpdir(), "destdir-"));
     const bin = fakeBinary(mkdtempSync(join(tmpdir(), "bin-")));
-    const run = () => spawnSync("bash", [script, "--binary", bin, "--prefix", "/opt/studio"], { encoding: "utf8", env: { ...process.env, DESTDIR: dest } });
+    const run = () =>
+      spawnSync("bash", [script, "--binary", bin, "--prefix", "/opt/studio"], {
+        encoding: "utf8",
+        env: { ...process.env, DESTDIR: dest },
+      });
     const first = run();
     expect(first.stderr).toBe("");
     expect(first.status).toBe(0);
@@ -105,7 +127,9 @@ describe("install.sh", () => {
     expect(statSync(join(dest, "etc/studio-runner/env")).mode & 0o777).toBe(0o600);
     expect(existsSync(join(dest, "etc/studio-runner/config.yaml"))).toBe(true);
     const unit = readFileSync(join(dest, "etc/systemd/system/studio-runner.service"), "utf8");
-    expect(unitValue(unit, "ExecStart")).toBe("/opt/studio/bin/studio-runner run --config /etc/studio-runner/config.yaml");
+    expect(unitValue(unit, "ExecStart")).toBe(
+      "/opt/studio/bin/studio-runner run --config /etc/studio-runner/config.yaml",
+    );
     writeFileSync(join(dest, "etc/studio-runner/config.yaml"), "queue-match: ^rmq_mine$\n");
     const second = run();
     expect(second.status).toBe(0);
@@ -134,7 +158,12 @@ describe("example configuration", () => {
 
 describe("Kubernetes manifests", () => {
   const files = readdirSync(K8S).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
-  const docs = files.flatMap((f) => parseAllDocuments(readFileSync(join(K8S, f), "utf8")).map((d) => ({ file: f, doc: d.toJSON() as Record<string, any> })));
+  const docs = files.flatMap((f) =>
+    parseAllDocuments(readFileSync(join(K8S, f), "utf8")).map((d) => ({
+      file: f,
+      doc: d.toJSON() as Record<string, any>,
+    })),
+  );
   const byKind = (kind: string) => docs.filter((d) => d.doc.kind === kind).map((d) => d.doc);
 
   test("every object is valid against the Kubernetes API schema of its kind (types, required fields, no unknown fields)", () => {
@@ -145,7 +174,9 @@ describe("Kubernetes manifests", () => {
   test("the check catches a misspelt field, a wrong type and a missing required field", () => {
     const deployment = structuredClone(byKind("Deployment")[0]!);
     deployment.spec.template.spec.containers[0].livenessProbe.httpGet.paht = "/healthz";
-    expect(manifestProblems(deployment).join("\n")).toContain("unknown field spec.template.spec.containers[0].livenessProbe.httpGet.paht");
+    expect(manifestProblems(deployment).join("\n")).toContain(
+      "unknown field spec.template.spec.containers[0].livenessProbe.httpGet.paht",
+    );
     const wrongType = structuredClone(byKind("Deployment")[0]!);
     wrongType.spec.template.spec.terminationGracePeriodSeconds = "900";
     expect(manifestProblems(wrongType).join("\n")).toContain("terminationGracePeriodSeconds must be integer");
@@ -171,7 +202,10 @@ describe("Kubernetes manifests", () => {
     expect(policy.spec.ingress).toHaveLength(1);
     for (const rule of policy.spec.ingress) {
       expect(rule.from?.length).toBeGreaterThan(0);
-      for (const peer of rule.from) expect(peer.ipBlock === undefined && peer.namespaceSelector?.matchLabels && peer.podSelector?.matchLabels).toBeTruthy();
+      for (const peer of rule.from)
+        expect(
+          peer.ipBlock === undefined && peer.namespaceSelector?.matchLabels && peer.podSelector?.matchLabels,
+        ).toBeTruthy();
       expect(rule.ports).toEqual([{ port: "metrics", protocol: "TCP" }]);
     }
     expect(policy.spec.ingress[0].from[0].podSelector.matchLabels).toEqual({ "app.kubernetes.io/name": "prometheus" });
@@ -183,8 +217,12 @@ describe("Kubernetes manifests", () => {
     expect(mount.readOnly).toBe(true);
     const volume = pod.volumes.find((v: any) => v.name === mount.name);
     // kubectl reads YAML 1.1, where 0400 is octal (the YAML 1.2 parser above reads it as 400).
-    const asKubectlReads = parseAllDocuments(readFileSync(join(K8S, "deployment.yaml"), "utf8"), { version: "1.1" })[0]!.toJSON();
-    expect(asKubectlReads.spec.template.spec.volumes.find((v: any) => v.name === mount.name).secret.defaultMode).toBe(0o400);
+    const asKubectlReads = parseAllDocuments(readFileSync(join(K8S, "deployment.yaml"), "utf8"), {
+      version: "1.1",
+    })[0]!.toJSON();
+    expect(asKubectlReads.spec.template.spec.volumes.find((v: any) => v.name === mount.name).secret.defaultMode).toBe(
+      0o400,
+    );
     expect(volume.secret.items.map((i: any) => `${mount.mountPath}/${i.path}`)).toEqual([tokenFile]);
     const secret = byKind("Secret").find((x) => x.metadata.name === volume.secret.secretName)!;
     expect(Object.keys(secret.stringData)).toEqual([volume.secret.items[0].key]);
@@ -205,8 +243,11 @@ describe("Kubernetes manifests", () => {
     const args: string[] = container.args;
     expect(args[0]).toBe("run");
     const flags = new Map(args.slice(1).map((a) => a.replace(/^--/, "").split("=", 2) as [string, string]));
-    const known = new Set([...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS].map((o) => o.name));
-    for (const name of flags.keys()) expect({ flag: name, known: known.has(name) }).toEqual({ flag: name, known: true });
+    const known = new Set(
+      [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS].map((o) => o.name),
+    );
+    for (const name of flags.keys())
+      expect({ flag: name, known: known.has(name) }).toEqual({ flag: name, known: true });
     // The drain map: created, readable by the runner's service account, and the one it follows.
     const map = byKind("ConfigMap")[0]!;
     expect(map.metadata.name).toBe(DEFAULT_DRAIN_CONFIGMAP);
@@ -214,7 +255,12 @@ describe("Kubernetes manifests", () => {
     expect(["Running", "DrainAndSuspend", "DrainAndTerminate"]).toContain(map.data.STATE);
     expect(() => new RegExp(map.data.QUEUE_MATCH)).not.toThrow();
     const role = byKind("Role")[0]!;
-    expect(role.rules[0]).toEqual({ apiGroups: [""], resources: ["configmaps"], resourceNames: [map.metadata.name], verbs: ["get", "list", "watch"] });
+    expect(role.rules[0]).toEqual({
+      apiGroups: [""],
+      resources: ["configmaps"],
+      resourceNames: [map.metadata.name],
+      verbs: ["get", "list", "watch"],
+    });
     const binding = byKind("RoleBinding")[0]!;
     expect(binding.roleRef.name).toBe(role.metadata.name);
     expect(binding.subjects[0].name).toBe(pod.serviceAccountName);
@@ -233,9 +279,17 @@ describe("Kubernetes manifests", () => {
     const volume = (name: string) => pod.volumes.find((v: any) => v.name === name);
     const mount = (name: string) => container.volumeMounts.find((m: any) => m.name === name).mountPath;
     expect(flags.get("sqs-certs")).toBe(mount("aws"));
-    expect(volume("aws").secret.items.map((i: any) => i.path).sort()).toEqual(["default/config", "default/credentials"]);
+    expect(
+      volume("aws")
+        .secret.items.map((i: any) => i.path)
+        .sort(),
+    ).toEqual(["default/config", "default/credentials"]);
     expect(flags.get("encrypt-dir")).toBe(mount("encrypt"));
-    expect(volume("encrypt").secret.items.map((i: any) => i.path).sort()).toEqual(["encryption/ssh-privatekey", "passphrase/ssh-passphrase"]);
+    expect(
+      volume("encrypt")
+        .secret.items.map((i: any) => i.path)
+        .sort(),
+    ).toEqual(["encryption/ssh-privatekey", "passphrase/ssh-passphrase"]);
     expect(flags.get("google-certs")).toBe(mount("google"));
     const secrets = new Map(byKind("Secret").map((s) => [s.metadata.name, s]));
     for (const v of pod.volumes.filter((v: any) => v.secret)) {

@@ -75,11 +75,16 @@ describe("ConfigMap STATE", () => {
     expect(runnerStateOf(undefined)).toBe("running");
     expect(runnerStateOf("")).toBe("running");
     expect(() => runnerStateOf("Paused")).toThrow(DrainStateError);
-    expect(() => runnerStateOf("Paused")).toThrow('STATE "Paused" is not one of Running, DrainAndSuspend, DrainAndTerminate');
+    expect(() => runnerStateOf("Paused")).toThrow(
+      'STATE "Paused" is not one of Running, DrainAndSuspend, DrainAndTerminate',
+    );
   });
 
   test("QUEUE_MATCH / QUEUE_MISMATCH become the filter override", () => {
-    expect(filterOverrideOf({ STATE: "Running", QUEUE_MATCH: " ^a ", QUEUE_MISMATCH: "" })).toEqual({ match: "^a", mismatch: undefined });
+    expect(filterOverrideOf({ STATE: "Running", QUEUE_MATCH: " ^a ", QUEUE_MISMATCH: "" })).toEqual({
+      match: "^a",
+      mismatch: undefined,
+    });
     expect(filterOverrideOf(undefined)).toEqual({ match: undefined, mismatch: undefined });
   });
 });
@@ -89,7 +94,12 @@ describe("ConfigMapDrain", () => {
     const calls: Array<[RunnerState, string]> = [];
     const errors: string[] = [];
     const filter = new LiveQueueFilter({ match: /^local/ });
-    const drain = new ConfigMapDrain({ setState: (s, r) => calls.push([s, r]) }, filter, { info: () => {}, error: (m) => errors.push(m) }, "ConfigMap ns/m");
+    const drain = new ConfigMapDrain(
+      { setState: (s, r) => calls.push([s, r]) },
+      filter,
+      { info: () => {}, error: (m) => errors.push(m) },
+      "ConfigMap ns/m",
+    );
     return { calls, errors, filter, drain };
   };
 
@@ -123,7 +133,11 @@ describe("ConfigMapDrain", () => {
     drain.apply({ STATE: "Pause", QUEUE_MATCH: "[" });
     expect(calls.map(([s]) => s)).toEqual(["suspended"]);
     expect(errors.some((e) => e.includes('STATE "Pause" is not one of'))).toBe(true);
-    expect(errors.some((e) => e.includes('QUEUE_MATCH "[" is not a regular expression') && e.includes("keeping /^local_x$/"))).toBe(true);
+    expect(
+      errors.some(
+        (e) => e.includes('QUEUE_MATCH "[" is not a regular expression') && e.includes("keeping /^local_x$/"),
+      ),
+    ).toBe(true);
     expect(filter.match?.source).toBe("^local_x$");
   });
 });
@@ -147,10 +161,22 @@ describe("cluster detection", () => {
   test("needs the service host, port and a token file", () => {
     const dir = mkdtempSync(join(tmpdir(), "sa-"));
     expect(detectCluster({})).toHaveProperty("notInCluster");
-    expect(detectCluster({ KUBERNETES_SERVICE_HOST: "10.0.0.1", KUBERNETES_SERVICE_PORT: "443", STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir })).toHaveProperty("notInCluster");
+    expect(
+      detectCluster({
+        KUBERNETES_SERVICE_HOST: "10.0.0.1",
+        KUBERNETES_SERVICE_PORT: "443",
+        STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir,
+      }),
+    ).toHaveProperty("notInCluster");
     writeFileSync(join(dir, "token"), "t");
     writeFileSync(join(dir, "namespace"), "ml\n");
-    expect(detectCluster({ KUBERNETES_SERVICE_HOST: "fd00::1", KUBERNETES_SERVICE_PORT: "443", STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir })).toEqual({
+    expect(
+      detectCluster({
+        KUBERNETES_SERVICE_HOST: "fd00::1",
+        KUBERNETES_SERVICE_PORT: "443",
+        STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir,
+      }),
+    ).toEqual({
       server: "https://[fd00::1]:443",
       caFile: join(dir, "ca.crt"),
       tokenFile: join(dir, "token"),
@@ -163,11 +189,18 @@ describe("startConfigMapDrain", () => {
   const filter = new LiveQueueFilter({});
   const target = { setState: () => {} };
   test("does nothing outside a cluster, or with --k8s-configmap none", async () => {
-    expect(await startConfigMapDrain({ "k8s-configmap": "studioml-go-runner" }, target, filter, quiet, {})).toBeUndefined();
+    expect(
+      await startConfigMapDrain({ "k8s-configmap": "studioml-go-runner" }, target, filter, quiet, {}),
+    ).toBeUndefined();
     const dir = mkdtempSync(join(tmpdir(), "sa-"));
     writeFileSync(join(dir, "token"), "t");
-    const env = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "9", STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir };
-    for (const off of ["none", "off", ""]) expect(await startConfigMapDrain({ "k8s-configmap": off }, target, filter, quiet, env)).toBeUndefined();
+    const env = {
+      KUBERNETES_SERVICE_HOST: "127.0.0.1",
+      KUBERNETES_SERVICE_PORT: "9",
+      STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: dir,
+    };
+    for (const off of ["none", "off", ""])
+      expect(await startConfigMapDrain({ "k8s-configmap": off }, target, filter, quiet, env)).toBeUndefined();
   });
 
   test("a pod map's keys win over the shared map's; removing them falls back to the shared map", async () => {
@@ -178,7 +211,13 @@ describe("startConfigMapDrain", () => {
     try {
       server.setConfigMap("shared", { STATE: "Running", QUEUE_MATCH: "^rmq_" });
       server.setConfigMap("pod-1", { STATE: "DrainAndSuspend" });
-      const drain = await startConfigMapDrain({ "k8s-configmap": "shared", "k8s-pod-configmap": "pod-1" }, { setState: (s, r) => calls.push([s, r]) }, live, quiet, server.clusterEnv());
+      const drain = await startConfigMapDrain(
+        { "k8s-configmap": "shared", "k8s-pod-configmap": "pod-1" },
+        { setState: (s, r) => calls.push([s, r]) },
+        live,
+        quiet,
+        server.clusterEnv(),
+      );
       expect(drain).toBeDefined();
       // Both maps were read before start-up went on.
       expect(calls.at(-1)).toEqual(["suspended", "ConfigMap studio/pod-1 STATE=DrainAndSuspend"]);
@@ -249,7 +288,9 @@ describe("ConfigMapWatch against the API stand-in", () => {
     server.setConfigMap("expiring", { STATE: "Running" });
     const { seen, watch } = follow("expiring");
     await until(() => seen.length === 1);
-    const lists = () => server.requests.filter((r) => r.query.fieldSelector === "metadata.name=expiring" && r.query.watch === undefined).length;
+    const lists = () =>
+      server.requests.filter((r) => r.query.fieldSelector === "metadata.name=expiring" && r.query.watch === undefined)
+        .length;
     expect(lists()).toBe(1);
     server.dropWatches();
     server.setConfigMap("expiring", { STATE: "DrainAndSuspend" });

@@ -8,10 +8,21 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PermanentError, RetryableError } from "../../src/errors.ts";
-import { clearTextResources, EnvelopeError, EnvelopeKeysError, isEnvelope, openEnvelope, type EnvelopeReason } from "../../src/request/envelope/envelope.ts";
+import {
+  clearTextResources,
+  EnvelopeError,
+  EnvelopeKeysError,
+  isEnvelope,
+  openEnvelope,
+  type EnvelopeReason,
+} from "../../src/request/envelope/envelope.ts";
 import { decryptPayload } from "../../src/request/envelope/hybrid.ts";
 import { KeyDirectories, NO_ENVELOPE_KEYS, type EnvelopeKeys } from "../../src/request/envelope/keys.ts";
-import { clearTextAllowed, envelopeKeysFromSettings, envelopeSettingsProblems } from "../../src/request/envelope/options.ts";
+import {
+  clearTextAllowed,
+  envelopeKeysFromSettings,
+  envelopeSettingsProblems,
+} from "../../src/request/envelope/options.ts";
 import { sealRequest, sealResponse } from "../../src/request/envelope/seal.ts";
 import { ed25519Raw, formatSshEd25519, parseSshEd25519, sshFingerprint } from "../../src/request/envelope/ssh-key.ts";
 import { parseRequest } from "../../src/request/parse.ts";
@@ -70,8 +81,10 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const seal = (signingKey: KeyObject | undefined, extra: object = {}) => sealRequest(REQUEST, { runnerPublicKey: runner.publicKey, signingKey, ...extra });
-const open = (body: string, queue: string, k: EnvelopeKeys = keys, clearTextAllowed = true) => openEnvelope(enc(body), queue, k, { clearTextAllowed });
+const seal = (signingKey: KeyObject | undefined, extra: object = {}) =>
+  sealRequest(REQUEST, { runnerPublicKey: runner.publicKey, signingKey, ...extra });
+const open = (body: string, queue: string, k: EnvelopeKeys = keys, clearTextAllowed = true) =>
+  openEnvelope(enc(body), queue, k, { clearTextAllowed });
 
 function refusal(fn: () => unknown): EnvelopeError {
   try {
@@ -106,7 +119,15 @@ describe("round trip", () => {
 
   test("envelope format: clear-text fields, two base64 parts, 64-byte signature, SHA256 fingerprint", () => {
     const m = JSON.parse(seal(alice)).message;
-    expect(Object.keys(m)).toEqual(["experiment", "time_added", "experiment_lifetime", "resources_needed", "payload", "signature", "fingerprint"]);
+    expect(Object.keys(m)).toEqual([
+      "experiment",
+      "time_added",
+      "experiment_lifetime",
+      "resources_needed",
+      "payload",
+      "signature",
+      "fingerprint",
+    ]);
     expect(m.experiment).toEqual({ status: "waiting", pythonver: "3.10" });
     expect(m.time_added).toBe(1700000000.5);
     expect(m.experiment_lifetime).toBe("20m");
@@ -154,7 +175,10 @@ describe("refusals", () => {
   });
 
   test("wrong signature: a signature of other bytes by the registered key", () => {
-    const body = editMessage(seal(alice), (m) => (m.signature = sign(null, Buffer.from("something else"), alice).toString("base64")));
+    const body = editMessage(
+      seal(alice),
+      (m) => (m.signature = sign(null, Buffer.from("something else"), alice).toString("base64")),
+    );
     expect(reasonOf(() => open(body, "rmq_cpu"))).toBe("signature-mismatch");
   });
 
@@ -267,7 +291,12 @@ describe("keys on disk", () => {
     const dir = join(root, "rotating-runner");
     writeRunnerKey(dir, runner);
     const problems: string[] = [];
-    const k = new KeyDirectories({ encryptDir: dir, requestSignaturesDir: sigDir, refreshMs: 0, onProblem: (p) => problems.push(p) });
+    const k = new KeyDirectories({
+      encryptDir: dir,
+      requestSignaturesDir: sigDir,
+      refreshMs: 0,
+      onProblem: (p) => problems.push(p),
+    });
     expect(open(seal(alice), "rmq_cpu", k).encrypted).toBe(true);
     const next = rsa("new passphrase");
     write(join(dir, "encryption", "ssh-privatekey"), next.privatePem); // passphrase not yet updated
@@ -302,12 +331,17 @@ describe("keys on disk", () => {
 
   test("OpenSSH-format private keys get a conversion hint; flat directory layout works", () => {
     const dir = join(root, "openssh");
-    write(join(dir, "encryption", "ssh-privatekey"), "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n");
+    write(
+      join(dir, "encryption", "ssh-privatekey"),
+      "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
     expect(new KeyDirectories({ encryptDir: dir }).problems()[0]).toContain("ssh-keygen -p -m PEM");
     const flat = join(root, "flat");
     write(join(flat, "ssh-privatekey"), runner.privatePem);
     write(join(flat, "ssh-passphrase"), PASSPHRASE);
-    expect(open(seal(alice), "rmq_cpu", new KeyDirectories({ encryptDir: flat, requestSignaturesDir: sigDir })).encrypted).toBe(true);
+    expect(
+      open(seal(alice), "rmq_cpu", new KeyDirectories({ encryptDir: flat, requestSignaturesDir: sigDir })).encrypted,
+    ).toBe(true);
   });
 
   test("signature files that are not ssh-ed25519 keys are reported and not trusted; info and dot files are ignored", () => {
@@ -332,7 +366,12 @@ describe("keys on disk", () => {
     write(join(dir, "rmq_"), sshLine(alice));
     write(join(dir, "rmq_team"), sshLine(bob));
     const problems: string[] = [];
-    const k = new KeyDirectories({ encryptDir, requestSignaturesDir: dir, refreshMs: 0, onProblem: (p) => problems.push(p) });
+    const k = new KeyDirectories({
+      encryptDir,
+      requestSignaturesDir: dir,
+      refreshMs: 0,
+      onProblem: (p) => problems.push(p),
+    });
     expect(open(seal(bob), "rmq_team_jobs", k).signedBy).toBe("rmq_team");
     write(join(dir, "rmq_team"), "ssh-ed25519 !!!not base64!!!\n");
     expect(k.queueRefusal("rmq_team_jobs")).toContain("rmq_team");
@@ -384,7 +423,10 @@ describe("ssh key files", () => {
     expect(Buffer.from(parsed.raw)).toEqual(Buffer.from(ed25519Raw(bob)));
     expect(() => parseSshEd25519("ssh-rsa AAAA x")).toThrow("ssh-ed25519");
     expect(() => parseSshEd25519("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==")).toThrow("truncated");
-    const keygen = spawnSync("ssh-keygen", ["-l", "-E", "sha256", "-f", "/dev/stdin"], { input: line, encoding: "utf8" });
+    const keygen = spawnSync("ssh-keygen", ["-l", "-E", "sha256", "-f", "/dev/stdin"], {
+      input: line,
+      encoding: "utf8",
+    });
     if (keygen.status !== 0) {
       console.warn("SKIPPED: ssh-keygen not available to cross-check fingerprints");
       return;
@@ -430,10 +472,20 @@ describe("settings", () => {
     expect(clearTextAllowed({ "encrypt-dir": encryptDir, "clear-text-messages": false })).toBe(false);
     expect(envelopeKeysFromSettings({})).toBeUndefined();
     expect(envelopeSettingsProblems({})).toEqual([]);
-    expect(envelopeSettingsProblems({ "clear-text-messages": false })).toEqual(["--clear-text-messages=false needs --encrypt-dir: no request could be accepted"]);
+    expect(envelopeSettingsProblems({ "clear-text-messages": false })).toEqual([
+      "--clear-text-messages=false needs --encrypt-dir: no request could be accepted",
+    ]);
     expect(envelopeSettingsProblems({ "encrypt-dir": join(root, "nope") })[0]).toStartWith("--encrypt-dir: ");
-    expect(envelopeSettingsProblems({ "encrypt-dir": encryptDir })).toEqual(["--encrypt-dir needs --request-signatures-dir: encrypted requests must be signed"]);
-    expect(envelopeSettingsProblems({ "encrypt-dir": encryptDir, "request-signatures-dir": sigDir, "clear-text-messages": false })).toEqual([]);
+    expect(envelopeSettingsProblems({ "encrypt-dir": encryptDir })).toEqual([
+      "--encrypt-dir needs --request-signatures-dir: encrypted requests must be signed",
+    ]);
+    expect(
+      envelopeSettingsProblems({
+        "encrypt-dir": encryptDir,
+        "request-signatures-dir": sigDir,
+        "clear-text-messages": false,
+      }),
+    ).toEqual([]);
     const k = envelopeKeysFromSettings({ "encrypt-dir": encryptDir, "request-signatures-dir": sigDir })!;
     expect(open(seal(alice), "rmq_cpu", k).signedBy).toBe("rmq_");
   });
@@ -458,7 +510,9 @@ describe("committed test vectors (test/fixtures/envelope)", () => {
     test(`${v.name}: ${v.expect.outcome === "accept" ? "accepted" : `refused (${v.expect.reason})`}`, () => {
       const body = readFileSync(join(FIXTURES, v.message));
       if (v.expect.outcome === "refuse") {
-        expect(reasonOf(() => openEnvelope(body, v.queue, fixtureKeys, { clearTextAllowed: v.clearTextAllowed }))).toBe(v.expect.reason);
+        expect(reasonOf(() => openEnvelope(body, v.queue, fixtureKeys, { clearTextAllowed: v.clearTextAllowed }))).toBe(
+          v.expect.reason,
+        );
         return;
       }
       const opened = openEnvelope(body, v.queue, fixtureKeys, { clearTextAllowed: v.clearTextAllowed });
@@ -482,7 +536,10 @@ function interopPython(): string | undefined {
   }
   const made = spawnSync("python3", ["-m", "venv", "--clear", venv], { encoding: "utf8" });
   if (made.status !== 0) return undefined;
-  const pip = spawnSync(join(venv, "bin", "python"), ["-m", "pip", "install", "-q", "pynacl", "cryptography"], { encoding: "utf8", timeout: 300_000 });
+  const pip = spawnSync(join(venv, "bin", "python"), ["-m", "pip", "install", "-q", "pynacl", "cryptography"], {
+    encoding: "utf8",
+    timeout: 300_000,
+  });
   if (pip.status !== 0) {
     console.warn(`pip could not install pynacl and cryptography: ${(pip.stderr ?? "").slice(-500)}`);
     return undefined;
@@ -490,14 +547,26 @@ function interopPython(): string | undefined {
   return join(venv, "bin", "python");
 }
 const PYTHON = interopPython();
-if (!PYTHON) console.warn("SKIPPED: python interop test needs pynacl + cryptography (set ENVELOPE_INTEROP_PYTHON to such a python)");
+if (!PYTHON)
+  console.warn(
+    "SKIPPED: python interop test needs pynacl + cryptography (set ENVELOPE_INTEROP_PYTHON to such a python)",
+  );
 
 describe("python interop", () => {
   test.skipIf(!PYTHON)("an envelope sealed by python (studioml client format) opens", () => {
     const dir = join(root, "python");
     write(join(dir, "runner.pub.pem"), runner.publicPem);
     write(join(dir, "bob.pem"), bob.export({ format: "pem", type: "pkcs8" }).toString());
-    const out = spawnSync(PYTHON!, [join(FIXTURES, "python_seal.py"), join(dir, "runner.pub.pem"), join(dir, "bob.pem"), join(FIXTURES, "request.json")], { encoding: "utf8" });
+    const out = spawnSync(
+      PYTHON!,
+      [
+        join(FIXTURES, "python_seal.py"),
+        join(dir, "runner.pub.pem"),
+        join(dir, "bob.pem"),
+        join(FIXTURES, "request.json"),
+      ],
+      { encoding: "utf8" },
+    );
     expect(out.stderr).toBe("");
     const opened = open(out.stdout, "rmq_team_a_gpu");
     expect(opened.signedBy).toBe("rmq_team_a");

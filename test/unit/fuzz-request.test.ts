@@ -12,9 +12,16 @@ import { readFileSync } from "node:fs";
 import { RequestError } from "../../src/errors.ts";
 import { parseRequest } from "../../src/request/parse.ts";
 
-const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
+const FIXTURE_TEXT = readFileSync(
+  new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname,
+  "utf8",
+);
 // CI runs a fixed seed (a red build must be reproducible); elsewhere each run explores a new one.
-const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) >>> 0 : process.env.CI ? 20261128 : (Math.random() * 2 ** 32) >>> 0;
+const SEED = process.env.FUZZ_SEED
+  ? Number(process.env.FUZZ_SEED) >>> 0
+  : process.env.CI
+    ? 20261128
+    : (Math.random() * 2 ** 32) >>> 0;
 const ROUNDS = process.env.FUZZ_ROUNDS ? Number(process.env.FUZZ_ROUNDS) : 1;
 console.log(`fuzz-request: seed ${SEED} (replay with FUZZ_SEED=${SEED})`);
 
@@ -42,20 +49,127 @@ function rng(seed: number) {
 }
 type Rng = ReturnType<typeof rng>;
 
-const PROTO_KEYS = ["__proto__", "constructor", "prototype", "toString", "valueOf", "hasOwnProperty", "__defineGetter__"];
-const FIELD_KEYS = [
-  "experiment", "config", "message", "key", "filename", "args", "pythonenv", "pythonver", "resources_needed", "artifacts",
-  "max_duration", "time_added", "cpus", "gpus", "gpuCount", "ram", "hdd", "gpuMem", "qualified", "url", "mutable", "unpack",
-  "credentials", "aws", "access_key", "secret_access_key", "saveFrequency", "env", "pip", "storage", "endpoint",
-  "saveWorkspaceFrequency", "experimentLifetime", "workspace", "modeldir", "_singularity",
+const PROTO_KEYS = [
+  "__proto__",
+  "constructor",
+  "prototype",
+  "toString",
+  "valueOf",
+  "hasOwnProperty",
+  "__defineGetter__",
 ];
-const NUMBERS = [0, -0, -1, 1, 0.5, -0.5, 1e308, -1e308, 5e-324, 2 ** 53, 2 ** 53 + 2, 2 ** 31, -(2 ** 31), 1e21, 123456789.123];
+const FIELD_KEYS = [
+  "experiment",
+  "config",
+  "message",
+  "key",
+  "filename",
+  "args",
+  "pythonenv",
+  "pythonver",
+  "resources_needed",
+  "artifacts",
+  "max_duration",
+  "time_added",
+  "cpus",
+  "gpus",
+  "gpuCount",
+  "ram",
+  "hdd",
+  "gpuMem",
+  "qualified",
+  "url",
+  "mutable",
+  "unpack",
+  "credentials",
+  "aws",
+  "access_key",
+  "secret_access_key",
+  "saveFrequency",
+  "env",
+  "pip",
+  "storage",
+  "endpoint",
+  "saveWorkspaceFrequency",
+  "experimentLifetime",
+  "workspace",
+  "modeldir",
+  "_singularity",
+];
+const NUMBERS = [
+  0,
+  -0,
+  -1,
+  1,
+  0.5,
+  -0.5,
+  1e308,
+  -1e308,
+  5e-324,
+  2 ** 53,
+  2 ** 53 + 2,
+  2 ** 31,
+  -(2 ** 31),
+  1e21,
+  123456789.123,
+];
 const STRINGS = [
-  "", " ", "NaN", "Infinity", "-Infinity", "+Infinity", "1e999", "-1e999", "1" + "0".repeat(400), "0x10", "0b11", "-3g", "3g",
-  "16gib", "1e3", " 2 ", "\u0000", "\n", "\r\n", "\t", "\ufeff", "\ud800", "\udfff", "\u202e", "é", "日本語", "😀", "null",
-  "true", "false", "[]", "{}", "'", '"', "\\", "a b", "'unterminated", '"unterminated', "../etc/passwd", "/etc/passwd",
-  "file:///etc/passwd", "s3://169.254.169.254/b/k", "http://user:pass@example.com/x", "%00", "20m", "1h30m", "-5m",
-  "999999999999999999999999h", "3.11", "python3", "__proto__", "constructor", "$(rm -rf /)", "`id`", "; id", "a\u0000b",
+  "",
+  " ",
+  "NaN",
+  "Infinity",
+  "-Infinity",
+  "+Infinity",
+  "1e999",
+  "-1e999",
+  "1" + "0".repeat(400),
+  "0x10",
+  "0b11",
+  "-3g",
+  "3g",
+  "16gib",
+  "1e3",
+  " 2 ",
+  "\u0000",
+  "\n",
+  "\r\n",
+  "\t",
+  "\ufeff",
+  "\ud800",
+  "\udfff",
+  "\u202e",
+  "é",
+  "日本語",
+  "😀",
+  "null",
+  "true",
+  "false",
+  "[]",
+  "{}",
+  "'",
+  '"',
+  "\\",
+  "a b",
+  "'unterminated",
+  '"unterminated',
+  "../etc/passwd",
+  "/etc/passwd",
+  "file:///etc/passwd",
+  "s3://169.254.169.254/b/k",
+  "http://user:pass@example.com/x",
+  "%00",
+  "20m",
+  "1h30m",
+  "-5m",
+  "999999999999999999999999h",
+  "3.11",
+  "python3",
+  "__proto__",
+  "constructor",
+  "$(rm -rf /)",
+  "`id`",
+  "; id",
+  "a\u0000b",
 ];
 
 function randomString(r: Rng): string {
@@ -64,7 +178,16 @@ function randomString(r: Rng): string {
   let s = "";
   for (let i = 0; i < len; i++) {
     const kind = r.int(5);
-    const code = kind === 0 ? r.int(0x20) : kind === 1 ? 0x20 + r.int(0x5f) : kind === 2 ? 0x80 + r.int(0x780) : kind === 3 ? 0xd800 + r.int(0x800) : r.int(0x10000);
+    const code =
+      kind === 0
+        ? r.int(0x20)
+        : kind === 1
+          ? 0x20 + r.int(0x5f)
+          : kind === 2
+            ? 0x80 + r.int(0x780)
+            : kind === 3
+              ? 0xd800 + r.int(0x800)
+              : r.int(0x10000);
     s += String.fromCharCode(code);
   }
   return s;
@@ -148,7 +271,8 @@ function mutateFixture(r: Rng): string {
         parent[last] = r.pick(NUMBERS);
         break;
       case 5: // a prototype-pollution key next to the member
-        if (!Array.isArray(parent)) own(parent, r.pick(PROTO_KEYS), r.chance(0.5) ? { polluted: "yes", qualified: "s3://h/b/k" } : randomJson(r));
+        if (!Array.isArray(parent))
+          own(parent, r.pick(PROTO_KEYS), r.chance(0.5) ? { polluted: "yes", qualified: "s3://h/b/k" } : randomJson(r));
         break;
       case 6: // an extra member under a random key
         if (!Array.isArray(parent)) own(parent, randomKey(r), randomJson(r));
@@ -174,7 +298,9 @@ function damageText(r: Rng, text: string): string {
     }
     case 2: {
       const i = r.int(text.length);
-      return text.slice(0, i) + r.pick(["{", "}", "[", "]", '"', "\\", ",", ":", "\n", "\u0000", "\ud800"]) + text.slice(i);
+      return (
+        text.slice(0, i) + r.pick(["{", "}", "[", "]", '"', "\\", ",", ":", "\n", "\u0000", "\ud800"]) + text.slice(i)
+      );
     }
     case 3: {
       const i = r.int(text.length);
@@ -195,7 +321,14 @@ function randomBytes(r: Rng): Uint8Array {
 /** Fixture bytes with invalid UTF-8 (lone continuation bytes, overlongs, surrogates) spliced in. */
 function nonUtf8(r: Rng): Uint8Array {
   const base = new TextEncoder().encode(FIXTURE_TEXT);
-  const bad = r.pick([[0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xff, 0xfe], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]]);
+  const bad = r.pick([
+    [0x80],
+    [0xc0, 0xaf],
+    [0xed, 0xa0, 0x80],
+    [0xff, 0xfe],
+    [0xf8, 0x88, 0x80, 0x80, 0x80],
+    [0xe2, 0x82],
+  ]);
   const i = r.int(base.length);
   const out = new Uint8Array(base.length + bad.length);
   out.set(base.subarray(0, i));
@@ -228,7 +361,10 @@ function check(input: string | Uint8Array, what: string, tally: Tally, limitMs =
   const ms = performance.now() - started;
   tally.slowestMs = Math.max(tally.slowestMs, ms);
   const where = `seed ${SEED}, ${what}, input ${describeInput(input)}`;
-  if (Object.getOwnPropertyNames(Object.prototype).sort().join(",") !== protoNamesBefore || ({} as Record<string, unknown>).polluted !== undefined) {
+  if (
+    Object.getOwnPropertyNames(Object.prototype).sort().join(",") !== protoNamesBefore ||
+    ({} as Record<string, unknown>).polluted !== undefined
+  ) {
     throw new Error(`Object.prototype was changed (${where})`);
   }
   if (ms > limitMs) throw new Error(`parseRequest took ${ms.toFixed(0)} ms, over ${limitMs} ms (${where})`);
@@ -238,15 +374,28 @@ function check(input: string | Uint8Array, what: string, tally: Tally, limitMs =
       throw new Error(`parseRequest returned something that is not a Request (${where})`);
     }
     for (const [label, artifact] of Object.entries(request.experiment.artifacts)) {
-      if (Object.getPrototypeOf(artifact) !== Object.prototype || artifact.label !== label) throw new Error(`artifact ${label} is malformed (${where})`);
+      if (Object.getPrototypeOf(artifact) !== Object.prototype || artifact.label !== label)
+        throw new Error(`artifact ${label} is malformed (${where})`);
     }
-    if (Object.getPrototypeOf(request.experiment.artifacts) !== Object.prototype || Object.getPrototypeOf(request.config.env) !== Object.prototype) {
+    if (
+      Object.getPrototypeOf(request.experiment.artifacts) !== Object.prototype ||
+      Object.getPrototypeOf(request.config.env) !== Object.prototype
+    ) {
       throw new Error(`a map of the request has a changed prototype (${where})`);
     }
-    for (const n of [request.experiment.resources.cpus, request.experiment.resources.ramBytes, request.experiment.resources.hddBytes, request.experiment.resources.gpus]) {
+    for (const n of [
+      request.experiment.resources.cpus,
+      request.experiment.resources.ramBytes,
+      request.experiment.resources.hddBytes,
+      request.experiment.resources.gpus,
+    ]) {
       if (!Number.isFinite(n) || n < 0) throw new Error(`resource ${n} is not a finite non-negative number (${where})`);
     }
-    for (const d of [request.experiment.maxDurationMs, request.config.experimentLifetimeMs, request.config.saveWorkspaceFrequencyMs]) {
+    for (const d of [
+      request.experiment.maxDurationMs,
+      request.config.experimentLifetimeMs,
+      request.config.saveWorkspaceFrequencyMs,
+    ]) {
       if (d !== undefined && (!Number.isFinite(d) || d < 0)) throw new Error(`duration ${d} is not finite (${where})`);
     }
     tally.accepted++;
@@ -258,11 +407,15 @@ function check(input: string | Uint8Array, what: string, tally: Tally, limitMs =
   }
   const field = outcome.context.field;
   if (!field || !outcome.message.startsWith(`${field}: `)) {
-    throw new Error(`RequestError does not start with its field: ${JSON.stringify(outcome.message.slice(0, 300))} (${where})`);
+    throw new Error(
+      `RequestError does not start with its field: ${JSON.stringify(outcome.message.slice(0, 300))} (${where})`,
+    );
   }
   if (field.length > 200) throw new Error(`RequestError field is ${field.length} characters long (${where})`);
   if (outcome.message.length > MAX_MESSAGE) {
-    throw new Error(`RequestError message is ${outcome.message.length} characters long: ${JSON.stringify(outcome.message.slice(0, 300))} (${where})`);
+    throw new Error(
+      `RequestError message is ${outcome.message.length} characters long: ${JSON.stringify(outcome.message.slice(0, 300))} (${where})`,
+    );
   }
   if (outcome.message.length <= field.length + 2) throw new Error(`RequestError names no value (${where})`);
   if (outcome.retryable) throw new Error(`RequestError is retryable (${where})`);
@@ -276,7 +429,9 @@ function run(name: string, count: number, make: (r: Rng, i: number) => string | 
   for (const c of name) salt = (Math.imul(salt, 31) + c.charCodeAt(0)) >>> 0;
   const r = rng(SEED ^ salt);
   for (let i = 0; i < count * ROUNDS; i++) check(make(r, i), `${name} #${i}`, tally, limitMs);
-  console.log(`fuzz-request ${name}: ${tally.accepted} accepted, ${tally.refused} refused, slowest ${tally.slowestMs.toFixed(1)} ms`);
+  console.log(
+    `fuzz-request ${name}: ${tally.accepted} accepted, ${tally.refused} refused, slowest ${tally.slowestMs.toFixed(1)} ms`,
+  );
   return tally;
 }
 
@@ -291,7 +446,15 @@ describe(`parseRequest under fuzzing (seed ${SEED})`, () => {
   test("random JSON values inside an otherwise valid message", () => {
     run("random-json-inside", 1500, (r) => {
       const doc = JSON.parse(FIXTURE_TEXT);
-      const target = r.pick([doc, doc.experiment, doc.experiment.artifacts, doc.experiment.artifacts.workspace, doc.experiment.resources_needed, doc.config, doc.config.env]);
+      const target = r.pick([
+        doc,
+        doc.experiment,
+        doc.experiment.artifacts,
+        doc.experiment.artifacts.workspace,
+        doc.experiment.resources_needed,
+        doc.config,
+        doc.config.env,
+      ]);
       for (let n = 1 + r.int(3); n > 0; n--) own(target, randomKey(r), randomJson(r));
       return JSON.stringify(doc);
     });
@@ -314,10 +477,35 @@ describe(`parseRequest under fuzzing (seed ${SEED})`, () => {
   });
 
   test("negative, absurd and not-quite numbers in resources and durations", () => {
-    const odd = [-1, -0.0001, 1e308, 2 ** 53 + 2, "1e999", "NaN", "Infinity", "-Infinity", "9".repeat(400), "-3g", "1" + "0".repeat(30) + "p", "0x10", "", " ", "2g ", "2 g", "ṡ", "1.5.5"];
+    const odd = [
+      -1,
+      -0.0001,
+      1e308,
+      2 ** 53 + 2,
+      "1e999",
+      "NaN",
+      "Infinity",
+      "-Infinity",
+      "9".repeat(400),
+      "-3g",
+      "1" + "0".repeat(30) + "p",
+      "0x10",
+      "",
+      " ",
+      "2g ",
+      "2 g",
+      "ṡ",
+      "1.5.5",
+    ];
     const places: Array<[string, string]> = [
-      ["resources_needed", "cpus"], ["resources_needed", "gpus"], ["resources_needed", "gpuCount"], ["resources_needed", "ram"],
-      ["resources_needed", "hdd"], ["resources_needed", "gpuMem"], ["", "max_duration"], ["", "time_added"],
+      ["resources_needed", "cpus"],
+      ["resources_needed", "gpus"],
+      ["resources_needed", "gpuCount"],
+      ["resources_needed", "ram"],
+      ["resources_needed", "hdd"],
+      ["resources_needed", "gpuMem"],
+      ["", "max_duration"],
+      ["", "time_added"],
     ];
     run("absurd-numbers", 600, (r) => {
       const doc = JSON.parse(FIXTURE_TEXT);
@@ -385,7 +573,12 @@ describe(`parseRequest on huge and deep input (seed ${SEED})`, () => {
       check(JSON.stringify(doc), `10 MB ${what}`, tally, HEAVY_CALL_MS);
     }
     // Over the body bound: refused before parsing.
-    check(`{"experiment":{"key":"k","filename":null,"info":"${"y".repeat(40 * 1024 * 1024)}"}}`, "40 MB body", tally, HEAVY_CALL_MS);
+    check(
+      `{"experiment":{"key":"k","filename":null,"info":"${"y".repeat(40 * 1024 * 1024)}"}}`,
+      "40 MB body",
+      tally,
+      HEAVY_CALL_MS,
+    );
   });
 
   test("huge arrays (a million args, requirement lines, artifacts keys)", () => {
@@ -419,7 +612,9 @@ describe(`parseRequest on huge and deep input (seed ${SEED})`, () => {
     for (const [what, body] of bodies) check(body, `deep ${what}`, tally, HEAVY_CALL_MS);
     // Brackets inside strings are not nesting: a long pythonenv of "[" is fine.
     expect(parseRequest(bodies[6]![1]).experiment.key).toBe("k");
-    console.log(`fuzz-request huge/deep: ${tally.accepted} accepted, ${tally.refused} refused, slowest ${tally.slowestMs.toFixed(0)} ms`);
+    console.log(
+      `fuzz-request huge/deep: ${tally.accepted} accepted, ${tally.refused} refused, slowest ${tally.slowestMs.toFixed(0)} ms`,
+    );
   });
 
   test("errors for huge values are short and still name field and value", () => {

@@ -130,7 +130,11 @@ describe("GpuAllocator: sharing", () => {
 
 describe("GpuAllocator: health and refresh", () => {
   test("unhealthy and MIG cards are never handed out and do not count", () => {
-    const a = new GpuAllocator([card(0, 80, { healthy: false, eccUncorrected: 3 }), card(1, 80, { migEnabled: true }), card(2, 80)]);
+    const a = new GpuAllocator([
+      card(0, 80, { healthy: false, eccUncorrected: 3 }),
+      card(1, 80, { migEnabled: true }),
+      card(2, 80),
+    ]);
     expect(a.totalCards).toBe(1);
     expect(a.allocate(req(1))!.uuids).toEqual([card(2, 80).uuid]);
     expect(a.allocate(req(1))).toBeUndefined();
@@ -218,7 +222,11 @@ function prng(seed: number) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: T[]): T => xs[Math.floor(next() * xs.length)]! };
+  return {
+    next,
+    int: (n: number) => Math.floor(next() * n),
+    pick: <T>(xs: T[]): T => xs[Math.floor(next() * xs.length)]!,
+  };
 }
 
 type Held = { id: number; alloc: GpuAllocation; req: GpuRequest; share: boolean };
@@ -229,7 +237,11 @@ function propertyRun(seed: number, operations: number, stats: Stats): void {
   const rnd = prng(seed);
   const sizes = [16, 24, 40, 80, 141];
   let devices: GpuDevice[] = Array.from({ length: rnd.int(9) }, (_, i) =>
-    card(i, rnd.pick(sizes), rnd.next() < 0.1 ? { healthy: false, eccUncorrected: 1 } : rnd.next() < 0.05 ? { migEnabled: true } : {}),
+    card(
+      i,
+      rnd.pick(sizes),
+      rnd.next() < 0.1 ? { healthy: false, eccUncorrected: 1 } : rnd.next() < 0.05 ? { migEnabled: true } : {},
+    ),
   );
   const shareDefault = rnd.next() < 0.5;
   const a = new GpuAllocator(devices, { shareCards: shareDefault });
@@ -307,11 +319,15 @@ function propertyRun(seed: number, operations: number, stats: Stats): void {
           // Best fit: no other card would have been left with less unclaimed memory.
           const spare = (d: GpuDevice) => d.memTotalBytes - (m.get(d.uuid)?.sharedBytes ?? 0) - gpuMemBytes;
           const chosen = eligible.find((d) => d.uuid === alloc.uuids[0])!;
-          for (const d of eligible) if (!m.get(d.uuid)?.whole && spare(d) >= 0) expect(spare(chosen)).toBeLessThanOrEqual(spare(d));
+          for (const d of eligible)
+            if (!m.get(d.uuid)?.whole && spare(d) >= 0) expect(spare(chosen)).toBeLessThanOrEqual(spare(d));
         } else if (n > 0) {
           for (const u of alloc.uuids) expect(m.has(u)).toBe(false);
           // Best fit: the chosen cards are the n smallest idle eligible ones.
-          const idle = eligible.filter((d) => !m.has(d.uuid)).map((d) => d.memTotalBytes).sort((x, y) => x - y);
+          const idle = eligible
+            .filter((d) => !m.has(d.uuid))
+            .map((d) => d.memTotalBytes)
+            .sort((x, y) => x - y);
           const chosenMem = alloc.uuids.reduce((s, u) => s + memOf.get(u)!, 0);
           expect(chosenMem).toBe(idle.slice(0, n).reduce((s, b) => s + b, 0));
         }
@@ -373,14 +389,20 @@ function propertyRun(seed: number, operations: number, stats: Stats): void {
 describe("GpuAllocator property", () => {
   test("random requests, releases and refreshes never overcommit a card or the machine, and end all free", () => {
     // CI runs fixed seeds (a red build must be reproducible); elsewhere each run explores new ones.
-    const base = process.env.GPU_PROPERTY_SEED ? Number(process.env.GPU_PROPERTY_SEED) : process.env.CI ? 20261128 : Date.now() % 1_000_000_007;
+    const base = process.env.GPU_PROPERTY_SEED
+      ? Number(process.env.GPU_PROPERTY_SEED)
+      : process.env.CI
+        ? 20261128
+        : Date.now() % 1_000_000_007;
     const stats: Stats = { ops: 0, whole: 0, shared: 0, refused: 0, refreshes: 0 };
     for (let run = 0; run < 40; run++) {
       const seed = base + run;
       try {
         propertyRun(seed, 500, stats);
       } catch (e) {
-        throw new Error(`property failed with seed ${seed} (replay: GPU_PROPERTY_SEED=${seed}): ${e instanceof Error ? e.message : String(e)}`);
+        throw new Error(
+          `property failed with seed ${seed} (replay: GPU_PROPERTY_SEED=${seed}): ${e instanceof Error ? e.message : String(e)}`,
+        );
       }
     }
     expect(stats.ops).toBeGreaterThanOrEqual(10_000);

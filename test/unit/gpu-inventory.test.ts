@@ -9,7 +9,13 @@ import {
   type DeviceSource,
   type GpuDevice,
 } from "../../src/gpu/inventory.ts";
-import { loadNvml, NVML_LIBRARY_ENV, NvmlError, NvmlUnavailableError, type NvmlDeviceInfo } from "../../src/gpu/nvml.ts";
+import {
+  loadNvml,
+  NVML_LIBRARY_ENV,
+  NvmlError,
+  NvmlUnavailableError,
+  type NvmlDeviceInfo,
+} from "../../src/gpu/nvml.ts";
 import { buildFakeNvml, fakeNvmlControls } from "../helpers/fake-nvml/build.ts";
 
 const GiB = 2 ** 30;
@@ -106,7 +112,10 @@ describe("readInventory with an injected device source", () => {
     () => ({ libraryPath: "/fake/libnvidia-ml.so.1", reading: { devices, problems } });
 
   test("marks ECC cards unhealthy, notes MIG cards, applies the filter", () => {
-    const inv = readInventory({ CUDA_VISIBLE_DEVICES: "0,1,2" }, source([info(0), info(1, { eccUncorrected: 4 }), info(2, { migEnabled: true }), info(3)]));
+    const inv = readInventory(
+      { CUDA_VISIBLE_DEVICES: "0,1,2" },
+      source([info(0), info(1, { eccUncorrected: 4 }), info(2, { migEnabled: true }), info(3)]),
+    );
     expect(inv.nvml).toBe("ok");
     expect(inv.devices.map((d) => [d.index, d.healthy])).toEqual([
       [0, true],
@@ -119,7 +128,10 @@ describe("readInventory with an injected device source", () => {
   });
 
   test("unknown ECC (NOT_SUPPORTED) is healthy", () => {
-    const inv = readInventory({}, source([info(0, { eccUncorrected: undefined, migEnabled: undefined, utilizationGpuPct: undefined })]));
+    const inv = readInventory(
+      {},
+      source([info(0, { eccUncorrected: undefined, migEnabled: undefined, utilizationGpuPct: undefined })]),
+    );
     expect(inv.devices[0]!.healthy).toBe(true);
   });
 

@@ -63,7 +63,10 @@ async function expectRefused(promise: Promise<unknown>, ...mentions: string[]): 
   } catch (err) {
     caught = err;
   }
-  if (!(caught instanceof ArchiveError)) throw new Error(`expected an ArchiveError, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`);
+  if (!(caught instanceof ArchiveError))
+    throw new Error(
+      `expected an ArchiveError, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`,
+    );
   expect(caught).toBeInstanceOf(PermanentError);
   expect(caught.retryable).toBe(false);
   for (const m of mentions) expect(caught.message).toContain(m);
@@ -232,7 +235,11 @@ describe("duplicate names (TOCTOU style)", () => {
 
 describe("special members", () => {
   test("device and FIFO members crafted after a good file: refused, no node created", async () => {
-    for (const [type, name] of [["character-device", "tty0"], ["block-device", "sda"], ["fifo", "pipe"]] as const) {
+    for (const [type, name] of [
+      ["character-device", "tty0"],
+      ["block-device", "sda"],
+      ["fifo", "pipe"],
+    ] as const) {
       const file = join(tmp, `${type}.tar`);
       await craftTar(file, [
         { header: { name: "ok.txt", type: "file", size: 2 }, content: "ok" },
@@ -299,7 +306,9 @@ describe("names", () => {
 
   test("a NUL byte in a PAX path is refused", async () => {
     const file = join(tmp, "t.tar");
-    await craftTar(file, [{ header: { name: "ok.txt", type: "file", size: 1, pax: { path: "a\u0000/../../evil" } }, content: "x" }]);
+    await craftTar(file, [
+      { header: { name: "ok.txt", type: "file", size: 1, pax: { path: "a\u0000/../../evil" } }, content: "x" },
+    ]);
     let caught: unknown;
     try {
       await settleWithin(unpackFile(file), 10_000);
@@ -320,7 +329,10 @@ describe("tar bombs", () => {
 
   test("more tiny files than the member bound are refused, naming the member that crossed it", async () => {
     const file = join(tmp, "t.tar");
-    const entries: Entry[] = Array.from({ length: 300 }, (_, i) => ({ header: { name: `f${i}`, type: "file" as const, size: 0 }, content: "" }));
+    const entries: Entry[] = Array.from({ length: 300 }, (_, i) => ({
+      header: { name: `f${i}`, type: "file" as const, size: 0 },
+      content: "",
+    }));
     await craftTar(file, entries);
     const err = await expectRefused(unpackFile(file, { maxEntries: 250 }), '"f250"', "250");
     expect(err.message).toContain("members");
@@ -330,7 +342,11 @@ describe("tar bombs", () => {
     expect((await unpackFile(file, { maxEntries: 300 })).files).toBe(300);
   });
 
-  for (const [tool, ext] of [["gzip", "gz"], ["bzip2", "bz2"], ["xz", "xz"]] as const) {
+  for (const [tool, ext] of [
+    ["gzip", "gz"],
+    ["bzip2", "bz2"],
+    ["xz", "xz"],
+  ] as const) {
     test(`${tool}: a small tar followed by 64 MiB of zeros is stopped at the budget`, async () => {
       const plain = join(tmp, "small.tar");
       await craftTar(plain, [{ header: { name: "a.txt", type: "file", size: 1 }, content: "a" }]);
@@ -342,13 +358,17 @@ describe("tar bombs", () => {
       expect(err.message).toContain("decompresses");
       expect(Date.now() - started).toBeLessThan(15_000);
       await Bun.sleep(200);
-      const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], { stdout: "pipe" });
+      const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], {
+        stdout: "pipe",
+      });
       expect(Number(ps.stdout.toString().trim())).toBe(0);
     }, 60_000); // making the bomb (64 MiB through the compressor) takes seconds on a loaded 2-core machine
 
     test(`${tool}: a member declaring more than the budget is refused before it is written`, async () => {
       const bomb = join(tmp, `member.${ext}`);
-      sh(`mkdir -p src && head -c 20000000 /dev/zero > src/zeros.bin && tar -C src -cf - zeros.bin | ${tool} -1 -c > member.${ext} && rm -r src`);
+      sh(
+        `mkdir -p src && head -c 20000000 /dev/zero > src/zeros.bin && tar -C src -cf - zeros.bin | ${tool} -1 -c > member.${ext} && rm -r src`,
+      );
       // The member's header size, or (when the decompressor hands over one big block first) the
       // decompressed stream, crosses the budget first.
       const err = await expectRefused(unpackFile(bomb, { budgetBytes: 1_000_000 }), "budget");
@@ -367,7 +387,9 @@ describe("tar bombs", () => {
     expect(Date.now() - started).toBeLessThan(5_000);
     // The xz child is not left running.
     await Bun.sleep(300);
-    const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], { stdout: "pipe" });
+    const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], {
+      stdout: "pipe",
+    });
     expect(Number(ps.stdout.toString().trim())).toBe(0);
   });
 
@@ -461,7 +483,10 @@ describe("hostile directories to pack", () => {
     await new Promise<void>((r) => server.listen(join(root, "sock"), r));
     const skipped: SkippedEntry[] = [];
     try {
-      const tarBytes = await settleWithin(packed(root, (s) => skipped.push(...s)), 10_000);
+      const tarBytes = await settleWithin(
+        packed(root, (s) => skipped.push(...s)),
+        10_000,
+      );
       const listing = listVerbose(tarBytes);
       expect(listing).toContain("a.txt");
       expect(listing).not.toContain("pipe");
@@ -481,7 +506,11 @@ describe("hostile directories to pack", () => {
     await writeFile(join(root, "model.bin"), "weights\n".repeat(1000));
     // The job: replaces model.bin by a link to the secret and back, as fast as it can.
     const swapper = Bun.spawn(
-      ["sh", "-c", `cd ${root} && while :; do ln -sfn ${secretFile} l.tmp && mv -T l.tmp model.bin; printf 'weights\\n' > f.tmp && mv -T f.tmp model.bin; done`],
+      [
+        "sh",
+        "-c",
+        `cd ${root} && while :; do ln -sfn ${secretFile} l.tmp && mv -T l.tmp model.bin; printf 'weights\\n' > f.tmp && mv -T f.tmp model.bin; done`,
+      ],
       { stdout: "ignore", stderr: "ignore" },
     );
     try {
@@ -554,7 +583,10 @@ describe("runner-written files in job-writable directories", () => {
     await writeFile(target, "amqp://user:hunter2@rabbit:5672/");
     symlinkSync(target, join(caseDir, "msg"));
     sh(`mkfifo ${join(caseDir, "fifo")}`);
-    for (const [name, kind] of [["msg", "symbolic link"], ["fifo", "FIFO"]] as const) {
+    for (const [name, kind] of [
+      ["msg", "symbolic link"],
+      ["fifo", "FIFO"],
+    ] as const) {
       let caught: unknown;
       try {
         await settleWithin(readRegularFileNoFollow(join(caseDir, name), `message q/${name}`), 5_000);

@@ -6,7 +6,10 @@ import type { Request } from "../../src/request/model.ts";
 import { buildJobEnv, isRunnerSecret, type JobEnvInput } from "../../src/task/job-env.ts";
 import { SecretMasker } from "../../src/log/secret-mask.ts";
 
-const FIXTURE_TEXT = readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8");
+const FIXTURE_TEXT = readFileSync(
+  new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname,
+  "utf8",
+);
 
 function request(env?: Record<string, string>): Request {
   const r = parseRequest(FIXTURE_TEXT);
@@ -62,7 +65,8 @@ describe("buildJobEnv: what of the runner's environment passes", () => {
       expect(env).not.toHaveProperty(name);
     }
     const all = Object.values(env).join("\n");
-    for (const secret of ["runnerAwsSecret000", "brokerPass1", "runnerApiToken111", "dbPassword22"]) expect(all).not.toContain(secret);
+    for (const secret of ["runnerAwsSecret000", "brokerPass1", "runnerApiToken111", "dbPassword22"])
+      expect(all).not.toContain(secret);
   });
 
   test("ordinary variables pass unchanged", () => {
@@ -92,7 +96,9 @@ describe("buildJobEnv: config.env", () => {
 
   test("%NAME% expands a normal runner variable; unknown names become empty", () => {
     const { env, warnings } = buildJobEnv(
-      input({ request: request({ DATA_DIR: "%SHARED_DATA%/train", HOME_COPY: "%HOME%", MISSING: "[%NOT_SET_ANYWHERE%]" }) }),
+      input({
+        request: request({ DATA_DIR: "%SHARED_DATA%/train", HOME_COPY: "%HOME%", MISSING: "[%NOT_SET_ANYWHERE%]" }),
+      }),
     );
     expect(env.DATA_DIR).toBe("/data/shared/train");
     expect(env.HOME_COPY).toBe("/home/runner");
@@ -101,7 +107,9 @@ describe("buildJobEnv: config.env", () => {
   });
 
   test("%NAME% of a runner secret is NOT expanded and a warning says so", () => {
-    const { env, warnings } = buildJobEnv(input({ request: request({ AWS_KEY_FOR_JOB: "%AWS_SECRET_ACCESS_KEY%", BROKER: "%AMQP_URL%" }) }));
+    const { env, warnings } = buildJobEnv(
+      input({ request: request({ AWS_KEY_FOR_JOB: "%AWS_SECRET_ACCESS_KEY%", BROKER: "%AMQP_URL%" }) }),
+    );
     expect(env.AWS_KEY_FOR_JOB).toBe("");
     expect(env.BROKER).toBe("");
     expect(Object.values(env).join("\n")).not.toContain("runnerAwsSecret000");
@@ -145,7 +153,9 @@ describe("buildJobEnv: studioml, GPU and thread variables", () => {
   });
 
   test("studioml variables win over config.env and the runner", () => {
-    const { env } = buildJobEnv(input({ request: request({ STUDIOML_EXPERIMENT: "spoof", CUDA_VISIBLE_DEVICES: "0" }) }));
+    const { env } = buildJobEnv(
+      input({ request: request({ STUDIOML_EXPERIMENT: "spoof", CUDA_VISIBLE_DEVICES: "0" }) }),
+    );
     expect(env.STUDIOML_EXPERIMENT).toBe("1795881848_78bc9b0b-d826-4f48-b506-cc1c44343247");
     expect(env.CUDA_VISIBLE_DEVICES).toBe("-1");
   });
@@ -164,7 +174,9 @@ describe("buildJobEnv: studioml, GPU and thread variables", () => {
   });
 
   test("a runner's own VIRTUAL_ENV does not leak without a venv", () => {
-    const { env } = buildJobEnv(input({ runnerEnv: { ...RUNNER_ENV, VIRTUAL_ENV: "/runner/venv", PYTHONPATH: "/runner/lib" } }));
+    const { env } = buildJobEnv(
+      input({ runnerEnv: { ...RUNNER_ENV, VIRTUAL_ENV: "/runner/venv", PYTHONPATH: "/runner/lib" } }),
+    );
     expect(env).not.toHaveProperty("VIRTUAL_ENV");
     expect(env).not.toHaveProperty("PYTHONPATH");
   });
@@ -190,7 +202,8 @@ describe("buildJobEnv: secretValues for log masking", () => {
 describe("buildJobEnv: runner secrets withheld by name, prefix and value shape (issue #14, hole 12)", () => {
   // name → value: every one is the runner's and must neither reach the job nor (where secret) the logs.
   const CANARIES: Record<string, string> = {
-    AZURE_STORAGE_CONNECTION_STRING: "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azureCanaryKey0001==;EndpointSuffix=core.windows.net",
+    AZURE_STORAGE_CONNECTION_STRING:
+      "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azureCanaryKey0001==;EndpointSuffix=core.windows.net",
     AZURE_CLIENT_ID: "azureClientCanary0002",
     MY_SERVICE_CONNECTION_STRING: "Server=db;Database=x;User Id=u;Password=connCanary0003;",
     SSH_AUTH_SOCK: "/tmp/ssh-canary/agent.4242",
@@ -222,7 +235,16 @@ describe("buildJobEnv: runner secrets withheld by name, prefix and value shape (
     KRB5CCNAME: "FILE:/tmp/krb5cc_0",
     STUDIO_RUNNER_AMQP_URL: "amqp://u:optCanary0022@rabbit/",
   };
-  const NOT_SECRET_VALUES = new Set(["SSH_AUTH_SOCK", "SSH_AGENT_PID", "KUBECONFIG", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS", "KRB5CCNAME", "DOCKER_HOST", "VAULT_ADDR"]);
+  const NOT_SECRET_VALUES = new Set([
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "KUBECONFIG",
+    "GPG_AGENT_INFO",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "KRB5CCNAME",
+    "DOCKER_HOST",
+    "VAULT_ADDR",
+  ]);
   const { env, secretValues } = buildJobEnv(input({ runnerEnv: { ...RUNNER_ENV, ...CANARIES } }));
 
   for (const [name, value] of Object.entries(CANARIES)) {
@@ -243,7 +265,19 @@ describe("buildJobEnv: runner secrets withheld by name, prefix and value shape (
   });
 
   test("ordinary variables of similar names still pass", () => {
-    const { env } = buildJobEnv(input({ runnerEnv: { ...RUNNER_ENV, KEYBOARD_LAYOUT_DIR: "/x", TZ: "UTC", SSH_CLIENT_NAME_OK: "no", HTTP_PROXY: "http://proxy:3128", LD_LIBRARY_PATH: "/usr/local/cuda/lib64", DATA_URL: "https://example.org/data" } }));
+    const { env } = buildJobEnv(
+      input({
+        runnerEnv: {
+          ...RUNNER_ENV,
+          KEYBOARD_LAYOUT_DIR: "/x",
+          TZ: "UTC",
+          SSH_CLIENT_NAME_OK: "no",
+          HTTP_PROXY: "http://proxy:3128",
+          LD_LIBRARY_PATH: "/usr/local/cuda/lib64",
+          DATA_URL: "https://example.org/data",
+        },
+      }),
+    );
     expect(env.TZ).toBe("UTC");
     expect(env.HTTP_PROXY).toBe("http://proxy:3128");
     expect(env.LD_LIBRARY_PATH).toBe("/usr/local/cuda/lib64");
@@ -253,7 +287,9 @@ describe("buildJobEnv: runner secrets withheld by name, prefix and value shape (
   });
 
   test("a request's own secret-shaped config.env value is masked in its logs, and still reaches its job", () => {
-    const { env, secretValues } = buildJobEnv(input({ request: request({ REPO: "https://user:reqCanary0030@git.example/x.git" }) }));
+    const { env, secretValues } = buildJobEnv(
+      input({ request: request({ REPO: "https://user:reqCanary0030@git.example/x.git" }) }),
+    );
     expect(env.REPO).toBe("https://user:reqCanary0030@git.example/x.git");
     expect(secretValues).toContain("https://user:reqCanary0030@git.example/x.git");
   });

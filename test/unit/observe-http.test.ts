@@ -70,16 +70,45 @@ describe("--admin-token-file", () => {
 
 describe("Host allow-list", () => {
   const list = (allowed = "", bound = "127.0.0.1") =>
-    new HostAllowList({ boundHost: bound, port: 9090, machineName: "GPU-Box-1", allowed, interfaceAddresses: () => ["10.1.2.3", "fe80::1", "127.0.0.1"] });
+    new HostAllowList({
+      boundHost: bound,
+      port: 9090,
+      machineName: "GPU-Box-1",
+      allowed,
+      interfaceAddresses: () => ["10.1.2.3", "fe80::1", "127.0.0.1"],
+    });
 
   test("answers the bound address, loopback, the machine's name and interface addresses on the listening port", () => {
     const l = list();
-    for (const h of ["127.0.0.1:9090", "localhost:9090", "LOCALHOST:9090", "[::1]:9090", "gpu-box-1:9090", "10.1.2.3:9090", "[fe80::1]:9090", "localhost.:9090"]) expect({ h, ok: l.allowsHost(h) }).toEqual({ h, ok: true });
+    for (const h of [
+      "127.0.0.1:9090",
+      "localhost:9090",
+      "LOCALHOST:9090",
+      "[::1]:9090",
+      "gpu-box-1:9090",
+      "10.1.2.3:9090",
+      "[fe80::1]:9090",
+      "localhost.:9090",
+    ])
+      expect({ h, ok: l.allowsHost(h) }).toEqual({ h, ok: true });
   });
 
   test("refuses other names (DNS rebinding), other ports, other addresses, no Host and junk", () => {
     const l = list();
-    for (const h of ["evil.example:9090", "evil.example", "127.0.0.1.nip.io:9090", "localhost:9091", "127.0.0.1", "10.9.9.9:9090", "", "a b:9090", "[::1", "host:99999", "[zz]:9090"]) expect({ h, ok: l.allowsHost(h) }).toEqual({ h, ok: false });
+    for (const h of [
+      "evil.example:9090",
+      "evil.example",
+      "127.0.0.1.nip.io:9090",
+      "localhost:9091",
+      "127.0.0.1",
+      "10.9.9.9:9090",
+      "",
+      "a b:9090",
+      "[::1",
+      "host:99999",
+      "[zz]:9090",
+    ])
+      expect({ h, ok: l.allowsHost(h) }).toEqual({ h, ok: false });
     expect(l.allowsHost(null)).toBe(false);
   });
 
@@ -109,7 +138,14 @@ describe("Host allow-list", () => {
     let addresses = ["10.0.0.1"];
     let reads = 0;
     const clock = { ms: 0 };
-    const l = new HostAllowList({ boundHost: "0.0.0.0", port: 9090, machineName: "m", allowed: "", interfaceAddresses: () => (reads++, addresses), nowMs: () => clock.ms });
+    const l = new HostAllowList({
+      boundHost: "0.0.0.0",
+      port: 9090,
+      machineName: "m",
+      allowed: "",
+      interfaceAddresses: () => (reads++, addresses),
+      nowMs: () => clock.ms,
+    });
     expect(l.allowsHost("10.0.0.2:9090")).toBe(false);
     addresses = ["10.0.0.1", "10.0.0.2"];
     expect(l.allowsHost("10.0.0.2:9090")).toBe(false); // within 5 s: not read again
@@ -154,10 +190,28 @@ describe("the endpoint (Bun.serve, in-process)", () => {
         this.state = state;
       },
     };
-    const metrics = new RunnerMetrics({ events, host: "box", runnerId: "r1", version: "0", pool: () => ({ capacity: { cpus: 1, ramBytes: 0, hddBytes: 0, gpus: 0 }, used: { cpus: 0, ramBytes: 0, hddBytes: 0, gpus: 0 }, reservations: 0 }) as any, gpuSlotsPerCard: 1, state: () => control.state, processMetrics: false });
+    const metrics = new RunnerMetrics({
+      events,
+      host: "box",
+      runnerId: "r1",
+      version: "0",
+      pool: () =>
+        ({
+          capacity: { cpus: 1, ramBytes: 0, hddBytes: 0, gpus: 0 },
+          used: { cpus: 0, ramBytes: 0, hddBytes: 0, gpus: 0 },
+          reservations: 0,
+        }) as any,
+      gpuSlotsPerCard: 1,
+      state: () => control.state,
+      processMetrics: false,
+    });
     const health = new LoopHealth({ events, state: () => control.state });
     const status = new StatusState({ events, runnerId: "r1", version: "0", host: "box", state: () => control.state });
-    closers.push(() => metrics.close(), () => health.close(), () => status.close());
+    closers.push(
+      () => metrics.close(),
+      () => health.close(),
+      () => status.close(),
+    );
     const warnings: string[] = [];
     server = startObserveServer({
       address: { hostname: "127.0.0.1", port: 0 },
@@ -174,7 +228,8 @@ describe("the endpoint (Bun.serve, in-process)", () => {
     return { url: server.url, port, control, warnings };
   }
 
-  const post = (url: string, path: string, headers: Record<string, string> = {}) => fetch(`${url}${path}`, { method: "POST", headers });
+  const post = (url: string, path: string, headers: Record<string, string> = {}) =>
+    fetch(`${url}${path}`, { method: "POST", headers });
 
   test("without --admin-token-file every POST is refused (403 saying how to enable it); GETs answer", async () => {
     const { url, control, warnings } = start();
@@ -184,7 +239,8 @@ describe("the endpoint (Bun.serve, in-process)", () => {
       expect(((await r.json()) as { error: string }).error).toContain("start the runner with --admin-token-file");
     }
     expect(control.state).toBe("running");
-    for (const path of ["/metrics", "/healthz", "/status", "/"]) expect({ path, status: (await fetch(`${url}${path}`)).status }).toEqual({ path, status: 200 });
+    for (const path of ["/metrics", "/healthz", "/status", "/"])
+      expect({ path, status: (await fetch(`${url}${path}`)).status }).toEqual({ path, status: 200 });
     expect((await fetch(`${url}/readyz`)).status).toBe(503); // answered: not ready before a first poll
     for (let i = 0; i < 5; i++) await post(url, "/drain");
     // One line per kind of refusal per 10 s, whatever the number of requests.
@@ -209,7 +265,9 @@ describe("the endpoint (Bun.serve, in-process)", () => {
     expect(control.state).toBe("suspended");
     expect((await post(url, "/resume")).status).toBe(401);
     expect(control.state).toBe("suspended");
-    expect(await (await post(url, "/resume", { authorization: `Bearer ${TOKEN}` })).json()).toEqual({ state: "running" });
+    expect(await (await post(url, "/resume", { authorization: `Bearer ${TOKEN}` })).json()).toEqual({
+      state: "running",
+    });
     expect((await fetch(`${url}/drain`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(405);
     expect(warnings).toEqual([
       "observability endpoint: refused POST /drain from 127.0.0.1: no bearer token",
@@ -221,13 +279,16 @@ describe("the endpoint (Bun.serve, in-process)", () => {
 
   test("DNS rebinding: a foreign Host is refused (421) for GETs and for POSTs even with the right token", async () => {
     const { url, port, control, warnings } = start({ token: TOKEN });
-    for (const path of ["/status", "/metrics", "/"]) expect((await fetch(`${url}${path}`, { headers: { host: `evil.example:${port}` } })).status).toBe(421);
+    for (const path of ["/status", "/metrics", "/"])
+      expect((await fetch(`${url}${path}`, { headers: { host: `evil.example:${port}` } })).status).toBe(421);
     const r = await post(url, "/drain", { host: `evil.example:${port}`, authorization: `Bearer ${TOKEN}` });
     expect(r.status).toBe(421);
     expect(((await r.json()) as { error: string }).error).toContain("--http-allowed-hosts");
     expect(control.state).toBe("running");
     expect((await fetch(`${url}/healthz`, { headers: { host: `localhost:${port}` } })).status).toBe(200);
-    expect(warnings[0]).toBe(`observability endpoint: refused GET "/status" from 127.0.0.1: Host "evil.example:${port}" is not an answered host`);
+    expect(warnings[0]).toBe(
+      `observability endpoint: refused GET "/status" from 127.0.0.1: Host "evil.example:${port}" is not an answered host`,
+    );
   });
 
   test("a foreign Origin may not change the state even with the token and a good Host", async () => {
@@ -235,7 +296,9 @@ describe("the endpoint (Bun.serve, in-process)", () => {
     const r = await post(url, "/drain", { origin: `http://evil.example:${port}`, authorization: `Bearer ${TOKEN}` });
     expect(r.status).toBe(403);
     expect(control.state).toBe("running");
-    expect((await post(url, "/drain", { origin: `http://127.0.0.1:${port}`, authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+    expect(
+      (await post(url, "/drain", { origin: `http://127.0.0.1:${port}`, authorization: `Bearer ${TOKEN}` })).status,
+    ).toBe(200);
   });
 
   test("a request without a Host (HTTP/1.0) is refused, not an internal error", async () => {

@@ -16,11 +16,23 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-const who = (n: number): AttemptIdentity => ({ key: `exp-${n}`, attemptId: `att-${n}`, source: "local", queue: "local_q" });
+const who = (n: number): AttemptIdentity => ({
+  key: `exp-${n}`,
+  attemptId: `att-${n}`,
+  source: "local",
+  queue: "local_q",
+});
 const resources = { cpus: 1, ramBytes: GiB, hddBytes: GiB, gpus: 0 };
 
 function start(events: RunnerEvents, n: number, project = "proj") {
-  events.emit("attempt.started", { ...who(n), deliveryCount: 1, project, gpus: [], resources, startedAtMs: Date.now() });
+  events.emit("attempt.started", {
+    ...who(n),
+    deliveryCount: 1,
+    project,
+    gpus: [],
+    resources,
+    startedAtMs: Date.now(),
+  });
 }
 
 test("queue counters use the Go runner's names and labels", async () => {
@@ -55,7 +67,12 @@ test("outcomes, running experiments, phase durations and bytes", async () => {
   events.emit("bytes", { direction: "upload", bytes: 250 });
   let text = await m.text();
   expect(sample(text, "runner_experiments_running")).toBe(3);
-  expect(sample(text, 'runner_project_running{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}')).toBe(1);
+  expect(
+    sample(
+      text,
+      'runner_project_running{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}',
+    ),
+  ).toBe(1);
   expect(sample(text, 'runner_phase_duration_seconds_count{phase="fetch"}')).toBe(1);
   expect(sample(text, 'runner_phase_duration_seconds_sum{phase="fetch"}')).toBe(1.5);
   expect(sample(text, 'runner_phase_duration_seconds_bucket{le="2.5",phase="fetch"}')).toBe(1);
@@ -63,8 +80,22 @@ test("outcomes, running experiments, phase durations and bytes", async () => {
   expect(sample(text, "runner_download_bytes_total")).toBe(1000);
   expect(sample(text, "runner_upload_bytes_total")).toBe(500);
 
-  events.emit("attempt.finished", { ...who(1), result: "succeeded", reason: "exited with code 0", exitCode: 0, durationMs: 4000, lastPhase: "ack", lastPhaseMs: 20 });
-  events.emit("attempt.finished", { ...who(2), result: "failed", reason: "exited with code 1", exitCode: 1, durationMs: 3000 });
+  events.emit("attempt.finished", {
+    ...who(1),
+    result: "succeeded",
+    reason: "exited with code 0",
+    exitCode: 0,
+    durationMs: 4000,
+    lastPhase: "ack",
+    lastPhaseMs: 20,
+  });
+  events.emit("attempt.finished", {
+    ...who(2),
+    result: "failed",
+    reason: "exited with code 1",
+    exitCode: 1,
+    durationMs: 3000,
+  });
   events.emit("attempt.finished", { ...who(3), result: "requeued", reason: "storage down", durationMs: 100 });
   // Refused before it started: counted as rejected, never as running.
   events.emit("attempt.finished", { ...who(4), result: "rejected", reason: "bad request", durationMs: 1 });
@@ -75,8 +106,15 @@ test("outcomes, running experiments, phase durations and bytes", async () => {
   expect(sample(text, 'runner_experiments_failed_total{queue_type="local",queue_name="local_q"}')).toBe(1);
   expect(sample(text, 'runner_experiments_requeued_total{queue_type="local",queue_name="local_q"}')).toBe(1);
   expect(sample(text, 'runner_experiments_rejected_total{queue_type="local",queue_name="local_q"}')).toBe(1);
-  expect(sample(text, 'runner_project_completed{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}')).toBe(1);
-  expect(text).not.toContain('runner_project_running{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}');
+  expect(
+    sample(
+      text,
+      'runner_project_completed{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}',
+    ),
+  ).toBe(1);
+  expect(text).not.toContain(
+    'runner_project_running{host="h1",queue_type="local",queue_name="local_q",project="proj",experiment="exp-1"}',
+  );
   expect(sample(text, 'runner_phase_duration_seconds_count{phase="ack"}')).toBe(1);
   expect(sample(text, 'runner_experiment_duration_seconds_count{result="succeeded"}')).toBe(1);
   // Default process metrics are there.
@@ -86,10 +124,23 @@ test("outcomes, running experiments, phase durations and bytes", async () => {
 
 test("resources and GPUs in use against capacity, utilisation from the cards, runner state", async () => {
   const events = new RunnerEvents();
-  const gpus = new GpuAllocator([syntheticCard(0, 80, { utilizationGpuPct: 40 }), syntheticCard(1, 80, { utilizationGpuPct: 0 })], { slotsPerCard: 2 });
+  const gpus = new GpuAllocator(
+    [syntheticCard(0, 80, { utilizationGpuPct: 40 }), syntheticCard(1, 80, { utilizationGpuPct: 0 })],
+    { slotsPerCard: 2 },
+  );
   const pool = new ResourcePool({ cpus: 8, ramBytes: 64 * GiB, hddBytes: 100 * GiB, gpus: 2 }, gpus);
   let state: "running" | "suspended" = "running";
-  const m = new RunnerMetrics({ events, host: "h", runnerId: "r", version: "1", pool: () => pool.snapshot(), gpus, gpuSlotsPerCard: 2, state: () => state, processMetrics: false });
+  const m = new RunnerMetrics({
+    events,
+    host: "h",
+    runnerId: "r",
+    version: "1",
+    pool: () => pool.snapshot(),
+    gpus,
+    gpuSlotsPerCard: 2,
+    state: () => state,
+    processMetrics: false,
+  });
   const held = pool.reserve({ cpus: 3, ramBytes: 8 * GiB, hddBytes: 10 * GiB, gpus: 2, gpuMemBytes: 0 })!;
   expect(held.gpuUuids).toHaveLength(1);
   state = "suspended";
@@ -114,7 +165,15 @@ test("resources and GPUs in use against capacity, utilisation from the cards, ru
 test("without NVML cards the utilisation metric is absent", async () => {
   const events = new RunnerEvents();
   const pool = new ResourcePool({ cpus: 2, ramBytes: GiB, hddBytes: GiB, gpus: 0 });
-  const m = new RunnerMetrics({ events, host: "h", runnerId: "r", version: "1", pool: () => pool.snapshot(), gpus: new GpuAllocator([]), processMetrics: false });
+  const m = new RunnerMetrics({
+    events,
+    host: "h",
+    runnerId: "r",
+    version: "1",
+    pool: () => pool.snapshot(),
+    gpus: new GpuAllocator([]),
+    processMetrics: false,
+  });
   const text = await m.text();
   expect(text).not.toContain("runner_gpu_utilization_ratio");
   expect(sample(text, "runner_gpu_cards_total")).toBe(0);

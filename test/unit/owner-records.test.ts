@@ -4,7 +4,18 @@
 // directory; the runner's directories are refused when another uid owns them or others may write them.
 import { describe, expect, test } from "bun:test";
 
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { isProcessRunning, processGroupOf, processStartTicks } from "../../src/exec/pid.ts";
@@ -54,12 +65,24 @@ describe("owner records", () => {
       // What a job could write into its own directory: the old runner.json naming an unrelated process.
       const forgedDir = join(wd, "studio-runner", "exp-forged", "1-1");
       mkdirSync(forgedDir, { recursive: true });
-      writeFileSync(join(forgedDir, "runner.json"), JSON.stringify({ host: hostname(), runnerPid: gone, runnerId: "x", jobPid: unrelated }));
+      writeFileSync(
+        join(forgedDir, "runner.json"),
+        JSON.stringify({ host: hostname(), runnerPid: gone, runnerId: "x", jobPid: unrelated }),
+      );
       // A record naming the unrelated pid with a start time that is not its own.
       const owners = join(wd, "studio-runner", ".owners");
       writeFileSync(
         join(owners, "forged.json"),
-        JSON.stringify({ version: 2, host: hostname(), bootId: "x", runnerId: "x", runner: { pid: gone, startTicks: 1 }, job: { pid: unrelated, startTicks: 1 }, key: "exp-forged", attempt: "1-1" }),
+        JSON.stringify({
+          version: 2,
+          host: hostname(),
+          bootId: "x",
+          runnerId: "x",
+          runner: { pid: gone, startTicks: 1 },
+          job: { pid: unrelated, startTicks: 1 },
+          key: "exp-forged",
+          attempt: "1-1",
+        }),
       );
       const logs: string[] = [];
       const reaped = await reapOrphans(wd, { runnerId: "new" }, (m) => logs.push(m));
@@ -87,7 +110,12 @@ describe("owner records", () => {
     try {
       const attemptDir = join(wd, "studio-runner", "exp-live", "1-1");
       mkdirSync(attemptDir, { recursive: true });
-      await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: "other-runner-in-this-process", jobPid: job });
+      await recordOwner(attemptDir, {
+        host: hostname(),
+        runnerPid: process.pid,
+        runnerId: "other-runner-in-this-process",
+        jobPid: job,
+      });
       // Same pid and start time as this process: the owner is alive.
       expect(await reapOrphans(wd, { runnerId: "new" }, () => {})).toBe(0);
       expect(isProcessRunning(job)).toBe(true);
@@ -113,7 +141,9 @@ describe("private directories", () => {
     const base = tmp("pdirs");
     mkdirSync(join(base, "open", "planted"), { recursive: true });
     chmodSync(join(base, "open"), 0o777);
-    expect(() => ensurePrivateDir(join(base, "open"), { mode: 0o700, label: "--cache-dir" })).toThrow(/writable by other users \(mode 0777\)/);
+    expect(() => ensurePrivateDir(join(base, "open"), { mode: 0o700, label: "--cache-dir" })).toThrow(
+      /writable by other users \(mode 0777\)/,
+    );
     mkdirSync(join(base, "fresh"));
     chmodSync(join(base, "fresh"), 0o777);
     ensurePrivateDir(join(base, "fresh"), { mode: 0o700, label: "--cache-dir" });
@@ -132,7 +162,9 @@ describe("private directories", () => {
     const base = tmp("pdirs");
     mkdirSync(join(base, "theirs"), { mode: 0o700 });
     chownSync(join(base, "theirs"), 65534, 65534);
-    expect(() => ensurePrivateDir(join(base, "theirs"), { mode: 0o700, label: "--cache-dir" })).toThrow(/owned by uid 65534/);
+    expect(() => ensurePrivateDir(join(base, "theirs"), { mode: 0o700, label: "--cache-dir" })).toThrow(
+      /owned by uid 65534/,
+    );
   });
 
   test("new private files: 0600, never over an existing file or through a link", () => {

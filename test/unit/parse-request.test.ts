@@ -77,7 +77,15 @@ describe("parseRequest on the real client fixture", () => {
   });
 
   test("artifacts: workspace immutable, outputs mutable, all unpacked", () => {
-    expect(Object.keys(e.artifacts).sort()).toEqual(["_metadata", "_metrics", "modeldir", "output", "retval", "tb", "workspace"]);
+    expect(Object.keys(e.artifacts).sort()).toEqual([
+      "_metadata",
+      "_metrics",
+      "modeldir",
+      "output",
+      "retval",
+      "tb",
+      "workspace",
+    ]);
     const ws = e.artifacts.workspace!;
     expect(ws.label).toBe("workspace");
     expect(ws.mutable).toBe(false);
@@ -88,12 +96,18 @@ describe("parseRequest on the real client fixture", () => {
     const modeldir = e.artifacts.modeldir!;
     expect(modeldir.mutable).toBe(true);
     expect(modeldir.key).toBe("experiments/1795881848_78bc9b0b-d826-4f48-b506-cc1c44343247/modeldir.tar");
-    for (const label of ["output", "retval", "tb", "_metrics", "_metadata"]) expect(e.artifacts[label]!.mutable).toBe(true);
+    for (const label of ["output", "retval", "tb", "_metrics", "_metadata"])
+      expect(e.artifacts[label]!.mutable).toBe(true);
   });
 
   test("credentials are parsed on artifacts and storage", () => {
     expect(e.artifacts.workspace!.credentials).toEqual({
-      aws: { accessKey: "AKIAEXAMPLEKEY", secretAccessKey: "exampleSecretKey123", region: "us-west-2", sessionToken: undefined },
+      aws: {
+        accessKey: "AKIAEXAMPLEKEY",
+        secretAccessKey: "exampleSecretKey123",
+        region: "us-west-2",
+        sessionToken: undefined,
+      },
     });
     expect(request.config.storageCredentials?.aws?.secretAccessKey).toBe("exampleSecretKey123");
     expect(request.config.storageEndpoint).toBe("http://127.0.0.1:33504");
@@ -121,7 +135,21 @@ describe("tolerance", () => {
   test("nulls for most fields", () => {
     const f = fixture();
     const x = f.experiment;
-    for (const k of ["args", "pythonenv", "pythonver", "resources_needed", "max_duration", "time_added", "project", "git", "metric", "info", "owner", "status"]) x[k] = null;
+    for (const k of [
+      "args",
+      "pythonenv",
+      "pythonver",
+      "resources_needed",
+      "max_duration",
+      "time_added",
+      "project",
+      "git",
+      "metric",
+      "info",
+      "owner",
+      "status",
+    ])
+      x[k] = null;
     x.artifacts.modeldir = null;
     x.artifacts.workspace.credentials = null;
     x.artifacts.workspace.mutable = null;
@@ -236,7 +264,9 @@ describe("tolerance", () => {
   });
 
   test("a string pythonenv is split by newlines, blanks and comments dropped", () => {
-    const r = parseRequest(JSON.stringify(minimal({ pythonenv: "numpy==1.26.4\r\n\n# comment\n  scipy==1.11.0  \nrequests" })));
+    const r = parseRequest(
+      JSON.stringify(minimal({ pythonenv: "numpy==1.26.4\r\n\n# comment\n  scipy==1.11.0  \nrequests" })),
+    );
     expect(r.experiment.pythonenv).toEqual(["numpy==1.26.4", "scipy==1.11.0", "requests"]);
   });
 
@@ -246,12 +276,17 @@ describe("tolerance", () => {
   });
 
   test("config.pip as a list or a string", () => {
-    expect(parseRequest(JSON.stringify(minimal({}, { pip: ["six", "", "  tqdm "] }))).config.pip).toEqual(["six", "tqdm"]);
+    expect(parseRequest(JSON.stringify(minimal({}, { pip: ["six", "", "  tqdm "] }))).config.pip).toEqual([
+      "six",
+      "tqdm",
+    ]);
     expect(parseRequest(JSON.stringify(minimal({}, { pip: "six\ntqdm" }))).config.pip).toEqual(["six", "tqdm"]);
   });
 
   test("module runs (-m) and container-only jobs (null filename)", () => {
-    expect(parseRequest(JSON.stringify(minimal({ filename: "-m", args: ["pkg.main", "--x"] }))).experiment.filename).toBe("-m");
+    expect(
+      parseRequest(JSON.stringify(minimal({ filename: "-m", args: ["pkg.main", "--x"] }))).experiment.filename,
+    ).toBe("-m");
     const container = parseRequest(JSON.stringify({ experiment: { key: "c1", filename: null, artifacts: {} } }));
     expect(container.experiment.filename).toBeNull();
     expect(container.experiment.artifacts).toEqual({});
@@ -275,7 +310,9 @@ describe("tolerance", () => {
 
   test("file: qualified artifacts without bucket or credentials", () => {
     const r = parseRequest(
-      JSON.stringify(minimal({ artifacts: { workspace: { qualified: "file://tmp/store/bucket/blobstore/x.tar", mutable: false } } })),
+      JSON.stringify(
+        minimal({ artifacts: { workspace: { qualified: "file://tmp/store/bucket/blobstore/x.tar", mutable: false } } }),
+      ),
     );
     expect(r.experiment.artifacts.workspace?.qualified).toBe("file://tmp/store/bucket/blobstore/x.tar");
     expect(r.experiment.artifacts.workspace?.credentials).toBeUndefined();
@@ -389,7 +426,14 @@ describe("errors name the field and the value", () => {
 
   test("encrypted {message: {...}} form is a PermanentError mentioning encryption", () => {
     const err = fault(
-      JSON.stringify({ message: { experiment: { status: "waiting", pythonver: "3.6" }, payload: "abc,def", signature: "sig", fingerprint: "SHA256:x" } }),
+      JSON.stringify({
+        message: {
+          experiment: { status: "waiting", pythonver: "3.6" },
+          payload: "abc,def",
+          signature: "sig",
+          fingerprint: "SHA256:x",
+        },
+      }),
     );
     expect(err).toBeInstanceOf(PermanentError);
     expect(err.message).toContain("message");

@@ -3,7 +3,15 @@
 
 import { describe, expect, test } from "bun:test";
 import { blameFromPipOutput } from "../../src/env/pip-failure.ts";
-import { applyBlame, installLines, nameWithExtras, outcomes, planPins, reportLines, unmet } from "../../src/env/pin-plan.ts";
+import {
+  applyBlame,
+  installLines,
+  nameWithExtras,
+  outcomes,
+  planPins,
+  reportLines,
+  unmet,
+} from "../../src/env/pin-plan.ts";
 import type { IndexAnswer } from "../../src/env/pin-probe.ts";
 import { normalVersion, plainPin, satisfiesPins } from "../../src/env/superset.ts";
 
@@ -11,10 +19,22 @@ const answers: IndexAnswer[] = [
   { line: "six==1.17.0", name: "six", status: "exact", versions: ["1.17.0"] },
   { line: "pip==23.2.1", name: "pip", status: "present", versions: [], installed: "23.2.1" },
   { line: "boto3==1.43.11", name: "boto3", status: "other", versions: ["1.43.107"], nearest: "1.43.107" },
-  { line: "botocore==1.43.11", name: "botocore", status: "other", versions: ["1.43.106", "1.43.107"], nearest: "1.43.106" },
+  {
+    line: "botocore==1.43.11",
+    name: "botocore",
+    status: "other",
+    versions: ["1.43.106", "1.43.107"],
+    nearest: "1.43.106",
+  },
   { line: "libcst==1.0.1", name: "libcst", status: "absent", versions: [] },
   { line: 'pywin32==306; sys_platform == "win32"', name: "pywin32", status: "skip", versions: [], why: "marker false" },
-  { line: "requests[socks]==2.0 --hash=sha256:" + "a".repeat(64), name: "requests", status: "other", versions: ["2.34.2"], nearest: "2.34.2" },
+  {
+    line: "requests[socks]==2.0 --hash=sha256:" + "a".repeat(64),
+    name: "requests",
+    status: "other",
+    versions: ["2.34.2"],
+    nearest: "2.34.2",
+  },
 ];
 
 describe("planPins", () => {
@@ -29,11 +49,21 @@ describe("planPins", () => {
 
   test("relax: the nearest version, without hashes or markers, extras kept", () => {
     const plan = planPins(answers, "relax");
-    expect(installLines(plan)).toEqual(["six==1.17.0", "boto3==1.43.107", "botocore==1.43.106", "requests[socks]==2.34.2"]);
+    expect(installLines(plan)).toEqual([
+      "six==1.17.0",
+      "boto3==1.43.107",
+      "botocore==1.43.106",
+      "requests[socks]==2.34.2",
+    ]);
   });
 
   test("strict: every line that cannot be met exactly is unmet (skipped and present lines are fine)", () => {
-    expect(unmet(planPins(answers, "strict")).map((e) => e.requirement)).toEqual(["boto3==1.43.11", "botocore==1.43.11", "libcst==1.0.1", answers[6]!.line]);
+    expect(unmet(planPins(answers, "strict")).map((e) => e.requirement)).toEqual([
+      "boto3==1.43.11",
+      "botocore==1.43.11",
+      "libcst==1.0.1",
+      answers[6]!.line,
+    ]);
   });
 
   test("nameWithExtras", () => {
@@ -79,20 +109,32 @@ describe("blameFromPipOutput", () => {
   test("a conflict blames the user's own requirement, not the operator's constraint", () => {
     const lines = ["six==1.17.0", "boto3==1.43.107", "botocore==1.43.106"];
     const blame = blameFromPipOutput(CONFLICT, lines);
-    expect(blame).toEqual([{ index: 2, kind: "conflict", detail: expect.stringContaining("boto3 1.43.107 depends on botocore<1.44.0 and >=1.43.107") }]);
+    expect(blame).toEqual([
+      {
+        index: 2,
+        kind: "conflict",
+        detail: expect.stringContaining("boto3 1.43.107 depends on botocore<1.44.0 and >=1.43.107"),
+      },
+    ]);
   });
 
   test("a dependency missing from the index blames the line that needs it", () => {
     const blame = blameFromPipOutput(DEP_MISSING, ["six==1.17.0", "pytest-benchmark==5.3.0"]);
-    expect(blame).toEqual([{ index: 1, kind: "dependency-not-found", detail: "needs py-cpuinfo2>=10.1, which is not in the index" }]);
+    expect(blame).toEqual([
+      { index: 1, kind: "dependency-not-found", detail: "needs py-cpuinfo2>=10.1, which is not in the index" },
+    ]);
   });
 
   test("a pin missing from the index blames itself", () => {
-    expect(blameFromPipOutput(OWN_MISSING, ["libcst==1.0.1"])).toEqual([{ index: 0, kind: "not-found", detail: "no version of libcst==1.0.1 in the index" }]);
+    expect(blameFromPipOutput(OWN_MISSING, ["libcst==1.0.1"])).toEqual([
+      { index: 0, kind: "not-found", detail: "no version of libcst==1.0.1 in the index" },
+    ]);
   });
 
   test("a failed sdist build blames the requirement being collected", () => {
-    expect(blameFromPipOutput(BUILD_FAILED, ["six==1.17.0", "evil==1.0"])).toEqual([{ index: 1, kind: "build", detail: "pip could not build evil==1.0" }]);
+    expect(blameFromPipOutput(BUILD_FAILED, ["six==1.17.0", "evil==1.0"])).toEqual([
+      { index: 1, kind: "build", detail: "pip could not build evil==1.0" },
+    ]);
   });
 
   test("nothing recognisable blames nothing", () => {
@@ -108,7 +150,9 @@ describe("applyBlame", () => {
     expect(applyBlame(plan, asked, blame, "relax")).toEqual([expect.stringContaining("botocore==1.43.11: conflicts:")]);
     expect(installLines(plan)).toContain("botocore");
     const again = installLines(plan);
-    expect(applyBlame(plan, again, [{ index: again.indexOf("botocore"), kind: "conflict", detail: "still" }], "relax")).toEqual(["botocore==1.43.11: still; left out"]);
+    expect(
+      applyBlame(plan, again, [{ index: again.indexOf("botocore"), kind: "conflict", detail: "still" }], "relax"),
+    ).toEqual(["botocore==1.43.11: still; left out"]);
     expect(installLines(plan)).not.toContain("botocore");
   });
 
@@ -122,7 +166,12 @@ describe("applyBlame", () => {
   test("a pin with one version in the index is dropped at once (loosening cannot help)", () => {
     const plan = planPins(answers, "relax");
     const asked = installLines(plan);
-    applyBlame(plan, asked, [{ index: asked.indexOf("boto3==1.43.107"), kind: "dependency-not-found", detail: "needs x" }], "relax");
+    applyBlame(
+      plan,
+      asked,
+      [{ index: asked.indexOf("boto3==1.43.107"), kind: "dependency-not-found", detail: "needs x" }],
+      "relax",
+    );
     expect(installLines(plan)).not.toContain("boto3");
   });
 });
@@ -145,7 +194,15 @@ describe("outcomes and report", () => {
     };
     plan[3]!.install = undefined; // botocore dropped, pulled in by boto3
     const result = outcomes(plan, installed);
-    expect(result.map((r) => r.outcome)).toEqual(["pinned", "present", "substituted", "other-version", "missing", "skipped", "substituted"]);
+    expect(result.map((r) => r.outcome)).toEqual([
+      "pinned",
+      "present",
+      "substituted",
+      "other-version",
+      "missing",
+      "skipped",
+      "substituted",
+    ]);
     const report = reportLines([...result, { requirement: "studioml==0.0.48", outcome: "skipped", why: "client" }]);
     expect(report[0]).toBe("requirements: 2 installed as pinned, 3 at another version, 1 missing, 2 skipped (8 lines)");
     expect(report).toContain("  substituted boto3==1.43.11 -> 1.43.107 (the index has 1.43.107)");

@@ -21,7 +21,14 @@ function probe(lines: string[], wheels: string[], mode = "index") {
   const script = join(dir, "pip-probe.py");
   writeFileSync(script, PROBE_SCRIPT);
   writeFileSync(join(dir, "in.json"), JSON.stringify({ requirements: lines }));
-  const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, PIP_CONFIG_FILE: "/dev/null", PIP_NO_INDEX: "1", PIP_FIND_LINKS: links, PIP_DISABLE_PIP_VERSION_CHECK: "1" };
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: dir,
+    PIP_CONFIG_FILE: "/dev/null",
+    PIP_NO_INDEX: "1",
+    PIP_FIND_LINKS: links,
+    PIP_DISABLE_PIP_VERSION_CHECK: "1",
+  };
   const r = spawnSync(python.stdout.trim(), ["-I", script, mode, join(dir, "in.json")], { encoding: "utf8", env });
   const read = readProbeOutput(r.stdout);
   if ("error" in read) throw new Error(`${read.error}\n${r.stderr}`);
@@ -70,7 +77,9 @@ describe.skipIf(!havePython)("pip-probe.py (real pip finder)", () => {
   });
 
   test("what the interpreter already has is 'present' (pip itself)", () => {
-    const pip = spawnSync(python.stdout.trim(), ["-c", "import pip; print(pip.__version__)"], { encoding: "utf8" }).stdout.trim();
+    const pip = spawnSync(python.stdout.trim(), ["-c", "import pip; print(pip.__version__)"], {
+      encoding: "utf8",
+    }).stdout.trim();
     const lines = [`pip==${pip}`];
     const parsed = parseIndexProbe(probe(lines, []), lines)!;
     expect(parsed.pins[0]).toMatchObject({ status: "present", installed: pip });
@@ -78,7 +87,9 @@ describe.skipIf(!havePython)("pip-probe.py (real pip finder)", () => {
   });
 
   test("installed mode: the installed version per line and every distribution", () => {
-    const pip = spawnSync(python.stdout.trim(), ["-c", "import pip; print(pip.__version__)"], { encoding: "utf8" }).stdout.trim();
+    const pip = spawnSync(python.stdout.trim(), ["-c", "import pip; print(pip.__version__)"], {
+      encoding: "utf8",
+    }).stdout.trim();
     const value = probe([`pip==${pip}`, "pip==0.1", "surely-not-installed==1"], [], "installed");
     const pins = value.pins as Array<Record<string, unknown>>;
     expect(pins[0]).toMatchObject({ installed: pip, satisfied: true });
@@ -97,7 +108,9 @@ describe("reading the probe's answer", () => {
   test("no sentinel, bad JSON, an error field, a mismatched answer: no answer", () => {
     expect("error" in readProbeOutput("Traceback: boom")).toBe(true);
     expect("error" in readProbeOutput("STUDIO_RUNNER_PIP_PROBE {not json")).toBe(true);
-    expect(readProbeOutput('STUDIO_RUNNER_PIP_PROBE {"error": "ImportError: pip"}')).toEqual({ error: "ImportError: pip" });
+    expect(readProbeOutput('STUDIO_RUNNER_PIP_PROBE {"error": "ImportError: pip"}')).toEqual({
+      error: "ImportError: pip",
+    });
     expect(parseIndexProbe({ pins: [{ line: "other==1", status: "exact" }] }, ["six==1"])).toBeUndefined();
     expect(parseIndexProbe({ pins: [{ line: "six==1", status: "weird" }] }, ["six==1"])).toBeUndefined();
     expect(parseIndexProbe({ pins: [] }, ["six==1"])).toBeUndefined();

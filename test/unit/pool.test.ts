@@ -9,7 +9,14 @@ import { syntheticCard } from "../helpers/synthetic-gpus.ts";
 
 const GiB = 2 ** 30;
 
-const needs = (r: Partial<Resources> = {}): Resources => ({ cpus: 1, ramBytes: 0, hddBytes: 0, gpus: 0, gpuMemBytes: 0, ...r });
+const needs = (r: Partial<Resources> = {}): Resources => ({
+  cpus: 1,
+  ramBytes: 0,
+  hddBytes: 0,
+  gpus: 0,
+  gpuMemBytes: 0,
+  ...r,
+});
 
 const machine = () => new ResourcePool({ cpus: 4, ramBytes: 8 * GiB, hddBytes: 100 * GiB, gpus: 2 });
 
@@ -18,7 +25,12 @@ describe("ResourcePool.needsOf", () => {
     expect(ResourcePool.needsOf(needs({ cpus: 0 })).cpus).toBe(1);
     expect(ResourcePool.needsOf(needs({ cpus: 1.2 })).cpus).toBe(2);
     expect(ResourcePool.needsOf(needs({ gpus: 0.5 })).gpus).toBe(1);
-    expect(ResourcePool.needsOf(needs({ cpus: 3, ramBytes: 5, hddBytes: 7, gpus: 1 }))).toEqual({ cpus: 3, ramBytes: 5, hddBytes: 7, gpus: 1 });
+    expect(ResourcePool.needsOf(needs({ cpus: 3, ramBytes: 5, hddBytes: 7, gpus: 1 }))).toEqual({
+      cpus: 3,
+      ramBytes: 5,
+      hddBytes: 7,
+      gpus: 1,
+    });
   });
 });
 
@@ -137,7 +149,10 @@ describe("ResourcePool.neverFits", () => {
 describe("ResourcePool with a GPU allocator", () => {
   const card = syntheticCard;
   const gpuMachine = (share = false) =>
-    new ResourcePool({ cpus: 8, ramBytes: 32 * GiB, hddBytes: 100 * GiB, gpus: 2 }, new GpuAllocator([card(0, 80), card(1, 24)], { shareCards: share }));
+    new ResourcePool(
+      { cpus: 8, ramBytes: 32 * GiB, hddBytes: 100 * GiB, gpus: 2 },
+      new GpuAllocator([card(0, 80), card(1, 24)], { shareCards: share }),
+    );
 
   test("a reservation names its cards; release hands them back", () => {
     const p = gpuMachine();
@@ -188,6 +203,10 @@ describe("ResourcePool with a GPU allocator", () => {
   test("machineCapacity counts the inventory's usable cards", () => {
     const limits = { maxCores: 1, maxMemBytes: GiB, maxDiskBytes: GiB, workingDir: "/" };
     expect(machineCapacity(limits).gpus).toBe(0);
-    expect(machineCapacity(limits, { devices: [card(0, 80), card(1, 80, { healthy: false }), card(2, 80, { migEnabled: true })] }).gpus).toBe(1);
+    expect(
+      machineCapacity(limits, {
+        devices: [card(0, 80), card(1, 80, { healthy: false }), card(2, 80, { migEnabled: true })],
+      }).gpus,
+    ).toBe(1);
   });
 });

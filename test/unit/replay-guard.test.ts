@@ -56,8 +56,12 @@ describe("max request age", () => {
     const young = request("young", (now - 10 * 60_000) / 1000);
     expect(admission.refusal(young.request, { body: young.body, deliveryCount: 1 })).toBeUndefined();
     const undated = request("undated", null);
-    expect(admission.refusal(undated.request, { body: undated.body, deliveryCount: 1 })).toContain("experiment.time_added: (missing)");
-    expect(new RequestAdmission({ maxAgeMs: 0 }).refusal(undated.request, { body: undated.body, deliveryCount: 1 })).toBeUndefined();
+    expect(admission.refusal(undated.request, { body: undated.body, deliveryCount: 1 })).toContain(
+      "experiment.time_added: (missing)",
+    );
+    expect(
+      new RequestAdmission({ maxAgeMs: 0 }).refusal(undated.request, { body: undated.body, deliveryCount: 1 }),
+    ).toBeUndefined();
   });
 });
 
@@ -96,18 +100,28 @@ describe("replay protection", () => {
   test("a request this runner started and gave back uncounted (a drain) is not refused for the age it reached here", async () => {
     let now = 1_800_000_000_000;
     const where = dir();
-    const admission = new RequestAdmission({ maxAgeMs: HOUR, replay: new ReplayGuard({ dir: where, maxAgeMs: HOUR, now: () => now }).load(), now: () => now });
+    const admission = new RequestAdmission({
+      maxAgeMs: HOUR,
+      replay: new ReplayGuard({ dir: where, maxAgeMs: HOUR, now: () => now }).load(),
+      now: () => now,
+    });
     const r = request("long-job", now / 1000);
     const first = fakeDelivery(r.body, 1);
     expect(admission.refusal(r.request, first.d)).toBeUndefined();
     await admission.track(first.d, r.request).nack("runner shutting down", { countDelivery: false });
     now += 3 * HOUR;
     // After a restart (the record is on disk), delivered again with a count of 1.
-    const restarted = new RequestAdmission({ maxAgeMs: HOUR, replay: new ReplayGuard({ dir: where, maxAgeMs: HOUR, now: () => now }).load(), now: () => now });
+    const restarted = new RequestAdmission({
+      maxAgeMs: HOUR,
+      replay: new ReplayGuard({ dir: where, maxAgeMs: HOUR, now: () => now }).load(),
+      now: () => now,
+    });
     expect(restarted.refusal(r.request, fakeDelivery(r.body, 1).d)).toBeUndefined();
     // Another request just as old that never started here is refused.
     const other = request("never-started", (now - 3 * HOUR) / 1000);
-    expect(restarted.refusal(other.request, fakeDelivery(other.body, 1).d)).toContain("older than --max-request-age 1h");
+    expect(restarted.refusal(other.request, fakeDelivery(other.body, 1).d)).toContain(
+      "older than --max-request-age 1h",
+    );
   });
 
   test("a failed ack records nothing", async () => {

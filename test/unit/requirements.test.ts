@@ -30,11 +30,20 @@ describe("normaliseRequirements", () => {
         "-e git+https://github.com/org/repo.git@abc123#egg=repo",
         "requests",
       ]),
-    ).toEqual(["numpy==1.26.4", "pkg-resources==0.0.0", "pkg_resources==0.0.0", "scipy==1.11.0", "-e git+https://github.com/org/repo.git@abc123#egg=repo", "requests"]);
+    ).toEqual([
+      "numpy==1.26.4",
+      "pkg-resources==0.0.0",
+      "pkg_resources==0.0.0",
+      "scipy==1.11.0",
+      "-e git+https://github.com/org/repo.git@abc123#egg=repo",
+      "requests",
+    ]);
   });
 
   test("the fixture's pip freeze survives unchanged (no blanks or duplicates in it)", () => {
-    const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
+    const fixture = JSON.parse(
+      readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"),
+    );
     const lines: string[] = fixture.experiment.pythonenv;
     expect(normaliseRequirements(lines)).toEqual(lines);
     expect(normaliseRequirements([...lines, ...lines])).toEqual(lines);
@@ -60,13 +69,17 @@ describe("failedRequirementFromPipOutput", () => {
 
   test("Could not find a version alone", () => {
     expect(
-      failedRequirementFromPipOutput("ERROR: Could not find a version that satisfies the requirement torch==9.9.9 (from versions: 2.0.0)"),
+      failedRequirementFromPipOutput(
+        "ERROR: Could not find a version that satisfies the requirement torch==9.9.9 (from versions: 2.0.0)",
+      ),
     ).toBe("torch==9.9.9");
   });
 
   test("Invalid requirement and failed builds", () => {
     expect(failedRequirementFromPipOutput("ERROR: Invalid requirement: 'foo bar==1'")).toBe("foo bar==1");
-    expect(failedRequirementFromPipOutput("  Building wheel for libcst\nFailed to build libcst\nERROR: ...")).toBe("libcst");
+    expect(failedRequirementFromPipOutput("  Building wheel for libcst\nFailed to build libcst\nERROR: ...")).toBe(
+      "libcst",
+    );
   });
 
   test("output without a failure names nothing", () => {
@@ -76,7 +89,13 @@ describe("failedRequirementFromPipOutput", () => {
 });
 
 describe("matchRequirementLine", () => {
-  const lines = ["typing-extensions==4.15.0", "Flask==3.1.3", "mypy_extensions==1.1.0", "zope.interface==6.0", "requests"];
+  const lines = [
+    "typing-extensions==4.15.0",
+    "Flask==3.1.3",
+    "mypy_extensions==1.1.0",
+    "zope.interface==6.0",
+    "requests",
+  ];
 
   test("same text", () => {
     expect(matchRequirementLine(lines, "Flask==3.1.3")).toBe("Flask==3.1.3");
@@ -229,18 +248,29 @@ describe("requestRequirements", () => {
   });
 
   test("the pythonenv field is named for its lines", () => {
-    expect(() => requestRequirements([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false)).toThrow(/^experiment\.pythonenv: requirement line "evil @ file:\/\/\/x" refused: direct references/);
+    expect(() => requestRequirements([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false)).toThrow(
+      /^experiment\.pythonenv: requirement line "evil @ file:\/\/\/x" refused: direct references/,
+    );
   });
 
   test("--allow-pip-urls passes every line through (cleaned) as before", () => {
-    expect(requestRequirements([{ field: "experiment.pythonenv", lines: ["-e git+https://x/y.git#egg=y", "evil @ file:///x", "pkg-resources==0.0.0"] }], true)).toEqual([
-      "-e git+https://x/y.git#egg=y",
-      "evil @ file:///x",
-    ]);
+    expect(
+      requestRequirements(
+        [
+          {
+            field: "experiment.pythonenv",
+            lines: ["-e git+https://x/y.git#egg=y", "evil @ file:///x", "pkg-resources==0.0.0"],
+          },
+        ],
+        true,
+      ),
+    ).toEqual(["-e git+https://x/y.git#egg=y", "evil @ file:///x"]);
   });
 
   test("the captured client message's pip freeze is accepted as is", () => {
-    const fixture = JSON.parse(readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"));
+    const fixture = JSON.parse(
+      readFileSync(new URL("../fixtures/studioml-client-message.json", import.meta.url).pathname, "utf8"),
+    );
     const lines: string[] = fixture.experiment.pythonenv;
     expect(requestRequirements([{ field: "experiment.pythonenv", lines }], false)).toEqual(lines);
   });
@@ -250,37 +280,84 @@ describe("requestRequirementSet: lines that can never work here are skipped up f
   test("the client's own tooling, in either field", () => {
     const set = requestRequirementSet(
       [
-        { field: "experiment.pythonenv", lines: ["six==1.17.0", "pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0"] },
+        {
+          field: "experiment.pythonenv",
+          lines: ["six==1.17.0", "pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0"],
+        },
         { field: "config.pip", lines: ["pkg_resources==0.0.0", "studioml-extras==1.0"] },
       ],
       false,
     );
     expect(set.lines).toEqual(["six==1.17.0", "studioml-extras==1.0"]);
-    expect(set.skipped.map((s) => s.requirement)).toEqual(["pkg-resources==0.0.0", "studioml==0.0.48", "StudioML[aws]==1.0", "pkg_resources==0.0.0"]);
+    expect(set.skipped.map((s) => s.requirement)).toEqual([
+      "pkg-resources==0.0.0",
+      "studioml==0.0.48",
+      "StudioML[aws]==1.0",
+      "pkg_resources==0.0.0",
+    ]);
     expect(set.skipped[1]!.why).toContain("studioml client itself");
-    expect(requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pkg-resources==1.0.0"] }], false).lines).toEqual(["pkg-resources==1.0.0"]);
+    expect(
+      requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pkg-resources==1.0.0"] }], false).lines,
+    ).toEqual(["pkg-resources==1.0.0"]);
     if (process.platform === "linux") {
-      const laptop = requestRequirementSet([{ field: "experiment.pythonenv", lines: ["pywin32==306", "pyobjc-framework-Cocoa==10.1", "tensorflow-macos==2.15", "pywin32-ctypes==0.2.2", "six==1.17.0"] }], false);
+      const laptop = requestRequirementSet(
+        [
+          {
+            field: "experiment.pythonenv",
+            lines: [
+              "pywin32==306",
+              "pyobjc-framework-Cocoa==10.1",
+              "tensorflow-macos==2.15",
+              "pywin32-ctypes==0.2.2",
+              "six==1.17.0",
+            ],
+          },
+        ],
+        false,
+      );
       expect(laptop.lines).toEqual(["pywin32-ctypes==0.2.2", "six==1.17.0"]);
-      expect(laptop.skipped.map((s) => s.why)).toEqual(["a Windows-only package; this runner is Linux", "a macOS-only package; this runner is Linux", "a macOS-only package; this runner is Linux"]);
+      expect(laptop.skipped.map((s) => s.why)).toEqual([
+        "a Windows-only package; this runner is Linux",
+        "a macOS-only package; this runner is Linux",
+        "a macOS-only package; this runner is Linux",
+      ]);
     }
   });
 
   test("editable and VCS lines of the client's freeze are skipped (not refused); in config.pip they are refused", () => {
-    const lines = ["six==1.17.0", "-e git+https://github.com/org/repo.git@abc123#egg=repo", "mylib @ git+https://github.com/org/mylib.git@v1", "hg+https://hg.example/x#egg=x"];
+    const lines = [
+      "six==1.17.0",
+      "-e git+https://github.com/org/repo.git@abc123#egg=repo",
+      "mylib @ git+https://github.com/org/mylib.git@v1",
+      "hg+https://hg.example/x#egg=x",
+    ];
     const set = requestRequirementSet([{ field: "experiment.pythonenv", lines }], false);
     expect(set.lines).toEqual(["six==1.17.0"]);
     expect(set.skipped.map((s) => s.requirement)).toEqual(lines.slice(1));
     for (const s of set.skipped) expect(s.why).toContain("--allow-pip-urls");
-    expect(() => requestRequirementSet([{ field: "config.pip", lines: ["-e git+https://github.com/org/repo.git#egg=repo"] }], false)).toThrow(/^config\.pip: requirement line/);
+    expect(() =>
+      requestRequirementSet(
+        [{ field: "config.pip", lines: ["-e git+https://github.com/org/repo.git#egg=repo"] }],
+        false,
+      ),
+    ).toThrow(/^config\.pip: requirement line/);
     // Other direct references and options stay refused, in the freeze too.
-    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false)).toThrow(/refused/);
-    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["-e /some/path"] }], false)).not.toThrow();
-    expect(() => requestRequirementSet([{ field: "experiment.pythonenv", lines: ["--index-url http://x/simple"] }], false)).toThrow(/pip options/);
+    expect(() =>
+      requestRequirementSet([{ field: "experiment.pythonenv", lines: ["evil @ file:///x"] }], false),
+    ).toThrow(/refused/);
+    expect(() =>
+      requestRequirementSet([{ field: "experiment.pythonenv", lines: ["-e /some/path"] }], false),
+    ).not.toThrow();
+    expect(() =>
+      requestRequirementSet([{ field: "experiment.pythonenv", lines: ["--index-url http://x/simple"] }], false),
+    ).toThrow(/pip options/);
   });
 
   test("with --allow-pip-urls editable lines go to pip; tooling is still skipped", () => {
-    const set = requestRequirementSet([{ field: "experiment.pythonenv", lines: ["-e git+https://x/y.git#egg=y", "studioml==1"] }], true);
+    const set = requestRequirementSet(
+      [{ field: "experiment.pythonenv", lines: ["-e git+https://x/y.git#egg=y", "studioml==1"] }],
+      true,
+    );
     expect(set.lines).toEqual(["-e git+https://x/y.git#egg=y"]);
     expect(set.skipped.map((s) => s.requirement)).toEqual(["studioml==1"]);
   });

@@ -32,14 +32,32 @@ class Recorder implements ResponsePublisher {
 }
 
 const who: AttemptIdentity = { key: "exp-1", attemptId: "run-a-1", source: "local", queue: "local_q" };
-const started = { ...who, deliveryCount: 1, gpus: [], resources: { cpus: 1, ramBytes: 1, hddBytes: 1, gpus: 0 }, startedAtMs: 0 };
-const logs = () => ({ info: (_m: string) => undefined, warned: [] as string[], warn(m: string) { this.warned.push(m); } });
+const started = {
+  ...who,
+  deliveryCount: 1,
+  gpus: [],
+  resources: { cpus: 1, ramBytes: 1, hddBytes: 1, gpus: 0 },
+  startedAtMs: 0,
+};
+const logs = () => ({
+  info: (_m: string) => undefined,
+  warned: [] as string[],
+  warn(m: string) {
+    this.warned.push(m);
+  },
+});
 
 describe("response reports", () => {
   test("Prestart → Started → Stopping → Success with the log lines between, in order", async () => {
     const events = new RunnerEvents();
     const rec = new Recorder();
-    const reports = new ResponseReports({ events, publishers: [rec], executorId: "host-1", log: logs(), logFlushIntervalMs: 50 });
+    const reports = new ResponseReports({
+      events,
+      publishers: [rec],
+      executorId: "host-1",
+      log: logs(),
+      logFlushIntervalMs: 50,
+    });
     events.emit("attempt.started", started);
     events.emit("attempt.phase", { ...who, phase: "fetch" });
     events.emit("attempt.phase", { ...who, phase: "run", previous: "environment" });
@@ -51,7 +69,8 @@ describe("response reports", () => {
     const docs = rec.docs();
     expect(docs.map((d) => d.progress?.state ?? "log")).toEqual(["Prestart", "Started", "log", "Stopping", "Success"]);
     expect(docs[2].logging).toMatchObject({ severity: "INFO", message: "hello\nworld", fields: { lines: "2" } });
-    for (const d of docs) expect(d).toMatchObject({ experiment_id: "exp-1", unique_id: "run-a-1", executor_id: "host-1" });
+    for (const d of docs)
+      expect(d).toMatchObject({ experiment_id: "exp-1", unique_id: "run-a-1", executor_id: "host-1" });
     expect(Date.parse(docs[0].time)).toBeGreaterThan(0);
   });
 
@@ -60,16 +79,31 @@ describe("response reports", () => {
     const rec = new Recorder();
     const reports = new ResponseReports({ events, publishers: [rec], executorId: "h", log: logs() });
     events.emit("attempt.started", started);
-    events.emit("attempt.finished", { ...who, result: "failed", reason: "the script exited with code 3", exitCode: 3, durationMs: 1 });
+    events.emit("attempt.finished", {
+      ...who,
+      result: "failed",
+      reason: "the script exited with code 3",
+      exitCode: 3,
+      durationMs: 1,
+    });
     await reports.close(2000);
-    expect(rec.docs().at(-1).progress).toMatchObject({ state: "Failed", error: { msg: "the script exited with code 3", code: 3 } });
+    expect(rec.docs().at(-1).progress).toMatchObject({
+      state: "Failed",
+      error: { msg: "the script exited with code 3", code: 3 },
+    });
   });
 
   test("a log flood is bounded: lines beyond the buffer are dropped and counted, nothing blocks", async () => {
     const events = new RunnerEvents();
     const rec = new Recorder();
     rec.slowMs = 20;
-    const reports = new ResponseReports({ events, publishers: [rec], executorId: "h", log: logs(), logFlushIntervalMs: 10_000 });
+    const reports = new ResponseReports({
+      events,
+      publishers: [rec],
+      executorId: "h",
+      log: logs(),
+      logFlushIntervalMs: 10_000,
+    });
     events.emit("attempt.started", started);
     const line = "x".repeat(1000);
     const t0 = performance.now();
@@ -114,7 +148,13 @@ describe("response reports", () => {
     const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const events = new RunnerEvents();
     const rec = new Recorder();
-    const reports = new ResponseReports({ events, publishers: [rec], executorId: "h", log: logs(), keyFor: (q) => (q === "local_q" ? publicKey : undefined) });
+    const reports = new ResponseReports({
+      events,
+      publishers: [rec],
+      executorId: "h",
+      log: logs(),
+      keyFor: (q) => (q === "local_q" ? publicKey : undefined),
+    });
     events.emit("attempt.started", started);
     await reports.close(2000);
     const text = new TextDecoder().decode(rec.bodies[0]);

@@ -42,7 +42,9 @@ describe("s3 read stream resumes", () => {
       reopen: async () => Readable.from([]),
       sleep: async (ms) => void slept.push(ms),
     });
-    await expect(drain(stream)).rejects.toThrow("s3://b/k: transfer truncated at 5 of 100 bytes (connection closed early), gave up after 2 resumes");
+    await expect(drain(stream)).rejects.toThrow(
+      "s3://b/k: transfer truncated at 5 of 100 bytes (connection closed early), gave up after 2 resumes",
+    );
     expect(slept).toEqual([250, 500]);
   });
 });

@@ -47,7 +47,14 @@ describe("SecretMasker NAME=value", () => {
   });
 
   test("looksSecret", () => {
-    for (const n of ["AWS_SECRET_ACCESS_KEY", "MY_TOKEN", "PASSWORD", "PASSWD", "GOOGLE_APPLICATION_CREDENTIALS", "api_key"]) {
+    for (const n of [
+      "AWS_SECRET_ACCESS_KEY",
+      "MY_TOKEN",
+      "PASSWORD",
+      "PASSWD",
+      "GOOGLE_APPLICATION_CREDENTIALS",
+      "api_key",
+    ]) {
       expect(looksSecret(n)).toBe(true);
     }
     for (const n of ["PATH", "HOME", "loss", "lr", "step", "STUDIOML_EXPERIMENT"]) expect(looksSecret(n)).toBe(false);
@@ -71,7 +78,9 @@ describe("SecretMasker URLs", () => {
     expect(masker.mask("-e git+https://deploy:tok3n@gitlab.example.com/g/p.git#egg=p")).toBe(
       "-e git+https://***@gitlab.example.com/g/p.git#egg=p",
     );
-    expect(masker.mask("connecting to amqp://guest:guest@127.0.0.1:5672/%2f")).toBe("connecting to amqp://***@127.0.0.1:5672/%2f");
+    expect(masker.mask("connecting to amqp://guest:guest@127.0.0.1:5672/%2f")).toBe(
+      "connecting to amqp://***@127.0.0.1:5672/%2f",
+    );
   });
 
   test("URLs without credentials are untouched", () => {
@@ -153,6 +162,14 @@ describe("secret shapes (issue #14, hole 12)", () => {
     ]) {
       expect(valueLooksSecret(v)).toBe(true);
     }
-    for (const v of ["/usr/bin:/bin", "https://example.org/data", "C.UTF-8", "0,1", "http://proxy:3128", "user@example.org"]) expect(valueLooksSecret(v)).toBe(false);
+    for (const v of [
+      "/usr/bin:/bin",
+      "https://example.org/data",
+      "C.UTF-8",
+      "0,1",
+      "http://proxy:3128",
+      "user@example.org",
+    ])
+      expect(valueLooksSecret(v)).toBe(false);
   });
 });

@@ -10,7 +10,12 @@ describe("splitShellWords", () => {
   test("plain words split on blanks (spaces, tabs, newlines, repeated)", () => {
     expect(splitShellWords("--lr 0.1")).toEqual(["--lr", "0.1"]);
     expect(splitShellWords("  a   b\tc\nd  ")).toEqual(["a", "b", "c", "d"]);
-    expect(splitShellWords("--tag alpha --msg 'arg with space'")).toEqual(["--tag", "alpha", "--msg", "arg with space"]);
+    expect(splitShellWords("--tag alpha --msg 'arg with space'")).toEqual([
+      "--tag",
+      "alpha",
+      "--msg",
+      "arg with space",
+    ]);
   });
 
   test("empty and blank input give no words", () => {
@@ -24,7 +29,7 @@ describe("splitShellWords", () => {
     expect(splitShellWords("a '' b")).toEqual(["a", "", "b"]);
   });
 
-  test("double quotes keep spaces and honour \\\" \\\\ \\$ \\` escapes only", () => {
+  test('double quotes keep spaces and honour \\" \\\\ \\$ \\` escapes only', () => {
     expect(splitShellWords('"arg with space"')).toEqual(["arg with space"]);
     expect(splitShellWords('"say \\"hi\\""')).toEqual(['say "hi"']);
     expect(splitShellWords('"back\\\\slash"')).toEqual(["back\\slash"]);

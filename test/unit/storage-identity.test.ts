@@ -2,13 +2,22 @@
 // entry grants, and what is refused (with the flag named).
 
 import { describe, expect, test } from "bun:test";
-import { describeStorageIdentity, parseIdentityGrants, storageIdentityFor, storageIdentityProblems, storageIdentitySetting, type StoragePlace } from "../../src/storage/storage-identity.ts";
+import {
+  describeStorageIdentity,
+  parseIdentityGrants,
+  storageIdentityFor,
+  storageIdentityProblems,
+  storageIdentitySetting,
+  type StoragePlace,
+} from "../../src/storage/storage-identity.ts";
 
 const s3 = (bucket: string, key: string, host?: string): StoragePlace => ({ scheme: "s3", host, bucket, key });
 
 describe("--storage-identity-allow entries", () => {
   test("queue prefix, optional queue kind, s3 with or without a server, gs", () => {
-    const grants = parseIdentityGrants(" team_a=s3://data/shared/ , rabbitmq:rmq_b=s3://127.0.0.1:9000/bkt/p/,=gs://g/x/, sqs:=s3://whole-bucket");
+    const grants = parseIdentityGrants(
+      " team_a=s3://data/shared/ , rabbitmq:rmq_b=s3://127.0.0.1:9000/bkt/p/,=gs://g/x/, sqs:=s3://whole-bucket",
+    );
     expect(grants.map(({ kind, queuePrefix, place }) => ({ kind, queuePrefix, place }))).toEqual([
       { kind: undefined, queuePrefix: "team_a", place: s3("data", "shared/") },
       { kind: "rabbitmq", queuePrefix: "rmq_b", place: s3("bkt", "p/", "127.0.0.1:9000") },
@@ -19,7 +28,9 @@ describe("--storage-identity-allow entries", () => {
 
   test("bad entries are named", () => {
     expect(() => parseIdentityGrants("team_a")).toThrow(/"team_a" is not queue-prefix=/);
-    expect(() => parseIdentityGrants("q=file:///tmp/x")).toThrow(/s3:\/\/\[host:port\/\]bucket\/prefix or gs:\/\/bucket\/prefix/);
+    expect(() => parseIdentityGrants("q=file:///tmp/x")).toThrow(
+      /s3:\/\/\[host:port\/\]bucket\/prefix or gs:\/\/bucket\/prefix/,
+    );
     expect(() => parseIdentityGrants("q=s3://b/a/../c/")).toThrow(/'\.\.'/);
     expect(storageIdentityProblems("runner", "q=http://x/y")[0]).toContain("--storage-identity-allow");
     expect(storageIdentityProblems("runner", "q=s3://b/p/")).toEqual([]);
@@ -27,7 +38,8 @@ describe("--storage-identity-allow entries", () => {
 });
 
 describe("the decision", () => {
-  const runner = (allow: string, queue: string, kind = "local") => storageIdentityFor(storageIdentitySetting("runner", allow), queue, kind);
+  const runner = (allow: string, queue: string, kind = "local") =>
+    storageIdentityFor(storageIdentitySetting("runner", allow), queue, kind);
 
   test("--storage-identity request (the default) refuses every place, naming the flag; the allow-list is ignored", () => {
     const d = storageIdentityFor(storageIdentitySetting("request", "q=s3://b/"), "q", "local");
@@ -63,7 +75,7 @@ describe("the decision", () => {
   test("start-up lines say what is lent, and warn about prefixes that are not folders", () => {
     const lines = describeStorageIdentity(storageIdentitySetting("runner", "q=s3://b/p"));
     expect(lines.info[0]).toContain('queues "q…" → s3://b/p…');
-    expect(lines.warn[0]).toContain("not ending in \"/\"");
+    expect(lines.warn[0]).toContain('not ending in "/"');
     expect(describeStorageIdentity(storageIdentitySetting("runner", "")).warn[0]).toContain("serves no request");
   });
 });

@@ -32,20 +32,12 @@ describe("parseDurationMs", () => {
     expect(parseDurationMs(0.5)).toBe(500);
   });
 
-  test.each([
-    ["soon"],
-    [""],
-    ["   "],
-    ["20x"],
-    ["m20"],
-    ["1h 30m"],
-    ["-5s"],
-    ["1h30"],
-    ["h"],
-    ["1.2.3s"],
-  ] as const)("invalid %p → undefined", (input) => {
-    expect(parseDurationMs(input)).toBeUndefined();
-  });
+  test.each([["soon"], [""], ["   "], ["20x"], ["m20"], ["1h 30m"], ["-5s"], ["1h30"], ["h"], ["1.2.3s"]] as const)(
+    "invalid %p → undefined",
+    (input) => {
+      expect(parseDurationMs(input)).toBeUndefined();
+    },
+  );
 
   test("non-string, non-finite and negative values → undefined", () => {
     expect(parseDurationMs(null)).toBeUndefined();

@@ -18,10 +18,15 @@ describe("upload retries", () => {
   test("a transient fault is retried and said; the next try succeeds", async () => {
     const said: string[] = [];
     let calls = 0;
-    const out = await withUploadRetries("upload of output", async () => {
-      if (++calls === 1) throw new RetryableError("connection reset");
-      return "ok";
-    }, (m) => said.push(m), { sleep: async () => undefined });
+    const out = await withUploadRetries(
+      "upload of output",
+      async () => {
+        if (++calls === 1) throw new RetryableError("connection reset");
+        return "ok";
+      },
+      (m) => said.push(m),
+      { sleep: async () => undefined },
+    );
     expect(out).toBe("ok");
     expect(calls).toBe(2);
     expect(said[0]).toMatch(/^upload of output failed \(connection reset\); try 2 of 4 in 0\.\ds$/);
@@ -29,10 +34,12 @@ describe("upload retries", () => {
 
   test("a permanent fault is not retried", async () => {
     let calls = 0;
-    await expect(withUploadRetries("u", async () => {
-      calls++;
-      throw new PermanentError("AccessDenied");
-    })).rejects.toThrow("AccessDenied");
+    await expect(
+      withUploadRetries("u", async () => {
+        calls++;
+        throw new PermanentError("AccessDenied");
+      }),
+    ).rejects.toThrow("AccessDenied");
     expect(calls).toBe(1);
   });
 
@@ -42,10 +49,17 @@ describe("upload retries", () => {
     const slept: number[] = [];
     const sleep = async (ms: number) => void slept.push(ms);
     const lowest = { sleep, random: () => 0 };
-    await expect(withUploadRetries("u", async () => {
-      calls++;
-      throw new Error("socket hang up");
-    }, (m) => said.push(m), lowest)).rejects.toThrow("socket hang up");
+    await expect(
+      withUploadRetries(
+        "u",
+        async () => {
+          calls++;
+          throw new Error("socket hang up");
+        },
+        (m) => said.push(m),
+        lowest,
+      ),
+    ).rejects.toThrow("socket hang up");
     expect(calls).toBe(UPLOAD_TRIES);
     expect(slept).toEqual([375, 1500, 6000]);
     expect(said).toEqual([
@@ -55,9 +69,16 @@ describe("upload retries", () => {
     ]);
 
     slept.length = 0;
-    await expect(withUploadRetries("u", async () => {
-      throw new Error("socket hang up");
-    }, undefined, { sleep, random: () => 1 })).rejects.toThrow("socket hang up");
+    await expect(
+      withUploadRetries(
+        "u",
+        async () => {
+          throw new Error("socket hang up");
+        },
+        undefined,
+        { sleep, random: () => 1 },
+      ),
+    ).rejects.toThrow("socket hang up");
     expect(slept).toEqual([625, 2500, 10_000]);
   });
 });

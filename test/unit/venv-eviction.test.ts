@@ -13,7 +13,10 @@ function fakeVenv(root: string, hash: string, sizeBytes: number, usedAgoMs: numb
   mkdirSync(join(dir, "bin"), { recursive: true });
   writeFileSync(join(dir, "bin", "python"), "");
   const marker = join(dir, ".studio-runner-venv.json");
-  writeFileSync(marker, JSON.stringify({ hash, sizeBytes, failed: [], requirements: [], builtAt: "", buildMs: 0, interpreter: "" }));
+  writeFileSync(
+    marker,
+    JSON.stringify({ hash, sizeBytes, failed: [], requirements: [], builtAt: "", buildMs: 0, interpreter: "" }),
+  );
   const t = new Date(Date.now() - usedAgoMs);
   utimesSync(marker, t, t);
 }

@@ -37,8 +37,16 @@ describe("venv manifest", () => {
   });
 
   test.each([
-    ["a .pth added to site-packages", ({ site }: { site: string }) => writeFileSync(join(site, "zzz.pth"), "import os\n"), /zzz\.pth was added/],
-    ["a module edited (same size)", ({ site }: { site: string }) => writeFileSync(join(site, "pkg", "__init__.py"), "x = 2\n"), /__init__\.py was changed/],
+    [
+      "a .pth added to site-packages",
+      ({ site }: { site: string }) => writeFileSync(join(site, "zzz.pth"), "import os\n"),
+      /zzz\.pth was added/,
+    ],
+    [
+      "a module edited (same size)",
+      ({ site }: { site: string }) => writeFileSync(join(site, "pkg", "__init__.py"), "x = 2\n"),
+      /__init__\.py was changed/,
+    ],
     [
       "a module edited and its times put back",
       ({ site }: { site: string }) => {
@@ -49,7 +57,11 @@ describe("venv manifest", () => {
       },
       /__init__\.py was changed/,
     ],
-    ["a script made world-writable", ({ dir }: { dir: string }) => chmodSync(join(dir, "bin", "tool"), 0o777), /tool was changed/],
+    [
+      "a script made world-writable",
+      ({ dir }: { dir: string }) => chmodSync(join(dir, "bin", "tool"), 0o777),
+      /tool was changed/,
+    ],
     [
       "a file replaced by rename",
       ({ dir }: { dir: string }) => {
@@ -106,19 +118,35 @@ describe("build environment and command line", () => {
   });
 
   test("paths named in pip's settings are found (file: URLs included)", () => {
-    expect(pipSettingPaths({ PIP_FIND_LINKS: "/tmp /nonexistent-dir", PIP_INDEX_URL: "file:///tmp", OTHER: "/usr" })).toEqual(["/tmp"]);
+    expect(
+      pipSettingPaths({ PIP_FIND_LINKS: "/tmp /nonexistent-dir", PIP_INDEX_URL: "file:///tmp", OTHER: "/usr" }),
+    ).toEqual(["/tmp"]);
   });
 
   test("unsandboxed: a umask wrapper, and setpriv for a job user", () => {
     const cmd = ["/py", "-m", "venv", "/v"];
-    expect(buildArgv({}, { buildDir: "/tmp", readOnlyPaths: [], runAsJobUser: false }, cmd)).toEqual(["/bin/sh", "-c", 'umask 022 && exec "$@"', "sh", ...cmd]);
-    const argv = buildArgv({ jobUser: { uid: 65534, gid: 65534, label: "nobody" } }, { buildDir: "/tmp", readOnlyPaths: [], runAsJobUser: true }, cmd);
+    expect(buildArgv({}, { buildDir: "/tmp", readOnlyPaths: [], runAsJobUser: false }, cmd)).toEqual([
+      "/bin/sh",
+      "-c",
+      'umask 022 && exec "$@"',
+      "sh",
+      ...cmd,
+    ]);
+    const argv = buildArgv(
+      { jobUser: { uid: 65534, gid: 65534, label: "nobody" } },
+      { buildDir: "/tmp", readOnlyPaths: [], runAsJobUser: true },
+      cmd,
+    );
     expect(argv.slice(0, 4)).toEqual(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
   });
 
   test("sandboxed as a non-root runner: only the build dir writable, own user namespace, none nested", async () => {
     const build = await mkdtemp(join(tmpdir(), "build-"));
-    const argv = buildArgv({ sandbox: { bwrapPath: "/usr/bin/bwrap", hiddenPaths: [] } }, { buildDir: build, readOnlyPaths: ["/usr"], runAsJobUser: false }, ["/py"]);
+    const argv = buildArgv(
+      { sandbox: { bwrapPath: "/usr/bin/bwrap", hiddenPaths: [] } },
+      { buildDir: build, readOnlyPaths: ["/usr"], runAsJobUser: false },
+      ["/py"],
+    );
     expect(argv[0]).toBe("/usr/bin/bwrap");
     expect(argv.join(" ")).toContain(`--bind ${build} ${build}`);
     expect(argv).toContain("--unshare-user");
@@ -130,13 +158,18 @@ describe("build environment and command line", () => {
   test("sandboxed as root: the outer bwrap keeps only CAP_SETUID/SETGID for setpriv; an inner bwrap maps the job user", async () => {
     const build = await mkdtemp(join(tmpdir(), "build-"));
     const argv = buildArgv(
-      { sandbox: { bwrapPath: "/usr/bin/bwrap", hiddenPaths: [] }, jobUser: { uid: 65534, gid: 65534, label: "nobody" } },
+      {
+        sandbox: { bwrapPath: "/usr/bin/bwrap", hiddenPaths: [] },
+        jobUser: { uid: 65534, gid: 65534, label: "nobody" },
+      },
       { buildDir: build, readOnlyPaths: [], runAsJobUser: true },
       ["/py"],
     );
     const text = argv.join(" ");
     expect(text).toContain("--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID");
-    expect(text).toMatch(/-- \/usr\/bin\/setpriv --reuid=65534 --regid=65534 --clear-groups .*-- \/usr\/bin\/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns/);
+    expect(text).toMatch(
+      /-- \/usr\/bin\/setpriv --reuid=65534 --regid=65534 --clear-groups .*-- \/usr\/bin\/bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns/,
+    );
     expect(text).toContain("--perms 1777 --tmpfs /tmp");
   });
 });

@@ -13,8 +13,25 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { RequestError } from "../../errors.ts";
 import { isProcessAlive } from "../../exec/pid.ts";
-import { at, kindOf, NotARegularFileError, readRegularFileNoFollow, replaceFileAt, self, tryOpenDirectory, withDirectoryBelow, writeFileExclusiveAt } from "../../fs/safe-open.ts";
-import type { Delivery, NackOutcome, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
+import {
+  at,
+  kindOf,
+  NotARegularFileError,
+  readRegularFileNoFollow,
+  replaceFileAt,
+  self,
+  tryOpenDirectory,
+  withDirectoryBelow,
+  writeFileExclusiveAt,
+} from "../../fs/safe-open.ts";
+import type {
+  Delivery,
+  NackOutcome,
+  QueueBackend,
+  QueueFilterOptions,
+  ReceiveOptions,
+  TaskQueue,
+} from "../task-queue.ts";
 import { filterOf, queueWanted } from "../task-queue.ts";
 import type { ResponsePublisher } from "../response-publisher.ts";
 import { LocalResponsePublisher } from "./response-publisher.ts";
@@ -29,7 +46,11 @@ export type LocalQueueOptions = QueueFilterOptions & {
   log?: (message: string) => void;
 };
 
-type AttemptRecord = { deliveries: number; reasons: Array<{ time: string; reason: string; host: string }>; mtimeMs?: number };
+type AttemptRecord = {
+  deliveries: number;
+  reasons: Array<{ time: string; reason: string; host: string }>;
+  mtimeMs?: number;
+};
 
 const INFLIGHT = ".inflight";
 const FAILED = ".failed";
@@ -148,7 +169,13 @@ export class LocalQueueBackend implements QueueBackend {
       try {
         const s = await lstat(at(dir, name));
         if (s.isFile()) out.push({ name, mtimeMs: s.mtimeMs });
-        else if (!s.isDirectory()) await this.quarantine(queue, dir, name, new NotARegularFileError(`message ${queue}/${name}`, kindOf(s)).message);
+        else if (!s.isDirectory())
+          await this.quarantine(
+            queue,
+            dir,
+            name,
+            new NotARegularFileError(`message ${queue}/${name}`, kindOf(s)).message,
+          );
       } catch {
         // Taken by another runner meanwhile.
       }
@@ -187,7 +214,8 @@ export class LocalQueueBackend implements QueueBackend {
         // Never through a link, never blocking on a FIFO swapped in after the listing.
         body = await readRegularFileNoFollow(at(dir, name), `message ${queue}/${name}`);
       } catch (err) {
-        if (err instanceof NotARegularFileError) await this.quarantine(queue, dir, name, err.message).catch(() => undefined);
+        if (err instanceof NotARegularFileError)
+          await this.quarantine(queue, dir, name, err.message).catch(() => undefined);
         continue;
       }
       // Writers that do not rename into place may be mid-write: give a fresh, unparsable file time.
@@ -218,7 +246,14 @@ export class LocalQueueBackend implements QueueBackend {
    * says what it is (never a link's target or any content).
    */
   private async quarantine(queue: string, dir: FileHandle, name: string, summary: string): Promise<void> {
-    const reasonDoc = { queue, message: name, failedAt: new Date().toISOString(), summary, deliveries: 0, reasons: [{ time: new Date().toISOString(), reason: summary, host: this.host }] };
+    const reasonDoc = {
+      queue,
+      message: name,
+      failedAt: new Date().toISOString(),
+      summary,
+      deliveries: 0,
+      reasons: [{ time: new Date().toISOString(), reason: summary, host: this.host }],
+    };
     const moved = await withDirectoryBelow(this.options.root, [FAILED, queue], async (failed) => {
       try {
         await rename(at(dir, name), at(failed, name));
@@ -280,10 +315,13 @@ export class LocalQueueBackend implements QueueBackend {
 
   private startHeartbeat() {
     if (this.heartbeat) return;
-    this.heartbeat = setInterval(() => {
-      const now = new Date();
-      for (const claimed of this.claims) utimes(claimed, now, now).catch(() => undefined);
-    }, Math.max(1000, Math.floor(this.leaseMs / 4)));
+    this.heartbeat = setInterval(
+      () => {
+        const now = new Date();
+        for (const claimed of this.claims) utimes(claimed, now, now).catch(() => undefined);
+      },
+      Math.max(1000, Math.floor(this.leaseMs / 4)),
+    );
     this.heartbeat.unref?.();
   }
 
@@ -326,7 +364,13 @@ export class LocalQueueBackend implements QueueBackend {
         continue;
       }
       if (record.deliveries >= this.options.maxDeliveries) {
-        await this.moveToFailed(queue, name, mine, record, `runner died during each of ${record.deliveries} deliveries`);
+        await this.moveToFailed(
+          queue,
+          name,
+          mine,
+          record,
+          `runner died during each of ${record.deliveries} deliveries`,
+        );
       } else {
         await this.writeAttempts(queue, name, record);
         await this.restore(queue, name, mine, record);
@@ -367,14 +411,20 @@ export class LocalQueueBackend implements QueueBackend {
         readRegularFileNoFollow(at(dir, `${name}.json`), `attempts of ${queue}/${name}`),
       );
       const doc = JSON.parse(text.toString("utf8"));
-      return { deliveries: Number(doc.deliveries) || 0, reasons: Array.isArray(doc.reasons) ? doc.reasons : [], mtimeMs: doc.mtimeMs };
+      return {
+        deliveries: Number(doc.deliveries) || 0,
+        reasons: Array.isArray(doc.reasons) ? doc.reasons : [],
+        mtimeMs: doc.mtimeMs,
+      };
     } catch {
       return { deliveries: 0, reasons: [] };
     }
   }
 
   private async writeAttempts(queue: string, name: string, record: AttemptRecord) {
-    await withDirectoryBelow(this.options.root, [ATTEMPTS, queue], (dir) => replaceFileAt(dir, `${name}.json`, JSON.stringify(record)));
+    await withDirectoryBelow(this.options.root, [ATTEMPTS, queue], (dir) =>
+      replaceFileAt(dir, `${name}.json`, JSON.stringify(record)),
+    );
   }
 }
 

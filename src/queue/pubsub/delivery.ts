@@ -19,9 +19,21 @@ export interface DeliveryHost {
   /** modifyAckDeadline 0: the message is given back at once. */
   giveBack(subscription: string, ackId: string): Promise<void>;
   /** Publish a counted copy into the work queue's topic. */
-  requeueCopy(queue: string, message: PulledMessage, facts: MessageFacts, deliveries: number, reasons: Reason[]): Promise<void>;
+  requeueCopy(
+    queue: string,
+    message: PulledMessage,
+    facts: MessageFacts,
+    deliveries: number,
+    reasons: Reason[],
+  ): Promise<void>;
   /** Publish a copy into the queue's failed place. */
-  keepFailed(queue: string, message: PulledMessage, facts: MessageFacts, reasons: Reason[], because: string): Promise<void>;
+  keepFailed(
+    queue: string,
+    message: PulledMessage,
+    facts: MessageFacts,
+    reasons: Reason[],
+    because: string,
+  ): Promise<void>;
   /** It is settled: no longer this runner's. */
   done(delivery: PubsubDelivery): void;
 }
@@ -75,7 +87,9 @@ export class PubsubDelivery implements Delivery {
     const counted = options.countDelivery !== false;
     if (this.revoked.aborted) {
       const reasons = counted ? [...this.facts.reasons, newReason(reason)] : this.facts.reasons;
-      return (await this.keepFailed(reasons, `its subscription was deleted while it was held (${reason})`)) ? "failed" : "requeued";
+      return (await this.keepFailed(reasons, `its subscription was deleted while it was held (${reason})`))
+        ? "failed"
+        : "requeued";
     }
     if (!counted) {
       await this.send("give back");
@@ -83,12 +97,16 @@ export class PubsubDelivery implements Delivery {
     }
     const reasons = [...this.facts.reasons, newReason(reason)];
     if (this.deliveryCount >= this.host.maxDeliveries) {
-      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`)) ? "failed" : "requeued";
+      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`))
+        ? "failed"
+        : "requeued";
     }
     try {
       await this.host.requeueCopy(this.queue, this.message, this.facts, this.deliveryCount, reasons);
     } catch (err) {
-      this.host.log.warn(`could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`);
+      this.host.log.warn(
+        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`,
+      );
       await this.send("give back");
       return "requeued";
     }
@@ -120,7 +138,9 @@ export class PubsubDelivery implements Delivery {
     try {
       await this.host.keepFailed(this.queue, this.message, this.facts, reasons, because);
     } catch (err) {
-      this.host.log.warn(`could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`);
+      this.host.log.warn(
+        `could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`,
+      );
       if (!this.revoked.aborted) await this.send("give back");
       return false;
     }

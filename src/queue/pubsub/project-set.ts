@@ -22,7 +22,9 @@ export type ProjectSetOptions = QueueFilterOptions & {
 /** Thrown by publish when there is no project to publish into. */
 export class NoPubsubProjectError extends Error {
   constructor() {
-    super("no Google Pub/Sub project to publish into (set --google-certs, GOOGLE_APPLICATION_CREDENTIALS or --pubsub-project)");
+    super(
+      "no Google Pub/Sub project to publish into (set --google-certs, GOOGLE_APPLICATION_CREDENTIALS or --pubsub-project)",
+    );
     this.name = "NoPubsubProjectError";
   }
 }
@@ -59,13 +61,20 @@ export class PubsubProjectSet implements QueueBackend {
       try {
         names = await b.discover();
       } catch (err) {
-        this.reportOnce(`discover ${key}`, `cannot list the queues of Pub/Sub project ${b.projectId}: ${errorMessage(err)}`);
+        this.reportOnce(
+          `discover ${key}`,
+          `cannot list the queues of Pub/Sub project ${b.projectId}: ${errorMessage(err)}`,
+        );
         continue;
       }
       for (const name of names) {
         const first = owner.get(name);
         if (!first) owner.set(name, b);
-        else this.reportOnce(`dup ${name} ${b.projectId}`, `Pub/Sub queue ${name} exists in projects ${first.projectId} and ${b.projectId}: serving it from ${first.projectId} only`);
+        else
+          this.reportOnce(
+            `dup ${name} ${b.projectId}`,
+            `Pub/Sub queue ${name} exists in projects ${first.projectId} and ${b.projectId}: serving it from ${first.projectId} only`,
+          );
       }
     }
     this.owner = owner;
@@ -102,7 +111,8 @@ export class PubsubProjectSet implements QueueBackend {
   responsePublisher(): ResponsePublisher {
     let scanned: { atMs: number; projects: ProjectSource[] } | undefined;
     return new PubsubResponsePublisher(() => {
-      if (!scanned || Date.now() - scanned.atMs > PROJECT_SCAN_REUSE_MS) scanned = { atMs: Date.now(), projects: this.options.scan().projects };
+      if (!scanned || Date.now() - scanned.atMs > PROJECT_SCAN_REUSE_MS)
+        scanned = { atMs: Date.now(), projects: this.options.scan().projects };
       return scanned.projects;
     });
   }
@@ -134,12 +144,17 @@ export class PubsubProjectSet implements QueueBackend {
             log: this.options.log,
           }),
         );
-        this.options.log.info(`serving the Pub/Sub subscriptions of project ${source.projectId} (credentials: ${source.origin})`);
+        this.options.log.info(
+          `serving the Pub/Sub subscriptions of project ${source.projectId} (credentials: ${source.origin})`,
+        );
       }
       active.push(key);
     }
     for (const key of this.active) {
-      if (!active.includes(key)) this.options.log.info(`no longer taking work from Pub/Sub project ${this.backends.get(key)!.projectId}: its credentials file is gone`);
+      if (!active.includes(key))
+        this.options.log.info(
+          `no longer taking work from Pub/Sub project ${this.backends.get(key)!.projectId}: its credentials file is gone`,
+        );
     }
     this.active = active;
   }

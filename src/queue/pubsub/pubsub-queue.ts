@@ -5,8 +5,24 @@
 import { waitForWake } from "../wait-for-wake.ts";
 import { PubSub, v1, type Topic } from "@google-cloud/pubsub";
 import { errorMessage } from "../../errors.ts";
-import { filterOf, queueWanted, type Delivery, type QueueBackend, type QueueFilterOptions, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
-import { ATTRIBUTE, failedTopicName, isFailedPlace, queueOfSubscription, shortName, SUBSCRIPTION_SUFFIX, subscriptionFor } from "./conventions.ts";
+import {
+  filterOf,
+  queueWanted,
+  type Delivery,
+  type QueueBackend,
+  type QueueFilterOptions,
+  type ReceiveOptions,
+  type TaskQueue,
+} from "../task-queue.ts";
+import {
+  ATTRIBUTE,
+  failedTopicName,
+  isFailedPlace,
+  queueOfSubscription,
+  shortName,
+  SUBSCRIPTION_SUFFIX,
+  subscriptionFor,
+} from "./conventions.ts";
 import { PubsubDelivery, type DeliveryHost, type PulledMessage, type QueueLog } from "./delivery.ts";
 import { Lease } from "./lease.ts";
 import { copyAttributes, messageFacts, type MessageFacts, type Reason } from "./message-facts.ts";
@@ -36,7 +52,8 @@ const PULL_TIMEOUT_MS = 20_000;
 const DEFAULT_ACK_DEADLINE_S = 60;
 const QUIET_LOG: QueueLog = { info: () => undefined, warn: () => undefined };
 
-const grpcCode = (err: unknown) => (typeof err === "object" && err !== null && "code" in err ? (err as { code: unknown }).code : undefined);
+const grpcCode = (err: unknown) =>
+  typeof err === "object" && err !== null && "code" in err ? (err as { code: unknown }).code : undefined;
 
 export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
   readonly kind = "pubsub";
@@ -75,7 +92,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
   }
 
   async publish(queue: string, body: Uint8Array | string): Promise<string> {
-    const data = typeof body === "string" ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const data =
+      typeof body === "string" ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const id = await this.publishTo(queue, data, undefined);
     this.answer = undefined;
     this.wake();
@@ -89,7 +107,11 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
 
   /** Reports go to the topic `<queue>_response` of this backend's project. */
   responsePublisher(): ResponsePublisher {
-    const source: ProjectSource = { projectId: this.options.projectId, keyFilename: this.options.keyFilename, origin: "queue backend" };
+    const source: ProjectSource = {
+      projectId: this.options.projectId,
+      keyFilename: this.options.keyFilename,
+      origin: "queue backend",
+    };
     return new PubsubResponsePublisher(() => [source]);
   }
 
@@ -98,7 +120,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     this.closed = true;
     this.wake();
     const unsettled = [...this.held];
-    if (unsettled.length) this.log.warn(`closing with ${unsettled.length} unsettled Pub/Sub message(s): giving them back`);
+    if (unsettled.length)
+      this.log.warn(`closing with ${unsettled.length} unsettled Pub/Sub message(s): giving them back`);
     await Promise.all(unsettled.map((d) => d.release()));
     const subscriber = this.subscriber;
     this.subscriber = undefined;
@@ -117,12 +140,28 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     await this.setDeadline(subscription, ackId, 0);
   }
 
-  async requeueCopy(queue: string, message: PulledMessage, facts: MessageFacts, deliveries: number, reasons: Reason[]): Promise<void> {
+  async requeueCopy(
+    queue: string,
+    message: PulledMessage,
+    facts: MessageFacts,
+    deliveries: number,
+    reasons: Reason[],
+  ): Promise<void> {
     const topic = await this.topicOf(this.subscriptionOf(queue));
-    await this.publishTo(topic, Buffer.from(message.data), copyAttributes(message.attributes, { identity: facts.identity, deliveries, reasons }));
+    await this.publishTo(
+      topic,
+      Buffer.from(message.data),
+      copyAttributes(message.attributes, { identity: facts.identity, deliveries, reasons }),
+    );
   }
 
-  async keepFailed(queue: string, message: PulledMessage, facts: MessageFacts, reasons: Reason[], because: string): Promise<void> {
+  async keepFailed(
+    queue: string,
+    message: PulledMessage,
+    facts: MessageFacts,
+    reasons: Reason[],
+    because: string,
+  ): Promise<void> {
     const failed = failedTopicName(queue);
     const attributes = copyAttributes(message.attributes, {
       identity: facts.identity,
@@ -136,7 +175,9 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
       },
     });
     await this.publishTo(failed, Buffer.from(message.data), attributes);
-    this.log.warn(`request ${queue}/${facts.identity} kept in the failed place (topic ${failed}, subscription ${subscriptionFor(failed)}): ${because}`);
+    this.log.warn(
+      `request ${queue}/${facts.identity} kept in the failed place (topic ${failed}, subscription ${subscriptionFor(failed)}): ${because}`,
+    );
   }
 
   done(delivery: PubsubDelivery): void {
@@ -156,7 +197,10 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
       if (this.listingFailed) this.log.info(`Pub/Sub project ${this.projectId}: subscriptions can be listed again`);
       this.listingFailed = false;
     } catch (err) {
-      if (!this.listingFailed) this.log.warn(`cannot list the subscriptions of Pub/Sub project ${this.projectId} (${errorMessage(err)}): serving the queues it listed last`);
+      if (!this.listingFailed)
+        this.log.warn(
+          `cannot list the subscriptions of Pub/Sub project ${this.projectId} (${errorMessage(err)}): serving the queues it listed last`,
+        );
       this.listingFailed = true;
       this.answer = { queues: this.lastQueues, atMs: Date.now() };
       return this.lastQueues;
@@ -199,11 +243,15 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
             this.answer = undefined; // deleted: discovery drops it
             return undefined;
           }
-          if (!this.pullFailing.has(queue)) this.log.warn(`cannot pull from Pub/Sub subscription ${this.projectId}/${subscription} (${errorMessage(err)}); trying again quietly`);
+          if (!this.pullFailing.has(queue))
+            this.log.warn(
+              `cannot pull from Pub/Sub subscription ${this.projectId}/${subscription} (${errorMessage(err)}); trying again quietly`,
+            );
           this.pullFailing.add(queue);
           return undefined;
         }
-        if (this.pullFailing.delete(queue)) this.log.info(`pulling from Pub/Sub subscription ${this.projectId}/${subscription} works again`);
+        if (this.pullFailing.delete(queue))
+          this.log.info(`pulling from Pub/Sub subscription ${this.projectId}/${subscription} works again`);
         const m = received?.[0];
         if (!m?.ackId || !m.message) return undefined;
         const message: PulledMessage = {
@@ -243,13 +291,17 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     if (delivery.isSettled) return;
     if (grpcCode(err) === GRPC.NOT_FOUND) {
       if (delivery.revoked.aborted) return;
-      this.log.warn(`subscription ${this.projectId}/${delivery.subscription} was deleted: stopping the experiment of ${delivery.where}`);
+      this.log.warn(
+        `subscription ${this.projectId}/${delivery.subscription} was deleted: stopping the experiment of ${delivery.where}`,
+      );
       delivery.lease.stop();
       delivery.revoke(`subscription ${delivery.subscription} of queue ${delivery.queue} was deleted`);
       this.answer = undefined;
       return;
     }
-    this.log.warn(`cannot extend the ack deadline of ${delivery.where} (${errorMessage(err)}); Pub/Sub may hand it to another runner`);
+    this.log.warn(
+      `cannot extend the ack deadline of ${delivery.where} (${errorMessage(err)}); Pub/Sub may hand it to another runner`,
+    );
   }
 
   // ── clients, topics, publishing ──────────────────────────────────────────────────────────────
@@ -258,7 +310,10 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     if (!this.subscriber) {
       const made = this.pubsub
         .getClientConfig()
-        .then((config) => new v1.SubscriberClient({ ...config, port: config.port === undefined ? undefined : Number(config.port) }));
+        .then(
+          (config) =>
+            new v1.SubscriberClient({ ...config, port: config.port === undefined ? undefined : Number(config.port) }),
+        );
       // A failure (e.g. unusable credentials) is not kept: the next call tries again.
       made.catch(() => {
         if (this.subscriber === made) this.subscriber = undefined;
@@ -274,7 +329,11 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
 
   private async setDeadline(subscription: string, ackId: string, deadlineS: number): Promise<void> {
     const client = await this.client();
-    await client.modifyAckDeadline({ subscription: this.subscriptionPath(subscription), ackIds: [ackId], ackDeadlineSeconds: deadlineS });
+    await client.modifyAckDeadline({
+      subscription: this.subscriptionPath(subscription),
+      ackIds: [ackId],
+      ackDeadlineSeconds: deadlineS,
+    });
   }
 
   /** The topic a subscription reads (`projects/<p>/topics/<id>`), asked once. */
@@ -291,7 +350,11 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
   }
 
   /** Publish to a topic (id or full path); a topic id gets its topic and `<id>_sub` made when missing. */
-  private async publishTo(topicName: string, data: Buffer, attributes: Record<string, string> | undefined): Promise<string> {
+  private async publishTo(
+    topicName: string,
+    data: Buffer,
+    attributes: Record<string, string> | undefined,
+  ): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       if (!topicName.includes("/")) await this.ensureTopic(topicName);
       let topic = this.topics.get(topicName);

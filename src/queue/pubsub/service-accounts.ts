@@ -25,7 +25,8 @@ const PROJECT_ID = /^[A-Za-z0-9][A-Za-z0-9.:_-]*$/;
 export function projectOfKeyFile(file: string): string {
   const account = readServiceAccountFile(file);
   if (account.problem) throw new PubsubSettingsError(`${file}: ${account.problem}`);
-  if (account.projectId === undefined || !PROJECT_ID.test(account.projectId)) throw new PubsubSettingsError(`${file}: has no project_id`);
+  if (account.projectId === undefined || !PROJECT_ID.test(account.projectId))
+    throw new PubsubSettingsError(`${file}: has no project_id`);
   return account.projectId;
 }
 

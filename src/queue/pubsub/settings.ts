@@ -13,14 +13,21 @@ export const PUBSUB_OPTIONS: OptionSpec[] = [
   {
     name: "google-certs",
     type: "path",
-    description: "directory of Google service-account JSON files, one project each (rescanned); their Pub/Sub subscriptions are queues",
+    description:
+      "directory of Google service-account JSON files, one project each (rescanned); their Pub/Sub subscriptions are queues",
   },
   {
     name: "pubsub-project",
     type: "string",
-    description: "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS or the default credentials (or PUBSUB_EMULATOR_HOST)",
+    description:
+      "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS or the default credentials (or PUBSUB_EMULATOR_HOST)",
   },
-  { name: "pubsub-ack-deadline", type: "duration", description: "ack deadline of a held Pub/Sub message (10s–10m), extended every half deadline while the job runs", default: "60s" },
+  {
+    name: "pubsub-ack-deadline",
+    type: "duration",
+    description: "ack deadline of a held Pub/Sub message (10s–10m), extended every half deadline while the job runs",
+    default: "60s",
+  },
 ];
 
 /** Pub/Sub's own bounds for an ack deadline. */
@@ -44,13 +51,15 @@ function projectSettings(settings: Settings): ProjectSettings {
 export function pubsubSettingsProblems(settings: Settings): string[] {
   const ps = projectSettings(settings);
   const problems: string[] = [];
-  if (ps.project && !validProjectId(ps.project)) problems.push(`--pubsub-project: ${JSON.stringify(ps.project)} is not a Google project id`);
+  if (ps.project && !validProjectId(ps.project))
+    problems.push(`--pubsub-project: ${JSON.stringify(ps.project)} is not a Google project id`);
   if (ps.project && ps.applicationCredentials && !existsSync(ps.applicationCredentials)) {
     problems.push(`GOOGLE_APPLICATION_CREDENTIALS: ${ps.applicationCredentials} does not exist`);
   }
   if (ps.certsDir) problems.push(...scanProjects({ certsDir: ps.certsDir }).problems);
   const deadline = settings["pubsub-ack-deadline"];
-  if (typeof deadline === "number" && (deadline < MIN_ACK_DEADLINE_MS || deadline > MAX_ACK_DEADLINE_MS)) problems.push("--pubsub-ack-deadline must be between 10s and 10m");
+  if (typeof deadline === "number" && (deadline < MIN_ACK_DEADLINE_MS || deadline > MAX_ACK_DEADLINE_MS))
+    problems.push("--pubsub-ack-deadline must be between 10s and 10m");
   return problems;
 }
 
@@ -58,13 +67,20 @@ export function pubsubSettingsProblems(settings: Settings): string[] {
  * The backend when --google-certs, --pubsub-project, or a GOOGLE_APPLICATION_CREDENTIALS file
  * naming a project is set (settings already checked). filter: a live queue filter read at each discovery.
  */
-export function pubsubBackendFromSettings(settings: Settings, log: QueueLog, filter?: QueueFilter): QueueBackend | undefined {
+export function pubsubBackendFromSettings(
+  settings: Settings,
+  log: QueueLog,
+  filter?: QueueFilter,
+): QueueBackend | undefined {
   const ps = projectSettings(settings);
   if (!ps.certsDir && !ps.project && !scanProjects(ps).projects.length) return undefined;
   return new PubsubProjectSet({
     scan: () => scanProjects(ps),
     maxDeliveries: settings["max-deliveries"] as number,
-    ackDeadlineS: typeof settings["pubsub-ack-deadline"] === "number" ? Math.round(settings["pubsub-ack-deadline"] / 1000) : undefined,
+    ackDeadlineS:
+      typeof settings["pubsub-ack-deadline"] === "number"
+        ? Math.round(settings["pubsub-ack-deadline"] / 1000)
+        : undefined,
     match: settings["queue-match"] as RegExp | undefined,
     mismatch: settings["queue-mismatch"] as RegExp | undefined,
     filter,

@@ -31,7 +31,10 @@ export class AdminChannel {
   /** A durable queue of the given type; one that exists already is used as it is. */
   async declareQueue(queue: string, type: QueueType): Promise<void> {
     try {
-      await (await this.open()).assertQueue(queue, { durable: true, ...(type === "quorum" ? { arguments: { "x-queue-type": "quorum" } } : {}) });
+      await (await this.open()).assertQueue(queue, {
+        durable: true,
+        ...(type === "quorum" ? { arguments: { "x-queue-type": "quorum" } } : {}),
+      });
     } catch (err) {
       if (!isPreconditionFailed(err)) throw err;
       await (await this.open()).checkQueue(queue);

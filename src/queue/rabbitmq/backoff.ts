@@ -9,6 +9,10 @@ export type BackoffOptions = { initialMs: number; maxMs: number };
 export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 
 /** Delay before retry number `failures` (1 = first retry): initialMs·2^(failures-1), capped at maxMs, equal jitter. */
-export function backoffDelayMs(failures: number, options: BackoffOptions = DEFAULT_BACKOFF, random: Random = Math.random): number {
+export function backoffDelayMs(
+  failures: number,
+  options: BackoffOptions = DEFAULT_BACKOFF,
+  random: Random = Math.random,
+): number {
   return exponentialBackoff({ ...options, jitter: "equal" })(failures, random);
 }

@@ -73,7 +73,8 @@ export function managementAddress(amqp: AmqpAddress, mgtUrl?: string): Managemen
     } catch {
       throw new AddressError("is not a URL (example: http://user:password@host:15672)");
     }
-    if (base.protocol !== "http:" && base.protocol !== "https:") throw new AddressError("must start with http:// or https://");
+    if (base.protocol !== "http:" && base.protocol !== "https:")
+      throw new AddressError("must start with http:// or https://");
     if (base.username) {
       user = decodeURIComponent(base.username);
       password = decodeURIComponent(base.password);

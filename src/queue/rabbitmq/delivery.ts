@@ -19,7 +19,14 @@ export interface DeliveryHost {
   /** Publish a copy into the work queue (confirmed). */
   requeueCopy(queue: string, msg: GetMessage, properties: Options.Publish): Promise<void>;
   /** Publish a copy into the queue's failed place (confirmed). */
-  keepFailed(queue: string, id: string, msg: GetMessage, deliveries: number, reasons: Reason[], because: string): Promise<void>;
+  keepFailed(
+    queue: string,
+    id: string,
+    msg: GetMessage,
+    deliveries: number,
+    reasons: Reason[],
+    because: string,
+  ): Promise<void>;
   /** Settled while its channel was gone: what to do when this copy comes back to this runner. */
   settledWhileDetached(delivery: RabbitDelivery, how: SettledHow): void;
   /** The channel holding it closed while it was unsettled. */
@@ -105,26 +112,37 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     const counted = options.countDelivery !== false;
     const reasons = counted ? [...this.facts.reasons, newReason(reason)] : this.facts.reasons;
     if (this.revoked.aborted) {
-      return (await this.keepFailed(reasons, `its queue was deleted while it was held (${reason})`)) ? "failed" : "requeued";
+      return (await this.keepFailed(reasons, `its queue was deleted while it was held (${reason})`))
+        ? "failed"
+        : "requeued";
     }
     const hold = this.hold;
     if (!hold) {
-      this.host.log.warn(`${this.where} cannot be given back (${reason}): the channel that held it closed, so the broker has put it back in the queue already`);
+      this.host.log.warn(
+        `${this.where} cannot be given back (${reason}): the channel that held it closed, so the broker has put it back in the queue already`,
+      );
       return "requeued";
     }
     if (counted && this.deliveryCount >= this.host.maxDeliveries) {
-      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`)) ? "failed" : "requeued";
+      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`))
+        ? "failed"
+        : "requeued";
     }
     if (!counted && !this.facts.fromQuorumQueue) {
       // Classic queue: the original goes back to its place in line and its count stays as it was.
       await this.send(hold, "requeue");
       return "requeued";
     }
-    const properties = copyProperties(hold.msg, { deliveries: counted ? this.deliveryCount : this.deliveryCount - 1, reasons });
+    const properties = copyProperties(hold.msg, {
+      deliveries: counted ? this.deliveryCount : this.deliveryCount - 1,
+      reasons,
+    });
     try {
       await this.host.requeueCopy(this.queue, hold.msg, properties);
     } catch (err) {
-      this.host.log.warn(`could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`);
+      this.host.log.warn(
+        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`,
+      );
       await this.send(hold, "requeue");
       return "requeued";
     }
@@ -137,7 +155,9 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     const reasons = [...this.facts.reasons, newReason(reason)];
     if (!this.hold && !this.revoked.aborted) {
       this.host.settledWhileDetached(this, { kind: "reject", reason });
-      this.host.log.warn(`${this.where} cannot be moved to the failed place now (${reason}): the channel that held it closed; if it comes back to this runner it goes there at once`);
+      this.host.log.warn(
+        `${this.where} cannot be moved to the failed place now (${reason}): the channel that held it closed; if it comes back to this runner it goes there at once`,
+      );
       return;
     }
     await this.keepFailed(reasons, reason);
@@ -155,7 +175,9 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     try {
       await this.host.keepFailed(this.queue, this.id, this.message, this.deliveryCount, reasons, because);
     } catch (err) {
-      this.host.log.warn(`could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`);
+      this.host.log.warn(
+        `could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`,
+      );
       if (hold) await this.send(hold, "requeue");
       return false;
     }
@@ -165,11 +187,17 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
 
   private warnTwice() {
     this.host.settledWhileDetached(this, { kind: "ack" });
-    this.host.log.warn(`${this.where}: a copy was published but the original could not be acknowledged, so the request may be in the queue twice`);
+    this.host.log.warn(
+      `${this.where}: a copy was published but the original could not be acknowledged, so the request may be in the queue twice`,
+    );
   }
 
   /** ack or requeue the held message; a channel that died meanwhile is logged, never thrown. */
-  private async send(hold: { slot: HoldingChannel; msg: GetMessage }, what: "ack" | "requeue", onUncertain?: () => void): Promise<void> {
+  private async send(
+    hold: { slot: HoldingChannel; msg: GetMessage },
+    what: "ack" | "requeue",
+    onUncertain?: () => void,
+  ): Promise<void> {
     try {
       if (what === "ack") hold.slot.channel.ack(hold.msg);
       else hold.slot.channel.nack(hold.msg, false, true);

@@ -42,7 +42,12 @@ export class ExchangeTap {
         if (this.channel === opened) this.channel = undefined;
       });
       await opened.checkExchange(EXCHANGE);
-      const q = await opened.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-max-length": 1, "x-overflow": "drop-head" } });
+      const q = await opened.assertQueue("", {
+        exclusive: true,
+        autoDelete: true,
+        durable: false,
+        arguments: { "x-max-length": 1, "x-overflow": "drop-head" },
+      });
       await opened.bindQueue(q.queue, EXCHANGE, TAP_BINDING);
       await opened.consume(q.queue, () => this.onPublish(), { noAck: true });
       if (generation !== this.generation) throw new Error("reset meanwhile");

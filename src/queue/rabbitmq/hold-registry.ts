@@ -22,7 +22,8 @@ export class HoldRegistry {
 
   /** An unsettled delivery of this copy that lost its channel (its attempt still runs). */
   detachedCopy(queue: string, copyIdentity: string): RabbitDelivery | undefined {
-    for (const d of this.live) if (!d.isAttached && d.queue === queue && d.facts.copyIdentity === copyIdentity) return d;
+    for (const d of this.live)
+      if (!d.isAttached && d.queue === queue && d.facts.copyIdentity === copyIdentity) return d;
     return undefined;
   }
 
@@ -40,7 +41,8 @@ export class HoldRegistry {
 
   rememberSettled(delivery: RabbitDelivery, how: SettledHow): void {
     const now = Date.now();
-    for (const [key, entry] of this.settled) if (entry.untilMs < now || this.settled.size >= REMEMBER_MAX) this.settled.delete(key);
+    for (const [key, entry] of this.settled)
+      if (entry.untilMs < now || this.settled.size >= REMEMBER_MAX) this.settled.delete(key);
     this.settled.set(copyKey(delivery.queue, delivery.facts.copyIdentity), { how, untilMs: now + REMEMBER_MS });
   }
 

@@ -17,20 +17,29 @@ export async function listStudioQueues(api: ManagementAddress, vhost: string, ti
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
-    throw new RetryableError(`management API at ${api.redacted} unreachable: ${(err as Error).message}`, {}, { cause: err });
+    throw new RetryableError(
+      `management API at ${api.redacted} unreachable: ${(err as Error).message}`,
+      {},
+      { cause: err },
+    );
   }
   if (response.status === 404) return [];
-  if (!response.ok) throw new RetryableError(`management API at ${api.redacted} answered ${response.status} ${response.statusText}`);
+  if (!response.ok)
+    throw new RetryableError(`management API at ${api.redacted} answered ${response.status} ${response.statusText}`);
   let doc: unknown;
   try {
     doc = await response.json();
   } catch (err) {
     throw new RetryableError(`management API at ${api.redacted} sent something that is not JSON`, {}, { cause: err });
   }
-  if (!Array.isArray(doc)) throw new RetryableError(`management API at ${api.redacted} sent an unexpected answer for the bindings of ${EXCHANGE}`);
+  if (!Array.isArray(doc))
+    throw new RetryableError(
+      `management API at ${api.redacted} sent an unexpected answer for the bindings of ${EXCHANGE}`,
+    );
   const names = new Set<string>();
   for (const b of doc as Binding[]) {
-    if (b.source === EXCHANGE && b.destination_type === "queue" && typeof b.destination === "string") names.add(b.destination);
+    if (b.source === EXCHANGE && b.destination_type === "queue" && typeof b.destination === "string")
+      names.add(b.destination);
   }
   return [...names].sort();
 }

@@ -39,12 +39,16 @@ export function messageFacts(msg: GetMessage): MessageFacts {
   const brokerValue = headers[HEADER.brokerDeliveryCount];
   const fromQuorumQueue = brokerValue !== undefined && brokerValue !== null;
   const brokerReturns = fromQuorumQueue ? headerNumber(brokerValue) : 0;
-  const messageId = typeof msg.properties.messageId === "string" && msg.properties.messageId ? msg.properties.messageId : undefined;
+  const messageId =
+    typeof msg.properties.messageId === "string" && msg.properties.messageId ? msg.properties.messageId : undefined;
   const identity = messageId ?? `sha256:${createHash("sha256").update(msg.content).digest("hex")}`;
   const copy = headers[HEADER.copy];
   return {
     identity,
-    copyIdentity: copy === undefined || copy === null ? identity : `${identity}#${Buffer.isBuffer(copy) ? copy.toString("utf8") : String(copy)}`,
+    copyIdentity:
+      copy === undefined || copy === null
+        ? identity
+        : `${identity}#${Buffer.isBuffer(copy) ? copy.toString("utf8") : String(copy)}`,
     deliveryCount: earlier + brokerReturns + 1,
     earlierDeliveries: earlier,
     fromQuorumQueue,
@@ -58,7 +62,11 @@ export function displayId(identity: string): string {
 }
 
 export function newReason(reason: string): Reason {
-  return { time: new Date().toISOString(), host: hostname(), reason: reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}…` : reason };
+  return {
+    time: new Date().toISOString(),
+    host: hostname(),
+    reason: reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}…` : reason,
+  };
 }
 
 /**
@@ -66,7 +74,10 @@ export function newReason(reason: string): Reason {
  * checks it against the connection's user) and the broker's own x-delivery-count; the copy is
  * persistent and carries our headers.
  */
-export function copyProperties(msg: GetMessage, ours: { deliveries: number; reasons: Reason[]; extra?: Record<string, string>; keepExpiration?: boolean }): Options.Publish {
+export function copyProperties(
+  msg: GetMessage,
+  ours: { deliveries: number; reasons: Reason[]; extra?: Record<string, string>; keepExpiration?: boolean },
+): Options.Publish {
   const p = msg.properties;
   const headers: Record<string, unknown> = { ...(p.headers ?? {}) };
   delete headers[HEADER.brokerDeliveryCount];
@@ -90,7 +101,8 @@ export function copyProperties(msg: GetMessage, ours: { deliveries: number; reas
 }
 
 function headerNumber(value: unknown): number {
-  const raw = typeof value === "object" && value !== null && "value" in value ? (value as { value: unknown }).value : value;
+  const raw =
+    typeof value === "object" && value !== null && "value" in value ? (value as { value: unknown }).value : value;
   const n = typeof raw === "string" || Buffer.isBuffer(raw) ? Number(String(raw)) : Number(raw);
   return Number.isFinite(n) && n > 0 ? Math.floor(n) : 0;
 }

@@ -38,7 +38,12 @@ export class ConfirmedPublisher {
     return ch;
   }
 
-  private async publishNow(exchange: string, routingKey: string, body: Buffer, options: Options.Publish): Promise<void> {
+  private async publishNow(
+    exchange: string,
+    routingKey: string,
+    body: Buffer,
+    options: Options.Publish,
+  ): Promise<void> {
     const ch = await this.open();
     const where = `${exchange ? `exchange ${exchange}` : "the default exchange"}, routing key ${routingKey}`;
     this.returned = false;
@@ -47,7 +52,11 @@ export class ConfirmedPublisher {
         // Start over on a fresh channel: a late confirm or return must not be taken for the next message's.
         if (this.channel === ch) this.channel = undefined;
         void ch.close().catch(() => undefined);
-        reject(new RetryableError(`the broker did not confirm a message to ${where} within ${this.confirmTimeoutMs / 1000}s`));
+        reject(
+          new RetryableError(
+            `the broker did not confirm a message to ${where} within ${this.confirmTimeoutMs / 1000}s`,
+          ),
+        );
       }, this.confirmTimeoutMs);
       try {
         ch.publish(exchange, routingKey, body, { ...options, mandatory: true }, (err: unknown) => {

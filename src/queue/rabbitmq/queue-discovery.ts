@@ -50,7 +50,8 @@ export class QueueDiscovery {
     try {
       names = await listStudioQueues(api, this.options.vhost, this.options.timeoutMs);
       this.lastListed = names;
-      if (this.apiDown) log.info(`RabbitMQ management API at ${api.redacted} answers again: discovering queues through it`);
+      if (this.apiDown)
+        log.info(`RabbitMQ management API at ${api.redacted} answers again: discovering queues through it`);
       this.apiDown = false;
     } catch (err) {
       const fallback = this.options.fallbackQueues;

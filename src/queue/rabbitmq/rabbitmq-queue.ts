@@ -9,7 +9,16 @@ import type { Delivery, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQu
 import { AdminChannel } from "./admin-channel.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import { managementAddress, parseAmqpUrl, type AmqpAddress, type ManagementAddress } from "./broker-address.ts";
-import { APP_ID, CONTENT_TYPE, EXCHANGE, failedQueueName, HEADER, PERSISTENT, routingKey, type QueueType } from "./conventions.ts";
+import {
+  APP_ID,
+  CONTENT_TYPE,
+  EXCHANGE,
+  failedQueueName,
+  HEADER,
+  PERSISTENT,
+  routingKey,
+  type QueueType,
+} from "./conventions.ts";
 import type { DeliveryHost, QueueLog, RabbitDelivery, SettledHow } from "./delivery.ts";
 import { HoldRegistry } from "./hold-registry.ts";
 import { copyProperties, type Reason } from "./message-copy.ts";
@@ -83,7 +92,12 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
     this.maxDeliveries = options.maxDeliveries;
     this.queueType = options.queueType ?? "classic";
     this.log = options.log ?? QUIET_LOG;
-    this.session = new AmqpSession({ address: this.address, backoff: options.backoff, connectionName: options.connectionName, log: this.log });
+    this.session = new AmqpSession({
+      address: this.address,
+      backoff: options.backoff,
+      connectionName: options.connectionName,
+      log: this.log,
+    });
     this.admin = new AdminChannel(this.session);
     this.publisher = new ConfirmedPublisher(this.session);
     this.discovery = new QueueDiscovery({
@@ -135,8 +149,10 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
   }
 
   async publish(queue: string, body: Uint8Array | string): Promise<string> {
-    if (!(await this.session.ready(PUBLISH_CONNECT_WAIT_MS))) throw new RetryableError(`not connected to RabbitMQ at ${this.address.redacted}`);
-    const content = typeof body === "string" ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    if (!(await this.session.ready(PUBLISH_CONNECT_WAIT_MS)))
+      throw new RetryableError(`not connected to RabbitMQ at ${this.address.redacted}`);
+    const content =
+      typeof body === "string" ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const id = randomUUID();
     const properties: Options.Publish = {
       contentType: CONTENT_TYPE,
@@ -192,7 +208,14 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
     await this.publisher.publish("", queue, msg.content, properties);
   }
 
-  async keepFailed(queue: string, id: string, msg: GetMessage, deliveries: number, reasons: Reason[], because: string): Promise<void> {
+  async keepFailed(
+    queue: string,
+    id: string,
+    msg: GetMessage,
+    deliveries: number,
+    reasons: Reason[],
+    because: string,
+  ): Promise<void> {
     const failed = failedQueueName(queue);
     const properties = copyProperties(msg, {
       deliveries: 0,

@@ -48,7 +48,6 @@ export class Receiver {
     return this.takes.then(() => undefined);
   }
 
-
   /**
    * Take messages from the head of the queue one by one (basic.get, manual ack) until one is
    * accepted, the queue is empty, or maxRefused were refused. Refused messages are held only for
@@ -58,7 +57,11 @@ export class Receiver {
    * that this runner settled while it was cut off, or whose experiments still run here after the
    * hold was lost, are dealt with and not handed out again.
    */
-  private async scan(queue: string, accept: (body: Uint8Array) => boolean, maxRefused: number): Promise<RabbitDelivery | undefined> {
+  private async scan(
+    queue: string,
+    accept: (body: Uint8Array) => boolean,
+    maxRefused: number,
+  ): Promise<RabbitDelivery | undefined> {
     let slot: HoldingChannel;
     try {
       slot = await this.getterSlot();
@@ -97,7 +100,9 @@ export class Receiver {
         try {
           ok = accept(msg.content);
         } catch (err) {
-          this.deps.host.log.warn(`deciding whether to take ${queue}/${displayId(facts.identity)} failed: ${errorMessage(err)}`);
+          this.deps.host.log.warn(
+            `deciding whether to take ${queue}/${displayId(facts.identity)} failed: ${errorMessage(err)}`,
+          );
         }
         if (ok) {
           chosen = new RabbitDelivery(queue, msg, slot, facts, this.deps.host);
@@ -147,27 +152,47 @@ export class Receiver {
   }
 
   /** True when msg is a copy this runner already knows: settled while cut off, or still running here. */
-  private async meetsItsPast(queue: string, slot: HoldingChannel, msg: GetMessage, facts: MessageFacts): Promise<boolean> {
+  private async meetsItsPast(
+    queue: string,
+    slot: HoldingChannel,
+    msg: GetMessage,
+    facts: MessageFacts,
+  ): Promise<boolean> {
     const settled = this.deps.holds.takeSettled(queue, facts.copyIdentity);
     if (settled?.kind === "ack") {
       slot.channel.ack(msg);
-      this.deps.host.log.info(`${queue}/${displayId(facts.identity)} came back after this runner had finished it (the acknowledgement was lost with its channel): acknowledged without running it again`);
+      this.deps.host.log.info(
+        `${queue}/${displayId(facts.identity)} came back after this runner had finished it (the acknowledgement was lost with its channel): acknowledged without running it again`,
+      );
       return true;
     }
     if (settled?.kind === "reject") {
-      await this.deps.host.keepFailed(queue, displayId(facts.identity), msg, facts.deliveryCount, [...facts.reasons, newReason(settled.reason)], settled.reason).then(
-        () => slot.channel.ack(msg),
-        (err) => {
-          this.deps.host.log.warn(`could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`);
-          slot.channel.nack(msg, false, true);
-        },
-      );
+      await this.deps.host
+        .keepFailed(
+          queue,
+          displayId(facts.identity),
+          msg,
+          facts.deliveryCount,
+          [...facts.reasons, newReason(settled.reason)],
+          settled.reason,
+        )
+        .then(
+          () => slot.channel.ack(msg),
+          (err) => {
+            this.deps.host.log.warn(
+              `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`,
+            );
+            slot.channel.nack(msg, false, true);
+          },
+        );
       return true;
     }
     const running = this.deps.holds.detachedCopy(queue, facts.copyIdentity);
     if (running) {
       running.attach(slot, msg);
-      this.deps.host.log.info(`took ${running.where} back after losing its channel: the running experiment goes on and is acknowledged as usual`);
+      this.deps.host.log.info(
+        `took ${running.where} back after losing its channel: the running experiment goes on and is acknowledged as usual`,
+      );
       return true;
     }
     return false;
@@ -178,19 +203,36 @@ export class Receiver {
     const earlier = facts.deliveryCount - 1;
     const because = `delivered ${earlier} times without being settled: each runner that held it stopped or lost its connection`;
     try {
-      await this.deps.host.keepFailed(queue, displayId(facts.identity), msg, earlier, [...facts.reasons, newReason(because)], because);
+      await this.deps.host.keepFailed(
+        queue,
+        displayId(facts.identity),
+        msg,
+        earlier,
+        [...facts.reasons, newReason(because)],
+        because,
+      );
       slot.channel.ack(msg);
     } catch (err) {
-      this.deps.host.log.warn(`could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`);
+      this.deps.host.log.warn(
+        `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`,
+      );
       slot.channel.nack(msg, false, true);
     }
   }
 
-  private async giveBack(queue: string, slot: HoldingChannel, refused: Array<{ msg: GetMessage; facts: MessageFacts }>) {
+  private async giveBack(
+    queue: string,
+    slot: HoldingChannel,
+    refused: Array<{ msg: GetMessage; facts: MessageFacts }>,
+  ) {
     for (const { msg, facts } of refused) {
       try {
         if (facts.fromQuorumQueue) {
-          await this.deps.host.requeueCopy(queue, msg, copyProperties(msg, { deliveries: facts.deliveryCount - 1, reasons: facts.reasons }));
+          await this.deps.host.requeueCopy(
+            queue,
+            msg,
+            copyProperties(msg, { deliveries: facts.deliveryCount - 1, reasons: facts.reasons }),
+          );
           slot.channel.ack(msg);
         } else {
           slot.channel.nack(msg, false, true);

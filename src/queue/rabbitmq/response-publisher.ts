@@ -24,7 +24,8 @@ export class RabbitResponsePublisher implements ResponsePublisher {
 
   private connect(): Promise<{ model: ChannelModel; confirm: ConfirmChannel }> {
     if (this.connection) return this.connection;
-    if (Date.now() - this.failedAtMs < RECONNECT_PAUSE_MS) return Promise.reject(new Error("not connected to RabbitMQ (retrying shortly)"));
+    if (Date.now() - this.failedAtMs < RECONNECT_PAUSE_MS)
+      return Promise.reject(new Error("not connected to RabbitMQ (retrying shortly)"));
     const made = (async () => {
       const model = await amqp.connect(this.address.connect, {
         timeout: CONNECT_TIMEOUT_MS,

@@ -39,7 +39,8 @@ export class AmqpSession {
 
   /** Begin connecting (in the background); idempotent. */
   start(): void {
-    if (!this.model && !this.connecting && !this.closed) this.connecting = this.connectLoop().finally(() => (this.connecting = undefined));
+    if (!this.model && !this.connecting && !this.closed)
+      this.connecting = this.connectLoop().finally(() => (this.connecting = undefined));
   }
 
   get isUp(): boolean {
@@ -80,7 +81,8 @@ export class AmqpSession {
    */
   async upOrFirstAttempt(): Promise<boolean> {
     this.start();
-    if (!this.model && !this.firstAttemptDone && !this.closed) await this.ready(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    if (!this.model && !this.firstAttemptDone && !this.closed)
+      await this.ready(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
     return this.isUp;
   }
 
@@ -122,7 +124,9 @@ export class AmqpSession {
       try {
         const model = await amqp.connect(address.connect, {
           timeout: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-          clientProperties: { connection_name: this.options.connectionName ?? `studio-runner ${hostname()} pid ${process.pid}` },
+          clientProperties: {
+            connection_name: this.options.connectionName ?? `studio-runner ${hostname()} pid ${process.pid}`,
+          },
         });
         if (this.closed) {
           await model.close().catch(() => undefined);
@@ -130,7 +134,8 @@ export class AmqpSession {
         }
         this.attach(model);
         this.firstAttemptDone = true;
-        const outage = this.downSinceMs !== undefined ? ` after ${((Date.now() - this.downSinceMs) / 1000).toFixed(1)}s` : "";
+        const outage =
+          this.downSinceMs !== undefined ? ` after ${((Date.now() - this.downSinceMs) / 1000).toFixed(1)}s` : "";
         this.downSinceMs = undefined;
         log.info(`connected to RabbitMQ at ${address.redacted}${outage}`);
         for (const wake of [...this.readyWaiters]) wake();
@@ -145,7 +150,9 @@ export class AmqpSession {
         }
         const delayMs = backoffDelayMs(failures, this.options.backoff ?? DEFAULT_BACKOFF);
         if (failures === 1 || failures % WARN_EVERY_FAILURES === 0) {
-          log.warn(`cannot connect to RabbitMQ at ${address.redacted} (attempt ${failures}): ${this.mask(err)}; retrying in ${(delayMs / 1000).toFixed(1)}s`);
+          log.warn(
+            `cannot connect to RabbitMQ at ${address.redacted} (attempt ${failures}): ${this.mask(err)}; retrying in ${(delayMs / 1000).toFixed(1)}s`,
+          );
         }
         await this.sleep(delayMs);
       }
@@ -155,7 +162,9 @@ export class AmqpSession {
   private attach(model: ChannelModel) {
     let lastError: unknown;
     model.on("error", (err: unknown) => (lastError = err));
-    model.on("blocked", (reason: unknown) => this.options.log.warn(`RabbitMQ blocks publishing (${String(reason)}): publishes wait until it unblocks`));
+    model.on("blocked", (reason: unknown) =>
+      this.options.log.warn(`RabbitMQ blocks publishing (${String(reason)}): publishes wait until it unblocks`),
+    );
     model.on("unblocked", () => this.options.log.info("RabbitMQ unblocked publishing"));
     model.on("close", (err?: unknown) => {
       if (this.model !== model) return;
@@ -164,7 +173,9 @@ export class AmqpSession {
       this.downSinceMs = Date.now();
       for (const listener of [...this.downListeners]) listener(reason);
       if (this.closed) return;
-      this.options.log.warn(`lost the connection to RabbitMQ at ${this.options.address.redacted} (${reason}); reconnecting`);
+      this.options.log.warn(
+        `lost the connection to RabbitMQ at ${this.options.address.redacted} (${reason}); reconnecting`,
+      );
       this.start();
     });
     this.model = model;

@@ -19,7 +19,8 @@ export function rabbitSettingsProblems(settings: Settings): string[] {
   const url = text(settings, "amqp-url");
   const problems: string[] = [];
   if (!url) {
-    for (const name of ["amqp-mgt-url", "amqp-queues"]) if (text(settings, name)) problems.push(`--${name} is set but --amqp-url is not`);
+    for (const name of ["amqp-mgt-url", "amqp-queues"])
+      if (text(settings, name)) problems.push(`--${name} is set but --amqp-url is not`);
     return problems;
   }
   try {
@@ -42,7 +43,11 @@ export function fallbackQueueList(settings: Settings): string[] {
 }
 
 /** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each discovery. */
-export function rabbitBackendFromSettings(settings: Settings, log: QueueLog, filter?: QueueFilter): RabbitQueueBackend | undefined {
+export function rabbitBackendFromSettings(
+  settings: Settings,
+  log: QueueLog,
+  filter?: QueueFilter,
+): RabbitQueueBackend | undefined {
   const url = text(settings, "amqp-url");
   if (!url) return undefined;
   return new RabbitQueueBackend({

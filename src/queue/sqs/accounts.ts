@@ -41,7 +41,8 @@ export function readAccount(dir: string, name: string): SqsAccount {
   const credentials = parseIni(readFileSync(credentialsFile, "utf8")).get("default");
   const id = credentials?.get("aws_access_key_id");
   const secret = credentials?.get("aws_secret_access_key");
-  if (!id || !secret) throw new AccountError(`${credentialsFile}: profile [default] needs aws_access_key_id and aws_secret_access_key`);
+  if (!id || !secret)
+    throw new AccountError(`${credentialsFile}: profile [default] needs aws_access_key_id and aws_secret_access_key`);
   const config = existsSync(configFile) ? parseIni(readFileSync(configFile, "utf8")).get("default") : undefined;
   const token = credentials?.get("aws_session_token");
   return {
@@ -53,10 +54,12 @@ export function readAccount(dir: string, name: string): SqsAccount {
 
 /** Every account under the --sqs-certs directory, in name order; throws AccountError listing what is wrong. */
 export function readAccounts(certsDir: string): SqsAccount[] {
-  if (!existsSync(certsDir) || !statSync(certsDir).isDirectory()) throw new AccountError(`${certsDir} is not a directory`);
+  if (!existsSync(certsDir) || !statSync(certsDir).isDirectory())
+    throw new AccountError(`${certsDir} is not a directory`);
   const names = readdirSync(certsDir)
     .filter((n) => !n.startsWith(".") && statSync(join(certsDir, n)).isDirectory())
     .sort();
-  if (!names.length) throw new AccountError(`${certsDir} has no account sub-directories (each with credentials and config files)`);
+  if (!names.length)
+    throw new AccountError(`${certsDir} has no account sub-directories (each with credentials and config files)`);
   return names.map((n) => readAccount(join(certsDir, n), n));
 }

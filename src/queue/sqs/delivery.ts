@@ -77,7 +77,9 @@ export class SqsDelivery implements Delivery {
     try {
       await this.host.remove(this.message);
     } catch (err) {
-      this.host.log.warn(`${this.where} finished but could not be deleted from SQS (${errorMessage(err)}): it will be delivered again when its visibility runs out`);
+      this.host.log.warn(
+        `${this.where} finished but could not be deleted from SQS (${errorMessage(err)}): it will be delivered again when its visibility runs out`,
+      );
     }
   }
 
@@ -89,12 +91,16 @@ export class SqsDelivery implements Delivery {
     }
     const reasons = [...this.message.reasons, newReason(reason)];
     if (this.deliveryCount >= this.host.maxDeliveries) {
-      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`)) ? "failed" : "requeued";
+      return (await this.keepFailed(reasons, `gave up after ${this.deliveryCount} deliveries: ${reason}`))
+        ? "failed"
+        : "requeued";
     }
     try {
       await this.host.makeVisible(this.message);
     } catch (err) {
-      this.host.log.warn(`could not give ${this.where} back (${errorMessage(err)}): it becomes visible again when its visibility runs out`);
+      this.host.log.warn(
+        `could not give ${this.where} back (${errorMessage(err)}): it becomes visible again when its visibility runs out`,
+      );
     }
     return "requeued";
   }
@@ -109,7 +115,9 @@ export class SqsDelivery implements Delivery {
     try {
       await this.host.replaceWithCopy(this.message, this.deliveryCount - 1);
     } catch (err) {
-      this.host.log.warn(`could not give ${this.where} back uncounted (${reason}; ${errorMessage(err)}): made visible instead, so this delivery counts`);
+      this.host.log.warn(
+        `could not give ${this.where} back uncounted (${reason}; ${errorMessage(err)}): made visible instead, so this delivery counts`,
+      );
       await this.host.makeVisible(this.message).catch(() => undefined);
     }
   }
@@ -127,7 +135,9 @@ export class SqsDelivery implements Delivery {
       await this.host.moveToFailed(this.message, reasons, because);
       return true;
     } catch (err) {
-      this.host.log.warn(`could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`);
+      this.host.log.warn(
+        `could not keep ${this.where} in the failed place (${errorMessage(err)}): it goes back to its queue instead`,
+      );
       await this.host.makeVisible(this.message).catch(() => undefined);
       return false;
     }

@@ -10,7 +10,8 @@ const MAX_ATTEMPTS = 2;
 
 export type SqsResponseOptions = { accounts: SqsAccount[]; region?: string; endpoint?: string };
 
-const missingQueue = (err: unknown) => /NonExistentQueue|QueueDoesNotExist/.test(`${(err as Error)?.name} ${(err as { Code?: string })?.Code ?? ""}`);
+const missingQueue = (err: unknown) =>
+  /NonExistentQueue|QueueDoesNotExist/.test(`${(err as Error)?.name} ${(err as { Code?: string })?.Code ?? ""}`);
 
 export class SqsResponsePublisher implements ResponsePublisher {
   readonly kind = "sqs";
@@ -43,7 +44,9 @@ export class SqsResponsePublisher implements ResponsePublisher {
       return {
         where: `SQS queue ${queue} (account ${name})`,
         send: async (body) => {
-          await client.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: new TextDecoder().decode(body) }));
+          await client.send(
+            new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: new TextDecoder().decode(body) }),
+          );
         },
       };
     }

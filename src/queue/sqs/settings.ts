@@ -17,16 +17,27 @@ export const SQS_OPTIONS: OptionSpec[] = [
   {
     name: "sqs-certs",
     type: "path",
-    description: "serve SQS: a directory with one sub-directory per AWS account, each holding AWS `credentials` and `config` files (profile default)",
+    description:
+      "serve SQS: a directory with one sub-directory per AWS account, each holding AWS `credentials` and `config` files (profile default)",
   },
-  { name: "aws-region", type: "string", description: "AWS region of the SQS accounts whose config file names none", defaultText: "$AWS_REGION, $AWS_DEFAULT_REGION or us-east-1" },
+  {
+    name: "aws-region",
+    type: "string",
+    description: "AWS region of the SQS accounts whose config file names none",
+    defaultText: "$AWS_REGION, $AWS_DEFAULT_REGION or us-east-1",
+  },
   {
     name: "sqs-endpoint",
     type: "string",
     description: "SQS-compatible server to use instead of AWS, e.g. http://127.0.0.1:4566",
     defaultText: "$AWS_ENDPOINT_URL_SQS or $AWS_ENDPOINT_URL, else AWS",
   },
-  { name: "sqs-visibility", type: "duration", description: "visibility lease of a held SQS message, renewed every half lease", default: "5m" },
+  {
+    name: "sqs-visibility",
+    type: "duration",
+    description: "visibility lease of a held SQS message, renewed every half lease",
+    default: "5m",
+  },
 ];
 
 const text = (settings: Settings, name: string) => {
@@ -35,11 +46,18 @@ const text = (settings: Settings, name: string) => {
 };
 
 function endpointOf(settings: Settings, env: Record<string, string | undefined>): string | undefined {
-  return text(settings, "sqs-endpoint") ?? (env.AWS_ENDPOINT_URL_SQS?.trim() || undefined) ?? (env.AWS_ENDPOINT_URL?.trim() || undefined);
+  return (
+    text(settings, "sqs-endpoint") ??
+    (env.AWS_ENDPOINT_URL_SQS?.trim() || undefined) ??
+    (env.AWS_ENDPOINT_URL?.trim() || undefined)
+  );
 }
 
 /** Problems with the SQS settings, worded like the other configuration problems (never a secret). */
-export function sqsSettingsProblems(settings: Settings, env: Record<string, string | undefined> = process.env): string[] {
+export function sqsSettingsProblems(
+  settings: Settings,
+  env: Record<string, string | undefined> = process.env,
+): string[] {
   const certs = text(settings, "sqs-certs");
   const problems: string[] = [];
   if (!certs) {
@@ -53,20 +71,30 @@ export function sqsSettingsProblems(settings: Settings, env: Record<string, stri
     problems.push(`--sqs-certs: ${err.message}`);
   }
   const endpoint = endpointOf(settings, env);
-  if (endpoint && !/^https?:\/\/[^/]+/.test(endpoint)) problems.push(`SQS endpoint ${JSON.stringify(endpoint)} must start with http:// or https://`);
+  if (endpoint && !/^https?:\/\/[^/]+/.test(endpoint))
+    problems.push(`SQS endpoint ${JSON.stringify(endpoint)} must start with http:// or https://`);
   const visibility = settings["sqs-visibility"];
-  if (typeof visibility === "number" && (visibility < MIN_VISIBILITY_MS || visibility > MAX_VISIBILITY_MS)) problems.push("--sqs-visibility must be between 2s and 12h");
+  if (typeof visibility === "number" && (visibility < MIN_VISIBILITY_MS || visibility > MAX_VISIBILITY_MS))
+    problems.push("--sqs-visibility must be between 2s and 12h");
   return problems;
 }
 
 /** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read at each discovery. */
-export function sqsBackendFromSettings(settings: Settings, log: QueueLog, env: Record<string, string | undefined> = process.env, filter?: QueueFilter): QueueBackend | undefined {
+export function sqsBackendFromSettings(
+  settings: Settings,
+  log: QueueLog,
+  env: Record<string, string | undefined> = process.env,
+  filter?: QueueFilter,
+): QueueBackend | undefined {
   const certs = text(settings, "sqs-certs");
   if (!certs) return undefined;
   const visibility = settings["sqs-visibility"];
   return new SqsQueueBackend({
     accounts: readAccounts(certs),
-    region: text(settings, "aws-region") ?? (env.AWS_REGION?.trim() || undefined) ?? (env.AWS_DEFAULT_REGION?.trim() || undefined),
+    region:
+      text(settings, "aws-region") ??
+      (env.AWS_REGION?.trim() || undefined) ??
+      (env.AWS_DEFAULT_REGION?.trim() || undefined),
     endpoint: endpointOf(settings, env),
     leaseMs: typeof visibility === "number" && visibility > 0 ? visibility : undefined,
     maxDeliveries: settings["max-deliveries"] as number,

@@ -34,7 +34,11 @@ export function sqsFault(err: unknown, operation: string, where: string): Runner
   const text = `SQS ${operation} on ${where} failed (${name}${status ? `, HTTP ${status}` : ""})${detail}`;
   if (MISSING_QUEUE.has(name) || /NonExistentQueue/.test(name)) return new QueueMissingError(text, {}, { cause: err });
   if (ACCESS_REFUSED.has(name) || status === 403) {
-    return new PermanentError(`${text}: the credentials were refused; check the account's credentials and its SQS permissions`, {}, { cause: err });
+    return new PermanentError(
+      `${text}: the credentials were refused; check the account's credentials and its SQS permissions`,
+      {},
+      { cause: err },
+    );
   }
   return new RetryableError(text, {}, { cause: err });
 }

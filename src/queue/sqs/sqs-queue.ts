@@ -39,7 +39,15 @@ import {
   type MessageAttributeValue,
 } from "@aws-sdk/client-sqs";
 import { errorMessage, RetryableError } from "../../errors.ts";
-import { filterOf, queueWanted, type Delivery, type QueueBackend, type QueueFilterOptions, type ReceiveOptions, type TaskQueue } from "../task-queue.ts";
+import {
+  filterOf,
+  queueWanted,
+  type Delivery,
+  type QueueBackend,
+  type QueueFilterOptions,
+  type ReceiveOptions,
+  type TaskQueue,
+} from "../task-queue.ts";
 import type { SqsAccount } from "./accounts.ts";
 import { ATTR, failedQueueName, queueNameOfUrl, type Reason } from "./conventions.ts";
 import { SqsDelivery, type QueueLog, type ReceivedMessage, type SqsDeliveryHost } from "./delivery.ts";
@@ -118,14 +126,20 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
           const name = queueNameOfUrl(url);
           if (!queueWanted(name, filterOf(this.options))) continue;
           if (names.has(name) && this.urls.get(name)?.account !== account) {
-            this.warnOnce(`duplicate ${name}`, `queue ${name} exists in more than one SQS account; serving the one in account ${this.urls.get(name)!.account.account.name}`);
+            this.warnOnce(
+              `duplicate ${name}`,
+              `queue ${name} exists in more than one SQS account; serving the one in account ${this.urls.get(name)!.account.account.name}`,
+            );
             continue;
           }
           names.add(name);
           this.urls.set(name, { account, url });
         }
       } catch (err) {
-        this.warnOnce(`list ${account.account.name} ${errorMessage(err)}`, `cannot list the queues of ${account.where}: ${errorMessage(err)}`);
+        this.warnOnce(
+          `list ${account.account.name} ${errorMessage(err)}`,
+          `cannot list the queues of ${account.where}: ${errorMessage(err)}`,
+        );
       }
     }
     const list = [...names].sort();
@@ -140,7 +154,9 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
   async publish(queue: string, body: Uint8Array | string): Promise<string> {
     const ref = await this.queueRef(queue, { create: true });
     const text = typeof body === "string" ? body : new TextDecoder().decode(body);
-    const sent = await this.call(ref.account, "SendMessage", queue, () => ref.account.client.send(new SendMessageCommand({ QueueUrl: ref.url, MessageBody: text })));
+    const sent = await this.call(ref.account, "SendMessage", queue, () =>
+      ref.account.client.send(new SendMessageCommand({ QueueUrl: ref.url, MessageBody: text })),
+    );
     this.discovered = undefined;
     return sent.MessageId ?? "";
   }
@@ -152,7 +168,11 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
 
   /** Reports go to `<queue>_response` in the first of this backend's accounts that has it. */
   responsePublisher(): ResponsePublisher {
-    return new SqsResponsePublisher({ accounts: this.options.accounts, region: this.options.region, endpoint: this.options.endpoint });
+    return new SqsResponsePublisher({
+      accounts: this.options.accounts,
+      region: this.options.region,
+      endpoint: this.options.endpoint,
+    });
   }
 
   /** Stops renewing the messages still held (SQS shows them again when their lease runs out). */
@@ -162,7 +182,10 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     const held = [...this.held];
     this.held.clear();
     await Promise.all(held.map((d) => d.abandon()));
-    if (held.length) this.log.warn(`closed while holding ${held.length} SQS message(s): they become visible again within ${Math.round(this.leaseMs / 1000)}s`);
+    if (held.length)
+      this.log.warn(
+        `closed while holding ${held.length} SQS message(s): they become visible again within ${Math.round(this.leaseMs / 1000)}s`,
+      );
     for (const a of this.accounts) a.client.destroy();
   }
 
@@ -174,7 +197,9 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
 
   async remove(msg: ReceivedMessage): Promise<void> {
     const ref = await this.queueRef(msg.queue);
-    await this.call(ref.account, "DeleteMessage", msg.queue, () => ref.account.client.send(new DeleteMessageCommand({ QueueUrl: msg.queueUrl, ReceiptHandle: msg.receiptHandle })));
+    await this.call(ref.account, "DeleteMessage", msg.queue, () =>
+      ref.account.client.send(new DeleteMessageCommand({ QueueUrl: msg.queueUrl, ReceiptHandle: msg.receiptHandle })),
+    );
   }
 
   async replaceWithCopy(msg: ReceivedMessage, deliveries: number): Promise<void> {
@@ -185,7 +210,13 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       ...(msg.reasons.length ? { [ATTR.reasons]: stringAttr(JSON.stringify(msg.reasons)) } : {}),
     });
     await this.call(ref.account, "SendMessage", msg.queue, () =>
-      ref.account.client.send(new SendMessageCommand({ QueueUrl: ref.url, MessageBody: new TextDecoder().decode(msg.body), MessageAttributes: attributes })),
+      ref.account.client.send(
+        new SendMessageCommand({
+          QueueUrl: ref.url,
+          MessageBody: new TextDecoder().decode(msg.body),
+          MessageAttributes: attributes,
+        }),
+      ),
     );
     await this.remove(msg);
   }
@@ -203,12 +234,20 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       [ATTR.reasons]: stringAttr(JSON.stringify(reasons)),
     });
     await this.call(ref.account, "SendMessage", failed, () =>
-      ref.account.client.send(new SendMessageCommand({ QueueUrl: ref.url, MessageBody: new TextDecoder().decode(msg.body), MessageAttributes: attributes })),
+      ref.account.client.send(
+        new SendMessageCommand({
+          QueueUrl: ref.url,
+          MessageBody: new TextDecoder().decode(msg.body),
+          MessageAttributes: attributes,
+        }),
+      ),
     );
     try {
       await this.remove(msg);
     } catch (err) {
-      this.log.warn(`${msg.queue}/${msg.id} was copied to ${failed} but the original could not be deleted (${errorMessage(err)}): it may come back once`);
+      this.log.warn(
+        `${msg.queue}/${msg.id} was copied to ${failed} but the original could not be deleted (${errorMessage(err)}): it may come back once`,
+      );
     }
     this.log.warn(`request ${msg.queue}/${msg.id} kept in the failed place (queue ${failed}): ${because}`);
   }
@@ -250,7 +289,9 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       return undefined;
     }
     if (msg.deliveryCount > this.maxDeliveries) {
-      await delivery.reject(`delivered ${msg.deliveryCount} times without being settled (the runners holding it stopped); --max-deliveries is ${this.maxDeliveries}`);
+      await delivery.reject(
+        `delivered ${msg.deliveryCount} times without being settled (the runners holding it stopped); --max-deliveries is ${this.maxDeliveries}`,
+      );
       return undefined;
     }
     if (options.accept && !options.accept(msg.body)) {
@@ -294,7 +335,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     }
     const foreign: ReceivedMessage["foreignAttributes"] = {};
     for (const [k, v] of Object.entries(attributes)) {
-      if (!k.startsWith("studio_") && v.DataType) foreign[k] = { DataType: v.DataType, StringValue: v.StringValue, BinaryValue: v.BinaryValue };
+      if (!k.startsWith("studio_") && v.DataType)
+        foreign[k] = { DataType: v.DataType, StringValue: v.StringValue, BinaryValue: v.BinaryValue };
     }
     return {
       queue,
@@ -302,14 +344,18 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       receiptHandle: raw.ReceiptHandle!,
       id: attributes[ATTR.originalId]?.StringValue ?? raw.MessageId ?? raw.ReceiptHandle!,
       body: encoder.encode(raw.Body ?? ""),
-      deliveryCount: (Number.isFinite(carried) ? carried : 0) + (Number.isFinite(received) && received > 0 ? received : 1),
+      deliveryCount:
+        (Number.isFinite(carried) ? carried : 0) + (Number.isFinite(received) && received > 0 ? received : 1),
       reasons,
       foreignAttributes: foreign,
     };
   }
 
   /** Ours override theirs; theirs are dropped past SQS's 10 attributes. */
-  private copyAttributes(msg: ReceivedMessage, ours: Record<string, MessageAttributeValue>): Record<string, MessageAttributeValue> {
+  private copyAttributes(
+    msg: ReceivedMessage,
+    ours: Record<string, MessageAttributeValue>,
+  ): Record<string, MessageAttributeValue> {
     const room = MAX_MESSAGE_ATTRIBUTES - Object.keys(ours).length;
     const theirs = Object.entries(msg.foreignAttributes).slice(0, Math.max(0, room));
     return { ...Object.fromEntries(theirs), ...ours };
@@ -320,7 +366,13 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
   private async changeVisibility(msg: ReceivedMessage, seconds: number): Promise<void> {
     const ref = await this.queueRef(msg.queue);
     await this.call(ref.account, "ChangeMessageVisibility", msg.queue, () =>
-      ref.account.client.send(new ChangeMessageVisibilityCommand({ QueueUrl: msg.queueUrl, ReceiptHandle: msg.receiptHandle, VisibilityTimeout: seconds })),
+      ref.account.client.send(
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: msg.queueUrl,
+          ReceiptHandle: msg.receiptHandle,
+          VisibilityTimeout: seconds,
+        }),
+      ),
     );
   }
 
@@ -328,7 +380,9 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     const urls: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.call(account, "ListQueues", "all queues", () => account.client.send(new ListQueuesCommand({ MaxResults: 1000, NextToken: token })));
+      const page = await this.call(account, "ListQueues", "all queues", () =>
+        account.client.send(new ListQueuesCommand({ MaxResults: 1000, NextToken: token })),
+      );
       urls.push(...(page.QueueUrls ?? []));
       token = page.NextToken;
     } while (token);
@@ -342,9 +396,17 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     const account = how.account ?? this.accounts[0]!;
     let url: string | undefined;
     if (how.create) {
-      url = (await this.call(account, "CreateQueue", queue, () => account.client.send(new CreateQueueCommand({ QueueName: queue })))).QueueUrl;
+      url = (
+        await this.call(account, "CreateQueue", queue, () =>
+          account.client.send(new CreateQueueCommand({ QueueName: queue })),
+        )
+      ).QueueUrl;
     } else {
-      url = (await this.call(account, "GetQueueUrl", queue, () => account.client.send(new GetQueueUrlCommand({ QueueName: queue })))).QueueUrl;
+      url = (
+        await this.call(account, "GetQueueUrl", queue, () =>
+          account.client.send(new GetQueueUrlCommand({ QueueName: queue })),
+        )
+      ).QueueUrl;
     }
     if (!url) throw new RetryableError(`SQS gave no URL for queue ${queue} in ${account.where}`);
     const ref = { account, url };

@@ -58,13 +58,22 @@ export function clearTextResources(body: Uint8Array | string): Resources | undef
   try {
     return parseResources("message.resources_needed", needed);
   } catch (err) {
-    throw new EnvelopeError("bad-field", (err as Error).message.replace(/^message\.resources_needed: /, ""), "message.resources_needed");
+    throw new EnvelopeError(
+      "bad-field",
+      (err as Error).message.replace(/^message\.resources_needed: /, ""),
+      "message.resources_needed",
+    );
   }
 }
 
 function requireString(message: Record<string, unknown>, name: string): string {
   const v = message[name];
-  if (typeof v !== "string" || !v) throw new EnvelopeError("bad-field", v === undefined ? "is missing" : "must be a non-empty string", `message.${name}`);
+  if (typeof v !== "string" || !v)
+    throw new EnvelopeError(
+      "bad-field",
+      v === undefined ? "is missing" : "must be a non-empty string",
+      `message.${name}`,
+    );
   return v;
 }
 
@@ -82,8 +91,12 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
   const message = envelopeMessage(doc);
   if (message === undefined) {
     if (!options.clearTextAllowed) {
-      if (doc === undefined) throw new EnvelopeError("not-json", "message body is not JSON and clear-text messages are off");
-      throw new EnvelopeError("plain-refused", `plain (unencrypted) request on queue ${queue} refused: clear-text messages are off (--clear-text-messages is false, the default with --encrypt-dir)`);
+      if (doc === undefined)
+        throw new EnvelopeError("not-json", "message body is not JSON and clear-text messages are off");
+      throw new EnvelopeError(
+        "plain-refused",
+        `plain (unencrypted) request on queue ${queue} refused: clear-text messages are off (--clear-text-messages is false, the default with --encrypt-dir)`,
+      );
     }
     // The Go runner's rule (docs/message_privacy.md): once a signing key is registered for a queue,
     // every message on it must carry a valid signature, and a plain request carries none.
@@ -102,14 +115,24 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
 
   // Signature first: cheap, and nothing is decrypted for a sender we do not trust.
   if (!keys.verifiesSignatures) {
-    throw new EnvelopeError("no-signing-keys", "encrypted messages must be signed, but no --request-signatures-dir is configured to verify them", "message.signature");
+    throw new EnvelopeError(
+      "no-signing-keys",
+      "encrypted messages must be signed, but no --request-signatures-dir is configured to verify them",
+      "message.signature",
+    );
   }
   const registered = keys.signingKeyFor(queue);
-  if (!registered) throw new EnvelopeError("no-key-for-queue", `no signing key is registered for any prefix of queue ${JSON.stringify(queue)}`, "message.signature");
+  if (!registered)
+    throw new EnvelopeError(
+      "no-key-for-queue",
+      `no signing key is registered for any prefix of queue ${JSON.stringify(queue)}`,
+      "message.signature",
+    );
   const signatureText = requireString(message, "signature");
   const fingerprint = message.fingerprint;
   if (fingerprint !== undefined && fingerprint !== null) {
-    if (typeof fingerprint !== "string") throw new EnvelopeError("bad-field", "must be a string", "message.fingerprint");
+    if (typeof fingerprint !== "string")
+      throw new EnvelopeError("bad-field", "must be a string", "message.fingerprint");
     if (fingerprint !== registered.key.fingerprint) {
       throw new EnvelopeError(
         "fingerprint-mismatch",
@@ -120,16 +143,30 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
   }
   const signature = decodeBase64(signatureText, "message.signature");
   if (signature.length !== ED25519_SIGNATURE_BYTES) {
-    throw new EnvelopeError("bad-field", `is ${signature.length} bytes, an Ed25519 signature is ${ED25519_SIGNATURE_BYTES}`, "message.signature");
+    throw new EnvelopeError(
+      "bad-field",
+      `is ${signature.length} bytes, an Ed25519 signature is ${ED25519_SIGNATURE_BYTES}`,
+      "message.signature",
+    );
   }
   // What is signed: the UTF-8 bytes of the payload string exactly as sent (studioml encrypted_payload_builder.py).
   if (!verify(null, Buffer.from(payload, "utf8"), registered.key.key, signature)) {
-    throw new EnvelopeError("signature-mismatch", `does not verify with the key registered for prefix ${JSON.stringify(registered.prefix)} (${registered.key.fingerprint})`, "message.signature");
+    throw new EnvelopeError(
+      "signature-mismatch",
+      `does not verify with the key registered for prefix ${JSON.stringify(registered.prefix)} (${registered.key.fingerprint})`,
+      "message.signature",
+    );
   }
 
   const runnerKey = keys.runnerKey();
-  if (!runnerKey) throw new EnvelopeError("no-runner-key", "message is encrypted but this runner has no --encrypt-dir key", "message.payload");
+  if (!runnerKey)
+    throw new EnvelopeError(
+      "no-runner-key",
+      "message is encrypted but this runner has no --encrypt-dir key",
+      "message.payload",
+    );
   const json = decryptPayload(payload, runnerKey);
-  if (!isObject(parseJson(json))) throw new EnvelopeError("bad-plaintext", "decrypted request is not a JSON object", "message.payload");
+  if (!isObject(parseJson(json)))
+    throw new EnvelopeError("bad-plaintext", "decrypted request is not a JSON object", "message.payload");
   return { json, signedBy: registered.prefix, fingerprint: registered.key.fingerprint, encrypted: true };
 }

@@ -25,7 +25,10 @@ export class EnvelopeError extends PermanentError {
     message: string,
     readonly field?: string,
   ) {
-    super(field ? `envelope ${field}: ${message}` : `envelope: ${message}`, field ? { field, phase: "envelope" } : { phase: "envelope" });
+    super(
+      field ? `envelope ${field}: ${message}` : `envelope: ${message}`,
+      field ? { field, phase: "envelope" } : { phase: "envelope" },
+    );
   }
 }
 

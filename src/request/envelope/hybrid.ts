@@ -26,7 +26,10 @@ export function encryptPayload(plain: Uint8Array, rsaPublicKey: KeyObject, parts
   const nonce = parts.nonce ?? randomBytes(NONCE_BYTES);
   if (sessionKey.length !== SESSION_KEY_BYTES) throw new RangeError(`session key must be ${SESSION_KEY_BYTES} bytes`);
   if (nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
-  const wrapped = publicEncrypt({ key: rsaPublicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" }, sessionKey);
+  const wrapped = publicEncrypt(
+    { key: rsaPublicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+    sessionKey,
+  );
   const box = nacl.secretbox(plain, nonce, sessionKey);
   return `${wrapped.toString("base64")},${Buffer.concat([nonce, box]).toString("base64")}`;
 }
@@ -34,20 +37,42 @@ export function encryptPayload(plain: Uint8Array, rsaPublicKey: KeyObject, parts
 /** Decrypt a payload string with the runner's RSA private key; throws EnvelopeError naming `field`. */
 export function decryptPayload(payload: string, rsaPrivateKey: KeyObject, field = "message.payload"): Uint8Array {
   const items = payload.split(",");
-  if (items.length !== 2) throw new EnvelopeError("bad-field", `must be two comma-separated base64 strings, found ${items.length} part(s)`, field);
+  if (items.length !== 2)
+    throw new EnvelopeError(
+      "bad-field",
+      `must be two comma-separated base64 strings, found ${items.length} part(s)`,
+      field,
+    );
   const wrapped = decodeBase64(items[0]!, `${field} (encrypted session key)`);
   const sealed = decodeBase64(items[1]!, `${field} (encrypted request)`);
   let sessionKey: Buffer;
   try {
-    sessionKey = privateDecrypt({ key: rsaPrivateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" }, wrapped);
+    sessionKey = privateDecrypt(
+      { key: rsaPrivateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+      wrapped,
+    );
   } catch {
-    throw new EnvelopeError("wrong-key", "session key does not decrypt with this runner's private key (sealed for another key, or corrupted)", field);
+    throw new EnvelopeError(
+      "wrong-key",
+      "session key does not decrypt with this runner's private key (sealed for another key, or corrupted)",
+      field,
+    );
   }
   if (sessionKey.length !== SESSION_KEY_BYTES) {
-    throw new EnvelopeError("wrong-key", `decrypted session key is ${sessionKey.length} bytes, expected ${SESSION_KEY_BYTES}`, field);
+    throw new EnvelopeError(
+      "wrong-key",
+      `decrypted session key is ${sessionKey.length} bytes, expected ${SESSION_KEY_BYTES}`,
+      field,
+    );
   }
-  if (sealed.length < NONCE_BYTES + nacl.secretbox.overheadLength) throw new EnvelopeError("bad-field", "encrypted request is too short", field);
+  if (sealed.length < NONCE_BYTES + nacl.secretbox.overheadLength)
+    throw new EnvelopeError("bad-field", "encrypted request is too short", field);
   const opened = nacl.secretbox.open(sealed.subarray(NONCE_BYTES), sealed.subarray(0, NONCE_BYTES), sessionKey);
-  if (!opened) throw new EnvelopeError("payload-tampered", "encrypted request does not authenticate (tampered, or not sealed with its session key)", field);
+  if (!opened)
+    throw new EnvelopeError(
+      "payload-tampered",
+      "encrypted request does not authenticate (tampered, or not sealed with its session key)",
+      field,
+    );
   return opened;
 }

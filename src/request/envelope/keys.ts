@@ -35,9 +35,17 @@ export interface EnvelopeKeys {
 export function runnerKeyFiles(encryptDir: string): { privateKey: string; publicKey: string; passphrase: string } {
   const nested = join(encryptDir, "encryption", "ssh-privatekey");
   if (existsSync(nested) || !existsSync(join(encryptDir, "ssh-privatekey"))) {
-    return { privateKey: nested, publicKey: join(encryptDir, "encryption", "ssh-publickey"), passphrase: join(encryptDir, "passphrase", "ssh-passphrase") };
+    return {
+      privateKey: nested,
+      publicKey: join(encryptDir, "encryption", "ssh-publickey"),
+      passphrase: join(encryptDir, "passphrase", "ssh-passphrase"),
+    };
   }
-  return { privateKey: join(encryptDir, "ssh-privatekey"), publicKey: join(encryptDir, "ssh-publickey"), passphrase: join(encryptDir, "ssh-passphrase") };
+  return {
+    privateKey: join(encryptDir, "ssh-privatekey"),
+    publicKey: join(encryptDir, "ssh-publickey"),
+    passphrase: join(encryptDir, "ssh-passphrase"),
+  };
 }
 
 /** Read the runner's RSA private key; throws EnvelopeKeysError with a reason that names the file (never the passphrase). */
@@ -50,7 +58,9 @@ export function readRunnerKey(encryptDir: string): KeyObject {
     throw new EnvelopeKeysError(`${files.privateKey}: ${(err as Error).message}`);
   }
   if (pem.includes("BEGIN OPENSSH PRIVATE KEY")) {
-    throw new EnvelopeKeysError(`${files.privateKey}: OpenSSH private key format is not read; convert it with ssh-keygen -p -m PEM -f <file>`);
+    throw new EnvelopeKeysError(
+      `${files.privateKey}: OpenSSH private key format is not read; convert it with ssh-keygen -p -m PEM -f <file>`,
+    );
   }
   let passphrase: Buffer | undefined;
   if (existsSync(files.passphrase)) {
@@ -61,18 +71,24 @@ export function readRunnerKey(encryptDir: string): KeyObject {
     }
   }
   // The Go docs write the passphrase both with `echo` and `echo -n`: try it as is, then without the newline.
-  const candidates = passphrase ? [passphrase, Buffer.from(passphrase.toString("utf8").replace(/\r?\n$/, ""))] : [undefined];
+  const candidates = passphrase
+    ? [passphrase, Buffer.from(passphrase.toString("utf8").replace(/\r?\n$/, ""))]
+    : [undefined];
   let lastErr: unknown;
   for (const candidate of candidates) {
     try {
-      const key = candidate === undefined ? createPrivateKey(pem) : createPrivateKey({ key: pem, passphrase: candidate });
+      const key =
+        candidate === undefined ? createPrivateKey(pem) : createPrivateKey({ key: pem, passphrase: candidate });
       if (key.asymmetricKeyType !== "rsa") throw new Error(`is a ${key.asymmetricKeyType} key, expected RSA`);
       return key;
     } catch (err) {
       lastErr = err;
     }
   }
-  const why = (lastErr as { code?: string })?.code === "ERR_MISSING_PASSPHRASE" ? `encrypted but ${files.passphrase} is missing` : (lastErr as Error).message;
+  const why =
+    (lastErr as { code?: string })?.code === "ERR_MISSING_PASSPHRASE"
+      ? `encrypted but ${files.passphrase} is missing`
+      : (lastErr as Error).message;
   throw new EnvelopeKeysError(`${files.privateKey}: cannot be read (${why})`, { cause: lastErr });
 }
 
@@ -118,10 +134,22 @@ export class KeyDirectories implements EnvelopeKeys {
     this.now = options.now ?? Date.now;
     this.onProblem = options.onProblem ?? (() => {});
     if (options.requestSignaturesDir) {
-      this.signing = new PrefixKeyStore(options.requestSignaturesDir, (text) => parseSshEd25519(text), this.refreshMs, this.onProblem, this.now);
+      this.signing = new PrefixKeyStore(
+        options.requestSignaturesDir,
+        (text) => parseSshEd25519(text),
+        this.refreshMs,
+        this.onProblem,
+        this.now,
+      );
     }
     if (options.responseSignaturesDir) {
-      this.responses = new PrefixKeyStore(options.responseSignaturesDir, (text) => parseRsaPublicPem(text), this.refreshMs, this.onProblem, this.now);
+      this.responses = new PrefixKeyStore(
+        options.responseSignaturesDir,
+        (text) => parseRsaPublicPem(text),
+        this.refreshMs,
+        this.onProblem,
+        this.now,
+      );
     }
   }
 

@@ -16,18 +16,21 @@ export const ENVELOPE_OPTIONS: OptionSpec[] = [
   {
     name: "request-signatures-dir",
     type: "path",
-    description: "verify signed requests: one file per queue-name prefix (the file name) holding an `ssh-ed25519 AAAA…` public key; the longest prefix wins",
+    description:
+      "verify signed requests: one file per queue-name prefix (the file name) holding an `ssh-ed25519 AAAA…` public key; the longest prefix wins",
   },
   {
     name: "response-signatures-dir",
     type: "path",
-    description: "encrypt reports to <queue>_response: one file per queue-name prefix holding the experimenter's PEM RSA public key",
+    description:
+      "encrypt reports to <queue>_response: one file per queue-name prefix holding the experimenter's PEM RSA public key",
   },
   {
     name: "clear-text-messages",
     type: "boolean",
     description: "accept plain (unencrypted) requests; false refuses them",
-    defaultText: "true without --encrypt-dir, false with it (a runner that decrypts accepts plain requests only when this is set to true explicitly)",
+    defaultText:
+      "true without --encrypt-dir, false with it (a runner that decrypts accepts plain requests only when this is set to true explicitly)",
   },
 ];
 
@@ -68,7 +71,10 @@ export function envelopeSettingsProblems(settings: Settings): string[] {
 }
 
 /** The keys when any envelope directory is set, else undefined (plain requests only). */
-export function envelopeKeysFromSettings(settings: Settings, onProblem?: (problem: string) => void): KeyDirectories | undefined {
+export function envelopeKeysFromSettings(
+  settings: Settings,
+  onProblem?: (problem: string) => void,
+): KeyDirectories | undefined {
   const encryptDir = text(settings, "encrypt-dir");
   const requestSignaturesDir = text(settings, "request-signatures-dir");
   const responseSignaturesDir = text(settings, "response-signatures-dir");

@@ -26,7 +26,8 @@ export type SealOptions = SealParts & {
   signature?: string;
 };
 
-const asObject = (v: unknown): Record<string, unknown> => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+const asObject = (v: unknown): Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 
 /** The clear-text summary the studioml client puts beside the payload. */
 export function clearTextOf(request: unknown): EnvelopeClearText {
@@ -44,7 +45,8 @@ export function clearTextOf(request: unknown): EnvelopeClearText {
 export function sealRequest(json: Uint8Array | string, options: SealOptions): string {
   const bytes = typeof json === "string" ? Buffer.from(json, "utf8") : json;
   const request: unknown = JSON.parse(new TextDecoder().decode(bytes));
-  const runnerKey = typeof options.runnerPublicKey === "string" ? createPublicKey(options.runnerPublicKey) : options.runnerPublicKey;
+  const runnerKey =
+    typeof options.runnerPublicKey === "string" ? createPublicKey(options.runnerPublicKey) : options.runnerPublicKey;
   const payload = encryptPayload(bytes, runnerKey, options);
   const clear = { ...clearTextOf(request), ...options.clearText };
   const message: Record<string, unknown> = {
@@ -55,7 +57,8 @@ export function sealRequest(json: Uint8Array | string, options: SealOptions): st
     payload,
   };
   if (options.signingKey) {
-    message.signature = options.signature ?? sign(null, Buffer.from(payload, "utf8"), options.signingKey).toString("base64");
+    message.signature =
+      options.signature ?? sign(null, Buffer.from(payload, "utf8"), options.signingKey).toString("base64");
     const fingerprint = options.fingerprint ?? sshFingerprint(ed25519Raw(options.signingKey));
     if (fingerprint !== false) message.fingerprint = fingerprint;
   } else {
@@ -70,7 +73,11 @@ export function sealRequest(json: Uint8Array | string, options: SealOptions): st
  * the same "key,box" payload string as requests, as UTF-8 bytes. The Go runner's exact report framing
  * could not be confirmed; this is the payload its key wrapper produces.
  */
-export function sealResponse(report: Uint8Array | string, experimenterKey: KeyObject, parts: SealParts = {}): Uint8Array {
+export function sealResponse(
+  report: Uint8Array | string,
+  experimenterKey: KeyObject,
+  parts: SealParts = {},
+): Uint8Array {
   const bytes = typeof report === "string" ? Buffer.from(report, "utf8") : report;
   return Buffer.from(encryptPayload(bytes, experimenterKey, parts), "utf8");
 }

@@ -48,7 +48,8 @@ export function parseSshEd25519(text: string): Ed25519PublicKey {
     .find((l) => l && !l.startsWith("#"));
   if (!line) throw new SshKeyError("empty key file");
   const [algo, b64, ...rest] = line.split(/\s+/);
-  if (algo !== ALGO) throw new SshKeyError(`not an ${ALGO} public key (starts with ${JSON.stringify(algo?.slice(0, 20))})`);
+  if (algo !== ALGO)
+    throw new SshKeyError(`not an ${ALGO} public key (starts with ${JSON.stringify(algo?.slice(0, 20))})`);
   if (!b64 || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new SshKeyError("key data is not base64");
   const blob = Buffer.from(b64, "base64");
   let at = 0;

@@ -41,16 +41,32 @@ export type Report = {
   executor_id: string;
 } & ({ progress: ProgressPayload } | { logging: LoggingPayload });
 
-const envelope = (who: ReportIdentity, time: string) => ({ time, experiment_id: who.experimentId, unique_id: who.uniqueId, executor_id: who.executorId });
+const envelope = (who: ReportIdentity, time: string) => ({
+  time,
+  experiment_id: who.experimentId,
+  unique_id: who.uniqueId,
+  executor_id: who.executorId,
+});
 
-export function progressReport(who: ReportIdentity, state: TaskState, error?: { msg: string; code: number }, now = new Date()): Report {
+export function progressReport(
+  who: ReportIdentity,
+  state: TaskState,
+  error?: { msg: string; code: number },
+  now = new Date(),
+): Report {
   const time = now.toISOString();
   const progress: ProgressPayload = { time, json: "", state };
   if (error) progress.error = error;
   return { ...envelope(who, time), progress };
 }
 
-export function loggingReport(who: ReportIdentity, message: string, fields: Record<string, string>, severity: LogSeverity = "INFO", now = new Date()): Report {
+export function loggingReport(
+  who: ReportIdentity,
+  message: string,
+  fields: Record<string, string>,
+  severity: LogSeverity = "INFO",
+  now = new Date(),
+): Report {
   const time = now.toISOString();
   return { ...envelope(who, time), logging: { time, severity, message, fields } };
 }

@@ -15,7 +15,8 @@ import { PermanentError, RequestError } from "../../errors.ts";
 import { isStrictlyUnder, isSystemPath, normalRoot, SYSTEM_PATHS } from "../../request/location-policy.ts";
 
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
-const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_NOCTTY;
+const CREATE_FLAGS =
+  constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_NOCTTY;
 
 export class ConfinedPaths {
   readonly roots: string[];
@@ -30,7 +31,12 @@ export class ConfinedPaths {
 
   /** The (lexically) longest root containing `path`, or a refusal. */
   private rootOf(location: string, path: string): string {
-    if (isSystemPath(path)) throw new RequestError(this.field, location, `is under ${SYSTEM_PATHS.join(", ")}, which file: locations never reach`);
+    if (isSystemPath(path))
+      throw new RequestError(
+        this.field,
+        location,
+        `is under ${SYSTEM_PATHS.join(", ")}, which file: locations never reach`,
+      );
     const root = this.roots.filter((r) => isStrictlyUnder(r, path)).sort((a, b) => b.length - a.length)[0];
     if (!root) {
       throw new RequestError(
@@ -55,10 +61,19 @@ export class ConfinedPaths {
   }
 
   private async checkReal(location: string, real: string): Promise<void> {
-    if (isSystemPath(real)) throw new RequestError(this.field, location, `resolves to ${real}, under ${SYSTEM_PATHS.join(", ")}, which file: locations never reach`);
+    if (isSystemPath(real))
+      throw new RequestError(
+        this.field,
+        location,
+        `resolves to ${real}, under ${SYSTEM_PATHS.join(", ")}, which file: locations never reach`,
+      );
     const reals = await this.realRoots();
     if (!reals.some((r) => isStrictlyUnder(r, real))) {
-      throw new RequestError(this.field, location, `resolves (symlinks followed) to ${real}, outside the directories this runner allows for file: storage (${this.roots.join(", ")})`);
+      throw new RequestError(
+        this.field,
+        location,
+        `resolves (symlinks followed) to ${real}, outside the directories this runner allows for file: storage (${this.roots.join(", ")})`,
+      );
     }
   }
 
@@ -89,7 +104,8 @@ export class ConfinedPaths {
     await this.checkReal(location, real);
     const fh = await open(real, READ_FLAGS).catch((err) => {
       if (isMissing(err)) return undefined;
-      if ((err as NodeJS.ErrnoException).code === "ELOOP") throw new RequestError(this.field, location, "was replaced by a symlink while it was opened");
+      if ((err as NodeJS.ErrnoException).code === "ELOOP")
+        throw new RequestError(this.field, location, "was replaced by a symlink while it was opened");
       throw err;
     });
     if (!fh) return undefined;
@@ -138,8 +154,14 @@ export class ConfinedPaths {
         });
         info = await lstat(next);
       }
-      if (info.isSymbolicLink()) throw new RequestError(this.field, location, `goes through a symlink (${next}): the runner never writes through one`);
-      if (!info.isDirectory()) throw new PermanentError(`${this.field}: ${location}: ${next} is not a directory`, { field: this.field });
+      if (info.isSymbolicLink())
+        throw new RequestError(
+          this.field,
+          location,
+          `goes through a symlink (${next}): the runner never writes through one`,
+        );
+      if (!info.isDirectory())
+        throw new PermanentError(`${this.field}: ${location}: ${next} is not a directory`, { field: this.field });
       dir = next;
     }
     return dir;

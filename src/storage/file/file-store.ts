@@ -105,7 +105,8 @@ export class FileStore implements ObjectStore {
         tmp = join(dir, tmpName);
         const fh = await confined.createIn(location, dir, tmpName);
         try {
-          for await (const chunk of body) await fh.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+          for await (const chunk of body)
+            await fh.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
           await fh.sync();
         } finally {
           await fh.close();
@@ -131,8 +132,9 @@ export class FileStore implements ObjectStore {
     const confined = this.confinement();
     if (!confined) return rm(path, { force: true });
     const target = await confined.removalPath(location, path);
-    if (target) await unlink(target).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    });
+    if (target)
+      await unlink(target).catch((err) => {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      });
   }
 }

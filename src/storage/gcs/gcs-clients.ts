@@ -55,16 +55,27 @@ function identitiesFromCertsDir(dir: string): Identity[] {
   }
   return files.map((file) => {
     if (file.problem) throw new PermanentError(`service-account file ${file.path} is ${file.problem}`);
-    return { keyFilename: file.path, projectId: file.projectId, identity: `service account ${file.clientEmail ?? "?"} (${file.path})` };
+    return {
+      keyFilename: file.path,
+      projectId: file.projectId,
+      identity: `service account ${file.clientEmail ?? "?"} (${file.path})`,
+    };
   });
 }
 
 function resolveIdentities(env: Record<string, string | undefined>): Identity[] {
   const fromDir = configuration.certsDir ? identitiesFromCertsDir(configuration.certsDir) : [];
   if (fromDir.length) return fromDir;
-  if (configuration.apiEndpoint) return [{ identity: "no credentials (unauthenticated requests to a custom endpoint)" }];
+  if (configuration.apiEndpoint)
+    return [{ identity: "no credentials (unauthenticated requests to a custom endpoint)" }];
   const adc = env.GOOGLE_APPLICATION_CREDENTIALS;
-  return [{ identity: adc ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})` : "the runner's application default credentials" }];
+  return [
+    {
+      identity: adc
+        ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})`
+        : "the runner's application default credentials",
+    },
+  ];
 }
 
 function handleFor(id: Identity): GcsHandle {
@@ -81,7 +92,11 @@ function handleFor(id: Identity): GcsHandle {
     retryOptions:
       configuration.maxRetries === 0
         ? { autoRetry: false }
-        : { autoRetry: true, maxRetries: configuration.maxRetries ?? DEFAULT_MAX_RETRIES, idempotencyStrategy: IdempotencyStrategy.RetryAlways },
+        : {
+            autoRetry: true,
+            maxRetries: configuration.maxRetries ?? DEFAULT_MAX_RETRIES,
+            idempotencyStrategy: IdempotencyStrategy.RetryAlways,
+          },
   };
   if (configuration.apiEndpoint) {
     options.apiEndpoint = configuration.apiEndpoint;
@@ -91,9 +106,17 @@ function handleFor(id: Identity): GcsHandle {
     options.useAuthWithCustomEndpoint = !!id.keyFilename;
   }
   const storage = new Storage(options);
-  const handle: GcsHandle = { storage, identity: id.identity, server: configuration.apiEndpoint ?? "Google Cloud Storage", key };
+  const handle: GcsHandle = {
+    storage,
+    identity: id.identity,
+    server: configuration.apiEndpoint ?? "Google Cloud Storage",
+    key,
+  };
   if (configuration.apiEndpoint && id.keyFilename) {
-    const auth = storage.authClient as unknown as { useJWTAccessWithScope: boolean; getRequestHeaders(): Promise<Record<string, string>> };
+    const auth = storage.authClient as unknown as {
+      useJWTAccessWithScope: boolean;
+      getRequestHeaders(): Promise<Record<string, string>>;
+    };
     auth.useJWTAccessWithScope = true;
     // The library does not authenticate resumable uploads to a custom endpoint: an interceptor
     // adds the account's header to them, fetched fresh before each upload.

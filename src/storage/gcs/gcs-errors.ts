@@ -16,7 +16,16 @@ export type GcsErrorContext = {
 
 type LibraryError = Error & { code?: number | string; status?: number; response?: { status?: number } };
 
-const NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE"]);
+const NETWORK_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ECONNABORTED",
+  "ERR_STREAM_PREMATURE_CLOSE",
+]);
 /** The library's own integrity failures: the bytes were damaged or cut short on the way. */
 const INTEGRITY_CODES = new Set(["CONTENT_DOWNLOAD_MISMATCH", "FILE_NO_UPLOAD", "FILE_NO_UPLOAD_DELETE"]);
 
@@ -53,7 +62,11 @@ export function gcsFault(err: unknown, ctx: GcsErrorContext): RunnerFault {
 
   if (status === 404) {
     if (/bucket/i.test(e.message) && !/object|no such key/i.test(e.message)) {
-      return new PermanentError(`${ctx.operation}: bucket "${ctx.bucket}" does not exist on ${ctx.server} (${detail})`, {}, cause);
+      return new PermanentError(
+        `${ctx.operation}: bucket "${ctx.bucket}" does not exist on ${ctx.server} (${detail})`,
+        {},
+        cause,
+      );
     }
     return new NotFoundError(ctx.location);
   }
@@ -64,10 +77,25 @@ export function gcsFault(err: unknown, ctx: GcsErrorContext): RunnerFault {
       cause,
     );
   }
-  if (/Could not load the default credentials|Could not refresh access token|invalid_grant|No key or keyFile set/i.test(e.message)) {
-    return new PermanentError(`${ctx.operation}: no usable Google credentials for bucket "${ctx.bucket}" (${detail})`, {}, cause);
+  if (
+    /Could not load the default credentials|Could not refresh access token|invalid_grant|No key or keyFile set/i.test(
+      e.message,
+    )
+  ) {
+    return new PermanentError(
+      `${ctx.operation}: no usable Google credentials for bucket "${ctx.bucket}" (${detail})`,
+      {},
+      cause,
+    );
   }
-  if (INTEGRITY_CODES.has(code) || NETWORK_CODES.has(code) || status === undefined || status === 408 || status === 429 || status >= 500) {
+  if (
+    INTEGRITY_CODES.has(code) ||
+    NETWORK_CODES.has(code) ||
+    status === undefined ||
+    status === 408 ||
+    status === 429 ||
+    status >= 500
+  ) {
     return new RetryableError(`${ctx.operation} failed (${ctx.server}, bucket "${ctx.bucket}"): ${detail}`, {}, cause);
   }
   return new PermanentError(`${ctx.operation} refused by ${ctx.server} (bucket "${ctx.bucket}"): ${detail}`, {}, cause);

@@ -43,14 +43,19 @@ export class GcsStore implements ObjectStore {
     const refusal = this.options.identity?.refusal({ scheme: "gs", bucket, key });
     if (refusal) {
       const field = this.options.field ?? "qualified";
-      throw new PermanentError(`${field}: ${location} ${refusal} (a request cannot bring Google credentials: gs:// is always the runner's identity)`, { field });
+      throw new PermanentError(
+        `${field}: ${location} ${refusal} (a request cannot bring Google credentials: gs:// is always the runner's identity)`,
+        { field },
+      );
     }
     return { bucket, key };
   }
 
   async head(location: string): Promise<ObjectInfo | undefined> {
     try {
-      return await this.withAccount(location, "HEAD", async (o) => infoOf((await o.file().getMetadata())[0] as GcsMetadata));
+      return await this.withAccount(location, "HEAD", async (o) =>
+        infoOf((await o.file().getMetadata())[0] as GcsMetadata),
+      );
     } catch (fault) {
       if (fault instanceof NotFoundError) return undefined;
       throw fault;
@@ -59,7 +64,10 @@ export class GcsStore implements ObjectStore {
 
   /** Reads the generation just looked up, so the length checked is that of the bytes read. */
   async get(location: string): Promise<Readable> {
-    const { o, metadata } = await this.withAccount(location, "GET", async (o) => ({ o, metadata: (await o.file().getMetadata())[0] as GcsMetadata }));
+    const { o, metadata } = await this.withAccount(location, "GET", async (o) => ({
+      o,
+      metadata: (await o.file().getMetadata())[0] as GcsMetadata,
+    }));
     const ctx = o.context("GET");
     const info = infoOf(metadata);
     const generation = metadata.generation !== undefined ? String(metadata.generation) : undefined;
@@ -71,13 +79,15 @@ export class GcsStore implements ObjectStore {
           const b = asBuffer(chunk);
           received += b.length;
           noteTransferredBytes(b.length);
-          if (received > info.sizeBytes) throw new RetryableError(`${ctx.operation}: received more than the object's ${info.sizeBytes} bytes`);
+          if (received > info.sizeBytes)
+            throw new RetryableError(`${ctx.operation}: received more than the object's ${info.sizeBytes} bytes`);
           yield b;
         }
       } catch (err) {
         const fault = gcsFault(err, ctx);
         // The generation read was replaced between the lookup and the read: reading again will do.
-        if (fault instanceof NotFoundError) throw new RetryableError(`${ctx.operation}: the object changed while it was being read`, {}, { cause: err });
+        if (fault instanceof NotFoundError)
+          throw new RetryableError(`${ctx.operation}: the object changed while it was being read`, {}, { cause: err });
         throw fault;
       } finally {
         source.destroy();
@@ -201,7 +211,13 @@ export class GcsStore implements ObjectStore {
     return {
       handle,
       file: (generation) => b.file(key, generation !== undefined ? { generation } : {}),
-      context: (verb) => ({ operation: `${verb} ${location}`, location, bucket, server: handle.server, identity: handle.identity }),
+      context: (verb) => ({
+        operation: `${verb} ${location}`,
+        location,
+        bucket,
+        server: handle.server,
+        identity: handle.identity,
+      }),
     };
   }
 }

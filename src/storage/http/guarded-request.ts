@@ -46,10 +46,21 @@ export async function guardedRequest(url: string, options: GuardedRequestOptions
       return { status, headers: res.headers, body: res, url: current.href };
     }
     res.resume(); // the redirect's own body is not used
-    if (hop >= options.maxRedirects) throw new PermanentError(`${options.field}: ${redact(url)} redirects more than ${options.maxRedirects} times`, { field: options.field });
-    const next = parseUrl(new URL(location, current).href, `${options.field} (redirect ${hop + 1} of ${redact(url)})`, location);
+    if (hop >= options.maxRedirects)
+      throw new PermanentError(`${options.field}: ${redact(url)} redirects more than ${options.maxRedirects} times`, {
+        field: options.field,
+      });
+    const next = parseUrl(
+      new URL(location, current).href,
+      `${options.field} (redirect ${hop + 1} of ${redact(url)})`,
+      location,
+    );
     if (current.protocol === "https:" && next.protocol === "http:") {
-      throw new RequestError(options.field, redact(url), `redirects from https to http (${redact(next.href)}), which this runner does not follow`);
+      throw new RequestError(
+        options.field,
+        redact(url),
+        `redirects from https to http (${redact(next.href)}), which this runner does not follow`,
+      );
     }
     if (status === 303 && method !== "HEAD") {
       method = "GET";
@@ -66,7 +77,8 @@ function parseUrl(text: string, field: string, shown: string): URL {
   } catch {
     throw new RequestError(field, redact(shown), "is not a valid URL");
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw new RequestError(field, redact(shown), "is not an http(s) URL");
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new RequestError(field, redact(shown), "is not an http(s) URL");
   if (!url.hostname) throw new RequestError(field, redact(shown), "names no host");
   return url;
 }
@@ -77,13 +89,22 @@ async function requestOnce(url: URL, options: GuardedRequestOptions & { field: s
   // Resolved and checked here; the connection below uses exactly these addresses.
   const addresses = await resolveChecked(options.field, url.href, hostname, options, options.resolve);
   const lookup = (_name: string, lookupOptions: unknown, callback: (...args: unknown[]) => void) => {
-    const family = typeof lookupOptions === "object" && lookupOptions !== null ? (lookupOptions as { family?: number }).family : undefined;
-    const usable: ResolvedAddress[] = family === 4 || family === 6 ? addresses.filter((a) => a.family === family) : addresses;
-    if (!usable.length) return callback(Object.assign(new Error(`no IPv${family} address for ${hostname}`), { code: "ENOTFOUND" }));
-    if (typeof lookupOptions === "object" && lookupOptions !== null && (lookupOptions as { all?: boolean }).all) return callback(null, usable);
+    const family =
+      typeof lookupOptions === "object" && lookupOptions !== null
+        ? (lookupOptions as { family?: number }).family
+        : undefined;
+    const usable: ResolvedAddress[] =
+      family === 4 || family === 6 ? addresses.filter((a) => a.family === family) : addresses;
+    if (!usable.length)
+      return callback(Object.assign(new Error(`no IPv${family} address for ${hostname}`), { code: "ENOTFOUND" }));
+    if (typeof lookupOptions === "object" && lookupOptions !== null && (lookupOptions as { all?: boolean }).all)
+      return callback(null, usable);
     callback(null, usable[0]!.address, usable[0]!.family);
   };
-  const auth = url.username || url.password ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined;
+  const auth =
+    url.username || url.password
+      ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
+      : undefined;
   const client = url.protocol === "https:" ? https : http;
   return new Promise<IncomingMessage>((resolve, reject) => {
     const req = client.request(
@@ -101,8 +122,16 @@ async function requestOnce(url: URL, options: GuardedRequestOptions & { field: s
       },
       resolve,
     );
-    req.on("timeout", () => req.destroy(new RetryableError(`${options.method} ${shown}: no answer for ${options.timeoutMs / 1000} s`)));
-    req.on("error", (err) => reject(err instanceof RunnerFault ? err : new RetryableError(`${options.method} ${shown}: ${err.message}`, {}, { cause: err })));
+    req.on("timeout", () =>
+      req.destroy(new RetryableError(`${options.method} ${shown}: no answer for ${options.timeoutMs / 1000} s`)),
+    );
+    req.on("error", (err) =>
+      reject(
+        err instanceof RunnerFault
+          ? err
+          : new RetryableError(`${options.method} ${shown}: ${err.message}`, {}, { cause: err }),
+      ),
+    );
     if (options.body !== undefined) req.write(options.body);
     req.end();
   });

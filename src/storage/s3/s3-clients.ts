@@ -60,7 +60,11 @@ function staticClient(target: S3Target, aws: AwsCredentials): S3Handle {
     ...baseConfig(target),
     credentials: { accessKeyId: aws.accessKey, secretAccessKey: aws.secretAccessKey, sessionToken: aws.sessionToken },
   };
-  return { client: new S3Client(config), bodies: bodiesClient(config), identity: `the request's credentials (access key ${keyHint(aws.accessKey)})` };
+  return {
+    client: new S3Client(config),
+    bodies: bodiesClient(config),
+    identity: `the request's credentials (access key ${keyHint(aws.accessKey)})`,
+  };
 }
 
 /** Unsigned requests: for buckets that allow anonymous access. */
@@ -70,7 +74,11 @@ function anonymousClient(target: S3Target): S3Handle {
     credentials: { accessKeyId: "", secretAccessKey: "" },
     signer: { sign: async (request) => request },
   };
-  return { client: new S3Client(config), bodies: bodiesClient(config), identity: "no credentials (anonymous requests)" };
+  return {
+    client: new S3Client(config),
+    bodies: bodiesClient(config),
+    identity: "no credentials (anonymous requests)",
+  };
 }
 
 /** The SDK's default chain (runner's environment, ~/.aws, instance role); anonymous when it finds nothing. */
@@ -78,7 +86,14 @@ async function ambientClient(target: S3Target): Promise<{ handle: S3Handle; anon
   const client = new S3Client(baseConfig(target));
   try {
     await client.config.credentials();
-    return { handle: { client, bodies: bodiesClient(baseConfig(target)), identity: "the runner's own AWS credentials (SDK default chain)" }, anonymous: false };
+    return {
+      handle: {
+        client,
+        bodies: bodiesClient(baseConfig(target)),
+        identity: "the runner's own AWS credentials (SDK default chain)",
+      },
+      anonymous: false,
+    };
   } catch (err) {
     if ((err as Error).name !== "CredentialsProviderError") throw err;
     client.destroy();
@@ -87,7 +102,12 @@ async function ambientClient(target: S3Target): Promise<{ handle: S3Handle; anon
 }
 
 function poolKey(target: S3Target, aws: AwsCredentials | "runner"): string {
-  const who = aws !== "runner" ? new Bun.CryptoHasher("sha256").update(`${aws.accessKey}\0${aws.secretAccessKey}\0${aws.sessionToken ?? ""}`).digest("hex") : "ambient";
+  const who =
+    aws !== "runner"
+      ? new Bun.CryptoHasher("sha256")
+          .update(`${aws.accessKey}\0${aws.secretAccessKey}\0${aws.sessionToken ?? ""}`)
+          .digest("hex")
+      : "ambient";
   return JSON.stringify([target.endpoint ?? "", target.region, target.forcePathStyle, who]);
 }
 
@@ -106,12 +126,13 @@ export async function s3ClientFor(target: S3Target, aws: AwsCredentials | "runne
     return cached.handle;
   }
   const entry: Entry = { handle: undefined as unknown as Promise<S3Handle>, expiresMs: Infinity };
-  entry.handle = aws !== "runner"
-    ? Promise.resolve(staticClient(target, aws))
-    : ambientClient(target).then(({ handle, anonymous }) => {
-        if (anonymous) entry.expiresMs = Date.now() + ANONYMOUS_DECISION_TTL_MS;
-        return handle;
-      });
+  entry.handle =
+    aws !== "runner"
+      ? Promise.resolve(staticClient(target, aws))
+      : ambientClient(target).then(({ handle, anonymous }) => {
+          if (anonymous) entry.expiresMs = Date.now() + ANONYMOUS_DECISION_TTL_MS;
+          return handle;
+        });
   entry.handle.catch(() => clients.get(key) === entry && clients.delete(key));
   clients.set(key, entry);
   while (clients.size > MAX_CLIENTS) clients.delete(clients.keys().next().value!);

@@ -15,14 +15,35 @@ export type S3ErrorContext = {
 type SdkError = Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
 
 const REFUSED = new Set([
-  "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-  "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity", "Forbidden",
+  "AccessDenied",
+  "InvalidAccessKeyId",
+  "SignatureDoesNotMatch",
+  "InvalidToken",
+  "ExpiredToken",
+  "TokenRefreshRequired",
+  "AllAccessDisabled",
+  "AccountProblem",
+  "InvalidSecurity",
+  "Forbidden",
 ]);
 const RETRYABLE = new Set([
-  "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
-  "ServiceUnavailable", "TimeoutError", "RequestTimeoutException", "PreconditionFailed", "OperationAborted",
+  "SlowDown",
+  "Throttling",
+  "ThrottlingException",
+  "RequestTimeout",
+  "RequestTimeTooSkewed",
+  "InternalError",
+  "ServiceUnavailable",
+  "TimeoutError",
+  "RequestTimeoutException",
+  "PreconditionFailed",
+  "OperationAborted",
 ]);
-const WRONG_REGION = new Set(["PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"]);
+const WRONG_REGION = new Set([
+  "PermanentRedirect",
+  "AuthorizationHeaderMalformed",
+  "IllegalLocationConstraintException",
+]);
 
 function codeOf(err: SdkError): string {
   const code = err.Code ?? err.name;
@@ -42,7 +63,13 @@ export function s3Fault(err: unknown, ctx: S3ErrorContext): RunnerFault {
     return new PermanentError(`${ctx.operation}: bucket "${ctx.bucket}" does not exist on ${ctx.server}`, {}, cause);
   }
   if (code === "NoSuchKey" || code === "NotFound" || status === 404) return new NotFoundError(ctx.location);
-  if (RETRYABLE.has(code) || e.code === "ECONNRESET" || e.code === "ECONNREFUSED" || e.code === "ETIMEDOUT" || e.code === "EPIPE") {
+  if (
+    RETRYABLE.has(code) ||
+    e.code === "ECONNRESET" ||
+    e.code === "ECONNREFUSED" ||
+    e.code === "ETIMEDOUT" ||
+    e.code === "EPIPE"
+  ) {
     return new RetryableError(`${ctx.operation} failed (server ${ctx.server}): ${detail}`, {}, cause);
   }
   if (REFUSED.has(code) || status === 403 || status === 401) {
@@ -54,7 +81,11 @@ export function s3Fault(err: unknown, ctx: S3ErrorContext): RunnerFault {
     );
   }
   if (WRONG_REGION.has(code) || status === 301) {
-    return new PermanentError(`${ctx.operation}: bucket "${ctx.bucket}" on ${ctx.server} is in another region (${detail}); set the credentials' region or AWS_REGION`, {}, cause);
+    return new PermanentError(
+      `${ctx.operation}: bucket "${ctx.bucket}" on ${ctx.server} is in another region (${detail}); set the credentials' region or AWS_REGION`,
+      {},
+      cause,
+    );
   }
   if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) {
     return new PermanentError(`${ctx.operation} refused by ${ctx.server}: ${detail}`, {}, cause);

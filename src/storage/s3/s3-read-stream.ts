@@ -54,9 +54,12 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     let lastChunkMs = Date.now();
     const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const current = body;
-    const watchdog = setInterval(() => {
-      if (Date.now() - lastChunkMs > idleMs) drop(current, new Error(`no data for ${Math.round(idleMs / 1000)} s`));
-    }, Math.min(IDLE_CHECK_MS, idleMs));
+    const watchdog = setInterval(
+      () => {
+        if (Date.now() - lastChunkMs > idleMs) drop(current, new Error(`no data for ${Math.round(idleMs / 1000)} s`));
+      },
+      Math.min(IDLE_CHECK_MS, idleMs),
+    );
     try {
       for (;;) {
         let next: IteratorResult<Buffer | Uint8Array>;
@@ -86,14 +89,23 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
       if (!finished) drop(body);
     }
     if (total === undefined) {
-      if (failure) throw new RetryableError(`${opts.describe}: transfer broke after ${received} bytes: ${(failure as Error).message}`, {}, { cause: failure });
+      if (failure)
+        throw new RetryableError(
+          `${opts.describe}: transfer broke after ${received} bytes: ${(failure as Error).message}`,
+          {},
+          { cause: failure },
+        );
       return;
     }
     if (received === total) return;
     resumes += 1;
     const why = failure ? (failure as Error).message : "connection closed early";
     if (resumes > maxResumes) {
-      throw new RetryableError(`${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ${maxResumes} resumes`, {}, { cause: failure });
+      throw new RetryableError(
+        `${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ${maxResumes} resumes`,
+        {},
+        { cause: failure },
+      );
     }
     await sleep(backoff(resumes));
     body = await opts.reopen(received);

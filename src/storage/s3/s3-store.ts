@@ -100,7 +100,9 @@ export class S3Store implements ObjectStore {
       describe: `GET ${location}`,
       reopen: async (offset) => {
         try {
-          const r = await o.handle.bodies.send(new GetObjectCommand({ Bucket, Key, Range: `bytes=${offset}-`, IfMatch: etag }));
+          const r = await o.handle.bodies.send(
+            new GetObjectCommand({ Bucket, Key, Range: `bytes=${offset}-`, IfMatch: etag }),
+          );
           return bodyOf(r.Body);
         } catch (err) {
           throw s3Fault(err, ctx);
@@ -143,7 +145,12 @@ export class S3Store implements ObjectStore {
    * AWS S3 reads its own writes at once; some self-hosted servers answer HEAD from metadata they
    * are still writing, so a mismatch is asked again a few times before it counts.
    */
-  private async verifyStored(location: string, sentBytes: number, etag: string | undefined, ctx: S3ErrorContext): Promise<ObjectInfo> {
+  private async verifyStored(
+    location: string,
+    sentBytes: number,
+    etag: string | undefined,
+    ctx: S3ErrorContext,
+  ): Promise<ObjectInfo> {
     const bare = (tag: string | undefined) => tag?.replace(/"/g, "").toLowerCase();
     let info: ObjectInfo | undefined;
     for (let attempt = 0; attempt < VERIFY_ATTEMPTS; attempt++) {
@@ -180,19 +187,26 @@ export class S3Store implements ObjectStore {
     }
     // AWS wants the region spelled out outside us-east-1; self-hosted servers do not care.
     const onAws = !o.target.forcePathStyle;
-    const configuration = onAws && region !== "us-east-1" ? { LocationConstraint: region as BucketLocationConstraint } : undefined;
+    const configuration =
+      onAws && region !== "us-east-1" ? { LocationConstraint: region as BucketLocationConstraint } : undefined;
     try {
       await o.handle.client.send(new CreateBucketCommand({ Bucket, CreateBucketConfiguration: configuration }));
     } catch (err) {
       const code = (err as Error).name;
-      if (code !== "BucketAlreadyOwnedByYou" && code !== "BucketAlreadyExists") throw s3Fault(err, o.context("CREATE bucket"));
+      if (code !== "BucketAlreadyOwnedByYou" && code !== "BucketAlreadyExists")
+        throw s3Fault(err, o.context("CREATE bucket"));
     }
   }
 
   private async open(location: string, opts: { keyRequired?: boolean } = {}): Promise<Opened> {
     const parsed = parseS3Location(location, parseEndpoint(this.options.endpoint).host);
-    if (opts.keyRequired !== false && !parsed.key) throw new RequestError("qualified", location, "names a bucket but no object key");
-    const target = resolveTarget(parsed, { endpoint: this.options.endpoint, credentialsRegion: this.aws?.region }, this.env);
+    if (opts.keyRequired !== false && !parsed.key)
+      throw new RequestError("qualified", location, "names a bucket but no object key");
+    const target = resolveTarget(
+      parsed,
+      { endpoint: this.options.endpoint, credentialsRegion: this.aws?.region },
+      this.env,
+    );
     if (!this.aws) {
       // No credentials of the request's own: the runner's identity only where the policy allows it.
       const host = parsed.host ?? parseEndpoint(this.options.endpoint).host;
@@ -207,7 +221,13 @@ export class S3Store implements ObjectStore {
     return {
       target,
       handle,
-      context: (verb) => ({ operation: `${verb} ${location}`, location, bucket: target.bucket, server, identity: handle.identity }),
+      context: (verb) => ({
+        operation: `${verb} ${location}`,
+        location,
+        bucket: target.bucket,
+        server,
+        identity: handle.identity,
+      }),
     };
   }
 
@@ -220,7 +240,8 @@ export class S3Store implements ObjectStore {
       knownBuckets.add(id);
     } catch (err) {
       const fault = s3Fault(err, o.context("HEAD bucket"));
-      if (fault instanceof NotFoundError) throw s3Fault(Object.assign(new Error("bucket missing"), { name: "NoSuchBucket" }), o.context("HEAD"));
+      if (fault instanceof NotFoundError)
+        throw s3Fault(Object.assign(new Error("bucket missing"), { name: "NoSuchBucket" }), o.context("HEAD"));
     }
   }
 

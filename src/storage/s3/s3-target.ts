@@ -17,7 +17,10 @@ const isAwsHost = (host: string) => /(^|\.)amazonaws\.com(\.cn)?(:\d+)?$/i.test(
 
 /** The region named in an AWS host: s3.us-west-2.amazonaws.com, s3-eu-west-1…, bucket.s3.dualstack.ap-south-1…. */
 export function regionFromHost(host: string): string | undefined {
-  const m = /(?:^|\.)s3[.-](?:dualstack\.|fips\.)*([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.amazonaws\.com(\.cn)?(:\d+)?$/i.exec(host);
+  const m =
+    /(?:^|\.)s3[.-](?:dualstack\.|fips\.)*([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.amazonaws\.com(\.cn)?(:\d+)?$/i.exec(
+      host,
+    );
   return m?.[1]?.toLowerCase();
 }
 
@@ -37,8 +40,18 @@ export function parseEndpoint(endpoint: string | undefined): { scheme: "http" | 
  * Region: the credentials' own, then AWS_REGION / AWS_DEFAULT_REGION, then the one in an AWS host
  * name, then us-east-1.
  */
-export function resolveRegion(credentialsRegion: string | undefined, host: string | undefined, env: Record<string, string | undefined>): string {
-  return credentialsRegion || env.AWS_REGION || env.AWS_DEFAULT_REGION || (host ? regionFromHost(host) : undefined) || DEFAULT_REGION;
+export function resolveRegion(
+  credentialsRegion: string | undefined,
+  host: string | undefined,
+  env: Record<string, string | undefined>,
+): string {
+  return (
+    credentialsRegion ||
+    env.AWS_REGION ||
+    env.AWS_DEFAULT_REGION ||
+    (host ? regionFromHost(host) : undefined) ||
+    DEFAULT_REGION
+  );
 }
 
 export function resolveTarget(

@@ -9,7 +9,15 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { manifestDigest, verifyManifest } from "../../../src/env/venv-manifest.ts";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, simpleExperiment, tarMember, type Sandbox } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  simpleExperiment,
+  tarMember,
+  type Sandbox,
+} from "../../helpers/e2e.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 const sandboxRunnable = HAVE_BWRAP || !!process.env.CI;
@@ -17,7 +25,11 @@ const sandboxRunnable = HAVE_BWRAP || !!process.env.CI;
 /** The venv directories of a cache (one per built environment). */
 const venvsIn = (sb: Sandbox) => {
   const root = join(sb.cacheDir, "venvs");
-  return existsSync(root) ? readdirSync(root).filter((n) => !n.includes(".") && existsSync(join(root, n, "bin", "python"))).map((n) => join(root, n)) : [];
+  return existsSync(root)
+    ? readdirSync(root)
+        .filter((n) => !n.includes(".") && existsSync(join(root, n, "bin", "python")))
+        .map((n) => join(root, n))
+    : [];
 };
 const sitePackages = (venv: string) => {
   const lib = join(venv, "lib");
@@ -174,7 +186,9 @@ print("evilpkg", evilpkg.VALUE, flush=True)
         m.experiment.pythonenv = ["evilpkg==1.0"];
       });
       enqueue(sb.queueRoot, "local_sdist", exp.message);
-      const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--sandbox", "bwrap", "--config", configFile], { PIP_FIND_LINKS: links });
+      const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--sandbox", "bwrap", "--config", configFile], {
+        PIP_FIND_LINKS: links,
+      });
       expect(await runner.exited).toBe(0);
       const log = tarMember(join(exp.experimentDir, "output.tar"));
       expect(log).toContain("building in a bubblewrap sandbox");
@@ -189,10 +203,13 @@ print("evilpkg", evilpkg.VALUE, flush=True)
       expect(existsSync(hostCopy)).toBe(false);
       expect(copy).not.toContain(canary);
       expect(copy).not.toContain("OTHER-VENV-CANARY");
-      for (const line of copy.split("\n").filter((l) => l.startsWith(sb.cacheDir))) expect(line).toMatch(/: denied \w+$/); // no listing
+      for (const line of copy.split("\n").filter((l) => l.startsWith(sb.cacheDir)))
+        expect(line).toMatch(/: denied \w+$/); // no listing
       if (process.getuid?.() === 0) expect(copy).not.toContain("uid: 0\n");
       // The venv is the runner's now: no group/world write anywhere, no setuid/setgid bits.
-      const bad = spawnSync("find", [venv!, "-not", "-type", "l", "(", "-perm", "/6022", ")"], { encoding: "utf8" }).stdout.trim();
+      const bad = spawnSync("find", [venv!, "-not", "-type", "l", "(", "-perm", "/6022", ")"], {
+        encoding: "utf8",
+      }).stdout.trim();
       expect(bad).toBe("");
 
       // The job ran with the package, and could not change its venv.
@@ -232,11 +249,15 @@ except Exception as e:
     if (!existsSync(planted)) writeFileSync(planted, pth);
     expect(existsSync(pthMarker)).toBe(false);
 
-    const second = simpleExperiment(sb.storageRoot, { "main.py": "print('second experiment ran', flush=True)\n" }, (m) => {
-      delete m.config.database;
-      m.experiment.pythonver = "3.11";
-      m.experiment.pythonenv = [];
-    });
+    const second = simpleExperiment(
+      sb.storageRoot,
+      { "main.py": "print('second experiment ran', flush=True)\n" },
+      (m) => {
+        delete m.config.database;
+        m.experiment.pythonver = "3.11";
+        m.experiment.pythonenv = [];
+      },
+    );
     enqueue(sb.queueRoot, "local_pth", second.message);
     runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--sandbox", "none"]);
     expect(await runner.exited).toBe(0);

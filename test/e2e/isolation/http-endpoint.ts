@@ -11,7 +11,15 @@ import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from "n
 import { join } from "node:path";
 import { POLL_WAIT_MS } from "../../../src/observe/health.ts";
 import type { StatusDoc } from "../../../src/observe/status-state.ts";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, type Sandbox } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  type Sandbox,
+} from "../../helpers/e2e.ts";
 
 /** Another experimenter's job: prints its canary until the attacker's job has finished (or 4 min). */
 const VICTIM = `
@@ -77,7 +85,12 @@ print("phase 2 done", flush=True)
 
 const QUICK = "print('quick experiment ran', flush=True)\n";
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 240_000, everyMs = 300): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 240_000,
+  everyMs = 300,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await Promise.resolve()
@@ -133,12 +146,22 @@ describe("the runner's HTTP endpoint (hole 8)", () => {
     writeFileSync(tokenPath, `${token}\n`);
     chmodSync(tokenPath, 0o600);
     const auth = { authorization: `Bearer ${token}` };
-    const runner = new RunnerProcess(sb, ["--prom-address", "127.0.0.1:0", "--admin-token-file", tokenPath, "--max-cores", "3", "--file-storage-roots", sb.storageRoot]);
+    const runner = new RunnerProcess(sb, [
+      "--prom-address",
+      "127.0.0.1:0",
+      "--admin-token-file",
+      tokenPath,
+      "--max-cores",
+      "3",
+      "--file-storage-roots",
+      sb.storageRoot,
+    ]);
     try {
       await runner.waitForLog(/observability endpoint at http:\/\/127\.0\.0\.1:\d+/, 60_000);
       const url = /observability endpoint at (http:\/\/127\.0\.0\.1:\d+)/.exec(runner.stderr)![1]!;
       const port = new URL(url).port;
-      const status = async (init?: RequestInit): Promise<StatusDoc> => (await fetch(`${url}/status`, init)).json() as Promise<StatusDoc>;
+      const status = async (init?: RequestInit): Promise<StatusDoc> =>
+        (await fetch(`${url}/status`, init)).json() as Promise<StatusDoc>;
       const queue = "local_http";
 
       // Another experimenter's job, running the whole time, printing its canary.
@@ -162,16 +185,26 @@ describe("the runner's HTTP endpoint (hole 8)", () => {
       expect(seen.running.every((r) => r.log === undefined)).toBe(true);
       // Host, the same requests from here: refused whatever comes with them.
       expect((await fetch(`${url}/drain`, { method: "POST" })).status).toBe(401);
-      expect((await fetch(`${url}/drain`, { method: "POST", headers: { authorization: `Bearer ${"0".repeat(64)}` } })).status).toBe(401);
-      expect((await fetch(`${url}/drain`, { method: "POST", headers: { ...auth, host: `evil.example:${port}` } })).status).toBe(421); // even with the token
+      expect(
+        (await fetch(`${url}/drain`, { method: "POST", headers: { authorization: `Bearer ${"0".repeat(64)}` } }))
+          .status,
+      ).toBe(401);
+      expect(
+        (await fetch(`${url}/drain`, { method: "POST", headers: { ...auth, host: `evil.example:${port}` } })).status,
+      ).toBe(421); // even with the token
       expect((await fetch(`${url}/status`, { headers: { host: `evil.example:${port}` } })).status).toBe(421);
-      expect((await fetch(`${url}/drain`, { method: "POST", headers: { ...auth, origin: `http://evil.example:${port}` } })).status).toBe(403);
+      expect(
+        (await fetch(`${url}/drain`, { method: "POST", headers: { ...auth, origin: `http://evil.example:${port}` } }))
+          .status,
+      ).toBe(403);
 
       // Not drained: the runner is running and takes the next queued request.
       expect(seen.runner.state).toBe("running");
       const next = experiment(sb, QUICK);
       enqueue(sb.queueRoot, queue, next.message);
-      const nextDone = await waitFor("the next queued request to be taken and finish", async () => (await status()).finished.find((f) => f.key === next.key));
+      const nextDone = await waitFor("the next queued request to be taken and finish", async () =>
+        (await status()).finished.find((f) => f.key === next.key),
+      );
       expect(nextDone.result).toBe("succeeded");
       expect(runner.child.exitCode).toBeNull();
       expect(runner.stderr).toContain("refused POST /drain from 127.0.0.1: no bearer token");
@@ -185,7 +218,9 @@ describe("the runner's HTTP endpoint (hole 8)", () => {
       expect(await drained.json()).toEqual({ state: "suspended" });
       const later = experiment(sb, QUICK);
       const laterId = enqueue(sb.queueRoot, queue, later.message);
-      const attackerDone = await waitFor("the attacker to finish", async () => (await status()).finished.find((f) => f.key === attacker.key));
+      const attackerDone = await waitFor("the attacker to finish", async () =>
+        (await status()).finished.find((f) => f.key === attacker.key),
+      );
       expect(attackerDone.result).toBe("succeeded"); // the job ran its probes to the end
       await waitFor("the victim to finish", async () => (await status()).finished.find((f) => f.key === victim.key));
       await Bun.sleep(POLL_WAIT_MS + 2_000); // more than a loop period while suspended
@@ -198,9 +233,19 @@ describe("the runner's HTTP endpoint (hole 8)", () => {
       expect(runner.stderr).toContain("refused POST /resume from 127.0.0.1: wrong bearer token");
 
       // The operator resumes with the token: the waiting request runs; then drains to exit.
-      expect(await (await fetch(`${url}/resume`, { method: "POST", headers: auth })).json()).toEqual({ state: "running" });
-      expect((await waitFor("the waiting request to finish", async () => (await status()).finished.find((f) => f.key === later.key))).result).toBe("succeeded");
-      expect(await (await fetch(`${url}/drain?exit=true`, { method: "POST", headers: auth })).json()).toEqual({ state: "terminating" });
+      expect(await (await fetch(`${url}/resume`, { method: "POST", headers: auth })).json()).toEqual({
+        state: "running",
+      });
+      expect(
+        (
+          await waitFor("the waiting request to finish", async () =>
+            (await status()).finished.find((f) => f.key === later.key),
+          )
+        ).result,
+      ).toBe("succeeded");
+      expect(await (await fetch(`${url}/drain?exit=true`, { method: "POST", headers: auth })).json()).toEqual({
+        state: "terminating",
+      });
       expect(await runner.exited).toBe(0);
       expect(runner.stderr.match(/suspended \(HTTP POST \/drain\)/g)).toHaveLength(1);
       expect(runner.stderr).not.toContain(token);

@@ -6,15 +6,37 @@
 
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
-import { enqueue, makeSandbox, REPO, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, tarNames } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  makeSandbox,
+  REPO,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  tarNames,
+} from "../../helpers/e2e.ts";
 import { processesWith } from "../../helpers/host-processes.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 const HAVE_GCC = spawnSync("gcc", ["--version"]).status === 0;
 const IS_ROOT = process.geteuid?.() === 0;
-if (!HAVE_BWRAP || !HAVE_GCC || !IS_ROOT) console.warn(`\n*** isolation/launchers: needs bwrap, gcc and root (bwrap ${HAVE_BWRAP}, gcc ${HAVE_GCC}, root ${IS_ROOT}): SKIPPED ***\n`);
+if (!HAVE_BWRAP || !HAVE_GCC || !IS_ROOT)
+  console.warn(
+    `\n*** isolation/launchers: needs bwrap, gcc and root (bwrap ${HAVE_BWRAP}, gcc ${HAVE_GCC}, root ${IS_ROOT}): SKIPPED ***\n`,
+  );
 const runnable = HAVE_BWRAP && HAVE_GCC && IS_ROOT;
 
 const stamp = `${process.pid}-${Date.now()}`;
@@ -97,7 +119,13 @@ const comm = (pid: number) => {
     return "";
   }
 };
-const status = (pid: number) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, "utf8").split("\n").filter(Boolean).map((l) => [l.split(":")[0], l.slice(l.indexOf(":") + 1).trim()]));
+const status = (pid: number) =>
+  Object.fromEntries(
+    readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => [l.split(":")[0], l.slice(l.indexOf(":") + 1).trim()]),
+  );
 
 describe("isolation: launchers and what a job can see (default settings: --sandbox auto)", () => {
   test.skipIf(!runnable)(
@@ -135,7 +163,13 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
           PYTHONSTARTUP: join(sb.dir, "startup.py"),
           PIP_INDEX_URL: "http://127.0.0.1:9/simple",
           JOB_ENV_CANARY: jobEnvCanary,
-          STEAL: JSON.stringify({ key: keyFile, etcEnv: ETC_ENV, config, shadow: "/etc/shadow", tenantTmp: `/tmp/${tenantMarker}` }),
+          STEAL: JSON.stringify({
+            key: keyFile,
+            etcEnv: ETC_ENV,
+            config,
+            shadow: "/etc/shadow",
+            tenantTmp: `/tmp/${tenantMarker}`,
+          }),
         };
       });
       writeFileSync(join(sb.dir, "startup.py"), `open(${JSON.stringify(mark)}, "a").write("pythonstartup\\n")\n`);
@@ -143,11 +177,15 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
       const runner = new RunnerProcess(
         sb,
         [
-          "--config", config,
-          "--encrypt-dir", join(keys, "runner"),
-          "--request-signatures-dir", join(keys, "signatures"),
+          "--config",
+          config,
+          "--encrypt-dir",
+          join(keys, "runner"),
+          "--request-signatures-dir",
+          join(keys, "signatures"),
           "--clear-text-messages=true", // this request is plain; the keys are here to be hidden
-          "--limit-tasks", "1",
+          "--limit-tasks",
+          "1",
         ],
         { AWS_SECRET_ACCESS_KEY: `RUNNER-ENV-SECRET-${stamp}` },
       );
@@ -157,12 +195,24 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         let jobPid: number | undefined;
         const until = Date.now() + 150_000;
         while (!jobPid && Date.now() < until) {
-          jobPid = processesWith(marker).find((p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"));
+          jobPid = processesWith(marker).find(
+            (p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"),
+          );
           if (!jobPid) await Bun.sleep(100);
         }
         expect(jobPid).toBeDefined();
         const st = status(jobPid!);
-        console.log("the job seen from the host:", JSON.stringify({ pid: jobPid, Uid: st.Uid, Gid: st.Gid, CapEff: st.CapEff, CapBnd: st.CapBnd, NoNewPrivs: st.NoNewPrivs }));
+        console.log(
+          "the job seen from the host:",
+          JSON.stringify({
+            pid: jobPid,
+            Uid: st.Uid,
+            Gid: st.Gid,
+            CapEff: st.CapEff,
+            CapBnd: st.CapBnd,
+            NoNewPrivs: st.NoNewPrivs,
+          }),
+        );
         expect(st.Uid!.split(/\s+/)).toEqual(["65534", "65534", "65534", "65534"]);
         expect(st.Gid!.split(/\s+/)[0]).toBe("65534");
         expect(st.CapEff).toBe("0000000000000000");
@@ -204,11 +254,21 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
       const stolen = JSON.parse(tarMember(modeldir, "stolen.json") || "{}");
       const all = JSON.stringify(stolen);
       expect(Object.keys(stolen)).toContain("procs");
-      for (const secret of [keyText.trim().split("\n")[1]!, `ETC-ENV-${stamp}`, etcText.trim(), `RUNNER-CONFIG-${stamp}`, `RUNNER-ENV-SECRET-${stamp}`, "root:", "other tenant's temp file"]) {
+      for (const secret of [
+        keyText.trim().split("\n")[1]!,
+        `ETC-ENV-${stamp}`,
+        etcText.trim(),
+        `RUNNER-CONFIG-${stamp}`,
+        `RUNNER-ENV-SECRET-${stamp}`,
+        "root:",
+        "other tenant's temp file",
+      ]) {
         expect([secret, all.includes(secret)]).toEqual([secret, false]);
       }
       // other tenants: their processes are not in the job's /proc, their /tmp is not its /tmp
-      const cmdlines = Object.entries<string>(stolen.procs).filter(([k]) => k.endsWith("/cmdline")).map(([, v]) => v);
+      const cmdlines = Object.entries<string>(stolen.procs)
+        .filter(([k]) => k.endsWith("/cmdline"))
+        .map(([, v]) => v);
       expect(cmdlines.some((c) => c.includes("sleep 120"))).toBe(false);
       expect(cmdlines.some((c) => c.includes("--queue-root"))).toBe(false); // not the runner either
       expect(stolen.tmp).toEqual([]);
@@ -233,11 +293,15 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
       const sb = await makeSandbox("iso-launchers-none", { cacheDir: SHARED_CACHE });
       const mark = join(sb.dir, "LOADED");
       const evil = canaryLibrary(sb.dir, mark);
-      const exp = simpleExperiment(sb.storageRoot, { "main.py": "import os; print('home', os.environ['HOME'], flush=True)" }, (m) => {
-        m.experiment.pythonver = "3.11";
-        m.experiment.resources_needed = { ...(m.experiment.resources_needed ?? {}), ram: "2Gb", cpus: 1 };
-        m.config.env = { LD_PRELOAD: evil, LD_AUDIT: evil };
-      });
+      const exp = simpleExperiment(
+        sb.storageRoot,
+        { "main.py": "import os; print('home', os.environ['HOME'], flush=True)" },
+        (m) => {
+          m.experiment.pythonver = "3.11";
+          m.experiment.resources_needed = { ...(m.experiment.resources_needed ?? {}), ram: "2Gb", cpus: 1 };
+          m.config.env = { LD_PRELOAD: evil, LD_AUDIT: evil };
+        },
+      );
       enqueue(sb.queueRoot, "local_iso_launchers_none", exp.message);
       const runner = new RunnerProcess(sb, ["--sandbox", "none", "--limit-tasks", "1"]);
       expect(await runner.exited).toBe(0);
@@ -253,14 +317,18 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
     180_000,
   );
 
-  test.skipIf(!runnable)("without a working bwrap: auto warns loudly and runs unsandboxed, bwrap refuses to start", async () => {
-    const sb = await makeSandbox("iso-launchers-nobwrap");
-    const env = { PATH: "/nonexistent-bin" };
-    const auto = new RunnerProcess(sb, ["--limit-idle-duration", "1s"], env);
-    expect(await auto.exited).toBe(0);
-    expect(auto.stderr).toContain("--sandbox auto: bubblewrap does not work here, experiments are NOT isolated");
-    const strict = new RunnerProcess(sb, ["--sandbox", "bwrap", "--limit-idle-duration", "1s"], env);
-    expect(await strict.exited).toBe(2);
-    expect(strict.stderr).toContain("bwrap (bubblewrap) is not on the PATH");
-  }, 60_000);
+  test.skipIf(!runnable)(
+    "without a working bwrap: auto warns loudly and runs unsandboxed, bwrap refuses to start",
+    async () => {
+      const sb = await makeSandbox("iso-launchers-nobwrap");
+      const env = { PATH: "/nonexistent-bin" };
+      const auto = new RunnerProcess(sb, ["--limit-idle-duration", "1s"], env);
+      expect(await auto.exited).toBe(0);
+      expect(auto.stderr).toContain("--sandbox auto: bubblewrap does not work here, experiments are NOT isolated");
+      const strict = new RunnerProcess(sb, ["--sandbox", "bwrap", "--limit-idle-duration", "1s"], env);
+      expect(await strict.exited).toBe(2);
+      expect(strict.stderr).toContain("bwrap (bubblewrap) is not on the PATH");
+    },
+    60_000,
+  );
 });

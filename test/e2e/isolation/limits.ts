@@ -10,17 +10,28 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { detectCgroups } from "../../../src/exec/cgroup.ts";
-import { enqueue, filesIn, makeSandbox, REPO, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  REPO,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+} from "../../helpers/e2e.ts";
 import { processesWith } from "../../helpers/host-processes.ts";
 
 const support = detectCgroups();
 const cgroupsUsable = support.version !== "none";
 const pidsLimited = (support.version === 1 && !!support.parentDirs.pids) || (support.version === 2 && !!support.pids);
-if (!cgroupsUsable) console.warn(`\n*** cgroups unusable here (${support.version === "none" ? support.reason : ""}): the limits isolation tests cannot run ***\n`);
+if (!cgroupsUsable)
+  console.warn(
+    `\n*** cgroups unusable here (${support.version === "none" ? support.reason : ""}): the limits isolation tests cannot run ***\n`,
+  );
 if (cgroupsUsable && !pidsLimited) console.warn("\n*** no pids controller for us: the fork-bomb test cannot run ***\n");
 const STANDIN = join(REPO, "test/helpers/apptainer-standin");
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
-
 
 /** Waits until `done()` or `timeoutMs`; returns done()'s last answer. */
 async function until<T>(done: () => T, timeoutMs: number, everyMs = 50): Promise<T> {
@@ -87,10 +98,15 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
     test(`${mode.name}: a request with no ram or cpus still runs in a cgroup (read on the host while it sleeps)`, async () => {
       const sb = await makeSandbox("iso-limits-nolimits", { cacheDir: SHARED_CACHE });
       const marker = `cgroup-marker-${crypto.randomUUID()}`;
-      const exp = experiment(sb.storageRoot, "import time\ntime.sleep(6)\nprint('slept', flush=True)\n", marker, (m) => {
-        m.experiment.resources_needed = { gpus: 0, hdd: "10m" };
-        m.config.resources_needed = { gpus: 0, hdd: "10m" };
-      });
+      const exp = experiment(
+        sb.storageRoot,
+        "import time\ntime.sleep(6)\nprint('slept', flush=True)\n",
+        marker,
+        (m) => {
+          m.experiment.resources_needed = { gpus: 0, hdd: "10m" };
+          m.config.resources_needed = { gpus: 0, hdd: "10m" };
+        },
+      );
       enqueue(sb.queueRoot, "local_nolimits", exp.message);
       const runner = new RunnerProcess(sb, ["--limit-tasks", "1", ...mode.args]);
       // The job's python (its command line holds the marker; under bwrap, the one whose parent is not bwrap itself).
@@ -118,31 +134,34 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
   }
 });
 
-describe.skipIf(!cgroupsUsable)("limits: a job and its setsid grandchild do not survive their runner (class 15)", () => {
-  test("--sandbox none: the runner is SIGKILLed mid-job; the next runner on the machine kills what its job groups still hold", async () => {
-    const sb = await makeSandbox("iso-limits-restart", { cacheDir: SHARED_CACHE });
-    const marker = `restart-marker-${crypto.randomUUID()}`;
-    const exp = experiment(sb.storageRoot, DOUBLE_FORK.replace("time.sleep(3)", "time.sleep(300)"), marker);
-    enqueue(sb.queueRoot, "local_restart", exp.message);
-    const first = new RunnerProcess(sb, ["--sandbox", "none"]);
-    try {
-      expect(await until(() => processesWith(`${marker}\u0000300`).length > 0, 120_000)).toBe(true);
-      first.child.kill("SIGKILL");
-      await first.exited;
-      await Bun.sleep(300);
-      // The runner is gone; its job and the grandchild still run (nothing in the kernel stops them).
-      expect(processesWith(`${marker}\u0000300`).length).toBe(1);
-      // Another runner starts on this machine (its own empty queue root): it empties the dead runner's groups.
-      const other = await makeSandbox("iso-limits-restart-next", { cacheDir: SHARED_CACHE });
-      const next = new RunnerProcess(other, ["--sandbox", "none", "--limit-idle-duration", "1s"]);
-      expect(await next.exited).toBe(0);
-      expect(next.stderr).toContain("killed the processes left in");
-      expect(await until(() => processesWith(marker).length === 0, 5_000)).toBe(true);
-    } finally {
-      for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
-    }
-  }, 240_000);
-});
+describe.skipIf(!cgroupsUsable)(
+  "limits: a job and its setsid grandchild do not survive their runner (class 15)",
+  () => {
+    test("--sandbox none: the runner is SIGKILLed mid-job; the next runner on the machine kills what its job groups still hold", async () => {
+      const sb = await makeSandbox("iso-limits-restart", { cacheDir: SHARED_CACHE });
+      const marker = `restart-marker-${crypto.randomUUID()}`;
+      const exp = experiment(sb.storageRoot, DOUBLE_FORK.replace("time.sleep(3)", "time.sleep(300)"), marker);
+      enqueue(sb.queueRoot, "local_restart", exp.message);
+      const first = new RunnerProcess(sb, ["--sandbox", "none"]);
+      try {
+        expect(await until(() => processesWith(`${marker}\u0000300`).length > 0, 120_000)).toBe(true);
+        first.child.kill("SIGKILL");
+        await first.exited;
+        await Bun.sleep(300);
+        // The runner is gone; its job and the grandchild still run (nothing in the kernel stops them).
+        expect(processesWith(`${marker}\u0000300`).length).toBe(1);
+        // Another runner starts on this machine (its own empty queue root): it empties the dead runner's groups.
+        const other = await makeSandbox("iso-limits-restart-next", { cacheDir: SHARED_CACHE });
+        const next = new RunnerProcess(other, ["--sandbox", "none", "--limit-idle-duration", "1s"]);
+        expect(await next.exited).toBe(0);
+        expect(next.stderr).toContain("killed the processes left in");
+        expect(await until(() => processesWith(marker).length === 0, 5_000)).toBe(true);
+      } finally {
+        for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
+      }
+    }, 240_000);
+  },
+);
 
 const FORK_BOMB = `import os, sys, time
 marker = sys.argv[1]
@@ -176,7 +195,8 @@ describe.skipIf(!cgroupsUsable || !pidsLimited)("limits: resource exhaustion (cl
     const runner = new RunnerProcess(sb, ["--limit-tasks", "2", "--max-cores", "1", "--sandbox", "none"]);
     // Watched on the host through the kernel's own count (pids.current of this runner's job groups):
     // cheap enough not to slow the bomb down, unlike a /proc scan over thousands of processes.
-    const pidsParent = support.version === 1 ? support.parentDirs.pids! : support.version === 2 ? support.parentDir : "";
+    const pidsParent =
+      support.version === 1 ? support.parentDirs.pids! : support.version === 2 ? support.parentDir : "";
     let most = 0;
     const watching = (async () => {
       while (runner.child.exitCode === null && runner.child.signalCode === null) {
@@ -195,7 +215,9 @@ describe.skipIf(!cgroupsUsable || !pidsLimited)("limits: resource exhaustion (cl
       expect(await runner.exited).toBe(0);
       await watching;
       const out = tarMember(join(bomb.experimentDir, "output.tar"));
-      console.log(`fork bomb: at most ${most} processes in its cgroup (pids.current, read on the host); its log says: ${out.match(/fork failed[^\n]*|made \d+ children/g)?.join("; ")}`);
+      console.log(
+        `fork bomb: at most ${most} processes in its cgroup (pids.current, read on the host); its log says: ${out.match(/fork failed[^\n]*|made \d+ children/g)?.join("; ")}`,
+      );
       const made = Number(/made (\d+) children/.exec(out)?.[1]);
       expect(out).toContain("fork failed after");
       // Held at the default pids limit (4096 for a 1-cpu job): the job, its children, nothing more.
@@ -252,7 +274,8 @@ describe("limits: the runner's secrets never reach the job or its stored output 
   // Canaries in the runner's own environment. Values marked secret must appear nowhere in storage
   // nor in the runner's log; the rest (socket paths …) must only be absent from the job's environment.
   const SECRET: Record<string, string> = {
-    AZURE_STORAGE_CONNECTION_STRING: "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azCanaryE2e01==;EndpointSuffix=core.windows.net",
+    AZURE_STORAGE_CONNECTION_STRING:
+      "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azCanaryE2e01==;EndpointSuffix=core.windows.net",
     GITHUB_TOKEN: "githubCanaryE2e02",
     HF_TOKEN: "hfCanaryE2e03",
     NPM_TOKEN: "npmCanaryE2e04",
@@ -263,7 +286,11 @@ describe("limits: the runner's secrets never reach the job or its stored output 
     WANDB_API_KEY: "wandbCanaryE2e09",
     APP_CLIENT_SECRET: "clientSecretCanaryE2e10",
   };
-  const HANDLES: Record<string, string> = { SSH_AUTH_SOCK: "/tmp/ssh-canary-e2e/agent.1", SSH_AGENT_PID: "424242", KUBECONFIG: "/etc/kube-canary-e2e/config" };
+  const HANDLES: Record<string, string> = {
+    SSH_AUTH_SOCK: "/tmp/ssh-canary-e2e/agent.1",
+    SSH_AGENT_PID: "424242",
+    KUBECONFIG: "/etc/kube-canary-e2e/config",
+  };
   const JOB = `import json, os
 print("ENV " + json.dumps(sorted(os.environ)), flush=True)
 # Under --sandbox none as root the job may read the runner's own environment: the masker must
@@ -289,71 +316,102 @@ except Exception as e:
         expect(runner.stderr + runner.stdout).not.toContain(value);
       }
       // Nothing in storage holds a value either (records, the _results document, every artifact).
-      const stored = readdirSync(exp.experimentDir).map((f) => readFileSync(join(exp.experimentDir, f), "latin1")).join("\n");
+      const stored = readdirSync(exp.experimentDir)
+        .map((f) => readFileSync(join(exp.experimentDir, f), "latin1"))
+        .join("\n");
       for (const value of Object.values(SECRET)) expect(stored).not.toContain(value);
     }, 180_000);
   }
 });
 
-describe.skipIf(!HAVE_BWRAP)("limits: apptainer gets a fixed environment and no option from the request (hole 1, class 3)", () => {
-  const JOB = `import os
+describe.skipIf(!HAVE_BWRAP)(
+  "limits: apptainer gets a fixed environment and no option from the request (hole 1, class 3)",
+  () => {
+    const JOB = `import os
 print("in container; LD_PRELOAD=" + os.environ.get("LD_PRELOAD", "-") + " USER_VAR=" + os.environ.get("USER_VAR", "-"), flush=True)
 `;
-  test("config.env's APPTAINER_*, SINGULARITY_*, LD_* reach only the container's env file, never the tool's own environment", async () => {
-    const sb = await makeSandbox("iso-limits-apptainer-env");
-    const log = join(sb.dir, "standin.log");
-    const exp = simpleExperiment(sb.storageRoot, { "main.py": JOB }, (m) => {
-      m.experiment.artifacts._singularity = { qualified: "docker://python:3.11-slim", mutable: false, unpack: false };
-      m.config.env = {
-        USER_VAR: "from config.env",
-        APPTAINER_BIND: "/etc:/hostetc",
-        SINGULARITY_BIND: "/root:/hostroot",
-        APPTAINERENV_INJECTED: "x",
-        APPTAINER_CONFIGDIR: "/tmp/evil-config",
-        LD_PRELOAD: "/nonexistent/evil.so",
-        LD_LIBRARY_PATH: "/nonexistent/evil-libs",
-      };
-    });
-    enqueue(sb.queueRoot, "local_apptainer", exp.message);
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--debug"], { PATH: `${STANDIN}:${process.env.PATH}`, APPTAINER_STANDIN_LOG: log, HF_TOKEN: "hfCanaryApptainer01" });
-    expect(await runner.exited).toBe(0);
-    const out = tarMember(join(exp.experimentDir, "output.tar"));
-    expect(out).toContain("USER_VAR=from config.env");
-    expect(out).toContain("experiment exited with code 0");
-    // What the tool itself ran with, as the stand-in recorded it on the host.
-    const toolEnv = JSON.parse(readFileSync(`${log}.env`, "utf8").trim()) as Record<string, string>;
-    console.log(`the container tool's own environment: ${JSON.stringify(toolEnv)}`);
-    for (const name of ["APPTAINER_BIND", "SINGULARITY_BIND", "APPTAINERENV_INJECTED", "APPTAINER_CONFIGDIR", "LD_PRELOAD", "LD_LIBRARY_PATH", "USER_VAR", "HF_TOKEN", "STUDIOML_EXPERIMENT"]) {
-      expect(toolEnv).not.toHaveProperty(name);
-    }
-    expect(toolEnv.PATH).toBe("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    expect(Object.values(toolEnv).join("\n")).not.toContain("hfCanaryApptainer01");
-    // The command line: hardened, one bind (the attempt's directory), `--` before the image.
-    const argv = JSON.parse(readFileSync(log, "utf8").trim()) as string[];
-    expect(argv.slice(0, 3)).toEqual(["exec", "--containall", "--no-privs"]);
-    expect(argv.filter((a) => a === "--bind").length).toBe(1);
-    expect(argv[argv.indexOf("docker://python:3.11-slim") - 1]).toBe("--");
-  }, 180_000);
-
-  test("a script name or key that would become a tool option or a second bind is refused with a clear reason; nothing runs", async () => {
-    const sb = await makeSandbox("iso-limits-apptainer-args");
-    const log = join(sb.dir, "standin.log");
-    const hostile = (edit: (m: Record<string, any>) => void) =>
-      simpleExperiment(sb.storageRoot, { "main.py": JOB }, (m) => {
+    test("config.env's APPTAINER_*, SINGULARITY_*, LD_* reach only the container's env file, never the tool's own environment", async () => {
+      const sb = await makeSandbox("iso-limits-apptainer-env");
+      const log = join(sb.dir, "standin.log");
+      const exp = simpleExperiment(sb.storageRoot, { "main.py": JOB }, (m) => {
         m.experiment.artifacts._singularity = { qualified: "docker://python:3.11-slim", mutable: false, unpack: false };
-        edit(m);
+        m.config.env = {
+          USER_VAR: "from config.env",
+          APPTAINER_BIND: "/etc:/hostetc",
+          SINGULARITY_BIND: "/root:/hostroot",
+          APPTAINERENV_INJECTED: "x",
+          APPTAINER_CONFIGDIR: "/tmp/evil-config",
+          LD_PRELOAD: "/nonexistent/evil.so",
+          LD_LIBRARY_PATH: "/nonexistent/evil-libs",
+        };
       });
-    const byFilename = hostile((m) => (m.experiment.filename = "--bind=/etc:/hostetc"));
-    const byKey = hostile((m) => (m.experiment.key = `${m.experiment.key},.:hostcwd`));
-    const ids = [enqueue(sb.queueRoot, "local_apptainer_args", byFilename.message), enqueue(sb.queueRoot, "local_apptainer_args", byKey.message)];
-    const runner = new RunnerProcess(sb, ["--limit-tasks", "2"], { PATH: `${STANDIN}:${process.env.PATH}`, APPTAINER_STANDIN_LOG: log });
-    expect(await runner.exited).toBe(0);
-    expect(existsSync(log)).toBe(false); // the tool never ran
-    const reasons = ids.map((id) => readFileSync(join(sb.queueRoot, ".failed", "local_apptainer_args", `${id}.reason.json`), "utf8"));
-    expect(reasons[0]).toContain("experiment.filename");
-    expect(reasons[0]).toContain("--bind=/etc:/hostetc");
-    expect(reasons[1]).toContain("experiment.key");
-    expect(reasons[1]).toContain(",.:hostcwd");
-    expect(filesIn(join(sb.queueRoot, "local_apptainer_args"))).toEqual([]);
-  }, 180_000);
-});
+      enqueue(sb.queueRoot, "local_apptainer", exp.message);
+      const runner = new RunnerProcess(sb, ["--limit-tasks", "1", "--debug"], {
+        PATH: `${STANDIN}:${process.env.PATH}`,
+        APPTAINER_STANDIN_LOG: log,
+        HF_TOKEN: "hfCanaryApptainer01",
+      });
+      expect(await runner.exited).toBe(0);
+      const out = tarMember(join(exp.experimentDir, "output.tar"));
+      expect(out).toContain("USER_VAR=from config.env");
+      expect(out).toContain("experiment exited with code 0");
+      // What the tool itself ran with, as the stand-in recorded it on the host.
+      const toolEnv = JSON.parse(readFileSync(`${log}.env`, "utf8").trim()) as Record<string, string>;
+      console.log(`the container tool's own environment: ${JSON.stringify(toolEnv)}`);
+      for (const name of [
+        "APPTAINER_BIND",
+        "SINGULARITY_BIND",
+        "APPTAINERENV_INJECTED",
+        "APPTAINER_CONFIGDIR",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "USER_VAR",
+        "HF_TOKEN",
+        "STUDIOML_EXPERIMENT",
+      ]) {
+        expect(toolEnv).not.toHaveProperty(name);
+      }
+      expect(toolEnv.PATH).toBe("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      expect(Object.values(toolEnv).join("\n")).not.toContain("hfCanaryApptainer01");
+      // The command line: hardened, one bind (the attempt's directory), `--` before the image.
+      const argv = JSON.parse(readFileSync(log, "utf8").trim()) as string[];
+      expect(argv.slice(0, 3)).toEqual(["exec", "--containall", "--no-privs"]);
+      expect(argv.filter((a) => a === "--bind").length).toBe(1);
+      expect(argv[argv.indexOf("docker://python:3.11-slim") - 1]).toBe("--");
+    }, 180_000);
+
+    test("a script name or key that would become a tool option or a second bind is refused with a clear reason; nothing runs", async () => {
+      const sb = await makeSandbox("iso-limits-apptainer-args");
+      const log = join(sb.dir, "standin.log");
+      const hostile = (edit: (m: Record<string, any>) => void) =>
+        simpleExperiment(sb.storageRoot, { "main.py": JOB }, (m) => {
+          m.experiment.artifacts._singularity = {
+            qualified: "docker://python:3.11-slim",
+            mutable: false,
+            unpack: false,
+          };
+          edit(m);
+        });
+      const byFilename = hostile((m) => (m.experiment.filename = "--bind=/etc:/hostetc"));
+      const byKey = hostile((m) => (m.experiment.key = `${m.experiment.key},.:hostcwd`));
+      const ids = [
+        enqueue(sb.queueRoot, "local_apptainer_args", byFilename.message),
+        enqueue(sb.queueRoot, "local_apptainer_args", byKey.message),
+      ];
+      const runner = new RunnerProcess(sb, ["--limit-tasks", "2"], {
+        PATH: `${STANDIN}:${process.env.PATH}`,
+        APPTAINER_STANDIN_LOG: log,
+      });
+      expect(await runner.exited).toBe(0);
+      expect(existsSync(log)).toBe(false); // the tool never ran
+      const reasons = ids.map((id) =>
+        readFileSync(join(sb.queueRoot, ".failed", "local_apptainer_args", `${id}.reason.json`), "utf8"),
+      );
+      expect(reasons[0]).toContain("experiment.filename");
+      expect(reasons[0]).toContain("--bind=/etc:/hostetc");
+      expect(reasons[1]).toContain("experiment.key");
+      expect(reasons[1]).toContain(",.:hostcwd");
+      expect(filesIn(join(sb.queueRoot, "local_apptainer_args"))).toEqual([]);
+    }, 180_000);
+  },
+);

@@ -16,7 +16,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { classifyHost } from "../../../src/request/location-policy.ts";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, sha256File, simpleExperiment, type Sandbox } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  sha256File,
+  simpleExperiment,
+  type Sandbox,
+} from "../../helpers/e2e.ts";
 
 const SCRIPT = "open('ran.txt', 'w').write('ran')\nprint('the script ran', flush=True)\n";
 const BUCKET = "studioml-artifacts";
@@ -42,10 +50,16 @@ function allFiles(dir: string): string[] {
 }
 
 /** Files under `dir` holding `needle` (text or bytes). */
-const filesHolding = (dir: string, needle: string | Buffer) => allFiles(dir).filter((f) => readFileSync(f).includes(needle));
+const filesHolding = (dir: string, needle: string | Buffer) =>
+  allFiles(dir).filter((f) => readFileSync(f).includes(needle));
 
 /** A runner serving exactly `queue` until it is idle, with these flags and environment. */
-async function serve(sb: Sandbox, queue: string, args: string[] = [], env: Record<string, string> = {}): Promise<RunnerProcess> {
+async function serve(
+  sb: Sandbox,
+  queue: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<RunnerProcess> {
   const runner = new RunnerProcess(sb, ["--queue-match", `^${queue}$`, "--limit-idle-duration", "3s", ...args], env);
   expect(await runner.exited).toBe(0);
   return runner;
@@ -76,33 +90,68 @@ describe("isolation: locations", () => {
     symlinkSync(join(outside, "secret.tar"), storagePath(sb, "data", "link.tar"));
     symlinkSync("/proc/self/environ", storagePath(sb, "data", "environ.tar"));
 
-    const proc = request(sb, (m) => (m.experiment.artifacts.data = { qualified: "file:///proc/self/environ", mutable: false, unpack: false }));
-    const clientForm = request(sb, (m) => (m.experiment.artifacts.data = { qualified: "file://proc/self/environ", mutable: false, unpack: false }));
-    const linkOut = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `file://${storagePath(sb, "data", "link.tar")}`, mutable: false, unpack: false }));
-    const linkProc = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `file://${storagePath(sb, "data", "environ.tar")}`, mutable: false, unpack: false }));
+    const proc = request(
+      sb,
+      (m) => (m.experiment.artifacts.data = { qualified: "file:///proc/self/environ", mutable: false, unpack: false }),
+    );
+    const clientForm = request(
+      sb,
+      (m) => (m.experiment.artifacts.data = { qualified: "file://proc/self/environ", mutable: false, unpack: false }),
+    );
+    const linkOut = request(
+      sb,
+      (m) =>
+        (m.experiment.artifacts.data = {
+          qualified: `file://${storagePath(sb, "data", "link.tar")}`,
+          mutable: false,
+          unpack: false,
+        }),
+    );
+    const linkProc = request(
+      sb,
+      (m) =>
+        (m.experiment.artifacts.data = {
+          qualified: `file://${storagePath(sb, "data", "environ.tar")}`,
+          mutable: false,
+          unpack: false,
+        }),
+    );
     const queue = "local_iso_loc_proc";
     const ids = [proc, clientForm, linkOut, linkProc].map((r) => enqueue(sb.queueRoot, queue, r.message));
     // The default policy of a local queue: the runner's own storage root (STUDIO_STORAGE), no --file-storage-roots.
-    const runner = await serve(sb, queue, [], { STUDIO_STORAGE: `file://${sb.storageRoot}`, FILE_STORAGE_ROOTS: "", STUDIO_LOC_CANARY: canary });
+    const runner = await serve(sb, queue, [], {
+      STUDIO_STORAGE: `file://${sb.storageRoot}`,
+      FILE_STORAGE_ROOTS: "",
+      STUDIO_LOC_CANARY: canary,
+    });
     expect(runner.stderr).toContain(`file: locations of requests from local queues may be under ${sb.storageRoot}`);
 
     // An operator root of "/" still never reaches /proc, directly or through a link.
     const queueRoot = "local_iso_loc_proc_root";
-    const everywhere = [proc, linkProc].map((r) => enqueue(sb.queueRoot, queueRoot, { ...r.message, experiment: { ...r.message.experiment, key: `${r.key}-root` } }));
+    const everywhere = [proc, linkProc].map((r) =>
+      enqueue(sb.queueRoot, queueRoot, { ...r.message, experiment: { ...r.message.experiment, key: `${r.key}-root` } }),
+    );
     await serve(sb, queueRoot, ["--file-storage-roots", "/"], { STUDIO_LOC_CANARY: canary });
 
     const reasons = ids.map((id) => reasonOf(sb, queue, id));
     expect(reasons[0]).toContain("experiment.artifacts.data.qualified");
     expect(reasons[0]).toMatch(/\/proc, \/sys, \/dev|outside the directories/);
     expect(reasons[1]).toContain("experiment.artifacts.data.qualified");
-    expect(reasons[2]).toMatch(/^experiment\.artifacts\.data\.qualified: .* resolves \(symlinks followed\) to .*outside/);
+    expect(reasons[2]).toMatch(
+      /^experiment\.artifacts\.data\.qualified: .* resolves \(symlinks followed\) to .*outside/,
+    );
     expect(reasons[3]).toMatch(/\/proc/);
     for (const id of everywhere) expect(reasonOf(sb, queueRoot, id)).toMatch(/\/proc/);
     // Nothing lost: every request is in the failed place, none left in the queue.
     expect(filesIn(join(sb.queueRoot, queue))).toEqual([]);
     expect(filesIn(join(sb.queueRoot, queueRoot))).toEqual([]);
     // On the host: the canary (the runner's environment, the outside file) is in no file the runner wrote.
-    for (const dir of [sb.cacheDir, sb.workDir, join(sb.queueRoot, ".failed"), join(sb.storageRoot, BUCKET, "experiments")]) {
+    for (const dir of [
+      sb.cacheDir,
+      sb.workDir,
+      join(sb.queueRoot, ".failed"),
+      join(sb.storageRoot, BUCKET, "experiments"),
+    ]) {
       expect(filesHolding(dir, canary)).toEqual([]);
     }
     expect(filesHolding(storagePath(sb, "experiments"), "the script ran")).toEqual([]);
@@ -116,11 +165,23 @@ describe("isolation: locations", () => {
     symlinkSync(outside, storagePath(sb, "linkdir"));
     const beforeOutside = () => allFiles(outside);
 
-    const mutableOut = request(sb, (m) => (m.experiment.artifacts.modeldir.qualified = `file://${outside}/modeldir.tar`));
-    const mutableLink = request(sb, (m) => (m.experiment.artifacts.modeldir.qualified = `file://${storagePath(sb, "linkdir", "modeldir.tar")}`));
-    const outputLink = request(sb, (m) => (m.experiment.artifacts.output.qualified = `file://${storagePath(sb, "linkdir", "output.tar")}`));
+    const mutableOut = request(
+      sb,
+      (m) => (m.experiment.artifacts.modeldir.qualified = `file://${outside}/modeldir.tar`),
+    );
+    const mutableLink = request(
+      sb,
+      (m) => (m.experiment.artifacts.modeldir.qualified = `file://${storagePath(sb, "linkdir", "modeldir.tar")}`),
+    );
+    const outputLink = request(
+      sb,
+      (m) => (m.experiment.artifacts.output.qualified = `file://${storagePath(sb, "linkdir", "output.tar")}`),
+    );
     const database = request(sb, (m) => (m.config.database = { type: "local", endpoint: outside, bucket: "meta" }));
-    const databaseDotDot = request(sb, (m) => (m.config.database = { type: "local", endpoint: sb.storageRoot, bucket: "../outside" }));
+    const databaseDotDot = request(
+      sb,
+      (m) => (m.config.database = { type: "local", endpoint: sb.storageRoot, bucket: "../outside" }),
+    );
     const queue = "local_iso_loc_write";
     const all = [mutableOut, mutableLink, outputLink, database, databaseDotDot];
     const ids = all.map((r) => enqueue(sb.queueRoot, queue, r.message));
@@ -150,28 +211,72 @@ describe("isolation: locations", () => {
       fetch(req) {
         const path = new URL(req.url).pathname;
         hits.push(path);
-        if (path === "/to-metadata") return new Response(null, { status: 302, headers: { location: "http://169.254.169.254/latest/meta-data/iam/security-credentials/" } });
-        if (path === "/to-link-local") return new Response(null, { status: 307, headers: { location: "http://[fe80::1]/x" } });
+        if (path === "/to-metadata")
+          return new Response(null, {
+            status: 302,
+            headers: { location: "http://169.254.169.254/latest/meta-data/iam/security-credentials/" },
+          });
+        if (path === "/to-link-local")
+          return new Response(null, { status: 307, headers: { location: "http://[fe80::1]/x" } });
         return new Response("internal data", { headers: { etag: '"d"' } });
       },
     });
     try {
       // A DNS name (not an IP literal, not "localhost") that resolves to this machine: the check must resolve it.
       const name = hostname();
-      const resolved = await lookup(name).then((r) => r.address, () => undefined);
+      const resolved = await lookup(name).then(
+        (r) => r.address,
+        () => undefined,
+      );
       const viaName = resolved && classifyHost(resolved) !== "public" ? name : "localhost";
-      const byName = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `http://${viaName}:${server.port}/data.bin`, mutable: false, unpack: false }));
-      const byAddress = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `http://127.0.0.1:${server.port}/data.bin`, mutable: false, unpack: false }));
+      const byName = request(
+        sb,
+        (m) =>
+          (m.experiment.artifacts.data = {
+            qualified: `http://${viaName}:${server.port}/data.bin`,
+            mutable: false,
+            unpack: false,
+          }),
+      );
+      const byAddress = request(
+        sb,
+        (m) =>
+          (m.experiment.artifacts.data = {
+            qualified: `http://127.0.0.1:${server.port}/data.bin`,
+            mutable: false,
+            unpack: false,
+          }),
+      );
       const strictQueue = "local_iso_loc_http_strict";
       const strictIds = [byName, byAddress].map((r) => enqueue(sb.queueRoot, strictQueue, r.message));
       await serve(sb, strictQueue, ["--allow-private-endpoints=false"]);
-      expect(reasonOf(sb, strictQueue, strictIds[0]!)).toMatch(viaName === "localhost" ? /loopback/ : new RegExp(`${viaName}, which resolves to ${resolved!.replace(/\./g, "\\.")}`));
+      expect(reasonOf(sb, strictQueue, strictIds[0]!)).toMatch(
+        viaName === "localhost"
+          ? /loopback/
+          : new RegExp(`${viaName}, which resolves to ${resolved!.replace(/\./g, "\\.")}`),
+      );
       expect(reasonOf(sb, strictQueue, strictIds[1]!)).toContain("--allow-private-endpoints");
       expect(hits).toEqual([]); // refused before any connection
 
       // With loopback allowed (the operator's test server), every redirect is still checked.
-      const toMetadata = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `http://127.0.0.1:${server.port}/to-metadata`, mutable: false, unpack: false }));
-      const toLinkLocal = request(sb, (m) => (m.experiment.artifacts.data = { qualified: `http://127.0.0.1:${server.port}/to-link-local`, mutable: false, unpack: false }));
+      const toMetadata = request(
+        sb,
+        (m) =>
+          (m.experiment.artifacts.data = {
+            qualified: `http://127.0.0.1:${server.port}/to-metadata`,
+            mutable: false,
+            unpack: false,
+          }),
+      );
+      const toLinkLocal = request(
+        sb,
+        (m) =>
+          (m.experiment.artifacts.data = {
+            qualified: `http://127.0.0.1:${server.port}/to-link-local`,
+            mutable: false,
+            unpack: false,
+          }),
+      );
       const openQueue = "local_iso_loc_http_open";
       const openIds = [toMetadata, toLinkLocal].map((r) => enqueue(sb.queueRoot, openQueue, r.message));
       await serve(sb, openQueue, ["--allow-private-endpoints"]);
@@ -195,7 +300,13 @@ describe("isolation: locations", () => {
     writeFileSync(storagePath(sb, "data", "blob.bin"), `payload ${marker}\n`);
     const right = sha256File(storagePath(sb, "data", "blob.bin"));
     const wrong = "0".repeat(64);
-    const data = (hash: string) => (m: Record<string, any>) => (m.experiment.artifacts.data = { qualified: `file://${storagePath(sb, "data", "blob.bin")}`, mutable: false, unpack: false, hash });
+    const data = (hash: string) => (m: Record<string, any>) =>
+      (m.experiment.artifacts.data = {
+        qualified: `file://${storagePath(sb, "data", "blob.bin")}`,
+        mutable: false,
+        unpack: false,
+        hash,
+      });
     const bad = request(sb, data(wrong));
     const queue = "local_iso_loc_hash";
     const badId = enqueue(sb.queueRoot, queue, bad.message);

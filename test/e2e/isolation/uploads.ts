@@ -7,7 +7,16 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { enqueue, filesIn, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember, type Sandbox } from "../../helpers/e2e.ts";
+import {
+  enqueue,
+  filesIn,
+  makeSandbox,
+  RunnerProcess,
+  SHARED_CACHE,
+  simpleExperiment,
+  tarMember,
+  type Sandbox,
+} from "../../helpers/e2e.ts";
 
 const AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYUPLOADSSECRET";
 const AMQP_PASSWORD = "amqp-pa55w0rd-never-logged";
@@ -47,7 +56,10 @@ describe("uploads never leave the artifact's directory (hole 3)", () => {
   test("(a) modeldir replaced by a symlink to the queue root: another queue's pending request, with its AWS keys, is not uploaded; nothing lost", async () => {
     const sb = await makeSandbox("iso-uploads-a", { cacheDir: SHARED_CACHE });
     // Someone else's pending request, in a queue this runner does not serve.
-    const other = enqueue(sb.queueRoot, "local_other", { experiment: { key: "someone-else" }, config: { env: { AWS_SECRET_ACCESS_KEY: AWS_SECRET } } });
+    const other = enqueue(sb.queueRoot, "local_other", {
+      experiment: { key: "someone-else" },
+      config: { env: { AWS_SECRET_ACCESS_KEY: AWS_SECRET } },
+    });
     const exp = hostile(
       sb,
       `${MAPPING}
@@ -70,7 +82,8 @@ print("modeldir now points at the queue root", flush=True)
     const stored = storedBytes(exp.experimentDir);
     expect(stored.includes(Buffer.from(AWS_SECRET))).toBe(false);
     expect(stored.includes(Buffer.from(other))).toBe(false);
-    if (existsSync(join(exp.experimentDir, "modeldir.tar"))) expect(tarVerbose(join(exp.experimentDir, "modeldir.tar"))).not.toContain(other);
+    if (existsSync(join(exp.experimentDir, "modeldir.tar")))
+      expect(tarVerbose(join(exp.experimentDir, "modeldir.tar"))).not.toContain(other);
     const log = tarMember(join(exp.experimentDir, "output.tar"));
     expect(log).toContain("modeldir now points at the queue root");
     expect(r.stderr).toMatch(/artifact modeldir: its directory is a symbolic link; not uploaded/);
@@ -189,7 +202,8 @@ print("swapped", n, "times", flush=True)
     while (r.child.exitCode === null) {
       if (storedBytes(exp.experimentDir).includes(Buffer.from(AWS_SECRET))) leaked = true;
       const modeldir = join(exp.experimentDir, "modeldir.tar");
-      if (existsSync(modeldir)) versions.add(new Bun.CryptoHasher("sha256").update(readFileSync(modeldir)).digest("hex"));
+      if (existsSync(modeldir))
+        versions.add(new Bun.CryptoHasher("sha256").update(readFileSync(modeldir)).digest("hex"));
       looks++;
       await Bun.sleep(50);
     }

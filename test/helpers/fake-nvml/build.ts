@@ -32,5 +32,8 @@ export function fakeNvmlControls(path: string) {
     fakeNvmlSetInitFail: { args: [FFIType.i32], returns: FFIType.void },
     fakeNvmlOpenSessions: { args: [], returns: FFIType.i32 },
   });
-  return { setInitFail: (fail: boolean) => lib.symbols.fakeNvmlSetInitFail(fail ? 1 : 0), openSessions: () => lib.symbols.fakeNvmlOpenSessions() };
+  return {
+    setInitFail: (fail: boolean) => lib.symbols.fakeNvmlSetInitFail(fail ? 1 : 0),
+    openSessions: () => lib.symbols.fakeNvmlOpenSessions(),
+  };
 }
