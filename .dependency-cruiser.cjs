@@ -32,11 +32,11 @@ const LAYERS = [
   ["main", ["src/main.ts"]],
 ];
 
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const pathsOf = (layers) =>
   `^(${layers
     .flatMap(([, paths]) => paths)
-    .map(escape)
+    .map(escapeRegExp)
     .join("|")})`;
 
 const upward = LAYERS.slice(0, -1).map(([name], i) => ({
@@ -52,7 +52,7 @@ const upward = LAYERS.slice(0, -1).map(([name], i) => ({
 const folderPattern = (paths) =>
   `^src/(${paths
     .filter((p) => p.endsWith("/"))
-    .map((p) => escape(p.slice(4, -1)))
+    .map((p) => escapeRegExp(p.slice(4, -1)))
     .join("|")})/`;
 
 const peers = LAYERS.filter(([, paths]) => paths.filter((p) => p.endsWith("/")).length > 1).map(([name, paths]) => ({

@@ -418,7 +418,6 @@ export class JobCgroup {
   /** Every directory of this group: one for v2, one per v1 hierarchy. */
   readonly dirs: readonly string[];
   private readonly memoryDir: string;
-  private readonly cpuDir?: string;
   private readonly cpuacctDir?: string;
   /** Where pids.max is (undefined: the number of processes is not limited). */
   readonly pidsDir?: string;
@@ -431,7 +430,6 @@ export class JobCgroup {
     this.name = name;
     this.dirs = dirs.all;
     this.memoryDir = dirs.memory;
-    this.cpuDir = dirs.cpu;
     this.cpuacctDir = dirs.cpuacct;
     this.pidsDir = dirs.pids;
   }

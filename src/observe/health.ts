@@ -52,7 +52,9 @@ export class LoopHealth {
       }),
       options.events.on("loop.ended", () => (this.loopEnded = true)),
     ];
-    this.off = () => offs.forEach((off) => off());
+    this.off = () => {
+      for (const off of offs) off();
+    };
   }
 
   /**

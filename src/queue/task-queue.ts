@@ -71,6 +71,6 @@ export const filterOf = (options: QueueFilterOptions): QueueFilter => options.fi
 export function queueWanted(name: string, filter: QueueFilter): boolean {
   if (name.endsWith("_response")) return false;
   if (filter.match && !filter.match.test(name)) return false;
-  if (filter.mismatch && filter.mismatch.test(name)) return false;
+  if (filter.mismatch?.test(name)) return false;
   return true;
 }

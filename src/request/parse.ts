@@ -5,7 +5,7 @@
 // are refused with a RequestError whose message stays short (values and keys are shortened).
 
 import { parseDurationMs, parseSizeBytes } from "../config/units.ts";
-import { PermanentError, RequestError } from "../errors.ts";
+import { RequestError } from "../errors.ts";
 import type { Artifact, Credentials, Experiment, Request, Resources, RunConfig } from "./model.ts";
 import { ShellWordsError, splitShellWords } from "./shell-words.ts";
 

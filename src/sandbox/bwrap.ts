@@ -291,7 +291,7 @@ export function bwrapArgv(options: SandboxOptions, command: string[], host: Sand
     mounts.push({ path: found.real, rank: 1, args: ["--ro-bind", found.real, found.real] });
   }
   const experiment = canonical("experimentDir", options.experimentDir);
-  if (!experiment || experiment.kind !== "dir")
+  if (experiment?.kind !== "dir")
     throw new Error(`bwrapArgv: experimentDir is not a directory: ${options.experimentDir}`);
   if (experiment.real === sep) throw new Error("bwrapArgv: experimentDir cannot be /");
   mounts.push({ path: experiment.real, rank: 2, args: ["--bind", experiment.real, experiment.real] });

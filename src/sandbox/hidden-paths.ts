@@ -101,7 +101,7 @@ export function runnerHiddenPaths(r: RunnerPaths): string[] {
     r.env.XDG_RUNTIME_DIR,
     r.env.DOCKER_HOST?.replace(/^unix:\/\//, ""),
   ]) {
-    if (p && p.startsWith("/")) out.push(p);
+    if (p?.startsWith("/")) out.push(p);
   }
   out.push(...SYSTEM_SECRETS);
   return [...new Set(out)];

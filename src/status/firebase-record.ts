@@ -19,7 +19,7 @@ import {
 } from "./record.ts";
 
 /** Characters a Realtime Database key cannot hold. */
-const BAD_KEY = /[.#$\[\]\/]/;
+const BAD_KEY = /[.#$[\]/]/;
 
 export function firebaseRecord(
   d: Record<string, unknown>,

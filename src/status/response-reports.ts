@@ -14,7 +14,7 @@
 
 import type { KeyObject } from "node:crypto";
 import { errorMessage } from "../errors.ts";
-import type { AttemptIdentity, RunnerEventMap, RunnerEvents } from "../observe/events.ts";
+import type { RunnerEventMap, RunnerEvents } from "../observe/events.ts";
 import { sealResponse } from "../request/envelope/seal.ts";
 import {
   loggingReport,

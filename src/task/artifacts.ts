@@ -1,7 +1,7 @@
 // Fetches each artifact into its label's directory (immutable ones through the cache) and uploads
 // mutable ones back when they changed; large transfers report their progress.
 
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";

@@ -30,7 +30,7 @@ export class AttemptFence {
   /** The fence for a request, kept beside its output artifact; none when it has no output. */
   static for(request: Request, access: StorageAccess, mark: AttemptMark): AttemptFence | undefined {
     const output = request.experiment.artifacts.output;
-    if (!output || !output.mutable || !/\/[^/]+$/.test(output.qualified)) return undefined;
+    if (!output?.mutable || !/\/[^/]+$/.test(output.qualified)) return undefined;
     const location = output.qualified.replace(/\/[^/]+$/, `/${ATTEMPT_MARKER}`);
     return new AttemptFence(storeOf(output, request, access), location, mark);
   }

@@ -3,7 +3,7 @@
 // job that floods its log).
 
 import { createWriteStream, type WriteStream } from "node:fs";
-import { SecretMasker } from "../log/secret-mask.ts";
+import type { SecretMasker } from "../log/secret-mask.ts";
 
 /** Masked lines are gathered up to this size (or until the event loop turns) before one file write. */
 const BATCH_MAX_BYTES = 64 * 1024;

@@ -8,7 +8,6 @@ import {
   ChangeMessageVisibilityCommand,
   GetQueueUrlCommand,
   ReceiveMessageCommand,
-  SendMessageCommand,
   SQSClient,
 } from "@aws-sdk/client-sqs";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -39,7 +39,10 @@ function unknownFields(value: unknown, type: string, path: string, out: string[]
   if (value === null || value === undefined) return;
   const array = /^Array<(.+)>$/.exec(type);
   if (array) {
-    if (Array.isArray(value)) value.forEach((v, i) => unknownFields(v, array[1]!, `${path}[${i}]`, out));
+    if (Array.isArray(value))
+      value.forEach((v, i) => {
+        unknownFields(v, array[1]!, `${path}[${i}]`, out);
+      });
     return;
   }
   const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);

@@ -533,7 +533,9 @@ describe(`parseRequest under fuzzing (seed ${SEED})`, () => {
       `{"experiment":{"key":"constructor","filename":null},"config":{"__proto__":{"env":{"A":"b"}}}}`,
     ];
     const tally: Tally = { accepted: 0, refused: 0, slowestMs: 0 };
-    bodies.forEach((b, i) => check(b, `pollution #${i}`, tally));
+    bodies.forEach((b, i) => {
+      check(b, `pollution #${i}`, tally);
+    });
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     // An artifact labelled __proto__ is refused, not silently turned into the map's prototype.
     expect(() => parseRequest(bodies[2]!)).toThrow(RequestError);

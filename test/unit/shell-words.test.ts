@@ -67,6 +67,7 @@ describe("splitShellWords", () => {
   test("nothing is expanded or executed", () => {
     expect(splitShellWords("$HOME")).toEqual(["$HOME"]);
     expect(splitShellWords('"$HOME"')).toEqual(["$HOME"]);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the literal text ${HOME} is the input under test
     expect(splitShellWords("${HOME}/x")).toEqual(["${HOME}/x"]);
     expect(splitShellWords("$(rm -rf /)")).toEqual(["$(rm", "-rf", "/)"]);
     expect(splitShellWords("`id`")).toEqual(["`id`"]);
@@ -113,6 +114,7 @@ describe("quoteShellWord", () => {
     'say "hi"',
     "mixed 'single' and \"double\"",
     "$HOME",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the literal text ${PATH} is the input under test
     "${PATH}",
     "$(whoami)",
     "`id`",

@@ -67,7 +67,7 @@ export function managementAddress(amqp: AmqpAddress, mgtUrl?: string): Managemen
   let user = amqp.connect.username ?? "guest";
   let password = amqp.connect.password ?? "guest";
   let base: URL;
-  if (mgtUrl && mgtUrl.trim()) {
+  if (mgtUrl?.trim()) {
     try {
       base = new URL(mgtUrl.trim());
     } catch {
