@@ -40,7 +40,6 @@ export class Runner {
   private readonly refusedQueues = new Map<string, string>();
   /** running: taking work; suspended: not taking work, still alive; terminating: exit once the running experiments end. */
   private maintenance: RunnerState = "running";
-  readonly outcomes: AttemptOutcome[] = [];
 
   constructor(
     private readonly backends: QueueBackend[],
@@ -306,7 +305,6 @@ export class Runner {
             this.ctx.log.warn(`could not keep ${request.experiment.key} in the failed place: ${errorMessage(err)}`),
           );
         this.ctx.log.error(`experiment ${request.experiment.key} rejected: ${refusal}`);
-        this.outcomes.push({ kind: "rejected", reason: refusal });
         return true;
       }
       delivery = admission.track(delivery, request);
@@ -333,10 +331,6 @@ export class Runner {
       .catch((err): AttemptOutcome => {
         this.ctx.log.error(`attempt crashed: ${errorMessage(err)}`);
         return { kind: "failed", reason: errorMessage(err) };
-      })
-      .then((outcome) => {
-        this.outcomes.push(outcome);
-        return outcome;
       })
       .finally(() => {
         reservation?.release();
