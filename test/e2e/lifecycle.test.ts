@@ -18,6 +18,7 @@ import {
   tarMember,
   tarNames,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const SLEEPER = `
 import json, os, time
@@ -34,14 +35,6 @@ const mk = (sb: { storageRoot: string }, sleepS: string, edit?: (m: Record<strin
     m.config.env = { SLEEP_S: sleepS };
     edit?.(m);
   });
-
-async function waitFor(cond: () => boolean, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(100);
-  }
-}
 
 const attemptsOf = (root: string, q: string, id: string) =>
   JSON.parse(readFileSync(join(root, ".attempts", q, `${id}.json`), "utf8"));
@@ -68,7 +61,9 @@ describe("runner lifecycle", () => {
     const id = enqueue(sb.queueRoot, "local_grace", exp.message);
     const r = new RunnerProcess(sb, ["--shutdown-grace", "1s"]);
     await r.waitForLog(/starting experiment/);
-    await waitFor(() => readdirSync(sb.workDir, { recursive: true }).some((f) => String(f).endsWith("checkpoint.txt")));
+    await waitFor("the job's checkpoint.txt", () =>
+      readdirSync(sb.workDir, { recursive: true }).some((f) => String(f).endsWith("checkpoint.txt")),
+    );
     const started = Date.now();
     r.child.kill("SIGTERM");
     expect(await r.exited).toBe(0);
@@ -85,7 +80,9 @@ describe("runner lifecycle", () => {
     const id = enqueue(sb.queueRoot, "local_force", exp.message);
     const r = new RunnerProcess(sb, []);
     await r.waitForLog(/starting experiment/);
-    await waitFor(() => readdirSync(sb.workDir, { recursive: true }).some((f) => String(f).endsWith("checkpoint.txt")));
+    await waitFor("the job's checkpoint.txt", () =>
+      readdirSync(sb.workDir, { recursive: true }).some((f) => String(f).endsWith("checkpoint.txt")),
+    );
     r.child.kill("SIGTERM");
     await r.waitForLog(/draining/);
     r.child.kill("SIGTERM");
@@ -130,6 +127,7 @@ time.sleep(300)
     const r = new RunnerProcess(sb, ["--limit-tasks", "1"]);
     await r.waitForLog(/starting experiment/);
     await waitFor(
+      "checkpoints of modeldir and output in storage",
       () => existsSync(join(exp.experimentDir, "modeldir.tar")) && existsSync(join(exp.experimentDir, "output.tar")),
     );
     expect(r.stderr).not.toContain("finished");

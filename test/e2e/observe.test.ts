@@ -47,6 +47,7 @@ for i in range(1, steps + 1):
     time.sleep(float(os.environ.get("STEP_S", "0")))
 sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 `;
+import { waitFor } from "../helpers/wait-for.ts";
 
 function experiment(sb: Sandbox, env: Record<string, string> = {}) {
   return simpleExperiment(sb.storageRoot, { "main.py": SCRIPT }, (m) => {
@@ -74,21 +75,6 @@ function adminTokenFile(sb: Sandbox): [string, string] {
 
 const status = async (url: string): Promise<StatusDoc> => (await fetch(`${url}/status`)).json() as Promise<StatusDoc>;
 const code = async (url: string, path: string, init?: RequestInit) => (await fetch(`${url}${path}`, init)).status;
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false>,
-  timeoutMs = 120_000,
-  everyMs = 250,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(everyMs);
-  }
-}
 
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {

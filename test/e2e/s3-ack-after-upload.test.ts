@@ -35,6 +35,7 @@ mapping = json.load(open(os.environ["STUDIOML_ARTIFACT_MAPPING"]))
 open(os.path.join(mapping["modeldir"], "weights.txt"), "w").write("trained\\n")
 print("experiment done")
 `;
+import { waitFor } from "../helpers/wait-for.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "s3-ack-"));
 let server: S3Server | undefined;
@@ -42,14 +43,6 @@ afterAll(async () => {
   await server?.stop();
   rmSync(dataDir, { recursive: true, force: true });
 });
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 describe("S3 storage: ack only after the final upload", () => {
   test("S3 down at the end of the run: requeued, not acked; S3 back: finished and acked with the results in S3", async () => {

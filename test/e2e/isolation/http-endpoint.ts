@@ -82,25 +82,9 @@ for name, method, path, headers in [
     print("attack", name, call(method, path, headers)[0], flush=True)
 print("phase 2 done", flush=True)
 `;
+import { waitFor } from "../../helpers/wait-for.ts";
 
 const QUICK = "print('quick experiment ran', flush=True)\n";
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 240_000,
-  everyMs = 300,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await Promise.resolve()
-      .then(probe)
-      .catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(everyMs);
-  }
-}
 
 /** The text of every file named "output" under the runner's working directory that holds `needle` (the live log of a running attempt). */
 function liveOutputWith(workDir: string, needle: string): string | undefined {

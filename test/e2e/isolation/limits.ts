@@ -21,6 +21,7 @@ import {
   tarMember,
 } from "../../helpers/e2e.ts";
 import { processesWith } from "../../helpers/host-processes.ts";
+import { waitFor } from "../../helpers/wait-for.ts";
 
 const support = detectCgroups();
 const cgroupsUsable = support.version !== "none";
@@ -34,16 +35,6 @@ const STANDIN = join(REPO, "test/helpers/apptainer-standin");
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 
 /** Waits until `done()` or `timeoutMs`; returns done()'s last answer. */
-async function until<T>(done: () => T, timeoutMs: number, everyMs = 50): Promise<T> {
-  const deadlineMs = Date.now() + timeoutMs;
-  let last = done();
-  while (!last && Date.now() < deadlineMs) {
-    await Bun.sleep(everyMs);
-    last = done();
-  }
-  return last;
-}
-
 const MODES = [
   { name: "--sandbox none", args: ["--sandbox", "none"] },
   { name: "the default sandbox", args: [] as string[] },
@@ -81,15 +72,14 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
       const runner = new RunnerProcess(sb, ["--limit-tasks", "1", ...mode.args]);
       try {
         // The grandchild is seen on the host while the job runs (a sleep whose argv[0] is the marker)…
-        const seen = await until(() => processesWith(`${marker}\u0000300`).length > 0, 120_000);
-        expect(seen).toBe(true);
+        await waitFor("the grandchild on the host", () => processesWith(`${marker}\u0000300`).length > 0, 120_000, 50);
         expect(await runner.exited).toBe(0);
         const out = tarMember(join(exp.experimentDir, "output.tar"));
         expect(out).toContain("left a setsid, double-forked grandchild");
         expect(out).toContain("experiment exited with code 0");
         expect(filesIn(join(sb.queueRoot, "local_leftover"))).toEqual([]);
         // …and nothing with the marker is left once the experiment is finished (give the kernel a moment to reap).
-        expect(await until(() => processesWith(marker).length === 0, 3_000)).toBe(true);
+        await waitFor("no process with the marker", () => processesWith(marker).length === 0, 3_000, 50);
       } finally {
         for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
       }
@@ -110,18 +100,22 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
       enqueue(sb.queueRoot, "local_nolimits", exp.message);
       const runner = new RunnerProcess(sb, ["--limit-tasks", "1", ...mode.args]);
       // The job's python (its command line holds the marker; under bwrap, the one whose parent is not bwrap itself).
-      const cgroups = await until(() => {
-        for (const pid of processesWith(marker)) {
-          try {
-            const exe = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] ?? "";
-            if (!exe.includes("python")) continue;
-            return readFileSync(`/proc/${pid}/cgroup`, "utf8");
-          } catch {
-            // gone
+      const cgroups = await waitFor(
+        "the job's python on the host",
+        () => {
+          for (const pid of processesWith(marker)) {
+            try {
+              const exe = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] ?? "";
+              if (!exe.includes("python")) continue;
+              return readFileSync(`/proc/${pid}/cgroup`, "utf8");
+            } catch {
+              // gone
+            }
           }
-        }
-        return "";
-      }, 120_000);
+          return "";
+        },
+        120_000,
+      );
       expect(await runner.exited).toBe(0);
       console.log(`the job's /proc/<pid>/cgroup:\n${cgroups}`);
       expect(cgroups).toMatch(/\/studio-runner\/job-\d+-\d+-\d+-p\d+/);
@@ -144,7 +138,7 @@ describe.skipIf(!cgroupsUsable)(
       enqueue(sb.queueRoot, "local_restart", exp.message);
       const first = new RunnerProcess(sb, ["--sandbox", "none"]);
       try {
-        expect(await until(() => processesWith(`${marker}\u0000300`).length > 0, 120_000)).toBe(true);
+        await waitFor("the grandchild on the host", () => processesWith(`${marker}\u0000300`).length > 0, 120_000, 50);
         first.child.kill("SIGKILL");
         await first.exited;
         await Bun.sleep(300);
@@ -155,7 +149,7 @@ describe.skipIf(!cgroupsUsable)(
         const next = new RunnerProcess(other, ["--sandbox", "none", "--limit-idle-duration", "1s"]);
         expect(await next.exited).toBe(0);
         expect(next.stderr).toContain("killed the processes left in");
-        expect(await until(() => processesWith(marker).length === 0, 5_000)).toBe(true);
+        await waitFor("no process with the marker", () => processesWith(marker).length === 0, 5_000, 50);
       } finally {
         for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
       }
@@ -227,7 +221,7 @@ describe.skipIf(!cgroupsUsable || !pidsLimited)("limits: resource exhaustion (cl
       expect(out).toMatch(/experiment (exited with code 0|killed)/);
       expect(tarMember(join(after.experimentDir, "output.tar"))).toContain("the next experiment ran");
       expect(filesIn(join(sb.queueRoot, "local_forkbomb"))).toEqual([]);
-      expect(await until(() => processesWith(marker).length === 0, 5_000)).toBe(true);
+      await waitFor("no process with the marker", () => processesWith(marker).length === 0, 5_000, 50);
     } finally {
       for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
     }

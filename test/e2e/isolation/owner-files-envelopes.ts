@@ -58,6 +58,7 @@ time.sleep(float(os.environ.get("SLEEP_S", "8")))
 print("attempt finished", flush=True)
 `;
 import { deadPid, detachedSleep } from "../../helpers/host-processes.ts";
+import { waitFor } from "../../helpers/wait-for.ts";
 
 const PLAIN = "print('ran', flush=True)\n";
 
@@ -66,16 +67,6 @@ function findFile(root: string, name: string): string | undefined {
   for (const entry of readdirSync(root, { recursive: true }) as string[])
     if (entry.endsWith(name)) return join(root, entry);
   return undefined;
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 180_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(100);
-  }
 }
 
 const mode = (p: string) => statSync(p).mode & 0o777;
