@@ -103,33 +103,30 @@ export function parseInstalledProbe(value: Record<string, unknown>, lines: strin
 }
 
 /**
- * Asks the indexes about `lines` with `python` (the new environment's interpreter, isolated mode:
- * no PYTHON* variables, no user site, not the script's directory on sys.path). `script` and
- * `input` are files the runner wrote where the build can read them; `run` launches the command the
- * way the build's other steps are launched (sandboxed, as the job user).
+ * Runs the probe in `mode` with `python` (the new environment's interpreter, isolated mode: no
+ * PYTHON* variables, no user site, not the script's directory on sys.path) and parses its answer.
+ * `script` and `inputFile` are files the runner wrote where the build can read them; `run` launches
+ * the command the way the build's other steps are launched (sandboxed, as the job user).
  */
-export async function probeIndex(
+async function ask<T>(
+  mode: "index" | "installed",
+  parse: (value: Record<string, unknown>, lines: string[]) => T | undefined,
   run: RunStep,
   python: string,
   script: string,
   inputFile: string,
   lines: string[],
-): Promise<IndexProbe | { error: string }> {
-  const result = await run([python, "-I", script, "index", inputFile]);
+): Promise<T | { error: string }> {
+  const result = await run([python, "-I", script, mode, inputFile]);
   const read = readProbeOutput(result.output);
   if ("error" in read) return { error: `exit ${result.code}: ${read.error}` };
-  return parseIndexProbe(read.value, lines) ?? { error: "its answer does not match the requirement lines" };
+  return parse(read.value, lines) ?? { error: "its answer does not match the requirement lines" };
 }
 
-export async function probeInstalled(
-  run: RunStep,
-  python: string,
-  script: string,
-  inputFile: string,
-  lines: string[],
-): Promise<InstalledProbe | { error: string }> {
-  const result = await run([python, "-I", script, "installed", inputFile]);
-  const read = readProbeOutput(result.output);
-  if ("error" in read) return { error: `exit ${result.code}: ${read.error}` };
-  return parseInstalledProbe(read.value, lines) ?? { error: "its answer does not match the requirement lines" };
-}
+/** What the indexes offer for each line. */
+export const probeIndex = (run: RunStep, python: string, script: string, inputFile: string, lines: string[]) =>
+  ask("index", parseIndexProbe, run, python, script, inputFile, lines);
+
+/** What is installed for each line, and every distribution. */
+export const probeInstalled = (run: RunStep, python: string, script: string, inputFile: string, lines: string[]) =>
+  ask("installed", parseInstalledProbe, run, python, script, inputFile, lines);
