@@ -26,7 +26,6 @@ export type PinOutcome = {
 /** One line while the environment is built. */
 export type PlanEntry = {
   requirement: string;
-  name: string;
   /** What pip is asked for; undefined = not installed. */
   install?: string;
   /** How many versions the index offers (loosening a pin with one version cannot help). */
@@ -63,7 +62,6 @@ export function planPins(answers: IndexAnswer[], mode: PinMode): PlanEntry[] {
   return answers.map((a) => {
     const entry: PlanEntry = {
       requirement: a.line,
-      name: a.name ?? nameWithExtras(a.line).toLowerCase(),
       ...(a.versions.length ? { versionCount: a.versions.length } : {}),
     };
     switch (a.status) {

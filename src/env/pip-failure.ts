@@ -4,6 +4,8 @@
 // pip's wording has been stable from pip 20.3 (the new resolver) to pip 26; what it does not
 // name, this does not guess.
 
+import { projectOf } from "./requirements.ts";
+
 export type Blame = {
   /** Index into the file's lines. */
   index: number;
@@ -11,10 +13,6 @@ export type Blame = {
   /** pip's words about it, one line. */
   detail: string;
 };
-
-const canonical = (s: string) => s.toLowerCase().replace(/[-_.]+/g, "-");
-/** The project a requirement line or pip's requirement text names. */
-export const projectOf = (s: string) => canonical(s.trim().split(/[\s=<>!~[;@(,]/)[0] ?? "");
 
 function lineByName(lines: string[], name: string): number {
   const want = projectOf(name);

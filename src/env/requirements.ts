@@ -196,18 +196,15 @@ export function failedRequirementFromPipOutput(output: string): string | undefin
   return undefined;
 }
 
-const canonical = (s: string) =>
-  s
-    .toLowerCase()
-    .replace(/[-_.]+/g, "-")
-    .replace(/\s+/g, "");
-const projectName = (s: string) => canonical(s).split(/[=<>!~[;@]/)[0]!;
+/** A project name as PEP 503 compares them (case, and runs of - _ . folded). */
+export const canonicalName = (s: string) => s.toLowerCase().replace(/[-_.]+/g, "-");
+/** The (canonical) project a requirement line, or pip's text of a requirement, names. */
+export const projectOf = (s: string) => canonicalName(s.trim().split(/[\s=<>!~[;@(,]/)[0] ?? "");
+const canonical = (s: string) => canonicalName(s).replace(/\s+/g, "");
 
 /** Which of the given lines pip's named requirement corresponds to: same text, else same project. */
 export function matchRequirementLine(lines: string[], named: string): string | undefined {
-  return (
-    lines.find((l) => canonical(l) === canonical(named)) ?? lines.find((l) => projectName(l) === projectName(named))
-  );
+  return lines.find((l) => canonical(l) === canonical(named)) ?? lines.find((l) => projectOf(l) === projectOf(named));
 }
 
 /** pip's error lines (what a user needs to see about one failed requirement). */

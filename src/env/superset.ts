@@ -4,7 +4,7 @@
 // ignored); a line with extras, a marker, a range or a wildcard is never judged satisfied, so such
 // an experiment builds its own environment.
 
-const canonicalName = (s: string) => s.toLowerCase().replace(/[-_.]+/g, "-");
+import { canonicalName } from "./requirements.ts";
 
 /** A version in a form where PEP 440-equal versions are equal strings (or undefined if unreadable). */
 export function normalVersion(v: string): string | undefined {
