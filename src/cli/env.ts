@@ -6,7 +6,7 @@
 
 import { defineCommand } from "citty";
 import { readFileSync } from "node:fs";
-import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
+import type { Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir } from "../config/options.ts";
 import { formatBytes, formatDuration, parseDurationMs } from "../config/units.ts";
 import { PermanentError } from "../errors.ts";
@@ -17,23 +17,13 @@ import type { VenvCache } from "../env/venv-cache.ts";
 import { createLogger, type LogFormat } from "../log/logger.ts";
 import { prepareRunnerDirs, RUNNER_UMASK } from "../runner/private-dirs.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
-import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
-import { ALL_RUN_OPTIONS } from "./run.ts";
+import { cittyArgs } from "./flags.ts";
+import { ALL_RUN_OPTIONS, settingsOrExit } from "./run.ts";
 import { chooseSandbox } from "./sandbox-choice.ts";
 
 /** Settings of `run` (so one config file serves both) plus the subcommand's own flags. */
 function envSettings(rawArgs: string[], args: Record<string, unknown>, own: string[]): Settings {
-  const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS, own).map((f) => `${f}: unknown flag`);
-  try {
-    const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(...pinModeProblems(settings));
-    if (!problems.length) return settings;
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    problems.push(...err.problems);
-  }
-  process.stderr.write(`studio-runner env: invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
-  process.exit(2);
+  return settingsOrExit(rawArgs, args, { command: "studio-runner env", extraFlags: own, problems: pinModeProblems });
 }
 
 function cacheFor(settings: Settings, log: (m: string) => void): { venvs: VenvCache; cacheDir: string } {

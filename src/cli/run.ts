@@ -106,29 +106,39 @@ function fileStorageRoots(
   };
 }
 
-/** Settings from flags, environment and file; every problem printed at once, then exit 2. */
-export function settingsOrExit(rawArgs: string[], args: Record<string, unknown>): Settings {
-  const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS).map((f) => `${f}: unknown flag`);
+/** What `run` checks beyond each setting's own type: the backends', envelopes', HTTP endpoint's and pins'. */
+function runSettingsProblems(settings: Settings): string[] {
+  return [
+    ...rabbitSettingsProblems(settings),
+    ...sqsSettingsProblems(settings),
+    ...pubsubSettingsProblems(settings),
+    ...envelopeSettingsProblems(settings),
+    ...observeSettingsProblems(settings),
+    ...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]),
+    ...pinModeProblems(settings),
+  ];
+}
+
+/**
+ * Settings from flags, environment and file; every problem printed at once, then exit 2. Other
+ * commands that take run's settings (env) name themselves, their own flags and their checks.
+ */
+export function settingsOrExit(
+  rawArgs: string[],
+  args: Record<string, unknown>,
+  o: { command?: string; extraFlags?: string[]; problems?: (settings: Settings) => string[] } = {},
+): Settings {
+  const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS, o.extraFlags).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
-    problems.push(
-      ...rabbitSettingsProblems(settings),
-      ...sqsSettingsProblems(settings),
-      ...pubsubSettingsProblems(settings),
-      ...envelopeSettingsProblems(settings),
-      ...observeSettingsProblems(settings),
-    );
-    problems.push(
-      ...storageIdentityProblems(settings["storage-identity"], settings["storage-identity-allow"]),
-      ...pinModeProblems(settings),
-    );
+    problems.push(...(o.problems ?? runSettingsProblems)(settings));
     if (!problems.length) return settings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     problems.push(...err.problems);
   }
   process.stderr.write(
-    `studio-runner: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`,
+    `${o.command ?? "studio-runner"}: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`,
   );
   process.exit(2);
 }
