@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the binary, runs every bun test file (unit, conformance, e2e) and
 # prints "N passed, N failed" from bun's JUnit report. Usage: bash test/run.sh [bun test filters]
+# `bash test/run.sh --unit` (npm run test:unit): only the unit and in-process tests (test/unit), no build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUN=node_modules/.bin/bun
@@ -16,7 +17,13 @@ if [ -d /opt/pypi/simple ] && [ -z "${PIP_INDEX_URL:-}" ]; then
 fi
 export PIP_RETRIES=${PIP_RETRIES:-0} PIP_DISABLE_PIP_VERSION_CHECK=1
 
-"$BUN" run build.ts || { echo "0 passed, 1 failed"; exit 1; }
+unit=0
+if [ "${1:-}" = "--unit" ]; then
+  unit=1
+  shift
+  set -- test/unit "$@"
+fi
+[ "$unit" = 1 ] || "$BUN" run build.ts || { echo "0 passed, 1 failed"; exit 1; }
 mkdir -p .test-tmp
 report=.test-tmp/junit.xml
 rm -f "$report"

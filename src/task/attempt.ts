@@ -116,7 +116,7 @@ async function attempt(
   const state: AttemptState = {
     delivery,
     ctx,
-    control: { ...control, revoked: control.revoked ?? delivery.revoked },
+    control,
     who,
     reservation,
     request,

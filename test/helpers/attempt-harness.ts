@@ -17,7 +17,10 @@ import type { AttemptControl, AttemptState } from "../../src/task/attempt-state.
 import type { AttemptStep } from "../../src/task/attempt-step.ts";
 import type { TaskContext } from "../../src/task/context.ts";
 import { JobHandle } from "../../src/task/job-handle.ts";
-import { simpleExperiment } from "./e2e.ts";
+import { REPO, simpleExperiment } from "./e2e.ts";
+
+/** Python environments are shared by every harness (and kept between runs, like the e2e tests' cache). */
+const STEPS_VENVS = join(REPO, ".test-tmp", "steps-venvs");
 
 /** Every harness's directory goes when the test process ends. */
 const made: string[] = [];
@@ -137,7 +140,7 @@ export function harness(
     host: "steps-host",
     runnerEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, LANG: "C.UTF-8" },
     venvs: new VenvCache({
-      root: join(dir, "venvs"),
+      root: STEPS_VENVS,
       maxBytes: 0,
       maxAgeMs: 0,
       pinMode: "default",
