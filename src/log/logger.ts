@@ -43,8 +43,3 @@ export function createLogger(format: LogFormat = "human", debug = false): Logger
   };
   return { consola, info: emit("info"), warn: emit("warn"), error: emit("error"), debug: emit("debug") };
 }
-
-// DELIBERATE BREAK (reverted in the next commit): an import from the lowest layer up to task/,
-// which also closes a cycle (task/context.ts imports this file), to show CI failing on it.
-import type { TaskContext } from "../task/context.ts";
-export type DeliberateCycle = TaskContext["log"];
