@@ -82,10 +82,3 @@ export function formatBytes(bytes: number): string {
   }
   return `${i === 0 ? value : value.toFixed(1)}${units[i]}`;
 }
-
-// DELIBERATE BREAK (reverted in the next commit): a lint error (== instead of ===, an unused
-// variable), to show CI failing on it.
-export function deliberateLintBreak(value: string): boolean {
-  const unused = 1;
-  return value == "1";
-}
