@@ -14,6 +14,13 @@ import type { RunnerState } from "../observe/events.ts";
 
 export type RunnerLimits = { limitTasks: number; limitIdleMs: number; shutdownGraceMs: number };
 
+/**
+ * What the binary leaves at its default and a test may replace: how an attempt runs (default
+ * runAttempt), and the scheduler's clock (default Date.now) for idle time, the blocked-queue
+ * recheck and forgetting a waiting request. Events keep the wall clock.
+ */
+export type RunnerOptions = { attempt?: typeof runAttempt; now?: () => number };
+
 /** What a queue's last request needed; when it was last seen; the pool's release count then. */
 type QueueNeeds = { resources: Resources; key: string; seenMs: number; releasesSeen: number; sinceMs: number };
 
@@ -28,7 +35,7 @@ export class Runner {
   private readonly running = new Set<Promise<AttemptOutcome>>();
   private wake?: () => void;
   private taken = 0;
-  private lastBusyMs = Date.now();
+  private lastBusyMs: number;
   private readonly warnedNeverFits = new Set<string>();
   /** Per queue ("kind:name"): the resources its last request needed (the Go runner's rule). */
   private readonly lastNeeds = new Map<string, QueueNeeds>();
@@ -38,22 +45,31 @@ export class Runner {
   private releases = 0;
   /** Queues not served because of their keys, with the reason last logged. */
   private readonly refusedQueues = new Map<string, string>();
-  /** running: taking work; suspended: not taking work, still alive; terminating: exit once the running experiments end. */
+  /**
+   * running: taking work; suspended: not taking work, still alive; terminating: exit once the
+   * running experiments end.
+   */
   private maintenance: RunnerState = "running";
+  private readonly attempt: typeof runAttempt;
+  private readonly now: () => number;
 
   constructor(
     private readonly backends: QueueBackend[],
     private readonly pool: ResourcePool,
     private readonly ctx: TaskContext,
     private readonly limits: RunnerLimits,
-  ) {}
+    options: RunnerOptions = {},
+  ) {
+    this.attempt = options.attempt ?? runAttempt;
+    this.now = options.now ?? Date.now;
+    this.lastBusyMs = this.now();
+  }
 
   /** Stop taking work; running experiments get the grace period. A second call forces. */
   drain(reason: string) {
     if (!this.shutdown.signal.aborted) {
-      this.ctx.log.info(
-        `draining (${reason}): no new work; ${this.running.size} experiment(s) running get ${formatDuration(this.limits.shutdownGraceMs)}`,
-      );
+      const grace = formatDuration(this.limits.shutdownGraceMs);
+      this.ctx.log.info(`draining (${reason}): no new work; ${this.running.size} experiment(s) running get ${grace}`);
       this.shutdown.abort();
     } else if (!this.force.signal.aborted) {
       this.ctx.log.warn(`forced shutdown (${reason}): stopping running experiments now`);
@@ -137,12 +153,12 @@ export class Runner {
         }
       }
       this.ctx.events?.emit("poll", { atMs: Date.now() });
-      if (this.running.size > 0) this.lastBusyMs = Date.now();
+      if (this.running.size > 0) this.lastBusyMs = this.now();
       if (took) continue;
       if (
         this.limits.limitIdleMs > 0 &&
         this.running.size === 0 &&
-        Date.now() - this.lastBusyMs >= this.limits.limitIdleMs
+        this.now() - this.lastBusyMs >= this.limits.limitIdleMs
       ) {
         this.ctx.log.info(`idle for ${formatDuration(this.limits.limitIdleMs)} (--limit-idle-duration): finishing`);
         break;
@@ -169,7 +185,7 @@ export class Runner {
     const controller = new AbortController();
     const woken = new Promise<void>((resolve) => (this.wake = resolve));
     const idleLeft =
-      this.limits.limitIdleMs > 0 ? Math.max(50, this.limits.limitIdleMs - (Date.now() - this.lastBusyMs)) : 5000;
+      this.limits.limitIdleMs > 0 ? Math.max(50, this.limits.limitIdleMs - (this.now() - this.lastBusyMs)) : 5000;
     await Promise.race([
       woken,
       ...this.backends.map((b) => b.waitForWork(Math.min(5000, idleLeft), controller.signal)),
@@ -186,7 +202,7 @@ export class Runner {
    */
   private heldFor(queue: string): QueueNeeds | undefined {
     for (const [q, needs] of this.waiting) {
-      if (Date.now() - needs.seenMs > FORGET_WAITING_MS) {
+      if (this.now() - needs.seenMs > FORGET_WAITING_MS) {
         this.waiting.delete(q);
         continue;
       }
@@ -224,7 +240,7 @@ export class Runner {
       last &&
       last.releasesSeen === this.releases &&
       !this.pool.fitsNow(last.resources) &&
-      Date.now() - last.seenMs < RECHECK_BLOCKED_QUEUE_MS
+      this.now() - last.seenMs < RECHECK_BLOCKED_QUEUE_MS
     )
       return false;
     const held = this.heldFor(id);
@@ -243,7 +259,7 @@ export class Runner {
             return true; // take it, so the attempt can keep it in the failed place with the reason
           }
           const resources = request.experiment.resources;
-          const now = Date.now();
+          const now = this.now();
           const before = this.waiting.get(id);
           const needs = {
             resources,
@@ -267,7 +283,8 @@ export class Runner {
           if (!this.pool.fitsNow(resources)) {
             if (before?.key !== needs.key) {
               this.ctx.log.info(
-                `experiment ${needs.key} in ${name} waits for resources; other queues' work is taken only where it leaves room for it`,
+                `experiment ${needs.key} in ${name} waits for resources; ` +
+                  "other queues' work is taken only where it leaves room for it",
               );
             }
             // Re-inserted only when new, so the map stays ordered oldest first.
@@ -316,7 +333,7 @@ export class Runner {
       return false;
     }
     this.taken++;
-    const attempt = runAttempt(
+    const attempt = this.attempt(
       delivery,
       this.ctx,
       {
@@ -337,7 +354,7 @@ export class Runner {
         reservation = undefined;
         this.releases++;
         this.running.delete(attempt);
-        this.lastBusyMs = Date.now();
+        this.lastBusyMs = this.now();
         this.wake?.();
       });
     this.running.add(attempt);
