@@ -269,9 +269,13 @@ export class Runner {
             sinceMs: before?.key === request.experiment.key ? before.sinceMs : now,
           };
           this.lastNeeds.set(id, needs);
+          // Another request of this queue (the first one seen that did not fit) still waits: work
+          // behind it in the same queue is held back for it too, as other queues' work is.
+          const ownWaiting =
+            before && before.key !== needs.key && now - before.seenMs <= FORGET_WAITING_MS ? before : undefined;
           const never = this.pool.neverFits(resources);
           if (never) {
-            this.waiting.delete(id);
+            if (!ownWaiting) this.waiting.delete(id);
             if (!this.warnedNeverFits.has(request.experiment.key)) {
               this.warnedNeverFits.add(request.experiment.key);
               this.ctx.log.warn(
@@ -281,10 +285,11 @@ export class Runner {
             return false;
           }
           if (!this.pool.fitsNow(resources)) {
+            if (ownWaiting) return false; // the queue's earlier request keeps its place
             if (before?.key !== needs.key) {
               this.ctx.log.info(
                 `experiment ${needs.key} in ${name} waits for resources; ` +
-                  "other queues' work is taken only where it leaves room for it",
+                  "other work is taken only where it leaves room for it",
               );
             }
             // Re-inserted only when new, so the map stays ordered oldest first.
@@ -292,8 +297,9 @@ export class Runner {
             else this.waiting.set(id, needs);
             return false;
           }
-          if (held && !this.pool.fitsAlongside(resources, held.resources)) return false;
-          this.waiting.delete(id);
+          const holdFor = held ?? ownWaiting;
+          if (holdFor && !this.pool.fitsAlongside(resources, holdFor.resources)) return false;
+          if (!ownWaiting) this.waiting.delete(id);
           parsed.set(body, request);
           return true;
         },

@@ -25,7 +25,7 @@ describe("a waiting big request", () => {
     const s1 = await h.started("s1");
     await h.waitLogged(
       "info",
-      "experiment big in b_big waits for resources; other queues' work is taken only where it leaves room for it",
+      "experiment big in b_big waits for resources; other work is taken only where it leaves room for it",
     );
     await h.passes(3);
     // s2 fits the free cpu, but would leave no room for big.
@@ -42,6 +42,26 @@ describe("a waiting big request", () => {
     await h.startedCount(4);
     expect(h.attempts.keys()).toEqual(["s1", "big", "s2", "s3"]);
     expect(h.maxUsedCpus).toBe(2);
+  });
+
+  test("is not overtaken by small ones behind it in its own queue", async () => {
+    const h = await make({ capacity: { cpus: 2 } });
+    await h.publish("a_mixed", "s1", { cpus: 1 });
+    await h.publish("a_mixed", "big", { cpus: 2 });
+    for (const key of ["s2", "s3"]) await h.publish("a_mixed", key, { cpus: 1 });
+    h.start();
+    const s1 = await h.started("s1");
+    await h.waitLogged("info", "experiment big in a_mixed waits for resources");
+    await h.passes(3);
+    // s2 fits the free cpu, but would leave no room for big, which came first.
+    expect(h.attempts.keys()).toEqual(["s1"]);
+    await s1.finish();
+    const big = await h.started("big");
+    await h.passes(3);
+    expect(h.attempts.keys()).toEqual(["s1", "big"]);
+    await big.finish();
+    await h.startedCount(4);
+    expect(h.attempts.keys()).toEqual(["s1", "big", "s2", "s3"]);
   });
 
   test("holds back only what would take its room: CPU-only work runs beside a request waiting for GPUs", async () => {
