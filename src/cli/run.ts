@@ -41,7 +41,8 @@ import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { filePath } from "../storage/file/file-store.ts";
-import { configureGcs } from "../storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../storage/gcs/gcs-clients.ts";
+import { gcsStoreFactory, registerStore } from "../storage/stores.ts";
 import {
   describeStorageIdentity,
   storageIdentityProblems,
@@ -197,10 +198,11 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
   if (sqs) backends.push(sqs);
   const pubsub = pubsubBackendFromSettings(settings, log, queueFilter);
   if (pubsub) backends.push(pubsub);
-  configureGcs({
-    certsDir: settings["google-certs"],
-    apiEndpoint: settings["gcs-endpoint"],
-  });
+  // Every gs: store of this runner (artifacts, records) uses this configuration's clients.
+  registerStore(
+    "gs",
+    gcsStoreFactory(new GcsClients({ certsDir: settings["google-certs"], apiEndpoint: settings["gcs-endpoint"] })),
+  );
   const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
   const identityLines = describeStorageIdentity(storageIdentity);
   for (const line of identityLines.info) log.info(line);

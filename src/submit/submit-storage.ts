@@ -9,7 +9,8 @@ import type { ObjectStore } from "../storage/object-store.ts";
 import { formatS3Location, isHostLike } from "../request/s3-location.ts";
 import { S3Store } from "../storage/s3/s3-store.ts";
 import { parseEndpoint } from "../storage/s3/s3-target.ts";
-import { configureGcs } from "../storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../storage/gcs/gcs-clients.ts";
+import { GcsStore } from "../storage/gcs/gcs-store.ts";
 import { storeFor } from "../storage/stores.ts";
 
 import type { SubmitSettings } from "./submit-options.ts";
@@ -111,11 +112,11 @@ function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, s
 }
 
 function gcsStorage(url: string, flags: SubmitStorageFlags): SubmitStorage {
-  configureGcs({ certsDir: flags["google-certs"], apiEndpoint: flags["gcs-endpoint"] });
+  const clients = new GcsClients({ certsDir: flags["google-certs"], apiEndpoint: flags["gcs-endpoint"] });
   const bucket = url.replace(/^gs:\/\//i, "").replace(/\/$/, "");
   const locationOf = (key: string) => `gs://${bucket}/${key}`;
   return {
-    store: storeFor(locationOf("x")),
+    store: new GcsStore(process.env, {}, clients),
     locationOf,
     bucket,
     artifactBucket: bucket,
