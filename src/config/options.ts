@@ -118,7 +118,7 @@ export const RUN_OPTIONS = [
     name: "file-storage-roots",
     type: "string",
     description:
-      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (STUDIO_STORAGE when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
+      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (--storage when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
     default: "",
   },
   {
