@@ -6,7 +6,6 @@
 
 import { defineCommand } from "citty";
 import { readFileSync } from "node:fs";
-import type { Settings } from "../config/load.ts";
 import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir } from "../config/options.ts";
 import { formatBytes, formatDuration, parseDurationMs } from "../config/units.ts";
 import { PermanentError } from "../errors.ts";
@@ -14,20 +13,21 @@ import { chooseInterpreter, findInterpreters } from "../env/interpreters.ts";
 import { requestRequirementSet } from "../env/requirements.ts";
 import { pinModeProblems, venvCacheFromSettings } from "../env/venv-settings.ts";
 import type { VenvCache } from "../env/venv-cache.ts";
-import { createLogger, type LogFormat } from "../log/logger.ts";
+import { createLogger } from "../log/logger.ts";
 import { prepareRunnerDirs, RUNNER_UMASK } from "../runner/private-dirs.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
 import { cittyArgs } from "./flags.ts";
-import { ALL_RUN_OPTIONS, settingsOrExit } from "./run.ts";
+import { settingsOrExit } from "./run.ts";
+import { ALL_RUN_OPTIONS, type RunSettings } from "./run-options.ts";
 import { chooseSandbox } from "./sandbox-choice.ts";
 
 /** Settings of `run` (so one config file serves both) plus the subcommand's own flags. */
-function envSettings(rawArgs: string[], args: Record<string, unknown>, own: string[]): Settings {
+function envSettings(rawArgs: string[], args: Record<string, unknown>, own: string[]): RunSettings {
   return settingsOrExit(rawArgs, args, { command: "studio-runner env", extraFlags: own, problems: pinModeProblems });
 }
 
-function cacheFor(settings: Settings, log: (m: string) => void): { venvs: VenvCache; cacheDir: string } {
-  const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
+function cacheFor(settings: RunSettings, log: (m: string) => void): { venvs: VenvCache; cacheDir: string } {
+  const cacheDir = settings["cache-dir"] ?? defaultCacheDir();
   return { venvs: venvCacheFromSettings(settings, cacheDir, { ...process.env }, log), cacheDir };
 }
 
@@ -54,31 +54,28 @@ const prepare = defineCommand({
   async run({ args, rawArgs }) {
     const settings = envSettings(rawArgs, args, ["requirements", "r", "python"]);
     process.umask(RUNNER_UMASK);
-    const log = createLogger(settings["log-format"] as LogFormat, settings.debug as boolean);
+    const log = createLogger(settings["log-format"], settings.debug);
     const { venvs, cacheDir } = cacheFor(settings, (m) => log.info(m));
-    const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
-    const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
+    const workingDir = settings["working-dir"] ?? defaultWorkingDir();
+    const queueRoot = settings["queue-root"] ?? defaultQueueRoot();
     try {
       prepareRunnerDirs({ workingDir, cacheDir, queueRoot, jobUserTraverses: process.geteuid?.() === 0 }, log);
       const choice = await chooseSandbox(settings, { queueRoot, workingDir, cacheDir }, [], log);
       if ("exitCode" in choice) process.exit(choice.exitCode);
       venvs.options.isolation = {
         sandbox: choice.sandbox,
-        jobUser: resolveJobUser(settings["job-user"] as string | undefined),
+        jobUser: resolveJobUser(settings["job-user"]),
       };
       const file = String(args.requirements);
       const lines = readFileSync(file, "utf8").split("\n");
-      const wanted = requestRequirementSet(
-        [{ field: "--requirements", lines }],
-        (settings["allow-pip-urls"] as boolean) ?? false,
-      );
+      const wanted = requestRequirementSet([{ field: "--requirements", lines }], settings["allow-pip-urls"]);
       const interpreter = chooseInterpreter(String(args.python), await findInterpreters());
       const venv = await venvs.acquire(
         {
           interpreter,
           requirements: wanted.lines,
           skipped: wanted.skipped,
-          systemSitePackages: (settings["venv-system-site-packages"] as boolean) ?? false,
+          systemSitePackages: settings["venv-system-site-packages"],
         },
         (line) => process.stdout.write(`${line}\n`),
         { prepared: true },

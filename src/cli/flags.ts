@@ -1,15 +1,16 @@
-// Turns the option table into citty arguments and finds flags nobody defined.
+// Turns an option table into citty arguments (their --help text) and finds flags nobody defined.
 
 import type { ArgsDef } from "citty";
 import type { OptionSpec } from "../config/options.ts";
-import { envName } from "../config/options.ts";
+import { envOf } from "../config/options.ts";
 
-export function cittyArgs(specs: OptionSpec[]): ArgsDef {
+export function cittyArgs(specs: readonly OptionSpec[]): ArgsDef {
   const args: ArgsDef = {};
   for (const s of specs) {
     const def =
       s.default !== undefined ? ` [default: ${s.default}]` : s.defaultText ? ` [default: ${s.defaultText}]` : "";
-    const description = `${s.description}${def} (env ${envName(s.name)})`;
+    const env = envOf(s);
+    const description = `${s.description}${def}${env ? ` (env ${env})` : ""}`;
     args[s.name] =
       s.type === "boolean" ? { type: "boolean", description } : { type: "string", description, valueHint: s.type };
   }
@@ -17,7 +18,7 @@ export function cittyArgs(specs: OptionSpec[]): ArgsDef {
 }
 
 /** Flags on the command line that no option defines. */
-export function unknownFlags(rawArgs: string[], specs: OptionSpec[], extra: string[] = []): string[] {
+export function unknownFlags(rawArgs: string[], specs: readonly OptionSpec[], extra: string[] = []): string[] {
   const known = new Set([...specs.map((s) => s.name), ...extra, "help", "h", "version", "v"]);
   const out: string[] = [];
   for (const arg of rawArgs) {
@@ -36,7 +37,7 @@ export function unknownFlags(rawArgs: string[], specs: OptionSpec[], extra: stri
 }
 
 /** citty gives flags as parsed; pick ours by their kebab names (it also offers camelCase). */
-export function pickFlags(args: Record<string, unknown>, specs: OptionSpec[]): Record<string, unknown> {
+export function pickFlags(args: Record<string, unknown>, specs: readonly OptionSpec[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const s of specs) {
     const camel = s.name.replace(/-([a-z])/g, (_a, c: string) => c.toUpperCase());

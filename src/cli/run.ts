@@ -3,31 +3,27 @@
 import { defineCommand } from "citty";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
-import { ConfigError, loadSettings, type Settings } from "../config/load.ts";
-import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir, RUN_OPTIONS } from "../config/options.ts";
+import { ConfigError, loadSettings } from "../config/load.ts";
+import { defaultCacheDir, defaultQueueRoot, defaultWorkingDir } from "../config/options.ts";
+import { storageUrl } from "../config/storage-options.ts";
 import { formatBytes } from "../config/units.ts";
 import { findInterpreters } from "../env/interpreters.ts";
 import { pinModeProblems, venvCacheFromSettings } from "../env/venv-settings.ts";
 import { chooseSandbox } from "./sandbox-choice.ts";
 import { RunnerEvents } from "../observe/events.ts";
-import { createLogger, type LogFormat } from "../log/logger.ts";
+import { createLogger } from "../log/logger.ts";
 import { ObserveStartError, observeSettingsProblems, startObservability } from "../observe/observability.ts";
-import { K8S_OPTIONS, startConfigMapDrain } from "../k8s/settings.ts";
+import { startConfigMapDrain } from "../k8s/settings.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { LiveQueueFilter } from "../queue/live-filter.ts";
 import { rabbitBackendFromSettings, rabbitSettingsProblems } from "../queue/rabbitmq/settings.ts";
-import { PUBSUB_OPTIONS, pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
-import { SQS_OPTIONS, sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
+import { pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
+import { sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
 import { detectCgroups, killOrphanedCgroups, reapStaleCgroups } from "../exec/cgroup.ts";
 import { resolveJobUser } from "../sandbox/job-user.ts";
 import { NO_ENVELOPE_KEYS } from "../request/envelope/keys.ts";
-import {
-  clearTextAllowed,
-  ENVELOPE_OPTIONS,
-  envelopeKeysFromSettings,
-  envelopeSettingsProblems,
-} from "../request/envelope/options.ts";
+import { clearTextAllowed, envelopeKeysFromSettings, envelopeSettingsProblems } from "../request/envelope/options.ts";
 import { requestReader } from "../request/read-request.ts";
 import { GpuAllocator } from "../gpu/allocator.ts";
 import { describeInventory, gpuStartupProblem, readInventory } from "../gpu/inventory.ts";
@@ -45,8 +41,8 @@ import { responsePublishersFor } from "../status/response/publishers-for.ts";
 import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { filePath } from "../storage/file/file-store.ts";
-import { defaultStorageUrl } from "../submit/submit-storage.ts";
-import { configureGcs } from "../storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../storage/gcs/gcs-clients.ts";
+import { gcsStoreFactory, registerStore } from "../storage/stores.ts";
 import {
   describeStorageIdentity,
   storageIdentityProblems,
@@ -55,13 +51,11 @@ import {
 import { reapOrphans } from "../task/orphans.ts";
 import { VERSION } from "../version.ts";
 import { cittyArgs, pickFlags, unknownFlags } from "./flags.ts";
+import { ALL_RUN_OPTIONS, type RunSettings } from "./run-options.ts";
 import { commaList } from "../config/comma-list.ts";
 
 /** How long the last reports may take to go out when the runner stops. */
 const REPORTS_CLOSE_WAIT_MS = 5_000;
-
-/** The daemon's settings: the common table plus each queue backend's own. */
-export const ALL_RUN_OPTIONS = [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS];
 
 export const runCommand = defineCommand({
   meta: { name: "run", description: "Run experiments from the queues this runner can reach" },
@@ -77,25 +71,26 @@ export const runCommand = defineCommand({
 /**
  * Where file: locations may be: --file-storage-roots for every queue; without it, for requests
  * from local queues only, the runner's own storage root (the file: storage `studio-runner submit`
- * uses: STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
+ * uses: --storage / STUDIO_STORAGE, default ~/.studioml/storage), and for requests from brokers nowhere.
  */
-function fileStorageRoots(
-  settings: Settings,
-  env: Record<string, string | undefined>,
-): { flag: string[]; local: string[]; description: string } {
-  const flag = commaList(String(settings["file-storage-roots"] ?? "")).map((r) => resolve(r));
+function fileStorageRoots(settings: Pick<RunSettings, "file-storage-roots" | "storage">): {
+  flag: string[];
+  local: string[];
+  description: string;
+} {
+  const flag = commaList(settings["file-storage-roots"]).map((r) => resolve(r));
   if (flag.length)
     return {
       flag,
       local: flag,
       description: `file: locations of requests may be under ${flag.join(", ")} (--file-storage-roots)`,
     };
-  const own = defaultStorageUrl(env);
+  const own = storageUrl(settings.storage);
   let local: string[] = [];
   try {
     local = /^file:/i.test(own) ? [filePath(own)] : [];
   } catch {
-    local = []; // STUDIO_STORAGE is not a usable file: URL
+    local = []; // --storage is not a usable file: URL
   }
   return {
     flag,
@@ -107,7 +102,7 @@ function fileStorageRoots(
 }
 
 /** What `run` checks beyond each setting's own type: the backends', envelopes', HTTP endpoint's and pins'. */
-function runSettingsProblems(settings: Settings): string[] {
+function runSettingsProblems(settings: RunSettings): string[] {
   return [
     ...rabbitSettingsProblems(settings),
     ...sqsSettingsProblems(settings),
@@ -126,8 +121,8 @@ function runSettingsProblems(settings: Settings): string[] {
 export function settingsOrExit(
   rawArgs: string[],
   args: Record<string, unknown>,
-  o: { command?: string; extraFlags?: string[]; problems?: (settings: Settings) => string[] } = {},
-): Settings {
+  o: { command?: string; extraFlags?: string[]; problems?: (settings: RunSettings) => string[] } = {},
+): RunSettings {
   const problems = unknownFlags(rawArgs, ALL_RUN_OPTIONS, o.extraFlags).map((f) => `${f}: unknown flag`);
   try {
     const settings = loadSettings(ALL_RUN_OPTIONS, pickFlags(args, ALL_RUN_OPTIONS));
@@ -143,13 +138,13 @@ export function settingsOrExit(
   process.exit(2);
 }
 
-export async function runDaemon(settings: Settings): Promise<number> {
+export async function runDaemon(settings: RunSettings): Promise<number> {
   // Nothing the runner writes (queue files, records, attempt directories) is readable by other users.
   process.umask(RUNNER_UMASK);
-  const log = createLogger(settings["log-format"] as LogFormat, settings.debug as boolean);
-  const workingDir = (settings["working-dir"] as string | undefined) ?? defaultWorkingDir();
-  const cacheDir = (settings["cache-dir"] as string | undefined) ?? defaultCacheDir();
-  const queueRoot = (settings["queue-root"] as string | undefined) ?? defaultQueueRoot();
+  const log = createLogger(settings["log-format"], settings.debug);
+  const workingDir = settings["working-dir"] ?? defaultWorkingDir();
+  const cacheDir = settings["cache-dir"] ?? defaultCacheDir();
+  const queueRoot = settings["queue-root"] ?? defaultQueueRoot();
   try {
     // Root runs jobs as a job user, who must pass through to its attempt directory and venv (0711).
     prepareRunnerDirs({ workingDir, cacheDir, queueRoot, jobUserTraverses: process.geteuid?.() === 0 }, log);
@@ -158,7 +153,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
     log.error(err.message);
     return 2;
   }
-  const cpuOnly = settings["cpu-only"] as boolean;
+  const cpuOnly = settings["cpu-only"];
   const inventory = readInventory(process.env);
   log.info(describeInventory(inventory));
   for (const p of inventory.problems) log.warn(p);
@@ -170,14 +165,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const gpus = cpuOnly
     ? undefined
     : new GpuAllocator(inventory.devices, {
-        shareCards: settings["gpu-share"] as boolean,
-        slotsPerCard: Math.max(1, settings["gpu-slots-per-card"] as number),
+        shareCards: settings["gpu-share"],
+        slotsPerCard: Math.max(1, settings["gpu-slots-per-card"]),
       });
   const capacity = machineCapacity(
     {
-      maxCores: settings["max-cores"] as number,
-      maxMemBytes: settings["max-mem"] as number,
-      maxDiskBytes: settings["max-disk"] as number,
+      maxCores: settings["max-cores"],
+      maxMemBytes: settings["max-mem"],
+      maxDiskBytes: settings["max-disk"],
       workingDir,
     },
     gpus ? inventory : undefined,
@@ -186,14 +181,14 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const venvs = venvCacheFromSettings(settings, cacheDir, runnerEnv, (m) => log.info(m));
   // One filter for every backend, read at each discovery: the ConfigMap may replace it live.
   const queueFilter = new LiveQueueFilter({
-    match: settings["queue-match"] as RegExp | undefined,
-    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    match: settings["queue-match"],
+    mismatch: settings["queue-mismatch"],
   });
   const backends: QueueBackend[] = [
     new LocalQueueBackend({
       root: queueRoot,
       filter: queueFilter,
-      maxDeliveries: settings["max-deliveries"] as number,
+      maxDeliveries: settings["max-deliveries"],
       log: (m) => log.info(m),
     }),
   ];
@@ -203,19 +198,20 @@ export async function runDaemon(settings: Settings): Promise<number> {
   if (sqs) backends.push(sqs);
   const pubsub = pubsubBackendFromSettings(settings, log, queueFilter);
   if (pubsub) backends.push(pubsub);
-  configureGcs({
-    certsDir: settings["google-certs"] as string | undefined,
-    apiEndpoint: settings["gcs-endpoint"] as string | undefined,
-  });
+  // Every gs: store of this runner (artifacts, records) uses this configuration's clients.
+  registerStore(
+    "gs",
+    gcsStoreFactory(new GcsClients({ certsDir: settings["google-certs"], apiEndpoint: settings["gcs-endpoint"] })),
+  );
   const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
   const identityLines = describeStorageIdentity(storageIdentity);
   for (const line of identityLines.info) log.info(line);
   for (const line of identityLines.warn) log.warn(line);
   const pool = new ResourcePool(capacity, gpus, {
     freeBytes: () => freeDiskBytes(workingDir),
-    floorBytes: settings["min-free-disk"] as number,
+    floorBytes: settings["min-free-disk"],
   });
-  const refreshMs = settings["gpu-refresh-interval"] as number;
+  const refreshMs = settings["gpu-refresh-interval"];
   const gpuWatch =
     gpus && inventory.devices.length && refreshMs > 0
       ? startGpuWatch({ allocator: gpus, refreshIntervalMs: refreshMs, log })
@@ -224,7 +220,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
   const choice = await chooseSandbox(settings, { queueRoot, workingDir, cacheDir }, inventory.devices, log);
   if ("exitCode" in choice) return choice.exitCode;
   const { sandbox, noneJobUser } = choice;
-  venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"] as string | undefined) };
+  venvs.options.isolation = { sandbox, jobUser: resolveJobUser(settings["job-user"]) };
   const cgroups = settings["cgroup-limits"] ? detectCgroups() : undefined;
   if (cgroups?.version === "none") log.warn(`experiments' RAM and CPU limits are not enforced: ${cgroups.reason}`);
   else if (cgroups) {
@@ -238,11 +234,11 @@ export async function runDaemon(settings: Settings): Promise<number> {
     const reaped = reapStaleCgroups(cgroups);
     if (reaped.removed.length) log.info(`removed ${reaped.removed.length} empty cgroup(s) left by an earlier runner`);
   }
-  await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug as boolean }, (m) => log.warn(m));
-  const fileRoots = fileStorageRoots(settings, runnerEnv);
+  await reapOrphans(workingDir, { runnerId, keepDirectories: settings.debug }, (m) => log.warn(m));
+  const fileRoots = fileStorageRoots(settings);
   setRunnerLimits({
     fileRoots: fileRoots.flag.length ? fileRoots.flag : fileRoots.local,
-    allowPrivate: settings["allow-private-endpoints"] as boolean,
+    allowPrivate: settings["allow-private-endpoints"],
   });
   log.info(
     fileRoots.description +
@@ -252,7 +248,7 @@ export async function runDaemon(settings: Settings): Promise<number> {
   );
   const events = new RunnerEvents();
   const envelopeKeys = envelopeKeysFromSettings(settings, (p) => log.warn(p)) ?? NO_ENVELOPE_KEYS;
-  const maxRequestAgeMs = (settings["max-request-age"] as number | undefined) ?? 0;
+  const maxRequestAgeMs = settings["max-request-age"];
   const replay = new ReplayGuard({
     dir: join(runnerWorkRoot(workingDir), ".completed"),
     maxAgeMs: maxRequestAgeMs,
@@ -280,28 +276,28 @@ export async function runDaemon(settings: Settings): Promise<number> {
       host: hostname(),
       runnerEnv,
       venvs,
-      artifacts: new ArtifactCache(join(cacheDir, "artifacts"), settings["cache-size"] as number),
-      allowEnvSecrets: settings["allow-env-secrets"] as boolean,
-      googleCertsDir: settings["google-certs"] as string | undefined,
+      artifacts: new ArtifactCache(join(cacheDir, "artifacts"), settings["cache-size"]),
+      allowEnvSecrets: settings["allow-env-secrets"],
+      googleCertsDir: settings["google-certs"],
       cgroups,
       sandbox,
       jobUser: noneJobUser,
       fileStorageRoots: fileRoots.flag,
       readRequest: requestReader({ keys: envelopeKeys, clearTextAllowed: clearText }),
-      maxDurationMs: settings["max-duration"] as number,
-      keepDirectories: settings.debug as boolean,
+      maxDurationMs: settings["max-duration"],
+      keepDirectories: settings.debug,
       log,
       events,
       admission: new RequestAdmission({ maxAgeMs: maxRequestAgeMs, replay }),
       queueRefusal: envelopeKeys.queueRefusal ? (queue) => envelopeKeys.queueRefusal?.(queue) : undefined,
       storageIdentity,
       localFileStorageRoots: fileRoots.local,
-      allowPrivateEndpoints: settings["allow-private-endpoints"] as boolean,
+      allowPrivateEndpoints: settings["allow-private-endpoints"],
     },
     {
-      limitTasks: settings["limit-tasks"] as number,
-      limitIdleMs: settings["limit-idle-duration"] as number,
-      shutdownGraceMs: settings["shutdown-grace"] as number,
+      limitTasks: settings["limit-tasks"],
+      limitIdleMs: settings["limit-idle-duration"],
+      shutdownGraceMs: settings["shutdown-grace"],
     },
   );
   log.info(

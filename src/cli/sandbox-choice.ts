@@ -3,7 +3,6 @@
 // environment is built exactly as the runner would build it.
 
 import { homedir } from "node:os";
-import type { Settings } from "../config/load.ts";
 import type { GpuCard } from "../sandbox/gpu-devices.ts";
 import { requireBwrap, SandboxUnavailableError, type SandboxNetwork } from "../sandbox/bwrap.ts";
 import { gpuMinors } from "../sandbox/gpu-devices.ts";
@@ -11,13 +10,26 @@ import { runnerHiddenPaths } from "../sandbox/hidden-paths.ts";
 import { JobUserError, resolveJobUser, type JobUser } from "../sandbox/job-user.ts";
 import type { Logger } from "../log/logger.ts";
 import type { TaskContext } from "../task/context.ts";
+import type { RunSettings } from "./run-options.ts";
 
 export type SandboxChoice =
   | { sandbox: TaskContext["sandbox"]; noneJobUser: JobUser | undefined }
   | { exitCode: number };
 
 export async function chooseSandbox(
-  settings: Settings,
+  settings: Pick<
+    RunSettings,
+    | "sandbox"
+    | "job-user"
+    | "sandbox-network"
+    | "config"
+    | "sqs-certs"
+    | "google-certs"
+    | "encrypt-dir"
+    | "request-signatures-dir"
+    | "response-signatures-dir"
+    | "admin-token-file"
+  >,
   dirs: { queueRoot: string; workingDir: string; cacheDir: string },
   cards: GpuCard[],
   log: Logger,
@@ -29,8 +41,8 @@ export async function chooseSandbox(
   let sandbox: TaskContext["sandbox"];
   let noneJobUser: JobUser | undefined;
   try {
-    const mode = (settings.sandbox as string | undefined) ?? "auto";
-    const jobUserSetting = settings["job-user"] as string | undefined;
+    const mode = settings.sandbox;
+    const jobUserSetting = settings["job-user"];
     const jobUser = resolveJobUser(jobUserSetting);
     if (mode === "none") {
       noneJobUser = jobUserSetting ? jobUser : undefined;
@@ -38,7 +50,7 @@ export async function chooseSandbox(
         `--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`,
       );
     } else {
-      const network = settings["sandbox-network"] as SandboxNetwork;
+      const network: SandboxNetwork = settings["sandbox-network"];
       let bwrapPath: string | undefined;
       try {
         bwrapPath = await requireBwrap(process.env, { jobUser, network });
@@ -52,15 +64,18 @@ export async function chooseSandbox(
         const hiddenPaths = runnerHiddenPaths({
           home: homedir(),
           env: process.env,
-          configFile: settings.config as string | undefined,
-          sqsCerts: settings["sqs-certs"] as string | undefined,
-          googleCerts: settings["google-certs"] as string | undefined,
+          configFile: settings.config,
+          sqsCerts: settings["sqs-certs"],
+          googleCerts: settings["google-certs"],
           queueRoot,
           workingDir,
           cacheDir,
-          secretPaths: ["encrypt-dir", "request-signatures-dir", "response-signatures-dir", "admin-token-file"].map(
-            (k) => settings[k] as string | undefined,
-          ),
+          secretPaths: [
+            settings["encrypt-dir"],
+            settings["request-signatures-dir"],
+            settings["response-signatures-dir"],
+            settings["admin-token-file"],
+          ],
         });
         const { minors, guessed } = gpuMinors(cards);
         if (guessed.length)

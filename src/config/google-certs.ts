@@ -1,9 +1,18 @@
-// The --google-certs directory: one service-account JSON file per Google project. Read in one
-// place for Pub/Sub (projects to serve), GCS (accounts to try) and Firebase (a project's key).
+// The --google-certs directory: one service-account JSON file per Google project. Declared and
+// read in one place for Pub/Sub (projects to serve), GCS (accounts to try), Firebase (a project's
+// key) and the sandbox (which hides it from experiments).
 
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage } from "../errors.ts";
+import type { OptionSpec } from "./option-spec.ts";
+
+export const GOOGLE_CERTS_OPTION = {
+  name: "google-certs",
+  type: "path",
+  description:
+    "directory of Google service-account JSON files, one project each (rescanned): Pub/Sub projects whose subscriptions are queues, GCS identities (each bucket uses the first account it accepts), Firebase credentials by project",
+} as const satisfies OptionSpec;
 
 /** One *.json file of the directory: its project and account, or why it cannot be used. */
 export type ServiceAccountFile = {

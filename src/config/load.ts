@@ -5,9 +5,11 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { parseDurationMs, parseSizeBytes } from "./units.ts";
-import { envName, type OptionSpec } from "./options.ts";
+import { envOf, type OptionSpec } from "./options.ts";
+import type { SettingsOf } from "./settings.ts";
 
-export type Settings = Record<string, string | number | boolean | RegExp | undefined>;
+/** One converted value, before the table's types name it. */
+type Value = string | number | boolean | RegExp | undefined;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -18,17 +20,19 @@ export class ConfigError extends Error {
 type Source = { value: unknown; from: string };
 
 /** Read settings for the given options; throws ConfigError listing every problem. */
-export function loadSettings(
-  specs: OptionSpec[],
+export function loadSettings<const T extends readonly OptionSpec[]>(
+  specs: T,
   flags: Record<string, unknown>,
   env: Record<string, string | undefined> = process.env,
-): Settings {
+): SettingsOf<T> {
   const problems: string[] = [];
-  const known = new Map(specs.map((s) => [s.name, s]));
+  const known = new Map<string, OptionSpec>(specs.map((s) => [s.name, s]));
 
   let fileValues: Record<string, unknown> = {};
-  const configPath = (flags.config ?? env.CONFIG) as string | undefined;
-  if (configPath !== undefined && known.has("config")) {
+  const configSpec = known.get("config");
+  const configEnv = configSpec && envOf(configSpec);
+  const configPath = flags.config ?? (configEnv ? env[configEnv] : undefined);
+  if (configPath !== undefined && configSpec) {
     try {
       const doc = parseYaml(readFileSync(resolve(String(configPath)), "utf8")) ?? {};
       if (typeof doc !== "object" || Array.isArray(doc)) throw new Error("top level must be a mapping");
@@ -43,14 +47,14 @@ export function loadSettings(
     }
   }
 
-  const settings: Settings = {};
-  for (const spec of specs) {
+  const settings: Record<string, Value> = {};
+  for (const spec of specs as readonly OptionSpec[]) {
     const fromFlag = flags[spec.name];
-    const fromEnv = env[envName(spec.name)];
+    const envVar = envOf(spec);
+    const fromEnv = envVar ? env[envVar] : undefined;
     let source: Source | undefined;
     if (fromFlag !== undefined && fromFlag !== "") source = { value: fromFlag, from: `--${spec.name}` };
-    else if (fromEnv !== undefined && fromEnv !== "")
-      source = { value: fromEnv, from: `${envName(spec.name)} (environment)` };
+    else if (fromEnv !== undefined && fromEnv !== "") source = { value: fromEnv, from: `${envVar} (environment)` };
     else if (fileValues[spec.name] !== undefined && fileValues[spec.name] !== null)
       source = { value: fileValues[spec.name], from: `${spec.name} (config file)` };
     else if (spec.default !== undefined) source = { value: spec.default, from: `--${spec.name} default` };
@@ -62,14 +66,15 @@ export function loadSettings(
     if (typeof converted === "object" && converted !== null && "problem" in converted) {
       problems.push(`${source.from}: ${JSON.stringify(source.value)} ${converted.problem}`);
     } else {
-      settings[spec.name] = converted as Settings[string];
+      settings[spec.name] = converted;
     }
   }
   if (problems.length) throw new ConfigError(problems);
-  return settings;
+  // Each value was converted by its spec's type, which is what SettingsOf names.
+  return settings as SettingsOf<T>;
 }
 
-function convert(spec: OptionSpec, raw: unknown): Settings[string] | { problem: string } {
+function convert(spec: OptionSpec, raw: unknown): Value | { problem: string } {
   const text = typeof raw === "string" ? raw.trim() : raw;
   switch (spec.type) {
     case "string":

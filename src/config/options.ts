@@ -2,22 +2,17 @@
 
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import type { OptionSpec } from "./option-spec.ts";
+import { GCS_ENDPOINT_OPTION, STORAGE_OPTION } from "./storage-options.ts";
 
-export type OptionType = "string" | "path" | "boolean" | "integer" | "duration" | "size" | "regex" | "enum";
-
-export type OptionSpec = {
-  name: string;
-  type: OptionType;
-  description: string;
-  default?: string;
-  choices?: string[];
-  /** Shown in --help with the default text when the real default is computed. */
-  defaultText?: string;
-};
+export { envName, envOf, type OptionSpec, type OptionType } from "./option-spec.ts";
 
 export const DEFAULT_QUEUE_MATCH = "^(rmq|sqs|local)(_.*)?$";
 
-export const RUN_OPTIONS: OptionSpec[] = [
+/** Deliveries before a message moves to the failed place (--max-deliveries, and submit's queues). */
+export const DEFAULT_MAX_DELIVERIES = 3;
+
+export const RUN_OPTIONS = [
   { name: "config", type: "path", description: "YAML file whose keys are these option names" },
   {
     name: "queue-root",
@@ -55,12 +50,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
     description: "type of the RabbitMQ queues this runner declares (failed places)",
     default: "classic",
   },
-  {
-    name: "gcs-endpoint",
-    type: "string",
-    description:
-      "a GCS JSON API server other than Google's (test servers, emulators); requests to it are not authenticated",
-  },
+  GCS_ENDPOINT_OPTION,
+
   { name: "working-dir", type: "path", description: "where experiment directories are made", defaultText: "$TMPDIR" },
   {
     name: "cache-dir",
@@ -122,11 +113,12 @@ export const RUN_OPTIONS: OptionSpec[] = [
     description: "free space always left in working-dir: work is not taken when it would go below",
     default: "1gib",
   },
+  STORAGE_OPTION,
   {
     name: "file-storage-roots",
     type: "string",
     description:
-      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (STUDIO_STORAGE when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
+      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (--storage when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
     default: "",
   },
   {
@@ -236,7 +228,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
     name: "max-deliveries",
     type: "integer",
     description: "deliveries before a message moves to the failed place",
-    default: "3",
+    default: String(DEFAULT_MAX_DELIVERIES),
   },
   { name: "max-duration", type: "duration", description: "cap on any experiment's run time (0 = none)", default: "0" },
   {
@@ -272,7 +264,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
   },
   { name: "log-format", type: "enum", choices: ["human", "json"], description: "runner log format", default: "human" },
   { name: "debug", type: "boolean", description: "verbose logs; keep experiment directories", default: "false" },
-];
+] as const satisfies readonly OptionSpec[];
 
 export function defaultQueueRoot(): string {
   return process.env.STUDIOML_HOME ? join(process.env.STUDIOML_HOME, "queue") : join(homedir(), ".studioml", "queue");
@@ -285,6 +277,3 @@ export function defaultCacheDir(): string {
 export function defaultWorkingDir(): string {
   return tmpdir();
 }
-
-/** Flag name → environment variable name, as the Go runner reads them. */
-export const envName = (flag: string) => flag.toUpperCase().replaceAll("-", "_");

@@ -1,12 +1,13 @@
-// The Kubernetes drain's settings (--k8s-configmap, --k8s-namespace, --k8s-pod-configmap) and the
+// The Kubernetes drain's settings (--k8s-configmap, --k8s-namespace, --k8s-pod-configmap,
+// --k8s-serviceaccount-dir) and the
 // drain they start: inside a cluster, the named ConfigMap (and a per-pod one over it, as the Go
 // runner had) is watched and applied to the runner; outside one, nothing happens.
 
-import type { Settings } from "../config/load.ts";
 import type { OptionSpec } from "../config/options.ts";
+import { type SettingsOf, textSetting } from "../config/settings.ts";
 import type { LiveQueueFilter } from "../queue/live-filter.ts";
 import type { Logger } from "../log/logger.ts";
-import { detectCluster } from "./cluster.ts";
+import { DEFAULT_SERVICE_ACCOUNT_DIR, detectCluster } from "./cluster.ts";
 import { ConfigMapDrain, type StateTarget } from "./configmap-drain.ts";
 import type { ConfigMapData } from "./configmap-watch.ts";
 import { STATE_KEY } from "./drain-state.ts";
@@ -17,7 +18,7 @@ export const DEFAULT_DRAIN_CONFIGMAP = "studioml-go-runner";
 /** Values of --k8s-configmap that turn the drain map off (an empty flag means "the default"). */
 const DISABLED = new Set(["", "none", "off"]);
 
-export const K8S_OPTIONS: OptionSpec[] = [
+export const K8S_OPTIONS = [
   {
     name: "k8s-configmap",
     type: "string",
@@ -38,7 +39,19 @@ export const K8S_OPTIONS: OptionSpec[] = [
       "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), whose keys override those of --k8s-configmap",
     default: "",
   },
-];
+  {
+    name: "k8s-serviceaccount-dir",
+    type: "path",
+    // The name it had when it was only an environment variable.
+    env: "STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR",
+    description:
+      "inside Kubernetes: the service-account directory (token, ca.crt, namespace) the API server is reached with",
+    defaultText: DEFAULT_SERVICE_ACCOUNT_DIR,
+  },
+] as const satisfies readonly OptionSpec[];
+
+/** The drain's settings, any of them possibly absent. */
+export type K8sSettings = Partial<SettingsOf<typeof K8S_OPTIONS>>;
 
 /** How long start-up waits for the map's first reading, so that a drain it asks for holds from the start. */
 const FIRST_READ_WAIT_MS = 10_000;
@@ -48,21 +61,22 @@ const FIRST_READ_WAIT_MS = 10_000;
  * map was first read and applied; returns what stops it.
  */
 export async function startConfigMapDrain(
-  settings: Settings,
+  settings: K8sSettings,
   target: StateTarget,
   filter: LiveQueueFilter,
   log: Logger,
   env: Record<string, string | undefined> = process.env,
 ): Promise<{ stop(): Promise<void> } | undefined> {
-  const name = String(settings["k8s-configmap"] ?? "").trim();
+  const name = (settings["k8s-configmap"] ?? "").trim();
   if (DISABLED.has(name.toLowerCase())) return undefined;
-  const cluster = detectCluster(env);
+  const accountDir = textSetting(settings["k8s-serviceaccount-dir"]);
+  const cluster = detectCluster(accountDir ? { ...env, STUDIO_RUNNER_K8S_SERVICEACCOUNT_DIR: accountDir } : env);
   if ("notInCluster" in cluster) {
     log.debug(`not in a Kubernetes cluster (${cluster.notInCluster}): no ConfigMap drain`);
     return undefined;
   }
-  const namespace = String(settings["k8s-namespace"] ?? "").trim() || cluster.podNamespace || "default";
-  const podName = String(settings["k8s-pod-configmap"] ?? "").trim();
+  const namespace = textSetting(settings["k8s-namespace"]) ?? cluster.podNamespace ?? "default";
+  const podName = (settings["k8s-pod-configmap"] ?? "").trim();
   const where = `ConfigMap ${namespace}/${name}`;
   const podWhere = `ConfigMap ${namespace}/${podName}`;
   const drain = new ConfigMapDrain(target, filter, log, where);

@@ -2,7 +2,8 @@
 // --prom-address with the endpoint's settings (--admin-token-file, --http-allowed-hosts,
 // --status-logs); the run command calls this with a few lines.
 
-import type { Settings } from "../config/load.ts";
+import type { RUN_OPTIONS } from "../config/options.ts";
+import { type SettingsOf, textSetting } from "../config/settings.ts";
 import type { GpuAllocator } from "../gpu/allocator.ts";
 import type { PoolSnapshot } from "../resources/pool.ts";
 import { AdminTokenError, readAdminToken, type AdminToken } from "./admin-token.ts";
@@ -27,16 +28,21 @@ export class ObserveStartError extends Error {
   }
 }
 
-const addressOf = (settings: Settings): string | undefined => {
-  const v = settings["prom-address"];
-  return typeof v === "string" && v.trim() ? v.trim() : undefined;
-};
+/** The settings of the HTTP endpoint. */
+export type ObserveSettings = Pick<
+  SettingsOf<typeof RUN_OPTIONS>,
+  "prom-address" | "http-allowed-hosts" | "admin-token-file" | "status-logs" | "gpu-slots-per-card"
+>;
+
+const addressOf = (settings: Pick<ObserveSettings, "prom-address">) => textSetting(settings["prom-address"]);
 
 /** Problems with --prom-address and --http-allowed-hosts, worded like the other configuration problems. */
-export function observeSettingsProblems(settings: Settings): string[] {
+export function observeSettingsProblems(
+  settings: Pick<ObserveSettings, "prom-address" | "http-allowed-hosts">,
+): string[] {
   const address = addressOf(settings);
   if (!address) return [];
-  const problems = allowedHostsProblems(String(settings["http-allowed-hosts"] ?? ""));
+  const problems = allowedHostsProblems(settings["http-allowed-hosts"]);
   try {
     parseListenAddress(address);
   } catch (err) {
@@ -47,7 +53,7 @@ export function observeSettingsProblems(settings: Settings): string[] {
 }
 
 export type ObservabilityOptions = {
-  settings: Settings;
+  settings: ObserveSettings;
   events: RunnerEvents;
   control: RunnerControl;
   host: string;
@@ -71,12 +77,11 @@ export function startObservability(options: ObservabilityOptions): Observability
   const address = addressOf(options.settings);
   const tokenFile = options.settings["admin-token-file"];
   if (!address) {
-    if (typeof tokenFile === "string" && tokenFile)
-      options.log.warn("--admin-token-file has no effect without --prom-address");
+    if (tokenFile) options.log.warn("--admin-token-file has no effect without --prom-address");
     return undefined;
   }
   let adminToken: AdminToken | undefined;
-  if (typeof tokenFile === "string" && tokenFile) {
+  if (tokenFile) {
     try {
       adminToken = readAdminToken(tokenFile, (m) => options.log.warn(m));
     } catch (err) {
@@ -84,10 +89,10 @@ export function startObservability(options: ObservabilityOptions): Observability
       throw new ObserveStartError(err.message, { cause: err });
     }
   }
-  const statusLogs = options.settings["status-logs"] === true;
+  const statusLogs = options.settings["status-logs"];
   const { events, control, pool, gpus } = options;
   const state = () => control.state;
-  const gpuSlotsPerCard = Math.max(1, Number(options.settings["gpu-slots-per-card"]) || 1);
+  const gpuSlotsPerCard = Math.max(1, options.settings["gpu-slots-per-card"]);
   const snapshot = () => pool.snapshot();
   const metrics = new RunnerMetrics({
     events,
@@ -122,7 +127,7 @@ export function startObservability(options: ObservabilityOptions): Observability
       status,
       control,
       adminToken,
-      allowedHosts: String(options.settings["http-allowed-hosts"] ?? ""),
+      allowedHosts: options.settings["http-allowed-hosts"],
       machineName: options.host,
       log: options.log,
     });

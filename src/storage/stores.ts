@@ -1,7 +1,9 @@
-// Picks the object store for a location by its scheme.
+// Picks the object store for a location by its scheme. gs: stores use the default GCS clients
+// until the daemon registers a factory with its own (gcsStoreFactory).
 
 import { PermanentError, RequestError } from "../errors.ts";
 import { FileStore } from "./file/file-store.ts";
+import type { GcsClients } from "./gcs/gcs-clients.ts";
 import { GcsStore } from "./gcs/gcs-store.ts";
 import { HttpStore } from "./http/http-store.ts";
 import type { ObjectStore, StoreOptions } from "./object-store.ts";
@@ -11,15 +13,20 @@ export type StoreFactory = (location: string, options: StoreOptions) => ObjectSt
 
 const fileStore = new FileStore();
 const httpStore = new HttpStore();
-const gcsStore = new GcsStore();
+
+/** gs: stores with the given clients: one store for the runner's own callers, one per identity policy. */
+export function gcsStoreFactory(clients?: GcsClients): StoreFactory {
+  const shared = new GcsStore(process.env, {}, clients);
+  // The clients are pooled in GcsClients: a store per identity policy costs nothing.
+  return (_location, options) => (options.identity ? new GcsStore(process.env, options, clients) : shared);
+}
 
 const factories: Record<string, StoreFactory> = {
   file: () => fileStore,
   http: () => httpStore,
   https: () => httpStore,
   s3: (_location, options) => new S3Store(options),
-  // The clients are pooled in gcs-clients.ts: a store per identity policy costs nothing.
-  gs: (_location, options) => (options.identity ? new GcsStore(process.env, options) : gcsStore),
+  gs: gcsStoreFactory(),
 };
 
 /** Backends not built into this version are recognised and refused with a clear reason. */

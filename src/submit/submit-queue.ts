@@ -2,23 +2,19 @@
 // (--google-certs / --pubsub-project, or PUBSUB_EMULATOR_HOST with a project) or a local
 // directory, built from the same settings tables the daemon uses so both read the same flags.
 
-import type { Settings } from "../config/load.ts";
+import { DEFAULT_MAX_DELIVERIES } from "../config/options.ts";
 import { LocalQueueBackend } from "../queue/local/local-queue.ts";
 import { pubsubBackendFromSettings, pubsubSettingsProblems } from "../queue/pubsub/settings.ts";
 import { RabbitQueueBackend } from "../queue/rabbitmq/rabbitmq-queue.ts";
 import { sqsBackendFromSettings, sqsSettingsProblems } from "../queue/sqs/settings.ts";
 import type { QueueBackend } from "../queue/task-queue.ts";
+import type { SubmitSettings } from "./submit-options.ts";
 
-export type SubmitQueueFlags = {
-  "queue-root": string;
-  "amqp-url"?: string;
-  "amqp-queue-type"?: string;
-  "sqs-certs"?: string;
-  "sqs-endpoint"?: string;
-  "aws-region"?: string;
-  "google-certs"?: string;
-  "pubsub-project"?: string;
-};
+/** The queue settings of submit; --queue-root resolved to a directory. */
+export type SubmitQueueSettings = Pick<
+  SubmitSettings,
+  "amqp-url" | "amqp-queue-type" | "sqs-certs" | "sqs-endpoint" | "aws-region" | "google-certs" | "pubsub-project"
+> & { "queue-root": string };
 
 export type SubmitQueue = {
   backend: QueueBackend;
@@ -30,19 +26,8 @@ export type SubmitQueue = {
 
 const QUIET = { info: () => undefined, warn: () => undefined };
 
-function settingsOf(flags: SubmitQueueFlags): Settings {
-  return {
-    "sqs-certs": flags["sqs-certs"],
-    "sqs-endpoint": flags["sqs-endpoint"],
-    "aws-region": flags["aws-region"],
-    "google-certs": flags["google-certs"],
-    "pubsub-project": flags["pubsub-project"],
-    "max-deliveries": 3,
-  };
-}
-
 /** Problems with the queue flags, for submit's list of problems. */
-export function submitQueueProblems(flags: SubmitQueueFlags, env: Record<string, string | undefined>): string[] {
+export function submitQueueProblems(flags: SubmitQueueSettings, env: Record<string, string | undefined>): string[] {
   const chosen = [
     flags["amqp-url"] && "--amqp-url",
     flags["sqs-certs"] && "--sqs-certs",
@@ -50,34 +35,32 @@ export function submitQueueProblems(flags: SubmitQueueFlags, env: Record<string,
   ].filter(Boolean);
   const problems: string[] = [];
   if (chosen.length > 1) problems.push(`${chosen.join(", ")}: choose one queue system`);
-  const settings = settingsOf(flags);
-  if (flags["sqs-certs"]) problems.push(...sqsSettingsProblems(settings, env));
+  if (flags["sqs-certs"]) problems.push(...sqsSettingsProblems(flags, env));
   else if (flags["sqs-endpoint"]) problems.push("--sqs-endpoint is set but --sqs-certs is not");
-  if (flags["google-certs"] || flags["pubsub-project"]) problems.push(...pubsubSettingsProblems(settings));
-  if (flags["amqp-queue-type"] && !["classic", "quorum"].includes(flags["amqp-queue-type"])) {
-    problems.push(`--amqp-queue-type: ${JSON.stringify(flags["amqp-queue-type"])} — expected classic or quorum`);
-  }
+  if (flags["google-certs"] || flags["pubsub-project"]) problems.push(...pubsubSettingsProblems(flags));
   return problems;
 }
 
-export function submitQueue(flags: SubmitQueueFlags, env: Record<string, string | undefined>): SubmitQueue {
+export function submitQueue(flags: SubmitQueueSettings, env: Record<string, string | undefined>): SubmitQueue {
   if (flags["amqp-url"]) {
-    const queueType = flags["amqp-queue-type"] === "quorum" ? "quorum" : "classic";
     return {
-      backend: new RabbitQueueBackend({ url: flags["amqp-url"], maxDeliveries: 3, queueType }),
+      backend: new RabbitQueueBackend({
+        url: flags["amqp-url"],
+        maxDeliveries: DEFAULT_MAX_DELIVERIES,
+        queueType: flags["amqp-queue-type"],
+      }),
       defaultQueue: "rmq_default",
       local: false,
     };
   }
-  const settings = settingsOf(flags);
   if (flags["sqs-certs"])
-    return { backend: sqsBackendFromSettings(settings, QUIET, env)!, defaultQueue: "sqs_default", local: false };
+    return { backend: sqsBackendFromSettings(flags, QUIET, env)!, defaultQueue: "sqs_default", local: false };
   if (flags["google-certs"] || flags["pubsub-project"]) {
-    const backend = pubsubBackendFromSettings(settings, QUIET);
+    const backend = pubsubBackendFromSettings(flags, QUIET);
     if (backend) return { backend, defaultQueue: "pubsub_default", local: false };
   }
   return {
-    backend: new LocalQueueBackend({ root: flags["queue-root"], maxDeliveries: 3 }),
+    backend: new LocalQueueBackend({ root: flags["queue-root"], maxDeliveries: DEFAULT_MAX_DELIVERIES }),
     defaultQueue: "local",
     local: true,
   };

@@ -2,18 +2,18 @@
 // an S3 server and bucket (the submitter's AWS credentials embedded like the python client does),
 // or a GCS bucket (the runner uses its own Google credentials).
 
-import { homedir } from "node:os";
-import { join } from "node:path";
+import { storageUrl } from "../config/storage-options.ts";
 import type { Credentials } from "../request/model.ts";
 import { filePath } from "../storage/file/file-store.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { formatS3Location, isHostLike } from "../request/s3-location.ts";
 import { S3Store } from "../storage/s3/s3-store.ts";
 import { parseEndpoint } from "../storage/s3/s3-target.ts";
-import { configureGcs } from "../storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../storage/gcs/gcs-clients.ts";
+import { GcsStore } from "../storage/gcs/gcs-store.ts";
 import { storeFor } from "../storage/stores.ts";
 
-export const DEFAULT_BUCKET = "studioml-artifacts";
+import type { SubmitSettings } from "./submit-options.ts";
 
 export type SubmitStorage = {
   store: ObjectStore;
@@ -30,20 +30,15 @@ export type SubmitStorage = {
   prepare(): Promise<void>;
 };
 
-export type SubmitStorageFlags = {
-  storage?: string;
-  bucket?: string;
-  "s3-endpoint"?: string;
-  [flag: string]: string | undefined;
-};
-
-export function defaultStorageUrl(env: Record<string, string | undefined>): string {
-  return env.STUDIO_STORAGE ?? `file://${join(homedir(), ".studioml", "storage")}`;
-}
+/** The storage settings of submit. */
+export type SubmitStorageFlags = Pick<
+  SubmitSettings,
+  "storage" | "bucket" | "s3-endpoint" | "google-certs" | "gcs-endpoint"
+>;
 
 /** Problems with the storage flags, for submit's list of problems. */
 export function storageProblems(flags: SubmitStorageFlags, env: Record<string, string | undefined>): string[] {
-  const url = flags.storage ?? defaultStorageUrl(env);
+  const url = storageUrl(flags.storage);
   const problems: string[] = [];
   if (!/^(file|s3|gs):/i.test(url))
     problems.push(`--storage: ${url} — expected a file: URL, s3://[host:port/]bucket or gs://bucket`);
@@ -85,7 +80,7 @@ function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, s
   const first = parts[0]!;
   const named = isHostLike(first, configured.host);
   const host = named ? first : configured.host;
-  const bucket = (named ? parts[1] : first) ?? flags.bucket ?? DEFAULT_BUCKET;
+  const bucket = (named ? parts[1] : first) ?? flags.bucket;
   const endpoint = host ? `${flags["s3-endpoint"] ? configured.scheme : "https"}://${host}` : undefined;
   const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
   const accessKey = env.AWS_ACCESS_KEY_ID;
@@ -117,11 +112,11 @@ function s3Storage(url: string, flags: SubmitStorageFlags, env: Record<string, s
 }
 
 function gcsStorage(url: string, flags: SubmitStorageFlags): SubmitStorage {
-  configureGcs({ certsDir: flags["google-certs"], apiEndpoint: flags["gcs-endpoint"] });
+  const clients = new GcsClients({ certsDir: flags["google-certs"], apiEndpoint: flags["gcs-endpoint"] });
   const bucket = url.replace(/^gs:\/\//i, "").replace(/\/$/, "");
   const locationOf = (key: string) => `gs://${bucket}/${key}`;
   return {
-    store: storeFor(locationOf("x")),
+    store: new GcsStore(process.env, {}, clients),
     locationOf,
     bucket,
     artifactBucket: bucket,
@@ -131,8 +126,8 @@ function gcsStorage(url: string, flags: SubmitStorageFlags): SubmitStorage {
 }
 
 export function submitStorage(flags: SubmitStorageFlags, env: Record<string, string | undefined>): SubmitStorage {
-  const url = flags.storage ?? defaultStorageUrl(env);
+  const url = storageUrl(flags.storage);
   if (/^gs:/i.test(url)) return gcsStorage(url, flags);
   if (/^s3:/i.test(url)) return s3Storage(url, flags, env);
-  return fileStorage(url, flags.bucket ?? DEFAULT_BUCKET);
+  return fileStorage(url, flags.bucket);
 }

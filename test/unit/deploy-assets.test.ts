@@ -243,7 +243,7 @@ describe("Kubernetes manifests", () => {
     const args: string[] = container.args;
     expect(args[0]).toBe("run");
     const flags = new Map(args.slice(1).map((a) => a.replace(/^--/, "").split("=", 2) as [string, string]));
-    const known = new Set(
+    const known = new Set<string>(
       [...RUN_OPTIONS, ...SQS_OPTIONS, ...PUBSUB_OPTIONS, ...ENVELOPE_OPTIONS, ...K8S_OPTIONS].map((o) => o.name),
     );
     for (const name of flags.keys())

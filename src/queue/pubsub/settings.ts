@@ -1,21 +1,18 @@
 // The run settings of the Pub/Sub backend (--google-certs, --pubsub-project, and the
 // GOOGLE_APPLICATION_CREDENTIALS variable): their option table, their checks, and the backend.
 
-import type { Settings } from "../../config/load.ts";
-import type { OptionSpec } from "../../config/options.ts";
+import { GOOGLE_CERTS_OPTION } from "../../config/google-certs.ts";
+import { DEFAULT_MAX_DELIVERIES, type OptionSpec, type RUN_OPTIONS } from "../../config/options.ts";
+import { type SettingsOf, type SomeSettings, textSetting } from "../../config/settings.ts";
 import type { QueueBackend, QueueFilter } from "../task-queue.ts";
 import type { QueueLog } from "./delivery.ts";
 import { PubsubProjectSet } from "./project-set.ts";
 import { scanProjects, validProjectId, type ProjectSettings } from "./service-accounts.ts";
 import { existsSync } from "node:fs";
 
-export const PUBSUB_OPTIONS: OptionSpec[] = [
-  {
-    name: "google-certs",
-    type: "path",
-    description:
-      "directory of Google service-account JSON files, one project each (rescanned); their Pub/Sub subscriptions are queues",
-  },
+/** --google-certs is declared with the other Google settings; Pub/Sub reads it for its projects. */
+export const PUBSUB_OPTIONS = [
+  GOOGLE_CERTS_OPTION,
   {
     name: "pubsub-project",
     type: "string",
@@ -28,27 +25,26 @@ export const PUBSUB_OPTIONS: OptionSpec[] = [
     description: "ack deadline of a held Pub/Sub message (10s–10m), extended every half deadline while the job runs",
     default: "60s",
   },
-];
+] as const satisfies readonly OptionSpec[];
+
+/** The settings the Pub/Sub backend reads. */
+export type PubsubSettings = Partial<SettingsOf<typeof PUBSUB_OPTIONS>> &
+  SomeSettings<typeof RUN_OPTIONS, "max-deliveries" | "queue-match" | "queue-mismatch">;
 
 /** Pub/Sub's own bounds for an ack deadline. */
 const MIN_ACK_DEADLINE_MS = 10_000;
 const MAX_ACK_DEADLINE_MS = 600_000;
 
-const text = (settings: Settings, name: string) => {
-  const v = settings[name];
-  return typeof v === "string" && v.trim() ? v.trim() : undefined;
-};
-
-function projectSettings(settings: Settings): ProjectSettings {
+function projectSettings(settings: PubsubSettings): ProjectSettings {
   return {
-    certsDir: text(settings, "google-certs"),
+    certsDir: textSetting(settings["google-certs"]),
     applicationCredentials: process.env.GOOGLE_APPLICATION_CREDENTIALS?.trim() || undefined,
-    project: text(settings, "pubsub-project"),
+    project: textSetting(settings["pubsub-project"]),
   };
 }
 
 /** Problems with the Pub/Sub settings, worded like the other configuration problems. */
-export function pubsubSettingsProblems(settings: Settings): string[] {
+export function pubsubSettingsProblems(settings: PubsubSettings): string[] {
   const ps = projectSettings(settings);
   const problems: string[] = [];
   if (ps.project && !validProjectId(ps.project))
@@ -68,7 +64,7 @@ export function pubsubSettingsProblems(settings: Settings): string[] {
  * naming a project is set (settings already checked). filter: a live queue filter read at each discovery.
  */
 export function pubsubBackendFromSettings(
-  settings: Settings,
+  settings: PubsubSettings,
   log: QueueLog,
   filter?: QueueFilter,
 ): QueueBackend | undefined {
@@ -76,13 +72,11 @@ export function pubsubBackendFromSettings(
   if (!ps.certsDir && !ps.project && !scanProjects(ps).projects.length) return undefined;
   return new PubsubProjectSet({
     scan: () => scanProjects(ps),
-    maxDeliveries: settings["max-deliveries"] as number,
+    maxDeliveries: settings["max-deliveries"] ?? DEFAULT_MAX_DELIVERIES,
     ackDeadlineS:
-      typeof settings["pubsub-ack-deadline"] === "number"
-        ? Math.round(settings["pubsub-ack-deadline"] / 1000)
-        : undefined,
-    match: settings["queue-match"] as RegExp | undefined,
-    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+      settings["pubsub-ack-deadline"] === undefined ? undefined : Math.round(settings["pubsub-ack-deadline"] / 1000),
+    match: settings["queue-match"],
+    mismatch: settings["queue-mismatch"],
     filter,
     log,
   });

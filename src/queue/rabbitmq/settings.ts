@@ -1,32 +1,33 @@
 // The run settings of the RabbitMQ backend (--amqp-url, --amqp-mgt-url, --amqp-queues,
 // --amqp-queue-type): checked with the other settings, and turned into a backend.
 
-import type { Settings } from "../../config/load.ts";
+import { DEFAULT_MAX_DELIVERIES, type RUN_OPTIONS } from "../../config/options.ts";
+import { type SomeSettings, textSetting } from "../../config/settings.ts";
 import type { QueueFilter } from "../task-queue.ts";
 import { AddressError, managementAddress, parseAmqpUrl } from "./broker-address.ts";
-import type { QueueType } from "./conventions.ts";
 import type { QueueLog } from "./delivery.ts";
 import { RabbitQueueBackend } from "./rabbitmq-queue.ts";
 import { commaList } from "../../config/comma-list.ts";
 
-const text = (settings: Settings, name: string) => {
-  const v = settings[name];
-  return typeof v === "string" && v.trim() ? v.trim() : undefined;
-};
+/** The settings the RabbitMQ backend reads. */
+export type RabbitSettings = SomeSettings<
+  typeof RUN_OPTIONS,
+  "amqp-url" | "amqp-mgt-url" | "amqp-queues" | "amqp-queue-type" | "max-deliveries" | "queue-match" | "queue-mismatch"
+>;
 
 /** Problems with the RabbitMQ settings, worded like the other configuration problems (no passwords). */
-export function rabbitSettingsProblems(settings: Settings): string[] {
-  const url = text(settings, "amqp-url");
+export function rabbitSettingsProblems(settings: RabbitSettings): string[] {
+  const url = textSetting(settings["amqp-url"]);
   const problems: string[] = [];
   if (!url) {
-    for (const name of ["amqp-mgt-url", "amqp-queues"])
-      if (text(settings, name)) problems.push(`--${name} is set but --amqp-url is not`);
+    for (const name of ["amqp-mgt-url", "amqp-queues"] as const)
+      if (textSetting(settings[name])) problems.push(`--${name} is set but --amqp-url is not`);
     return problems;
   }
   try {
     const address = parseAmqpUrl(url);
     try {
-      managementAddress(address, text(settings, "amqp-mgt-url"));
+      managementAddress(address, textSetting(settings["amqp-mgt-url"]));
     } catch (err) {
       if (!(err instanceof AddressError)) throw err;
       problems.push(`--amqp-mgt-url: ${err.message}`);
@@ -38,26 +39,26 @@ export function rabbitSettingsProblems(settings: Settings): string[] {
   return problems;
 }
 
-export function fallbackQueueList(settings: Settings): string[] {
-  return commaList(text(settings, "amqp-queues"));
+export function fallbackQueueList(settings: RabbitSettings): string[] {
+  return commaList(textSetting(settings["amqp-queues"]));
 }
 
 /** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each discovery. */
 export function rabbitBackendFromSettings(
-  settings: Settings,
+  settings: RabbitSettings,
   log: QueueLog,
   filter?: QueueFilter,
 ): RabbitQueueBackend | undefined {
-  const url = text(settings, "amqp-url");
+  const url = textSetting(settings["amqp-url"]);
   if (!url) return undefined;
   return new RabbitQueueBackend({
     url,
-    managementUrl: text(settings, "amqp-mgt-url"),
+    managementUrl: textSetting(settings["amqp-mgt-url"]),
     fallbackQueues: fallbackQueueList(settings),
-    queueType: (settings["amqp-queue-type"] as QueueType | undefined) ?? "classic",
-    maxDeliveries: settings["max-deliveries"] as number,
-    match: settings["queue-match"] as RegExp | undefined,
-    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    queueType: settings["amqp-queue-type"] ?? "classic",
+    maxDeliveries: settings["max-deliveries"] ?? DEFAULT_MAX_DELIVERIES,
+    match: settings["queue-match"],
+    mismatch: settings["queue-mismatch"],
     filter,
     log,
   });

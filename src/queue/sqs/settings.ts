@@ -1,8 +1,8 @@
 // The run settings of the SQS backend (--sqs-certs, --aws-region, --sqs-endpoint, --sqs-visibility):
 // their option specs, their checks, and the backend they make.
 
-import type { Settings } from "../../config/load.ts";
-import type { OptionSpec } from "../../config/options.ts";
+import { DEFAULT_MAX_DELIVERIES, type OptionSpec, type RUN_OPTIONS } from "../../config/options.ts";
+import { type SettingsOf, type SomeSettings, textSetting } from "../../config/settings.ts";
 import type { QueueBackend, QueueFilter } from "../task-queue.ts";
 import { AccountError, readAccounts } from "./accounts.ts";
 import type { QueueLog } from "./delivery.ts";
@@ -13,7 +13,7 @@ const MIN_VISIBILITY_MS = 2_000;
 /** SQS's own maximum for one visibility timeout. */
 const MAX_VISIBILITY_MS = 12 * 60 * 60 * 1000;
 
-export const SQS_OPTIONS: OptionSpec[] = [
+export const SQS_OPTIONS = [
   {
     name: "sqs-certs",
     type: "path",
@@ -38,16 +38,15 @@ export const SQS_OPTIONS: OptionSpec[] = [
     description: "visibility lease of a held SQS message, renewed every half lease",
     default: "5m",
   },
-];
+] as const satisfies readonly OptionSpec[];
 
-const text = (settings: Settings, name: string) => {
-  const v = settings[name];
-  return typeof v === "string" && v.trim() ? v.trim() : undefined;
-};
+/** The settings the SQS backend reads. */
+export type SqsSettings = Partial<SettingsOf<typeof SQS_OPTIONS>> &
+  SomeSettings<typeof RUN_OPTIONS, "max-deliveries" | "queue-match" | "queue-mismatch">;
 
-function endpointOf(settings: Settings, env: Record<string, string | undefined>): string | undefined {
+function endpointOf(settings: SqsSettings, env: Record<string, string | undefined>): string | undefined {
   return (
-    text(settings, "sqs-endpoint") ??
+    textSetting(settings["sqs-endpoint"]) ??
     (env.AWS_ENDPOINT_URL_SQS?.trim() || undefined) ??
     (env.AWS_ENDPOINT_URL?.trim() || undefined)
   );
@@ -55,13 +54,13 @@ function endpointOf(settings: Settings, env: Record<string, string | undefined>)
 
 /** Problems with the SQS settings, worded like the other configuration problems (never a secret). */
 export function sqsSettingsProblems(
-  settings: Settings,
+  settings: SqsSettings,
   env: Record<string, string | undefined> = process.env,
 ): string[] {
-  const certs = text(settings, "sqs-certs");
+  const certs = textSetting(settings["sqs-certs"]);
   const problems: string[] = [];
   if (!certs) {
-    if (text(settings, "sqs-endpoint")) problems.push("--sqs-endpoint is set but --sqs-certs is not");
+    if (textSetting(settings["sqs-endpoint"])) problems.push("--sqs-endpoint is set but --sqs-certs is not");
     return problems;
   }
   try {
@@ -81,25 +80,25 @@ export function sqsSettingsProblems(
 
 /** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read at each discovery. */
 export function sqsBackendFromSettings(
-  settings: Settings,
+  settings: SqsSettings,
   log: QueueLog,
   env: Record<string, string | undefined> = process.env,
   filter?: QueueFilter,
 ): QueueBackend | undefined {
-  const certs = text(settings, "sqs-certs");
+  const certs = textSetting(settings["sqs-certs"]);
   if (!certs) return undefined;
   const visibility = settings["sqs-visibility"];
   return new SqsQueueBackend({
     accounts: readAccounts(certs),
     region:
-      text(settings, "aws-region") ??
+      textSetting(settings["aws-region"]) ??
       (env.AWS_REGION?.trim() || undefined) ??
       (env.AWS_DEFAULT_REGION?.trim() || undefined),
     endpoint: endpointOf(settings, env),
     leaseMs: typeof visibility === "number" && visibility > 0 ? visibility : undefined,
-    maxDeliveries: settings["max-deliveries"] as number,
-    match: settings["queue-match"] as RegExp | undefined,
-    mismatch: settings["queue-mismatch"] as RegExp | undefined,
+    maxDeliveries: settings["max-deliveries"] ?? DEFAULT_MAX_DELIVERIES,
+    match: settings["queue-match"],
+    mismatch: settings["queue-mismatch"],
     filter,
     log,
   });

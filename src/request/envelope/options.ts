@@ -2,11 +2,11 @@
 // --response-signatures-dir, --clear-text-messages): their option specs, start-up checks and the keys they make.
 
 import { statSync } from "node:fs";
-import type { Settings } from "../../config/load.ts";
 import type { OptionSpec } from "../../config/options.ts";
+import { type SettingsOf, textSetting } from "../../config/settings.ts";
 import { KeyDirectories } from "./keys.ts";
 
-export const ENVELOPE_OPTIONS: OptionSpec[] = [
+export const ENVELOPE_OPTIONS = [
   {
     name: "encrypt-dir",
     type: "path",
@@ -32,25 +32,23 @@ export const ENVELOPE_OPTIONS: OptionSpec[] = [
     defaultText:
       "true without --encrypt-dir, false with it (a runner that decrypts accepts plain requests only when this is set to true explicitly)",
   },
-];
+] as const satisfies readonly OptionSpec[];
 
-const text = (settings: Settings, name: string) => {
-  const v = settings[name];
-  return typeof v === "string" && v.trim() ? v.trim() : undefined;
-};
+/** The envelope settings, any of them possibly absent. */
+export type EnvelopeOptionSettings = Partial<SettingsOf<typeof ENVELOPE_OPTIONS>>;
 
 /** True when plain requests are accepted: as set, else only when no --encrypt-dir is set. */
-export function clearTextAllowed(settings: Settings): boolean {
+export function clearTextAllowed(settings: EnvelopeOptionSettings): boolean {
   const explicit = settings["clear-text-messages"];
   if (typeof explicit === "boolean") return explicit;
-  return !text(settings, "encrypt-dir");
+  return !textSetting(settings["encrypt-dir"]);
 }
 
 /** Problems with the envelope settings: unreadable directories or keys (never a secret). */
-export function envelopeSettingsProblems(settings: Settings): string[] {
+export function envelopeSettingsProblems(settings: EnvelopeOptionSettings): string[] {
   const problems: string[] = [];
-  for (const name of ["encrypt-dir", "request-signatures-dir", "response-signatures-dir"]) {
-    const dir = text(settings, name);
+  for (const name of ["encrypt-dir", "request-signatures-dir", "response-signatures-dir"] as const) {
+    const dir = textSetting(settings[name]);
     if (!dir) continue;
     try {
       if (!statSync(dir).isDirectory()) problems.push(`--${name}: ${dir} is not a directory`);
@@ -61,10 +59,10 @@ export function envelopeSettingsProblems(settings: Settings): string[] {
   if (problems.length) return problems;
   const keys = envelopeKeysFromSettings(settings);
   if (keys) problems.push(...keys.problems());
-  if (settings["clear-text-messages"] === false && !text(settings, "encrypt-dir")) {
+  if (settings["clear-text-messages"] === false && !textSetting(settings["encrypt-dir"])) {
     problems.push("--clear-text-messages=false needs --encrypt-dir: no request could be accepted");
   }
-  if (text(settings, "encrypt-dir") && !text(settings, "request-signatures-dir")) {
+  if (textSetting(settings["encrypt-dir"]) && !textSetting(settings["request-signatures-dir"])) {
     problems.push("--encrypt-dir needs --request-signatures-dir: encrypted requests must be signed");
   }
   return problems;
@@ -72,12 +70,12 @@ export function envelopeSettingsProblems(settings: Settings): string[] {
 
 /** The keys when any envelope directory is set, else undefined (plain requests only). */
 export function envelopeKeysFromSettings(
-  settings: Settings,
+  settings: EnvelopeOptionSettings,
   onProblem?: (problem: string) => void,
 ): KeyDirectories | undefined {
-  const encryptDir = text(settings, "encrypt-dir");
-  const requestSignaturesDir = text(settings, "request-signatures-dir");
-  const responseSignaturesDir = text(settings, "response-signatures-dir");
+  const encryptDir = textSetting(settings["encrypt-dir"]);
+  const requestSignaturesDir = textSetting(settings["request-signatures-dir"]);
+  const responseSignaturesDir = textSetting(settings["response-signatures-dir"]);
   if (!encryptDir && !requestSignaturesDir && !responseSignaturesDir) return undefined;
   return new KeyDirectories({ encryptDir, requestSignaturesDir, responseSignaturesDir, onProblem });
 }

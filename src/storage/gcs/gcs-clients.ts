@@ -1,6 +1,8 @@
-// Google Cloud Storage clients: the daemon's configuration (credentials directory, endpoint), one
-// client per endpoint and identity reused across artifacts and attempts, and which identity each
-// bucket accepted.
+// Google Cloud Storage clients: a GcsClients is made from one configuration (credentials directory,
+// endpoint) and keeps one client per identity, reused across artifacts and attempts, and which
+// identity each bucket accepted. Whoever builds GCS stores passes theirs (submit its own, the daemon
+// through the store registry); configureGcs sets the one of stores given none (storeFor's default,
+// the tests').
 
 import { IdempotencyStrategy, Storage, type StorageOptions } from "@google-cloud/storage";
 import { serviceAccountFiles, type ServiceAccountFile } from "../../config/google-certs.ts";
@@ -31,18 +33,6 @@ export type GcsHandle = {
 /** Library retries per request by default, with exponential back-off from about 1 s. */
 const DEFAULT_MAX_RETRIES = 3;
 
-let configuration: GcsConfiguration = {};
-const clients = new Map<string, GcsHandle>();
-/** Bucket → key of the client that last worked for it. */
-const bucketClient = new Map<string, string>();
-
-/** Set by the daemon at start-up (and by tests); later stores use it. */
-export function configureGcs(config: GcsConfiguration): void {
-  configuration = { ...config };
-  clients.clear();
-  bucketClient.clear();
-}
-
 type Identity = { keyFilename?: string; projectId?: string; identity: string };
 
 /** Every service account of the certs directory (JSON files by name), read for email and project only. */
@@ -63,102 +53,135 @@ function identitiesFromCertsDir(dir: string): Identity[] {
   });
 }
 
-function resolveIdentities(env: Record<string, string | undefined>): Identity[] {
-  const fromDir = configuration.certsDir ? identitiesFromCertsDir(configuration.certsDir) : [];
-  if (fromDir.length) return fromDir;
-  if (configuration.apiEndpoint)
-    return [{ identity: "no credentials (unauthenticated requests to a custom endpoint)" }];
-  const adc = env.GOOGLE_APPLICATION_CREDENTIALS;
-  return [
-    {
-      identity: adc
-        ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})`
-        : "the runner's application default credentials",
-    },
-  ];
-}
+/** The clients of one GCS configuration. */
+export class GcsClients {
+  private readonly configuration: GcsConfiguration;
+  private readonly clients = new Map<string, GcsHandle>();
+  /** Bucket → key of the client that last worked for it. */
+  private readonly bucketClient = new Map<string, string>();
 
-function handleFor(id: Identity): GcsHandle {
-  const key = JSON.stringify([configuration.apiEndpoint ?? "", id.keyFilename ?? "", configuration.maxRetries ?? ""]);
-  const cached = clients.get(key);
-  if (cached) return cached;
-  const options: StorageOptions = {
-    keyFilename: id.keyFilename,
-    projectId: id.projectId,
-    crc32cGenerator: () => new FastCrc32c(),
-    // The library reads maxRetries 0 as "default": no retries is autoRetry false. Every call made
-    // here is safe to repeat (whole-object writes through a resumable session, deletes of a key
-    // whose absence is fine), so uploads and deletes retry too, not only reads.
-    retryOptions:
-      configuration.maxRetries === 0
-        ? { autoRetry: false }
-        : {
-            autoRetry: true,
-            maxRetries: configuration.maxRetries ?? DEFAULT_MAX_RETRIES,
-            idempotencyStrategy: IdempotencyStrategy.RetryAlways,
-          },
-  };
-  if (configuration.apiEndpoint) {
-    options.apiEndpoint = configuration.apiEndpoint;
-    // A custom endpoint with service accounts: requests carry the account's self-signed JWT (no
-    // token exchange with Google), so such a server can tell the accounts apart. Without
-    // accounts they go unauthenticated.
-    options.useAuthWithCustomEndpoint = !!id.keyFilename;
+  constructor(configuration: GcsConfiguration) {
+    this.configuration = { ...configuration };
   }
-  const storage = new Storage(options);
-  const handle: GcsHandle = {
-    storage,
-    identity: id.identity,
-    server: configuration.apiEndpoint ?? "Google Cloud Storage",
-    key,
-  };
-  if (configuration.apiEndpoint && id.keyFilename) {
-    const auth = storage.authClient as unknown as {
-      useJWTAccessWithScope: boolean;
-      getRequestHeaders(): Promise<Record<string, string>>;
-    };
-    auth.useJWTAccessWithScope = true;
-    // The library does not authenticate resumable uploads to a custom endpoint: an interceptor
-    // adds the account's header to them, fetched fresh before each upload.
-    let header = "";
-    storage.interceptors.push({
-      request: (opts) => {
-        if (header) opts.headers = { ...opts.headers, Authorization: header };
-        return opts as typeof opts & { uri: string };
+
+  private identities(env: Record<string, string | undefined>): Identity[] {
+    const fromDir = this.configuration.certsDir ? identitiesFromCertsDir(this.configuration.certsDir) : [];
+    if (fromDir.length) return fromDir;
+    if (this.configuration.apiEndpoint)
+      return [{ identity: "no credentials (unauthenticated requests to a custom endpoint)" }];
+    const adc = env.GOOGLE_APPLICATION_CREDENTIALS;
+    return [
+      {
+        identity: adc
+          ? `the credentials in GOOGLE_APPLICATION_CREDENTIALS (${adc})`
+          : "the runner's application default credentials",
       },
-    });
-    handle.beforeUpload = async () => {
-      const h = await auth.getRequestHeaders();
-      header = h.Authorization ?? h.authorization ?? "";
-    };
+    ];
   }
-  clients.set(key, handle);
-  return handle;
+
+  private handleFor(id: Identity): GcsHandle {
+    const key = JSON.stringify([
+      this.configuration.apiEndpoint ?? "",
+      id.keyFilename ?? "",
+      this.configuration.maxRetries ?? "",
+    ]);
+    const cached = this.clients.get(key);
+    if (cached) return cached;
+    const options: StorageOptions = {
+      keyFilename: id.keyFilename,
+      projectId: id.projectId,
+      crc32cGenerator: () => new FastCrc32c(),
+      // The library reads maxRetries 0 as "default": no retries is autoRetry false. Every call made
+      // here is safe to repeat (whole-object writes through a resumable session, deletes of a key
+      // whose absence is fine), so uploads and deletes retry too, not only reads.
+      retryOptions:
+        this.configuration.maxRetries === 0
+          ? { autoRetry: false }
+          : {
+              autoRetry: true,
+              maxRetries: this.configuration.maxRetries ?? DEFAULT_MAX_RETRIES,
+              idempotencyStrategy: IdempotencyStrategy.RetryAlways,
+            },
+    };
+    if (this.configuration.apiEndpoint) {
+      options.apiEndpoint = this.configuration.apiEndpoint;
+      // A custom endpoint with service accounts: requests carry the account's self-signed JWT (no
+      // token exchange with Google), so such a server can tell the accounts apart. Without
+      // accounts they go unauthenticated.
+      options.useAuthWithCustomEndpoint = !!id.keyFilename;
+    }
+    const storage = new Storage(options);
+    const handle: GcsHandle = {
+      storage,
+      identity: id.identity,
+      server: this.configuration.apiEndpoint ?? "Google Cloud Storage",
+      key,
+    };
+    if (this.configuration.apiEndpoint && id.keyFilename) {
+      const auth = storage.authClient as unknown as {
+        useJWTAccessWithScope: boolean;
+        getRequestHeaders(): Promise<Record<string, string>>;
+      };
+      auth.useJWTAccessWithScope = true;
+      // The library does not authenticate resumable uploads to a custom endpoint: an interceptor
+      // adds the account's header to them, fetched fresh before each upload.
+      let header = "";
+      storage.interceptors.push({
+        request: (opts) => {
+          if (header) opts.headers = { ...opts.headers, Authorization: header };
+          return opts as typeof opts & { uri: string };
+        },
+      });
+      handle.beforeUpload = async () => {
+        const h = await auth.getRequestHeaders();
+        header = h.Authorization ?? h.authorization ?? "";
+      };
+    }
+    this.clients.set(key, handle);
+    return handle;
+  }
+
+  /** The client for the configuration's first identity. */
+  client(env: Record<string, string | undefined> = process.env): GcsHandle {
+    return this.handleFor(this.identities(env)[0]!);
+  }
+
+  /**
+   * The clients to try for a bucket, in order: the one that last worked for it, then every
+   * service account of --google-certs by file name (a runner may serve several projects, each
+   * with its own buckets).
+   */
+  clientsFor(bucket: string, env: Record<string, string | undefined> = process.env): GcsHandle[] {
+    const all = this.identities(env).map((id) => this.handleFor(id));
+    const known = this.bucketClient.get(bucket);
+    const first = all.find((h) => h.key === known);
+    return first ? [first, ...all.filter((h) => h !== first)] : all;
+  }
+
+  /** Remembers which client a bucket answered. */
+  remember(bucket: string, handle: GcsHandle): void {
+    this.bucketClient.set(bucket, handle.key);
+  }
+
+  /** Whether a client is known to work for the bucket. */
+  isRemembered(bucket: string): boolean {
+    return this.bucketClient.has(bucket);
+  }
 }
 
-/** The client for the current configuration's first identity. */
+let defaultClients = new GcsClients({});
+
+/** The clients of stores made without their own (storeFor's gs: default; tests). */
+export function defaultGcsClients(): GcsClients {
+  return defaultClients;
+}
+
+/** Replaces the default clients' configuration (tests; the daemon passes its own clients instead). */
+export function configureGcs(config: GcsConfiguration): void {
+  defaultClients = new GcsClients(config);
+}
+
+/** The default clients' client for their first identity (tests). */
 export function gcsClient(env: Record<string, string | undefined> = process.env): GcsHandle {
-  return handleFor(resolveIdentities(env)[0]!);
-}
-
-/**
- * The clients to try for a bucket, in order: the one that last worked for it, then every
- * service account of --google-certs by file name (a runner may serve several projects, each
- * with its own buckets).
- */
-export function gcsClientsFor(bucket: string, env: Record<string, string | undefined> = process.env): GcsHandle[] {
-  const all = resolveIdentities(env).map(handleFor);
-  const known = bucketClient.get(bucket);
-  const first = all.find((h) => h.key === known);
-  return first ? [first, ...all.filter((h) => h !== first)] : all;
-}
-
-/** Remembers which client a bucket answered. */
-export function rememberBucketClient(bucket: string, handle: GcsHandle): void {
-  bucketClient.set(bucket, handle.key);
-}
-
-/** Whether a client is known to work for the bucket. */
-export function isRememberedBucket(bucket: string): boolean {
-  return bucketClient.has(bucket);
+  return defaultClients.client(env);
 }

@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
 import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
 import { noteTransferredBytes } from "../s3/transfer-memory.ts";
-import { gcsClientsFor, isRememberedBucket, rememberBucketClient, type GcsHandle } from "./gcs-clients.ts";
+import { defaultGcsClients, type GcsClients, type GcsHandle } from "./gcs-clients.ts";
 import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
 import { parseGcsLocation } from "./gcs-location.ts";
 
@@ -35,7 +35,13 @@ export class GcsStore implements ObjectStore {
   constructor(
     private readonly env: Record<string, string | undefined> = process.env,
     private readonly options: StoreOptions = {},
+    /** The clients of the configuration to use; without, the default ones (configureGcs). */
+    private readonly ownClients?: GcsClients,
   ) {}
+
+  private get clients(): GcsClients {
+    return this.ownClients ?? defaultGcsClients();
+  }
 
   /** The bucket and key, once the identity policy allows the runner's identity there. */
   private place(location: string): { bucket: string; key: string } {
@@ -117,9 +123,9 @@ export class GcsStore implements ObjectStore {
     // The body can be sent once: with several identities and none known for the bucket, one is
     // chosen first by a metadata read it may answer.
     const { bucket, key } = this.place(location);
-    const handles = gcsClientsFor(bucket, this.env);
+    const handles = this.clients.clientsFor(bucket, this.env);
     const o =
-      handles.length === 1 || isRememberedBucket(bucket)
+      handles.length === 1 || this.clients.isRemembered(bucket)
         ? this.open(location, bucket, key, handles[0]!)
         : await this.withAccount(location, "PUT", async (o) => {
             try {
@@ -181,19 +187,19 @@ export class GcsStore implements ObjectStore {
    */
   private async withAccount<T>(location: string, verb: string, call: (o: Opened) => Promise<T>): Promise<T> {
     const { bucket, key } = this.place(location);
-    const handles = gcsClientsFor(bucket, this.env);
+    const handles = this.clients.clientsFor(bucket, this.env);
     const refused: string[] = [];
     for (const [i, handle] of handles.entries()) {
       const o = this.open(location, bucket, key, handle);
       try {
         const result = await call(o);
-        rememberBucketClient(bucket, handle);
+        this.clients.remember(bucket, handle);
         return result;
       } catch (err) {
         const last = i === handles.length - 1;
         if (!isAccessDenied(err) || (last && !refused.length)) {
           const fault = gcsFault(err, o.context(verb));
-          if (fault instanceof NotFoundError) rememberBucketClient(bucket, handle);
+          if (fault instanceof NotFoundError) this.clients.remember(bucket, handle);
           throw fault;
         }
         refused.push(handle.identity);
