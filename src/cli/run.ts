@@ -42,7 +42,7 @@ import { setRunnerLimits } from "../request/location-policy.ts";
 import { ArtifactCache } from "../storage/artifact-cache.ts";
 import { filePath } from "../storage/file/file-store.ts";
 import { GcsClients } from "../storage/gcs/gcs-clients.ts";
-import { gcsStoreFactory, registerStore } from "../storage/stores.ts";
+import { Stores } from "../storage/stores.ts";
 import {
   describeStorageIdentity,
   storageIdentityProblems,
@@ -198,10 +198,9 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
   if (sqs) backends.push(sqs);
   const pubsub = pubsubBackendFromSettings(settings, log, queueFilter);
   if (pubsub) backends.push(pubsub);
-  // Every gs: store of this runner (artifacts, records) uses this configuration's clients.
-  registerStore(
-    "gs",
-    gcsStoreFactory(new GcsClients({ certsDir: settings["google-certs"], apiEndpoint: settings["gcs-endpoint"] })),
+  // Every gs: store of this runner's experiments uses this configuration's clients.
+  const stores = new Stores(
+    new GcsClients({ certsDir: settings["google-certs"], apiEndpoint: settings["gcs-endpoint"] }),
   );
   const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
   const identityLines = describeStorageIdentity(storageIdentity);
@@ -293,6 +292,7 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
       storageIdentity,
       localFileStorageRoots: fileRoots.local,
       allowPrivateEndpoints: settings["allow-private-endpoints"],
+      stores,
     },
     {
       limitTasks: settings["limit-tasks"],

@@ -1,7 +1,7 @@
-// Picks the object store for a location by its scheme. gs: stores use the default GCS clients
-// until the daemon registers a factory with its own (gcsStoreFactory).
+// Picks the object store for a location by its scheme. The daemon makes one Stores with its GCS
+// clients and passes it to the attempts; storeFor serves callers without one (default GCS clients).
 
-import { PermanentError, RequestError } from "../errors.ts";
+import { RequestError } from "../errors.ts";
 import { FileStore } from "./file/file-store.ts";
 import type { GcsClients } from "./gcs/gcs-clients.ts";
 import { GcsStore } from "./gcs/gcs-store.ts";
@@ -21,20 +21,30 @@ export function gcsStoreFactory(clients?: GcsClients): StoreFactory {
   return (_location, options) => (options.identity ? new GcsStore(process.env, options, clients) : shared);
 }
 
-const factories: Record<string, StoreFactory> = {
-  file: () => fileStore,
-  http: () => httpStore,
-  https: () => httpStore,
-  s3: (_location, options) => new S3Store(options),
-  gs: gcsStoreFactory(),
-};
+/** The stores of one configuration: the daemon makes one with its GCS clients and passes it down. */
+export class Stores {
+  private readonly factories: Record<string, StoreFactory>;
 
-/** Backends not built into this version are recognised and refused with a clear reason. */
-const NOT_YET = new Set<string>();
+  constructor(gcsClients?: GcsClients) {
+    this.factories = {
+      file: () => fileStore,
+      http: () => httpStore,
+      https: () => httpStore,
+      s3: (_location, options) => new S3Store(options),
+      gs: gcsStoreFactory(gcsClients),
+    };
+  }
 
-export function registerStore(scheme: string, factory: StoreFactory): void {
-  factories[scheme] = factory;
-  NOT_YET.delete(scheme);
+  /** The store for a location, by its scheme; RequestError (naming `field`) for an unknown scheme. */
+  for(location: string, options: StoreOptions = {}, field = "qualified"): ObjectStore {
+    const factory = this.factories[schemeOf(location)];
+    if (factory) return factory(location, { ...options, field: options.field ?? field });
+    throw new RequestError(
+      field,
+      location,
+      "has an unknown storage scheme (expected file:, s3://, gs:// or http(s)://)",
+    );
+  }
 }
 
 export function schemeOf(location: string): string {
@@ -42,14 +52,9 @@ export function schemeOf(location: string): string {
   return match ? match[1]!.toLowerCase() : "";
 }
 
+/** Stores of the default configuration (GCS through the environment's credentials), for callers without a Stores of their own. */
+const defaultStores = new Stores();
+
 export function storeFor(location: string, options: StoreOptions = {}, field = "qualified"): ObjectStore {
-  const scheme = schemeOf(location);
-  const factory = factories[scheme];
-  if (factory) return factory(location, { ...options, field: options.field ?? field });
-  if (NOT_YET.has(scheme)) {
-    throw new PermanentError(`${field}: ${scheme}:// storage is not yet supported by this runner (${location})`, {
-      field,
-    });
-  }
-  throw new RequestError(field, location, "has an unknown storage scheme (expected file:, s3://, gs:// or http(s)://)");
+  return defaultStores.for(location, options, field);
 }

@@ -17,7 +17,7 @@ import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
-import { storeFor } from "../storage/stores.ts";
+import { type Stores, storeFor } from "../storage/stores.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 
 /** How the runner lets a request reach its storage. */
@@ -28,6 +28,8 @@ export type StorageAccess = {
   runnerEnv?: Record<string, string | undefined>;
   /** Whether the runner's own identity may serve an artifact without credentials (default: never). */
   identity?: StorageIdentity;
+  /** The runner's stores (its GCS clients); absent: the default configuration's. */
+  stores?: Stores;
 };
 
 /** Where progress lines of large transfers go (the experiment's log or the runner's). */
@@ -75,7 +77,8 @@ export function credentialsFor(
 }
 
 export function storeOf(artifact: Artifact, request: Request, access: StorageAccess = {}): ObjectStore {
-  return storeFor(
+  const pick = access.stores ? access.stores.for.bind(access.stores) : storeFor;
+  return pick(
     artifact.qualified,
     {
       credentials: credentialsFor(artifact, request, access),

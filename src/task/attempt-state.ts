@@ -10,6 +10,7 @@ import type { Request } from "../request/model.ts";
 import type { Reservation } from "../resources/pool.ts";
 import type { ExperimentRecord } from "../status/experiment-record.ts";
 import type { StorageIdentity } from "../storage/storage-identity.ts";
+import type { Stores } from "../storage/stores.ts";
 import type { AttemptClock, Cancel } from "./attempt-clock.ts";
 import type { AttemptFence } from "./attempt-fence.ts";
 import type { ArtifactUploader } from "./artifacts.ts";
@@ -56,6 +57,7 @@ export type StorageAccessOptions = {
   allowEnvSecrets: boolean;
   runnerEnv: Record<string, string | undefined>;
   identity: StorageIdentity | undefined;
+  stores: Stores | undefined;
   progress: (message: string) => void;
 };
 

@@ -10,6 +10,7 @@ import type { RunnerEvents } from "../observe/events.ts";
 import type { RequestAdmission } from "../request/admission.ts";
 import type { StorageIdentitySetting } from "../storage/storage-identity.ts";
 import type { Logger } from "../log/logger.ts";
+import type { Stores } from "../storage/stores.ts";
 import type { AttemptClock } from "./attempt-clock.ts";
 
 export type TaskContext = {
@@ -51,6 +52,8 @@ export type TaskContext = {
   allowPrivateEndpoints?: boolean;
   /** --sandbox none with an explicit --job-user (runner root): the user jobs run as; absent: the runner's own. */
   jobUser?: JobUser;
+  /** The runner's object stores (its GCS clients); absent: the default configuration's. */
+  stores?: Stores;
   /** The attempts' clock and timers (tests move time by hand); absent: the process's own. */
   clock?: AttemptClock;
 };

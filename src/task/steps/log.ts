@@ -29,6 +29,7 @@ export const logStep: AttemptStep = {
       allowEnvSecrets: ctx.allowEnvSecrets,
       runnerEnv: ctx.runnerEnv,
       identity: storageIdentityFor(ctx.storageIdentity, delivery.queue, s.control.source ?? "local"),
+      stores: ctx.stores,
       progress: (m: string) => log.note(m),
     };
     s.access = access;
