@@ -201,6 +201,7 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
   // Every gs: store of this runner's experiments uses this configuration's clients.
   const stores = new Stores(
     new GcsClients({ certsDir: settings["google-certs"], apiEndpoint: settings["gcs-endpoint"] }),
+    { concurrency: Math.max(1, settings["transfer-concurrency"]), partBytes: settings["transfer-part-size"] },
   );
   const storageIdentity = storageIdentitySetting(settings["storage-identity"], settings["storage-identity-allow"]);
   const identityLines = describeStorageIdentity(storageIdentity);

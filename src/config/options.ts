@@ -60,6 +60,18 @@ export const RUN_OPTIONS = [
     defaultText: "~/.cache/studio-runner",
   },
   { name: "cache-size", type: "size", description: "bound on the immutable artifact cache", default: "10gib" },
+  {
+    name: "transfer-concurrency",
+    type: "integer",
+    description: "ranged GETs of one large S3 object in flight at once (1 = one connection per object)",
+    default: "8",
+  },
+  {
+    name: "transfer-part-size",
+    type: "size",
+    description: "bytes per ranged GET of a large S3 object (objects of two parts or more are read in parts)",
+    default: "8mib",
+  },
   { name: "venv-cache-size", type: "size", description: "bound on cached python environments", default: "20gib" },
   {
     name: "venv-max-age",

@@ -7,6 +7,7 @@ import type { GcsClients } from "./gcs/gcs-clients.ts";
 import { GcsStore } from "./gcs/gcs-store.ts";
 import { HttpStore } from "./http/http-store.ts";
 import type { ObjectStore, StoreOptions } from "./object-store.ts";
+import { DEFAULT_TRANSFER, type TransferSettings } from "./parallel-ranges.ts";
 import { S3Store } from "./s3/s3-store.ts";
 
 export type StoreFactory = (location: string, options: StoreOptions) => ObjectStore;
@@ -25,12 +26,12 @@ export function gcsStoreFactory(clients?: GcsClients): StoreFactory {
 export class Stores {
   private readonly factories: Record<string, StoreFactory>;
 
-  constructor(gcsClients?: GcsClients) {
+  constructor(gcsClients?: GcsClients, transfer: TransferSettings = DEFAULT_TRANSFER) {
     this.factories = {
       file: () => fileStore,
       http: () => httpStore,
       https: () => httpStore,
-      s3: (_location, options) => new S3Store(options),
+      s3: (_location, options) => new S3Store(options, process.env, transfer),
       gs: gcsStoreFactory(gcsClients),
     };
   }

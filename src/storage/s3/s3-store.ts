@@ -22,6 +22,13 @@ import { parseS3Location } from "../../request/s3-location.ts";
 import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
+import {
+  DEFAULT_TRANSFER,
+  ObjectChangedError,
+  parallelRangeStream,
+  type TransferSettings,
+  worthParallel,
+} from "../parallel-ranges.ts";
 
 /** Multipart part size: memory held by an upload is about (UPLOAD_QUEUE_SIZE + 1) parts. */
 export const PART_SIZE_BYTES = 8 * 1024 * 1024;
@@ -65,6 +72,8 @@ export class S3Store implements ObjectStore {
   constructor(
     private readonly options: StoreOptions = {},
     private readonly env: Record<string, string | undefined> = process.env,
+    /** How large objects are read: parts in flight and their size. */
+    private readonly transfer: TransferSettings = DEFAULT_TRANSFER,
   ) {
     this.aws = options.credentials?.aws;
   }
@@ -87,6 +96,52 @@ export class S3Store implements ObjectStore {
     const o = await this.open(location);
     const { bucket: Bucket, key: Key } = o.target;
     const ctx = o.context("GET");
+    if (this.transfer.concurrency > 1) {
+      // Large objects as parallel ranged GETs of the version HEAD saw (If-Match: its ETag).
+      let head;
+      try {
+        head = await o.handle.client.send(new HeadObjectCommand({ Bucket, Key }));
+      } catch (err) {
+        throw s3Fault(err, o.context("HEAD"));
+      }
+      const etag = head.ETag;
+      const changed = (cause?: unknown) =>
+        new ObjectChangedError(
+          `GET ${location}: the object was replaced while it was being read (ETag ${etag} is no longer current); ` +
+            "nothing of the partial read is used",
+          {},
+          { cause },
+        );
+      if (etag && worthParallel(head.ContentLength, this.transfer)) {
+        return parallelRangeStream({
+          ...this.transfer,
+          totalBytes: head.ContentLength,
+          describe: `GET ${location}`,
+          onBytes: noteTransferredBytes,
+          fetchRange: async (start, end, signal) => {
+            try {
+              const r = await o.handle.bodies.send(
+                new GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, IfMatch: etag }),
+                { abortSignal: signal },
+              );
+              // Servers that ignore If-Match (s3rver) still say which version they sent.
+              if (r.ETag !== undefined && r.ETag !== etag) {
+                const unwanted = bodyOf(r.Body);
+                if (unwanted instanceof Readable) unwanted.destroy();
+                else unwanted.cancel().catch(() => undefined);
+                throw changed();
+              }
+              return bodyOf(r.Body);
+            } catch (err) {
+              if (err instanceof ObjectChangedError) throw err;
+              const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+              if (e.name === "PreconditionFailed" || e.$metadata?.httpStatusCode === 412) throw changed(err);
+              throw s3Fault(err, ctx);
+            }
+          },
+        });
+      }
+    }
     let first;
     try {
       first = await o.handle.bodies.send(new GetObjectCommand({ Bucket, Key }));
