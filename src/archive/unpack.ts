@@ -72,7 +72,8 @@ export function safeMemberPath(name: string): string {
     throw new ArchiveError(`archive member ${JSON.stringify(name)} escapes the artifact directory ('..')`);
   if (parts.some((p) => Buffer.byteLength(p) > MAX_COMPONENT_BYTES)) {
     throw new ArchiveError(
-      `archive member ${JSON.stringify(name.slice(0, 80) + "…")} has a name component longer than ${MAX_COMPONENT_BYTES} bytes`,
+      `archive member ${JSON.stringify(name.slice(0, 80) + "…")} ` +
+        `has a name component longer than ${MAX_COMPONENT_BYTES} bytes`,
     );
   }
   return parts.join("/");
@@ -86,7 +87,8 @@ export function safeMemberPath(name: string): string {
 function checkSymlinkTarget(realRoot: string, realParent: string, member: string, linkname: string): void {
   const refuse = (why: string) => {
     throw new ArchiveError(
-      `archive member ${JSON.stringify(member)} is a symlink pointing outside the artifact (${JSON.stringify(linkname)}: ${why})`,
+      `archive member ${JSON.stringify(member)} is a symlink pointing outside the artifact ` +
+        `(${JSON.stringify(linkname)}: ${why})`,
     );
   };
   if (linkname === "") refuse("empty target");
@@ -195,7 +197,8 @@ export async function unpackArchive(
       if (streamed > streamLimit()) {
         done(
           new ArchiveError(
-            `archive decompresses to more than the disk budget of ${formatBytes(options.budgetBytes!)} allows (compression bomb?)`,
+            `archive decompresses to more than the disk budget of ${formatBytes(options.budgetBytes!)} allows ` +
+              "(compression bomb?)",
           ),
         );
       } else done(null, chunk);
@@ -282,7 +285,8 @@ export async function unpackArchive(
         bytes += h.size ?? 0;
         if (options.budgetBytes !== undefined && bytes > options.budgetBytes) {
           throw new ArchiveError(
-            `archive content exceeds the disk budget of ${formatBytes(options.budgetBytes)} at member ${JSON.stringify(h.name)}`,
+            `archive content exceeds the disk budget of ${formatBytes(options.budgetBytes)} ` +
+              `at member ${JSON.stringify(h.name)}`,
           );
         }
         await safeParent(root, target, h.name);
@@ -310,7 +314,8 @@ export async function unpackArchive(
           sourceRel = safeMemberPath(posix.normalize(linkname));
         } catch (err) {
           throw new ArchiveError(
-            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, outside the artifact: ${(err as Error).message}`,
+            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, ` +
+              `outside the artifact: ${(err as Error).message}`,
           );
         }
         const source = join(root, sourceRel);
@@ -318,7 +323,8 @@ export async function unpackArchive(
         const st = await lstat(source).catch(() => undefined);
         if (!st?.isFile()) {
           throw new ArchiveError(
-            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, which is not a file extracted earlier`,
+            `archive member ${JSON.stringify(h.name)} is a hard link to ${JSON.stringify(linkname)}, ` +
+              "which is not a file extracted earlier",
           );
         }
         await safeParent(root, target, h.name);

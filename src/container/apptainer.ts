@@ -93,11 +93,13 @@ export function checkContainerRequest(c: {
       throw new RequestError(
         "experiment.key",
         c.key,
-        'holds ":" or ",", which a container job\'s key cannot have (its directory is bound by path, and these separate bind specifications)',
+        'holds ":" or ",", which a container job\'s key cannot have ' +
+          "(its directory is bound by path, and these separate bind specifications)",
       );
     }
     throw new PermanentError(
-      `the runner's working directory ${JSON.stringify(dir)} holds ":" or ",": container jobs cannot run here (operator: choose another --working-dir)`,
+      `the runner's working directory ${JSON.stringify(dir)} holds ":" or ",": container jobs cannot run here ` +
+        "(operator: choose another --working-dir)",
     );
   }
 }

@@ -83,7 +83,11 @@ export async function installPins(o: {
       entries = planPins(index.pins, mode);
       const n = (s: string) => index.pins.filter((p) => p.status === s).length;
       say(
-        `asked the indexes about ${lines.length} requirement(s) in ${((performance.now() - started) / 1000).toFixed(1)}s (pip ${index.pip ?? "?"}): ${n("exact")} available as pinned, ${n("present")} already present, ${n("other")} only at other versions, ${n("absent")} absent, ${n("skip") + n("invalid") + n("error")} not installable here`,
+        `asked the indexes about ${lines.length} requirement(s) ` +
+          `in ${((performance.now() - started) / 1000).toFixed(1)}s (pip ${index.pip ?? "?"}): ` +
+          `${n("exact")} available as pinned, ${n("present")} already present, ` +
+          `${n("other")} only at other versions, ${n("absent")} absent, ` +
+          `${n("skip") + n("invalid") + n("error")} not installable here`,
       );
     }
   }
@@ -97,7 +101,8 @@ export async function installPins(o: {
     const bad = unmet(entries);
     if (bad.length) {
       throw new PermanentError(
-        `pip could not install ${bad.length} requirement(s) as pinned (--pip-strict):\n${bad.map((e) => `  ${e.requirement}: ${e.why ?? "cannot be met"}`).join("\n")}`,
+        `pip could not install ${bad.length} requirement(s) as pinned (--pip-strict):\n` +
+          `${bad.map((e) => `  ${e.requirement}: ${e.why ?? "cannot be met"}`).join("\n")}`,
         { phase: "environment" },
       );
     }

@@ -82,7 +82,9 @@ export function planPins(answers: IndexAnswer[], mode: PinMode): PlanEntry[] {
           entry.substituted = true;
           entry.why = `the index has ${versionsText(a)}`;
         } else {
-          entry.why = `the index has only ${versionsText(a)}${mode === "default" ? "; --pip-relax-pins installs the nearest" : ""}`;
+          entry.why =
+            `the index has only ${versionsText(a)}` +
+            `${mode === "default" ? "; --pip-relax-pins installs the nearest" : ""}`;
         }
         break;
       case "absent":
@@ -177,7 +179,8 @@ export function reportLines(all: PinOutcome[]): string[] {
   const missing = count("missing");
   const skipped = count("skipped");
   const out = [
-    `requirements: ${asPinned} installed as pinned, ${other} at another version, ${missing} missing, ${skipped} skipped (${all.length} lines)`,
+    `requirements: ${asPinned} installed as pinned, ${other} at another version, ${missing} missing, ` +
+      `${skipped} skipped (${all.length} lines)`,
   ];
   for (const p of all)
     if (p.outcome === "substituted")

@@ -107,7 +107,10 @@ function whyNotAMarker(marker: string): string | undefined {
     MARKER_TOKEN.lastIndex = at;
     const m = MARKER_TOKEN.exec(marker);
     if (!m || m.index !== at)
-      return `environment marker ${JSON.stringify(marker)} has an unexpected ${JSON.stringify(marker.slice(at, at + 20))}`;
+      return (
+        `environment marker ${JSON.stringify(marker)} has an unexpected ` +
+        `${JSON.stringify(marker.slice(at, at + 20))}`
+      );
     const token = m[0];
     if (/^[a-z_]+$/.test(token) && !["and", "or", "in", "not"].includes(token) && !MARKER_VARIABLES.has(token)) {
       return `environment marker ${JSON.stringify(marker)} names an unknown variable ${JSON.stringify(token)}`;
@@ -140,7 +143,9 @@ export function requestRequirementSet(sources: RequirementSource[], allowUrls: b
       else if (!allowUrls && field !== "config.pip" && EDITABLE_OR_VCS.test(line)) {
         skipped.push({
           requirement: line,
-          why: "an editable or VCS line of the client's freeze (a checkout on the client's machine); only name==version pins are installed (--allow-pip-urls installs such lines)",
+          why:
+            "an editable or VCS line of the client's freeze (a checkout on the client's machine); " +
+            "only name==version pins are installed (--allow-pip-urls installs such lines)",
         });
       } else clean.push(line);
     }
@@ -150,7 +155,8 @@ export function requestRequirementSet(sources: RequirementSource[], allowUrls: b
         if (why) {
           const shown = line.length > 200 ? `${line.slice(0, 197)}...` : line;
           throw new PermanentError(
-            `${field}: requirement line ${JSON.stringify(shown)} refused: ${why} (the operator can allow such lines with --allow-pip-urls)`,
+            `${field}: requirement line ${JSON.stringify(shown)} refused: ${why} ` +
+              "(the operator can allow such lines with --allow-pip-urls)",
             {
               field,
               phase: "environment",

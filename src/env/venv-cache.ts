@@ -185,7 +185,9 @@ export class VenvCache {
         const checked = await this.readiness(prepared.hash, join(this.options.root, prepared.hash));
         if (checked && "marker" in checked) {
           out(
-            `[studio-runner] python environment ${prepared.hash}, prepared ahead with ${prepared.requirements.length} requirements, satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`,
+            `[studio-runner] python environment ${prepared.hash}, ` +
+              `prepared ahead with ${prepared.requirements.length} requirements, ` +
+              `satisfies all ${spec.requirements.length} of this experiment's pins: reusing it (--venv-reuse-superset)`,
           );
           this.options.log?.(
             `reusing prepared python environment ${prepared.hash} for pins it satisfies (--venv-reuse-superset)`,
@@ -235,7 +237,9 @@ export class VenvCache {
       await lutimes(join(dir, MARKER), now, now).catch(() => undefined);
       if (reused) {
         out(
-          `[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ${marker.requirements.length} requirements, built ${marker.builtAt}${marker.prepared ? ", prepared ahead" : ""})`,
+          `[studio-runner] reusing cached python environment ${hash} (python ${spec.interpreter.versionText}, ` +
+            `${marker.requirements.length} requirements, built ${marker.builtAt}` +
+            `${marker.prepared ? ", prepared ahead" : ""})`,
         );
         out(`[studio-runner] python environment ${hash} reused in ${formatDuration(performance.now() - started)}`);
         this.options.log?.(`reusing cached python environment ${hash}`);
@@ -328,7 +332,8 @@ export class VenvCache {
       // Different environments build side by side up to --max-env-builds; the lock above is held meanwhile.
       if (this.buildSlots.busy)
         out(
-          `[studio-runner] waiting for a build slot (--max-env-builds ${this.options.maxBuilds ?? 1}) to build python environment ${hash}`,
+          `[studio-runner] waiting for a build slot (--max-env-builds ${this.options.maxBuilds ?? 1}) ` +
+            `to build python environment ${hash}`,
         );
       const give = await this.buildSlots.take();
       try {
@@ -376,7 +381,8 @@ export class VenvCache {
       out(`[studio-runner] warning: python environment built as the runner, not as the job user: ${why}`);
       if (!this.warnedUnreachable)
         this.options.log?.(
-          `warning: python environments are built as the runner (root), not as --job-user: ${why}; use --sandbox bwrap or make them reachable`,
+          `warning: python environments are built as the runner (root), not as --job-user: ${why}; ` +
+            "use --sandbox bwrap or make them reachable",
         );
       this.warnedUnreachable = true;
     }
@@ -398,7 +404,8 @@ export class VenvCache {
     await rm(dir, { recursive: true, force: true }); // a half-built or changed leftover is never reused
     this.manifestDigests.delete(hash);
     out(
-      `[studio-runner] building python environment ${hash} with python ${spec.interpreter.versionText} (${spec.requirements.length} requirements)`,
+      `[studio-runner] building python environment ${hash} with python ${spec.interpreter.versionText} ` +
+        `(${spec.requirements.length} requirements)`,
     );
     this.options.log?.(`building python environment ${hash} (${spec.requirements.length} requirements)`);
     await mkdir(dir, { mode: 0o755 });
@@ -422,7 +429,8 @@ export class VenvCache {
     if (launch.user) chownSync(dir, launch.user.uid, launch.user.gid); // the build dir is the build user's until sealed
     if (launch.sandboxed)
       out(
-        `[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable${launch.user ? `, as ${launch.user.label}` : ""}`,
+        `[studio-runner] building in a bubblewrap sandbox: only ${dir} is writable` +
+          `${launch.user ? `, as ${launch.user.label}` : ""}`,
       );
     try {
       const stagesMs: Record<string, number> = {};
@@ -503,7 +511,8 @@ export class VenvCache {
         )
         .join(", ");
       out(
-        `[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} (${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files; ${took})`,
+        `[studio-runner] python environment ${hash} ready in ${formatDuration(marker.buildMs)} ` +
+          `(${formatBytes(marker.sizeBytes)}, ${manifest.filter((b) => b === 0).length} files; ${took})`,
       );
       return marker;
     } catch (err) {

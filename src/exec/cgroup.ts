@@ -12,11 +12,12 @@
 // /proc/self/mountinfo, so limits imposed on the runner still apply to its jobs):
 //   v1: <mount of each controller>/<runner's cgroup>/studio-runner/<job>, for memory, cpu,
 //       cpuacct and pids (cpu and cpuacct may be one co-mounted hierarchy).
-//   v2: <runner's cgroup C>/studio-runner/<job> (memory required, cpu and pids when delegated). v2 forbids processes in a non-root group that
-//       hands controllers to children, so when C has processes and memory/cpu are not yet enabled
-//       in C's cgroup.subtree_control, every process of C (the runner, and whatever shares its
-//       service or container) is moved to the leaf C/studio-runner-main first. Under systemd run the
-//       runner with Delegate=yes so systemd leaves this subtree alone.
+//   v2: <runner's cgroup C>/studio-runner/<job> (memory required, cpu and pids when delegated).
+//       v2 forbids processes in a non-root group that hands controllers to children, so when C has
+//       processes and memory/cpu are not yet enabled in C's cgroup.subtree_control, every process
+//       of C (the runner, and whatever shares its service or container) is moved to the leaf
+//       C/studio-runner-main first. Under systemd run the runner with Delegate=yes so systemd
+//       leaves this subtree alone.
 
 import {
   existsSync,
@@ -269,7 +270,8 @@ function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport
       const without = detectV2(mount, ownPath, false);
       if (typeof without !== "string" && without.version === 2)
         without.notes.push(
-          `cgroup v2 pids controller not usable (${(e as Error).message}): the number of a job's processes is not limited`,
+          `cgroup v2 pids controller not usable (${(e as Error).message}): ` +
+            "the number of a job's processes is not limited",
         );
       return without;
     }
@@ -277,7 +279,8 @@ function detectV2(mount: Mount, ownPath: string, withPids = true): CgroupSupport
   }
 }
 
-/** Proves that a job group can be made under `parent` and has `files` (the controllers' knobs), by creating and removing one. */
+/** Proves that a job group can be made under `parent` and has `files` (the controllers' knobs), by creating and
+ * removing one. */
 function probeChild(parent: string, files: string[]): void {
   const probe = join(parent, `probe-${process.pid}`);
   try {
@@ -305,7 +308,8 @@ function probeChild(parent: string, files: string[]): void {
   }
 }
 
-/** Enables `controllers` for `dir`'s children, moving `dir`'s own processes to a leaf when v2's no-internal-processes rule requires it. */
+/** Enables `controllers` for `dir`'s children, moving `dir`'s own processes to a leaf when v2's
+ * no-internal-processes rule requires it. */
 function enableV2Controllers(dir: string, controllers: string[], notes: string[]): void {
   const file = join(dir, "cgroup.subtree_control");
   const enabled = (readText(file) ?? "").trim().split(/\s+/);
@@ -458,7 +462,8 @@ export class JobCgroup {
    */
   wrapCommand(argv: readonly string[]): string[] {
     const script =
-      'unset -f echo 2>/dev/null; for f do shift; case "$f" in --) exec "$@";; esac; { echo "$$" > "$f"; } 2>/dev/null || ' +
+      'unset -f echo 2>/dev/null; for f do shift; case "$f" in --) exec "$@";; esac; ' +
+      '{ echo "$$" > "$f"; } 2>/dev/null || ' +
       'echo "[studio-runner] warning: could not join cgroup $f; running without that limit" >&2; done; exit 127';
     return ["/bin/sh", "-c", script, "studio-runner-cgroup", ...this.procsFiles, "--", ...argv];
   }
@@ -556,7 +561,8 @@ export class JobCgroup {
  * Creates job `name`'s group under the studio-runner parent(s) and sets its limits: memory (v1
  * memory.limit_in_bytes and memory.memsw.limit_in_bytes where writable, so swap cannot dodge the
  * cap; v2 memory.max, memory.swap.max=0 and memory.oom.group=1 where present), CPU (cfs quota
- * of cpus × 100 ms per 100 ms period) and processes (pids.max, where the pids controller is ours). An empty leftover group of the same name is replaced.
+ * of cpus × 100 ms per 100 ms period) and processes (pids.max, where the pids controller is ours).
+ * An empty leftover group of the same name is replaced.
  * Throws CgroupError; on failure nothing is left behind.
  */
 export function createJobCgroup(support: CgroupSupport, name: string, limits: CgroupLimits = {}): JobCgroup {
@@ -634,7 +640,8 @@ export function createJobCgroup(support: CgroupSupport, name: string, limits: Cg
   return new JobCgroup(support.version, safeName, dirs);
 }
 
-/** Start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or undefined when it is gone. */
+/** Start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or undefined when it is
+ * gone. */
 function startTicks(pid: number): string | undefined {
   const stat = readText(`/proc/${pid}/stat`);
   if (!stat) return undefined;
@@ -662,7 +669,8 @@ export function jobGroupName(serial: number): string {
   return `job-${process.pid}-${startTicks(process.pid) ?? 0}-${serial}-p${pidNamespace()}`;
 }
 
-/** Whether the runner that made group `name` (see jobGroupName) has exited; false for names of another form or pid namespace. */
+/** Whether the runner that made group `name` (see jobGroupName) has exited; false for names of another form or pid
+ * namespace. */
 function ownerGone(name: string): boolean {
   const m = JOB_GROUP_NAME.exec(name);
   if (!m || m[3] !== pidNamespace() || m[3] === "0") return false;

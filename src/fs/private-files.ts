@@ -70,7 +70,8 @@ export function ensurePrivateDir(path: string, options: PrivateDirOptions): void
   if (!st.isDirectory()) throw new PrivateDirError(`${where} is not a directory: refusing to start`);
   if (euid >= 0 && st.uid !== euid) {
     throw new PrivateDirError(
-      `${where} is owned by uid ${st.uid}, not by this runner's uid ${euid}: refusing to start (another user could read or replace what the runner keeps there; chown it or choose another directory)`,
+      `${where} is owned by uid ${st.uid}, not by this runner's uid ${euid}: refusing to start ` +
+        "(another user could read or replace what the runner keeps there; chown it or choose another directory)",
     );
   }
   const mode = st.mode & 0o7777;
@@ -84,7 +85,9 @@ export function ensurePrivateDir(path: string, options: PrivateDirOptions): void
     }
     if (entries.length) {
       throw new PrivateDirError(
-        `${where} is writable by other users (mode ${octal(mode)}) and not empty: refusing to start (what is in it may have been planted; empty it or choose another directory). It is now ${octal(options.mode)}.`,
+        `${where} is writable by other users (mode ${octal(mode)}) and not empty: refusing to start ` +
+          "(what is in it may have been planted; empty it or choose another directory). " +
+          `It is now ${octal(options.mode)}.`,
       );
     }
     options.log?.(
@@ -103,7 +106,10 @@ export function sharedParentWarning(dir: string, label: string): string | undefi
   try {
     const st = statSync(dir);
     if (st.mode & 0o022 && !(st.mode & 0o1000)) {
-      return `${label} ${dir} is writable by other users without the sticky bit (mode ${octal(st.mode)}): they could rename the runner's directories in it while it runs; make it 0755 or 1777`;
+      return (
+        `${label} ${dir} is writable by other users without the sticky bit (mode ${octal(st.mode)}): ` +
+        "they could rename the runner's directories in it while it runs; make it 0755 or 1777"
+      );
     }
   } catch {
     // made later

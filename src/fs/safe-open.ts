@@ -234,7 +234,8 @@ export async function withDirectoryBelow<T>(
   }
 }
 
-/** Replaces `name` atomically: a fresh exclusive temporary file renamed over whatever is there (rename never follows). */
+/** Replaces `name` atomically: a fresh exclusive temporary file renamed over whatever is there (rename never
+ * follows). */
 export async function replaceFileAt(
   dir: FileHandle,
   name: string,

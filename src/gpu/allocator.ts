@@ -95,7 +95,10 @@ export class GpuAllocator {
     const big = usable.filter((c) => c.device.memTotalBytes >= req.gpuMemBytes);
     if (big.length < n) {
       const largest = Math.max(0, ...usable.map((c) => c.device.memTotalBytes));
-      return `needs ${n} GPUs with ${formatBytes(req.gpuMemBytes)} each, runner has ${big.length} such (largest ${formatBytes(largest)})`;
+      return (
+        `needs ${n} GPUs with ${formatBytes(req.gpuMemBytes)} each, ` +
+        `runner has ${big.length} such (largest ${formatBytes(largest)})`
+      );
     }
     return undefined;
   }

@@ -80,7 +80,8 @@ export function readInventory(
   const problems = [...read.reading.problems];
   if (visible.appliedByRuntime)
     problems.push(
-      `${visible.source}=${visible.value} names host indexes; the container runtime already applied it, all ${all.length} devices NVML sees are used`,
+      `${visible.source}=${visible.value} names host indexes; the container runtime already applied it, ` +
+        `all ${all.length} devices NVML sees are used`,
     );
   if (visible.unmatched.length)
     problems.push(`${visible.source}=${visible.value}: no device for ${visible.unmatched.join(", ")}`);
@@ -197,5 +198,8 @@ export function describeInventory(inv: Inventory): string {
   if (inv.nvml !== "ok") return `no GPUs (NVML unavailable: ${inv.nvml}); running CPU-only`;
   const usable = inv.devices.filter(isSchedulable).length;
   const filter = inv.visible.source ? ` (${inv.visible.source}=${inv.visible.value})` : "";
-  return `${inv.devices.length} GPUs${filter}, ${usable} usable: ${inv.devices.map((d) => `${d.index}:${d.name}:${d.uuid}`).join(", ") || "none"}`;
+  return (
+    `${inv.devices.length} GPUs${filter}, ${usable} usable: ` +
+    `${inv.devices.map((d) => `${d.index}:${d.name}:${d.uuid}`).join(", ") || "none"}`
+  );
 }

@@ -4,7 +4,8 @@
 
 const SECRET_NAME = /(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|CONNECTION_?STRING|_DSN$|^DSN$)/i;
 
-/** Names that say their value is a secret: …KEY…, …SECRET…, …TOKEN…, …PASSWORD…, …CONNECTION_STRING, …_DSN (substring match, case-insensitive). */
+/** Names that say their value is a secret: …KEY…, …SECRET…, …TOKEN…, …PASSWORD…, …CONNECTION_STRING,
+ * …_DSN (substring match, case-insensitive). */
 export const looksSecret = (name: string) => SECRET_NAME.test(name);
 
 /**
@@ -12,8 +13,11 @@ export const looksSecret = (name: string) => SECRET_NAME.test(name);
  * ghr_, github_pat_), GitLab (glpat-), Hugging Face (hf_), npm (npm_), Slack (xox?-), OpenAI-style
  * (sk-), AWS access key ids (AKIA…/ASIA…), and PEM private keys.
  */
-const SECRET_TOKEN =
-  /\b(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{32,}|(?:AKIA|ASIA)[0-9A-Z]{16})\b/g;
+const SECRET_TOKEN = new RegExp(
+  String.raw`\b(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|` +
+    String.raw`npm_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{32,}|(?:AKIA|ASIA)[0-9A-Z]{16})\b`,
+  "g",
+);
 const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
 /** A URL with user information (scheme://user:password@ or scheme://token@). */
 const URL_CREDENTIALS = /[a-z][a-z0-9+.-]*:\/\/[^/\s@]+@/i;

@@ -34,10 +34,17 @@ export class RequestAdmission {
     if (maxAgeMs > 0 && delivery.deliveryCount <= 1 && !startedHere) {
       const added = request.experiment.timeAddedMs;
       if (added === undefined)
-        return `experiment.time_added: (missing) is required while --max-request-age is set (${formatDuration(maxAgeMs)}): the request's age cannot be told`;
+        return (
+          "experiment.time_added: (missing) is required while --max-request-age is set " +
+          `(${formatDuration(maxAgeMs)}): the request's age cannot be told`
+        );
       const ageMs = this.now() - added;
       if (ageMs > maxAgeMs) {
-        return `experiment.time_added: ${added / 1000} (${new Date(added).toISOString()}) makes the request ${formatDuration(ageMs)} old, older than --max-request-age ${formatDuration(maxAgeMs)}: refused`;
+        return (
+          `experiment.time_added: ${added / 1000} (${new Date(added).toISOString()}) ` +
+          `makes the request ${formatDuration(ageMs)} old, ` +
+          `older than --max-request-age ${formatDuration(maxAgeMs)}: refused`
+        );
       }
     }
     return this.options.replay?.refusal(request.experiment.key, delivery.body);

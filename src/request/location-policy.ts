@@ -81,7 +81,8 @@ const METADATA_NAMES = new Set([
 /** The refusal texts, shared with the connect-time checks. */
 export const REFUSED_METADATA = "points at a link-local or cloud metadata address";
 export const REFUSED_PRIVATE =
-  "points at this machine or a private network (loopback, RFC 1918, CGNAT, ULA or another non-global range), which this runner allows only with --allow-private-endpoints";
+  "points at this machine or a private network (loopback, RFC 1918, CGNAT, ULA or another non-global range), " +
+  "which this runner allows only with --allow-private-endpoints";
 
 /**
  * Throws RequestError naming `field` when the request may not use `qualified` under `policy`.
@@ -97,7 +98,8 @@ export function checkLocation(field: string, qualified: string, policy: Location
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(qualified)?.[1]?.toLowerCase();
   if (!scheme || !ALLOWED_SCHEMES.has(scheme)) {
     refuse(
-      "has a scheme this runner does not fetch from (allowed: file:, s3://, gs://, and http(s):// for immutable artifacts)",
+      "has a scheme this runner does not fetch from " +
+        "(allowed: file:, s3://, gs://, and http(s):// for immutable artifacts)",
     );
   }
   switch (scheme) {

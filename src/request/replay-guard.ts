@@ -66,7 +66,11 @@ export class ReplayGuard {
     if (done?.completedAtMs === undefined) return undefined;
     const same =
       done.digest === messageDigest(body) ? "the same message" : "the same experiment key in another message";
-    return `experiment.key: ${JSON.stringify(key)} was already completed by this runner at ${new Date(done.completedAtMs).toISOString()} (${same}): refused as a replay; a new run of an experiment gets a new key from the client`;
+    return (
+      `experiment.key: ${JSON.stringify(key)} was already completed by this runner ` +
+      `at ${new Date(done.completedAtMs).toISOString()} (${same}): refused as a replay; ` +
+      "a new run of an experiment gets a new key from the client"
+    );
   }
 
   /** This runner has started the experiment (a later delivery of it is not judged by its age). Never throws. */

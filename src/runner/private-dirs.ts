@@ -14,7 +14,8 @@ export type RunnerDirs = {
   workingDir: string;
   cacheDir: string;
   queueRoot: string;
-  /** The runner is root and jobs run as a job user: the paths to their attempt directories and venvs must be traversable (0711). */
+  /** The runner is root and jobs run as a job user: the paths to their attempt directories and venvs must be
+   * traversable (0711). */
   jobUserTraverses: boolean;
 };
 

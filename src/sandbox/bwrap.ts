@@ -62,7 +62,8 @@ export type SandboxOptions = {
   setprivPath?: string;
   /** The last bwrap starts with an empty environment plus the `--setenv` pairs read from this fd (see bwrapEnvArgs). */
   envArgsFd?: number;
-  /** One stage (no jobUser): `--unshare-user --disable-userns`, no further user namespaces in the job (a runner that is not root). */
+  /** One stage (no jobUser): `--unshare-user --disable-userns`, no further user namespaces in the job (a runner that
+   * is not root). */
   disableUserns?: boolean;
 };
 

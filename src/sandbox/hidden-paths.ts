@@ -19,7 +19,8 @@ export type RunnerPaths = {
   workingDir: string;
   /** Hidden as a whole: pass the venv directory the job uses as a read-only path. */
   cacheDir: string;
-  /** More of the runner's files and directories: --encrypt-dir, --request-signatures-dir, --response-signatures-dir, --admin-token-file … */
+  /** More of the runner's files and directories: --encrypt-dir, --request-signatures-dir, --response-signatures-dir,
+   * --admin-token-file … */
   secretPaths?: (string | undefined)[];
 };
 

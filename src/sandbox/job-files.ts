@@ -14,7 +14,8 @@ import type { JobUser } from "./job-user.ts";
 export const JOB_HOME = ".job-home";
 export const JOB_TMP = ".job-tmp";
 
-/** Labels whose directory holds a file the runner writes (the experiment's log): the directory is the job's, the files in it stay root's. */
+/** Labels whose directory holds a file the runner writes (the experiment's log): the directory is the job's, the
+ * files in it stay root's. */
 const RUNNER_FILES_LABELS = new Set(["output"]);
 
 export type JobDirs = { home: string; tmp: string };

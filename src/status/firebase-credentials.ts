@@ -36,6 +36,8 @@ export function chooseFirebaseCredentials(
   const where = own ? `config.database.serviceAccount ${JSON.stringify(own)} does not exist on this machine, ` : "";
   return {
     kind: "none",
-    reason: `${where}no service-account file for project ${JSON.stringify(projectId ?? "?")} in --google-certs and no GOOGLE_APPLICATION_CREDENTIALS`,
+    reason:
+      `${where}no service-account file for project ${JSON.stringify(projectId ?? "?")} ` +
+      "in --google-certs and no GOOGLE_APPLICATION_CREDENTIALS",
   };
 }

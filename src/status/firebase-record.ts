@@ -42,14 +42,16 @@ export function firebaseRecord(
   const key = request.experiment.key;
   if (BAD_KEY.test(key)) {
     options.warn(
-      `experiment.key ${JSON.stringify(key)} cannot be a Firebase key (it holds one of . # $ [ ] /); experiment status is not kept`,
+      `experiment.key ${JSON.stringify(key)} cannot be a Firebase key (it holds one of . # $ [ ] /); ` +
+        "experiment status is not kept",
     );
     return undefined;
   }
   const choice = chooseFirebaseCredentials(d, projectId, options.env, options.googleCertsDir);
   if (choice.kind === "none") {
     options.warn(
-      `config.database: no credentials for the Firebase database ${url}: ${choice.reason}; experiment status is not kept`,
+      `config.database: no credentials for the Firebase database ${url}: ${choice.reason}; ` +
+        "experiment status is not kept",
     );
     return undefined;
   }

@@ -78,7 +78,8 @@ export function localRecord(
       : endpoint.replace(/^file:\/\//, "");
   if (!isAbsolute(expanded)) {
     options.warn(
-      `config.database.endpoint: ${JSON.stringify(endpoint)} is not an absolute directory; experiment status is not kept`,
+      `config.database.endpoint: ${JSON.stringify(endpoint)} is not an absolute directory; ` +
+        "experiment status is not kept",
     );
     return undefined;
   }

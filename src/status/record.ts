@@ -36,8 +36,12 @@ export type RecordFactory = (
 ) => ExperimentRecord | undefined;
 
 /** Keys whose values are secrets wherever they appear in a record: whole credential objects and key material. */
-const SECRET_KEY =
-  /^(credentials|aws_secret_access_key|secret_access_key|secretaccesskey|secret_key|session_token|sessiontoken|aws_session_token|security_token|private_key|privatekey|private_key_id|password|passphrase|token|access_token|refresh_token)$/i;
+const SECRET_KEY = new RegExp(
+  "^(credentials|aws_secret_access_key|secret_access_key|secretaccesskey|secret_key|session_token|sessiontoken|" +
+    "aws_session_token|security_token|private_key|privatekey|private_key_id|password|passphrase|token|access_token|" +
+    "refresh_token)$",
+  "i",
+);
 /** Records nest a few levels (experiment → artifacts → label → credentials); deeper is cut, not walked. */
 const MAX_DEPTH = 32;
 

@@ -280,7 +280,8 @@ export class ResponseReports {
     if (value && !q.announced) {
       q.announced = true;
       this.options.log.info(
-        `reports for queue ${q.workQueue} go to ${value.where}${this.options.keyFor?.(q.workQueue) ? ", encrypted with the experimenter's key" : ""}`,
+        `reports for queue ${q.workQueue} go to ${value.where}` +
+          `${this.options.keyFor?.(q.workQueue) ? ", encrypted with the experimenter's key" : ""}`,
       );
     }
     return value;

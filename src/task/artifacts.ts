@@ -167,7 +167,8 @@ function digestCheck(
     sha256: expected.sha256,
     mismatch: (actual) =>
       new PermanentError(
-        `artifact "${artifact.label}" (${artifact.qualified}) does not match its hash: its content's sha256 is ${actual}, ${field} is ${expected.sha256}; nothing of it is used or cached`,
+        `artifact "${artifact.label}" (${artifact.qualified}) does not match its hash: ` +
+          `its content's sha256 is ${actual}, ${field} is ${expected.sha256}; nothing of it is used or cached`,
         { field, phase: "fetch" },
       ),
   };
@@ -228,7 +229,8 @@ async function fetchArtifactInto(
   }
   if (options.budgetBytes && info.sizeBytes > options.budgetBytes) {
     throw new PermanentError(
-      `artifact "${artifact.label}" is ${formatBytes(info.sizeBytes)}, over the experiment's disk budget of ${formatBytes(options.budgetBytes)}`,
+      `artifact "${artifact.label}" is ${formatBytes(info.sizeBytes)}, ` +
+        `over the experiment's disk budget of ${formatBytes(options.budgetBytes)}`,
     );
   }
   const singleFileName = basename(artifact.key ?? artifact.qualified);
@@ -332,7 +334,10 @@ const SKIPPED_NAMES_SHOWN = 10;
 function skippedNote(label: string, skipped: SkippedEntry[]): string {
   const shown = skipped.slice(0, SKIPPED_NAMES_SHOWN).map((s) => `${JSON.stringify(s.rel)}: ${s.why}`);
   const more = skipped.length > SKIPPED_NAMES_SHOWN ? `; and ${skipped.length - SKIPPED_NAMES_SHOWN} more` : "";
-  return `artifact ${label}: ${skipped.length} entr${skipped.length === 1 ? "y" : "ies"} not stored as they were: ${shown.join("; ")}${more}`;
+  return (
+    `artifact ${label}: ${skipped.length} entr${skipped.length === 1 ? "y" : "ies"} not stored as they were: ` +
+    `${shown.join("; ")}${more}`
+  );
 }
 
 /**
@@ -432,7 +437,8 @@ export class ArtifactUploader {
       if (refused) {
         // Never the link's target: the stored copy (if any) stays as it was.
         this.note(
-          `artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; not uploaded (links are never followed), the stored copy is left as it was`,
+          `artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; ` +
+            "not uploaded (links are never followed), the stored copy is left as it was",
         );
         continue;
       }

@@ -47,7 +47,8 @@ export class AttemptFence {
     const current = await this.read();
     if (!current || current.attempt === this.mark.attempt) return;
     throw new SupersededError(
-      `superseded by a newer attempt of this experiment (delivery ${current.delivery} on ${current.host}, started ${current.startedAt}): this attempt stops without uploading`,
+      `superseded by a newer attempt of this experiment (delivery ${current.delivery} on ${current.host}, ` +
+        `started ${current.startedAt}): this attempt stops without uploading`,
     );
   }
 

@@ -28,7 +28,8 @@ export type AttemptControl = {
   force: AbortSignal;
   /** Aborted when the request is withdrawn while it runs (its queue was deleted): stop it. */
   revoked?: AbortSignal;
-  /** The kind of queue the request came from ("local", "rabbitmq", …): file: locations are trusted from local queues only. */
+  /** The kind of queue the request came from ("local", "rabbitmq", …): file: locations are trusted from local
+   * queues only. */
   source?: string;
 };
 

@@ -27,7 +27,8 @@ export type TaskContext = {
   keepDirectories: boolean;
   /** How often a running experiment's database record is read for a user's "stopped" (default 5 s). */
   statusPollMs?: number;
-  /** --sandbox bwrap (or auto where bwrap works): how experiments are wrapped (and, runner root, the user they run as); absent: they run unsandboxed. */
+  /** --sandbox bwrap (or auto where bwrap works): how experiments are wrapped (and, runner root, the user they run
+   * as); absent: they run unsandboxed. */
   sandbox?: SandboxSettings;
   /** Where experiments' RAM and CPU limits are enforced; absent or "none": not enforced. */
   cgroups?: CgroupSupport;
@@ -44,9 +45,11 @@ export type TaskContext = {
   admission?: RequestAdmission;
   /** Why a queue must not be served now (its signing key file stopped parsing); undefined: serve it. */
   queueRefusal?: (queue: string) => string | undefined;
-  /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no credentials (absent: only the request's). */
+  /** --storage-identity and --storage-identity-allow: whose identity serves storage of requests that bring no
+   * credentials (absent: only the request's). */
   storageIdentity?: StorageIdentitySetting;
-  /** Without --file-storage-roots: where file: locations of requests from local queues may live (the runner's own storage root). */
+  /** Without --file-storage-roots: where file: locations of requests from local queues may live (the runner's own
+   * storage root). */
   localFileStorageRoots?: string[];
   /** --allow-private-endpoints: requests may name loopback and private-range hosts (never link-local or metadata). */
   allowPrivateEndpoints?: boolean;

@@ -84,7 +84,8 @@ export function isRunnerSecret(name: string, value: string): boolean {
   );
 }
 
-/** Whether a withheld runner variable's value is also kept out of logs (secrets yes; the runner's plain settings and socket paths no). */
+/** Whether a withheld runner variable's value is also kept out of logs (secrets yes; the runner's plain settings and
+ * socket paths no). */
 function maskable(name: string, value: string): boolean {
   const upper = name.toUpperCase();
   if (UNMASKED.has(upper)) return false;

@@ -222,7 +222,8 @@ export class LocalQueueBackend implements QueueBackend {
       if (Date.now() - mtimeMs < 2000 && !isCompleteJson(body)) continue;
       if (options.accept && !options.accept(body)) continue;
       const claimed = this.dir(INFLIGHT, queue, `${name}${OWNER_SEP}${this.owner}`);
-      await withDirectoryBelow(this.options.root, [INFLIGHT, queue], async () => undefined); // made, as a real directory
+      // made, as a real directory
+      await withDirectoryBelow(this.options.root, [INFLIGHT, queue], async () => undefined);
       try {
         await rename(at(dir, name), claimed);
       } catch {

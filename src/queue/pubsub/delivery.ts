@@ -105,7 +105,8 @@ export class PubsubDelivery implements Delivery {
       await this.host.requeueCopy(this.queue, this.message, this.facts, this.deliveryCount, reasons);
     } catch (err) {
       this.host.log.warn(
-        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`,
+        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): ` +
+          "giving back the original instead",
       );
       await this.send("give back");
       return "requeued";
@@ -155,7 +156,8 @@ export class PubsubDelivery implements Delivery {
       else await this.host.giveBack(this.subscription, this.message.ackId);
     } catch (err) {
       this.host.log.warn(
-        `the ${what === "ack" ? "acknowledgement" : "give-back"} of ${this.where} failed (${errorMessage(err)}); Pub/Sub redelivers it when its ack deadline runs out` +
+        `the ${what === "ack" ? "acknowledgement" : "give-back"} of ${this.where} failed (${errorMessage(err)}); ` +
+          "Pub/Sub redelivers it when its ack deadline runs out" +
           (copied ? ", so the request may be in the queue twice" : ""),
       );
     }

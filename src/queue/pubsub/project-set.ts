@@ -23,7 +23,8 @@ export type ProjectSetOptions = QueueFilterOptions & {
 export class NoPubsubProjectError extends Error {
   constructor() {
     super(
-      "no Google Pub/Sub project to publish into (set --google-certs, GOOGLE_APPLICATION_CREDENTIALS or --pubsub-project)",
+      "no Google Pub/Sub project to publish into " +
+        "(set --google-certs, GOOGLE_APPLICATION_CREDENTIALS or --pubsub-project)",
     );
     this.name = "NoPubsubProjectError";
   }
@@ -36,7 +37,8 @@ const PROJECT_SCAN_REUSE_MS = 30_000;
 
 export class PubsubProjectSet implements QueueBackend {
   readonly kind = "pubsub";
-  /** Source key (project + key file) → its backend; removed sources stay until close (their held messages still renew). */
+  /** Source key (project + key file) → its backend; removed sources stay until close (their held messages still
+   * renew). */
   private readonly backends = new Map<string, PubsubQueueBackend>();
   private active: string[] = [];
   private owner = new Map<string, PubsubQueueBackend>();
@@ -73,7 +75,8 @@ export class PubsubProjectSet implements QueueBackend {
         else
           this.reportOnce(
             `dup ${name} ${b.projectId}`,
-            `Pub/Sub queue ${name} exists in projects ${first.projectId} and ${b.projectId}: serving it from ${first.projectId} only`,
+            `Pub/Sub queue ${name} exists in projects ${first.projectId} and ${b.projectId}: ` +
+              `serving it from ${first.projectId} only`,
           );
       }
     }
@@ -107,7 +110,8 @@ export class PubsubProjectSet implements QueueBackend {
     return Promise.race(live.map((b) => b.waitForWork(timeoutMs, signal)));
   }
 
-  /** Reports go to the topic `<queue>_response` of the first project that has it, from a scan of its own (reused for PROJECT_SCAN_REUSE_MS). */
+  /** Reports go to the topic `<queue>_response` of the first project that has it, from a scan of its own (reused
+   * for PROJECT_SCAN_REUSE_MS). */
   responsePublisher(): ResponsePublisher {
     let scanned: { atMs: number; projects: ProjectSource[] } | undefined;
     return new PubsubResponsePublisher(() => {
@@ -153,7 +157,8 @@ export class PubsubProjectSet implements QueueBackend {
     for (const key of this.active) {
       if (!active.includes(key))
         this.options.log.info(
-          `no longer taking work from Pub/Sub project ${this.backends.get(key)!.projectId}: its credentials file is gone`,
+          `no longer taking work from Pub/Sub project ${this.backends.get(key)!.projectId}: ` +
+            "its credentials file is gone",
         );
     }
     this.active = active;

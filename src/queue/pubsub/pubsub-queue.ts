@@ -176,7 +176,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     });
     await this.publishTo(failed, Buffer.from(message.data), attributes);
     this.log.warn(
-      `request ${queue}/${facts.identity} kept in the failed place (topic ${failed}, subscription ${subscriptionFor(failed)}): ${because}`,
+      `request ${queue}/${facts.identity} kept in the failed place ` +
+        `(topic ${failed}, subscription ${subscriptionFor(failed)}): ${because}`,
     );
   }
 
@@ -199,7 +200,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     } catch (err) {
       if (!this.listingFailed)
         this.log.warn(
-          `cannot list the subscriptions of Pub/Sub project ${this.projectId} (${errorMessage(err)}): serving the queues it listed last`,
+          `cannot list the subscriptions of Pub/Sub project ${this.projectId} (${errorMessage(err)}): ` +
+            "serving the queues it listed last",
         );
       this.listingFailed = true;
       this.answer = { queues: this.lastQueues, atMs: Date.now() };
@@ -245,7 +247,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
           }
           if (!this.pullFailing.has(queue))
             this.log.warn(
-              `cannot pull from Pub/Sub subscription ${this.projectId}/${subscription} (${errorMessage(err)}); trying again quietly`,
+              `cannot pull from Pub/Sub subscription ${this.projectId}/${subscription} (${errorMessage(err)}); ` +
+                "trying again quietly",
             );
           this.pullFailing.add(queue);
           return undefined;
@@ -292,7 +295,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     if (grpcCode(err) === GRPC.NOT_FOUND) {
       if (delivery.revoked.aborted) return;
       this.log.warn(
-        `subscription ${this.projectId}/${delivery.subscription} was deleted: stopping the experiment of ${delivery.where}`,
+        `subscription ${this.projectId}/${delivery.subscription} was deleted: ` +
+          `stopping the experiment of ${delivery.where}`,
       );
       delivery.lease.stop();
       delivery.revoke(`subscription ${delivery.subscription} of queue ${delivery.queue} was deleted`);
@@ -300,7 +304,8 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
       return;
     }
     this.log.warn(
-      `cannot extend the ack deadline of ${delivery.where} (${errorMessage(err)}); Pub/Sub may hand it to another runner`,
+      `cannot extend the ack deadline of ${delivery.where} (${errorMessage(err)}); ` +
+        "Pub/Sub may hand it to another runner",
     );
   }
 

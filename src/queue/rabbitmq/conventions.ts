@@ -31,7 +31,8 @@ export const HEADER = {
   reasons: "x-studio-reasons",
   /** On copies in the failed place: the work queue it came from, when and why it was kept. */
   queue: "x-studio-queue",
-  /** Deliveries before it was kept (x-studio-deliveries restarts at 0 there, so a request moved back gets a fresh count). */
+  /** Deliveries before it was kept (x-studio-deliveries restarts at 0 there, so a request moved back gets a fresh
+   * count). */
   failedDeliveries: "x-studio-failed-deliveries",
   failedAt: "x-studio-failed-at",
   failedBecause: "x-studio-failed-because",

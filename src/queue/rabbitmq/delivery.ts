@@ -99,7 +99,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
       if (this.revoked.aborted) return;
       this.host.settledWhileDetached(this, { kind: "ack" });
       this.host.log.warn(
-        `${this.where} finished but cannot be acknowledged: the channel that held it closed, so the broker put it back in the queue. ` +
+        `${this.where} finished but cannot be acknowledged: ` +
+          "the channel that held it closed, so the broker put it back in the queue. " +
           "If it comes back to this runner it is acknowledged without running again; another runner may run it again.",
       );
       return;
@@ -119,7 +120,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     const hold = this.hold;
     if (!hold) {
       this.host.log.warn(
-        `${this.where} cannot be given back (${reason}): the channel that held it closed, so the broker has put it back in the queue already`,
+        `${this.where} cannot be given back (${reason}): ` +
+          "the channel that held it closed, so the broker has put it back in the queue already",
       );
       return "requeued";
     }
@@ -141,7 +143,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
       await this.host.requeueCopy(this.queue, hold.msg, properties);
     } catch (err) {
       this.host.log.warn(
-        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): giving back the original instead`,
+        `could not put a counted copy of ${this.where} back in its queue (${errorMessage(err)}): ` +
+          "giving back the original instead",
       );
       await this.send(hold, "requeue");
       return "requeued";
@@ -156,7 +159,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     if (!this.hold && !this.revoked.aborted) {
       this.host.settledWhileDetached(this, { kind: "reject", reason });
       this.host.log.warn(
-        `${this.where} cannot be moved to the failed place now (${reason}): the channel that held it closed; if it comes back to this runner it goes there at once`,
+        `${this.where} cannot be moved to the failed place now (${reason}): the channel that held it closed; ` +
+          "if it comes back to this runner it goes there at once",
       );
       return;
     }
@@ -188,7 +192,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
   private warnTwice() {
     this.host.settledWhileDetached(this, { kind: "ack" });
     this.host.log.warn(
-      `${this.where}: a copy was published but the original could not be acknowledged, so the request may be in the queue twice`,
+      `${this.where}: a copy was published but the original could not be acknowledged, ` +
+        "so the request may be in the queue twice",
     );
   }
 
@@ -205,7 +210,8 @@ export class RabbitDelivery implements Delivery, ChannelHolder {
     } catch (err) {
       onUncertain?.();
       this.host.log.warn(
-        `the ${what === "ack" ? "acknowledgement" : "give-back"} of ${this.where} may not have reached the broker (${errorMessage(err)})` +
+        `the ${what === "ack" ? "acknowledgement" : "give-back"} of ${this.where} ` +
+          `may not have reached the broker (${errorMessage(err)})` +
           (what === "ack" ? "; if the message comes back to this runner it is acknowledged without running again" : ""),
       );
     }

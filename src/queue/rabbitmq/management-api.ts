@@ -9,7 +9,8 @@ type Binding = { source?: unknown; destination?: unknown; destination_type?: unk
 
 /** Names of the queues bound to StudioML.topic in the vhost; [] when the exchange does not exist. */
 export async function listStudioQueues(api: ManagementAddress, vhost: string, timeoutMs: number): Promise<string[]> {
-  const url = `${api.baseUrl}/api/exchanges/${encodeURIComponent(vhost)}/${encodeURIComponent(EXCHANGE)}/bindings/source`;
+  const url =
+    `${api.baseUrl}/api/exchanges/${encodeURIComponent(vhost)}/` + `${encodeURIComponent(EXCHANGE)}/bindings/source`;
   let response: Response;
   try {
     response = await fetch(url, {

@@ -251,7 +251,8 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
   detached(delivery: RabbitDelivery, reason: string): void {
     if (this.closed) return;
     this.log.warn(
-      `lost the hold on ${delivery.where} (${reason}): the broker has put it back in the queue. The experiment goes on; ` +
+      `lost the hold on ${delivery.where} (${reason}): the broker has put it back in the queue. ` +
+        "The experiment goes on; " +
         "this runner takes the message back when it sees it again, otherwise another runner may run it a second time",
     );
     this.scheduleReclaim(0);

@@ -162,7 +162,8 @@ export class Receiver {
     if (settled?.kind === "ack") {
       slot.channel.ack(msg);
       this.deps.host.log.info(
-        `${queue}/${displayId(facts.identity)} came back after this runner had finished it (the acknowledgement was lost with its channel): acknowledged without running it again`,
+        `${queue}/${displayId(facts.identity)} came back after this runner had finished it ` +
+          "(the acknowledgement was lost with its channel): acknowledged without running it again",
       );
       return true;
     }
@@ -180,7 +181,8 @@ export class Receiver {
           () => slot.channel.ack(msg),
           (err) => {
             this.deps.host.log.warn(
-              `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`,
+              `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): ` +
+                "it stays in its queue",
             );
             slot.channel.nack(msg, false, true);
           },
@@ -191,7 +193,8 @@ export class Receiver {
     if (running) {
       running.attach(slot, msg);
       this.deps.host.log.info(
-        `took ${running.where} back after losing its channel: the running experiment goes on and is acknowledged as usual`,
+        `took ${running.where} back after losing its channel: ` +
+          "the running experiment goes on and is acknowledged as usual",
       );
       return true;
     }
@@ -201,7 +204,8 @@ export class Receiver {
   /** Delivered more than --max-deliveries times and never settled (runners died holding it). */
   private async failUnsettled(queue: string, slot: HoldingChannel, msg: GetMessage, facts: MessageFacts) {
     const earlier = facts.deliveryCount - 1;
-    const because = `delivered ${earlier} times without being settled: each runner that held it stopped or lost its connection`;
+    const because =
+      `delivered ${earlier} times without being settled: ` + "each runner that held it stopped or lost its connection";
     try {
       await this.deps.host.keepFailed(
         queue,
@@ -214,7 +218,8 @@ export class Receiver {
       slot.channel.ack(msg);
     } catch (err) {
       this.deps.host.log.warn(
-        `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): it stays in its queue`,
+        `could not keep ${queue}/${displayId(facts.identity)} in the failed place (${errorMessage(err)}): ` +
+          "it stays in its queue",
       );
       slot.channel.nack(msg, false, true);
     }

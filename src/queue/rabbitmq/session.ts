@@ -151,7 +151,8 @@ export class AmqpSession {
         const delayMs = backoffDelayMs(failures, this.options.backoff ?? DEFAULT_BACKOFF);
         if (failures === 1 || failures % WARN_EVERY_FAILURES === 0) {
           log.warn(
-            `cannot connect to RabbitMQ at ${address.redacted} (attempt ${failures}): ${this.mask(err)}; retrying in ${(delayMs / 1000).toFixed(1)}s`,
+            `cannot connect to RabbitMQ at ${address.redacted} (attempt ${failures}): ${this.mask(err)}; ` +
+              `retrying in ${(delayMs / 1000).toFixed(1)}s`,
           );
         }
         await this.sleep(delayMs);

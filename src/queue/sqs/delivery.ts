@@ -78,7 +78,8 @@ export class SqsDelivery implements Delivery {
       await this.host.remove(this.message);
     } catch (err) {
       this.host.log.warn(
-        `${this.where} finished but could not be deleted from SQS (${errorMessage(err)}): it will be delivered again when its visibility runs out`,
+        `${this.where} finished but could not be deleted from SQS (${errorMessage(err)}): ` +
+          "it will be delivered again when its visibility runs out",
       );
     }
   }
@@ -99,7 +100,8 @@ export class SqsDelivery implements Delivery {
       await this.host.makeVisible(this.message);
     } catch (err) {
       this.host.log.warn(
-        `could not give ${this.where} back (${errorMessage(err)}): it becomes visible again when its visibility runs out`,
+        `could not give ${this.where} back (${errorMessage(err)}): ` +
+          "it becomes visible again when its visibility runs out",
       );
     }
     return "requeued";
@@ -116,7 +118,8 @@ export class SqsDelivery implements Delivery {
       await this.host.replaceWithCopy(this.message, this.deliveryCount - 1);
     } catch (err) {
       this.host.log.warn(
-        `could not give ${this.where} back uncounted (${reason}; ${errorMessage(err)}): made visible instead, so this delivery counts`,
+        `could not give ${this.where} back uncounted (${reason}; ${errorMessage(err)}): ` +
+          "made visible instead, so this delivery counts",
       );
       await this.host.makeVisible(this.message).catch(() => undefined);
     }

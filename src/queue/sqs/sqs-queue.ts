@@ -128,7 +128,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
           if (names.has(name) && this.urls.get(name)?.account !== account) {
             this.warnOnce(
               `duplicate ${name}`,
-              `queue ${name} exists in more than one SQS account; serving the one in account ${this.urls.get(name)!.account.account.name}`,
+              `queue ${name} exists in more than one SQS account; ` +
+                `serving the one in account ${this.urls.get(name)!.account.account.name}`,
             );
             continue;
           }
@@ -184,7 +185,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     await Promise.all(held.map((d) => d.abandon()));
     if (held.length)
       this.log.warn(
-        `closed while holding ${held.length} SQS message(s): they become visible again within ${Math.round(this.leaseMs / 1000)}s`,
+        `closed while holding ${held.length} SQS message(s): ` +
+          `they become visible again within ${Math.round(this.leaseMs / 1000)}s`,
       );
     for (const a of this.accounts) a.client.destroy();
   }
@@ -246,7 +248,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       await this.remove(msg);
     } catch (err) {
       this.log.warn(
-        `${msg.queue}/${msg.id} was copied to ${failed} but the original could not be deleted (${errorMessage(err)}): it may come back once`,
+        `${msg.queue}/${msg.id} was copied to ${failed} but the original could not be deleted ` +
+          `(${errorMessage(err)}): it may come back once`,
       );
     }
     this.log.warn(`request ${msg.queue}/${msg.id} kept in the failed place (queue ${failed}): ${because}`);
@@ -290,7 +293,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
     }
     if (msg.deliveryCount > this.maxDeliveries) {
       await delivery.reject(
-        `delivered ${msg.deliveryCount} times without being settled (the runners holding it stopped); --max-deliveries is ${this.maxDeliveries}`,
+        `delivered ${msg.deliveryCount} times without being settled (the runners holding it stopped); ` +
+          `--max-deliveries is ${this.maxDeliveries}`,
       );
       return undefined;
     }
@@ -313,7 +317,8 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       onRenewFailed: (why) => this.log.warn(`could not renew the visibility of ${where} (${why}); retrying`),
       onCeiling: (atMs) =>
         this.log.warn(
-          `${where} has been held close to SQS's 12-hour visibility ceiling: it becomes visible again at ${new Date(atMs).toISOString()} ` +
+          `${where} has been held close to SQS's 12-hour visibility ceiling: ` +
+            `it becomes visible again at ${new Date(atMs).toISOString()} ` +
             "and another runner may run it a second time; this run goes on and deletes it when it finishes",
         ),
     });

@@ -95,7 +95,8 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
         throw new EnvelopeError("not-json", "message body is not JSON and clear-text messages are off");
       throw new EnvelopeError(
         "plain-refused",
-        `plain (unencrypted) request on queue ${queue} refused: clear-text messages are off (--clear-text-messages is false, the default with --encrypt-dir)`,
+        `plain (unencrypted) request on queue ${queue} refused: clear-text messages are off ` +
+          "(--clear-text-messages is false, the default with --encrypt-dir)",
       );
     }
     // The Go runner's rule (docs/message_privacy.md): once a signing key is registered for a queue,
@@ -104,7 +105,8 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
     if (registered) {
       throw new EnvelopeError(
         "plain-refused",
-        `plain (unsigned) request on queue ${queue} refused: a signing key is registered for prefix ${JSON.stringify(registered.prefix)}`,
+        `plain (unsigned) request on queue ${queue} refused: ` +
+          `a signing key is registered for prefix ${JSON.stringify(registered.prefix)}`,
       );
     }
     return { json: body, encrypted: false };
@@ -136,7 +138,8 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
     if (fingerprint !== registered.key.fingerprint) {
       throw new EnvelopeError(
         "fingerprint-mismatch",
-        `${fingerprint} is not the key registered for prefix ${JSON.stringify(registered.prefix)} (${registered.key.fingerprint})`,
+        `${fingerprint} is not the key registered for prefix ${JSON.stringify(registered.prefix)} ` +
+          `(${registered.key.fingerprint})`,
         "message.fingerprint",
       );
     }
@@ -153,7 +156,8 @@ export function openEnvelope(body: Uint8Array, queue: string, keys: EnvelopeKeys
   if (!verify(null, Buffer.from(payload, "utf8"), registered.key.key, signature)) {
     throw new EnvelopeError(
       "signature-mismatch",
-      `does not verify with the key registered for prefix ${JSON.stringify(registered.prefix)} (${registered.key.fingerprint})`,
+      `does not verify with the key registered for prefix ${JSON.stringify(registered.prefix)} ` +
+        `(${registered.key.fingerprint})`,
       "message.signature",
     );
   }

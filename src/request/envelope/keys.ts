@@ -11,7 +11,8 @@ import { parseSshEd25519, type Ed25519PublicKey } from "./ssh-key.ts";
 
 /** What openEnvelope needs; KeyDirectories reads it from disk, tests may supply their own. */
 export interface EnvelopeKeys {
-  /** The runner's RSA private key; undefined when none is configured. Throws EnvelopeKeysError when configured but unreadable. */
+  /** The runner's RSA private key; undefined when none is configured. Throws EnvelopeKeysError when configured but
+   * unreadable. */
   runnerKey(): KeyObject | undefined;
   /** True when a request signatures directory is configured (encrypted messages must then be signed). */
   readonly verifiesSignatures: boolean;
@@ -48,7 +49,8 @@ export function runnerKeyFiles(encryptDir: string): { privateKey: string; public
   };
 }
 
-/** Read the runner's RSA private key; throws EnvelopeKeysError with a reason that names the file (never the passphrase). */
+/** Read the runner's RSA private key; throws EnvelopeKeysError with a reason that names the file (never the
+ * passphrase). */
 export function readRunnerKey(encryptDir: string): KeyObject {
   const files = runnerKeyFiles(encryptDir);
   let pem: string;

@@ -11,26 +11,30 @@ export const ENVELOPE_OPTIONS = [
     name: "encrypt-dir",
     type: "path",
     description:
-      "open encrypted requests: directory with encryption/ssh-privatekey (PEM RSA key, passphrase-protected) and passphrase/ssh-passphrase, as the Go runner mounts them",
+      "open encrypted requests: directory with encryption/ssh-privatekey (PEM RSA key, passphrase-protected) " +
+      "and passphrase/ssh-passphrase, as the Go runner mounts them",
   },
   {
     name: "request-signatures-dir",
     type: "path",
     description:
-      "verify signed requests: one file per queue-name prefix (the file name) holding an `ssh-ed25519 AAAA…` public key; the longest prefix wins",
+      "verify signed requests: one file per queue-name prefix (the file name) holding an `ssh-ed25519 AAAA…` " +
+      "public key; the longest prefix wins",
   },
   {
     name: "response-signatures-dir",
     type: "path",
     description:
-      "encrypt reports to <queue>_response: one file per queue-name prefix holding the experimenter's PEM RSA public key",
+      "encrypt reports to <queue>_response: one file per queue-name prefix " +
+      "holding the experimenter's PEM RSA public key",
   },
   {
     name: "clear-text-messages",
     type: "boolean",
     description: "accept plain (unencrypted) requests; false refuses them",
     defaultText:
-      "true without --encrypt-dir, false with it (a runner that decrypts accepts plain requests only when this is set to true explicitly)",
+      "true without --encrypt-dir, false with it " +
+      "(a runner that decrypts accepts plain requests only when this is set to true explicitly)",
   },
 ] as const satisfies readonly OptionSpec[];
 

@@ -55,7 +55,8 @@ export const containerExecutor: Executor = {
       .map((a) => JSON.stringify(a))
       .join(" ");
     log.note(
-      `running in ${image} with ${tool}${gpus ? " (--nv)" : ""}: ${shown || "the image's runscript"}${limitNote(s, formatDuration)}`,
+      `running in ${image} with ${tool}${gpus ? " (--nv)" : ""}: ` +
+        `${shown || "the image's runscript"}${limitNote(s, formatDuration)}`,
     );
     return { argv, env: launcherEnv(ctx.runnerEnv), cwd };
   },

@@ -40,7 +40,8 @@ export function cgroupStep(): AttemptStep {
       } catch (err) {
         const why = errorMessage(err);
         log.note(
-          `warning: the experiment runs without its cgroup (RAM/CPU/process limits, cleanup of leftover processes): ${why}`,
+          "warning: the experiment runs without its cgroup " +
+            `(RAM/CPU/process limits, cleanup of leftover processes): ${why}`,
         );
         s.ctx.log.warn(`experiment ${s.key} runs without its cgroup (RAM/CPU/process limits): ${why}`);
       }
