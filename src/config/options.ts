@@ -63,13 +63,13 @@ export const RUN_OPTIONS = [
   {
     name: "transfer-concurrency",
     type: "integer",
-    description: "ranged GETs of one large S3 object in flight at once (1 = one connection per object)",
+    description: "parts of one large S3 object in flight at once, reading (ranged GETs) and writing (multipart)",
     default: "8",
   },
   {
     name: "transfer-part-size",
     type: "size",
-    description: "bytes per ranged GET of a large S3 object (objects of two parts or more are read in parts)",
+    description: "bytes per part of a large S3 object (ranged GET; multipart part, at least 5mib)",
     default: "8mib",
   },
   { name: "venv-cache-size", type: "size", description: "bound on cached python environments", default: "20gib" },

@@ -30,10 +30,8 @@ import {
   worthParallel,
 } from "../parallel-ranges.ts";
 
-/** Multipart part size: memory held by an upload is about (UPLOAD_QUEUE_SIZE + 1) parts. */
-export const PART_SIZE_BYTES = 8 * 1024 * 1024;
-/** Parts in flight at once. */
-export const UPLOAD_QUEUE_SIZE = 2;
+/** S3's smallest multipart part (all but the last). Memory held by an upload is about (parts in flight + 1) parts. */
+const MIN_PART_BYTES = 5 * 1024 * 1024;
 /** Reads of an uploaded object's metadata before a mismatch counts (back-off 100, 200, 400, 800 ms). */
 const VERIFY_ATTEMPTS = 5;
 const VERIFY_BACKOFF = exponentialBackoff({ initialMs: 100 });
@@ -179,8 +177,9 @@ export class S3Store implements ObjectStore {
     const upload = new Upload({
       client: o.handle.bodies,
       params: { Bucket: o.target.bucket, Key: o.target.key, Body: counted.stream },
-      partSize: PART_SIZE_BYTES,
-      queueSize: UPLOAD_QUEUE_SIZE,
+      // Parts in flight and their size: the same knobs as parallel reads.
+      partSize: Math.max(MIN_PART_BYTES, this.transfer.partBytes),
+      queueSize: Math.max(1, this.transfer.concurrency),
       leavePartsOnError: false,
     });
     let etag: string | undefined;
