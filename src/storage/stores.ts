@@ -16,10 +16,10 @@ const fileStore = new FileStore();
 const httpStore = new HttpStore();
 
 /** gs: stores with the given clients: one store for the runner's own callers, one per identity policy. */
-export function gcsStoreFactory(clients?: GcsClients): StoreFactory {
-  const shared = new GcsStore(process.env, {}, clients);
+export function gcsStoreFactory(clients?: GcsClients, transfer: TransferSettings = DEFAULT_TRANSFER): StoreFactory {
+  const shared = new GcsStore(process.env, {}, clients, transfer);
   // The clients are pooled in GcsClients: a store per identity policy costs nothing.
-  return (_location, options) => (options.identity ? new GcsStore(process.env, options, clients) : shared);
+  return (_location, options) => (options.identity ? new GcsStore(process.env, options, clients, transfer) : shared);
 }
 
 /** The stores of one configuration: the daemon makes one with its GCS clients and passes it down. */
@@ -32,7 +32,7 @@ export class Stores {
       http: () => httpStore,
       https: () => httpStore,
       s3: (_location, options) => new S3Store(options, process.env, transfer),
-      gs: gcsStoreFactory(gcsClients),
+      gs: gcsStoreFactory(gcsClients, transfer),
     };
   }
 

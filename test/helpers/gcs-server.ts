@@ -194,6 +194,24 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     if (req.method !== "GET") return sendError(res, 405, `method ${req.method} not implemented by the test server`);
     if (missing) return sendError(res, 404, `No such object: ${bucket}/${name}`);
     if (query.alt !== "media") return sendJson(res, 200, metadataOf(bucket, name, o!));
+    // A ranged read (Range: bytes=a-b, as GCS answers it: 206 with the part and no object hash).
+    const ranged = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ""));
+    if (ranged) {
+      const size = o!.data.length;
+      const start = Number(ranged[1]);
+      const end = Math.min(size - 1, ranged[2] ? Number(ranged[2]) : size - 1);
+      if (start >= size) return sendError(res, 416, "The requested range cannot be satisfied.");
+      res.writeHead(206, {
+        "content-type": o!.contentType,
+        "content-length": String(end - start + 1),
+        "content-range": `bytes ${start}-${end}/${size}`,
+        "x-goog-generation": o!.generation,
+        "x-goog-metageneration": "1",
+        "x-goog-stored-content-encoding": "identity",
+        "x-goog-stored-content-length": String(size),
+      });
+      return void res.end(o!.data.subarray(start, end + 1));
+    }
     res.writeHead(200, {
       "content-type": o!.contentType,
       "content-length": String(o!.data.length),
