@@ -96,13 +96,9 @@ export class S3Store implements ObjectStore {
     const ctx = o.context("GET");
     if (this.transfer.concurrency > 1) {
       // Large objects as parallel ranged GETs of the version HEAD saw (If-Match: its ETag).
-      let head;
-      try {
-        head = await o.handle.client.send(new HeadObjectCommand({ Bucket, Key }));
-      } catch (err) {
-        throw s3Fault(err, o.context("HEAD"));
-      }
-      const etag = head.ETag;
+      // A HEAD that fails says less than a GET (no error body): the plain GET below reports it.
+      const head = await o.handle.client.send(new HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
+      const etag = head?.ETag;
       const changed = (cause?: unknown) =>
         new ObjectChangedError(
           `GET ${location}: the object was replaced while it was being read (ETag ${etag} is no longer current); ` +
@@ -110,7 +106,7 @@ export class S3Store implements ObjectStore {
           {},
           { cause },
         );
-      if (etag && worthParallel(head.ContentLength, this.transfer)) {
+      if (etag && worthParallel(head?.ContentLength, this.transfer)) {
         return parallelRangeStream({
           ...this.transfer,
           totalBytes: head.ContentLength,
