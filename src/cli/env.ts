@@ -82,7 +82,8 @@ const prepare = defineCommand({
       );
       venv.release();
       process.stdout.write(
-        `prepared python environment ${venv.hash} (python ${interpreter.versionText}, ${wanted.lines.length} requirements from ${file}) at ${venv.dir}\n`,
+        `prepared python environment ${venv.hash} (python ${interpreter.versionText}, ` +
+          `${wanted.lines.length} requirements from ${file}) at ${venv.dir}\n`,
       );
       process.exit(0);
     } catch (err) {
@@ -131,7 +132,8 @@ const list = defineCommand({
       formatBytes(marker.sizeBytes),
       marker.builtAt.slice(0, 19).replace("T", " "),
       formatDuration(Math.max(0, Date.now() - usedMs)),
-      `${marker.prepared ? "prepared" : "cached"}${marker.mode && marker.mode !== "default" ? ` (${marker.mode})` : ""}`,
+      `${marker.prepared ? "prepared" : "cached"}` +
+        `${marker.mode && marker.mode !== "default" ? ` (${marker.mode})` : ""}`,
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     process.stdout.write(

@@ -47,7 +47,8 @@ export async function chooseSandbox(
     if (mode === "none") {
       noneJobUser = jobUserSetting ? jobUser : undefined;
       log.warn(
-        `--sandbox none: experiments are NOT isolated from each other or from the runner; they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`,
+        "--sandbox none: experiments are NOT isolated from each other or from the runner; " +
+          `they run as ${noneJobUser ? noneJobUser.label : "the runner's own user"}`,
       );
     } else {
       const network: SandboxNetwork = settings["sandbox-network"];
@@ -57,7 +58,8 @@ export async function chooseSandbox(
       } catch (err) {
         if (!(err instanceof SandboxUnavailableError) || mode === "bwrap") throw err;
         log.warn(
-          `!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated (from each other or from the runner's credentials): ${err.reason} !!!`,
+          "!!! --sandbox auto: bubblewrap does not work here, experiments are NOT isolated " +
+            `(from each other or from the runner's credentials): ${err.reason} !!!`,
         );
       }
       if (bwrapPath) {
@@ -80,11 +82,14 @@ export async function chooseSandbox(
         const { minors, guessed } = gpuMinors(cards);
         if (guessed.length)
           log.warn(
-            `no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: their /dev/nvidiaN is taken to be NVML's index`,
+            `no /proc/driver/nvidia information for GPU(s) ${guessed.join(", ")}: ` +
+              "their /dev/nvidiaN is taken to be NVML's index",
           );
         sandbox = { bwrapPath, network, hiddenPaths, jobUser, gpuMinors: minors };
         log.info(
-          `experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}; as ${jobUser ? jobUser.label : "the runner's own user"}${mode === "auto" ? "; --sandbox auto" : ""}); hidden from them: ${hiddenPaths.join(", ")}`,
+          `experiments run in a bubblewrap sandbox (${bwrapPath}; network ${sandbox.network}; ` +
+            `as ${jobUser ? jobUser.label : "the runner's own user"}${mode === "auto" ? "; --sandbox auto" : ""}); ` +
+            `hidden from them: ${hiddenPaths.join(", ")}`,
         );
       }
     }

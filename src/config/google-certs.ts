@@ -11,7 +11,9 @@ export const GOOGLE_CERTS_OPTION = {
   name: "google-certs",
   type: "path",
   description:
-    "directory of Google service-account JSON files, one project each (rescanned): Pub/Sub projects whose subscriptions are queues, GCS identities (each bucket uses the first account it accepts), Firebase credentials by project",
+    "directory of Google service-account JSON files, one project each (rescanned): " +
+    "Pub/Sub projects whose subscriptions are queues, " +
+    "GCS identities (each bucket uses the first account it accepts), Firebase credentials by project",
 } as const satisfies OptionSpec;
 
 /** One *.json file of the directory: its project and account, or why it cannot be used. */

@@ -11,7 +11,10 @@ export const STORAGE_OPTION = {
   type: "string",
   env: "STUDIO_STORAGE",
   description:
-    "this machine's studioml storage: a file: URL (storage root), s3://host:port/bucket (S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or gs://bucket (GCS; credentials from --google-certs or GOOGLE_APPLICATION_CREDENTIALS); submit stores workspaces there, run lets requests from local queues use it when it is file: (see --file-storage-roots)",
+    "this machine's studioml storage: a file: URL (storage root), s3://host:port/bucket " +
+    "(S3; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or gs://bucket " +
+    "(GCS; credentials from --google-certs or GOOGLE_APPLICATION_CREDENTIALS); submit stores workspaces there, " +
+    "run lets requests from local queues use it when it is file: (see --file-storage-roots)",
   defaultText: "file://~/.studioml/storage",
 } as const satisfies OptionSpec;
 

@@ -30,7 +30,8 @@ export function pinModeFrom(settings: Pick<VenvSettings, "pip-strict" | "pip-rel
 export function pinModeProblems(settings: Pick<VenvSettings, "pip-strict" | "pip-relax-pins">): string[] {
   return settings["pip-strict"] && settings["pip-relax-pins"]
     ? [
-        "--pip-strict and --pip-relax-pins: choose one (strict fails on any pin it cannot meet, relax installs the nearest version)",
+        "--pip-strict and --pip-relax-pins: choose one " +
+          "(strict fails on any pin it cannot meet, relax installs the nearest version)",
       ]
     : [];
 }

@@ -33,7 +33,8 @@ export class ConfigMapDrain {
     const { changes, problems } = this.filter.apply(filterOverrideOf(data));
     for (const p of problems)
       this.log.error(
-        `${source}: ${p.message}; keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`,
+        `${source}: ${p.message}; ` +
+          `keeping ${describe(p.field === "QUEUE_MATCH" ? this.filter.match : this.filter.mismatch)}`,
       );
     if (changes.length) this.log.info(`${source}: ${changes.join("; ")} (applies from the next queue discovery)`);
     const stateText = data?.[STATE_KEY]?.trim() ?? "";

@@ -134,7 +134,8 @@ export class ConfigMapWatch {
         const problem = describeFailure(err);
         if (problem !== this.lastProblem) {
           this.options.log.warn(
-            `${this.where}: ${problem}; drain instructions from it are not seen until this clears (retrying with back-off, now ${(delayMs / 1000).toFixed(1)} s)`,
+            `${this.where}: ${problem}; drain instructions from it are not seen until this clears ` +
+              `(retrying with back-off, now ${(delayMs / 1000).toFixed(1)} s)`,
           );
           this.lastProblem = problem;
         }
@@ -217,7 +218,8 @@ function describeFailure(err: unknown): string {
     status === 401
       ? " (the service-account token was refused)"
       : status === 403
-        ? " (the service account may not read it: it needs get, list and watch on this ConfigMap; see deploy/k8s/rbac.yaml)"
+        ? " (the service account may not read it: it needs get, list and watch on this ConfigMap; " +
+          "see deploy/k8s/rbac.yaml)"
         : "";
   const message = String(e?.message ?? err)
     .split("\n")[0]!

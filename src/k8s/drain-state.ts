@@ -20,7 +20,8 @@ export const MAP_STATES: Readonly<Record<string, RunnerState>> = {
 export class DrainStateError extends Error {
   constructor(readonly value: string) {
     super(
-      `${STATE_KEY} ${JSON.stringify(value)} is not one of ${Object.keys(MAP_STATES).join(", ")}: the runner state is left as it is`,
+      `${STATE_KEY} ${JSON.stringify(value)} is not one of ${Object.keys(MAP_STATES).join(", ")}: ` +
+        "the runner state is left as it is",
     );
     this.name = "DrainStateError";
   }

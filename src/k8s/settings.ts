@@ -23,7 +23,8 @@ export const K8S_OPTIONS = [
     name: "k8s-configmap",
     type: "string",
     description:
-      "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (none: no map)",
+      "inside Kubernetes: ConfigMap whose STATE (Running, DrainAndSuspend, DrainAndTerminate) and " +
+      "QUEUE_MATCH / QUEUE_MISMATCH are watched and applied live (none: no map)",
     default: DEFAULT_DRAIN_CONFIGMAP,
   },
   {
@@ -36,7 +37,8 @@ export const K8S_OPTIONS = [
     name: "k8s-pod-configmap",
     type: "string",
     description:
-      "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), whose keys override those of --k8s-configmap",
+      "inside Kubernetes: a second ConfigMap for this runner alone (e.g. named after its pod), " +
+      "whose keys override those of --k8s-configmap",
     default: "",
   },
   {

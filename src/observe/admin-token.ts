@@ -62,7 +62,8 @@ export function readAdminToken(path: string, warn: (message: string) => void): A
     throw new AdminTokenError(path, `mode ${mode.toString(8).padStart(4, "0")} lets its group change it: chmod 600 it`);
   if (mode & 0o040)
     warn(
-      `--admin-token-file ${path}: readable by its group (mode ${mode.toString(8).padStart(4, "0")}); chmod 600 it unless the group is the runner's own (Kubernetes fsGroup)`,
+      `--admin-token-file ${path}: readable by its group (mode ${mode.toString(8).padStart(4, "0")}); ` +
+        "chmod 600 it unless the group is the runner's own (Kubernetes fsGroup)",
     );
   const token = text.trim();
   if (!token) throw new AdminTokenError(path, "empty");

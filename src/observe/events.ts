@@ -53,7 +53,8 @@ export type RunnerEventMap = {
   "bytes": { direction: "download" | "upload"; bytes: number };
   /** A cache lookup: artifacts or python environments. */
   "cache": { cache: "artifact" | "venv"; hit: boolean };
-  /** The poll loop ended for good (drain, --limit-tasks, --limit-idle-duration): the runner exits once its running experiments end. */
+  /** The poll loop ended for good (drain, --limit-tasks, --limit-idle-duration): the runner exits once its running
+   * experiments end. */
   "loop.ended": { atMs: number };
   /** The runner stopped or resumed taking work. */
   "runner.state": { state: RunnerState; reason: string };

@@ -80,7 +80,9 @@ export class LoopHealth {
       return {
         ...base,
         healthy: false,
-        reason: `${what} for ${Math.round(sinceLastPassMs / 1000)} s (limit ${Math.round(this.unhealthyAfterMs / 1000)} s)`,
+        reason:
+          `${what} for ${Math.round(sinceLastPassMs / 1000)} s ` +
+          `(limit ${Math.round(this.unhealthyAfterMs / 1000)} s)`,
       };
     }
     return { ...base, healthy: true, reason: "the poll loop is making progress" };

@@ -76,7 +76,8 @@ export class HostAllowList {
     this.nowMs = options.nowMs ?? Date.now;
     const bound = options.boundHost.toLowerCase();
     this.names = new Set(["localhost", options.machineName.toLowerCase()]);
-    // The bound address itself; for ":9090" that is 0.0.0.0, which the start-up log prints (a literal, so not rebindable).
+    // The bound address itself; for ":9090" that is 0.0.0.0, which the start-up log prints (a literal, so not
+    // rebindable).
     this.names.add(isWildcard(bound) ? (bound === "::" ? "::" : "0.0.0.0") : bound);
     for (const entry of commaList(options.allowed)) {
       const hp = parseHostPort(entry);
@@ -89,7 +90,11 @@ export class HostAllowList {
   /** The answered names, for the start-up log (interface addresses summarised). */
   describe(): string {
     const listed = [...this.anyPort, ...[...this.exact].map((e) => e.replace(" ", ":"))];
-    return `${[...this.names].map((n) => `${n}:${this.options.port}`).join(", ")}, loopback and this machine's interface addresses on port ${this.options.port}${listed.length ? `; --http-allowed-hosts ${listed.join(", ")}` : ""}`;
+    return (
+      `${[...this.names].map((n) => `${n}:${this.options.port}`).join(", ")}, ` +
+      `loopback and this machine's interface addresses on port ${this.options.port}` +
+      `${listed.length ? `; --http-allowed-hosts ${listed.join(", ")}` : ""}`
+    );
   }
 
   /** Whether a Host header value (or an Origin's host) names this endpoint. */
@@ -100,7 +105,8 @@ export class HostAllowList {
     return this.allows(hp.host, hp.port ?? 80);
   }
 
-  /** Whether an Origin header may change the runner's state: absent (curl, kubectl), or a page served by an answered host. */
+  /** Whether an Origin header may change the runner's state: absent (curl, kubectl), or a page served by an answered
+   * host. */
   allowsOrigin(value: string | null): boolean {
     if (value === null) return true;
     let url: URL;

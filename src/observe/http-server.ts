@@ -132,7 +132,9 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
       refusals.note(`${what} disabled`, `${what} from ${from}: no --admin-token-file is set`);
       return json(
         {
-          error: `${what} is disabled: start the runner with --admin-token-file <file holding a token, mode 0600> and send the token as "Authorization: Bearer <token>"`,
+          error:
+            `${what} is disabled: start the runner with --admin-token-file <file holding a token, mode 0600> ` +
+            'and send the token as "Authorization: Bearer <token>"',
         },
         403,
       );
@@ -173,7 +175,9 @@ export function startObserveServer(options: ObserveServerOptions): ObserveServer
         );
         return json(
           {
-            error: `this endpoint does not answer for Host ${shown(host)}: add that name to --http-allowed-hosts if it is one of this runner's`,
+            error:
+              `this endpoint does not answer for Host ${shown(host)}: ` +
+              "add that name to --http-allowed-hosts if it is one of this runner's",
           },
           421,
         );

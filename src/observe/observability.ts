@@ -146,7 +146,9 @@ export function startObservability(options: ObservabilityOptions): Observability
   return {
     url: server.url,
     hosts: server.hosts,
-    description: `observability endpoint at ${server.url}: /metrics /healthz /readyz /status, status page at / (log lines ${statusLogs ? "shown: --status-logs" : "not shown"}); ${posts}; answers Host ${server.hosts}`,
+    description:
+      `observability endpoint at ${server.url}: /metrics /healthz /readyz /status, status page at / ` +
+      `(log lines ${statusLogs ? "shown: --status-logs" : "not shown"}); ${posts}; answers Host ${server.hosts}`,
     stop: async () => {
       await server.stop();
       metrics.close();

@@ -12,8 +12,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   :root { --bg: #f6f7f9; --card: #fff; --ink: #1d2330; --muted: #6b7385; --line: #e2e5ea;
           --ok: #1f8a4c; --warn: #b7791f; --bad: #c53030; --accent: #2b6cb0; }
   * { box-sizing: border-box; }
-  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--ink); }
-  header { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: baseline; padding: 14px 24px; background: var(--ink); color: #fff; }
+  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+         background: var(--bg); color: var(--ink); }
+  header { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: baseline; padding: 14px 24px;
+           background: var(--ink); color: #fff; }
   header h1 { font-size: 18px; margin: 0; }
   header .meta { color: #c5cad6; font-size: 13px; }
   main { padding: 16px 24px; display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); }
@@ -23,7 +25,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   table { width: 100%; border-collapse: collapse; }
   th, td { text-align: left; padding: 4px 8px 4px 0; border-bottom: 1px solid var(--line); vertical-align: top; }
   th { color: var(--muted); font-weight: 500; }
-  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; background: var(--muted); }
+  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+           color: #fff; background: var(--muted); }
   .running, .succeeded, .healthy, .ready, .served { background: var(--ok); }
   .suspended, .requeued, .notready { background: var(--warn); }
   .terminating, .failed, .poisoned, .rejected, .unhealthy { background: var(--bad); }
@@ -34,7 +37,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .experiment .title { display: flex; gap: 10px; align-items: baseline; flex-wrap: wrap; }
   .key { font-family: ui-monospace, Menlo, Consolas, monospace; font-weight: 600; }
   .muted { color: var(--muted); }
-  pre.log { margin: 8px 0 0; max-height: 260px; overflow: auto; background: #10141c; color: #d7dde8; padding: 8px; border-radius: 4px;
+  pre.log { margin: 8px 0 0; max-height: 260px; overflow: auto; background: #10141c; color: #d7dde8;
+            padding: 8px; border-radius: 4px;
             font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; word-break: break-all; }
   #error { color: var(--bad); }
 </style>
@@ -51,7 +55,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <span id="error"></span>
 </header>
 <main>
-  <section class="wide"><h2>Running experiments (<span id="running-count">0</span>)</h2><div id="running"><p class="muted">none</p></div></section>
+  <section class="wide"><h2>Running experiments (<span id="running-count">0</span>)</h2>
+    <div id="running"><p class="muted">none</p></div></section>
   <section><h2>Resources</h2><table id="resources"></table></section>
   <section><h2>Queues</h2><table id="queues"></table></section>
   <section class="wide"><h2>Recently finished</h2><table id="finished"></table></section>
@@ -65,7 +70,8 @@ function el(tag, attrs, ...children) {
     if (v === undefined || v === null) continue;
     if (k === "class") node.className = v; else node.setAttribute(k, String(v));
   }
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c === undefined || c === null ? "" : String(c)));
+  for (const c of children)
+    node.append(c instanceof Node ? c : document.createTextNode(c === undefined || c === null ? "" : String(c)));
   return node;
 }
 function duration(ms) {
@@ -82,7 +88,8 @@ function bytes(n) {
 function ago(iso) { return iso ? duration(Date.now() - Date.parse(iso)) + " ago" : "never"; }
 function badge(text, cls) { return el("span", { class: "badge " + (cls || text) }, text); }
 function rows(table, head, body) {
-  table.replaceChildren(el("tr", {}, ...head.map((h) => el("th", {}, h))), ...body.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c)))));
+  table.replaceChildren(el("tr", {}, ...head.map((h) => el("th", {}, h))),
+    ...body.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c)))));
 }
 function bar(used, total) {
   const pct = total > 0 ? Math.min(100, (100 * used) / total) : 0;
@@ -104,7 +111,8 @@ function draw(s) {
   const running = $("running");
   $("running-count").textContent = s.running.length;
   running.replaceChildren(...(s.running.length ? s.running.map((x) => {
-    const log = x.log ? el("pre", { class: "log" }, x.log.join("\\n")) : el("p", { class: "nolog muted" }, "log lines are not shown (the runner's --status-logs is off)");
+    const log = x.log ? el("pre", { class: "log" }, x.log.join("\\n"))
+      : el("p", { class: "nolog muted" }, "log lines are not shown (the runner's --status-logs is off)");
     const card = el("div", { class: "experiment", "data-key": x.key, "data-phase": x.phase || "" },
       el("div", { class: "title" },
         el("span", { class: "key" }, x.key),
@@ -122,22 +130,28 @@ function draw(s) {
   const res = s.resources, body = [];
   if (res) {
     body.push(["CPUs", res.used.cpus + " / " + res.capacity.cpus, bar(res.used.cpus, res.capacity.cpus)]);
-    body.push(["RAM", bytes(res.used.ramBytes) + " / " + bytes(res.capacity.ramBytes), bar(res.used.ramBytes, res.capacity.ramBytes)]);
-    body.push(["Disk", bytes(res.used.hddBytes) + " / " + bytes(res.capacity.hddBytes), bar(res.used.hddBytes, res.capacity.hddBytes)]);
+    body.push(["RAM", bytes(res.used.ramBytes) + " / " + bytes(res.capacity.ramBytes),
+      bar(res.used.ramBytes, res.capacity.ramBytes)]);
+    body.push(["Disk", bytes(res.used.hddBytes) + " / " + bytes(res.capacity.hddBytes),
+      bar(res.used.hddBytes, res.capacity.hddBytes)]);
     const cards = s.gpus.cards.filter((c) => c.inService), busy = cards.filter((c) => c.allocated).length;
     if (cards.length) body.push(["GPU cards", busy + " / " + cards.length, bar(busy, cards.length)]);
-    else if (res.capacity.gpus > 0) body.push(["GPUs", res.used.gpus + " / " + res.capacity.gpus, bar(res.used.gpus, res.capacity.gpus)]);
+    else if (res.capacity.gpus > 0)
+      body.push(["GPUs", res.used.gpus + " / " + res.capacity.gpus, bar(res.used.gpus, res.capacity.gpus)]);
   }
   for (const c of s.gpus.cards) {
     body.push(["GPU " + c.index, (c.inService ? (c.allocated ? "allocated" : "free") : "out of service") +
-      (c.utilizationGpuPct === undefined || c.utilizationGpuPct === null ? "" : " · " + c.utilizationGpuPct + "% busy"), c.uuid]);
+      (c.utilizationGpuPct === undefined || c.utilizationGpuPct === null ? "" : " · " + c.utilizationGpuPct + "% busy"),
+      c.uuid]);
   }
   rows($("resources"), ["", "in use / capacity", ""], body);
 
   rows($("queues"), ["queue", "state", "last checked", "last took work", "taken"], s.queues.map((q) => [
-    el("span", { class: "key" }, q.source + " / " + q.name), badge(q.served ? "served" : "not listed", q.served ? "served" : ""),
+    el("span", { class: "key" }, q.source + " / " + q.name),
+    badge(q.served ? "served" : "not listed", q.served ? "served" : ""),
     ago(q.lastCheckedAt), ago(q.lastTookAt), q.taken,
-  ]).concat(s.sources.filter((x) => x.lastError).map((x) => [x.source, badge("error", "failed"), ago(x.lastErrorAt), x.lastError, ""])));
+  ]).concat(s.sources.filter((x) => x.lastError).map((x) =>
+    [x.source, badge("error", "failed"), ago(x.lastErrorAt), x.lastError, ""])));
 
   rows($("finished"), ["experiment", "outcome", "took", "finished", "reason"], s.finished.map((f) => [
     el("span", { class: "key" }, f.key), badge(f.result), duration(f.durationMs), ago(f.finishedAt), f.reason,

@@ -30,7 +30,8 @@ export type RetryOptions = {
   random?: Random;
 };
 
-/** Run `fn` (given its try number, 1-based) until it returns, throws a non-retryable error, or has had `tries` tries. */
+/** Run `fn` (given its try number, 1-based) until it returns, throws a non-retryable error, or has had `tries`
+ * tries. */
 export async function retry<T>(fn: (tryNumber: number) => Promise<T>, options: RetryOptions): Promise<T> {
   const sleep = options.sleep ?? realSleep;
   for (let tryNumber = 1; ; tryNumber++) {

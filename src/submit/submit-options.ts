@@ -113,14 +113,16 @@ export const SUBMIT_OPTIONS = [
   {
     ...spec(SQS_OPTIONS, "sqs-certs"),
     description:
-      "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run (the queue is made when missing)",
+      "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run " +
+      "(the queue is made when missing)",
   },
   spec(SQS_OPTIONS, "sqs-endpoint"),
   spec(SQS_OPTIONS, "aws-region"),
   {
     ...GOOGLE_CERTS_OPTION,
     description:
-      "Google service-account JSON files, one project each: publish to the first project's Pub/Sub (topic <queue> and subscription <queue>_sub are made when missing), and the identities for gs:// storage",
+      "Google service-account JSON files, one project each: publish to the first project's Pub/Sub " +
+      "(topic <queue> and subscription <queue>_sub are made when missing), and the identities for gs:// storage",
   },
   {
     ...spec(PUBSUB_OPTIONS, "pubsub-project"),

@@ -17,7 +17,8 @@ export const PUBSUB_OPTIONS = [
     name: "pubsub-project",
     type: "string",
     description:
-      "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS or the default credentials (or PUBSUB_EMULATOR_HOST)",
+      "Google project whose Pub/Sub subscriptions are queues, with GOOGLE_APPLICATION_CREDENTIALS " +
+      "or the default credentials (or PUBSUB_EMULATOR_HOST)",
   },
   {
     name: "pubsub-ack-deadline",

@@ -43,7 +43,8 @@ export function fallbackQueueList(settings: RabbitSettings): string[] {
   return commaList(textSetting(settings["amqp-queues"]));
 }
 
-/** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each discovery. */
+/** The backend when --amqp-url is set (settings already checked); filter: a live queue filter read at each
+ * discovery. */
 export function rabbitBackendFromSettings(
   settings: RabbitSettings,
   log: QueueLog,

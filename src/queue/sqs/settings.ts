@@ -18,7 +18,8 @@ export const SQS_OPTIONS = [
     name: "sqs-certs",
     type: "path",
     description:
-      "serve SQS: a directory with one sub-directory per AWS account, each holding AWS `credentials` and `config` files (profile default)",
+      "serve SQS: a directory with one sub-directory per AWS account, " +
+      "each holding AWS `credentials` and `config` files (profile default)",
   },
   {
     name: "aws-region",
@@ -78,7 +79,8 @@ export function sqsSettingsProblems(
   return problems;
 }
 
-/** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read at each discovery. */
+/** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read
+ * at each discovery. */
 export function sqsBackendFromSettings(
   settings: SqsSettings,
   log: QueueLog,
