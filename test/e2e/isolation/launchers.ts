@@ -276,7 +276,11 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         .map(([, v]) => v);
       expect(cmdlines.some((c) => c.includes("sleep 120"))).toBe(false);
       expect(cmdlines.some((c) => c.includes("--queue-root"))).toBe(false); // not the runner either
-      expect(stolen.tmp).toEqual([]);
+      // Its /tmp is its own: empty but for the mount points of its own directories where they lie
+      // under /tmp (a checkout in /tmp/x shows "x"), never the other tenant's file.
+      const ownMounts = [sb.workDir, sb.cacheDir].filter((d) => d.startsWith("/tmp/")).map((d) => d.split("/")[2]!);
+      expect(stolen.tmp).toEqual([...new Set(ownMounts)]);
+      expect(stolen.tmp).not.toContain(tenantMarker);
       expect(stolen.argv).toEqual(["--bind", "/", "/tmp/escape", "--chdir", "/", "--setenv", "X", "Y", marker]);
       expect(tarNames(modeldir).some((n) => n.includes("unshare-worked"))).toBe(false);
       // The experiment finished; nothing of it is left running.
