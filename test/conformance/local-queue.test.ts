@@ -96,33 +96,37 @@ describe("local queue: claims of stopped runners", () => {
 describe("local queue: entries queue writers should not be able to use against the runner", () => {
   const AMQP = "amqp://runner:s3cr3t-pa55word@rabbit.internal:5672/%2f";
 
-  test("a message that is a symlink (to a file with an amqp URL) is never delivered nor read: moved to the failed place, the target named nowhere", async () => {
-    const root = await mkdtemp(join(tmpdir(), "lq-"));
-    const secretFile = join(root, "..", `amqp-${crypto.randomUUID()}.txt`);
-    writeFileSync(secretFile, AMQP);
-    const logs: string[] = [];
-    const q = new LocalQueueBackend({ root, maxDeliveries: 3, log: (m) => logs.push(m) });
-    const good = await q.publish("local_a", '{"fine":true}');
-    const linkName = crypto.randomUUID();
-    symlinkSync(secretFile, join(root, "local_a", linkName));
-    await q.discover();
-    const d = await q.open("local_a").receive();
-    expect(d?.id).toBe(good);
-    expect(await q.open("local_a").receive()).toBeUndefined();
-    const failed = join(root, ".failed", "local_a");
-    expect(lstatSync(join(failed, linkName)).isSymbolicLink()).toBe(true); // kept as it was: nothing lost
-    const reason = readFileSync(join(failed, `${linkName}.reason.json`), "utf8");
-    expect(reason).toContain("symbolic link");
-    for (const text of [reason, logs.join("\n")]) {
-      expect(text).not.toContain("s3cr3t");
-      expect(text).not.toContain("amqp://");
-      expect(text).not.toContain(secretFile);
-    }
-    expect(readFileSync(secretFile, "utf8")).toBe(AMQP);
-    await d!.ack();
-    await rm(root, { recursive: true, force: true });
-    await rm(secretFile, { force: true });
-  });
+  test(
+    "a message that is a symlink (to a file with an amqp URL) is never delivered " +
+      "nor read: moved to the failed place, the target named nowhere",
+    async () => {
+      const root = await mkdtemp(join(tmpdir(), "lq-"));
+      const secretFile = join(root, "..", `amqp-${crypto.randomUUID()}.txt`);
+      writeFileSync(secretFile, AMQP);
+      const logs: string[] = [];
+      const q = new LocalQueueBackend({ root, maxDeliveries: 3, log: (m) => logs.push(m) });
+      const good = await q.publish("local_a", '{"fine":true}');
+      const linkName = crypto.randomUUID();
+      symlinkSync(secretFile, join(root, "local_a", linkName));
+      await q.discover();
+      const d = await q.open("local_a").receive();
+      expect(d?.id).toBe(good);
+      expect(await q.open("local_a").receive()).toBeUndefined();
+      const failed = join(root, ".failed", "local_a");
+      expect(lstatSync(join(failed, linkName)).isSymbolicLink()).toBe(true); // kept as it was: nothing lost
+      const reason = readFileSync(join(failed, `${linkName}.reason.json`), "utf8");
+      expect(reason).toContain("symbolic link");
+      for (const text of [reason, logs.join("\n")]) {
+        expect(text).not.toContain("s3cr3t");
+        expect(text).not.toContain("amqp://");
+        expect(text).not.toContain(secretFile);
+      }
+      expect(readFileSync(secretFile, "utf8")).toBe(AMQP);
+      await d!.ack();
+      await rm(root, { recursive: true, force: true });
+      await rm(secretFile, { force: true });
+    },
+  );
 
   test("a FIFO message does not block the runner; it goes to the failed place unread", async () => {
     const root = await mkdtemp(join(tmpdir(), "lq-"));
@@ -130,6 +134,7 @@ describe("local queue: entries queue writers should not be able to use against t
     mkdirSync(join(root, "local_f"), { recursive: true });
     const name = crypto.randomUUID();
     Bun.spawnSync(["mkfifo", join(root, "local_f", name)]);
+    // The 5 s race only bounds the hang under test (a FIFO blocks an open for reading).
     const got = await Promise.race([q.open("local_f").receive(), Bun.sleep(5000).then(() => "hung")]);
     expect(got).toBeUndefined();
     expect(readFileSync(join(root, ".failed", "local_f", `${name}.reason.json`), "utf8")).toContain("FIFO");
@@ -153,27 +158,31 @@ describe("local queue: entries queue writers should not be able to use against t
     await rm(elsewhere, { recursive: true, force: true });
   });
 
-  test("links planted at the runner's own names (.failed/<queue>, <id>.reason.json, the attempts record) are never written through", async () => {
-    const root = await mkdtemp(join(tmpdir(), "lq-"));
-    const host = await mkdtemp(join(tmpdir(), "lq-host-"));
-    const hostFile = join(host, "precious.conf");
-    writeFileSync(hostFile, "precious\n");
-    const q = new LocalQueueBackend({ root, maxDeliveries: 1 });
-    const id = await q.publish("local_p", '{"x":1}');
-    // The submitter knows the id: it plants links where the runner will write about it.
-    mkdirSync(join(root, ".failed", "local_p"), { recursive: true });
-    symlinkSync(hostFile, join(root, ".failed", "local_p", `${id}.reason.json`));
-    mkdirSync(join(root, ".attempts"), { recursive: true });
-    symlinkSync(host, join(root, ".attempts", "local_p"));
-    const d = await q.open("local_p").receive();
-    await d!.reject("bad request");
-    expect(readFileSync(hostFile, "utf8")).toBe("precious\n");
-    expect(readdirSync(host)).toEqual(["precious.conf"]);
-    expect(JSON.parse(readFileSync(join(root, ".failed", "local_p", `${id}.reason.json`), "utf8")).summary).toBe(
-      "bad request",
-    );
-    expect(readFileSync(join(root, ".failed", "local_p", id), "utf8")).toBe('{"x":1}');
-    await rm(root, { recursive: true, force: true });
-    await rm(host, { recursive: true, force: true });
-  });
+  test(
+    "links planted at the runner's own names (.failed/<queue>, <id>.reason.json, " +
+      "the attempts record) are never written through",
+    async () => {
+      const root = await mkdtemp(join(tmpdir(), "lq-"));
+      const host = await mkdtemp(join(tmpdir(), "lq-host-"));
+      const hostFile = join(host, "precious.conf");
+      writeFileSync(hostFile, "precious\n");
+      const q = new LocalQueueBackend({ root, maxDeliveries: 1 });
+      const id = await q.publish("local_p", '{"x":1}');
+      // The submitter knows the id: it plants links where the runner will write about it.
+      mkdirSync(join(root, ".failed", "local_p"), { recursive: true });
+      symlinkSync(hostFile, join(root, ".failed", "local_p", `${id}.reason.json`));
+      mkdirSync(join(root, ".attempts"), { recursive: true });
+      symlinkSync(host, join(root, ".attempts", "local_p"));
+      const d = await q.open("local_p").receive();
+      await d!.reject("bad request");
+      expect(readFileSync(hostFile, "utf8")).toBe("precious\n");
+      expect(readdirSync(host)).toEqual(["precious.conf"]);
+      expect(JSON.parse(readFileSync(join(root, ".failed", "local_p", `${id}.reason.json`), "utf8")).summary).toBe(
+        "bad request",
+      );
+      expect(readFileSync(join(root, ".failed", "local_p", id), "utf8")).toBe('{"x":1}');
+      await rm(root, { recursive: true, force: true });
+      await rm(host, { recursive: true, force: true });
+    },
+  );
 });

@@ -3,6 +3,7 @@
 // failed place `studioml_failed.<queue>` with the reasons in its attributes.
 
 import { fixtureTest } from "../helpers/fixture-test.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { PubSub } from "@google-cloud/pubsub";
@@ -156,7 +157,8 @@ describe("pubsub: the failed place", () => {
 
 describe("pubsub: ack deadlines", () => {
   withFixture(
-    "a message held longer than three ack deadlines is not redelivered while the holder renews; after the holder stops it is",
+    "a message held longer than three ack deadlines is not redelivered while the " +
+      "holder renews; after the holder stops it is",
     async (f) => {
       const q = f.queue("long");
       const holder = f.backend({ ackDeadlineS: 10 });
@@ -167,7 +169,7 @@ describe("pubsub: ack deadlines", () => {
       const heldUntil = Date.now() + 35_000;
       while (Date.now() < heldUntil) {
         expect(await other.open(q).receive()).toBeUndefined();
-        await Bun.sleep(1000);
+        await Bun.sleep(1000); // a negative check over 35 s (3.5 ack deadlines): a fixed time is the point
       }
       await holder.close();
       expect(f.lines.some((l) => /closing with 1 unsettled Pub\/Sub message/.test(l))).toBe(true);
@@ -216,8 +218,7 @@ describe("pubsub: deleted subscriptions", () => {
     } finally {
       await admin.close();
     }
-    for (let i = 0; i < 200 && !d!.revoked!.aborted; i++) await Bun.sleep(50);
-    expect(d!.revoked!.aborted).toBe(true);
+    await waitFor("the delivery to be revoked", () => d!.revoked!.aborted, 10_000, 50);
     expect(String((d!.revoked!.reason as Error).message)).toContain(`subscription ${q}_sub of queue ${q} was deleted`);
     await d!.ack();
     expect(f.lines.filter((l) => l.startsWith("warn")).join("\n")).not.toContain("acknowledgement");
@@ -264,66 +265,72 @@ describe("pubsub: settings and projects", () => {
     });
   });
 
-  test("no Pub/Sub settings: no backend; --pubsub-project alone serves that project (here the emulator's)", async () => {
-    const saved = process.env.GOOGLE_APPLICATION_CREDENTIALS;
-    delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
-    const log = { info: () => undefined, warn: () => undefined };
-    try {
-      expect(pubsubBackendFromSettings({ "max-deliveries": 3 }, log)).toBeUndefined();
-      const projectId = `studio-test-${randomUUID().slice(0, 8)}`;
-      const b = pubsubBackendFromSettings(
-        { "max-deliveries": 3, "pubsub-project": projectId, "queue-match": /^ps_/ },
-        log,
-      )!;
+  test(
+    "no Pub/Sub settings: no backend; --pubsub-project alone serves that project " + "(here the emulator's)",
+    async () => {
+      const saved = process.env.GOOGLE_APPLICATION_CREDENTIALS;
+      delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
+      const log = { info: () => undefined, warn: () => undefined };
       try {
-        expect(b.kind).toBe("pubsub");
-        await b.publish("ps_settings", '{"s":1}');
-        await b.publish("other_settings", "{}");
-        expect(await b.discover()).toEqual(["ps_settings"]);
-        const d = await b.open("ps_settings").receive();
-        expect(text(d!.body)).toBe('{"s":1}');
-        await d!.ack();
+        expect(pubsubBackendFromSettings({ "max-deliveries": 3 }, log)).toBeUndefined();
+        const projectId = `studio-test-${randomUUID().slice(0, 8)}`;
+        const b = pubsubBackendFromSettings(
+          { "max-deliveries": 3, "pubsub-project": projectId, "queue-match": /^ps_/ },
+          log,
+        )!;
+        try {
+          expect(b.kind).toBe("pubsub");
+          await b.publish("ps_settings", '{"s":1}');
+          await b.publish("other_settings", "{}");
+          expect(await b.discover()).toEqual(["ps_settings"]);
+          const d = await b.open("ps_settings").receive();
+          expect(text(d!.body)).toBe('{"s":1}');
+          await d!.ack();
+        } finally {
+          await b.close();
+        }
       } finally {
-        await b.close();
+        if (saved !== undefined) process.env.GOOGLE_APPLICATION_CREDENTIALS = saved;
       }
-    } finally {
-      if (saved !== undefined) process.env.GOOGLE_APPLICATION_CREDENTIALS = saved;
-    }
-  });
+    },
+  );
 
-  test("--google-certs: one project per file, rescanned; a queue name in two projects is served from the first", async () => {
-    await withCerts(async (dir) => {
-      const [p1, p2] = [`studio-a-${randomUUID().slice(0, 6)}`, `studio-b-${randomUUID().slice(0, 6)}`];
-      writeKey(dir, "1.json", p1);
-      const lines: string[] = [];
-      const set = new PubsubProjectSet({
-        scan: () => scanProjects({ certsDir: dir }),
-        rescanIntervalMs: 0,
-        maxDeliveries: 3,
-        match: /^ps_/,
-        log: { info: (m) => lines.push(m), warn: (m) => lines.push(m) },
+  test(
+    "--google-certs: one project per file, rescanned; a queue name in two projects " + "is served from the first",
+    async () => {
+      await withCerts(async (dir) => {
+        const [p1, p2] = [`studio-a-${randomUUID().slice(0, 6)}`, `studio-b-${randomUUID().slice(0, 6)}`];
+        writeKey(dir, "1.json", p1);
+        const lines: string[] = [];
+        const set = new PubsubProjectSet({
+          scan: () => scanProjects({ certsDir: dir }),
+          rescanIntervalMs: 0,
+          maxDeliveries: 3,
+          match: /^ps_/,
+          log: { info: (m) => lines.push(m), warn: (m) => lines.push(m) },
+        });
+        const admin2 = new PubsubQueueBackend({ projectId: p2, maxDeliveries: 3 });
+        try {
+          await set.publish("ps_one", '{"p":1}');
+          await set.publish("ps_both", '{"p":1}');
+          await admin2.publish("ps_two", '{"p":2}');
+          await admin2.publish("ps_both", '{"p":2}');
+          expect(set.projects()).toEqual([p1]);
+          expect(await set.discover()).toEqual(["ps_both", "ps_one"]);
+          writeKey(dir, "2.json", p2);
+          expect(await set.discover()).toEqual(["ps_both", "ps_one", "ps_two"]);
+          expect(lines.some((l) => l.includes(`ps_both exists in projects ${p1} and ${p2}`))).toBe(true);
+          const two = await set.open("ps_two").receive();
+          expect(text(two!.body)).toBe('{"p":2}');
+          await two!.ack();
+          const both = await set.open("ps_both").receive();
+          expect(text(both!.body)).toBe('{"p":1}');
+          await both!.ack();
+        } finally {
+          await set.close();
+          await admin2.close();
+        }
       });
-      const admin2 = new PubsubQueueBackend({ projectId: p2, maxDeliveries: 3 });
-      try {
-        await set.publish("ps_one", '{"p":1}');
-        await set.publish("ps_both", '{"p":1}');
-        await admin2.publish("ps_two", '{"p":2}');
-        await admin2.publish("ps_both", '{"p":2}');
-        expect(set.projects()).toEqual([p1]);
-        expect(await set.discover()).toEqual(["ps_both", "ps_one"]);
-        writeKey(dir, "2.json", p2);
-        expect(await set.discover()).toEqual(["ps_both", "ps_one", "ps_two"]);
-        expect(lines.some((l) => l.includes(`ps_both exists in projects ${p1} and ${p2}`))).toBe(true);
-        const two = await set.open("ps_two").receive();
-        expect(text(two!.body)).toBe('{"p":2}');
-        await two!.ack();
-        const both = await set.open("ps_both").receive();
-        expect(text(both!.body)).toBe('{"p":1}');
-        await both!.ack();
-      } finally {
-        await set.close();
-        await admin2.close();
-      }
-    });
-  });
+    },
+  );
 });

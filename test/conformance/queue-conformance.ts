@@ -51,7 +51,7 @@ export function queueConformance(kind: string, makeHarness: () => Promise<QueueH
       const q = h.queueName("fifo");
       for (let i = 0; i < 3; i++) {
         await b.publish(q, `{"n":${i}}`);
-        await Bun.sleep(20);
+        await Bun.sleep(20); // timing is the point: "oldest" is by publish time, kept apart
       }
       const got: string[] = [];
       for (let i = 0; i < 3; i++) {
@@ -150,6 +150,7 @@ export function queueConformance(kind: string, makeHarness: () => Promise<QueueH
       const d = await b.open(q).receive();
       await d!.ack();
       const waiting = b.waitForWork(30_000);
+      // The point is a publish while waitForWork already waits; the 10 s race only bounds a hang.
       setTimeout(() => void b.publish(q, "{}"), 50);
       const woke = await Promise.race([waiting.then(() => true), Bun.sleep(10_000).then(() => false)]);
       expect(woke).toBe(true);

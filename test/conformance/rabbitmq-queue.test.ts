@@ -3,6 +3,7 @@
 // place, lost connections and reconnects, deleted queues, and refusals that neither spin nor starve.
 
 import { fixtureTest } from "../helpers/fixture-test.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import { beforeAll, describe, expect, test } from "bun:test";
 import { backoffDelayMs, DEFAULT_BACKOFF } from "../../src/queue/rabbitmq/backoff.ts";
 import { managementAddress, parseAmqpUrl, redactUrl } from "../../src/queue/rabbitmq/broker-address.ts";
@@ -116,17 +117,22 @@ describe("rabbitmq: addresses", () => {
     expect(() => parseAmqpUrl("not a url")).toThrow();
   });
 
-  test("settings: a bad --amqp-url or --amqp-mgt-url is a configuration problem that does not echo the password", () => {
-    expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL })).toEqual([]);
-    expect(rabbitSettingsProblems({})).toEqual([]);
-    const bad = rabbitSettingsProblems({ "amqp-url": "https://u:hunter2@h/", "amqp-mgt-url": "x" });
-    expect(bad).toEqual(["--amqp-url: must start with amqp:// or amqps://"]);
-    expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL, "amqp-mgt-url": "ftp://h" })).toEqual([
-      "--amqp-mgt-url: must start with http:// or https://",
-    ]);
-    expect(rabbitSettingsProblems({ "amqp-queues": "rmq_a" })).toEqual(["--amqp-queues is set but --amqp-url is not"]);
-    expect(fallbackQueueList({ "amqp-queues": " rmq_a, ,rmq_b " })).toEqual(["rmq_a", "rmq_b"]);
-  });
+  test(
+    "settings: a bad --amqp-url or --amqp-mgt-url is a configuration problem that " + "does not echo the password",
+    () => {
+      expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL })).toEqual([]);
+      expect(rabbitSettingsProblems({})).toEqual([]);
+      const bad = rabbitSettingsProblems({ "amqp-url": "https://u:hunter2@h/", "amqp-mgt-url": "x" });
+      expect(bad).toEqual(["--amqp-url: must start with amqp:// or amqps://"]);
+      expect(rabbitSettingsProblems({ "amqp-url": AMQP_URL, "amqp-mgt-url": "ftp://h" })).toEqual([
+        "--amqp-mgt-url: must start with http:// or https://",
+      ]);
+      expect(rabbitSettingsProblems({ "amqp-queues": "rmq_a" })).toEqual([
+        "--amqp-queues is set but --amqp-url is not",
+      ]);
+      expect(fallbackQueueList({ "amqp-queues": " rmq_a, ,rmq_b " })).toEqual(["rmq_a", "rmq_b"]);
+    },
+  );
 });
 
 describe("rabbitmq: reconnect back-off", () => {
@@ -340,6 +346,7 @@ describe("rabbitmq: holding and refusing", () => {
     // fixture closing that publisher's channel first turned the pending confirm into a stray
     // rejection ("the broker refused a message") that failed this test now and then.
     let publishing: Promise<unknown> | undefined;
+    // The point is a publish while waitForWork already waits: 100 ms after it began.
     setTimeout(() => (publishing = f.backend().publish(q, '{"small":1}')), 100);
     await waiting;
     expect(Date.now() - publishedAt).toBeLessThan(3000);
@@ -349,7 +356,8 @@ describe("rabbitmq: holding and refusing", () => {
 
 describe("rabbitmq: connections that break", () => {
   withFixture(
-    "the broker closes the connection mid-hold: the runner reconnects, takes the message back and acks it; nothing lost",
+    "the broker closes the connection mid-hold: the runner reconnects, takes the " +
+      "message back and acks it; nothing lost",
     async (f) => {
       const q = f.queue("cut");
       const connectionName = `studio-runner test ${q}`;
@@ -479,8 +487,7 @@ describe("rabbitmq: deleted queues", () => {
     let why = "";
     d!.revoked!.addEventListener("abort", () => (why = String((d!.revoked!.reason as Error).message)));
     await withChannel((ch) => ch.deleteQueue(q));
-    for (let i = 0; i < 100 && !d!.revoked!.aborted; i++) await Bun.sleep(50);
-    expect(d!.revoked!.aborted).toBe(true);
+    await waitFor("the delivery to be revoked", () => d!.revoked!.aborted, 5_000, 50);
     expect(why).toContain(`queue ${q} was deleted`);
     await d!.ack();
     expect(f.lines.some((l) => l.includes(`queue ${q} was deleted`))).toBe(true);

@@ -59,7 +59,7 @@ for (const type of ["s3", "local", "http", "firebase"]) {
       expect(running.status).toBe("running");
       expect(running.time_started).toBeGreaterThanOrEqual(before - 1);
       expect(running.key).toBe(key);
-      await Bun.sleep(20);
+      await Bun.sleep(20); // timing is the point: the checkpoint's time must be later than time_started
       await record.checkpoint();
       const checkpointed = (await db().read(key))!;
       expect(checkpointed.time_last_checkpoint).toBeGreaterThan(running.time_started);
@@ -87,56 +87,60 @@ for (const type of ["s3", "local", "http", "firebase"]) {
       await record.close();
     });
 
-    test("the record never holds a secret: none copied from the request, and the client's copy is cleared", async () => {
-      const secret = `rec-secret-${crypto.randomUUID()}`;
-      const token = `rec-token-${crypto.randomUUID()}`;
-      const withKeys = (r: Record<string, unknown>) => ({
-        ...r,
-        artifacts: {
-          workspace: {
-            key: "w.tar",
-            qualified: "s3://b/w.tar",
-            mutable: false,
-            credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret, session_token: token } },
+    test(
+      "the record never holds a secret: none copied from the request, and the " + "client's copy is cleared",
+      async () => {
+        const secret = `rec-secret-${crypto.randomUUID()}`;
+        const token = `rec-token-${crypto.randomUUID()}`;
+        const withKeys = (r: Record<string, unknown>) => ({
+          ...r,
+          artifacts: {
+            workspace: {
+              key: "w.tar",
+              qualified: "s3://b/w.tar",
+              mutable: false,
+              credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret, session_token: token } },
+            },
+            output: {
+              key: "o.tar",
+              qualified: "s3://b/o.tar",
+              mutable: true,
+              credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret } },
+            },
           },
-          output: {
-            key: "o.tar",
-            qualified: "s3://b/o.tar",
-            mutable: true,
-            credentials: { aws: { access_key: "AKIARECORDTEST", secret_access_key: secret } },
-          },
-        },
-      });
-      const leaks = (doc: unknown) => {
-        const text = JSON.stringify(doc ?? {});
-        return [secret, token, "secret_access_key", "session_token"].filter((s) => text.includes(s));
-      };
-      // The runner creates the record from the request.
-      const fresh = requestFor(db());
-      fresh.request.experiment.raw = withKeys(fresh.raw);
-      (fresh.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
-      const a = keeper(db(), fresh.request);
-      await a.record.running();
-      await a.record.finished();
-      expect(leaks(await db().read(fresh.key))).toEqual([]);
-      await a.record.close();
-      // The client wrote the record with the keys in it (as studioml does): the runner's writes clear them.
-      if (type === "http") return; // the API server keeps its own document; the runner sends only the key
-      const seeded = requestFor(db());
-      seeded.request.experiment.raw = withKeys(seeded.raw);
-      (seeded.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
-      await db().seed(seeded.key, withKeys(seeded.raw));
-      expect(leaks(await db().read(seeded.key)).length).toBeGreaterThan(0);
-      const b = keeper(db(), seeded.request);
-      await b.record.running();
-      expect(leaks(await db().read(seeded.key))).toEqual([]);
-      await b.record.finished();
-      const final = (await db().read(seeded.key))!;
-      expect(leaks(final)).toEqual([]);
-      expect((final.artifacts as Record<string, Record<string, unknown>>).workspace!.qualified).toBe("s3://b/w.tar"); // the rest stays
-      expect(b.warnings).toEqual([]);
-      await b.record.close();
-    });
+        });
+        const leaks = (doc: unknown) => {
+          const text = JSON.stringify(doc ?? {});
+          return [secret, token, "secret_access_key", "session_token"].filter((s) => text.includes(s));
+        };
+        // The runner creates the record from the request.
+        const fresh = requestFor(db());
+        fresh.request.experiment.raw = withKeys(fresh.raw);
+        (fresh.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
+        const a = keeper(db(), fresh.request);
+        await a.record.running();
+        await a.record.finished();
+        expect(leaks(await db().read(fresh.key))).toEqual([]);
+        await a.record.close();
+        // The client wrote the record with the keys in it (as studioml does): the runner's writes clear them.
+        if (type === "http") return; // the API server keeps its own document; the runner sends only the key
+        const seeded = requestFor(db());
+        seeded.request.experiment.raw = withKeys(seeded.raw);
+        (seeded.request.experiment as { artifacts: unknown }).artifacts = { workspace: {}, output: {} };
+        await db().seed(seeded.key, withKeys(seeded.raw));
+        expect(leaks(await db().read(seeded.key)).length).toBeGreaterThan(0);
+        const b = keeper(db(), seeded.request);
+        await b.record.running();
+        expect(leaks(await db().read(seeded.key))).toEqual([]);
+        await b.record.finished();
+        const final = (await db().read(seeded.key))!;
+        expect(leaks(final)).toEqual([]);
+        // the rest stays
+        expect((final.artifacts as Record<string, Record<string, unknown>>).workspace!.qualified).toBe("s3://b/w.tar");
+        expect(b.warnings).toEqual([]);
+        await b.record.close();
+      },
+    );
 
     test("a failing database: every call resolves, each fault is logged, no stop is reported", async () => {
       db().fail();

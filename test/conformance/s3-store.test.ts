@@ -110,92 +110,111 @@ describe.skipIf(!HAVE_MOTO)("s3 on moto_server with verified signatures", () => 
     expect((getErr as Error).message).toMatch(/SignatureDoesNotMatch/);
   });
 
-  describe("whose identity serves a request without credentials (the runner holds valid keys in its environment)", () => {
-    const saved: Record<string, string | undefined> = {};
-    beforeAll(() => {
-      for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) saved[k] = process.env[k];
-      process.env.AWS_ACCESS_KEY_ID = moto!.user!.accessKey;
-      process.env.AWS_SECRET_ACCESS_KEY = moto!.user!.secretAccessKey;
-    });
-    afterAll(() => {
-      for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v);
-    });
-    const field = "experiment.artifacts.workspace.qualified";
-    const grantFor = (allow: string, queue = "team_a_1") =>
-      storageIdentityFor(storageIdentitySetting("runner", allow), queue, "rabbitmq");
+  describe(
+    "whose identity serves a request without credentials (the runner holds valid " + "keys in its environment)",
+    () => {
+      const saved: Record<string, string | undefined> = {};
+      beforeAll(() => {
+        for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) saved[k] = process.env[k];
+        process.env.AWS_ACCESS_KEY_ID = moto!.user!.accessKey;
+        process.env.AWS_SECRET_ACCESS_KEY = moto!.user!.secretAccessKey;
+      });
+      afterAll(() => {
+        for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v);
+      });
+      const field = "experiment.artifacts.workspace.qualified";
+      const grantFor = (allow: string, queue = "team_a_1") =>
+        storageIdentityFor(storageIdentitySetting("runner", allow), queue, "rabbitmq");
 
-    test("by default (--storage-identity request) it is refused before anything is sent, naming field, location and flag", async () => {
-      const key = `${uniquePrefix()}/w.tar`;
-      const loc = `s3://${moto!.host}/${BUCKET}/${key}`;
-      const store = storeFor(loc, { endpoint: moto!.endpoint, identity: REQUEST_IDENTITY_ONLY }, field);
-      for (const op of [
-        () => store.head(loc),
-        () => store.get(loc),
-        () => store.put(loc, Readable.from([Buffer.from("x")])),
-        () => store.delete(loc),
-      ]) {
-        const err = await op().then(
-          () => undefined,
-          (e: unknown) => e as Error,
-        );
-        expect(err).toBeInstanceOf(PermanentError);
-        expect(err!.message).toContain(`${field}: ${loc} brings no credentials`);
-        expect(err!.message).toContain("--storage-identity");
-      }
-      // Nothing was written with the runner's keys.
-      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
-      expect(await runner.head(loc)).toBeUndefined();
-    });
-
-    test("with --storage-identity runner: served inside the queue's allowed prefix, refused outside it and for other queues", async () => {
-      const prefix = uniquePrefix();
-      const allowed = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
-      const other = `s3://${moto!.host}/${BUCKET}/${prefix}/other/w.tar`;
-      const allow = `team_a=s3://${moto!.host}/${BUCKET}/${prefix}/allowed/`;
-      const store = storeFor(allowed, { endpoint: moto!.endpoint, identity: grantFor(allow) }, field);
-      await store.put(allowed, Readable.from([Buffer.from("as the runner")]));
-      expect((await readAll(await store.get(allowed))).toString()).toBe("as the runner");
-      const outside = await store.put(other, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
-      expect(outside).toBeInstanceOf(PermanentError);
-      expect((outside as Error).message).toContain(`${field}: ${other}`);
-      expect((outside as Error).message).toContain('outside --storage-identity-allow for queue "team_a_1"');
-      const otherQueue = storeFor(allowed, { endpoint: moto!.endpoint, identity: grantFor(allow, "team_b_1") }, field);
-      expect(await otherQueue.head(allowed).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
-      // "." segments cannot walk out of the prefix; another server with the same bucket name is not the allowed one.
-      const dotted = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/../other/w.tar`;
-      expect(await store.head(dotted).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
-      const elsewhere = storeFor(
-        `s3://${BUCKET}/${prefix}/allowed/w.tar`,
-        { endpoint: "http://127.0.0.1:9", identity: grantFor(allow) },
-        field,
-      );
-      expect(await elsewhere.head(`s3://${BUCKET}/${prefix}/allowed/w.tar`).catch((e: Error) => e)).toBeInstanceOf(
-        PermanentError,
-      );
-      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
-      expect(await runner.head(other)).toBeUndefined();
-    });
-
-    test("a request's own (wrong) keys are the only ones used: refused by the server, never retried as the runner", async () => {
-      const prefix = uniquePrefix();
-      const loc = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
-      const identity = grantFor(`team_a=s3://${moto!.host}/${BUCKET}/`);
-      const store = storeFor(
-        loc,
-        {
-          credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }),
-          endpoint: moto!.endpoint,
-          identity,
+      test(
+        "by default (--storage-identity request) it is refused before anything is " +
+          "sent, naming field, location and flag",
+        async () => {
+          const key = `${uniquePrefix()}/w.tar`;
+          const loc = `s3://${moto!.host}/${BUCKET}/${key}`;
+          const store = storeFor(loc, { endpoint: moto!.endpoint, identity: REQUEST_IDENTITY_ONLY }, field);
+          for (const op of [
+            () => store.head(loc),
+            () => store.get(loc),
+            () => store.put(loc, Readable.from([Buffer.from("x")])),
+            () => store.delete(loc),
+          ]) {
+            const err = await op().then(
+              () => undefined,
+              (e: unknown) => e as Error,
+            );
+            expect(err).toBeInstanceOf(PermanentError);
+            expect(err!.message).toContain(`${field}: ${loc} brings no credentials`);
+            expect(err!.message).toContain("--storage-identity");
+          }
+          // Nothing was written with the runner's keys.
+          const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+          expect(await runner.head(loc)).toBeUndefined();
         },
-        field,
       );
-      const err = await store.put(loc, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
-      expect(err).toBeInstanceOf(PermanentError);
-      expect((err as Error).message).toMatch(/InvalidAccessKeyId/);
-      const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
-      expect(await runner.head(loc)).toBeUndefined();
-    });
-  });
+
+      test(
+        "with --storage-identity runner: served inside the queue's allowed prefix, " +
+          "refused outside it and for other queues",
+        async () => {
+          const prefix = uniquePrefix();
+          const allowed = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
+          const other = `s3://${moto!.host}/${BUCKET}/${prefix}/other/w.tar`;
+          const allow = `team_a=s3://${moto!.host}/${BUCKET}/${prefix}/allowed/`;
+          const store = storeFor(allowed, { endpoint: moto!.endpoint, identity: grantFor(allow) }, field);
+          await store.put(allowed, Readable.from([Buffer.from("as the runner")]));
+          expect((await readAll(await store.get(allowed))).toString()).toBe("as the runner");
+          const outside = await store.put(other, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
+          expect(outside).toBeInstanceOf(PermanentError);
+          expect((outside as Error).message).toContain(`${field}: ${other}`);
+          expect((outside as Error).message).toContain('outside --storage-identity-allow for queue "team_a_1"');
+          const otherQueue = storeFor(
+            allowed,
+            { endpoint: moto!.endpoint, identity: grantFor(allow, "team_b_1") },
+            field,
+          );
+          expect(await otherQueue.head(allowed).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+          // "." segments cannot walk out of the prefix; another server with the same bucket name is
+          // not the allowed one.
+          const dotted = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/../other/w.tar`;
+          expect(await store.head(dotted).catch((e: Error) => e)).toBeInstanceOf(PermanentError);
+          const elsewhere = storeFor(
+            `s3://${BUCKET}/${prefix}/allowed/w.tar`,
+            { endpoint: "http://127.0.0.1:9", identity: grantFor(allow) },
+            field,
+          );
+          expect(await elsewhere.head(`s3://${BUCKET}/${prefix}/allowed/w.tar`).catch((e: Error) => e)).toBeInstanceOf(
+            PermanentError,
+          );
+          const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+          expect(await runner.head(other)).toBeUndefined();
+        },
+      );
+
+      test(
+        "a request's own (wrong) keys are the only ones used: refused by the server, " + "never retried as the runner",
+        async () => {
+          const prefix = uniquePrefix();
+          const loc = `s3://${moto!.host}/${BUCKET}/${prefix}/allowed/w.tar`;
+          const identity = grantFor(`team_a=s3://${moto!.host}/${BUCKET}/`);
+          const store = storeFor(
+            loc,
+            {
+              credentials: creds({ accessKey: "AKIANOSUCHUSER00", secretAccessKey: "whatever-secret" }),
+              endpoint: moto!.endpoint,
+              identity,
+            },
+            field,
+          );
+          const err = await store.put(loc, Readable.from([Buffer.from("x")])).catch((e: Error) => e);
+          expect(err).toBeInstanceOf(PermanentError);
+          expect((err as Error).message).toMatch(/InvalidAccessKeyId/);
+          const runner = new S3Store({ credentials: creds(moto!.user!), endpoint: moto!.endpoint });
+          expect(await runner.head(loc)).toBeUndefined();
+        },
+      );
+    },
+  );
 
   test("an unknown access key is refused the same way", async () => {
     const store = new S3Store({
@@ -252,27 +271,30 @@ describe("s3 on s3rver: beyond the shared suite", () => {
     expect(sha256(back)).toBe(sha256(data));
   });
 
-  test("an unknown access key is refused with a clear PermanentError (s3rver checks keys, not signatures)", async () => {
-    const bad = new S3Store({
-      credentials: creds({ accessKey: "AKIAWRONGKEY0000", secretAccessKey: "topsecret-value-42" }),
-      endpoint: s3rver.endpoint,
-    });
-    for (const op of [
-      () => bad.get(loc("a.tar")),
-      () => bad.head(loc("a.tar")),
-      () => bad.put(loc("a.tar"), Readable.from([Buffer.from("x")])),
-    ]) {
-      const err = await op().then(
-        () => undefined,
-        (e: unknown) => e as Error,
-      );
-      expect(err).toBeInstanceOf(PermanentError);
-      expect(err).not.toBeInstanceOf(NotFoundError);
-      expect(err!.message).toMatch(/refused the request's credentials .*bucket "studioml-artifacts"/);
-      expect(err!.message).toContain(s3rver.endpoint);
-      expect(err!.message).not.toContain("topsecret-value-42");
-    }
-  });
+  test(
+    "an unknown access key is refused with a clear PermanentError (s3rver checks " + "keys, not signatures)",
+    async () => {
+      const bad = new S3Store({
+        credentials: creds({ accessKey: "AKIAWRONGKEY0000", secretAccessKey: "topsecret-value-42" }),
+        endpoint: s3rver.endpoint,
+      });
+      for (const op of [
+        () => bad.get(loc("a.tar")),
+        () => bad.head(loc("a.tar")),
+        () => bad.put(loc("a.tar"), Readable.from([Buffer.from("x")])),
+      ]) {
+        const err = await op().then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        expect(err).toBeInstanceOf(PermanentError);
+        expect(err).not.toBeInstanceOf(NotFoundError);
+        expect(err!.message).toMatch(/refused the request's credentials .*bucket "studioml-artifacts"/);
+        expect(err!.message).toContain(s3rver.endpoint);
+        expect(err!.message).not.toContain("topsecret-value-42");
+      }
+    },
+  );
 
   test("no credentials at all: unsigned requests work on a server that allows them", async () => {
     const saved = { ...process.env };
@@ -343,6 +365,7 @@ async function truncatingProxy(
         if (cutAfterBytes === 0) {
           up.destroy();
           res.flushHeaders();
+          // The fault itself: the headers reach the client, then the connection drops.
           return void setTimeout(() => res.socket?.destroy(), 20);
         }
         up.on("data", (chunk: Buffer) => {
@@ -352,7 +375,7 @@ async function truncatingProxy(
           res.write(part);
           if (sent >= cutAfterBytes) {
             up.destroy();
-            setTimeout(() => res.socket?.destroy(), 20);
+            setTimeout(() => res.socket?.destroy(), 20); // the fault: what was written arrives, then the cut
           }
         });
       },

@@ -142,7 +142,8 @@ describe("sqs: delivery counts", () => {
 
 describe("sqs: visibility", () => {
   withFixture(
-    "renewal keeps a message held past three leases away from a second consumer; when the holder stops, it is redelivered and counted",
+    "renewal keeps a message held past three leases away from a second consumer; " +
+      "when the holder stops, it is redelivered and counted",
     async (f) => {
       const holder = f.backend({ leaseMs: 2_000 });
       const second = f.backend({ leaseMs: 2_000 });
@@ -171,6 +172,8 @@ describe("sqs: visibility", () => {
     expect((await dying.open(q).receive())!.deliveryCount).toBe(1);
     await dying.close();
     const next = f.backend({ leaseMs: 2_000, maxDeliveries: 1 });
+    // Timing is the point: the broker's 2 s visibility timeout must run out before the one receive
+    // (an earlier receive sees nothing either, but moves nothing), and no event says it did.
     await Bun.sleep(2_100);
     expect(await next.open(q).receive()).toBeUndefined();
     const [kept] = await drain(failedQueueName(q));
@@ -191,6 +194,7 @@ describe("sqs: visibility", () => {
       onCeiling: (atMs) => (ceilingAt = atMs),
       onRenewFailed: () => undefined,
     });
+    // A test of the lease's own timers: a fixed time is the point.
     await Bun.sleep(1_600); // 1 s: 1.5 s were left before the ceiling, so one 1 s renewal, then stop
     await lease.stop();
     expect(renewals).toEqual([1]);
@@ -210,6 +214,7 @@ describe("sqs: visibility", () => {
       onCeiling: () => undefined,
       onRenewFailed: (m) => failures.push(m),
     });
+    // A test of the lease's own timers (its retry delay): a fixed time is the point.
     await Bun.sleep(1_100); // 600 ms: fails; 800 ms: retried; the next would be at 1400 ms
     await lease.stop();
     expect(failures).toEqual(["throttled"]);
@@ -219,7 +224,8 @@ describe("sqs: visibility", () => {
 
 describe("sqs: the failed place", () => {
   withFixture(
-    "keeps the body, the reasons it carries and the final one; the work queue is empty; the default --queue-match never serves it",
+    "keeps the body, the reasons it carries and the final one; the work queue is " +
+      "empty; the default --queue-match never serves it",
     async (f) => {
       const b = f.backend({ maxDeliveries: 2 });
       const q = uniqueQueue("failed");

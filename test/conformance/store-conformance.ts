@@ -36,7 +36,7 @@ export function storeConformance(kind: string, makeHarness: () => Promise<StoreH
     withHarness("overwriting changes the version", async (h) => {
       const loc = h.locationOf("experiments/k/modeldir.tar");
       const v1 = (await h.store.put(loc, Readable.from([Buffer.from("one")]))).version;
-      await Bun.sleep(5);
+      await Bun.sleep(5); // timing: a store whose version is a time stamp must see a later one
       const v2 = (await h.store.put(loc, Readable.from([Buffer.from("two!")]))).version;
       expect(v2).not.toBe(v1);
       expect(await readAll(await h.store.get(loc))).toBe("two!");

@@ -14,6 +14,7 @@ import {
   simpleExperiment,
   tarMember,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const SCRIPT = `
 import os, time
@@ -43,13 +44,10 @@ describe("runner killed mid-job", () => {
     const first = new RunnerProcess(sb, ["--sandbox", "none"]);
     await first.waitForLog(/starting experiment/);
     // Wait until the script itself runs.
-    let pid = 0;
-    for (let i = 0; i < 600 && !pid; i++) {
+    const pid = await waitFor("the script's own pid in its live output", () => {
       const out = findFile(sb.workDir, "output/output");
-      const m = out ? /attempt started pid (\d+)/.exec(readFileSync(out, "utf8")) : null;
-      if (m) pid = Number(m[1]);
-      else await Bun.sleep(100);
-    }
+      return Number((out && /attempt started pid (\d+)/.exec(readFileSync(out, "utf8"))?.[1]) || 0);
+    });
     expect(pid).toBeGreaterThan(0);
     first.child.kill("SIGKILL");
     await first.exited;

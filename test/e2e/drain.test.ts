@@ -31,7 +31,10 @@ const experiment = (sb: Sandbox, sleepS: string) =>
     m.config.env = { SLEEP_S: sleepS };
   });
 
-/** How long a drained runner is watched to show it takes nothing (several poll rounds). */
+/**
+ * How long a drained runner is watched to show it takes nothing (several poll rounds). Every
+ * sleep of it is a negative check: "nothing is started" has no event to wait for.
+ */
 const DRAINED_WATCH_MS = 3000;
 
 const started = (key: string) => new RegExp(`starting experiment ${key}`);
@@ -47,7 +50,7 @@ async function expectFirstDoneSecondWaiting(
   secondId: string,
 ) {
   await r.waitForLog(finished(first.key));
-  await Bun.sleep(DRAINED_WATCH_MS);
+  await Bun.sleep(DRAINED_WATCH_MS); // negative check: the second is not taken meanwhile
   expect(tarMember(join(first.experimentDir, "output.tar"))).toContain("done sleeping");
   expect(filesIn(join(sb.queueRoot, ".inflight", queue))).toEqual([]); // acked: the claim is gone
   expect(r.stderr).not.toMatch(started(second.key));
@@ -96,7 +99,8 @@ describe("Kubernetes ConfigMap drain", () => {
   const runner = (sb: Sandbox, map: string, args: string[]) =>
     new RunnerProcess(sb, ["--k8s-configmap", map, ...args], k8s.clusterEnv());
 
-  test("Running → DrainAndSuspend → Running: the running experiment finishes, the next waits for the resume", async () => {
+  test("Running → DrainAndSuspend → Running: the running experiment finishes, the " +
+    "next waits for the resume", async () => {
     const sb = await makeSandbox("drain-k8s", { cacheDir: SHARED_CACHE });
     k8s.setConfigMap(MAP, { STATE: "Running" });
     const a = experiment(sb, "4");
@@ -151,7 +155,8 @@ describe("Kubernetes ConfigMap drain", () => {
     }
   }, 240_000);
 
-  test("QUEUE_MATCH in the map makes the runner serve another queue without a restart; a bad regex is reported and the previous kept", async () => {
+  test("QUEUE_MATCH in the map makes the runner serve another queue without a " +
+    "restart; a bad regex is reported and the previous kept", async () => {
     const sb = await makeSandbox("drain-k8s-match", { cacheDir: SHARED_CACHE });
     const map = `${MAP}-match`;
     k8s.setConfigMap(map, { STATE: "Running", QUEUE_MATCH: "^local_first$" });
@@ -162,12 +167,12 @@ describe("Kubernetes ConfigMap drain", () => {
     const r = runner(sb, map, ["--limit-tasks", "2"]);
     try {
       await r.waitForLog(finished(a.key));
-      await Bun.sleep(DRAINED_WATCH_MS);
+      await Bun.sleep(DRAINED_WATCH_MS); // negative check: b is not taken meanwhile
       expect(r.stderr).not.toMatch(started(b.key));
       expect(filesIn(join(sb.queueRoot, "local_second"))).toEqual([bId]);
       k8s.setConfigMap(map, { STATE: "Running", QUEUE_MATCH: "^local_(first" });
       await r.waitForLog(/QUEUE_MATCH "\^local_\(first" is not a regular expression .*keeping \/\^local_first\$\//);
-      await Bun.sleep(DRAINED_WATCH_MS);
+      await Bun.sleep(DRAINED_WATCH_MS); // negative check: b is not taken meanwhile
       expect(r.stderr).not.toMatch(started(b.key));
       k8s.setConfigMap(map, { STATE: "Running", QUEUE_MATCH: "^local_second$" });
       await r.waitForLog(/queue match \/\^local_first\$\/ → \/\^local_second\$\//);

@@ -23,6 +23,7 @@ import {
   tarMember,
   type Sandbox,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const QUEUE = "local_envprep";
 const HASH = /^[0-9a-f]{24}$/;
@@ -119,7 +120,8 @@ function identity(sb: Sandbox, hash: string) {
 }
 
 describe("env prepare, list, prune", () => {
-  test("a prepared environment is listed as prepared, serves an experiment with the same pins without pip, and prune removes what it is told", async () => {
+  test("a prepared environment is listed as prepared, serves an experiment with the " +
+    "same pins without pip, and prune removes what it is told", async () => {
     const sb = await makeSandbox("envprep-list");
     const pins = ["six==1.17.0", "sortedcontainers==2.4.0", "py-cpuinfo==9.0.0"];
     const p = prepare(sb, pins);
@@ -229,7 +231,8 @@ describe("env prepare, list, prune", () => {
     expect(listJson(sb)).toEqual([]);
   }, 300_000);
 
-  test("--venv-reuse-superset: a prepared environment serves a subset of its pins only with the flag, never a pin it does not satisfy", async () => {
+  test("--venv-reuse-superset: a prepared environment serves a subset of its pins " +
+    "only with the flag, never a pin it does not satisfy", async () => {
     const sb = await makeSandbox("envprep-superset");
     const p = prepare(sb, ["six==1.17.0", "sortedcontainers==2.4.0", "mpmath==1.3.0"]).hash;
     expect(venvDirs(sb)).toEqual([p]);
@@ -253,7 +256,8 @@ describe("env prepare, list, prune", () => {
     const b = await runAll(sb, [subset, other], ["--venv-reuse-superset", "--max-cores", "2"]);
     const [subsetLog, otherLog] = b.logs as [string, string];
     expect(subsetLog).toContain(
-      `python environment ${p}, prepared ahead with 3 requirements, satisfies all 2 of this experiment's pins: reusing it (--venv-reuse-superset)`,
+      `python environment ${p}, prepared ahead with 3 requirements, satisfies all 2 ` +
+        `of this experiment's pins: reusing it (--venv-reuse-superset)`,
     );
     expect(reused(subsetLog)).toBe(p);
     expect(subsetLog).not.toContain("building python environment");
@@ -273,7 +277,8 @@ describe("env prepare, list, prune", () => {
     expect(marker(sb, p).requirements.length).toBe(3);
   }, 300_000);
 
-  test("--venv-reuse-superset: a prepared environment changed after its build is not used, and not rebuilt with the experiment's pins", async () => {
+  test("--venv-reuse-superset: a prepared environment changed after its build is not " +
+    "used, and not rebuilt with the experiment's pins", async () => {
     const sb = await makeSandbox("envprep-superset-changed");
     const p = prepare(sb, ["six==1.17.0", "sortedcontainers==2.4.0", "mpmath==1.3.0"]).hash;
     // Someone changes it on the host (an unsandboxed job could have).
@@ -302,7 +307,12 @@ describe("env prepare, list, prune", () => {
     const p = prepare(sb, ["iniconfig==2.3.0"]).hash;
     expect(marker(sb, old).prepared).toBeUndefined();
     expect(marker(sb, p).prepared).toBe(true);
-    await Bun.sleep(1500);
+    // Both must age past the 1 s --venv-max-age below: wait for that age itself, not a fixed time.
+    await waitFor(
+      "both environments unused for over 1 s",
+      () => unusedMs(sb, old) > 1000 && unusedMs(sb, p) > 1000,
+      10_000,
+    );
     expect(unusedMs(sb, old)).toBeGreaterThan(1000);
     expect(unusedMs(sb, p)).toBeGreaterThan(1000);
 
@@ -316,7 +326,8 @@ describe("env prepare, list, prune", () => {
     expect(marker(sb, p).prepared).toBe(true);
   }, 300_000);
 
-  test("--max-env-builds 1 builds two new environments one after the other; --max-env-builds 2 builds them at once", async () => {
+  test("--max-env-builds 1 builds two new environments one after the other; " +
+    "--max-env-builds 2 builds them at once", async () => {
     const sb = await makeSandbox("envprep-slots");
     /** When the build ran, from the host: `python -m venv` writes pyvenv.cfg first, the manifest is written last. */
     const window = (hash: string) => ({
@@ -355,7 +366,9 @@ describe("env prepare, list, prune", () => {
     ];
     expect(b.start).toBeLessThan(a.end);
     console.log(
-      `--max-env-builds 1: builds ${Math.round(first.end - first.start)}ms then ${Math.round(second.end - second.start)}ms, gap ${Math.round(second.start - first.end)}ms; ` +
+      `--max-env-builds 1: builds ${Math.round(first.end - first.start)}ms then ` +
+        `${Math.round(second.end - second.start)}ms, gap ` +
+        `${Math.round(second.start - first.end)}ms; ` +
         `--max-env-builds 2: overlap ${Math.round(a.end - b.start)}ms`,
     );
   }, 300_000);

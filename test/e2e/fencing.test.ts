@@ -14,7 +14,9 @@ import {
   SHARED_CACHE,
   simpleExperiment,
   tarMember,
+  tarNames,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const SCRIPT = `import json, os, time
 m = json.load(open(os.environ["STUDIOML_ARTIFACT_MAPPING"]))
@@ -36,10 +38,15 @@ describe("fencing stale attempts", () => {
     const marker = join(exp.experimentDir, "_studio_runner_attempt.json");
     enqueue(sb.queueRoot, "local_fence", exp.message);
     const runner = new RunnerProcess(sb, ["--limit-tasks", "1"]);
-    for (let i = 0; i < 600 && !existsSync(marker); i++) await Bun.sleep(100);
+    await waitFor("the first attempt's claim", () => existsSync(marker), 60_000);
     const mine = JSON.parse(readFileSync(marker, "utf8"));
     expect(mine.delivery).toBe(1);
-    await Bun.sleep(2500); // a checkpoint or two by the first attempt
+    // A checkpoint by the first attempt: its modeldir (the job's step.txt) is in storage.
+    const modeldir = join(exp.experimentDir, "modeldir.tar");
+    await waitFor(
+      "a checkpoint by the first attempt",
+      () => existsSync(modeldir) && tarNames(modeldir).includes("step.txt"),
+    );
     // A newer attempt (elsewhere) takes the experiment over and writes its own log.
     writeFileSync(
       marker,

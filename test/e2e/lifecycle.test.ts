@@ -46,7 +46,10 @@ describe("runner lifecycle", () => {
     enqueue(sb.queueRoot, "local_drain", exp.message);
     const r = new RunnerProcess(sb, []);
     await r.waitForLog(/starting experiment/);
-    await Bun.sleep(500);
+    // SIGTERM once the script itself runs (it writes checkpoint.txt first), not a fixed time after.
+    await waitFor("the job's checkpoint.txt", () =>
+      readdirSync(sb.workDir, { recursive: true }).some((f) => String(f).endsWith("checkpoint.txt")),
+    );
     r.child.kill("SIGTERM");
     expect(await r.exited).toBe(0);
     expect(r.stderr).toContain("draining (SIGTERM)");
@@ -113,8 +116,7 @@ time.sleep(300)
     expect(log).toContain("time limit of 2s (experiment.max_duration) reached");
     const childPid = Number(/child pid (\d+)/.exec(log)![1]);
     // Killed with the tree; allow its (re)parent a moment to reap it.
-    for (let i = 0; i < 50 && isProcessRunning(childPid); i++) await Bun.sleep(100);
-    expect(isProcessRunning(childPid)).toBe(false);
+    await waitFor("the job's child to be gone", () => !isProcessRunning(childPid), 5_000);
     expect(filesIn(join(sb.queueRoot, "local_timeout"))).toEqual([]);
   }, 180_000);
 

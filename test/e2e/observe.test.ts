@@ -89,7 +89,8 @@ describe("observability endpoint (--prom-address)", () => {
   });
 
   const fakeNvml = buildFakeNvml();
-  // The stand-in NVML (two cards: one at 7 % utilisation, one out of service for ECC errors without a utilisation reading).
+  // The stand-in NVML (two cards: one at 7 % utilisation, one out of service for ECC errors
+  // without a utilisation reading).
   test.skipIf(!fakeNvml)(
     "GPU gauges and utilisation come from NVML through the binary (stand-in NVML)",
     async () => {
@@ -173,7 +174,8 @@ describe("observability endpoint (--prom-address)", () => {
     await runner.stop();
   }, 420_000);
 
-  test("/healthz turns red within two poll periods when discovery hangs, and green when the loop moves again", async () => {
+  test("/healthz turns red within two poll periods when discovery hangs, and green " +
+    "when the loop moves again", async () => {
     const sb = await makeSandbox("observe-health", { cacheDir: SHARED_CACHE });
     // Discovery lists the SQS queues of every account on each pass. An SQS endpoint that answers
     // ListQueues (AWS JSON protocol, no queues) until the test holds its answers makes discover()
@@ -284,7 +286,8 @@ describe("observability endpoint (--prom-address)", () => {
       // Evaluated in the page: the card is in the run phase and its log shows the script's lines.
       await page.waitForFunction(
         `(() => { const el = document.querySelector('.experiment[data-key="${long.key}"]');
-          return el?.getAttribute("data-phase") === "run" && /step [3-9]\\/40: loss=/.test(el.querySelector("pre.log")?.textContent ?? ""); })()`,
+          return el?.getAttribute("data-phase") === "run"
+            && /step [3-9]\\/40: loss=/.test(el.querySelector("pre.log")?.textContent ?? ""); })()`,
         undefined,
         { timeout: 120_000 },
       );
@@ -311,7 +314,8 @@ describe("observability endpoint (--prom-address)", () => {
     await runner.stop();
   }, 420_000);
 
-  test("HTTP drain: POST /drain lets the running experiment finish and takes no new work; POST /resume takes it; /drain?exit=true exits", async () => {
+  test("HTTP drain: POST /drain lets the running experiment finish and takes no new " +
+    "work; POST /resume takes it; /drain?exit=true exits", async () => {
     const sb = await makeSandbox("observe-drain", { cacheDir: SHARED_CACHE });
     const [tokenPath, token] = adminTokenFile(sb);
     const auth = { authorization: `Bearer ${token}` };
@@ -343,7 +347,8 @@ describe("observability endpoint (--prom-address)", () => {
       120_000,
     );
     expect(finished.result).toBe("succeeded");
-    await Bun.sleep(POLL_WAIT_MS + 2_000); // more than a loop period while suspended
+    // A negative check (nothing is taken while suspended): a fixed time, more than a loop period.
+    await Bun.sleep(POLL_WAIT_MS + 2_000);
     const suspended = await status(url);
     expect(suspended.runner.state).toBe("suspended");
     expect(suspended.running).toEqual([]);

@@ -14,17 +14,19 @@ import { GcsStore } from "../../src/storage/gcs/gcs-store.ts";
 import {
   FIXTURE,
   fixtureOnFileStorage,
-  withFreshKey,
+  jobPrinted,
   makeSandbox,
   makeTar,
   REPO,
   runBinaryAsync,
   RunnerProcess,
-  SHARED_CACHE,
   sha256File,
+  SHARED_CACHE,
   tarMember,
   tarNames,
+  withFreshKey,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import { startGcsServer, type GcsTestServer } from "../helpers/gcs-server.ts";
 import { pubsubEmulatorInstalled, startPubsubEmulator, type PubsubEmulator } from "../helpers/pubsub-emulator.ts";
 
@@ -53,7 +55,8 @@ describe("Google Pub/Sub", () => {
       const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
       const queue = `pubsub_fixture_${Date.now()}`;
       const train =
-        "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n";
+        "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\n" +
+        "print('data:', open('data/input.txt').read().strip())\n";
       const { message, key, experimentDir } = fixtureOnFileStorage(
         sb.storageRoot,
         { "train.py": train, "data/input.txt": "from pubsub\n" },
@@ -103,8 +106,10 @@ describe("Google Pub/Sub + GCS", () => {
       const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
       const queue = `pubsub_gcs_${Date.now()}`;
       const train =
-        "import json, os, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n" +
-        "m = json.load(open(os.environ['STUDIOML_ARTIFACT_MAPPING']))\nopen(os.path.join(m['modeldir'], 'weights.txt'), 'w').write('w=3\\n')\n";
+        "import json, os, sys\nprint('argv:', json.dumps(sys.argv[1:]))\n" +
+        "print('data:', open('data/input.txt').read().strip())\n" +
+        "m = json.load(open(os.environ['STUDIOML_ARTIFACT_MAPPING']))\n" +
+        "open(os.path.join(m['modeldir'], 'weights.txt'), 'w').write('w=3\\n')\n";
       // The fixture, its locations moved to gs://<bucket>/<key>: only the storage changes.
       const message = JSON.parse(readFileSync(FIXTURE, "utf8"));
       const tarPath = join(sb.dir, "workspace.tar");
@@ -174,13 +179,15 @@ describe("Google Pub/Sub + GCS", () => {
 
 describe("Google Pub/Sub: ack deadlines and crashes, from the binary", () => {
   test.skipIf(!available)(
-    "a job longer than three ack deadlines is not redelivered while the runner lives; after SIGKILL it is, and completes",
+    "a job longer than three ack deadlines is not redelivered while the runner " +
+      "lives; after SIGKILL it is, and completes",
     async () => {
       const sb = await makeSandbox("pubsub-long", { cacheDir: SHARED_CACHE });
       const project = `studio-e2e-${randomUUID().slice(0, 8)}`;
       const queue = `pubsub_long_${Date.now()}`;
       const script =
-        "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('complete', flush=True)\n";
+        "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\n" +
+        "print('complete', flush=True)\n";
       const env = { PUBSUB_EMULATOR_HOST: emulator.host };
       const args = (q: string, extra: string[]) => [
         "--pubsub-project",
@@ -224,7 +231,7 @@ describe("Google Pub/Sub: ack deadlines and crashes, from the binary", () => {
       const again = await publish(queue2, 6);
       const killed = new RunnerProcess(sb, args(queue2, []), env);
       await killed.waitForLog(/starting experiment/);
-      await Bun.sleep(1500);
+      await waitFor('the job\'s "attempt" in its live output', () => jobPrinted(sb.workDir, "attempt"));
       killed.child.kill("SIGKILL");
       await killed.exited;
       const rescuer = new RunnerProcess(sb, args(queue2, ["--limit-tasks", "1"]), env);

@@ -3,7 +3,8 @@
 
 import { beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import { jobPrinted, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, tarMember } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import {
   AMQP_URL,
   deleteQueues,
@@ -47,9 +48,9 @@ describe("RabbitMQ queue deleted", () => {
         sb.storageRoot,
       ]);
       try {
-        // The script runs once its environment is ready; give it a moment to print.
+        // Delete the queue once the script itself runs (it prints "started" first).
         await r.waitForLog(/python environment \S+ in /);
-        await Bun.sleep(1500);
+        await waitFor('the job\'s "started" in its live output', () => jobPrinted(sb.workDir, "started"));
         const deletedAt = Date.now();
         await withChannel((ch) => ch.deleteQueue(queue));
         await r.waitForLog(/finished: stopped: request withdrawn/, 30_000);

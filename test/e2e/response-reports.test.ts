@@ -14,6 +14,7 @@ import { PubsubQueueBackend } from "../../src/queue/pubsub/pubsub-queue.ts";
 import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
 import { decryptPayload } from "../../src/request/envelope/hybrid.ts";
 import { enqueue, makeSandbox, RunnerProcess, SHARED_CACHE, simpleExperiment, type Sandbox } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import {
   AMQP_URL,
   deleteQueues,
@@ -104,7 +105,8 @@ describe("response reports: local queue", () => {
     expect(readdirSync(sb.queueRoot).filter((n) => n.endsWith("_response"))).toEqual([]);
   }, 300_000);
 
-  test("encrypted with the experimenter's key from --response-signatures-dir; opened with the private key", async () => {
+  test("encrypted with the experimenter's key from --response-signatures-dir; opened " +
+    "with the private key", async () => {
     const sb = await makeSandbox("reports-sealed", { cacheDir: SHARED_CACHE });
     const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const keys = join(sb.dir, "response-keys");
@@ -205,7 +207,8 @@ describe("response reports: SQS", () => {
     mkdirSync(certs, { recursive: true });
     writeFileSync(
       join(certs, "credentials"),
-      `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`,
+      `[default]\naws_access_key_id = ${credentials.accessKeyId}\n` +
+        `aws_secret_access_key = ${credentials.secretAccessKey}\n`,
     );
     writeFileSync(join(certs, "config"), "[default]\nregion = us-east-1\n");
     const runner = new RunnerProcess(sb, [
@@ -279,12 +282,16 @@ describe("response reports: Pub/Sub", () => {
         bodies.push(m.data.toString("utf8"));
         m.ack();
       });
-      const deadline = Date.now() + 30_000;
-      while (
-        parse(bodies).filter((d) => d.progress && ["Success", "Failed"].includes(d.progress.state)).length < 2 &&
-        Date.now() < deadline
-      )
-        await Bun.sleep(200);
+      // Pub/Sub may deliver out of order: wait for all four progress reports of each experiment
+      // (the terminal one may come before the others), not for a fixed time after the last.
+      await waitFor(
+        "four progress reports of each experiment",
+        () =>
+          [ok.key, bad.key].every((k) => parse(bodies).filter((d) => d.experiment_id === k && d.progress).length >= 4),
+        30_000,
+        200,
+      );
+      // A negative check (no duplicate report comes after them): a fixed quiet time, no event to await.
       await Bun.sleep(1000);
       await sub.close();
       await ps.close();

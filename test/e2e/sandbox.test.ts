@@ -94,7 +94,9 @@ describe("--sandbox bwrap, from the binary", () => {
       expect(log).toContain("connect-host: denied");
       expect(log).toContain("left a grandchild behind");
       expect(log).toContain("experiment exited with code 0");
+      // Checked on the host, not on the job's word: no file outside, no credential in storage.
       expect(escaped).toBe(false);
+      expect(log).not.toContain("runner-secret");
       expect(leftover).toEqual([]);
     },
     180_000,
@@ -103,10 +105,12 @@ describe("--sandbox bwrap, from the binary", () => {
   test.skipIf(!runnable)(
     "shared network: the host's loopback is reachable; the rest stays closed",
     async () => {
-      const { log, leftover } = await probe("shared");
+      const { log, leftover, escaped } = await probe("shared");
       expect(log).toContain("connect-host: ok");
       expect(log).toContain("read-runner-config: denied");
       expect(log).toContain("write-outside: denied");
+      expect(escaped).toBe(false); // on the host: the job's "denied" is not taken on its word
+      expect(log).not.toContain("runner-secret");
       expect(leftover).toEqual([]);
     },
     180_000,
@@ -118,6 +122,9 @@ describe("--sandbox bwrap, from the binary", () => {
       const { log, escaped } = await probe("none");
       expect(log).toContain("read-runner-config: ok");
       expect(log).toContain("read-runner-credentials: ok");
+      // The control for what the sandboxed runs must not show (the secret key: the runner's log
+      // masks AKIA… key ids itself, so those would prove nothing).
+      expect(log).toContain("runner-secret");
       expect(log).toContain("list-queue-root: ok");
       expect(log).toContain("write-outside: ok");
       expect(log).toContain("connect-host: ok");

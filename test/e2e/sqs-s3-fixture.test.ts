@@ -7,7 +7,17 @@ import { createWriteStream, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
-import { makeSandbox, REPO, runBinary, RunnerProcess, SHARED_CACHE, tarMember, type Sandbox } from "../helpers/e2e.ts";
+import {
+  jobPrinted,
+  makeSandbox,
+  REPO,
+  runBinary,
+  RunnerProcess,
+  type Sandbox,
+  SHARED_CACHE,
+  tarMember,
+} from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import { CLIENT_KEYS, clientStore, FIXTURE_BUCKET, fixtureOnS3 } from "../helpers/fixture-s3.ts";
 import { startS3rver, type S3Server } from "../helpers/s3-server.ts";
 import { startSqsServer, type SqsServer } from "../helpers/sqs-server.ts";
@@ -37,7 +47,8 @@ function certsDir(sb: Sandbox): string {
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     join(dir, "credentials"),
-    `[default]\naws_access_key_id = ${credentials.accessKeyId}\naws_secret_access_key = ${credentials.secretAccessKey}\n`,
+    `[default]\naws_access_key_id = ${credentials.accessKeyId}\n` +
+      `aws_secret_access_key = ${credentials.secretAccessKey}\n`,
   );
   writeFileSync(join(dir, "config"), "[default]\nregion = us-east-1\n");
   return join(sb.dir, "sqs-certs");
@@ -63,7 +74,8 @@ describe("SQS + S3", () => {
     const sb = await makeSandbox("sqs-s3", { cacheDir: SHARED_CACHE });
     const queue = `sqs_fixture_${Date.now()}`;
     const train =
-      "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\nprint('data:', open('data/input.txt').read().strip())\n";
+      "import json, sys\nprint('argv:', json.dumps(sys.argv[1:]))\n" +
+      "print('data:', open('data/input.txt').read().strip())\n";
     const { message, key, location } = await fixtureOnS3(s3, sb, { "train.py": train, "data/input.txt": "from sqs\n" });
     const q = producer();
     await q.publish(queue, JSON.stringify(message));
@@ -81,11 +93,13 @@ describe("SQS + S3", () => {
     await after.close();
   }, 300_000);
 
-  test("a job longer than three visibility timeouts is not redelivered; after SIGKILL it is, and completes", async () => {
+  test("a job longer than three visibility timeouts is not redelivered; after SIGKILL " +
+    "it is, and completes", async () => {
     const sb = await makeSandbox("sqs-long", { cacheDir: SHARED_CACHE });
     const queue = `sqs_long_${Date.now()}`;
     const script =
-      "import os, time\nprint('attempt', flush=True)\ntime.sleep(float(os.environ.get('SLEEP_S', '8')))\nprint('complete', flush=True)\n";
+      "import os, time\nprint('attempt', flush=True)\n" +
+      "time.sleep(float(os.environ.get('SLEEP_S', '8')))\nprint('complete', flush=True)\n";
     const { message, location } = await fixtureOnS3(s3, sb, { "train.py": script, "data/input.txt": "x\n" });
     message.config.env = { SLEEP_S: "8" };
     const q = producer();
@@ -112,7 +126,7 @@ describe("SQS + S3", () => {
     await q2.close();
     const killed = new RunnerProcess(sb, runnerArgs(sb, queue2, ["--sqs-visibility", "2s"]));
     await killed.waitForLog(/starting experiment/);
-    await Bun.sleep(1500);
+    await waitFor('the job\'s "attempt" in its live output', () => jobPrinted(sb.workDir, "attempt"));
     killed.child.kill("SIGKILL");
     await killed.exited;
     const rescuer = new RunnerProcess(sb, runnerArgs(sb, queue2, ["--sqs-visibility", "2s", "--limit-tasks", "1"]));

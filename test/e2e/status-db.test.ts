@@ -8,12 +8,14 @@ import { join } from "node:path";
 import {
   enqueue,
   filesIn,
+  jobPrinted,
   makeSandbox,
   RunnerProcess,
   SHARED_CACHE,
   simpleExperiment,
   tarMember,
 } from "../helpers/e2e.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 import { startDatabases, type DatabaseHarness, type Databases } from "../helpers/status-databases.ts";
 
 let dbs: Databases;
@@ -33,7 +35,8 @@ function withDatabase(db: DatabaseHarness, sleepS: number) {
 }
 
 const SCRIPT =
-  "import os, time\nprint('working', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\nprint('done', flush=True)\n";
+  "import os, time\nprint('working', flush=True)\ntime.sleep(float(os.environ['SLEEP_S']))\n" +
+  "print('done', flush=True)\n";
 
 for (const type of ["s3", "local", "http", "firebase"])
   describe(`experiment record in a ${type} database, from the binary`, () => {
@@ -80,8 +83,14 @@ for (const type of ["s3", "local", "http", "firebase"])
         ["--limit-tasks", "1", "--file-storage-roots", [sb.storageRoot, ...db().fileRoots].join(",")],
         db().runnerEnv,
       );
-      for (let i = 0; i < 600 && (await db().read(exp.key))?.status !== "running"; i++) await Bun.sleep(200);
-      await Bun.sleep(1000);
+      await waitFor(
+        "the record to say running",
+        async () => (await db().read(exp.key))?.status === "running",
+        120_000,
+        200,
+      );
+      // Stop it once the script itself runs (it prints "working" first), not a fixed time after.
+      await waitFor('the job\'s "working" in its live output', () => jobPrinted(sb.workDir, "working"));
       const rec = (await db().read(exp.key))!;
       expect(rec.status).toBe("running");
       await db().stop(exp.key);

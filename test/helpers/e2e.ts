@@ -202,6 +202,31 @@ export function filesIn(dir: string, all = false): string[] {
 }
 
 /**
+ * The live log of every running attempt under the runner's working directory
+ * (<workDir>/studio-runner/<key>/<attempt>/output/output, read from the host), the first whose text
+ * passes `has`; undefined while there is none. Tests wait on it for the job to reach a point.
+ */
+export function liveOutput(workDir: string, has: (text: string) => boolean): string | undefined {
+  const root = join(workDir, "studio-runner");
+  for (const key of filesIn(root))
+    for (const attempt of filesIn(join(root, key))) {
+      try {
+        const text = readFileSync(join(root, key, attempt, "output", "output"), "utf8");
+        if (has(text)) return text;
+      } catch {
+        // not there (yet), or gone meanwhile
+      }
+    }
+  return undefined;
+}
+
+/** The live log holding `needle` anywhere (see liveOutput). */
+export const liveOutputWith = (workDir: string, needle: string) => liveOutput(workDir, (t) => t.includes(needle));
+
+/** The live log in which the job itself printed this whole line (the runner's own lines start "[studio-runner]"). */
+export const jobPrinted = (workDir: string, line: string) => liveOutput(workDir, (t) => t.split("\n").includes(line));
+
+/**
  * The captured studioml client message, rewritten to file: storage under `storageRoot`: only the
  * artifact locations, the workspace key (the sha256 of the tar the test makes) and time_added
  * change.

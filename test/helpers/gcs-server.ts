@@ -150,7 +150,9 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     kind: "storage#object",
     id: `${bucket}/${name}/${o.generation}`,
     selfLink: `${endpoint}/storage/v1/b/${bucket}/o/${encodeURIComponent(name)}`,
-    mediaLink: `${endpoint}/download/storage/v1/b/${bucket}/o/${encodeURIComponent(name)}?generation=${o.generation}&alt=media`,
+    mediaLink:
+      `${endpoint}/download/storage/v1/b/${bucket}/o/${encodeURIComponent(name)}` +
+      `?generation=${o.generation}&alt=media`,
     name,
     bucket,
     generation: o.generation,
@@ -225,6 +227,7 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     });
     if (fault?.truncateAfterBytes !== undefined) {
       res.write(o!.data.subarray(0, fault.truncateAfterBytes));
+      // The fault itself: the part written reaches the client, then the connection drops.
       return void setTimeout(() => res.socket?.destroy(), 20);
     }
     res.end(o!.data);
@@ -248,7 +251,9 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
       receivedBytes: 0,
       finalized: false,
     });
-    const location = `${endpoint}/upload/storage/v1/b/${bucket}/o?uploadType=resumable&name=${encodeURIComponent(query.name)}&upload_id=${id}`;
+    const location =
+      `${endpoint}/upload/storage/v1/b/${bucket}/o?uploadType=resumable` +
+      `&name=${encodeURIComponent(query.name)}&upload_id=${id}`;
     res.writeHead(200, { location, "content-length": "0" });
     res.end();
   }

@@ -262,7 +262,7 @@ export class K8sApiServer {
         watcher = { namespace, name, send, close };
         this.watchers.add(watcher);
         const timeoutS = Number(query.timeoutSeconds);
-        if (timeoutS > 0) timer = setTimeout(close, timeoutS * 1000);
+        if (timeoutS > 0) timer = setTimeout(close, timeoutS * 1000); // the API server's own watch timeout
       },
       cancel: () => {
         clearTimeout(timer);

@@ -44,8 +44,9 @@ if ! open_port 5672; then
       for i in $(seq 1 50); do open_port 4369 && break; sleep 0.1; done
     fi
     # Everything on loopback: AMQP, Erlang distribution, the management API.
+    mgmt='-rabbitmq_management tcp_config [{ip,"127.0.0.1"},{port,15672}]'
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 \
-      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1} -rabbitmq_management tcp_config [{ip,"127.0.0.1"},{port,15672}]' \
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $mgmt" \
       rabbitmq-server -detached >"$DIR/start.log" 2>&1 8>&-
     wait_running || { echo "RabbitMQ did not start (see $DIR/start.log)" >&2; exit 4; }
     node_pid > "$DIR/managed"
@@ -212,7 +213,7 @@ export async function closeConnectionsNamed(connectionName: string, timeoutMs = 
 export async function restartBroker(pauseMs = 1000): Promise<void> {
   const stop = rabbitmqctl("stop_app");
   if (stop.code !== 0) throw new Error(`rabbitmqctl stop_app failed: ${stop.out}`);
-  await Bun.sleep(pauseMs);
+  await Bun.sleep(pauseMs); // the outage itself: the broker stays down this long
   const start = rabbitmqctl("start_app");
   if (start.code !== 0) throw new Error(`rabbitmqctl start_app failed: ${start.out}`);
   for (let i = 0; i < 240; i++) {

@@ -164,9 +164,11 @@ export function motoAvailable(): boolean {
 // authentication is switched on).
 const MOTO_IAM_SETUP = `
 import boto3, json, sys
-iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="setup", aws_secret_access_key="setup")
 iam.create_user(UserName="runner")
-iam.put_user_policy(UserName="runner", PolicyName="s3", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+iam.put_user_policy(UserName="runner", PolicyName="s3", PolicyDocument=json.dumps({
+    "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
 k = iam.create_access_key(UserName="runner")["AccessKey"]
 print(json.dumps({"accessKey": k["AccessKeyId"], "secretAccessKey": k["SecretAccessKey"]}))
 `;

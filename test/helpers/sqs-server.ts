@@ -1,4 +1,5 @@
-// A real SQS-compatible server for tests: fauxqs in a child process, listening on 127.0.0.1 on a free port, stopped by pid.
+// A real SQS-compatible server for tests: fauxqs in a child process, listening on 127.0.0.1 on a
+// free port, stopped by pid.
 
 import { NO_METADATA_ENV } from "./s3-server.ts";
 import { spawn } from "node:child_process";

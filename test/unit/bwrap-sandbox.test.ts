@@ -34,6 +34,7 @@ import { envLoaderArgv, LAUNCHER_ENV, shellEnvScript } from "../../src/exec/laun
 import { deviceMinor, gpuMinors, procBusId } from "../../src/sandbox/gpu-devices.ts";
 import type { JobUser } from "../../src/sandbox/job-user.ts";
 import { runnerHiddenPaths } from "../../src/sandbox/hidden-paths.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const BWRAP = "/usr/bin/bwrap";
 const missing = !existsSync(BWRAP);
@@ -201,7 +202,8 @@ print(json.dumps({
       bwrapArgv(options(), [
         "sh",
         "-c",
-        `umount ${secretDir} || umount -l ${secretDir}; cat ${secretDir}/credentials; mount -o remount,rw / && echo REMOUNTED`,
+        `umount ${secretDir} || umount -l ${secretDir}; cat ${secretDir}/credentials; ` +
+          `mount -o remount,rw / && echo REMOUNTED`,
       ]),
     );
     expect(um.stdout).not.toContain("RUNNER-SECRET");
@@ -278,7 +280,8 @@ print(json.dumps({
     const marker = `bwrap-grandchild-${process.pid}-${Date.now()}`;
     const script = `
 import subprocess, sys, time
-p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", ${JSON.stringify(marker)}], start_new_session=True)
+p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", ${JSON.stringify(marker)}],
+                     start_new_session=True)
 print("ready", p.pid, flush=True)
 time.sleep(300)`;
     const argv = bwrapArgv(options(), [PYTHON, "-c", script]);
@@ -288,14 +291,15 @@ time.sleep(300)`;
     );
     await new Promise<void>((resolve, reject) => {
       child.stdout!.on("data", (b: Buffer) => b.toString().includes("ready") && resolve());
-      setTimeout(() => reject(new Error("job did not start")), 15_000);
+      setTimeout(() => reject(new Error("job did not start")), 15_000); // only bounds a hang
     });
     // Under load the grandchild may show up in /proc a little after "ready".
-    let pids: number[] = [];
-    for (let i = 0; i < 100 && pids.length === 0; i++) {
-      pids = findMarked(marker);
-      if (!pids.length) await Bun.sleep(50);
-    }
+    const pids = await waitFor(
+      "the grandchild in /proc",
+      () => findMarked(marker).length && findMarked(marker),
+      5_000,
+      50,
+    );
     expect(pids.length).toBe(1);
     const tree = [pids[0]!, ...findMarked(script).filter((p) => p !== child.pid)];
     console.log(`bwrap ${child.pid}; grandchild (outside pid) ${pids[0]}; sandboxed processes ${tree.join(",")}`);
@@ -311,7 +315,8 @@ time.sleep(300)`;
     const script = `
 import signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, lambda *a: (print("got SIGTERM", flush=True), sys.exit(7)))
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", ${JSON.stringify(marker)}], start_new_session=True)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", ${JSON.stringify(marker)}],
+                 start_new_session=True)
 print("ready", flush=True)
 time.sleep(300)`;
     const job = new JobProcess(bwrapArgv(options(), [PYTHON, "-c", script]), {
@@ -319,13 +324,13 @@ time.sleep(300)`;
       env: { PATH: process.env.PATH ?? "" },
       onLine: (l) => lines.push(l),
     });
-    const until = Date.now() + 15_000;
-    while (!lines.includes("ready") && Date.now() < until) await Bun.sleep(25);
-    let marked: number[] = [];
-    for (let i = 0; i < 100 && marked.length === 0; i++) {
-      marked = findMarked(marker);
-      if (!marked.length) await Bun.sleep(50);
-    }
+    await waitFor('the job\'s "ready"', () => lines.includes("ready"), 15_000, 25);
+    const marked = await waitFor(
+      "the grandchild in /proc",
+      () => findMarked(marker).length && findMarked(marker),
+      5_000,
+      50,
+    );
     expect(marked.length).toBe(1);
     const info = await job.stop("test", 5000);
     console.log("JobProcess.stop on a sandboxed job:", JSON.stringify(info), JSON.stringify(lines));
@@ -514,7 +519,9 @@ describe("bwrapArgv (no bwrap needed)", () => {
     );
     expect(argv).not.toContain("--unshare-net");
     expect(argv.join(" ")).toContain(
-      "--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm --dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl --unshare-pid",
+      "--dev-bind /dev/dri /dev/dri --dev-bind /dev/nvidia-uvm /dev/nvidia-uvm " +
+        "--dev-bind /dev/nvidia0 /dev/nvidia0 --dev-bind /dev/nvidiactl /dev/nvidiactl " +
+        "--unshare-pid",
     );
     // a runner that is not root: its own user namespace, none further inside
     expect(bwrapArgv({ ...golden, disableUserns: true }, ["python"], fakeHost).join(" ")).toContain(
@@ -654,146 +661,149 @@ describe("bwrapArgv with a job user (no bwrap needed)", () => {
     envArgsFd: 3,
   };
 
-  test("g. golden two-stage argv: root builds the view, setpriv drops, bwrap as the job user makes the namespaces", () => {
-    const argv = bwrapArgv(base, ["/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind"], host);
-    // prettier-ignore
-    expect(argv).toEqual([
-      "/usr/bin/bwrap",
-      "--ro-bind",
-      "/",
-      "/",
-      "--dev-bind",
-      "/proc",
-      "/proc",
-      "--dev",
-      "/dev",
-      "--perms",
-      "1777",
-      "--tmpfs",
-      "/dev/shm",
-      "--perms",
-      "1777",
-      "--tmpfs",
-      "/tmp",
-      // the runner's home hidden (its .aws inside needs nothing more); /home/op covered because
-      // nobody cannot search it; the paths down to what is bound back recreated, searchable
-      "--perms",
-      "0111",
-      "--tmpfs",
-      "/root",
-      "--perms",
-      "0111",
-      "--tmpfs",
-      "/srv/work",
-      "--perms",
-      "0711",
-      "--dir",
-      "/root/.pyenv",
-      "--perms",
-      "0111",
-      "--tmpfs",
-      "/home/op",
-      "--ro-bind",
-      "/dev/null",
-      "/etc/studio-runner/env",
-      "--perms",
-      "0711",
-      "--dir",
-      "/root/.pyenv/versions",
-      "--perms",
-      "0711",
-      "--dir",
-      "/home/op/cache",
-      "--perms",
-      "0711",
-      "--dir",
-      "/srv/work/exp-1",
-      "--ro-bind",
-      "/root/.pyenv/versions/3.11.7",
-      "/root/.pyenv/versions/3.11.7",
-      "--bind",
-      "/srv/work/exp-1/attempt-1",
-      "/srv/work/exp-1/attempt-1",
-      "--perms",
-      "0711",
-      "--dir",
-      "/home/op/cache/venvs",
-      "--ro-bind",
-      "/home/op/cache/venvs/abc",
-      "/home/op/cache/venvs/abc",
-      "--remount-ro",
-      "/root",
-      "--remount-ro",
-      "/srv/work",
-      "--remount-ro",
-      "/home/op",
-      // only card 1 and the driver's control nodes; no /dev/dri, no other card
-      "--dev-bind",
-      "/dev/nvidia-caps",
-      "/dev/nvidia-caps",
-      "--dev-bind",
-      "/dev/nvidia-modeset",
-      "/dev/nvidia-modeset",
-      "--dev-bind",
-      "/dev/nvidia-uvm",
-      "/dev/nvidia-uvm",
-      "--dev-bind",
-      "/dev/nvidia-uvm-tools",
-      "/dev/nvidia-uvm-tools",
-      "--dev-bind",
-      "/dev/nvidia1",
-      "/dev/nvidia1",
-      "--dev-bind",
-      "/dev/nvidiactl",
-      "/dev/nvidiactl",
-      "--cap-drop",
-      "ALL",
-      "--cap-add",
-      "CAP_SETUID",
-      "--cap-add",
-      "CAP_SETGID",
-      "--die-with-parent",
-      "--",
-      "/usr/bin/setpriv",
-      "--reuid=65534",
-      "--regid=65534",
-      "--clear-groups",
-      "--no-new-privs",
-      "--",
-      "/usr/bin/bwrap",
-      "--unshare-user",
-      "--uid",
-      "65534",
-      "--gid",
-      "65534",
-      "--disable-userns",
-      "--dev-bind",
-      "/",
-      "/",
-      "--proc",
-      "/proc",
-      "--unshare-pid",
-      "--unshare-ipc",
-      "--unshare-uts",
-      "--unshare-cgroup-try",
-      "--unshare-net",
-      "--cap-drop",
-      "ALL",
-      "--die-with-parent",
-      "--new-session",
-      "--clearenv",
-      "--args",
-      "3",
-      "--chdir",
-      "/srv/work/exp-1/attempt-1/workspace",
-      // the request's arguments come only after the last "--": never options of bwrap or setpriv
-      "--",
-      "/home/op/cache/venvs/abc/bin/python",
-      "--help",
-      "--",
-      "--bind",
-    ]);
-  });
+  test(
+    "g. golden two-stage argv: root builds the view, setpriv drops, bwrap as the " + "job user makes the namespaces",
+    () => {
+      const argv = bwrapArgv(base, ["/home/op/cache/venvs/abc/bin/python", "--help", "--", "--bind"], host);
+      // prettier-ignore
+      expect(argv).toEqual([
+        "/usr/bin/bwrap",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev-bind",
+        "/proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/dev/shm",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        // the runner's home hidden (its .aws inside needs nothing more); /home/op covered because
+        // nobody cannot search it; the paths down to what is bound back recreated, searchable
+        "--perms",
+        "0111",
+        "--tmpfs",
+        "/root",
+        "--perms",
+        "0111",
+        "--tmpfs",
+        "/srv/work",
+        "--perms",
+        "0711",
+        "--dir",
+        "/root/.pyenv",
+        "--perms",
+        "0111",
+        "--tmpfs",
+        "/home/op",
+        "--ro-bind",
+        "/dev/null",
+        "/etc/studio-runner/env",
+        "--perms",
+        "0711",
+        "--dir",
+        "/root/.pyenv/versions",
+        "--perms",
+        "0711",
+        "--dir",
+        "/home/op/cache",
+        "--perms",
+        "0711",
+        "--dir",
+        "/srv/work/exp-1",
+        "--ro-bind",
+        "/root/.pyenv/versions/3.11.7",
+        "/root/.pyenv/versions/3.11.7",
+        "--bind",
+        "/srv/work/exp-1/attempt-1",
+        "/srv/work/exp-1/attempt-1",
+        "--perms",
+        "0711",
+        "--dir",
+        "/home/op/cache/venvs",
+        "--ro-bind",
+        "/home/op/cache/venvs/abc",
+        "/home/op/cache/venvs/abc",
+        "--remount-ro",
+        "/root",
+        "--remount-ro",
+        "/srv/work",
+        "--remount-ro",
+        "/home/op",
+        // only card 1 and the driver's control nodes; no /dev/dri, no other card
+        "--dev-bind",
+        "/dev/nvidia-caps",
+        "/dev/nvidia-caps",
+        "--dev-bind",
+        "/dev/nvidia-modeset",
+        "/dev/nvidia-modeset",
+        "--dev-bind",
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-uvm",
+        "--dev-bind",
+        "/dev/nvidia-uvm-tools",
+        "/dev/nvidia-uvm-tools",
+        "--dev-bind",
+        "/dev/nvidia1",
+        "/dev/nvidia1",
+        "--dev-bind",
+        "/dev/nvidiactl",
+        "/dev/nvidiactl",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CAP_SETUID",
+        "--cap-add",
+        "CAP_SETGID",
+        "--die-with-parent",
+        "--",
+        "/usr/bin/setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--no-new-privs",
+        "--",
+        "/usr/bin/bwrap",
+        "--unshare-user",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--disable-userns",
+        "--dev-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--unshare-net",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--args",
+        "3",
+        "--chdir",
+        "/srv/work/exp-1/attempt-1/workspace",
+        // the request's arguments come only after the last "--": never options of bwrap or setpriv
+        "--",
+        "/home/op/cache/venvs/abc/bin/python",
+        "--help",
+        "--",
+        "--bind",
+      ]);
+    },
+  );
 
   test("GPUs: a list of minors binds only those cards (class 10); none allocated binds none", () => {
     const two = bwrapArgv({ ...base, gpuDevices: [0, 2] }, ["python"], host).join(" ");
@@ -858,10 +868,13 @@ describe.skipIf(missing || !isRoot)("two stages with the real bubblewrap, runner
     expect(await probeSandbox(BWRAP, { jobUser: NOBODY, network: "loopback" })).toBeUndefined();
   });
 
-  test("h. uid/gid nobody, no capabilities, no_new_privs, no user namespaces, /etc/shadow unreadable, secrets hidden, own dir writable", async () => {
-    spawnSync("chown", ["-R", "65534:65534", exp]);
-    const r = await inside(
-      `${PY_TRY}
+  test(
+    "h. uid/gid nobody, no capabilities, no_new_privs, no user namespaces, " +
+      "/etc/shadow unreadable, secrets hidden, own dir writable",
+    async () => {
+      spawnSync("chown", ["-R", "65534:65534", exp]);
+      const r = await inside(
+        `${PY_TRY}
 import subprocess
 st = {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status")}
 print(json.dumps({
@@ -878,42 +891,43 @@ print(json.dumps({
   "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
   "dev": sorted(os.listdir("/dev")),
 }))`,
-      jobOptions(),
-    );
-    console.log("inside, as nobody:", JSON.stringify(r));
-    expect([r.uid, r.euid, r.gid]).toEqual([65534, 65534, 65534]);
-    expect(r.groups).toEqual([]);
-    expect(r.capEff).toBe("0000000000000000");
-    expect(r.capPrm).toBe("0000000000000000");
-    expect(r.noNewPrivs).toBe("1");
-    expect(r.unshareU).not.toBe(0);
-    expect(r.shadow).toBe("EACCES");
-    expect(r.secret).toBe("ENOENT");
-    expect(r.rootHome).toBe("EACCES");
-    expect(r.otherExperiment).toBe("ENOENT");
-    expect(r.exp).toBe("ok:written");
-    expect(r.tmp).toBe("ok:written");
-    expect(r.shm).toBe("ok:written");
-    expect(r.dev).toEqual([
-      "core",
-      "fd",
-      "full",
-      "null",
-      "ptmx",
-      "pts",
-      "random",
-      "shm",
-      "stderr",
-      "stdin",
-      "stdout",
-      "tty",
-      "urandom",
-      "zero",
-    ]);
-    expect((r.pids as number[]).length).toBeLessThanOrEqual(3); // bwrap's init, python (and a transient child)
-    // on the host, the job's file belongs to nobody
-    expect(statSync(join(exp, "job-wrote.txt")).uid).toBe(65534);
-  });
+        jobOptions(),
+      );
+      console.log("inside, as nobody:", JSON.stringify(r));
+      expect([r.uid, r.euid, r.gid]).toEqual([65534, 65534, 65534]);
+      expect(r.groups).toEqual([]);
+      expect(r.capEff).toBe("0000000000000000");
+      expect(r.capPrm).toBe("0000000000000000");
+      expect(r.noNewPrivs).toBe("1");
+      expect(r.unshareU).not.toBe(0);
+      expect(r.shadow).toBe("EACCES");
+      expect(r.secret).toBe("ENOENT");
+      expect(r.rootHome).toBe("EACCES");
+      expect(r.otherExperiment).toBe("ENOENT");
+      expect(r.exp).toBe("ok:written");
+      expect(r.tmp).toBe("ok:written");
+      expect(r.shm).toBe("ok:written");
+      expect(r.dev).toEqual([
+        "core",
+        "fd",
+        "full",
+        "null",
+        "ptmx",
+        "pts",
+        "random",
+        "shm",
+        "stderr",
+        "stdin",
+        "stdout",
+        "tty",
+        "urandom",
+        "zero",
+      ]);
+      expect((r.pids as number[]).length).toBeLessThanOrEqual(3); // bwrap's init, python (and a transient child)
+      // on the host, the job's file belongs to nobody
+      expect(statSync(join(exp, "job-wrote.txt")).uid).toBe(65534);
+    },
+  );
 
   test("i. the environment reaches only the job: not bwrap's argv or environ, not setpriv's", async () => {
     const secret = `JOB-ENV-SECRET-${process.pid}-${Date.now()}`;
@@ -921,7 +935,8 @@ print(json.dumps({
     const argv = bwrapArgv(jobOptions({ envArgsFd: 3 }), [
       PYTHON,
       "-c",
-      "import os, sys, time; print('env', os.environ.get('SECRET_VALUE'), os.environ.get('PATH'), flush=True); time.sleep(3)",
+      "import os, sys, time; print('env', os.environ.get('SECRET_VALUE'), " +
+        "os.environ.get('PATH'), flush=True); time.sleep(3)",
     ]);
     const job = new JobProcess(argv, {
       cwd: exp,
@@ -930,8 +945,7 @@ print(json.dumps({
       sandboxed: true,
       jobEnvPayload: bwrapEnvArgs({ SECRET_VALUE: secret, PATH: "/job/bin" }),
     });
-    const until = Date.now() + 15_000;
-    while (!lines.some((l) => l.startsWith("env ")) && Date.now() < until) await Bun.sleep(25);
+    await waitFor("the job's env line", () => lines.some((l) => l.startsWith("env ")), 15_000, 25);
     // While it runs: every launcher process (both bwraps) on the host, read by root
     const leaks: string[] = [];
     for (const e of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
@@ -950,40 +964,47 @@ print(json.dumps({
     expect(exit.code).toBe(0);
   });
 
-  test("j. TIOCSTI: with --new-session the job cannot push input into the runner's terminal (host-checked)", async () => {
-    const mark = join(root, `tiocsti-${Date.now()}`);
-    const probe = `import fcntl, termios
+  test(
+    "j. TIOCSTI: with --new-session the job cannot push input into the runner's " + "terminal (host-checked)",
+    async () => {
+      const mark = join(root, `tiocsti-${Date.now()}`);
+      const probe = `import fcntl, termios
 try:
     for c in "touch ${mark}\\n": fcntl.ioctl(0, termios.TIOCSTI, c)
     print("TIOCSTI: ok")
 except OSError as e:
     print("TIOCSTI: denied", e.errno)`;
-    const shellAfter = (cmd: string) => `${cmd}; read -t 2 line && eval "$line"; true`;
-    const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
-    // control: the same probe outside the sandbox injects into the terminal and the shell runs it
-    const control = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(`${PYTHON} -c ${q(probe)}`))}`, "/dev/null"], {
-      encoding: "utf8",
-      timeout: 20_000,
-    });
-    const controlWorked = existsSync(mark);
-    rmSync(mark, { force: true });
-    spawnSync("chown", ["-R", "65534:65534", exp]);
-    const argv = bwrapArgv(jobOptions(), [PYTHON, "-c", probe]).map(q).join(" ");
-    const sandboxed = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(argv))}`, "/dev/null"], {
-      encoding: "utf8",
-      timeout: 20_000,
-    });
-    console.log(
-      "TIOCSTI control:",
-      control.stdout.trim().split("\n")[0],
-      "; sandboxed:",
-      sandboxed.stdout.trim().split("\n")[0],
-    );
-    if (!controlWorked)
-      console.warn(
-        "the control injection (outside the sandbox) did not reach the shell either: the sandboxed check proves less",
+      const shellAfter = (cmd: string) => `${cmd}; read -t 2 line && eval "$line"; true`;
+      const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+      // control: the same probe outside the sandbox injects into the terminal and the shell runs it
+      const control = spawnSync(
+        "script",
+        ["-qec", `bash -c ${q(shellAfter(`${PYTHON} -c ${q(probe)}`))}`, "/dev/null"],
+        {
+          encoding: "utf8",
+          timeout: 20_000,
+        },
       );
-    expect(sandboxed.stdout).toContain("TIOCSTI: denied");
-    expect(existsSync(mark)).toBe(false);
-  });
+      const controlWorked = existsSync(mark);
+      rmSync(mark, { force: true });
+      spawnSync("chown", ["-R", "65534:65534", exp]);
+      const argv = bwrapArgv(jobOptions(), [PYTHON, "-c", probe]).map(q).join(" ");
+      const sandboxed = spawnSync("script", ["-qec", `bash -c ${q(shellAfter(argv))}`, "/dev/null"], {
+        encoding: "utf8",
+        timeout: 20_000,
+      });
+      console.log(
+        "TIOCSTI control:",
+        control.stdout.trim().split("\n")[0],
+        "; sandboxed:",
+        sandboxed.stdout.trim().split("\n")[0],
+      );
+      if (!controlWorked)
+        console.warn(
+          "the control injection (outside the sandbox) did not reach the shell either: the sandboxed check proves less",
+        );
+      expect(sandboxed.stdout).toContain("TIOCSTI: denied");
+      expect(existsSync(mark)).toBe(false);
+    },
+  );
 });

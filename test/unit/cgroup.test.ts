@@ -16,6 +16,7 @@ import {
   reapStaleCgroups,
   type JobCgroup,
 } from "../../src/exec/cgroup.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const MiB = 2 ** 20;
 const support = detectCgroups();
@@ -133,7 +134,8 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
       const wallS = (Date.now() - startMs) / 1000;
       const cpuS = g.cpuUsageSeconds()!;
       console.log(
-        `CPU test: ${cpuS.toFixed(3)} s CPU over ${wallS.toFixed(3)} s wall = ${(cpuS / wallS).toFixed(3)} CPU-s per s (quota 0.5)`,
+        `CPU test: ${cpuS.toFixed(3)} s CPU over ${wallS.toFixed(3)} s wall = ` +
+          `${(cpuS / wallS).toFixed(3)} CPU-s per s (quota 0.5)`,
       );
       expect(cpuS).toBeGreaterThan(0.2);
       expect(cpuS / wallS).toBeLessThan(0.75);
@@ -161,8 +163,7 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     const child = spawn("sh", ["-c", "sleep 0.3; setsid sleep 60 & sleep 60"], { stdio: "ignore", detached: true });
     g.addProcess(child.pid!);
     const childExit = exited(child);
-    const deadlineMs = Date.now() + 5_000;
-    while (g.pids().length < 3 && Date.now() < deadlineMs) await Bun.sleep(50);
+    await waitFor("sh and both sleeps in the group", () => g.pids().length >= 3, 5_000, 50);
     const pids = g.pids();
     expect(pids.length).toBeGreaterThanOrEqual(3); // sh, setsid'd sleep, sleep
     await g.destroy();
@@ -201,7 +202,10 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
       expect(read(g.pidsDir!, "pids.max")).toBe("24");
       // python forks 100 sleeping children and counts the forks that failed (EAGAIN).
       const script =
-        "import os, time\nok = failed = 0\nfor i in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        ok += 1\n    except OSError:\n        failed += 1\nprint(ok, failed, flush=True)\ntime.sleep(1)";
+        "import os, time\nok = failed = 0\nfor i in range(100):\n    try:\n" +
+        "        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n" +
+        "        ok += 1\n    except OSError:\n        failed += 1\nprint(ok, failed, flush=True)\n" +
+        "time.sleep(1)";
       const argv = g.wrapCommand(["/usr/bin/python3", "-c", script]);
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: {} });
       let out = "";
@@ -253,15 +257,15 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], env });
       let err = "";
       child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
-      const deadlineMs = Date.now() + 5_000;
-      while (!g.pids().includes(child.pid!) && Date.now() < deadlineMs) await Bun.sleep(10);
+      await waitFor("the child in the group", () => g.pids().includes(child.pid!), 5_000, 10);
       expect(g.pids()).toContain(child.pid!);
       expect(await exited(child)).toEqual({ code: 0, signal: null });
       expect(err).toBe("");
     }
   }, 20_000);
 
-  test("a group whose runner has exited is emptied and removed by the next runner; a live runner's group is left", async () => {
+  test("a group whose runner has exited is emptied and removed by the next runner; a " +
+    "live runner's group is left", async () => {
     // A pid that is not running (or runs with another start time): the owner is gone.
     const ns = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))![1];
     const dead = createJobCgroup(support, `job-999999-1-${process.pid}-p${ns}`, {});
@@ -279,8 +283,7 @@ describe.skipIf(unusable)("JobCgroup on the real cgroup file system", () => {
     dead.addProcess(orphan.pid!);
     const ownChild = spawn("sleep", ["30"], { stdio: "ignore" });
     own.addProcess(ownChild.pid!);
-    const deadlineMs = Date.now() + 5_000;
-    while (dead.pids().length < 3 && Date.now() < deadlineMs) await Bun.sleep(20);
+    await waitFor("sh and both sleeps in the group", () => dead.pids().length >= 3, 5_000, 20);
     const orphanPids = dead.pids();
     expect(orphanPids.length).toBe(3);
 

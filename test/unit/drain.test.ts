@@ -19,6 +19,7 @@ import { LocalQueueBackend } from "../../src/queue/local/local-queue.ts";
 import { queueWanted } from "../../src/queue/task-queue.ts";
 import { installMaintenanceSignals } from "../../src/runner/maintenance-signals.ts";
 import { K8sApiServer } from "../helpers/k8s-api-server.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const quiet = { info: () => {}, warn: () => {}, error: () => {}, debug: () => {} };
 
@@ -39,18 +40,22 @@ describe("LiveQueueFilter", () => {
     expect(f.mismatch?.source).toBe("_skip$");
   });
 
-  test("a bad regex is reported with its field and value, and the previous one is kept; the other field still applies", () => {
-    const f = new LiveQueueFilter({ match: /^local_/ });
-    f.apply({ match: "^local_a$" });
-    const { problems, changes } = f.apply({ match: "^(local", mismatch: "_b$" });
-    expect(problems).toHaveLength(1);
-    expect(problems[0]).toBeInstanceOf(QueueFilterError);
-    expect(problems[0]!.field).toBe("QUEUE_MATCH");
-    expect(problems[0]!.value).toBe("^(local");
-    expect(problems[0]!.message).toContain('QUEUE_MATCH "^(local" is not a regular expression');
-    expect(f.match?.source).toBe("^local_a$");
-    expect(changes).toEqual(["queue mismatch (none) → /_b$/"]);
-  });
+  test(
+    "a bad regex is reported with its field and value, and the previous one is " +
+      "kept; the other field still applies",
+    () => {
+      const f = new LiveQueueFilter({ match: /^local_/ });
+      f.apply({ match: "^local_a$" });
+      const { problems, changes } = f.apply({ match: "^(local", mismatch: "_b$" });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toBeInstanceOf(QueueFilterError);
+      expect(problems[0]!.field).toBe("QUEUE_MATCH");
+      expect(problems[0]!.value).toBe("^(local");
+      expect(problems[0]!.message).toContain('QUEUE_MATCH "^(local" is not a regular expression');
+      expect(f.match?.source).toBe("^local_a$");
+      expect(changes).toEqual(["queue mismatch (none) → /_b$/"]);
+    },
+  );
 
   test("a backend holding the filter sees a change at its next discovery", async () => {
     const root = mkdtempSync(join(tmpdir(), "live-filter-"));
@@ -223,8 +228,7 @@ describe("startConfigMapDrain", () => {
       expect(calls.at(-1)).toEqual(["suspended", "ConfigMap studio/pod-1 STATE=DrainAndSuspend"]);
       expect(live.match?.source).toBe("^rmq_");
       server.setConfigMap("pod-1", { QUEUE_MATCH: "^sqs_" });
-      const deadline = Date.now() + 10_000;
-      while (calls.at(-1)?.[0] !== "running" && Date.now() < deadline) await Bun.sleep(20);
+      await waitFor("the drain state to be running again", () => calls.at(-1)?.[0] === "running", 10_000, 20);
       expect(calls.at(-1)).toEqual(["running", "ConfigMap studio/shared STATE=Running"]);
       expect(live.match?.source).toBe("^sqs_");
       await drain!.stop();
@@ -261,13 +265,7 @@ describe("ConfigMapWatch against the API stand-in", () => {
     watch.start();
     return { seen, warnings, watch };
   };
-  const until = async (cond: () => boolean, timeoutMs = 10_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error("condition not met in time");
-      await Bun.sleep(20);
-    }
-  };
+  const until = (cond: () => boolean, timeoutMs = 10_000) => waitFor("the watch to see it", cond, timeoutMs, 20);
 
   test("missing, created, changed, deleted: each reaches onChange once", async () => {
     const { seen, watch } = follow("lifecycle");
@@ -308,24 +306,27 @@ describe("ConfigMapWatch against the API stand-in", () => {
     expect(seen.at(-1)).toEqual({ STATE: "Running" });
   });
 
-  test("a refused token is logged (never the token) and retried; an API server that comes back is followed again", async () => {
-    const bad = join(mkdtempSync(join(tmpdir(), "badtoken-")), "token");
-    writeFileSync(bad, "not-the-token");
-    const refused = follow("refused", { tokenFile: bad });
-    await until(() => refused.warnings.length > 0);
-    await refused.watch.stop();
-    expect(refused.warnings[0]).toContain("HTTP 401");
-    expect(refused.warnings[0]).toContain("token was refused");
-    expect(refused.warnings.join("\n")).not.toContain(server.token);
+  test(
+    "a refused token is logged (never the token) and retried; an API server that " + "comes back is followed again",
+    async () => {
+      const bad = join(mkdtempSync(join(tmpdir(), "badtoken-")), "token");
+      writeFileSync(bad, "not-the-token");
+      const refused = follow("refused", { tokenFile: bad });
+      await until(() => refused.warnings.length > 0);
+      await refused.watch.stop();
+      expect(refused.warnings[0]).toContain("HTTP 401");
+      expect(refused.warnings[0]).toContain("token was refused");
+      expect(refused.warnings.join("\n")).not.toContain(server.token);
 
-    server.failWith = 503;
-    const flaky = follow("flaky");
-    await until(() => flaky.warnings.length > 0);
-    server.setConfigMap("flaky", { STATE: "DrainAndTerminate" });
-    server.failWith = undefined;
-    await until(() => flaky.seen.length === 1);
-    await flaky.watch.stop();
-    expect(flaky.seen).toEqual([{ STATE: "DrainAndTerminate" }]);
-    expect(flaky.warnings[0]).toContain("HTTP 503");
-  });
+      server.failWith = 503;
+      const flaky = follow("flaky");
+      await until(() => flaky.warnings.length > 0);
+      server.setConfigMap("flaky", { STATE: "DrainAndTerminate" });
+      server.failWith = undefined;
+      await until(() => flaky.seen.length === 1);
+      await flaky.watch.stop();
+      expect(flaky.seen).toEqual([{ STATE: "DrainAndTerminate" }]);
+      expect(flaky.warnings[0]).toContain("HTTP 503");
+    },
+  );
 });

@@ -24,7 +24,7 @@ test("the phase clock emits each phase once, with the previous phase and how lon
   const clock = new PhaseClock(events, { key: "k", attemptId: "a", source: "local", queue: "q" });
   clock.enter("fetch");
   clock.enter("fetch");
-  await Bun.sleep(20);
+  await Bun.sleep(20); // timing is the point: the phase must last a measurable time
   clock.enter("run");
   expect(phases.map((p) => p.phase)).toEqual(["fetch", "run"]);
   expect(phases[1]!.previous).toBe("fetch");

@@ -17,6 +17,7 @@ import { craftTar, type TarEntry as Entry } from "../helpers/craft-tar.ts";
 import { directoryBytes, fingerprintDirectory, NotADirectoryToPack, packDirectory } from "../../src/archive/pack.ts";
 import { MAX_WALK_DEPTH, type SkippedEntry } from "../../src/archive/walk.ts";
 import { NotARegularFileError, readRegularFileNoFollow, writeRunnerFile } from "../../src/fs/safe-open.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 let tmp: string;
 /** <tmp>/case/dest: the destination; <tmp>/case must hold nothing else afterwards. */
@@ -36,6 +37,14 @@ afterEach(async () => {
 function sh(cmd: string): void {
   const r = Bun.spawnSync(["sh", "-c", cmd], { cwd: tmp, stderr: "pipe", stdout: "pipe" });
   if (r.exitCode !== 0) throw new Error(`${cmd} failed: ${r.stderr.toString()}`);
+}
+
+/** How many `xz -dc` children this test process has (an unpack must not leave one running). */
+function xzChildren(): number {
+  const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], {
+    stdout: "pipe",
+  });
+  return Number(ps.stdout.toString().trim());
 }
 
 function unpackFile(file: string, options?: UnpackOptions) {
@@ -87,17 +96,20 @@ async function present(path: string): Promise<boolean> {
 }
 
 describe("links that escape", () => {
-  test("a symlink with '..' after a name (x -> ., up -> x/../outside.txt), then a file written through it", async () => {
-    const file = join(tmp, "t.tar");
-    await craftTar(file, [
-      { header: { name: "x", type: "symlink", linkname: "." } },
-      { header: { name: "up", type: "symlink", linkname: "x/../outside.txt" } },
-      { header: { name: "up", type: "file", size: 4 }, content: "evil" },
-    ]);
-    const err = await expectRefused(unpackFile(file), '"up"', "x/../outside.txt");
-    expect(err.message).toContain("symlink");
-    expect(existsSync(join(caseDir, "outside.txt"))).toBe(false);
-  });
+  test(
+    "a symlink with '..' after a name (x -> ., up -> x/../outside.txt), then a " + "file written through it",
+    async () => {
+      const file = join(tmp, "t.tar");
+      await craftTar(file, [
+        { header: { name: "x", type: "symlink", linkname: "." } },
+        { header: { name: "up", type: "symlink", linkname: "x/../outside.txt" } },
+        { header: { name: "up", type: "file", size: 4 }, content: "evil" },
+      ]);
+      const err = await expectRefused(unpackFile(file), '"up"', "x/../outside.txt");
+      expect(err.message).toContain("symlink");
+      expect(existsSync(join(caseDir, "outside.txt"))).toBe(false);
+    },
+  );
 
   test("a symlink escape refused, then a file through the same path is never written", async () => {
     const file = join(tmp, "t.tar");
@@ -183,19 +195,22 @@ describe("duplicate names (TOCTOU style)", () => {
     expect(existsSync(join(caseDir, "outside.txt"))).toBe(false);
   });
 
-  test("a file replaced by an inside symlink, then written again: the symlink is replaced, never written through", async () => {
-    const file = join(tmp, "t.tar");
-    await craftTar(file, [
-      { header: { name: "target.txt", type: "file", size: 8 }, content: "original" },
-      { header: { name: "dup", type: "file", size: 5 }, content: "first" },
-      { header: { name: "dup", type: "symlink", linkname: "target.txt" } },
-      { header: { name: "dup", type: "file", size: 6 }, content: "second" },
-    ]);
-    await unpackFile(file);
-    expect(await readFile(join(dest, "target.txt"), "utf8")).toBe("original");
-    expect((await lstat(join(dest, "dup"))).isFile()).toBe(true);
-    expect(await readFile(join(dest, "dup"), "utf8")).toBe("second");
-  });
+  test(
+    "a file replaced by an inside symlink, then written again: the symlink is " + "replaced, never written through",
+    async () => {
+      const file = join(tmp, "t.tar");
+      await craftTar(file, [
+        { header: { name: "target.txt", type: "file", size: 8 }, content: "original" },
+        { header: { name: "dup", type: "file", size: 5 }, content: "first" },
+        { header: { name: "dup", type: "symlink", linkname: "target.txt" } },
+        { header: { name: "dup", type: "file", size: 6 }, content: "second" },
+      ]);
+      await unpackFile(file);
+      expect(await readFile(join(dest, "target.txt"), "utf8")).toBe("original");
+      expect((await lstat(join(dest, "dup"))).isFile()).toBe(true);
+      expect(await readFile(join(dest, "dup"), "utf8")).toBe("second");
+    },
+  );
 
   test("a file written again after a hard link to it does not change the other name", async () => {
     const file = join(tmp, "t.tar");
@@ -357,17 +372,14 @@ describe("tar bombs", () => {
       const err = await expectRefused(unpackFile(bomb, { budgetBytes: 1_000_000 }), "budget");
       expect(err.message).toContain("decompresses");
       expect(Date.now() - started).toBeLessThan(15_000);
-      await Bun.sleep(200);
-      const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], {
-        stdout: "pipe",
-      });
-      expect(Number(ps.stdout.toString().trim())).toBe(0);
+      await waitFor("no xz child left", () => xzChildren() === 0, 2_000, 50);
     }, 60_000); // making the bomb (64 MiB through the compressor) takes seconds on a loaded 2-core machine
 
     test(`${tool}: a member declaring more than the budget is refused before it is written`, async () => {
       const bomb = join(tmp, `member.${ext}`);
       sh(
-        `mkdir -p src && head -c 20000000 /dev/zero > src/zeros.bin && tar -C src -cf - zeros.bin | ${tool} -1 -c > member.${ext} && rm -r src`,
+        `mkdir -p src && head -c 20000000 /dev/zero > src/zeros.bin && tar -C src -cf ` +
+          `- zeros.bin | ${tool} -1 -c > member.${ext} && rm -r src`,
       );
       // The member's header size, or (when the decompressor hands over one big block first) the
       // decompressed stream, crosses the budget first.
@@ -386,11 +398,7 @@ describe("tar bombs", () => {
     expect(await readdir(dest)).toEqual([]);
     expect(Date.now() - started).toBeLessThan(5_000);
     // The xz child is not left running.
-    await Bun.sleep(300);
-    const ps = Bun.spawnSync(["sh", "-c", `ps -o pid=,args= --ppid ${process.pid} | grep -c "[x]z -dc" || true`], {
-      stdout: "pipe",
-    });
-    expect(Number(ps.stdout.toString().trim())).toBe(0);
+    await waitFor("no xz child left", () => xzChildren() === 0, 2_000, 50);
   });
 
   test("a single-file (non-tar) compressed bomb is stopped at the budget", async () => {
@@ -498,7 +506,8 @@ describe("hostile directories to pack", () => {
     expect(skipped.find((s) => s.rel === "pipe")!.why).toContain("FIFO");
   });
 
-  test("a file swapped with a symlink to a secret, over and over, while it is packed: the secret never lands in the tar", async () => {
+  test("a file swapped with a symlink to a secret, over and over, while it is packed: " +
+    "the secret never lands in the tar", async () => {
     const secretFile = join(tmp, "host-secret.txt");
     await writeFile(secretFile, SECRET);
     const root = join(caseDir, "modeldir");
@@ -509,7 +518,8 @@ describe("hostile directories to pack", () => {
       [
         "sh",
         "-c",
-        `cd ${root} && while :; do ln -sfn ${secretFile} l.tmp && mv -T l.tmp model.bin; printf 'weights\\n' > f.tmp && mv -T f.tmp model.bin; done`,
+        `cd ${root} && while :; do ln -sfn ${secretFile} l.tmp && mv -T l.tmp ` +
+          `model.bin; printf 'weights\\n' > f.tmp && mv -T f.tmp model.bin; done`,
       ],
       { stdout: "ignore", stderr: "ignore" },
     );
@@ -526,15 +536,18 @@ describe("hostile directories to pack", () => {
     }
   }, 60_000);
 
-  test("deep nesting is bounded: directories past MAX_WALK_DEPTH are left out with a note, not an fd exhaustion", async () => {
-    const root = join(caseDir, "deep");
-    await mkdir(root);
-    sh(`cd ${root} && for i in $(seq 1 ${MAX_WALK_DEPTH + 5}); do mkdir d && cd d; done && echo bottom > f.txt`);
-    const skipped: SkippedEntry[] = [];
-    const tarBytes = await packed(root, (s) => skipped.push(...s));
-    expect(tarBytes.includes(Buffer.from("bottom\n"))).toBe(false);
-    expect(skipped.some((s) => s.why.includes("nested deeper"))).toBe(true);
-  });
+  test(
+    "deep nesting is bounded: directories past MAX_WALK_DEPTH are left out with a " + "note, not an fd exhaustion",
+    async () => {
+      const root = join(caseDir, "deep");
+      await mkdir(root);
+      sh(`cd ${root} && for i in $(seq 1 ${MAX_WALK_DEPTH + 5}); do mkdir d && cd d; done && echo bottom > f.txt`);
+      const skipped: SkippedEntry[] = [];
+      const tarBytes = await packed(root, (s) => skipped.push(...s));
+      expect(tarBytes.includes(Buffer.from("bottom\n"))).toBe(false);
+      expect(skipped.some((s) => s.why.includes("nested deeper"))).toBe(true);
+    },
+  );
 });
 
 describe("runner-written files in job-writable directories", () => {

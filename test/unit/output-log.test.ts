@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OutputLog } from "../../src/task/output-log.ts";
 import { SecretMasker } from "../../src/log/secret-mask.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -36,7 +37,8 @@ test("a log that cannot be written sets failure instead of throwing", async () =
   const log = new OutputLog(join(dir, "missing-dir", "output"), new SecretMasker());
   log.write("lost");
   await log.flush();
-  await Bun.sleep(20);
+  // The stream reports the failed open later, as an event: wait for it, not a fixed time.
+  await waitFor("the write failure", () => log.failure, 5_000, 5);
   await log.close();
   expect(log.failure?.message).toContain("ENOENT");
   expect(log.congested).toBe(false);

@@ -22,6 +22,7 @@ import { isProcessRunning, processGroupOf, processStartTicks } from "../../src/e
 import { ensurePrivateDir, PrivateDirError, writeNewPrivateFile } from "../../src/fs/private-files.ts";
 import { forgetOwner, reapOrphans, recordOwner } from "../../src/task/orphans.ts";
 import { deadPid, detachedSleep } from "../helpers/host-processes.ts";
+import { waitFor } from "../helpers/wait-for.ts";
 
 const tmp = (name: string) => mkdtempSync(join(tmpdir(), `${name}-`));
 const asRoot = process.geteuid?.() === 0;
@@ -35,74 +36,80 @@ describe("pids", () => {
 });
 
 describe("owner records", () => {
-  test("written in <working-dir>/studio-runner/.owners (0700, 0600), not in the attempt directory; forgotten at the end", async () => {
-    const wd = tmp("owners");
-    const attemptDir = join(wd, "studio-runner", "exp-1", "123-1");
-    mkdirSync(attemptDir, { recursive: true });
-    await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: "r1" });
-    expect(readdirSync(attemptDir)).toEqual([]);
-    const owners = join(wd, "studio-runner", ".owners");
-    expect(statSync(owners).mode & 0o777).toBe(0o700);
-    const [file] = readdirSync(owners);
-    expect(statSync(join(owners, file!)).mode & 0o777).toBe(0o600);
-    const doc = JSON.parse(readFileSync(join(owners, file!), "utf8"));
-    expect(doc.runner).toEqual({ pid: process.pid, startTicks: processStartTicks(process.pid) });
-    expect(doc.key).toBe("exp-1");
-    await forgetOwner(attemptDir);
-    expect(readdirSync(owners)).toEqual([]);
-  });
-
-  test("a real orphan is stopped; a forged record (attempt dir, or a pid whose start time differs) kills nothing", async () => {
-    const wd = tmp("reap");
-    const unrelated = detachedSleep();
-    const orphan = detachedSleep();
-    try {
-      // The real orphan: recorded by a runner (pid now dead) right after spawning it.
-      const attemptDir = join(wd, "studio-runner", "exp-real", "1-1");
+  test(
+    "written in <working-dir>/studio-runner/.owners (0700, 0600), not in the " +
+      "attempt directory; forgotten at the end",
+    async () => {
+      const wd = tmp("owners");
+      const attemptDir = join(wd, "studio-runner", "exp-1", "123-1");
       mkdirSync(attemptDir, { recursive: true });
-      const gone = await deadPid();
-      await recordOwner(attemptDir, { host: hostname(), runnerPid: gone, runnerId: "old", jobPid: orphan });
-      // What a job could write into its own directory: the old runner.json naming an unrelated process.
-      const forgedDir = join(wd, "studio-runner", "exp-forged", "1-1");
-      mkdirSync(forgedDir, { recursive: true });
-      writeFileSync(
-        join(forgedDir, "runner.json"),
-        JSON.stringify({ host: hostname(), runnerPid: gone, runnerId: "x", jobPid: unrelated }),
-      );
-      // A record naming the unrelated pid with a start time that is not its own.
+      await recordOwner(attemptDir, { host: hostname(), runnerPid: process.pid, runnerId: "r1" });
+      expect(readdirSync(attemptDir)).toEqual([]);
       const owners = join(wd, "studio-runner", ".owners");
-      writeFileSync(
-        join(owners, "forged.json"),
-        JSON.stringify({
-          version: 2,
-          host: hostname(),
-          bootId: "x",
-          runnerId: "x",
-          runner: { pid: gone, startTicks: 1 },
-          job: { pid: unrelated, startTicks: 1 },
-          key: "exp-forged",
-          attempt: "1-1",
-        }),
-      );
-      const logs: string[] = [];
-      const reaped = await reapOrphans(wd, { runnerId: "new" }, (m) => logs.push(m));
-      expect(reaped).toBe(1);
-      expect(logs.join("\n")).toContain("stopped orphaned experiment exp-real");
-      await Bun.sleep(100);
-      expect(isProcessRunning(orphan)).toBe(false);
-      expect(isProcessRunning(unrelated)).toBe(true);
-      expect(existsSync(attemptDir)).toBe(false);
+      expect(statSync(owners).mode & 0o777).toBe(0o700);
+      const [file] = readdirSync(owners);
+      expect(statSync(join(owners, file!)).mode & 0o777).toBe(0o600);
+      const doc = JSON.parse(readFileSync(join(owners, file!), "utf8"));
+      expect(doc.runner).toEqual({ pid: process.pid, startTicks: processStartTicks(process.pid) });
+      expect(doc.key).toBe("exp-1");
+      await forgetOwner(attemptDir);
       expect(readdirSync(owners)).toEqual([]);
-    } finally {
-      for (const pid of [unrelated, orphan]) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {
-          // gone
+    },
+  );
+
+  test(
+    "a real orphan is stopped; a forged record (attempt dir, or a pid whose start " + "time differs) kills nothing",
+    async () => {
+      const wd = tmp("reap");
+      const unrelated = detachedSleep();
+      const orphan = detachedSleep();
+      try {
+        // The real orphan: recorded by a runner (pid now dead) right after spawning it.
+        const attemptDir = join(wd, "studio-runner", "exp-real", "1-1");
+        mkdirSync(attemptDir, { recursive: true });
+        const gone = await deadPid();
+        await recordOwner(attemptDir, { host: hostname(), runnerPid: gone, runnerId: "old", jobPid: orphan });
+        // What a job could write into its own directory: the old runner.json naming an unrelated process.
+        const forgedDir = join(wd, "studio-runner", "exp-forged", "1-1");
+        mkdirSync(forgedDir, { recursive: true });
+        writeFileSync(
+          join(forgedDir, "runner.json"),
+          JSON.stringify({ host: hostname(), runnerPid: gone, runnerId: "x", jobPid: unrelated }),
+        );
+        // A record naming the unrelated pid with a start time that is not its own.
+        const owners = join(wd, "studio-runner", ".owners");
+        writeFileSync(
+          join(owners, "forged.json"),
+          JSON.stringify({
+            version: 2,
+            host: hostname(),
+            bootId: "x",
+            runnerId: "x",
+            runner: { pid: gone, startTicks: 1 },
+            job: { pid: unrelated, startTicks: 1 },
+            key: "exp-forged",
+            attempt: "1-1",
+          }),
+        );
+        const logs: string[] = [];
+        const reaped = await reapOrphans(wd, { runnerId: "new" }, (m) => logs.push(m));
+        expect(reaped).toBe(1);
+        expect(logs.join("\n")).toContain("stopped orphaned experiment exp-real");
+        await waitFor("the orphan to be gone", () => !isProcessRunning(orphan), 5_000, 20);
+        expect(isProcessRunning(unrelated)).toBe(true);
+        expect(existsSync(attemptDir)).toBe(false);
+        expect(readdirSync(owners)).toEqual([]);
+      } finally {
+        for (const pid of [unrelated, orphan]) {
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            // gone
+          }
         }
       }
-    }
-  });
+    },
+  );
 
   test("a live runner's attempts are left alone", async () => {
     const wd = tmp("live");

@@ -19,7 +19,7 @@ class Recorder implements ResponsePublisher {
     return {
       where: `${workQueue}_response`,
       send: async (body) => {
-        if (this.slowMs) await Bun.sleep(this.slowMs);
+        if (this.slowMs) await Bun.sleep(this.slowMs); // a slow broker, as the test asks
         if (this.fail) throw new Error("broker says no");
         this.bodies.push(body);
       },

@@ -7,13 +7,14 @@
 // With the token, the test process drains, resumes and stops the runner.
 
 import { describe, expect, test } from "bun:test";
-import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { POLL_WAIT_MS } from "../../../src/observe/health.ts";
 import type { StatusDoc } from "../../../src/observe/status-state.ts";
 import {
   enqueue,
   filesIn,
+  liveOutputWith,
   makeSandbox,
   RunnerProcess,
   SHARED_CACHE,
@@ -86,35 +87,6 @@ import { waitFor } from "../../helpers/wait-for.ts";
 
 const QUICK = "print('quick experiment ran', flush=True)\n";
 
-/** The text of every file named "output" under the runner's working directory that holds `needle` (the live log of a running attempt). */
-function liveOutputWith(workDir: string, needle: string): string | undefined {
-  const walk = (dir: string): string | undefined => {
-    let names: string[];
-    try {
-      names = readdirSync(dir);
-    } catch {
-      return undefined;
-    }
-    for (const name of names) {
-      const path = join(dir, name);
-      try {
-        const st = statSync(path);
-        if (st.isDirectory()) {
-          const found = walk(path);
-          if (found) return found;
-        } else if (name === "output" && st.isFile()) {
-          const text = readFileSync(path, "utf8");
-          if (text.includes(needle)) return text;
-        }
-      } catch {
-        // gone meanwhile
-      }
-    }
-    return undefined;
-  };
-  return walk(workDir);
-}
-
 const experiment = (sb: Sandbox, script: string, env: Record<string, string> = {}) =>
   simpleExperiment(sb.storageRoot, { "main.py": script }, (m) => {
     m.experiment.pythonver = "3.11";
@@ -123,7 +95,8 @@ const experiment = (sb: Sandbox, script: string, env: Record<string, string> = {
   });
 
 describe("the runner's HTTP endpoint (hole 8)", () => {
-  test("a job cannot drain or resume the runner, nor read another experiment's log lines from /status; the operator's token can", async () => {
+  test("a job cannot drain or resume the runner, nor read another experiment's log " +
+    "lines from /status; the operator's token can", async () => {
     const sb = await makeSandbox("isolation-http", { cacheDir: SHARED_CACHE });
     const token = crypto.randomUUID().replaceAll("-", "") + crypto.randomUUID().replaceAll("-", "");
     const tokenPath = join(sb.dir, "admin-token");
@@ -207,7 +180,9 @@ describe("the runner's HTTP endpoint (hole 8)", () => {
       );
       expect(attackerDone.result).toBe("succeeded"); // the job ran its probes to the end
       await waitFor("the victim to finish", async () => (await status()).finished.find((f) => f.key === victim.key));
-      await Bun.sleep(POLL_WAIT_MS + 2_000); // more than a loop period while suspended
+      // A negative check: nothing may be taken while suspended, so the wait is a fixed time, more than
+      // a loop period of the runner (POLL_WAIT_MS) and no event to wait for.
+      await Bun.sleep(POLL_WAIT_MS + 2_000);
       const after = await status();
       expect(after.runner.state).toBe("suspended");
       expect(after.finished.some((f) => f.key === later.key)).toBe(false);

@@ -20,6 +20,7 @@ import {
 import { join } from "node:path";
 import {
   enqueue,
+  jobPrinted,
   makeSandbox,
   REPO,
   RunnerProcess,
@@ -29,13 +30,15 @@ import {
   tarNames,
 } from "../../helpers/e2e.ts";
 import { processesWith } from "../../helpers/host-processes.ts";
+import { waitFor } from "../../helpers/wait-for.ts";
 
 const HAVE_BWRAP = existsSync("/usr/bin/bwrap");
 const HAVE_GCC = spawnSync("gcc", ["--version"]).status === 0;
 const IS_ROOT = process.geteuid?.() === 0;
 if (!HAVE_BWRAP || !HAVE_GCC || !IS_ROOT)
   console.warn(
-    `\n*** isolation/launchers: needs bwrap, gcc and root (bwrap ${HAVE_BWRAP}, gcc ${HAVE_GCC}, root ${IS_ROOT}): SKIPPED ***\n`,
+    `\n*** isolation/launchers: needs bwrap, gcc and root (bwrap ${HAVE_BWRAP}, ` +
+      `gcc ${HAVE_GCC}, root ${IS_ROOT}): SKIPPED ***\n`,
   );
 const runnable = HAVE_BWRAP && HAVE_GCC && IS_ROOT;
 
@@ -129,7 +132,9 @@ const status = (pid: number) =>
 
 describe("isolation: launchers and what a job can see (default settings: --sandbox auto)", () => {
   test.skipIf(!runnable)(
-    "a hostile job: env canaries never load outside, launchers carry no job env, `--` args stay args, uid nobody without caps, runner files unreadable, no process left",
+    "a hostile job: env canaries never load outside, launchers carry no job env, " +
+      "`--` args stay args, uid nobody without caps, runner files unreadable, no " +
+      "process left",
     async () => {
       const sb = await makeSandbox("iso-launchers", { cacheDir: SHARED_CACHE });
       // Only the sandbox keeps these from the job: world-readable on the host.
@@ -192,14 +197,14 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
       try {
         await runner.waitForLog(/experiments run in a bubblewrap sandbox/, 60_000);
         // While the job runs: look at it and at its launchers from the host.
-        let jobPid: number | undefined;
-        const until = Date.now() + 150_000;
-        while (!jobPid && Date.now() < until) {
-          jobPid = processesWith(marker).find(
-            (p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"),
-          );
-          if (!jobPid) await Bun.sleep(100);
-        }
+        const jobPid = await waitFor(
+          "the job's python on the host",
+          () =>
+            processesWith(marker).find(
+              (p) => comm(p).startsWith("python") && !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-sleeper"),
+            ),
+          150_000,
+        );
         expect(jobPid).toBeDefined();
         const st = status(jobPid!);
         console.log(
@@ -232,11 +237,11 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
           const lastDashes = cmdline.lastIndexOf("--");
           expect(cmdline.indexOf("/tmp/escape")).toBeGreaterThan(lastDashes);
         }
-        await Bun.sleep(1500); // the job's file and its sleeper exist by now
+        // The job prints "job ready" once its file is written and its sleeper forked.
+        await waitFor('the job\'s "job ready" in its live output', () => jobPrinted(sb.workDir, "job ready"));
         const attempts = join(sb.workDir, "studio-runner", exp.key);
         const attemptDir = join(attempts, readdirSync(attempts)[0]!);
-        const jobFile = join(attemptDir, "workspace", "job-file.txt");
-        if (existsSync(jobFile)) expect(statSync(jobFile).uid).toBe(65534);
+        expect(statSync(join(attemptDir, "workspace", "job-file.txt")).uid).toBe(65534);
         expect(statSync(join(attemptDir, "workspace")).uid).toBe(65534);
         expect(statSync(attemptDir).uid).toBe(65534);
         expect(statSync(join(attemptDir, "artifact-mapping.json")).uid).toBe(0); // the runner's file, read-only
@@ -271,7 +276,11 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
         .map(([, v]) => v);
       expect(cmdlines.some((c) => c.includes("sleep 120"))).toBe(false);
       expect(cmdlines.some((c) => c.includes("--queue-root"))).toBe(false); // not the runner either
-      expect(stolen.tmp).toEqual([]);
+      // Its /tmp is its own: empty but for the mount points of its own directories where they lie
+      // under /tmp (a checkout in /tmp/x shows "x"), never the other tenant's file.
+      const ownMounts = [sb.workDir, sb.cacheDir].filter((d) => d.startsWith("/tmp/")).map((d) => d.split("/")[2]!);
+      expect(stolen.tmp).toEqual([...new Set(ownMounts)]);
+      expect(stolen.tmp).not.toContain(tenantMarker);
       expect(stolen.argv).toEqual(["--bind", "/", "/tmp/escape", "--chdir", "/", "--setenv", "X", "Y", marker]);
       expect(tarNames(modeldir).some((n) => n.includes("unshare-worked"))).toBe(false);
       // The experiment finished; nothing of it is left running.
@@ -288,7 +297,8 @@ describe("isolation: launchers and what a job can see (default settings: --sandb
   );
 
   test.skipIf(!runnable)(
-    "--sandbox none (explicit): the canary loads in the job itself only, never in the cgroup sh, setpriv or the env loader",
+    "--sandbox none (explicit): the canary loads in the job itself only, never in " +
+      "the cgroup sh, setpriv or the env loader",
     async () => {
       const sb = await makeSandbox("iso-launchers-none", { cacheDir: SHARED_CACHE });
       const mark = join(sb.dir, "LOADED");

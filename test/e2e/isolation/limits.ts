@@ -28,7 +28,9 @@ const cgroupsUsable = support.version !== "none";
 const pidsLimited = (support.version === 1 && !!support.parentDirs.pids) || (support.version === 2 && !!support.pids);
 if (!cgroupsUsable)
   console.warn(
-    `\n*** cgroups unusable here (${support.version === "none" ? support.reason : ""}): the limits isolation tests cannot run ***\n`,
+    `\n*** cgroups unusable here ` +
+      `(${support.version === "none" ? support.reason : ""}): the limits isolation ` +
+      `tests cannot run ***\n`,
   );
 if (cgroupsUsable && !pidsLimited) console.warn("\n*** no pids controller for us: the fork-bomb test cannot run ***\n");
 const STANDIN = join(REPO, "test/helpers/apptainer-standin");
@@ -64,7 +66,8 @@ time.sleep(3)
 
 describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (class 15, hole 5)", () => {
   for (const mode of MODES) {
-    test(`${mode.name}: a setsid + double-fork grandchild is gone from the host when the experiment finishes`, async () => {
+    test(`${mode.name}: a setsid + double-fork grandchild is gone from the host when ` +
+      `the experiment finishes`, async () => {
       const sb = await makeSandbox("iso-limits-leftover", { cacheDir: SHARED_CACHE });
       const marker = `leftover-marker-${crypto.randomUUID()}`;
       const exp = experiment(sb.storageRoot, DOUBLE_FORK, marker);
@@ -85,7 +88,8 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
       }
     }, 180_000);
 
-    test(`${mode.name}: a request with no ram or cpus still runs in a cgroup (read on the host while it sleeps)`, async () => {
+    test(`${mode.name}: a request with no ram or cpus still runs in a cgroup (read on ` +
+      `the host while it sleeps)`, async () => {
       const sb = await makeSandbox("iso-limits-nolimits", { cacheDir: SHARED_CACHE });
       const marker = `cgroup-marker-${crypto.randomUUID()}`;
       const exp = experiment(
@@ -131,7 +135,8 @@ describe.skipIf(!cgroupsUsable)("limits: processes never outlive their job (clas
 describe.skipIf(!cgroupsUsable)(
   "limits: a job and its setsid grandchild do not survive their runner (class 15)",
   () => {
-    test("--sandbox none: the runner is SIGKILLed mid-job; the next runner on the machine kills what its job groups still hold", async () => {
+    test("--sandbox none: the runner is SIGKILLed mid-job; the next runner on the " +
+      "machine kills what its job groups still hold", async () => {
       const sb = await makeSandbox("iso-limits-restart", { cacheDir: SHARED_CACHE });
       const marker = `restart-marker-${crypto.randomUUID()}`;
       const exp = experiment(sb.storageRoot, DOUBLE_FORK.replace("time.sleep(3)", "time.sleep(300)"), marker);
@@ -141,6 +146,7 @@ describe.skipIf(!cgroupsUsable)(
         await waitFor("the grandchild on the host", () => processesWith(`${marker}\u0000300`).length > 0, 120_000, 50);
         first.child.kill("SIGKILL");
         await first.exited;
+        // A negative check (nothing kills them once their runner is gone): a fixed moment, no event to await.
         await Bun.sleep(300);
         // The runner is gone; its job and the grandchild still run (nothing in the kernel stops them).
         expect(processesWith(`${marker}\u0000300`).length).toBe(1);
@@ -175,7 +181,8 @@ time.sleep(8)
 `;
 
 describe.skipIf(!cgroupsUsable || !pidsLimited)("limits: resource exhaustion (class 14)", () => {
-  test("--sandbox none: a fork bomb is held by the pids limit; the runner stays alive and serves the next experiment", async () => {
+  test("--sandbox none: a fork bomb is held by the pids limit; the runner stays alive " +
+    "and serves the next experiment", async () => {
     const sb = await makeSandbox("iso-limits-forkbomb", { cacheDir: SHARED_CACHE });
     const marker = `forkbomb-marker-${crypto.randomUUID()}`;
     const bomb = experiment(sb.storageRoot, FORK_BOMB, marker, (m) => {
@@ -210,7 +217,9 @@ describe.skipIf(!cgroupsUsable || !pidsLimited)("limits: resource exhaustion (cl
       await watching;
       const out = tarMember(join(bomb.experimentDir, "output.tar"));
       console.log(
-        `fork bomb: at most ${most} processes in its cgroup (pids.current, read on the host); its log says: ${out.match(/fork failed[^\n]*|made \d+ children/g)?.join("; ")}`,
+        `fork bomb: at most ${most} processes in its cgroup (pids.current, read on the ` +
+          `host); its log says: ` +
+          `${out.match(/fork failed[^\n]*|made \d+ children/g)?.join("; ")}`,
       );
       const made = Number(/made (\d+) children/.exec(out)?.[1]);
       expect(out).toContain("fork failed after");
@@ -295,7 +304,8 @@ except Exception as e:
     print("RUNNER unreadable " + type(e).__name__, flush=True)
 `;
   for (const mode of MODES) {
-    test(`${mode.name}: AZURE_*, *_TOKEN, SSH_AUTH_SOCK … are withheld, and their values are absent from the stored output and the log`, async () => {
+    test(`${mode.name}: AZURE_*, *_TOKEN, SSH_AUTH_SOCK … are withheld, and their ` +
+      `values are absent from the stored output and the log`, async () => {
       const sb = await makeSandbox("iso-limits-env", { cacheDir: SHARED_CACHE });
       const exp = experiment(sb.storageRoot, JOB, "env");
       enqueue(sb.queueRoot, "local_env", exp.message);
@@ -322,9 +332,11 @@ describe.skipIf(!HAVE_BWRAP)(
   "limits: apptainer gets a fixed environment and no option from the request (hole 1, class 3)",
   () => {
     const JOB = `import os
-print("in container; LD_PRELOAD=" + os.environ.get("LD_PRELOAD", "-") + " USER_VAR=" + os.environ.get("USER_VAR", "-"), flush=True)
+print("in container; LD_PRELOAD=" + os.environ.get("LD_PRELOAD", "-")
+      + " USER_VAR=" + os.environ.get("USER_VAR", "-"), flush=True)
 `;
-    test("config.env's APPTAINER_*, SINGULARITY_*, LD_* reach only the container's env file, never the tool's own environment", async () => {
+    test("config.env's APPTAINER_*, SINGULARITY_*, LD_* reach only the container's env " +
+      "file, never the tool's own environment", async () => {
       const sb = await makeSandbox("iso-limits-apptainer-env");
       const log = join(sb.dir, "standin.log");
       const exp = simpleExperiment(sb.storageRoot, { "main.py": JOB }, (m) => {
@@ -374,7 +386,8 @@ print("in container; LD_PRELOAD=" + os.environ.get("LD_PRELOAD", "-") + " USER_V
       expect(argv[argv.indexOf("docker://python:3.11-slim") - 1]).toBe("--");
     }, 180_000);
 
-    test("a script name or key that would become a tool option or a second bind is refused with a clear reason; nothing runs", async () => {
+    test("a script name or key that would become a tool option or a second bind is " +
+      "refused with a clear reason; nothing runs", async () => {
       const sb = await makeSandbox("iso-limits-apptainer-args");
       const log = join(sb.dir, "standin.log");
       const hostile = (edit: (m: Record<string, any>) => void) =>

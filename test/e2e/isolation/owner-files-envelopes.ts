@@ -39,17 +39,22 @@ const KEYS = join(REPO, "test/fixtures/envelope/test-only-keys");
 const runnerPublicKey = readFileSync(join(KEYS, "runner/encryption/ssh-publickey"), "utf8");
 const signer = (name: string) => createPrivateKey(readFileSync(join(KEYS, `signers/${name}.pem`), "utf8"));
 
-/** The job forges owner records naming VICTIM_PID: the old runner.json in its attempt directory, and (where it can reach it) the runner's record directory. */
+/**
+ * The job forges owner records naming VICTIM_PID: the old runner.json in its attempt directory,
+ * and (where it can reach it) the runner's record directory.
+ */
 const FORGER = `
 import json, os, socket, time
 attempt = os.path.dirname(os.getcwd())
 victim = int(os.environ["VICTIM_PID"])
-forged = {"host": socket.gethostname(), "runnerPid": int(os.environ["DEAD_PID"]), "runnerId": "forged", "jobPid": victim}
+forged = {"host": socket.gethostname(), "runnerPid": int(os.environ["DEAD_PID"]),
+          "runnerId": "forged", "jobPid": victim}
 with open(os.path.join(attempt, "runner.json"), "w") as f:
     json.dump(forged, f)
 try:
     with open(os.path.join(attempt, "..", "..", ".owners", "forged.json"), "w") as f:
-        json.dump({"version": 2, "host": socket.gethostname(), "bootId": "x", "runnerId": "forged", "runner": {"pid": forged["runnerPid"]}, "job": {"pid": victim}, "key": "k", "attempt": "a"}, f)
+        json.dump({"version": 2, "host": socket.gethostname(), "bootId": "x", "runnerId": "forged",
+                   "runner": {"pid": forged["runnerPid"]}, "job": {"pid": victim}, "key": "k", "attempt": "a"}, f)
     print("wrote into the runner's owner records", flush=True)
 except OSError as e:
     print("owner records out of reach:", e.strerror, flush=True)
@@ -90,7 +95,8 @@ const experiment = (sb: Sandbox, script: string, env: Record<string, string> = {
   });
 
 describe("isolation: owner records, file modes, envelopes", () => {
-  test("a forged owner record kills nothing after a crash; the crash-requeued request still runs; replays, old requests are refused; files are private", async () => {
+  test("a forged owner record kills nothing after a crash; the crash-requeued request " +
+    "still runs; replays, old requests are refused; files are private", async () => {
     const sb = await makeSandbox("iso-owners", { cacheDir: SHARED_CACHE });
     const sleeper = detachedSleep();
     try {
@@ -111,7 +117,8 @@ describe("isolation: owner records, file modes, envelopes", () => {
       const orphanPid = Number(/job pid (\d+)/.exec(readFileSync(out, "utf8"))![1]);
       const attemptDir = join(out, "..", "..");
       const root = join(sb.workDir, "studio-runner");
-      // (b) while it runs: attempt dir 0700, the path to it traversable only (0711) where a job user needs it, records 0700/0600.
+      // (b) while it runs: attempt dir 0700, the path to it traversable only (0711) where a job
+      // user needs it, records 0700/0600.
       expect(mode(attemptDir)).toBe(0o700);
       expect(mode(join(attemptDir, ".."))).toBe(asRoot ? 0o711 : 0o700);
       expect(mode(root)).toBe(asRoot ? 0o711 : 0o700);
@@ -125,8 +132,7 @@ describe("isolation: owner records, file modes, envelopes", () => {
       expect(await second.exited).toBe(0);
       // The real orphan was stopped, the process the job named is alive on the host.
       expect(second.stderr).toContain(`stopped orphaned experiment ${exp.key}`);
-      await Bun.sleep(200);
-      expect(isProcessRunning(orphanPid)).toBe(false);
+      await waitFor("the orphan to be gone", () => !isProcessRunning(orphanPid), 5_000, 50);
       expect(isProcessRunning(sleeper)).toBe(true);
       // (e) requeued by the crash, it ran again to the end.
       const log = tarMember(join(exp.experimentDir, "output.tar"));
@@ -156,7 +162,8 @@ describe("isolation: owner records, file modes, envelopes", () => {
       expect(existsSync(join(old.experimentDir, "output.tar"))).toBe(false);
       expect(tarMember(join(fresh.experimentDir, "output.tar"))).toContain("ran");
 
-      // (b) after the runs: what the runner wrote is private; messages (with credentials) cannot be read by another user.
+      // (b) after the runs: what the runner wrote is private; messages (with credentials) cannot be
+      // read by another user.
       expect(mode(sb.queueRoot)).toBe(0o700);
       for (const q of ["local_owners", "local_old"]) {
         expect(mode(join(sb.queueRoot, ".failed", q))).toBe(0o700);
@@ -232,7 +239,8 @@ describe("isolation: owner records, file modes, envelopes", () => {
     }
   }, 60_000);
 
-  test("with --encrypt-dir: plain requests are refused by default; a queue whose signing key stops parsing is not served, others are", async () => {
+  test("with --encrypt-dir: plain requests are refused by default; a queue whose " +
+    "signing key stops parsing is not served, others are", async () => {
     const sb = await makeSandbox("iso-envelopes", { cacheDir: SHARED_CACHE });
     const sigDir = join(sb.dir, "signatures");
     cpSync(join(KEYS, "signatures"), sigDir, { recursive: true });
@@ -248,6 +256,8 @@ describe("isolation: owner records, file modes, envelopes", () => {
       await runner.waitForLog(/studio-runner .* on /);
       // bob's key (prefix rmq_team_a) stops parsing while the runner runs; it re-reads the files every 5 s.
       writeFileSync(join(sigDir, "rmq_team_a"), "ssh-ed25519 this-is-no-longer-a-key\n");
+      // Timing is the point: the runner re-reads only on a look-up at least 5 s after its last, and
+      // says nothing before, so the change is seen only by requests queued after a full period.
       await Bun.sleep(5_500);
       const bobs = experiment(sb, PLAIN);
       const bobBody = sealRequest(JSON.stringify(bobs.message), { runnerPublicKey, signingKey: signer("bob") });
