@@ -96,7 +96,8 @@ function fileStorageRoots(settings: Pick<RunSettings, "file-storage-roots" | "st
     flag,
     local,
     description: local.length
-      ? `file: locations of requests from local queues may be under ${local[0]} (this runner's own storage; --file-storage-roots to change), none from brokers`
+      ? `file: locations of requests from local queues may be under ${local[0]} (this runner's own storage; ` +
+        "--file-storage-roots to change), none from brokers"
       : "file: locations of requests are refused (no --file-storage-roots, and this runner's own storage is not file:)",
   };
 }
@@ -133,7 +134,9 @@ export function settingsOrExit(
     problems.push(...err.problems);
   }
   process.stderr.write(
-    `${o.command ?? "studio-runner"}: invalid configuration (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n`,
+    `${o.command ?? "studio-runner"}: invalid configuration ` +
+      `(${problems.length} problem${problems.length > 1 ? "s" : ""}):\n` +
+      `${problems.map((p) => `  - ${p}`).join("\n")}\n`,
   );
   process.exit(2);
 }
@@ -257,7 +260,8 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
   const clearText = clearTextAllowed(settings);
   if (settings["encrypt-dir"] && clearText)
     log.warn(
-      "--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on queues without a signing key",
+      "--clear-text-messages=true with --encrypt-dir: plain (unencrypted, unsigned) requests are accepted on " +
+        "queues without a signing key",
     );
   // Reports to <queue>_response where such a queue exists (encrypted where the experimenter's key is known).
   const reports = new ResponseReports({
@@ -302,14 +306,17 @@ export async function runDaemon(settings: RunSettings): Promise<number> {
     },
   );
   log.info(
-    `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ${formatBytes(capacity.hddBytes)} disk, ${capacity.gpus} GPU(s)${cpuOnly ? " (--cpu-only)" : ""}; local queues in ${queueRoot}`,
+    `studio-runner ${VERSION} on ${hostname()}: ${capacity.cpus} cpus, ${formatBytes(capacity.ramBytes)} RAM, ` +
+      `${formatBytes(capacity.hddBytes)} disk, ${capacity.gpus} GPU(s)${cpuOnly ? " (--cpu-only)" : ""}; local ` +
+      `queues in ${queueRoot}`,
   );
   if (rabbit) {
     const fallback = rabbit.options.fallbackQueues?.length
       ? `, or the --amqp-queues list ${rabbit.options.fallbackQueues.join(",")} without it`
       : "";
     log.info(
-      `RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management API at ${rabbit.management.redacted}${fallback}`,
+      `RabbitMQ queues at ${rabbit.address.redacted}: those bound to StudioML.topic, listed by the management ` +
+        `API at ${rabbit.management.redacted}${fallback}`,
     );
   }
   // Probed in the background: the first poll does not wait for them (an attempt does).

@@ -95,7 +95,8 @@ export const RUN_OPTIONS = [
     name: "pip-relax-pins",
     type: "boolean",
     description:
-      "a pin whose exact version the index lacks installs the nearest version (same major first) instead of being left out; each substitution is logged",
+      "a pin whose exact version the index lacks installs the nearest version (same major first) instead of " +
+      "being left out; each substitution is logged",
     default: "false",
   },
   {
@@ -130,7 +131,9 @@ export const RUN_OPTIONS = [
     name: "file-storage-roots",
     type: "string",
     description:
-      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; symlinks out of them are refused); without it, only this runner's own storage root (--storage when file:, else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
+      "comma-separated directories file: artifacts and local databases may live in (never /proc, /sys, /dev; " +
+      "symlinks out of them are refused); without it, only this runner's own storage root (--storage when file:, " +
+      "else ~/.studioml/storage) for requests from local queues and nowhere for requests from brokers",
     default: "",
   },
   {
@@ -138,7 +141,8 @@ export const RUN_OPTIONS = [
     type: "enum",
     choices: ["auto", "bwrap", "none"],
     description:
-      "isolation of experiments and environment builds: bwrap (bubblewrap; refuse to start without it), auto (bwrap where it works, else a loud warning and none), none (no isolation: single-tenant machines only)",
+      "isolation of experiments and environment builds: bwrap (bubblewrap; refuse to start without it), auto " +
+      "(bwrap where it works, else a loud warning and none), none (no isolation: single-tenant machines only)",
     default: "auto",
   },
   {
@@ -151,7 +155,8 @@ export const RUN_OPTIONS = [
     name: "allow-pip-urls",
     type: "boolean",
     description:
-      "accept requirement lines that are URLs, paths, -e/-r or pip options (otherwise only name[extras] op version pins)",
+      "accept requirement lines that are URLs, paths, -e/-r or pip options (otherwise only name[extras] op " +
+      "version pins)",
     default: "false",
   },
   {
@@ -166,14 +171,16 @@ export const RUN_OPTIONS = [
     type: "enum",
     choices: ["request", "runner"],
     description:
-      "whose credentials serve a request's storage: only the request's own (request), or the runner's for requests that bring none, within --storage-identity-allow (runner)",
+      "whose credentials serve a request's storage: only the request's own (request), or the runner's for " +
+      "requests that bring none, within --storage-identity-allow (runner)",
     default: "request",
   },
   {
     name: "storage-identity-allow",
     type: "string",
     description:
-      "with --storage-identity runner: comma-separated queue-prefix=scheme://bucket/prefix entries the runner's identity may serve",
+      "with --storage-identity runner: comma-separated queue-prefix=scheme://bucket/prefix entries the runner's " +
+      "identity may serve",
     default: "",
   },
   {
@@ -271,7 +278,8 @@ export const RUN_OPTIONS = [
     name: "prom-address",
     type: "string",
     description:
-      "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or :port (POSTs need --admin-token-file; Host must name this runner, see --http-allowed-hosts); empty = off",
+      "serve /metrics, /healthz, /readyz, /status, the status page and POST /drain, /resume on host:port or " +
+      ":port (POSTs need --admin-token-file; Host must name this runner, see --http-allowed-hosts); empty = off",
     default: "",
   },
   { name: "log-format", type: "enum", choices: ["human", "json"], description: "runner log format", default: "human" },

@@ -150,7 +150,9 @@ export class RunnerMetrics {
     const state = sources.state;
     new Gauge({
       name: "runner_state",
-      help: "1 for the runner's state now: running (taking work), suspended (drained, waiting), terminating (exits when idle).",
+      help:
+        "1 for the runner's state now: running (taking work), suspended (drained, waiting), terminating (exits " +
+        "when idle).",
       labelNames: ["state"],
       registers,
       collect() {
@@ -295,5 +297,6 @@ const RESULT_HELP: Record<AttemptResult, string> = {
   requeued: "Attempts given back to the queue (runner-side fault or shutdown).",
   poisoned: "Requests moved to the failed place after a runner-side fault used up their deliveries (--max-deliveries).",
   rejected:
-    "Requests kept in the failed place at once: malformed, expired, or a permanent fault (unusable artifact, no matching Python).",
+    "Requests kept in the failed place at once: malformed, expired, or a permanent fault (unusable artifact, no " +
+    "matching Python).",
 };

@@ -28,14 +28,16 @@ export function expectedDigest(field: string, hash: string, location: string): E
     throw new RequestError(
       field,
       hash,
-      "is not a hash this runner can verify (expected the sha256 of the object: 64 hex digits, optionally prefixed sha256:)",
+      "is not a hash this runner can verify (expected the sha256 of the object: 64 hex digits, optionally " +
+        "prefixed sha256:)",
     );
   const hex = m[1]!.toLowerCase();
   if (hex === sha256Hex(location))
     return {
       verify: false,
       reason:
-        "it is the sha256 of the artifact's location (what studioml gives for an artifact it has no local copy of), not of its content",
+        "it is the sha256 of the artifact's location (what studioml gives for an artifact it has no local copy " +
+        "of), not of its content",
     };
   return { verify: true, sha256: hex };
 }

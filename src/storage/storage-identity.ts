@@ -7,7 +7,10 @@ import { errorMessage } from "../errors.ts";
 import { isHostLike } from "../request/s3-location.ts";
 import { commaList } from "../config/comma-list.ts";
 
-/** One object a request wants reached: its scheme, server (host[:port], when the location or endpoint names one), bucket and key. */
+/**
+ * One object a request wants reached: its scheme, server (host[:port], when the location or endpoint names one), bucket
+ * and key.
+ */
 export type StoragePlace = { scheme: "s3" | "gs"; host?: string; bucket: string; key: string };
 
 /**
@@ -25,7 +28,10 @@ export const RUNNER_IDENTITY: StorageIdentity = { refusal: () => undefined };
 /** Queue kinds an allow-list entry may name before its prefix ("rabbitmq:rmq_team_a=…"). */
 const QUEUE_KINDS = ["local", "rabbitmq", "sqs", "pubsub"] as const;
 
-/** One --storage-identity-allow entry: queues whose name starts with `queuePrefix` (of `kind`, or any) may use the runner's identity for `place`. */
+/**
+ * One --storage-identity-allow entry: queues whose name starts with `queuePrefix` (of `kind`, or any) may use the
+ * runner's identity for `place`.
+ */
 export type IdentityGrant = { kind?: string; queuePrefix: string; place: StoragePlace; text: string };
 
 export type StorageIdentitySetting = { mode: "request" | "runner"; grants: IdentityGrant[] };
@@ -111,7 +117,9 @@ export function storageIdentityFor(
   if (mode === "request") {
     return {
       refusal: () =>
-        "brings no credentials, and this runner serves a request's storage only with the request's own credentials (--storage-identity request): put credentials in the request, or have the operator allow the runner's identity for this place (--storage-identity runner with --storage-identity-allow)",
+        "brings no credentials, and this runner serves a request's storage only with the request's own " +
+        "credentials (--storage-identity request): put credentials in the request, or have the operator allow " +
+        "the runner's identity for this place (--storage-identity runner with --storage-identity-allow)",
     };
   }
   const grants = (setting?.grants ?? []).filter((g) => (!g.kind || g.kind === kind) && queue.startsWith(g.queuePrefix));
@@ -121,7 +129,8 @@ export function storageIdentityFor(
         ? undefined
         : `brings no credentials and is outside --storage-identity-allow for queue "${queue}" (${
             grants.length
-              ? `the runner's own identity serves only ${grants.map((g) => describePlace(g.place) + "…").join(", ")} for it`
+              ? "the runner's own identity serves only " +
+                `${grants.map((g) => describePlace(g.place) + "…").join(", ")} for it`
               : "no entry names this queue"
           }): put credentials in the request, or have the operator add the place to --storage-identity-allow`,
   };
@@ -170,7 +179,8 @@ export function describeStorageIdentity(setting: StorageIdentitySetting): { info
     info: [`the runner's own storage identity serves requests without credentials only for: ${lines.join("; ")}`],
     warn: loose.length
       ? [
-          `--storage-identity-allow: ${loose.join(", ")}: a prefix not ending in "/" also matches longer names beside it`,
+          `--storage-identity-allow: ${loose.join(", ")}: a prefix not ending in "/" also matches longer names ` +
+            "beside it",
         ]
       : [],
   };

@@ -53,7 +53,10 @@ export function schemeOf(location: string): string {
   return match ? match[1]!.toLowerCase() : "";
 }
 
-/** Stores of the default configuration (GCS through the environment's credentials), for callers without a Stores of their own. */
+/**
+ * Stores of the default configuration (GCS through the environment's credentials), for callers without a Stores of
+ * their own.
+ */
 const defaultStores = new Stores();
 
 export function storeFor(location: string, options: StoreOptions = {}, field = "qualified"): ObjectStore {

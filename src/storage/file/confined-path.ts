@@ -72,7 +72,8 @@ export class ConfinedPaths {
       throw new RequestError(
         this.field,
         location,
-        `resolves (symlinks followed) to ${real}, outside the directories this runner allows for file: storage (${this.roots.join(", ")})`,
+        `resolves (symlinks followed) to ${real}, outside the directories this runner allows for file: storage ` +
+          `(${this.roots.join(", ")})`,
       );
     }
   }

@@ -42,7 +42,10 @@ const infoOf = (s: Pick<Stats, "size" | "mtimeMs" | "ino">): ObjectInfo => ({
 });
 
 export type FileStoreOptions = {
-  /** Directories every open must stay in (real paths). Absent: the runner's limits (setRunnerLimits), unconfined when it set none. */
+  /**
+   * Directories every open must stay in (real paths). Absent: the runner's limits (setRunnerLimits), unconfined when it
+   * set none.
+   */
   roots?: string[];
 };
 

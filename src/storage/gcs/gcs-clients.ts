@@ -10,7 +10,10 @@ import { errorMessage, PermanentError } from "../../errors.ts";
 import { FastCrc32c } from "./crc32c.ts";
 
 export type GcsConfiguration = {
-  /** --google-certs: a directory of service-account JSON files, one project each; each bucket uses the first that it accepts. */
+  /**
+   * --google-certs: a directory of service-account JSON files, one project each; each bucket uses the first that it
+   * accepts.
+   */
   certsDir?: string;
   /** A JSON API server other than Google's ("http://127.0.0.1:4443"): requests to it are not authenticated. */
   apiEndpoint?: string;

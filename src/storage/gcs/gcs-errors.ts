@@ -72,7 +72,8 @@ export function gcsFault(err: unknown, ctx: GcsErrorContext): RunnerFault {
   }
   if (status === 401 || status === 403) {
     return new PermanentError(
-      `${ctx.operation}: ${ctx.server} refused ${ctx.identity} for bucket "${ctx.bucket}" (${detail}). Check the service account and its permissions on the bucket`,
+      `${ctx.operation}: ${ctx.server} refused ${ctx.identity} for bucket "${ctx.bucket}" (${detail}). Check the ` +
+        "service account and its permissions on the bucket",
       {},
       cause,
     );

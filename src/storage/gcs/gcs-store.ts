@@ -66,7 +66,8 @@ export class GcsStore implements ObjectStore {
     if (refusal) {
       const field = this.options.field ?? "qualified";
       throw new PermanentError(
-        `${field}: ${location} ${refusal} (a request cannot bring Google credentials: gs:// is always the runner's identity)`,
+        `${field}: ${location} ${refusal} (a request cannot bring Google credentials: gs:// is always the ` +
+          "runner's identity)",
         { field },
       );
     }

@@ -56,7 +56,9 @@ export function s3Fault(err: unknown, ctx: S3ErrorContext): RunnerFault {
   const e = (err instanceof Error ? err : new Error(String(err))) as SdkError;
   const status = e.$metadata?.httpStatusCode;
   const code = codeOf(e);
-  const detail = `${code || (status ? `HTTP ${status}` : e.name)}${e.message && e.message !== code && e.message !== "UnknownError" ? `: ${e.message}` : ""}`;
+  const detail =
+    `${code || (status ? `HTTP ${status}` : e.name)}` +
+    `${e.message && e.message !== code && e.message !== "UnknownError" ? `: ${e.message}` : ""}`;
   const cause = { cause: err };
 
   if (code === "NoSuchBucket") {
@@ -75,14 +77,16 @@ export function s3Fault(err: unknown, ctx: S3ErrorContext): RunnerFault {
   if (REFUSED.has(code) || status === 403 || status === 401) {
     return new PermanentError(
       `${ctx.operation}: ${ctx.server} refused ${ctx.identity} for bucket "${ctx.bucket}" (${detail}). ` +
-        `Check the credentials and their permissions${status === 403 && !code ? "; without s3:ListBucket a missing object also reads as access denied" : ""}`,
+        "Check the credentials and their permissions" +
+        `${status === 403 && !code ? "; without s3:ListBucket a missing object also reads as access denied" : ""}`,
       {},
       cause,
     );
   }
   if (WRONG_REGION.has(code) || status === 301) {
     return new PermanentError(
-      `${ctx.operation}: bucket "${ctx.bucket}" on ${ctx.server} is in another region (${detail}); set the credentials' region or AWS_REGION`,
+      `${ctx.operation}: bucket "${ctx.bucket}" on ${ctx.server} is in another region (${detail}); set the ` +
+        "credentials' region or AWS_REGION",
       {},
       cause,
     );

@@ -21,7 +21,9 @@ export type ReadStreamOptions = {
   backoff?: BackoffStrategy;
   /** Default: the real sleep. */
   sleep?: Sleep;
-  /** A body that brings nothing for this long is dropped and the transfer resumed (fetch bodies have no socket timeout). */
+  /**
+   * A body that brings nothing for this long is dropped and the transfer resumed (fetch bodies have no socket timeout).
+   */
   idleTimeoutMs?: number;
 };
 
@@ -102,7 +104,8 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     const why = failure ? (failure as Error).message : "connection closed early";
     if (resumes > maxResumes) {
       throw new RetryableError(
-        `${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ${maxResumes} resumes`,
+        `${opts.describe}: transfer truncated at ${received} of ${total} bytes (${why}), gave up after ` +
+          `${maxResumes} resumes`,
         {},
         { cause: failure },
       );

@@ -17,10 +17,11 @@ const isAwsHost = (host: string) => /(^|\.)amazonaws\.com(\.cn)?(:\d+)?$/i.test(
 
 /** The region named in an AWS host: s3.us-west-2.amazonaws.com, s3-eu-west-1…, bucket.s3.dualstack.ap-south-1…. */
 export function regionFromHost(host: string): string | undefined {
-  const m =
-    /(?:^|\.)s3[.-](?:dualstack\.|fips\.)*([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.amazonaws\.com(\.cn)?(:\d+)?$/i.exec(
-      host,
-    );
+  const m = new RegExp(
+    "(?:^|\\.)s3[.-](?:dualstack\\.|fips\\.)*" +
+      "([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\\d)\\.amazonaws\\.com(\\.cn)?(:\\d+)?$",
+    "i",
+  ).exec(host);
   return m?.[1]?.toLowerCase();
 }
 
