@@ -23,8 +23,11 @@ describe("stop-poll step", () => {
     expect(s.job.stopReason).toBeUndefined();
     const record = JSON.parse(readFileSync(h.recordFile, "utf8"));
     writeFileSync(h.recordFile, JSON.stringify({ ...record, status: "stopped" }));
-    h.clock.advance(2_000);
-    await waitFor("the job is asked to stop", () => s.job.stopReason);
+    // A poll still reading when its next tick comes lets that tick pass: keep the clock moving.
+    await waitFor("the job is asked to stop", () => {
+      h.clock.advance(2_000);
+      return s.job.stopReason;
+    });
     expect(s.job.stopReason).toBe("stopped by the user (experiment database)");
     await stopPollStep.cleanup!(s, finished);
     expect(h.clock.armed).toBe(0);
