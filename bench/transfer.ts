@@ -3,10 +3,21 @@
 // each against `aws s3 cp` of the same bytes on the same server in the same run; with the
 // runner's peak RSS. (This absorbs the former bench/s3-large-artifact.ts.)
 //
+// Two paths to the same server, in the same run, each run of both: plain loopback, and a shaped
+// link (bench/lib/shaped-link.ts: a proxy in front of s3rver that caps every TCP connection at
+// 12 MB/s each way and holds each direction's first byte 20 ms, like a connection to a distant
+// S3/GCS). On the shaped link the runner's storage endpoint (and so its s3:// locations) and the
+// aws CLI's --endpoint-url both name the proxy.
+//
 // Runner download: its "starting experiment" line → its "reusing cached python environment"
 // line (fetch of every artifact; the environment is already cached). Runner upload: the
 // script's last line → "experiment … finished" (pack + upload of every changed artifact, then the
 // ack).
+//
+// Knobs (environment): BENCH_TRANSFER_MIB (total size, 4 files; default 1024, --quick 256),
+// BENCH_TRANSFER_RUNS (runs of each path; default 3, --quick 1), BENCH_SHAPED_MBPS (cap per
+// connection and direction in MB/s, 10^6 bytes; default 12), BENCH_SHAPED_FIRST_BYTE_MS
+// (default 20), BENCH_SHAPED=0 (loopback only).
 
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -18,8 +29,9 @@ import { startS3rver, type S3Server } from "../test/helpers/s3-server.ts";
 import { experimentLog, scriptClock, trivialMessages } from "./lib/experiments.ts";
 import type { BenchOptions } from "./lib/options.ts";
 import { RssSampler } from "./lib/proc.ts";
-import { row, type Row } from "./lib/report.ts";
+import { fmt, row, type Row } from "./lib/report.ts";
 import { BenchRunner } from "./lib/runner.ts";
+import { describeShape, ShapedLink, type LinkShape } from "./lib/shaped-link.ts";
 
 export const TRANSFER_RATIO_TARGET = 1.0;
 export const TRANSFER_RSS_TARGET_MB = 200;
@@ -58,8 +70,8 @@ async function sha256OfFile(path: string): Promise<string> {
   return hasher.digest("hex");
 }
 
-/** `aws s3 cp` with the bench's keys against the server; milliseconds. */
-async function awsCp(aws: string, server: S3Server, from: string, to: string): Promise<number> {
+/** `aws s3 cp` with the bench's keys against an endpoint (the server or the link in front of it); milliseconds. */
+async function awsCp(aws: string, endpoint: string, from: string, to: string): Promise<number> {
   const env = {
     ...process.env,
     AWS_ACCESS_KEY_ID: KEYS.accessKey,
@@ -68,7 +80,7 @@ async function awsCp(aws: string, server: S3Server, from: string, to: string): P
     AWS_EC2_METADATA_DISABLED: "true",
   };
   const t = performance.now();
-  const child = spawn(aws, ["s3", "cp", "--only-show-errors", "--endpoint-url", server.endpoint, from, to], {
+  const child = spawn(aws, ["s3", "cp", "--only-show-errors", "--endpoint-url", endpoint, from, to], {
     env,
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -95,41 +107,189 @@ async function seedWorkspace(sb: Sandbox, server: S3Server, files: number, fileB
   return { key, tarPath, tarBytes: statSync(tarPath).size };
 }
 
-function s3Message(sb: Sandbox, server: S3Server, wsKey: string, key: string): Record<string, any> {
+function s3Message(sb: Sandbox, path: Path, wsKey: string, key: string): Record<string, any> {
   const [m] = trivialMessages(sb.storageRoot, 1);
   const message = m!.message;
   const exp = message.experiment;
   exp.key = key;
   for (const a of Object.values<any>(exp.artifacts)) {
     a.key = String(a.key).replace(/experiments\/[^/]+\//, `experiments/${key}/`);
-    a.qualified = `s3://${server.host}/${BUCKET}/${a.key}`;
+    a.qualified = `s3://${path.host}/${BUCKET}/${a.key}`;
     a.credentials = { aws: { access_key: KEYS.accessKey, secret_access_key: KEYS.secretAccessKey } };
     delete a.bucket;
   }
   exp.artifacts.workspace.key = wsKey;
-  exp.artifacts.workspace.qualified = `s3://${server.host}/${BUCKET}/${wsKey}`;
+  exp.artifacts.workspace.qualified = `s3://${path.host}/${BUCKET}/${wsKey}`;
   exp.resources_needed = { ...exp.resources_needed, hdd: "8g" };
   message.config.resources_needed = exp.resources_needed;
-  message.config.storage = { type: "s3", endpoint: server.endpoint, bucket: BUCKET };
+  message.config.storage = { type: "s3", endpoint: path.endpoint, bucket: BUCKET };
   return message;
 }
 
+/** How the runner and the peer reach s3rver: directly, or through the shaped link. */
+type Path = {
+  /** "" for loopback (the existing row names), else "shaped link (…): ". */
+  prefix: string;
+  host: string;
+  endpoint: string;
+  link?: ShapedLink;
+};
+
+/** One path's figures over the runs. */
+type Figures = {
+  down: number[];
+  up: number[];
+  awsDown: number[];
+  awsUp: number[];
+  downRatio: number[];
+  upRatio: number[];
+  rss: number[];
+  /** Shaped link only: sending time lost to a busy proxy (LinkStats.lateMs) while the runner ran, per run. */
+  lateRunnerMs: number[];
+  /** The same while `aws s3 cp` ran (both ways; up to 10 connections at a time). */
+  lateAwsMs: number[];
+};
+
+const figures = (): Figures => ({
+  down: [],
+  up: [],
+  awsDown: [],
+  awsUp: [],
+  downRatio: [],
+  upRatio: [],
+  rss: [],
+  lateRunnerMs: [],
+  lateAwsMs: [],
+});
+
+function numberFromEnv(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === "") return fallback;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${text}: not a positive number`);
+  return n;
+}
+
+type Context = {
+  sb: Sandbox;
+  server: S3Server;
+  aws: string;
+  ws: { key: string; tarPath: string };
+  say: (line: string) => void;
+};
+
+/** One runner experiment (download, script, upload) and then `aws s3 cp` both ways, over `path`. */
+async function measureOnce(c: Context, path: Path, i: number, f: Figures): Promise<void> {
+  const { sb, server, aws, ws } = c;
+  rmSync(join(sb.cacheDir, "artifacts"), { recursive: true, force: true });
+  const key = `${Math.floor(Date.now() / 1000)}_bench-transfer-${path.link ? "shaped" : "loopback"}-${i}`;
+  const late = () => path.link?.stats.lateMs ?? 0;
+  const lateBefore = late();
+  enqueue(sb.queueRoot, QUEUE, s3Message(sb, path, ws.key, key));
+  const runner = new BenchRunner(sb, ["--max-cores", "2", "--limit-tasks", "1"]);
+  const sampler = new RssSampler(runner.pid);
+  const starting = await runner.waitFor(new RegExp(`starting experiment ${key}`), 60_000);
+  const envReady = await runner.waitFor(/reusing cached python environment/, 1_800_000);
+  const finished = await runner.waitFor(new RegExp(`experiment ${key} finished`), 1_800_000);
+  await runner.exited;
+  f.rss.push(sampler.stop());
+  const lateRunner = late() - lateBefore;
+  const logText = await fetchLog(server, key, sb);
+  const clock = scriptClock(logText);
+  if (!/workspace bytes \d+/.test(logText))
+    throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
+  if (process.env.BENCH_TRACE)
+    for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) c.say(`  ${l}`);
+  const downMs = envReady.timeMs - starting.timeMs;
+  const upMs = finished.timeMs - clock.endMs;
+  f.down.push(downMs / 1000);
+  f.up.push(upMs / 1000);
+  if (aws) {
+    const local = join(sb.dir, "aws-download.tar");
+    const d = await awsCp(aws, path.endpoint, `s3://${BUCKET}/${ws.key}`, local);
+    rmSync(local, { force: true });
+    const u = await awsCp(aws, path.endpoint, ws.tarPath, `s3://${BUCKET}/aws-peer/${key}/model.bin`);
+    f.awsDown.push(d / 1000);
+    f.awsUp.push(u / 1000);
+    f.downRatio.push(d / downMs);
+    f.upRatio.push(u / upMs);
+  }
+  if (path.link) {
+    f.lateRunnerMs.push(lateRunner);
+    f.lateAwsMs.push(late() - lateBefore - lateRunner);
+  }
+  c.say(
+    `transfer: ${path.link ? "shaped" : "loopback"} run ${i + 1}: runner down ${(downMs / 1000).toFixed(1)} s, ` +
+      `up ${(upMs / 1000).toFixed(1)} s; aws down ${fmt(f.awsDown.at(-1) ?? NaN)} s, up ${fmt(f.awsUp.at(-1) ?? NaN)} s`,
+  );
+  // Keep s3rver's disk use bounded: this run's objects are no longer needed.
+  rmSync(join(sb.dir, "s3rver", BUCKET, "experiments"), { recursive: true, force: true });
+  rmSync(join(sb.dir, "s3rver", BUCKET, "aws-peer"), { recursive: true, force: true });
+}
+
+function rowsOf(path: Path, size: string, f: Figures, noAws: string | undefined): Row[] {
+  const p = path.prefix;
+  const ratio = { value: TRANSFER_RATIO_TARGET, direction: "higher" as const };
+  const late = (ms: number[], during: string) =>
+    ms.length
+      ? `the shaped link fell behind its cap by ${fmt(Math.max(...ms))} ms at most in a run, ${during} ` +
+        "(sending time lost to a busy proxy, summed over the connections)"
+      : undefined;
+  return [
+    row(
+      "transfer",
+      `${p}${size} download + cache + unpack, runner`,
+      "s",
+      f.down,
+      undefined,
+      late(f.lateRunnerMs, "during the runner's download and upload"),
+    ),
+    row(
+      "transfer",
+      `${p}${size} download, aws s3 cp (peer)`,
+      "s",
+      f.awsDown,
+      undefined,
+      noAws ?? late(f.lateAwsMs, "during both aws s3 cp"),
+    ),
+    row("transfer", `${p}download: aws s3 cp time ÷ runner time`, "×", f.downRatio, ratio, noAws),
+    row("transfer", `${p}${size} tar + upload + ack, runner`, "s", f.up),
+    row("transfer", `${p}${size} upload, aws s3 cp (peer)`, "s", f.awsUp, undefined, noAws),
+    row("transfer", `${p}upload: aws s3 cp time ÷ runner time`, "×", f.upRatio, ratio, noAws),
+    row("transfer", `${p}runner peak RSS (whole run, VmHWM)`, "MB", f.rss, {
+      value: TRANSFER_RSS_TARGET_MB,
+      direction: "lower",
+    }),
+  ];
+}
+
 export async function runTransfer(options: BenchOptions): Promise<Row[]> {
-  const runs = options.quick ? 1 : 3;
+  const runs = numberFromEnv("BENCH_TRANSFER_RUNS", options.quick ? 1 : 3);
   const files = 4;
-  const fileBytes = (options.quick ? 64 : 256) * MiB;
+  const totalMiB = numberFromEnv("BENCH_TRANSFER_MIB", options.quick ? 256 : 1024);
+  const fileBytes = Math.ceil(totalMiB / files / (CHUNK_BYTES / MiB)) * CHUNK_BYTES;
   const modelBytes = files * fileBytes;
-  const size = `${(modelBytes / (1024 * MiB)).toFixed(2).replace(/\.?0+$/, "")} GiB`;
+  const size =
+    modelBytes >= 1024 * MiB
+      ? `${(modelBytes / (1024 * MiB)).toFixed(2).replace(/\.?0+$/, "")} GiB`
+      : `${modelBytes / MiB} MiB`;
+  const shaped = process.env.BENCH_SHAPED !== "0";
+  const shape: LinkShape = {
+    bytesPerSecond: numberFromEnv("BENCH_SHAPED_MBPS", 12) * 1e6,
+    firstByteDelayMs: numberFromEnv("BENCH_SHAPED_FIRST_BYTE_MS", 20),
+  };
   const aws = spawnSync("bash", ["-c", "command -v aws"], { encoding: "utf8" }).stdout.trim();
   const sb = await makeSandbox("bench-transfer");
   const server = await startS3rver({ keys: [KEYS], buckets: [BUCKET], dataDir: join(sb.dir, "s3rver") });
-  const down: number[] = [];
-  const up: number[] = [];
-  const awsDown: number[] = [];
-  const awsUp: number[] = [];
-  const downRatio: number[] = [];
-  const upRatio: number[] = [];
-  const rss: number[] = [];
+  const loopback: Path = { prefix: "", host: server.host, endpoint: server.endpoint };
+  const paths: Path[] = [loopback];
+  let link: ShapedLink | undefined;
+  if (shaped) {
+    link = new ShapedLink(server.port, shape);
+    await link.start();
+    paths.push({ prefix: `shaped link (${describeShape(shape)}): `, host: link.host, endpoint: link.endpoint, link });
+  }
+  const results = new Map(paths.map((p) => [p, figures()]));
   try {
     options.say(`transfer: making a ${size} workspace`);
     const ws = await seedWorkspace(sb, server, files, fileBytes, modelBytes);
@@ -139,73 +299,22 @@ export async function runTransfer(options: BenchOptions): Promise<Row[]> {
     enqueue(sb.queueRoot, QUEUE, warm!.message);
     await runner0.waitFor(new RegExp(`experiment ${warm!.key} finished`), 300_000);
     await runner0.stop();
+    const context: Context = { sb, server, aws, ws, say: options.say };
     for (let i = 0; i < runs; i++) {
-      options.say(`transfer: run ${i + 1}/${runs}: runner, then aws s3 cp`);
-      rmSync(join(sb.cacheDir, "artifacts"), { recursive: true, force: true });
-      const key = `${Math.floor(Date.now() / 1000)}_bench-transfer-${i}`;
-      enqueue(sb.queueRoot, QUEUE, s3Message(sb, server, ws.key, key));
-      const runner = new BenchRunner(sb, ["--max-cores", "2", "--limit-tasks", "1"]);
-      const sampler = new RssSampler(runner.pid);
-      const starting = await runner.waitFor(new RegExp(`starting experiment ${key}`), 60_000);
-      const envReady = await runner.waitFor(/reusing cached python environment/, 600_000);
-      const finished = await runner.waitFor(new RegExp(`experiment ${key} finished`), 600_000);
-      await runner.exited;
-      rss.push(sampler.stop());
-      const logText = await fetchLog(server, key, sb);
-      const clock = scriptClock(logText);
-      if (!/workspace bytes \d+/.test(logText))
-        throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
-      if (process.env.BENCH_TRACE)
-        for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) options.say(`  ${l}`);
-      const downMs = envReady.timeMs - starting.timeMs;
-      const upMs = finished.timeMs - clock.endMs;
-      down.push(downMs / 1000);
-      up.push(upMs / 1000);
-      if (aws) {
-        const local = join(sb.dir, "aws-download.tar");
-        const d = await awsCp(aws, server, `s3://${BUCKET}/${ws.key}`, local);
-        rmSync(local, { force: true });
-        const u = await awsCp(aws, server, ws.tarPath, `s3://${BUCKET}/aws-peer/${key}/model.bin`);
-        awsDown.push(d / 1000);
-        awsUp.push(u / 1000);
-        downRatio.push(d / downMs);
-        upRatio.push(u / upMs);
+      for (const path of paths) {
+        options.say(
+          `transfer: run ${i + 1}/${runs}, ${path.link ? "shaped link" : "loopback"}: runner, then aws s3 cp`,
+        );
+        await measureOnce(context, path, i, results.get(path)!);
       }
-      // Keep s3rver's disk use bounded: this run's objects are no longer needed.
-      rmSync(join(sb.dir, "s3rver", BUCKET, "experiments"), { recursive: true, force: true });
-      rmSync(join(sb.dir, "s3rver", BUCKET, "aws-peer"), { recursive: true, force: true });
     }
   } finally {
+    await link?.stop();
     await server.stop();
     rmSync(sb.dir, { recursive: true, force: true });
   }
   const noAws = aws ? undefined : "not run: no aws CLI on this machine";
-  return [
-    row("transfer", `${size} download + cache + unpack, runner`, "s", down),
-    row("transfer", `${size} download, aws s3 cp (peer)`, "s", awsDown, undefined, noAws),
-    row(
-      "transfer",
-      "download: aws s3 cp time ÷ runner time",
-      "×",
-      downRatio,
-      { value: TRANSFER_RATIO_TARGET, direction: "higher" },
-      noAws,
-    ),
-    row("transfer", `${size} tar + upload + ack, runner`, "s", up),
-    row("transfer", `${size} upload, aws s3 cp (peer)`, "s", awsUp, undefined, noAws),
-    row(
-      "transfer",
-      "upload: aws s3 cp time ÷ runner time",
-      "×",
-      upRatio,
-      { value: TRANSFER_RATIO_TARGET, direction: "higher" },
-      noAws,
-    ),
-    row("transfer", "runner peak RSS (whole run, VmHWM)", "MB", rss, {
-      value: TRANSFER_RSS_TARGET_MB,
-      direction: "lower",
-    }),
-  ];
+  return paths.flatMap((p) => rowsOf(p, size, results.get(p)!, noAws));
 }
 
 /** The experiment's log from output.tar in the bucket. */
