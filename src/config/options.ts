@@ -70,7 +70,7 @@ export const RUN_OPTIONS = [
     name: "transfer-part-size",
     type: "size",
     description: "bytes per part of a large S3 object (ranged GET; multipart part, at least 5mib)",
-    default: "8mib",
+    default: "5mib",
   },
   { name: "venv-cache-size", type: "size", description: "bound on cached python environments", default: "20gib" },
   {

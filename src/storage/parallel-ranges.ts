@@ -18,7 +18,7 @@ export type TransferSettings = {
 };
 
 /** Measured with bench/transfer.ts; see BENCHMARKS.md. */
-export const DEFAULT_TRANSFER: TransferSettings = { concurrency: 8, partBytes: 8 * 1024 * 1024 };
+export const DEFAULT_TRANSFER: TransferSettings = { concurrency: 8, partBytes: 5 * 1024 * 1024 };
 
 export type ParallelRangeOptions = TransferSettings & {
   totalBytes: number;
