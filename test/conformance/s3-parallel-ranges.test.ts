@@ -5,9 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
-import { RetryableError } from "../../src/errors.ts";
-import { ObjectChangedError } from "../../src/storage/parallel-ranges.ts";
 import { S3Store } from "../../src/storage/s3/s3-store.ts";
+import { expectReplacedMidReadFails } from "../helpers/replaced-mid-read.ts";
 import { motoAvailable, startMoto, startS3rver, type KeyPair, type S3Server } from "../helpers/s3-server.ts";
 
 const BUCKET = "studioml-artifacts";
@@ -56,27 +55,8 @@ describe("parallel ranged reads on S3 servers", () => {
 
   test("an object replaced while it is read fails clearly; nothing of the new version is mixed in", async () => {
     for (const server of servers) {
-      const store = storeOn(server);
       const location = `s3://${server.host}/${BUCKET}/parallel/${crypto.randomUUID()}.bin`;
-      const first = Buffer.alloc(40 * MiB, 1);
-      await store.put(location, Readable.from([first]));
-      const stream = await store.get(location);
-      const it = stream[Symbol.asyncIterator]();
-      await it.next(); // the read has begun on the first version
-      await store.put(location, Readable.from([Buffer.alloc(40 * MiB, 2)]));
-      let err: unknown;
-      try {
-        for (;;) {
-          const next = await it.next();
-          if (next.done) break;
-          expect((next.value as Buffer).includes(2)).toBe(false);
-        }
-      } catch (e) {
-        err = e;
-      }
-      expect(err).toBeInstanceOf(RetryableError);
-      expect(err).toBeInstanceOf(ObjectChangedError);
-      expect((err as Error).message).toContain("was replaced while it was being read");
+      await expectReplacedMidReadFails(storeOn(server), location, 40 * MiB);
     }
   }, 120_000);
 });

@@ -4,6 +4,7 @@
 // (recording what started, with which reservation and control signals). The queue backend is
 // wrapped only to count how often each queue is asked; the log is captured instead of printed.
 
+import { afterEach } from "bun:test";
 import { mkdtemp, readdir, rm, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -324,4 +325,20 @@ export class RunnerHarness {
     }
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * For a test file: `make(options)` builds a harness for the test running now, stopped after it
+ * (bun's afterEach, registered by this call).
+ */
+export function harnessPerTest(): (options?: HarnessOptions) => Promise<RunnerHarness> {
+  let current: RunnerHarness | undefined;
+  afterEach(async () => {
+    await current?.stop();
+    current = undefined;
+  });
+  return async (options = {}) => {
+    current = await RunnerHarness.create(options);
+    return current;
+  };
 }

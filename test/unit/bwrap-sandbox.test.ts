@@ -37,6 +37,10 @@ import { runnerHiddenPaths } from "../../src/sandbox/hidden-paths.ts";
 import { waitFor } from "../helpers/wait-for.ts";
 
 const BWRAP = "/usr/bin/bwrap";
+/** What a job sees in its /dev: the sandbox's minimal device set, nothing of the host's. */
+const SANDBOX_DEV_ENTRIES = [
+  ..."core fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".split(" "),
+];
 const missing = !existsSync(BWRAP);
 if (missing) {
   if (process.env.CI === "true")
@@ -382,22 +386,7 @@ time.sleep(300)`;
   test("e. without gpuDevices the sandbox has only bwrap's minimal /dev", async () => {
     const r = await inside(`import json, os; print(json.dumps({"dev": sorted(os.listdir("/dev"))}))`);
     console.log("inside /dev:", (r.dev as string[]).join(" "));
-    expect(r.dev).toEqual([
-      "core",
-      "fd",
-      "full",
-      "null",
-      "ptmx",
-      "pts",
-      "random",
-      "shm",
-      "stderr",
-      "stdin",
-      "stdout",
-      "tty",
-      "urandom",
-      "zero",
-    ]);
+    expect(r.dev).toEqual(SANDBOX_DEV_ENTRIES);
     expect((r.dev as string[]).some((n) => n.startsWith("nvidia") || n === "dri")).toBe(false);
   });
 });
@@ -907,22 +896,7 @@ print(json.dumps({
       expect(r.exp).toBe("ok:written");
       expect(r.tmp).toBe("ok:written");
       expect(r.shm).toBe("ok:written");
-      expect(r.dev).toEqual([
-        "core",
-        "fd",
-        "full",
-        "null",
-        "ptmx",
-        "pts",
-        "random",
-        "shm",
-        "stderr",
-        "stdin",
-        "stdout",
-        "tty",
-        "urandom",
-        "zero",
-      ]);
+      expect(r.dev).toEqual(SANDBOX_DEV_ENTRIES);
       expect((r.pids as number[]).length).toBeLessThanOrEqual(3); // bwrap's init, python (and a transient child)
       // on the host, the job's file belongs to nobody
       expect(statSync(join(exp, "job-wrote.txt")).uid).toBe(65534);

@@ -3,18 +3,10 @@
 // from another queue cannot starve it; work that leaves room for it is still taken; the oldest
 // waiting request wins between two waiting queues; a waiting request no longer seen is forgotten.
 
-import { afterEach, describe, expect, test } from "bun:test";
-import { FakeClock, type HarnessOptions, RunnerHarness } from "../helpers/runner-harness.ts";
+import { describe, expect, test } from "bun:test";
+import { FakeClock, harnessPerTest } from "../helpers/runner-harness.ts";
 
-let harness: RunnerHarness | undefined;
-const make = async (options: HarnessOptions = {}) => {
-  harness = await RunnerHarness.create(options);
-  return harness;
-};
-afterEach(async () => {
-  await harness?.stop();
-  harness = undefined;
-});
+const make = harnessPerTest();
 
 describe("a waiting big request", () => {
   test("is not starved by a stream of small ones from another queue", async () => {

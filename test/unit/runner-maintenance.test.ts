@@ -2,18 +2,10 @@
 // --limit-tasks, --limit-idle-duration, drain (the first graceful, the second forces) and the
 // maintenance states suspended / running / terminating set through setState.
 
-import { afterEach, describe, expect, test } from "bun:test";
-import { FakeClock, type HarnessOptions, RunnerHarness, until } from "../helpers/runner-harness.ts";
+import { describe, expect, test } from "bun:test";
+import { FakeClock, harnessPerTest, until } from "../helpers/runner-harness.ts";
 
-let harness: RunnerHarness | undefined;
-const make = async (options: HarnessOptions = {}) => {
-  harness = await RunnerHarness.create(options);
-  return harness;
-};
-afterEach(async () => {
-  await harness?.stop();
-  harness = undefined;
-});
+const make = harnessPerTest();
 
 describe("limits", () => {
   test("--limit-tasks: takes that many, then waits for them and returns", async () => {

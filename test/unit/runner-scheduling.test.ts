@@ -4,19 +4,11 @@
 // messages, failing discovery, refused queues and admission refusals. Fairness between queues is
 // in runner-fairness.test.ts; limits, drain and maintenance states in runner-maintenance.test.ts.
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { RequestAdmission } from "../../src/request/admission.ts";
-import { FakeClock, type HarnessOptions, RunnerHarness, until } from "../helpers/runner-harness.ts";
+import { FakeClock, harnessPerTest, until } from "../helpers/runner-harness.ts";
 
-let harness: RunnerHarness | undefined;
-const make = async (options: HarnessOptions = {}) => {
-  harness = await RunnerHarness.create(options);
-  return harness;
-};
-afterEach(async () => {
-  await harness?.stop();
-  harness = undefined;
-});
+const make = harnessPerTest();
 
 describe("Runner takes only what fits", () => {
   test("two 1-cpu experiments at once on 2 cpus; the next starts as one ends, with a 1-cpu reservation", async () => {
