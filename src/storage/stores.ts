@@ -3,7 +3,7 @@
 
 import { RequestError } from "../errors.ts";
 import { FileStore } from "./file/file-store.ts";
-import type { GcsClients } from "./gcs/gcs-clients.ts";
+import { GcsClients } from "./gcs/gcs-clients.ts";
 import { GcsStore } from "./gcs/gcs-store.ts";
 import { HttpStore } from "./http/http-store.ts";
 import type { ObjectStore, StoreOptions } from "./object-store.ts";
@@ -16,7 +16,10 @@ const fileStore = new FileStore();
 const httpStore = new HttpStore();
 
 /** gs: stores with the given clients: one store for the runner's own callers, one per identity policy. */
-export function gcsStoreFactory(clients?: GcsClients, transfer: TransferSettings = DEFAULT_TRANSFER): StoreFactory {
+export function gcsStoreFactory(
+  clients: GcsClients = new GcsClients({}),
+  transfer: TransferSettings = DEFAULT_TRANSFER,
+): StoreFactory {
   const shared = new GcsStore(process.env, {}, clients, transfer);
   // The clients are pooled in GcsClients: a store per identity policy costs nothing.
   return (_location, options) => (options.identity ? new GcsStore(process.env, options, clients, transfer) : shared);

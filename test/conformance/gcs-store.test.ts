@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import { NotFoundError, PermanentError, RequestError, RetryableError } from "../../src/errors.ts";
 import { CRC32C } from "@google-cloud/storage";
 import { FastCrc32c } from "../../src/storage/gcs/crc32c.ts";
-import { configureGcs, gcsClient } from "../../src/storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../../src/storage/gcs/gcs-clients.ts";
 import { parseGcsLocation } from "../../src/storage/gcs/gcs-location.ts";
 import { GcsStore, UPLOAD_CHUNK_BYTES } from "../../src/storage/gcs/gcs-store.ts";
 import {
@@ -19,7 +19,7 @@ import {
   storageIdentityFor,
   storageIdentitySetting,
 } from "../../src/storage/storage-identity.ts";
-import { storeFor } from "../../src/storage/stores.ts";
+import { Stores } from "../../src/storage/stores.ts";
 import { crc32cBase64, startGcsServer, type GcsTestServer } from "../helpers/gcs-server.ts";
 import { freePort, NO_METADATA_ENV } from "../helpers/s3-server.ts";
 import { storeConformance } from "./store-conformance.ts";
@@ -29,13 +29,18 @@ Object.assign(process.env, NO_METADATA_ENV);
 const BUCKET = "studioml-gcs";
 const MiB = 1024 * 1024;
 let server: GcsTestServer;
+/** The GCS configuration the tests' stores use (each store is given it: there is no global one). */
+let clients = new GcsClients({});
+const useClients = (config: ConstructorParameters<typeof GcsClients>[0]) => {
+  clients = new GcsClients(config);
+};
 
 beforeAll(async () => {
   server = await startGcsServer({ buckets: [BUCKET] });
-  configureGcs({ apiEndpoint: server.endpoint, maxRetries: 0 });
+  useClients({ apiEndpoint: server.endpoint, maxRetries: 0 });
 });
 afterAll(async () => {
-  configureGcs({});
+  useClients({});
   await server?.stop();
 });
 
@@ -56,14 +61,18 @@ const trafficFor = (key: string, from = 0) =>
 
 storeConformance("gs on the wire-level GCS test server (gs://bucket/key via storeFor)", async () => {
   const prefix = uniquePrefix();
-  return { store: storeFor(loc("x")), locationOf: (k) => loc(`${prefix}/${k}`), cleanup: async () => undefined };
+  return {
+    store: new Stores(clients).for(loc("x")),
+    locationOf: (k) => loc(`${prefix}/${k}`),
+    cleanup: async () => undefined,
+  };
 });
 
 describe("gs: the requests on the wire", () => {
   test("put is a resumable upload (session POST, then PUT chunks); head reads metadata; get is alt=media; delete is DELETE", async () => {
     const key = `${uniquePrefix()}/experiments/k/output.tar`;
     const from = server.requests.length;
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const info = await store.put(loc(key), Readable.from([Buffer.from("hello gcs")]));
     expect(info.sizeBytes).toBe(9);
     expect(info.version).toBe(server.objects.get(`${BUCKET}/${key}`)!.generation);
@@ -102,7 +111,7 @@ describe("gs: the requests on the wire", () => {
     for (let i = 0; i < data.length; i += 64 * 1024) pieces.push(data.subarray(i, i + 64 * 1024));
     const key = `${uniquePrefix()}/big.tar`;
     const from = server.requests.length;
-    const info = await new GcsStore().put(loc(key), Readable.from(pieces));
+    const info = await new GcsStore(process.env, {}, clients).put(loc(key), Readable.from(pieces));
     expect(info.sizeBytes).toBe(data.length);
     const puts = trafficFor(key, from).filter((r) => r.method === "PUT");
     expect(puts.map((r) => r.headers["content-range"])).toEqual([
@@ -116,14 +125,14 @@ describe("gs: the requests on the wire", () => {
       UPLOAD_CHUNK_BYTES,
       data.length - 2 * UPLOAD_CHUNK_BYTES,
     ]);
-    const back = await readAll(await new GcsStore().get(loc(key)));
+    const back = await readAll(await new GcsStore(process.env, {}, clients).get(loc(key)));
     expect(back.length).toBe(data.length);
     expect(sha256(back)).toBe(sha256(data));
   }, 60_000);
 
   test("an upload whose body fails after a chunk was sent never finalizes: the old object stays whole", async () => {
     const key = `${uniquePrefix()}/modeldir.tar`;
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const old = await store.put(loc(key), Readable.from([Buffer.from("old and whole")]));
     let sent = 0;
     const failing = new Readable({
@@ -151,7 +160,7 @@ describe("gs: the requests on the wire", () => {
     const key = `${uniquePrefix()}/garbled.tar`;
     const from = server.requests.length;
     server.inject({ method: "PUT", reportWrongHash: true, times: 1 });
-    const err = await new GcsStore()
+    const err = await new GcsStore(process.env, {}, clients)
       .put(loc(key), Readable.from([Buffer.from("bytes that arrived damaged")]))
       .catch((e: Error) => e);
     expect(err).toBeInstanceOf(RetryableError);
@@ -162,17 +171,17 @@ describe("gs: the requests on the wire", () => {
 
   test("an empty object can be stored and read", async () => {
     const key = `${uniquePrefix()}/empty.tar`;
-    const info = await new GcsStore().put(loc(key), Readable.from([]));
+    const info = await new GcsStore(process.env, {}, clients).put(loc(key), Readable.from([]));
     expect(info.sizeBytes).toBe(0);
-    expect((await readAll(await new GcsStore().get(loc(key)))).length).toBe(0);
+    expect((await readAll(await new GcsStore(process.env, {}, clients).get(loc(key)))).length).toBe(0);
   });
 });
 
 describe("gs: errors", () => {
-  afterEach(() => configureGcs({ apiEndpoint: server.endpoint, maxRetries: 0 }));
+  afterEach(() => useClients({ apiEndpoint: server.endpoint, maxRetries: 0 }));
 
   test("403 from the server is a PermanentError naming the bucket, for head, get, put and delete", async () => {
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const l = loc(`${uniquePrefix()}/secret.tar`);
     for (const op of [
       () => store.head(l),
@@ -194,12 +203,12 @@ describe("gs: errors", () => {
 
   test("401 is a PermanentError too", async () => {
     server.inject({ status: 401, times: 1 });
-    const err = await new GcsStore().head(loc("any.tar")).catch((e: Error) => e);
+    const err = await new GcsStore(process.env, {}, clients).head(loc("any.tar")).catch((e: Error) => e);
     expect(err).toBeInstanceOf(PermanentError);
   });
 
   test("503 and 429 are RetryableErrors (head, get, upload session, upload chunk)", async () => {
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const key = `${uniquePrefix()}/busy.tar`;
     await store.put(loc(key), Readable.from([Buffer.from("content")]));
     const cases: Array<[number, RegExp | undefined, () => Promise<unknown>]> = [
@@ -221,9 +230,9 @@ describe("gs: errors", () => {
   }, 60_000);
 
   test("with retries on, a single 503 is retried by the library and the call succeeds", async () => {
-    configureGcs({ apiEndpoint: server.endpoint, maxRetries: 2 });
+    useClients({ apiEndpoint: server.endpoint, maxRetries: 2 });
     const key = `${uniquePrefix()}/flaky.tar`;
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     await store.put(loc(key), Readable.from([Buffer.from("flaky")]));
     const from = server.requests.length;
     server.inject({ status: 503, method: "GET", times: 1 });
@@ -232,12 +241,15 @@ describe("gs: errors", () => {
   }, 30_000);
 
   test("with retries on, a 503 on an upload chunk is resumed from the offset the session reports", async () => {
-    configureGcs({ apiEndpoint: server.endpoint, maxRetries: 2 });
+    useClients({ apiEndpoint: server.endpoint, maxRetries: 2 });
     const key = `${uniquePrefix()}/resumed.tar`;
     const data = randomBytes(10 * MiB);
     const from = server.requests.length;
     server.inject({ method: "PUT", match: /upload_id=/, status: 503, times: 1 });
-    const info = await new GcsStore().put(loc(key), Readable.from([data.subarray(0, 5 * MiB), data.subarray(5 * MiB)]));
+    const info = await new GcsStore(process.env, {}, clients).put(
+      loc(key),
+      Readable.from([data.subarray(0, 5 * MiB), data.subarray(5 * MiB)]),
+    );
     expect(info.sizeBytes).toBe(data.length);
     const puts = trafficFor(key, from)
       .filter((r) => r.method === "PUT")
@@ -248,11 +260,11 @@ describe("gs: errors", () => {
       [`bytes 0-${UPLOAD_CHUNK_BYTES - 1}/*`, 308],
       [`bytes ${UPLOAD_CHUNK_BYTES}-${data.length - 1}/${data.length}`, 200],
     ]);
-    expect(sha256(await readAll(await new GcsStore().get(loc(key))))).toBe(sha256(data));
+    expect(sha256(await readAll(await new GcsStore(process.env, {}, clients).get(loc(key))))).toBe(sha256(data));
   }, 30_000);
 
   test("404: head is undefined, get is NotFoundError, delete is quiet; a missing bucket is permanent", async () => {
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const l = loc(`${uniquePrefix()}/none.tar`);
     expect(await store.head(l)).toBeUndefined();
     await expect(store.get(l)).rejects.toBeInstanceOf(NotFoundError);
@@ -264,7 +276,7 @@ describe("gs: errors", () => {
   });
 
   test("a download whose bytes do not match the server's x-goog-hash is a RetryableError", async () => {
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const key = `${uniquePrefix()}/bad-hash.tar`;
     await store.put(loc(key), Readable.from([randomBytes(50_000)]));
     server.inject({ match: /alt=media/, reportWrongHash: true, times: 1 });
@@ -298,7 +310,7 @@ describe("gs: errors", () => {
   });
 
   test("a download cut short is a RetryableError, never a short success", async () => {
-    const store = new GcsStore();
+    const store = new GcsStore(process.env, {}, clients);
     const key = `${uniquePrefix()}/cut.tar`;
     await store.put(loc(key), Readable.from([randomBytes(300_000)]));
     server.inject({ match: /alt=media/, truncateAfterBytes: 100_000, times: 1 });
@@ -313,8 +325,8 @@ describe("gs: errors", () => {
   });
 
   test("a server that is down is a RetryableError", async () => {
-    configureGcs({ apiEndpoint: `http://127.0.0.1:${await freePort()}`, maxRetries: 0 });
-    const store = new GcsStore();
+    useClients({ apiEndpoint: `http://127.0.0.1:${await freePort()}`, maxRetries: 0 });
+    const store = new GcsStore(process.env, {}, clients);
     await expect(store.head(loc("k.tar"))).rejects.toBeInstanceOf(RetryableError);
     await expect(store.get(loc("k.tar"))).rejects.toBeInstanceOf(RetryableError);
     await expect(store.put(loc("k.tar"), Readable.from([Buffer.from("x")]))).rejects.toBeInstanceOf(RetryableError);
@@ -326,7 +338,7 @@ describe("gs: whose identity serves a request (requests cannot bring Google cred
   test("by default (--storage-identity request) every call is refused before anything is sent, naming field, location and flag", async () => {
     const key = `${uniquePrefix()}/w.tar`;
     const from = server.requests.length;
-    const store = storeFor(loc(key), { identity: REQUEST_IDENTITY_ONLY }, field);
+    const store = new Stores(clients).for(loc(key), { identity: REQUEST_IDENTITY_ONLY }, field);
     for (const op of [
       () => store.head(loc(key)),
       () => store.get(loc(key)),
@@ -351,7 +363,7 @@ describe("gs: whose identity serves a request (requests cannot bring Google cred
       "team_a_q",
       "pubsub",
     );
-    const store = storeFor(loc(`${prefix}/allowed/w.tar`), { identity }, field);
+    const store = new Stores(clients).for(loc(`${prefix}/allowed/w.tar`), { identity }, field);
     await store.put(loc(`${prefix}/allowed/w.tar`), Readable.from([Buffer.from("as the runner")]));
     expect((await readAll(await store.get(loc(`${prefix}/allowed/w.tar`)))).toString()).toBe("as the runner");
     const from = server.requests.length;
@@ -365,7 +377,8 @@ describe("gs: whose identity serves a request (requests cannot bring Google cred
       "rabbitmq",
     );
     expect(
-      await storeFor(loc(`${prefix}/allowed/w.tar`), { identity: rabbit }, field)
+      await new Stores(clients)
+        .for(loc(`${prefix}/allowed/w.tar`), { identity: rabbit }, field)
         .head(loc(`${prefix}/allowed/w.tar`))
         .catch((e: Error) => e),
     ).toBeInstanceOf(PermanentError);
@@ -381,7 +394,7 @@ describe("gs: locations and configuration", () => {
     });
     expect(() => parseGcsLocation("gs://b")).toThrow(RequestError);
     expect(() => parseGcsLocation("gs://b/")).toThrow(/no object key/);
-    expect(storeFor("gs://b/k")).toBeInstanceOf(GcsStore);
+    expect(new Stores(clients).for("gs://b/k")).toBeInstanceOf(GcsStore);
   });
 
   test("a --google-certs directory: the first service account by name is used and named (never its key)", async () => {
@@ -399,18 +412,18 @@ describe("gs: locations and configuration", () => {
       await writeFile(join(dir, "a-first.json"), account("first@proj.iam.gserviceaccount.com"));
       await writeFile(join(dir, "README.txt"), "not an account");
       // Only the choice is checked: a request would go to Google, which tests never contact.
-      configureGcs({ certsDir: dir });
-      const handle = gcsClient({});
+      useClients({ certsDir: dir });
+      const handle = clients.client({});
       expect(handle.identity).toBe(`service account first@proj.iam.gserviceaccount.com (${join(dir, "a-first.json")})`);
       expect(handle.identity).not.toContain("PRIVATE KEY");
-      configureGcs({});
-      expect(gcsClient({ GOOGLE_APPLICATION_CREDENTIALS: "/etc/sa.json" }).identity).toContain(
+      useClients({});
+      expect(clients.client({ GOOGLE_APPLICATION_CREDENTIALS: "/etc/sa.json" }).identity).toContain(
         "GOOGLE_APPLICATION_CREDENTIALS (/etc/sa.json)",
       );
-      configureGcs({ certsDir: join(dir, "missing") });
-      expect(() => gcsClient({})).toThrow(PermanentError);
+      useClients({ certsDir: join(dir, "missing") });
+      expect(() => clients.client({})).toThrow(PermanentError);
     } finally {
-      configureGcs({ apiEndpoint: server.endpoint, maxRetries: 0 });
+      useClients({ apiEndpoint: server.endpoint, maxRetries: 0 });
       await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
@@ -448,11 +461,11 @@ describe("gs: several service accounts", () => {
       },
     };
     const multi = await startGcsServer({ buckets: ["alpha-bucket", "beta-bucket", "nobody-bucket"], access });
-    configureGcs({ certsDir: dir, apiEndpoint: multi.endpoint, maxRetries: 0 });
+    useClients({ certsDir: dir, apiEndpoint: multi.endpoint, maxRetries: 0 });
     return {
       multi,
       async cleanup() {
-        configureGcs({ apiEndpoint: server.endpoint, maxRetries: 0 });
+        useClients({ apiEndpoint: server.endpoint, maxRetries: 0 });
         await multi.stop();
         await rm(dir, { recursive: true, force: true });
       },
@@ -462,7 +475,7 @@ describe("gs: several service accounts", () => {
   test("each bucket is used as the account it accepts, found by trying them in order and then remembered", async () => {
     const { multi, cleanup } = await twoAccounts();
     try {
-      const store = new GcsStore({});
+      const store = new GcsStore({}, {}, clients);
       // beta-bucket: the first account (alpha) is refused, the second is accepted.
       await store.put("gs://beta-bucket/experiments/k/output.tar", Readable.from([Buffer.from("beta data")]));
       const firstCallers = multi.requests.map((r) => `${r.status} ${r.caller ?? "-"}`);
@@ -496,7 +509,7 @@ describe("gs: several service accounts", () => {
   test("a bucket no account may use fails permanently, naming every account tried (never a key)", async () => {
     const { multi, cleanup } = await twoAccounts();
     try {
-      const store = new GcsStore({});
+      const store = new GcsStore({}, {}, clients);
       const err = (await store.get("gs://nobody-bucket/k").catch((e) => e)) as Error;
       expect(err).toBeInstanceOf(PermanentError);
       expect(err.message).toContain("runner@alpha.iam.gserviceaccount.com");

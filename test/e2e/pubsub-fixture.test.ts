@@ -9,7 +9,7 @@ import { createWriteStream, readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { PubsubQueueBackend } from "../../src/queue/pubsub/pubsub-queue.ts";
-import { configureGcs } from "../../src/storage/gcs/gcs-clients.ts";
+import { GcsClients } from "../../src/storage/gcs/gcs-clients.ts";
 import { GcsStore } from "../../src/storage/gcs/gcs-store.ts";
 import {
   FIXTURE,
@@ -35,16 +35,16 @@ if (!pubsubEmulatorInstalled())
   console.warn("!!! the Pub/Sub emulator is not installed: the Pub/Sub e2e test cannot run here");
 let emulator: PubsubEmulator;
 let gcs: GcsTestServer;
+let gcsClients: GcsClients;
 const BUCKET = "studioml-artifacts";
 beforeAll(async () => {
   if (available) emulator = await startPubsubEmulator();
   gcs = await startGcsServer({ buckets: [BUCKET] });
-  configureGcs({ apiEndpoint: gcs.endpoint });
+  gcsClients = new GcsClients({ apiEndpoint: gcs.endpoint });
 }, 120_000);
 afterAll(async () => {
   await emulator?.stop();
   await gcs?.stop();
-  configureGcs({});
 });
 
 describe("Google Pub/Sub", () => {
@@ -123,7 +123,7 @@ describe("Google Pub/Sub + GCS", () => {
       exp.time_added = Date.now() / 1000;
       exp.pythonenv = [];
       message.config.storage = { type: "gcs", bucket: BUCKET };
-      const store = new GcsStore();
+      const store = new GcsStore(process.env, {}, gcsClients);
       await store.put(exp.artifacts.workspace.qualified, Readable.from([readFileSync(tarPath)]));
 
       const producer = new PubsubQueueBackend({ projectId: project, maxDeliveries: 3 });

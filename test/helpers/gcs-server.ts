@@ -55,7 +55,7 @@ export type Fault = {
 };
 
 export type GcsTestServer = {
-  /** "http://127.0.0.1:PORT", for configureGcs({ apiEndpoint }). */
+  /** "http://127.0.0.1:PORT", for new GcsClients({ apiEndpoint }). */
   endpoint: string;
   requests: RecordedRequest[];
   objects: Map<string, StoredObject>;

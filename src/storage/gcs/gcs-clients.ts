@@ -1,8 +1,7 @@
 // Google Cloud Storage clients: a GcsClients is made from one configuration (credentials directory,
 // endpoint) and keeps one client per identity, reused across artifacts and attempts, and which
 // identity each bucket accepted. Whoever builds GCS stores passes theirs (submit its own, the daemon
-// through the store registry); configureGcs sets the one of stores given none (storeFor's default,
-// the tests').
+// its Stores); there is no module-level configuration.
 
 import { IdempotencyStrategy, Storage, type StorageOptions } from "@google-cloud/storage";
 import { serviceAccountFiles, type ServiceAccountFile } from "../../config/google-certs.ts";
@@ -170,21 +169,4 @@ export class GcsClients {
   isRemembered(bucket: string): boolean {
     return this.bucketClient.has(bucket);
   }
-}
-
-let defaultClients = new GcsClients({});
-
-/** The clients of stores made without their own (storeFor's gs: default; tests). */
-export function defaultGcsClients(): GcsClients {
-  return defaultClients;
-}
-
-/** Replaces the default clients' configuration (tests; the daemon passes its own clients instead). */
-export function configureGcs(config: GcsConfiguration): void {
-  defaultClients = new GcsClients(config);
-}
-
-/** The default clients' client for their first identity (tests). */
-export function gcsClient(env: Record<string, string | undefined> = process.env): GcsHandle {
-  return defaultClients.client(env);
 }

@@ -17,7 +17,7 @@ import {
   worthParallel,
 } from "../parallel-ranges.ts";
 import { FastCrc32c } from "./crc32c.ts";
-import { defaultGcsClients, type GcsClients, type GcsHandle } from "./gcs-clients.ts";
+import { GcsClients, type GcsHandle } from "./gcs-clients.ts";
 import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
 import { parseGcsLocation } from "./gcs-location.ts";
 
@@ -49,15 +49,11 @@ export class GcsStore implements ObjectStore {
   constructor(
     private readonly env: Record<string, string | undefined> = process.env,
     private readonly options: StoreOptions = {},
-    /** The clients of the configuration to use; without, the default ones (configureGcs). */
-    private readonly ownClients?: GcsClients,
+    /** The clients of the configuration to use; without, clients of the default configuration of its own. */
+    private readonly clients: GcsClients = new GcsClients({}),
     /** How large objects are read: parts in flight and their size. */
     private readonly transfer: TransferSettings = DEFAULT_TRANSFER,
   ) {}
-
-  private get clients(): GcsClients {
-    return this.ownClients ?? defaultGcsClients();
-  }
 
   /** The bucket and key, once the identity policy allows the runner's identity there. */
   private place(location: string): { bucket: string; key: string } {
