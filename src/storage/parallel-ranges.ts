@@ -5,10 +5,11 @@
 
 import { Readable } from "node:stream";
 import { asFault, RetryableError } from "../errors.ts";
+import { type ByteBody, dropBody } from "./byte-body.ts";
 import { type BackoffStrategy, exponentialBackoff, realSleep, type Sleep } from "../retry/backoff.ts";
 
-/** A body of bytes: a Node stream or a web stream. */
-export type RangeBody = Readable | ReadableStream<Uint8Array>;
+/** A range's body: a Node stream or a web stream. */
+export type RangeBody = ByteBody;
 
 export type TransferSettings = {
   /** Parts of one object in flight at once (--transfer-concurrency). */
@@ -70,8 +71,7 @@ async function fetchPart(o: ParallelRangeOptions, start: number, end: number, st
       body = await o.fetchRange(start, end, stop);
       return await readPart(body, end - start + 1, o.onBytes);
     } catch (err) {
-      if (body instanceof Readable) body.destroy();
-      else body?.cancel().catch(() => undefined);
+      if (body) dropBody(body);
       const fault = asFault(err);
       if (fault instanceof ObjectChangedError) throw fault;
       if (!fault.retryable || attempt >= tries) {

@@ -4,6 +4,7 @@
 import { Readable } from "node:stream";
 import { RetryableError } from "../../errors.ts";
 import { exponentialBackoff, realSleep, type BackoffStrategy, type Sleep } from "../../retry/backoff.ts";
+import { type ByteBody, dropBody } from "../byte-body.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
 
 export type ReadStreamOptions = {
@@ -27,13 +28,7 @@ export type ReadStreamOptions = {
   idleTimeoutMs?: number;
 };
 
-export type Body = Readable | ReadableStream<Uint8Array>;
-
-/** Stop reading a body and release its connection. */
-function drop(body: Body, reason?: Error): void {
-  if (body instanceof Readable) body.destroy(reason);
-  else body.cancel(reason).catch(() => undefined);
-}
+export type Body = ByteBody;
 
 const READ_BUFFER_BYTES = 1 << 20;
 const DEFAULT_MAX_RESUMES = 5;
@@ -58,7 +53,8 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     const current = body;
     const watchdog = setInterval(
       () => {
-        if (Date.now() - lastChunkMs > idleMs) drop(current, new Error(`no data for ${Math.round(idleMs / 1000)} s`));
+        if (Date.now() - lastChunkMs > idleMs)
+          dropBody(current, new Error(`no data for ${Math.round(idleMs / 1000)} s`));
       },
       Math.min(IDLE_CHECK_MS, idleMs),
     );
@@ -88,7 +84,7 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
     } finally {
       clearInterval(watchdog);
       // Early exit (the reader stopped, or an error): release the connection.
-      if (!finished) drop(body);
+      if (!finished) dropBody(body);
     }
     if (total === undefined) {
       if (failure)

@@ -22,6 +22,7 @@ import { parseS3Location } from "../../request/s3-location.ts";
 import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
 import { noteTransferredBytes } from "./transfer-memory.ts";
+import { dropBody } from "../byte-body.ts";
 import {
   DEFAULT_TRANSFER,
   ObjectChangedError,
@@ -120,9 +121,7 @@ export class S3Store implements ObjectStore {
               );
               // Servers that ignore If-Match (s3rver) still say which version they sent.
               if (r.ETag !== undefined && r.ETag !== etag) {
-                const unwanted = bodyOf(r.Body);
-                if (unwanted instanceof Readable) unwanted.destroy();
-                else unwanted.cancel().catch(() => undefined);
+                dropBody(bodyOf(r.Body));
                 throw changed();
               }
               return bodyOf(r.Body);
