@@ -17,6 +17,9 @@ export const LAUNCHER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /** Image references the tool resolves itself; anything else is an object in storage. */
 const REGISTRY_REFERENCE = /^(docker|docker-archive|oras|library|shub):\/\//i;
 
+/** The artifact that names a container image (protocol.md §5). */
+export const CONTAINER_IMAGE_LABEL = "_singularity";
+
 export function isRegistryReference(qualified: string): boolean {
   return REGISTRY_REFERENCE.test(qualified);
 }

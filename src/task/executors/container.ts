@@ -4,6 +4,7 @@
 import { join } from "node:path";
 import { formatDuration } from "../../config/units.ts";
 import {
+  CONTAINER_IMAGE_LABEL,
   checkContainerRequest,
   ContainerToolMissingError,
   containerArgv,
@@ -14,7 +15,6 @@ import {
   writeEnvFile,
 } from "../../container/apptainer.ts";
 import { need } from "../attempt-state.ts";
-import { CONTAINER_IMAGE_LABEL } from "../steps/fetch.ts";
 import { type Executor, limitNote } from "./executor.ts";
 
 export const containerExecutor: Executor = {

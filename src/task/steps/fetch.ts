@@ -2,14 +2,11 @@
 // request names one; mutable artifacts get a baseline so that untouched ones are not uploaded again.
 
 import { formatBytes } from "../../config/units.ts";
-import { isRegistryReference } from "../../container/apptainer.ts";
+import { CONTAINER_IMAGE_LABEL, isRegistryReference } from "../../container/apptainer.ts";
 import { asFault } from "../../errors.ts";
 import { fetchArtifact, fetchImageFile } from "../artifacts.ts";
 import { need } from "../attempt-state.ts";
 import type { AttemptStep } from "../attempt-step.ts";
-
-/** The artifact that names a container image (protocol.md §5). */
-export const CONTAINER_IMAGE_LABEL = "_singularity";
 
 const ALWAYS_FIRST = "workspace";
 

@@ -2,14 +2,13 @@
 // resolved, before anything is fetched or recorded. A refusal fails the attempt naming the field,
 // and nothing (not even the log) is written to the refused places.
 
-import { isRegistryReference } from "../../container/apptainer.ts";
+import { CONTAINER_IMAGE_LABEL, isRegistryReference } from "../../container/apptainer.ts";
 import { checkEndpoint, type LocationPolicy } from "../../request/location-policy.ts";
 import { checkLocationResolved, connectHostOf, resolveChecked } from "../../request/resolve-host.ts";
 import type { Request } from "../../request/model.ts";
 import { checkDatabase } from "../../status/experiment-record.ts";
 import type { AttemptStep } from "../attempt-step.ts";
 import type { TaskContext } from "../context.ts";
-import { CONTAINER_IMAGE_LABEL } from "./fetch.ts";
 
 export const locationsStep: AttemptStep = {
   name: "locations",
