@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { errorMessage, RetryableError } from "../errors.ts";
 import { verifyingStream } from "./content-digest.ts";
-import type { ObjectStore } from "./object-store.ts";
+import type { ObjectInfo, ObjectStore } from "./object-store.ts";
 
 /** Bytes buffered between a download being cached and its reader. */
 const TEE_BUFFER_BYTES = 1024 * 1024;
@@ -21,6 +21,8 @@ export type CacheReadOptions = {
   /** The sha256 (hex) the object's bytes must have; a mismatch is mismatch(actual), and nothing is kept. */
   sha256?: string;
   mismatch?: (actualHex: string) => Error;
+  /** What head() said of the object (its size and version), handed to the store's get(). */
+  known?: ObjectInfo;
 };
 
 export class ArtifactCache {
@@ -116,7 +118,7 @@ export class ArtifactCache {
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     let source: Readable;
     try {
-      source = await store.get(location);
+      source = await store.get(location, options.known);
     } catch (err) {
       throw downloadFault(location, err);
     }
@@ -187,7 +189,7 @@ export class ArtifactCache {
     await mkdir(this.root, { recursive: true });
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
     try {
-      const source = await store.get(location);
+      const source = await store.get(location, options.known);
       const tracked = options.track ? options.track(source) : source;
       let mismatch: Error | undefined;
       const checked = options.sha256

@@ -245,14 +245,14 @@ async function fetchArtifactInto(
   let finish = async (): Promise<void> => undefined;
   let downloadFault = (): unknown => undefined;
   if (!artifact.mutable) {
-    const local = await options.cache.read(store, artifact.qualified, info.version, { track, ...digest });
+    const local = await options.cache.read(store, artifact.qualified, info.version, { track, ...digest, known: info });
     cached = local.hit;
     source = local.stream;
     finish = local.finish;
     downloadFault = local.failure;
   } else {
     try {
-      source = track(await store.get(artifact.qualified));
+      source = track(await store.get(artifact.qualified, info));
     } catch (err) {
       if (err instanceof NotFoundError)
         return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
@@ -323,7 +323,7 @@ async function fetchImageInto(
     trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, {
       summaryAtEnd: true,
     }).stream;
-  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest });
+  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest, known: info });
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
 

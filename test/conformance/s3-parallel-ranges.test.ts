@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
+import { ObjectChangedError } from "../../src/storage/parallel-ranges.ts";
 import { S3Store } from "../../src/storage/s3/s3-store.ts";
 import { expectReplacedMidReadFails } from "../helpers/replaced-mid-read.ts";
 import { motoAvailable, startMoto, startS3rver, type KeyPair, type S3Server } from "../helpers/s3-server.ts";
@@ -57,6 +58,20 @@ describe("parallel ranged reads on S3 servers", () => {
     for (const server of servers) {
       const location = `s3://${server.host}/${BUCKET}/parallel/${crypto.randomUUID()}.bin`;
       await expectReplacedMidReadFails(storeOn(server), location, 40 * MiB);
+    }
+  }, 120_000);
+
+  test("a get given what head() said reads that version: replaced in between, it fails instead of mixing", async () => {
+    for (const server of servers) {
+      const store = storeOn(server);
+      const location = `s3://${server.host}/${BUCKET}/parallel/${crypto.randomUUID()}.bin`;
+      await store.put(location, Readable.from([Buffer.alloc(20 * MiB, 1)]));
+      const known = (await store.head(location))!;
+      await store.put(location, Readable.from([Buffer.alloc(20 * MiB, 2)]));
+      const err = await (async () => {
+        for await (const _ of await store.get(location, known));
+      })().catch((e) => e);
+      expect(err).toBeInstanceOf(ObjectChangedError);
     }
   }, 120_000);
 });

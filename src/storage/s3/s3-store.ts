@@ -91,14 +91,18 @@ export class S3Store implements ObjectStore {
     return undefined;
   }
 
-  async get(location: string): Promise<Readable> {
+  async get(location: string, known?: ObjectInfo): Promise<Readable> {
     const o = await this.open(location);
     const { bucket: Bucket, key: Key } = o.target;
     const ctx = o.context("GET");
     if (this.transfer.concurrency > 1) {
-      // Large objects as parallel ranged GETs of the version HEAD saw (If-Match: its ETag).
-      // A HEAD that fails says less than a GET (no error body): the plain GET below reports it.
-      const head = await o.handle.client.send(new HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
+      // Large objects as parallel ranged GETs of the version HEAD saw (If-Match: its ETag): the
+      // caller's head() when it passes one, else a HEAD of its own. A HEAD that fails says less than
+      // a GET (no error body): the plain GET below reports it.
+      const head =
+        known && isEtag(known.version)
+          ? { ETag: known.version, ContentLength: known.sizeBytes }
+          : await o.handle.client.send(new HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
       const etag = head?.ETag;
       const changed = (cause?: unknown) =>
         new ObjectChangedError(
@@ -302,6 +306,9 @@ export class S3Store implements ObjectStore {
       .catch(() => undefined);
   }
 }
+
+/** Whether an ObjectInfo's version is an ETag (S3 quotes them), not the size-and-time stand-in of infoOf. */
+const isEtag = (version: string) => /^(W\/)?".*"$/.test(version);
 
 function infoOf(sizeBytes: number | undefined, modified: Date | undefined, etag: string | undefined): ObjectInfo {
   const size = sizeBytes ?? 0;
