@@ -185,9 +185,12 @@ async function measureOnce(c: Context, path: Path, i: number, f: Figures): Promi
   const key = `${Math.floor(Date.now() / 1000)}_bench-transfer-${path.link ? "shaped" : "loopback"}-${i}`;
   const late = () => path.link?.stats.lateMs ?? 0;
   const lateBefore = late();
-  enqueue(sb.queueRoot, QUEUE, s3Message(sb, path, ws.key, key));
   const runner = new BenchRunner(sb, ["--max-cores", "2", "--limit-tasks", "1"]);
   const sampler = new RssSampler(runner.pid);
+  // A runner that has settled (as one serving a queue for a while has): its start-up probe of the
+  // python interpreters, a few processes, is over before the experiment arrives.
+  await runner.waitFor(/python interpreters/, 60_000);
+  enqueue(sb.queueRoot, QUEUE, s3Message(sb, path, ws.key, key));
   const starting = await runner.waitFor(new RegExp(`starting experiment ${key}`), 60_000);
   const envReady = await runner.waitFor(/reusing cached python environment/, 1_800_000);
   const finished = await runner.waitFor(new RegExp(`experiment ${key} finished`), 1_800_000);
@@ -198,8 +201,10 @@ async function measureOnce(c: Context, path: Path, i: number, f: Figures): Promi
   const clock = scriptClock(logText);
   if (!/workspace bytes \d+/.test(logText))
     throw new Error(`the experiment did not see its workspace:\n${logText.slice(-2000)}`);
-  if (process.env.BENCH_TRACE)
+  if (process.env.BENCH_TRACE) {
     for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) c.say(`  ${l}`);
+    for (const l of runner.text().split("\n")) c.say(`  runner: ${l.slice(0, 200)}`);
+  }
   const downMs = envReady.timeMs - starting.timeMs;
   const upMs = finished.timeMs - clock.endMs;
   f.down.push(downMs / 1000);

@@ -63,14 +63,14 @@ export const RUN_OPTIONS = [
   {
     name: "transfer-concurrency",
     type: "integer",
-    description: "parts of one large S3 object in flight at once, reading (ranged GETs) and writing (multipart)",
-    default: "8",
+    description: "parts of one large S3 or GCS object in flight at once, reading (ranged GETs) and writing (multipart)",
+    default: "16",
   },
   {
     name: "transfer-part-size",
     type: "size",
-    description: "bytes per part of a large S3 object (ranged GET; multipart part, at least 5mib)",
-    default: "5mib",
+    description: "bytes per part of a large S3 or GCS object (ranged GET; multipart part, at least 5mib)",
+    default: "16mib",
   },
   { name: "venv-cache-size", type: "size", description: "bound on cached python environments", default: "20gib" },
   {

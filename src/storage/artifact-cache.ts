@@ -1,23 +1,19 @@
-// Local cache of immutable objects, keyed by location and object version: each is downloaded
-// once, shared by concurrent attempts, and the least recently used are removed over the size bound.
-// When the caller expects a sha256 (the artifact's `hash`), a download is kept only when its bytes
-// match, and a cached copy is checked again as it is read (a mismatched copy is removed).
-
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import { errorMessage, RetryableError } from "../errors.ts";
 import { verifyingStream } from "./content-digest.ts";
+import { downloadToFile } from "./file-transfer.ts";
+import { followFile, GrowingFile } from "./growing-file.ts";
 import type { ObjectInfo, ObjectStore } from "./object-store.ts";
 
-/** Bytes buffered between a download being cached and its reader. */
-const TEE_BUFFER_BYTES = 1024 * 1024;
+/** Read size for cached copies: large reads cost far less CPU than the 64 KiB default. */
+const FILE_READ_BYTES = 1024 * 1024;
 
 export type CacheReadOptions = {
-  track?: (download: Readable) => Readable;
+  /** Hears about the bytes of a download as they arrive (progress lines). */
+  onBytes?: (bytes: number) => void;
   /** The sha256 (hex) the object's bytes must have; a mismatch is mismatch(actual), and nothing is kept. */
   sha256?: string;
   mismatch?: (actualHex: string) => Error;
@@ -64,144 +60,91 @@ export class ArtifactCache {
   /** A cached file whose bytes were not checked by this caller: hashed now; a mismatch removes it. */
   private async checked(path: string, options: CacheReadOptions): Promise<string> {
     if (!options.sha256) return path;
-    const hash = createHash("sha256");
-    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-    const actual = hash.digest("hex");
+    const actual = await sha256OfFile(path);
     if (actual === options.sha256) return path;
     await rm(path, { force: true });
     throw mismatchOf(options, actual);
   }
 
-  /** A cached file as a stream, checked as it is read when a sha256 is expected (a mismatch removes it). */
-  private cachedStream(path: string, options: CacheReadOptions): { stream: Readable; failure: () => unknown } {
-    const plain = createReadStream(path);
-    if (!options.sha256) return { stream: plain, failure: () => undefined };
-    let fault: Error | undefined;
-    const stream = verifyingStream(plain, options.sha256, (actual) => {
-      fault = mismatchOf(options, actual);
-      void rm(path, { force: true }).catch(() => undefined);
-      return fault;
-    });
-    return { stream, failure: () => fault };
-  }
-
   /**
-   * The object as a stream, through the cache: a hit reads the cached copy; a miss hands the
-   * download to the reader while writing it to the cache, so the reader (an unpacker) works
-   * while the bytes arrive instead of after. The copy is kept only once the whole object has
-   * passed: call finish() after reading (it reads what the reader left). failure() is the
-   * download's own fault, when it had one, so a broken transfer is not mistaken for a bad archive.
+   * The object as a stream of its cached copy: downloaded first when missing (parallel ranges
+   * straight into the cache file, for stores that can), then read from the file, so the reader
+   * (an unpacker) reads local disk in large chunks. failure() is the fault of a cached copy that
+   * no longer matches the expected sha256 (it is removed), so a bad copy is not mistaken for a
+   * bad archive.
    */
   async read(
     store: ObjectStore,
     location: string,
     version: string,
     options: CacheReadOptions = {},
-  ): Promise<{ stream: Readable; hit: boolean; finish: () => Promise<void>; failure: () => unknown }> {
+  ): Promise<{ stream: Readable; hit: boolean; failure: () => unknown }> {
     const key = ArtifactCache.keyOf(location, version);
     const path = join(this.root, key);
-    const finishNothing = async () => undefined;
-    const inFlight = this.downloads.get(key);
-    if (inFlight) {
-      const ready = await inFlight.catch(() => undefined);
-      if (ready) return { ...this.cachedStream(ready, options), hit: false, finish: finishNothing };
-      return {
-        stream: createReadStream((await this.fetch(store, location, version, options)).path),
-        hit: false,
-        finish: finishNothing,
-        failure: () => undefined,
-      };
+    const hit = !this.downloads.has(key) && (await this.touchIfCached(path));
+    if (!hit && !this.downloads.has(key)) {
+      // A fresh download: the reader follows the file as the ranges land in it, in order.
+      const tmp = await this.partialPath(path);
+      const growing = new GrowingFile();
+      const file = await open(tmp, "w+", 0o600);
+      let fault: unknown;
+      const pending = this.download(store, location, path, options, { tmp, growing }).finally(() =>
+        this.downloads.delete(key),
+      );
+      pending.catch((err) => (fault = err));
+      this.downloads.set(key, pending);
+      return { stream: followFile(file, growing), hit: false, failure: () => fault };
     }
-    if (await this.touchIfCached(path))
-      return { ...this.cachedStream(path, options), hit: true, finish: finishNothing };
-    await mkdir(this.root, { recursive: true });
-    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
-    let source: Readable;
-    try {
-      source = await store.get(location, options.known);
-    } catch (err) {
-      throw downloadFault(location, err);
-    }
-    const tracked = options.track ? options.track(source) : source;
-    let fault: unknown;
-    let settle!: { ok: (path: string) => void; fail: (err: unknown) => void };
-    const stored = new Promise<string>((ok, fail) => (settle = { ok, fail }));
-    stored.catch(() => undefined);
-    this.downloads.set(key, stored);
-    const self = this;
-    async function* tee(): AsyncGenerator<Buffer> {
-      const file = await open(tmp, "w");
-      const hash = options.sha256 ? createHash("sha256") : undefined;
-      let kept = false;
-      try {
-        try {
-          for await (const chunk of tracked) {
-            const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
-            hash?.update(bytes);
-            await file.write(bytes);
-            yield bytes;
-          }
-        } catch (err) {
-          fault = downloadFault(location, err);
-          throw fault;
-        }
-        const actual = hash?.digest("hex");
-        if (actual !== undefined && actual !== options.sha256) {
-          // Not kept, and the reader's stream fails instead of ending: nothing of it is used.
-          fault = mismatchOf(options, actual);
-          throw fault;
-        }
-        await file.close();
-        await rename(tmp, path);
-        kept = true;
-        settle.ok(path);
-        self.evict(path).catch(() => undefined);
-      } finally {
-        if (!kept) {
-          await file.close().catch(() => undefined);
-          await rm(tmp, { force: true });
-          settle.fail(fault ?? new RetryableError(`download of ${location} was not read to its end`));
-        }
-        self.downloads.delete(key);
-      }
-    }
-    const stream = Readable.from(tee(), { objectMode: false, highWaterMark: TEE_BUFFER_BYTES });
-    const finish = async () => {
-      if (!stream.readableEnded && !stream.destroyed) {
-        await new Promise<void>((resolve) => {
-          stream.once("end", resolve);
-          stream.once("close", resolve);
-          stream.once("error", () => resolve());
-          stream.resume();
-        });
-      }
-      await stored;
-    };
-    return { stream, hit: false, finish, failure: () => fault };
+    // A copy fetched now (joined) was checked before it was kept; a cached one is checked as read.
+    const local = hit ? path : (await this.fetch(store, location, version, options)).path;
+    // Open now: once open, an eviction by another download cannot take the bytes away.
+    const file = await open(local, "r");
+    const plain = file.createReadStream({ highWaterMark: FILE_READ_BYTES });
+    if (!hit || !options.sha256) return { stream: plain, hit, failure: () => undefined };
+    let fault: Error | undefined;
+    const stream = verifyingStream(plain, options.sha256, (actual) => {
+      fault = mismatchOf(options, actual);
+      void rm(local, { force: true }).catch(() => undefined);
+      return fault;
+    });
+    return { stream, hit, failure: () => fault };
   }
 
+  /** A path for a transient download next to the cache (same disk), removed by the caller. */
+  async scratchPath(): Promise<string> {
+    await mkdir(this.root, { recursive: true });
+    return join(this.root, `scratch.${process.pid}.${Math.random().toString(36).slice(2)}.partial`);
+  }
+
+  private async partialPath(path: string): Promise<string> {
+    await mkdir(this.root, { recursive: true });
+    return `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
+  }
+
+  /** Into a partial file, checked, then renamed into place; `follow`: the partial file a reader follows. */
   private async download(
     store: ObjectStore,
     location: string,
     path: string,
     options: CacheReadOptions,
+    follow?: { tmp: string; growing: GrowingFile },
   ): Promise<string> {
-    await mkdir(this.root, { recursive: true });
-    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.partial`;
+    const tmp = follow?.tmp ?? (await this.partialPath(path));
+    const growing = follow?.growing;
     try {
-      const source = await store.get(location, options.known);
-      const tracked = options.track ? options.track(source) : source;
-      let mismatch: Error | undefined;
-      const checked = options.sha256
-        ? verifyingStream(tracked, options.sha256, (actual) => (mismatch = mismatchOf(options, actual)))
-        : tracked;
-      await pipeline(checked, createWriteStream(tmp)).catch((err) => {
-        throw mismatch ?? err;
-      });
+      await downloadToFile(store, location, tmp, { known: options.known, onBytes: options.onBytes, growing });
+      if (options.sha256) {
+        const actual = await sha256OfFile(tmp);
+        if (actual !== options.sha256) throw mismatchOf(options, actual);
+      }
+      const sizeBytes = (await stat(tmp)).size;
       await rename(tmp, path);
+      growing?.finish(sizeBytes);
     } catch (err) {
+      const fault = downloadFault(location, err);
+      growing?.fail(fault);
       await rm(tmp, { force: true });
-      throw downloadFault(location, err);
+      throw fault;
     }
     await this.evict(path).catch(() => undefined);
     return path;
@@ -235,6 +178,12 @@ export class ArtifactCache {
       total -= f.size;
     }
   }
+}
+
+async function sha256OfFile(path: string): Promise<string> {
+  const hash = new Bun.CryptoHasher("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: FILE_READ_BYTES })) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
 
 function mismatchOf(options: CacheReadOptions, actualHex: string): Error {

@@ -2,6 +2,7 @@
 
 import type { Readable } from "node:stream";
 import type { Credentials } from "../request/model.ts";
+import type { GrowingFile } from "./growing-file.ts";
 import type { StorageIdentity } from "./storage-identity.ts";
 
 export type ObjectInfo = {
@@ -22,7 +23,28 @@ export interface ObjectStore {
   /** Store the stream's bytes; readers see the old object or the whole new one, never a part. */
   put(location: string, body: Readable): Promise<ObjectInfo>;
   delete(location: string): Promise<void>;
+  /**
+   * Optional, for stores that move large objects faster through a file than through a stream
+   * (parallel ranges written at their offsets, parts sent from file slices): the object's bytes
+   * into `path` (created or replaced), and a file's bytes as the object. Callers go through
+   * file-transfer.ts, which falls back to get()/put() where a store has neither.
+   */
+  getFile?(location: string, path: string, options?: FileTransferOptions): Promise<void>;
+  putFile?(location: string, path: string, options?: FileTransferOptions): Promise<ObjectInfo>;
 }
+
+export type FileTransferOptions = {
+  /** What head() said of the object just before (getFile). */
+  known?: ObjectInfo;
+  /** Hears about the bytes moved as they go (progress lines, metrics). */
+  onBytes?: (bytes: number) => void;
+  /**
+   * getFile: told how much of the file's start is written, so a reader can follow the download
+   * (the caller says when it is whole). putFile: the file is still being written; parts are sent
+   * as they become whole, and the object is complete once the file is.
+   */
+  growing?: GrowingFile;
+};
 
 export type StoreOptions = {
   /** The request's own credentials: when given, the only ones used (never the runner's, not even after a refusal). */

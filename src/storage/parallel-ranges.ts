@@ -1,12 +1,14 @@
-// A large object read as parallel ranged GETs: several parts in flight over connections of their
-// own, handed on in order from a bounded window (parts × part size of memory at most). A part that
-// fails is fetched again alone; the caller pins the object's version (ETag, generation), so a
-// change in the middle fails the read instead of mixing two versions.
+// A large object read as parallel ranged requests written straight into a file at their offsets:
+// several parts in flight over connections of their own, and no reorder window of buffers in
+// memory (each chunk goes to the page cache as it arrives). A part that breaks is resumed alone
+// from its last written byte; the caller pins the object's version (ETag, generation), so a
+// change in the middle fails the whole read instead of mixing two versions.
 
-import { Readable } from "node:stream";
+import { writeSync } from "node:fs";
 import { asFault, RetryableError } from "../errors.ts";
-import { type ByteBody, dropBody } from "./byte-body.ts";
 import { type BackoffStrategy, exponentialBackoff, realSleep, type Sleep } from "../retry/backoff.ts";
+import { type ByteBody, dropBody } from "./byte-body.ts";
+import type { GrowingFile } from "./growing-file.ts";
 
 /** A range's body: a Node stream or a web stream. */
 export type RangeBody = ByteBody;
@@ -14,15 +16,18 @@ export type RangeBody = ByteBody;
 export type TransferSettings = {
   /** Parts of one object in flight at once (--transfer-concurrency). */
   concurrency: number;
-  /** Bytes per ranged GET (--transfer-part-size). */
+  /** Bytes per ranged GET and per uploaded part (--transfer-part-size). */
   partBytes: number;
 };
 
-/** Measured with bench/transfer.ts; see BENCHMARKS.md. */
-export const DEFAULT_TRANSFER: TransferSettings = { concurrency: 8, partBytes: 5 * 1024 * 1024 };
+const MiB = 1024 * 1024;
+/** Measured with bench/transfer.ts on loopback and on a shaped link; see BENCHMARKS.md. */
+export const DEFAULT_TRANSFER: TransferSettings = { concurrency: 16, partBytes: 16 * MiB };
 
-export type ParallelRangeOptions = TransferSettings & {
+export type RangesIntoFileOptions = TransferSettings & {
   totalBytes: number;
+  /** An open file, written with positional writes only. */
+  fd: number;
   /** The bytes [startByte, endByte] (inclusive) of the pinned version; `signal` aborts the request. */
   fetchRange(startByte: number, endByte: number, signal: AbortSignal): Promise<RangeBody>;
   describe: string;
@@ -30,14 +35,22 @@ export type ParallelRangeOptions = TransferSettings & {
   partTries?: number;
   backoff?: BackoffStrategy;
   sleep?: Sleep;
-  /** Hears about every chunk received (metrics, memory accounting). */
+  /** Hears about every chunk written (progress, metrics). */
   onBytes?: (bytes: number) => void;
+  /** Told how long the written prefix of the file is (a reader may follow it); the caller finishes it. */
+  growing?: GrowingFile;
+  /** A part that brings no byte for this long (headers included) is broken off and resumed. */
+  idleTimeoutMs?: number;
 };
 
 /** The object is no longer the version the read began with: no part is tried again. */
 export class ObjectChangedError extends RetryableError {}
 
+/** Writing the file failed (disk full, I/O error): no network retry helps. */
+class LocalWriteFailure extends Error {}
+
 const DEFAULT_PART_TRIES = 5;
+const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
 const DEFAULT_BACKOFF = exponentialBackoff({ initialMs: 250, maxMs: 8_000 });
 
 /** Whether an object this large is worth reading in parts (at least two of them). */
@@ -45,73 +58,121 @@ export function worthParallel(totalBytes: number | undefined, transfer: Transfer
   return totalBytes !== undefined && transfer.concurrency > 1 && totalBytes >= 2 * transfer.partBytes;
 }
 
-async function readPart(body: RangeBody, expectBytes: number, onBytes?: (n: number) => void): Promise<Buffer> {
-  const part = Buffer.allocUnsafe(expectBytes);
-  let filled = 0;
-  for await (const chunk of body as AsyncIterable<Uint8Array>) {
-    if (filled + chunk.byteLength > expectBytes) {
-      throw new RetryableError(`a part brought more than the ${expectBytes} bytes asked for`);
+function writeAt(fd: number, chunk: Uint8Array, position: number): void {
+  let done = 0;
+  try {
+    while (done < chunk.byteLength) {
+      done += writeSync(fd, chunk, done, chunk.byteLength - done, position + done);
     }
-    part.set(chunk, filled);
-    filled += chunk.byteLength;
-    onBytes?.(chunk.byteLength);
+  } catch (err) {
+    throw new LocalWriteFailure((err as Error).message, { cause: err });
   }
-  if (filled !== expectBytes) throw new RetryableError(`a part ended after ${filled} of ${expectBytes} bytes`);
-  return part;
 }
 
-async function fetchPart(o: ParallelRangeOptions, start: number, end: number, stop: AbortSignal): Promise<Buffer> {
+/** One part, resumed from its last written byte after a break, until it is whole or out of tries. */
+async function fetchPart(
+  o: RangesIntoFileOptions,
+  start: number,
+  end: number,
+  stop: AbortSignal,
+  written: (position: number) => void,
+): Promise<void> {
   const tries = o.partTries ?? DEFAULT_PART_TRIES;
   const backoff = o.backoff ?? DEFAULT_BACKOFF;
   const sleep = o.sleep ?? realSleep;
+  const idleMs = o.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  let position = start;
   for (let attempt = 1; ; attempt++) {
     if (stop.aborted) throw new RetryableError(`${o.describe}: read abandoned`);
+    // This try's own stop: the whole read's, or no byte for idleMs.
+    const attemptStop = new AbortController();
+    const onStop = () => attemptStop.abort();
+    stop.addEventListener("abort", onStop, { once: true });
+    let idle = false;
+    const fire = () => {
+      idle = true;
+      attemptStop.abort();
+    };
+    let timer = setTimeout(fire, idleMs);
     let body: RangeBody | undefined;
     try {
-      body = await o.fetchRange(start, end, stop);
-      return await readPart(body, end - start + 1, o.onBytes);
+      body = await o.fetchRange(position, end, attemptStop.signal);
+      for await (const chunk of body as AsyncIterable<Uint8Array>) {
+        clearTimeout(timer);
+        timer = setTimeout(fire, idleMs);
+        if (position + chunk.byteLength > end + 1) {
+          throw new RetryableError(`bytes ${start}-${end}: the server sent more than was asked for`);
+        }
+        writeAt(o.fd, chunk, position);
+        position += chunk.byteLength;
+        o.onBytes?.(chunk.byteLength);
+        written(position);
+      }
+      if (position !== end + 1) {
+        throw new RetryableError(`bytes ${start}-${end}: the body ended after ${position - start} bytes`);
+      }
+      return;
     } catch (err) {
       if (body) dropBody(body);
-      const fault = asFault(err);
-      if (fault instanceof ObjectChangedError) throw fault;
-      if (!fault.retryable || attempt >= tries) {
-        if (!fault.retryable) throw fault;
+      if (err instanceof LocalWriteFailure) throw err.cause;
+      const fault = idle
+        ? new RetryableError(`bytes ${start}-${end}: no data for ${idleMs / 1000} s`, {}, { cause: err })
+        : asFault(err);
+      if (fault instanceof ObjectChangedError || !fault.retryable) throw fault;
+      if (attempt >= tries) {
         throw new RetryableError(
           `${o.describe}: bytes ${start}-${end} failed ${tries} times: ${fault.message}`,
           {},
           { cause: err },
         );
       }
-      await sleep(backoff(attempt));
+    } finally {
+      clearTimeout(timer);
+      stop.removeEventListener("abort", onStop);
     }
+    await sleep(backoff(attempt));
   }
 }
 
-async function* parts(o: ParallelRangeOptions): AsyncGenerator<Buffer> {
+/**
+ * Reads [0, totalBytes) into `fd`: `concurrency` workers take the next part in turn, so a slow
+ * connection holds up only its own part. The first part that fails for good stops the others
+ * (their requests are aborted) and is what this throws; the file is then partial and the caller
+ * must not use it.
+ */
+export async function readRangesIntoFile(o: RangesIntoFileOptions): Promise<void> {
   const stop = new AbortController();
-  const window: Array<Promise<Buffer>> = [];
-  let next = 0;
-  const launch = () => {
-    const start = next;
-    const end = Math.min(o.totalBytes, start + o.partBytes) - 1;
-    next = end + 1;
-    const part = fetchPart(o, start, end, stop.signal);
-    part.catch(() => undefined); // awaited in order below; an early failure is not unhandled
-    window.push(part);
+  const partBytes = Math.max(1, o.partBytes);
+  const count = Math.ceil(o.totalBytes / partBytes);
+  const endOf = (index: number) => Math.min(o.totalBytes, (index + 1) * partBytes);
+  // The next byte to write of each part taken, and the lowest part not yet whole: together they
+  // give the written prefix a follower may read.
+  const positions: number[] = [];
+  let lowest = 0;
+  const written = (index: number, position: number) => {
+    positions[index] = position;
+    if (!o.growing || index !== lowest) return;
+    while (lowest < count && positions[lowest] === endOf(lowest)) lowest++;
+    o.growing.reached(lowest < count ? (positions[lowest] ?? lowest * partBytes) : o.totalBytes);
   };
-  try {
-    while (next < o.totalBytes && window.length < Math.max(1, o.concurrency)) launch();
-    while (window.length) {
-      const part = await window.shift()!;
-      if (next < o.totalBytes) launch();
-      yield part;
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async () => {
+    while (next < count && !stop.signal.aborted) {
+      const index = next++;
+      const start = index * partBytes;
+      positions[index] = start;
+      await fetchPart(o, start, endOf(index) - 1, stop.signal, (position) => written(index, position));
     }
-  } finally {
-    stop.abort(); // the reader stopped or a part failed: no new tries of the parts still in flight
-  }
-}
-
-/** The object's bytes in order, read as parallel ranges. */
-export function parallelRangeStream(o: ParallelRangeOptions): Readable {
-  return Readable.from(parts(o), { objectMode: false, highWaterMark: 1 });
+  };
+  const workers = Math.max(1, Math.min(o.concurrency, count));
+  await Promise.all(
+    Array.from({ length: workers }, () =>
+      worker().catch((err) => {
+        failure ??= { err };
+        stop.abort();
+      }),
+    ),
+  );
+  if (failure) throw failure.err;
 }

@@ -4,10 +4,10 @@ import { createWriteStream } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createReadStream } from "node:fs";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { packDirectory } from "../archive/pack.ts";
+import { uploadFromFile } from "../storage/file-transfer.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 
 /** Upload the workspace once; returns the storage key (blobstore/<sha256 of the tar>.tar). */
@@ -31,7 +31,8 @@ export async function uploadWorkspace(
     await pipeline(packDirectory(dir, { followRootLink: true }), hashing, createWriteStream(tarPath));
     const key = `blobstore/${hasher.digest("hex")}.tar`;
     const location = locationOf(key);
-    if (!(await store.head(location))) await store.put(location, createReadStream(tarPath));
+    // From the file: in parallel parts where the store can (the runner's own upload path).
+    if (!(await store.head(location))) await uploadFromFile(store, location, tarPath);
     return { key, sizeBytes };
   } finally {
     await rm(scratch, { recursive: true, force: true });

@@ -1,20 +1,23 @@
 // Fetches each artifact into its label's directory (immutable ones through the cache) and uploads
 // mutable ones back when they changed; large transfers report their progress.
 
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { pipeline as pipe, Transform, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { directoryBytes, fingerprintDirectory, packOpenDirectory } from "../archive/pack.ts";
 import type { SkippedEntry } from "../archive/walk.ts";
 import { tryOpenDirectory } from "../fs/safe-open.ts";
 import { unpackArchive } from "../archive/unpack.ts";
-import { formatBytes, formatDuration } from "../config/units.ts";
+import { formatBytes } from "../config/units.ts";
 import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
 import type { Artifact, AwsCredentials, Credentials, Request } from "../request/model.ts";
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
+import { downloadToFile, uploadFromFile } from "../storage/file-transfer.ts";
+import { GrowingFile, spoolInto } from "../storage/growing-file.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { type Stores, storeFor } from "../storage/stores.ts";
@@ -32,8 +35,12 @@ export type StorageAccess = {
   stores?: Stores;
 };
 
-/** Where progress lines of large transfers go (the experiment's log or the runner's). */
-export type ProgressSink = (message: string) => void;
+import { progressMeter, type ProgressSink } from "./progress-meter.ts";
+
+export { PROGRESS_MIN_BYTES, type ProgressSink } from "./progress-meter.ts";
+
+/** Read and write size for local copies: large chunks cost far less CPU than the 64 KiB default. */
+const FILE_READ_BYTES = 1024 * 1024;
 
 /** AWS credentials spelled in config.env (values may be %NAME% references to the runner's variables). */
 function credentialsFromConfigEnv(
@@ -87,65 +94,6 @@ export function storeOf(artifact: Artifact, request: Request, access: StorageAcc
     },
     `experiment.artifacts.${artifact.label}.qualified`,
   );
-}
-
-/** Transfers at least this large report progress. */
-export const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
-const PROGRESS_STEP_FRACTION = 0.1;
-const PROGRESS_EVERY_MS = 10_000;
-
-export type TrackedTransfer = {
-  stream: Readable;
-  /** Report the summary line (bytes, time, throughput); the download form does it at the end of the stream. */
-  finished(): void;
-};
-
-/**
- * Passes a transfer through, reporting every ~10% (of `totalBytes`, when known) or 10 s once it is
- * past 64 MiB, then a summary with the throughput. Errors of `source` reach the returned stream.
- */
-export function trackProgress(
-  source: Readable,
-  what: string,
-  totalBytes: number | undefined,
-  sink: ProgressSink | undefined,
-  options: { summaryAtEnd?: boolean } = {},
-): TrackedTransfer {
-  if (!sink || (totalBytes !== undefined && totalBytes < PROGRESS_MIN_BYTES))
-    return { stream: source, finished: () => undefined };
-  const startedMs = Date.now();
-  let bytes = 0;
-  let lastMs = startedMs;
-  let lastFraction = 0;
-  let summarized = false;
-  const rate = () => `${formatBytes((bytes / Math.max(1, Date.now() - startedMs)) * 1000)}/s`;
-  const finished = () => {
-    if (summarized || bytes < PROGRESS_MIN_BYTES) return;
-    summarized = true;
-    sink(`${what}: done, ${formatBytes(bytes)} in ${formatDuration(Date.now() - startedMs)} (${rate()})`);
-  };
-  const meter = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      bytes += chunk.length;
-      const now = Date.now();
-      const fraction = totalBytes ? bytes / totalBytes : 0;
-      const stepped = totalBytes !== undefined && fraction - lastFraction >= PROGRESS_STEP_FRACTION;
-      if (bytes >= PROGRESS_MIN_BYTES && (stepped || now - lastMs >= PROGRESS_EVERY_MS)) {
-        lastMs = now;
-        lastFraction = fraction;
-        const share = totalBytes
-          ? ` of ${formatBytes(totalBytes)} (${Math.min(100, Math.floor(fraction * 100))}%)`
-          : "";
-        sink(`${what}: ${formatBytes(bytes)}${share}, ${rate()}`);
-      }
-      done(null, chunk);
-    },
-    flush(done) {
-      if (options.summaryAtEnd) finished();
-      done();
-    },
-  });
-  return { stream: pipe(source, meter, () => undefined), finished };
 }
 
 /**
@@ -235,63 +183,68 @@ async function fetchArtifactInto(
   }
   const singleFileName = basename(artifact.key ?? artifact.qualified);
   const unpackOptions = { budgetBytes: options.budgetBytes, singleFileName };
+  const meter = progressMeter(
+    `downloading ${artifact.label} (${artifact.qualified})`,
+    info.sizeBytes,
+    options.progress,
+  );
   let cached = false;
-  const track = (stream: Readable) =>
-    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, {
-      summaryAtEnd: true,
-    }).stream;
   let source: Readable;
-  // Immutable artifacts pass through the cache, unpacked while they download.
-  let finish = async (): Promise<void> => undefined;
   let downloadFault = (): unknown => undefined;
+  let scratch: string | undefined;
   if (!artifact.mutable) {
-    const local = await options.cache.read(store, artifact.qualified, info.version, { track, ...digest, known: info });
+    // Immutable artifacts go through the cache: downloaded into it once, unpacked from the copy.
+    const local = await options.cache.read(store, artifact.qualified, info.version, {
+      onBytes: meter.add,
+      ...digest,
+      known: info,
+    });
     cached = local.hit;
     source = local.stream;
-    finish = local.finish;
     downloadFault = local.failure;
   } else {
+    // Mutable ones (checkpoints of an earlier attempt) into a scratch file next to the cache.
+    scratch = await options.cache.scratchPath();
     try {
-      source = track(await store.get(artifact.qualified, info));
+      await downloadToFile(store, artifact.qualified, scratch, { known: info, onBytes: meter.add });
     } catch (err) {
+      await rm(scratch, { force: true });
       if (err instanceof NotFoundError)
         return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
     }
+    source = createReadStream(scratch, { highWaterMark: FILE_READ_BYTES });
     if (digest) {
       let mismatch: Error | undefined;
       source = verifyingStream(source, digest.sha256, (actual) => (mismatch = digest.mismatch(actual)));
       downloadFault = () => mismatch;
     }
   }
-  try {
-    if (!artifact.unpack) {
-      // Kept as the object is, compressed or not, under the key's file name.
-      await pipeline(source, createWriteStream(join(dir, singleFileName)));
-      await finish();
-      return {
-        label: artifact.label,
-        files: 1,
-        bytes: info.sizeBytes,
-        cached,
-        existed: true,
-        transferredBytes: cached ? 0 : info.sizeBytes,
-      };
-    }
-    const result = await unpackArchive(source, dir, unpackOptions);
-    await finish();
+  const fetched = (files: number, bytes: number): FetchResult => {
+    meter.finished(); // the reader got to the end: so did the download
     return {
       label: artifact.label,
-      files: result.files,
-      bytes: result.bytes,
+      files,
+      bytes,
       cached,
       existed: true,
       transferredBytes: cached ? 0 : info.sizeBytes,
     };
+  };
+  try {
+    if (!artifact.unpack) {
+      // Kept as the object is, compressed or not, under the key's file name.
+      await pipeline(source, createWriteStream(join(dir, singleFileName)));
+      return fetched(1, info.sizeBytes);
+    }
+    const result = await unpackArchive(source, dir, unpackOptions);
+    return fetched(result.files, result.bytes);
   } catch (err) {
     source.destroy();
-    // A transfer that broke is the storage's fault (retryable), not the archive's.
+    // A copy that no longer matches its hash is the storage's fault, not the archive's.
     throw downloadFault() ?? err;
+  } finally {
+    if (scratch) await rm(scratch, { force: true });
   }
 }
 
@@ -319,11 +272,17 @@ async function fetchImageInto(
     throw new PermanentError(`container image "${artifact.label}" is missing: ${artifact.qualified} does not exist`, {
       phase: "fetch",
     });
-  const track = (stream: Readable) =>
-    trackProgress(stream, `downloading ${artifact.label} (${artifact.qualified})`, info.sizeBytes, options.progress, {
-      summaryAtEnd: true,
-    }).stream;
-  const local = await options.cache.fetch(store, artifact.qualified, info.version, { track, ...digest, known: info });
+  const meter = progressMeter(
+    `downloading ${artifact.label} (${artifact.qualified})`,
+    info.sizeBytes,
+    options.progress,
+  );
+  const local = await options.cache.fetch(store, artifact.qualified, info.version, {
+    onBytes: meter.add,
+    ...digest,
+    known: info,
+  });
+  meter.finished();
   return { path: local.path, cached: local.hit, bytes: info.sizeBytes };
 }
 
@@ -349,6 +308,7 @@ export class ArtifactUploader {
   private readonly last = new Map<string, string>();
   private readonly existed = new Map<string, boolean>();
   private queue: Promise<unknown> = Promise.resolve();
+  private spoolDir?: Promise<string>;
 
   constructor(
     private readonly request: Request,
@@ -361,8 +321,16 @@ export class ArtifactUploader {
       onRetry?: (message: string) => void;
       /** Hears about artifacts not uploaded and entries left out (links, FIFOs, swaps), besides `progress`. */
       onSkipped?: (message: string) => void;
+      /** A path of the runner's own for a packed artifact before it is sent (default: a private temp dir). */
+      spoolPath?: () => Promise<string>;
     } = {},
   ) {}
+
+  private async spoolPath(): Promise<string> {
+    if (this.options.spoolPath) return this.options.spoolPath();
+    this.spoolDir ??= mkdtemp(join(tmpdir(), "studio-runner-spool-"));
+    return join(await this.spoolDir, `${crypto.randomUUID()}.tar`);
+  }
 
   /** Remember the state right after fetching, so untouched artifacts are not uploaded. */
   async baseline(label: string, existed: boolean) {
@@ -401,7 +369,6 @@ export class ArtifactUploader {
       const key = artifact.key ?? artifact.qualified;
       const gzip = /\.(tar\.gz|tgz)$/i.test(key);
       const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
-      const sink = expectedBytes >= PROGRESS_MIN_BYTES ? this.options.progress : undefined;
       let sentBytes = 0;
       let refused: string | undefined;
       let skipped: SkippedEntry[] = [];
@@ -416,17 +383,32 @@ export class ArtifactUploader {
             return;
           }
           skipped = [];
-          let packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
-          sentBytes = 0;
-          if (this.options.onUploaded) packed = countBytes(packed, (n) => (sentBytes += n));
-          const body = trackProgress(
-            packed,
+          // Packed into a file of the runner's own (the job cannot reach it) while the parts already
+          // whole are sent from it: in parallel, straight from disk, and a retried part is read again.
+          const spool = await this.spoolPath();
+          const growing = new GrowingFile();
+          const packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
+          // The tar's size is known only once it is packed: the files' total stands in for it.
+          const meter = progressMeter(
             `uploading ${artifact.label} (${artifact.qualified})`,
             gzip ? undefined : expectedBytes,
-            sink,
+            this.options.progress,
           );
-          await storeOf(artifact, this.request, this.options).put(artifact.qualified, body.stream);
-          body.finished();
+          try {
+            const packing = spoolInto(packed, spool, growing);
+            packing.catch(() => undefined);
+            await uploadFromFile(storeOf(artifact, this.request, this.options), artifact.qualified, spool, {
+              onBytes: meter.add,
+              growing,
+            }).catch((err) => {
+              packed.destroy(); // nobody will send the rest
+              throw err;
+            });
+            sentBytes = await packing;
+            meter.finished();
+          } finally {
+            await rm(spool, { force: true });
+          }
         },
         (message) => {
           this.options.progress?.(message);
@@ -449,15 +431,4 @@ export class ArtifactUploader {
     }
     return uploaded;
   }
-}
-
-/** Passes a stream through, telling `add` the size of each chunk. */
-function countBytes(source: Readable, add: (bytes: number) => void): Readable {
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      add(chunk.length);
-      done(null, chunk);
-    },
-  });
-  return pipe(source, counter, () => undefined);
 }

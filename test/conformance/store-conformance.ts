@@ -1,18 +1,33 @@
-// One conformance suite for every object store: each adapter's test file calls it.
+// One conformance suite for every object store: each adapter's test file calls it. It covers the
+// stream calls and the whole-file transfers (file-transfer.ts) that downloads and uploads go through.
 
 import { fixtureTest } from "../helpers/fixture-test.ts";
 import { describe, expect } from "bun:test";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Readable } from "node:stream";
 import { NotFoundError } from "../../src/errors.ts";
+import { downloadToFile, uploadFromFile } from "../../src/storage/file-transfer.ts";
+import { GrowingFile, spoolInto } from "../../src/storage/growing-file.ts";
 import type { ObjectStore } from "../../src/storage/object-store.ts";
 
 export type StoreHarness = { store: ObjectStore; locationOf(key: string): string; cleanup(): Promise<void> };
 
-async function readAll(r: Readable): Promise<string> {
+async function readAll(r: Readable): Promise<string>;
+async function readAll(r: Readable, as: "buffer"): Promise<Buffer>;
+async function readAll(r: Readable, as?: "buffer"): Promise<string | Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of r) chunks.push(Buffer.from(c));
-  return Buffer.concat(chunks).toString("utf8");
+  const all = Buffer.concat(chunks);
+  return as === "buffer" ? all : all.toString("utf8");
 }
+
+const MiB = 1024 * 1024;
+/** Over two parts of the default transfer settings (16 MiB), so stores that read and write in parts do. */
+const LARGE_BYTES = 40 * MiB + 123;
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 export function storeConformance(kind: string, makeHarness: () => Promise<StoreHarness>) {
   describe(`store conformance: ${kind}`, () => {
@@ -61,6 +76,63 @@ export function storeConformance(kind: string, makeHarness: () => Promise<StoreH
       });
       await expect(h.store.put(fresh, failing2)).rejects.toThrow();
       expect(await h.store.head(fresh)).toBeUndefined();
+    });
+
+    withHarness("a file round trip: uploadFromFile then downloadToFile (in parts where the store can)", async (h) => {
+      const dir = await mkdtemp(join(tmpdir(), "store-files-"));
+      try {
+        const data = randomBytes(LARGE_BYTES);
+        await Bun.write(join(dir, "up.bin"), data);
+        const loc = h.locationOf("experiments/k/large.tar");
+        let sent = 0;
+        const info = await uploadFromFile(h.store, loc, join(dir, "up.bin"), { onBytes: (n) => (sent += n) });
+        expect(info.sizeBytes).toBe(data.length);
+        expect(sent).toBe(data.length);
+        let received = 0;
+        const known = await h.store.head(loc);
+        await downloadToFile(h.store, loc, join(dir, "down.bin"), { known, onBytes: (n) => (received += n) });
+        expect(received).toBe(data.length);
+        expect(sha256(await readFile(join(dir, "down.bin")))).toBe(sha256(data));
+        await expect(
+          downloadToFile(h.store, h.locationOf("experiments/none/x.tar"), join(dir, "x")),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    withHarness("uploadFromFile follows a file still being written; a writer that fails stores nothing", async (h) => {
+      const dir = await mkdtemp(join(tmpdir(), "store-files-"));
+      try {
+        const data = randomBytes(LARGE_BYTES);
+        const slowly = (failAt?: number) =>
+          Readable.from(
+            (async function* () {
+              for (let at = 0; at < data.length; at += 4 * MiB) {
+                if (failAt !== undefined && at >= failAt) throw new Error("the packer broke");
+                await Bun.sleep(5);
+                yield data.subarray(at, at + 4 * MiB);
+              }
+            })(),
+          );
+        const loc = h.locationOf("experiments/k/spooled.tar");
+        const growing = new GrowingFile();
+        const packing = spoolInto(slowly(), join(dir, "spool"), growing);
+        const info = await uploadFromFile(h.store, loc, join(dir, "spool"), { growing });
+        expect(await packing).toBe(data.length);
+        expect(info.sizeBytes).toBe(data.length);
+        expect(sha256(await readAll(await h.store.get(loc), "buffer"))).toBe(sha256(data));
+
+        const broken = new GrowingFile();
+        const failing = spoolInto(slowly(24 * MiB), join(dir, "spool2"), broken);
+        failing.catch(() => undefined);
+        await expect(uploadFromFile(h.store, loc, join(dir, "spool2"), { growing: broken })).rejects.toThrow(
+          "the packer broke",
+        );
+        expect(sha256(await readAll(await h.store.get(loc), "buffer"))).toBe(sha256(data)); // the old one, whole
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     withHarness("delete removes the object", async (h) => {

@@ -1,21 +1,30 @@
-// Object store for gs:// locations: streaming reads checked by length and CRC32C, resumable
+// Object store for gs:// locations: streaming reads checked by length and CRC32C (large objects
+// into files as parallel ranged reads of one generation), resumable
 // uploads in 8 MiB chunks (bounded memory) that become visible only when the last chunk lands.
 // A request cannot bring Google credentials: every call is the runner's identity, made only where
 // the caller's identity policy allows it.
 
 import type { File } from "@google-cloud/storage";
+import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
-import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
-import { noteTransferredBytes } from "../s3/transfer-memory.ts";
+import {
+  discard,
+  type FileTransferOptions,
+  type ObjectInfo,
+  type ObjectStore,
+  type StoreOptions,
+} from "../object-store.ts";
 import {
   DEFAULT_TRANSFER,
   ObjectChangedError,
-  parallelRangeStream,
+  readRangesIntoFile,
   type TransferSettings,
   worthParallel,
 } from "../parallel-ranges.ts";
+import { writeStreamToFile } from "../growing-file.ts";
 import { FastCrc32c } from "./crc32c.ts";
 import { GcsClients, type GcsHandle } from "./gcs-clients.ts";
 import { gcsFault, isAccessDenied, type GcsErrorContext } from "./gcs-errors.ts";
@@ -81,18 +90,20 @@ export class GcsStore implements ObjectStore {
     }
   }
 
-  /** Reads the generation just looked up, so the length checked is that of the bytes read. */
-  async get(location: string): Promise<Readable> {
-    const { o, metadata } = await this.withAccount(location, "GET", async (o) => ({
+  /** The object's metadata and its generation (the version every read below is pinned to). */
+  private async lookup(location: string, verb: string) {
+    const { o, metadata } = await this.withAccount(location, verb, async (o) => ({
       o,
       metadata: (await o.file().getMetadata())[0] as GcsMetadata,
     }));
-    const ctx = o.context("GET");
-    const info = infoOf(metadata);
     const generation = metadata.generation !== undefined ? String(metadata.generation) : undefined;
-    if (generation !== undefined && worthParallel(info.sizeBytes, this.transfer)) {
-      return this.getInParts(o.file(generation), ctx, info.sizeBytes, metadata.crc32c);
-    }
+    return { o, metadata, info: infoOf(metadata), generation };
+  }
+
+  /** Reads the generation just looked up, so the length checked is that of the bytes read. */
+  async get(location: string): Promise<Readable> {
+    const { o, info, generation } = await this.lookup(location, "GET");
+    const ctx = o.context("GET");
     const source = o.file(generation).createReadStream({ validation: "crc32c" });
     async function* chunks(): AsyncGenerator<Buffer> {
       let received = 0;
@@ -100,7 +111,6 @@ export class GcsStore implements ObjectStore {
         for await (const chunk of source) {
           const b = asBuffer(chunk);
           received += b.length;
-          noteTransferredBytes(b.length);
           if (received > info.sizeBytes)
             throw new RetryableError(`${ctx.operation}: received more than the object's ${info.sizeBytes} bytes`);
           yield b;
@@ -122,52 +132,62 @@ export class GcsStore implements ObjectStore {
   }
 
   /**
-   * A large object as parallel ranged reads of one generation (a replaced object is gone at that
-   * generation: the read fails instead of mixing versions); the whole object's CRC32C is checked
-   * at the end, since ranges carry none of their own.
+   * The object into a file: a large one as parallel ranged reads of one generation, each written
+   * at its offset (a replaced object is gone at that generation: the read fails instead of mixing
+   * versions), and the whole file's CRC32C checked at the end, since ranges carry none of their own.
    */
-  private getInParts(file: File, ctx: GcsErrorContext, sizeBytes: number, crc32c: string | undefined): Readable {
+  async getFile(location: string, path: string, options: FileTransferOptions = {}): Promise<void> {
+    const { o, metadata, info, generation } = await this.lookup(location, "GET");
+    if (generation === undefined || !worthParallel(info.sizeBytes, this.transfer)) {
+      await writeStreamToFile(await this.get(location), path, options);
+      return;
+    }
+    const ctx = o.context("GET");
+    const file = o.file(generation);
     const changed = (cause: unknown) =>
       new ObjectChangedError(
         `${ctx.operation}: the object was replaced while it was being read; nothing of the partial read is used`,
         {},
         { cause },
       );
-    async function* range(start: number, end: number): AsyncGenerator<Buffer> {
+    async function* range(start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer> {
       const source = file.createReadStream({ start, end, validation: false });
+      const stop = () => source.destroy(new Error("read abandoned"));
+      signal.addEventListener("abort", stop, { once: true });
       try {
         for await (const chunk of source) yield asBuffer(chunk);
       } catch (err) {
         const fault = gcsFault(err, ctx);
         throw fault instanceof NotFoundError ? changed(err) : fault;
       } finally {
+        signal.removeEventListener("abort", stop);
         source.destroy();
       }
     }
-    const parts = parallelRangeStream({
-      ...this.transfer,
-      totalBytes: sizeBytes,
-      describe: ctx.operation,
-      onBytes: noteTransferredBytes,
-      fetchRange: async (start, end) => Readable.from(range(start, end)),
-    });
-    async function* checked(): AsyncGenerator<Buffer> {
+    const out = await open(path, "w", 0o600);
+    try {
+      await readRangesIntoFile({
+        ...this.transfer,
+        fd: out.fd,
+        totalBytes: info.sizeBytes,
+        describe: ctx.operation,
+        onBytes: options.onBytes,
+        growing: options.growing,
+        fetchRange: async (start, end, signal) => Readable.from(range(start, end, signal)),
+      });
+    } finally {
+      await out.close();
+    }
+    if (metadata.crc32c) {
       const crc = new FastCrc32c();
-      try {
-        for await (const chunk of parts) {
-          crc.update(chunk as Buffer);
-          yield chunk as Buffer;
-        }
-      } finally {
-        parts.destroy();
-      }
-      if (crc32c && !crc.validate(crc32c)) {
+      for await (const chunk of createReadStream(path, { highWaterMark: READ_BUFFER_BYTES }))
+        crc.update(chunk as Buffer);
+      if (!crc.validate(metadata.crc32c)) {
         throw new RetryableError(
-          `${ctx.operation}: CRC32C ${crc.toString()} of the bytes read is not the object's ${crc32c}`,
+          `${ctx.operation}: CRC32C ${crc.toString()} of the bytes read is not the object's ${metadata.crc32c}`,
         );
       }
     }
-    return Readable.from(checked(), { objectMode: false, highWaterMark: READ_BUFFER_BYTES });
   }
 
   /**
@@ -212,7 +232,6 @@ export class GcsStore implements ObjectStore {
       transform(chunk, _encoding, done) {
         const b = asBuffer(chunk);
         sentBytes += b.length;
-        noteTransferredBytes(b.length);
         done(null, b);
       },
     });

@@ -5,7 +5,6 @@ import { Readable } from "node:stream";
 import { RetryableError } from "../../errors.ts";
 import { exponentialBackoff, realSleep, type BackoffStrategy, type Sleep } from "../../retry/backoff.ts";
 import { type ByteBody, dropBody } from "../byte-body.ts";
-import { noteTransferredBytes } from "./transfer-memory.ts";
 
 export type ReadStreamOptions = {
   /** The body of the first GET: a Node stream, or a web stream (read directly, without a conversion layer). */
@@ -75,7 +74,6 @@ async function* bodyChunks(opts: ReadStreamOptions): AsyncGenerator<Buffer> {
         const chunk = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
         lastChunkMs = Date.now();
         received += chunk.length;
-        noteTransferredBytes(chunk.length);
         if (total !== undefined && received > total) {
           throw new RetryableError(`${opts.describe}: received more bytes than the object's ${total}`);
         }

@@ -1,38 +1,50 @@
 // Object store for s3:// locations (AWS S3 and self-hosted S3 servers): streaming reads that
-// resume and check their length, multipart uploads with bounded memory that are never half-visible.
+// resume and check their length, multipart uploads with bounded memory that are never half-visible;
+// large objects to and from files as parallel ranged GETs and parallel parts.
 
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  type CompletedPart,
+  CreateMultipartUploadCommand,
   CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  PutObjectCommand,
+  UploadPartCommand,
   type BucketLocationConstraint,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
+import { open, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { NotFoundError, PermanentError, RequestError } from "../../errors.ts";
 import type { AwsCredentials } from "../../request/model.ts";
 import { exponentialBackoff, realSleep } from "../../retry/backoff.ts";
-import { discard, type ObjectInfo, type ObjectStore, type StoreOptions } from "../object-store.ts";
+import {
+  discard,
+  type FileTransferOptions,
+  type ObjectInfo,
+  type ObjectStore,
+  type StoreOptions,
+} from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
+import { rangeReader } from "./s3-range-get.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
 import { parseS3Location } from "../../request/s3-location.ts";
 import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
-import { noteTransferredBytes } from "./transfer-memory.ts";
-import { dropBody } from "../byte-body.ts";
-import {
-  DEFAULT_TRANSFER,
-  ObjectChangedError,
-  parallelRangeStream,
-  type TransferSettings,
-  worthParallel,
-} from "../parallel-ranges.ts";
+import { GrowingFile, writeStreamToFile } from "../growing-file.ts";
+import { DEFAULT_TRANSFER, readRangesIntoFile, type TransferSettings, worthParallel } from "../parallel-ranges.ts";
 
 /** S3's smallest multipart part (all but the last). Memory held by an upload is about (parts in flight + 1) parts. */
 const MIN_PART_BYTES = 5 * 1024 * 1024;
+/** Parts of a streamed upload in flight at once (each held in memory). */
+const STREAM_PARTS_IN_FLIGHT = 4;
+/** S3's most parts in one multipart upload, and its largest part. */
+const MAX_PARTS = 10_000;
+const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 /** Reads of an uploaded object's metadata before a mismatch counts (back-off 100, 200, 400, 800 ms). */
 const VERIFY_ATTEMPTS = 5;
 const VERIFY_BACKOFF = exponentialBackoff({ initialMs: 100 });
@@ -49,7 +61,6 @@ function counting(body: Readable): { stream: Readable; bytes: () => number } {
     for await (const chunk of body) {
       const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
       bytes += b.length;
-      noteTransferredBytes(b.length);
       yield b;
     }
   }
@@ -91,54 +102,11 @@ export class S3Store implements ObjectStore {
     return undefined;
   }
 
-  async get(location: string, known?: ObjectInfo): Promise<Readable> {
+  /** One connection, resumed where it broke (at the same ETag); large objects go through getFile. */
+  async get(location: string): Promise<Readable> {
     const o = await this.open(location);
     const { bucket: Bucket, key: Key } = o.target;
     const ctx = o.context("GET");
-    if (this.transfer.concurrency > 1) {
-      // Large objects as parallel ranged GETs of the version HEAD saw (If-Match: its ETag): the
-      // caller's head() when it passes one, else a HEAD of its own. A HEAD that fails says less than
-      // a GET (no error body): the plain GET below reports it.
-      const head =
-        known && isEtag(known.version)
-          ? { ETag: known.version, ContentLength: known.sizeBytes }
-          : await o.handle.client.send(new HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
-      const etag = head?.ETag;
-      const changed = (cause?: unknown) =>
-        new ObjectChangedError(
-          `GET ${location}: the object was replaced while it was being read (ETag ${etag} is no longer current); ` +
-            "nothing of the partial read is used",
-          {},
-          { cause },
-        );
-      if (etag && worthParallel(head?.ContentLength, this.transfer)) {
-        return parallelRangeStream({
-          ...this.transfer,
-          totalBytes: head.ContentLength,
-          describe: `GET ${location}`,
-          onBytes: noteTransferredBytes,
-          fetchRange: async (start, end, signal) => {
-            try {
-              const r = await o.handle.bodies.send(
-                new GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, IfMatch: etag }),
-                { abortSignal: signal },
-              );
-              // Servers that ignore If-Match (s3rver) still say which version they sent.
-              if (r.ETag !== undefined && r.ETag !== etag) {
-                dropBody(bodyOf(r.Body));
-                throw changed();
-              }
-              return bodyOf(r.Body);
-            } catch (err) {
-              if (err instanceof ObjectChangedError) throw err;
-              const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-              if (e.name === "PreconditionFailed" || e.$metadata?.httpStatusCode === 412) throw changed(err);
-              throw s3Fault(err, ctx);
-            }
-          },
-        });
-      }
-    }
     let first;
     try {
       first = await o.handle.bodies.send(new GetObjectCommand({ Bucket, Key }));
@@ -163,6 +131,41 @@ export class S3Store implements ObjectStore {
     });
   }
 
+  /**
+   * The object into a file: a large one as parallel ranged GETs of the version HEAD saw (If-Match
+   * on its ETag; the caller's head() when it passes one), each written at its offset; a small one,
+   * or one whose HEAD failed (the GET then says why, with an error body), over one connection.
+   */
+  async getFile(location: string, path: string, options: FileTransferOptions = {}): Promise<void> {
+    const o = await this.open(location);
+    const { bucket: Bucket, key: Key } = o.target;
+    const ctx = o.context("GET");
+    const known = options.known;
+    const head =
+      known && isEtag(known.version)
+        ? { ETag: known.version, ContentLength: known.sizeBytes }
+        : await o.handle.client.send(new HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
+    const etag = head?.ETag;
+    if (!etag || !worthParallel(head?.ContentLength, this.transfer)) {
+      await writeStreamToFile(await this.get(location), path, options);
+      return;
+    }
+    const file = await open(path, "w", 0o600);
+    try {
+      await readRangesIntoFile({
+        ...this.transfer,
+        fd: file.fd,
+        totalBytes: head.ContentLength,
+        describe: `GET ${location}`,
+        onBytes: options.onBytes,
+        growing: options.growing,
+        fetchRange: rangeReader(o.handle, { bucket: Bucket, key: Key, etag, location }, ctx),
+      });
+    } finally {
+      await file.close();
+    }
+  }
+
   async put(location: string, body: Readable): Promise<ObjectInfo> {
     let o: Opened;
     try {
@@ -176,9 +179,9 @@ export class S3Store implements ObjectStore {
     const upload = new Upload({
       client: o.handle.bodies,
       params: { Bucket: o.target.bucket, Key: o.target.key, Body: counted.stream },
-      // Parts in flight and their size: the same knobs as parallel reads.
-      partSize: Math.max(MIN_PART_BYTES, this.transfer.partBytes),
-      queueSize: Math.max(1, this.transfer.concurrency),
+      // A stream's parts are buffered in memory: few and small (large objects go through putFile).
+      partSize: MIN_PART_BYTES,
+      queueSize: Math.max(1, Math.min(STREAM_PARTS_IN_FLIGHT, this.transfer.concurrency)),
       leavePartsOnError: false,
     });
     let etag: string | undefined;
@@ -191,6 +194,102 @@ export class S3Store implements ObjectStore {
       throw s3Fault(err, ctx);
     }
     return this.verifyStored(location, counted.bytes(), etag, ctx);
+  }
+
+  /**
+   * A file as the object: one PUT when it fits one part, else a multipart upload with
+   * `concurrency` parts in flight, each sent from a slice of the file (the runtime streams it from
+   * disk: nothing of it is buffered here, and a retried part is read again). With
+   * `options.growing` the file is still being written: each part goes once it is whole. A part
+   * that fails for good aborts the upload, so neither an object nor an open upload is left behind.
+   */
+  async putFile(location: string, path: string, options: FileTransferOptions = {}): Promise<ObjectInfo> {
+    const o = await this.open(location);
+    const ctx = o.context("PUT");
+    const { bucket: Bucket, key: Key } = o.target;
+    const partBytes = Math.max(MIN_PART_BYTES, this.transfer.partBytes);
+    const growing = options.growing ?? wholeFile((await stat(path)).size);
+    const first = await growing.reach(partBytes + 1);
+    if (first.complete && first.availableBytes <= partBytes) {
+      const sizeBytes = first.availableBytes;
+      let etag: string | undefined;
+      try {
+        const Body = Bun.file(path).slice(0, sizeBytes);
+        etag = (await o.handle.bodies.send(new PutObjectCommand({ Bucket, Key, Body, ContentLength: sizeBytes }))).ETag;
+      } catch (err) {
+        throw s3Fault(err, ctx);
+      }
+      options.onBytes?.(sizeBytes);
+      return this.verifyStored(location, sizeBytes, etag, ctx);
+    }
+    const sent = await this.partsFromFile(o, path, growing, partBytes, options.onBytes);
+    return this.verifyStored(location, sent.sizeBytes, sent.etag, ctx);
+  }
+
+  private async partsFromFile(
+    o: Opened,
+    path: string,
+    growing: GrowingFile,
+    partBytes: number,
+    onBytes?: (bytes: number) => void,
+  ): Promise<{ sizeBytes: number; etag?: string }> {
+    const { bucket: Bucket, key: Key } = o.target;
+    let uploadId: string | undefined;
+    try {
+      uploadId = (await o.handle.client.send(new CreateMultipartUploadCommand({ Bucket, Key }))).UploadId;
+      if (!uploadId) throw new Error("the server started a multipart upload without an UploadId");
+      const UploadId = uploadId;
+      const parts: CompletedPart[] = [];
+      const stop = new AbortController();
+      let failure: { err: unknown } | undefined;
+      let nextIndex = 0;
+      let nextStart = 0;
+      const worker = async () => {
+        while (!stop.signal.aborted) {
+          const index = nextIndex++;
+          const start = nextStart;
+          const size = partSizeAt(index, partBytes);
+          nextStart += size;
+          const state = await growing.reach(start + size, stop.signal);
+          const end = Math.min(start + size, state.availableBytes);
+          if (end <= start) return; // the file ended before this part
+          if (index >= MAX_PARTS) throw new PermanentError(`more than ${MAX_PARTS} parts: the file is too large`);
+          const sent = await o.handle.bodies.send(
+            new UploadPartCommand({
+              Bucket,
+              Key,
+              UploadId,
+              PartNumber: index + 1,
+              // A fresh handle: one made earlier would keep the size the file had then.
+              Body: Bun.file(path).slice(start, end),
+              ContentLength: end - start,
+            }),
+            { abortSignal: stop.signal },
+          );
+          parts[index] = { PartNumber: index + 1, ETag: sent.ETag };
+          onBytes?.(end - start);
+        }
+      };
+      await Promise.all(
+        Array.from({ length: Math.max(1, this.transfer.concurrency) }, () =>
+          worker().catch((err) => {
+            failure ??= { err };
+            stop.abort();
+          }),
+        ),
+      );
+      if (failure) throw failure.err;
+      const { availableBytes: sizeBytes } = await growing.reach(Infinity);
+      const done = await o.handle.client.send(
+        new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: parts } }),
+      );
+      return { sizeBytes, etag: done.ETag };
+    } catch (err) {
+      await this.abortParts(o, uploadId);
+      // The file's writer failed (a packer, a full disk): its own fault, not the server's.
+      if (growing.isWritersFault(err)) throw err;
+      throw s3Fault(err, o.context("PUT"));
+    }
   }
 
   /**
@@ -305,6 +404,22 @@ export class S3Store implements ObjectStore {
       .send(new AbortMultipartUploadCommand({ Bucket: o.target.bucket, Key: o.target.key, UploadId: uploadId }))
       .catch(() => undefined);
   }
+}
+
+/**
+ * Bytes of part `index`: `partBytes` for the first 1,000, then twice as many for each further
+ * 1,000 (S3 takes at most 10,000 parts, of at most 5 GiB each), so a file of unknown final size
+ * still fits: 16 MiB parts reach 16 TiB.
+ */
+function partSizeAt(index: number, partBytes: number): number {
+  return Math.min(MAX_PART_BYTES, partBytes * 2 ** Math.floor(index / 1000));
+}
+
+/** A file already whole, for code that also follows files still being written. */
+function wholeFile(sizeBytes: number): GrowingFile {
+  const whole = new GrowingFile();
+  whole.finish(sizeBytes);
+  return whole;
 }
 
 /** Whether an ObjectInfo's version is an ETag (S3 quotes them), not the size-and-time stand-in of infoOf. */

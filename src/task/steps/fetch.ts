@@ -1,7 +1,7 @@
 // Step "fetch": every artifact into its folder (the workspace first), the container image when the
 // request names one; mutable artifacts get a baseline so that untouched ones are not uploaded again.
 
-import { formatBytes } from "../../config/units.ts";
+import { formatBytes, formatDuration } from "../../config/units.ts";
 import { CONTAINER_IMAGE_LABEL, isRegistryReference } from "../../container/apptainer.ts";
 import { asFault } from "../../errors.ts";
 import { fetchArtifact, fetchImageFile } from "../artifacts.ts";
@@ -22,6 +22,8 @@ export const fetchStep: AttemptStep = {
     const labels = Object.keys(request.experiment.artifacts).sort((a, b) =>
       a === ALWAYS_FIRST ? -1 : b === ALWAYS_FIRST ? 1 : 0,
     );
+    const startedMs = s.clock.nowMs();
+    let downloadedBytes = 0;
     for (const label of labels) {
       const artifact = request.experiment.artifacts[label]!;
       const phase = { phase: `fetch ${label}` };
@@ -54,6 +56,7 @@ export const fetchStep: AttemptStep = {
       if (artifact.mutable) await uploader.baseline(label, fetched.existed);
       if (!artifact.mutable && fetched.existed) events?.emit("cache", { cache: "artifact", hit: fetched.cached });
       if (fetched.transferredBytes) events?.emit("bytes", { direction: "download", bytes: fetched.transferredBytes });
+      downloadedBytes += fetched.transferredBytes;
       const size = `${fetched.files} file(s), ${formatBytes(fetched.bytes)}`;
       log.note(
         fetched.existed
@@ -61,5 +64,10 @@ export const fetchStep: AttemptStep = {
           : `artifact ${label}: not in storage yet, starting empty`,
       );
     }
+    ctx.log.info(
+      `experiment ${s.key}: artifacts fetched in ${formatDuration(s.clock.nowMs() - startedMs)} ` +
+        `(${formatBytes(downloadedBytes)} downloaded)`,
+      { experiment: s.key },
+    );
   },
 };

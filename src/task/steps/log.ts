@@ -47,6 +47,7 @@ export const logStep: AttemptStep = {
       onUploaded: events ? (_label, bytes) => events.emit("bytes", { direction: "upload", bytes }) : undefined,
       onRetry: (message) => ctx.log.warn(message, { experiment: key }),
       onSkipped: (message) => ctx.log.warn(message, { experiment: key }),
+      spoolPath: () => ctx.artifacts.scratchPath(),
     });
     s.startedMs = s.clock.nowMs();
     const needs = reservation?.needs ?? request.experiment.resources;

@@ -53,8 +53,13 @@ async function uploadFinal(s: AttemptState, exitMsg: string) {
   const uploader = need(s, "uploader");
   const dirs = need(s, "dirs");
   const labels = Object.keys(request.experiment.artifacts).filter((l) => l !== "_results");
+  const startedMs = s.clock.nowMs();
   try {
-    await uploader.upload(labels, { includeMissing: true });
+    const sent = await uploader.upload(labels, { includeMissing: true });
+    s.ctx.log.info(
+      `experiment ${s.key}: ${sent.length} artifact(s) uploaded in ${formatDuration(s.clock.nowMs() - startedMs)}`,
+      { experiment: s.key },
+    );
     const results = request.experiment.artifacts._results;
     if (results?.mutable && dirs._results) {
       const doc = {
