@@ -1,9 +1,10 @@
 // A wire-level stand-in for the Google Cloud Storage JSON API, only the calls GcsStore makes:
-// object metadata, media download, resumable upload (session + chunks), delete. Objects live in
+// object metadata, media download, resumable upload (session + chunks), compose, delete. Objects live in
 // memory; every request is recorded so tests can assert on the traffic; faults can be injected.
 
 import { createHash, randomUUID, verify, type KeyObject } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { gunzipSync } from "node:zlib";
 
 export type RecordedRequest = {
   method: string;
@@ -233,6 +234,37 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     res.end(o!.data);
   }
 
+  /** POST .../o/DEST/compose: DEST becomes the concatenation of the source objects (at most 32). */
+  function compose(res: ServerResponse, bucket: string, name: string, body: Buffer) {
+    if (!buckets.has(bucket)) return sendError(res, 404, "The specified bucket does not exist.");
+    // The client library gzips JSON bodies (Content-Encoding: gzip).
+    const text = (body[0] === 0x1f && body[1] === 0x8b ? gunzipSync(body) : body).toString("utf8");
+    const request = JSON.parse(text || "{}") as {
+      sourceObjects?: Array<{ name: string; generation?: string }>;
+      destination?: { contentType?: string };
+    };
+    const sources = request.sourceObjects ?? [];
+    if (!sources.length || sources.length > 32) return sendError(res, 400, "compose takes 1 to 32 source objects");
+    const parts: Buffer[] = [];
+    for (const source of sources) {
+      const o = objects.get(objectId(bucket, source.name));
+      if (!o || (source.generation !== undefined && String(source.generation) !== o.generation))
+        return sendError(res, 404, `No such object: ${bucket}/${source.name}`);
+      parts.push(o.data);
+    }
+    const data = Buffer.concat(parts);
+    const stored: StoredObject = {
+      data,
+      generation: String(++generationCounter),
+      contentType: request.destination?.contentType ?? "application/octet-stream",
+      updatedMs: Date.now(),
+      crc32c: crc32cBase64(data),
+      md5: md5Base64(data),
+    };
+    objects.set(objectId(bucket, name), stored);
+    sendJson(res, 200, metadataOf(bucket, name, stored));
+  }
+
   /** POST .../o?uploadType=resumable&name=… opens a session; its URI is returned in Location. */
   function startSession(res: ServerResponse, bucket: string, query: Record<string, string>, body: Buffer) {
     if (!buckets.has(bucket)) return sendError(res, 404, "The specified bucket does not exist.");
@@ -350,7 +382,9 @@ export async function startGcsServer(options: { buckets: string[]; access?: Buck
     const fault = takeFault(record.method, `${path}${url.search}`);
     if (fault?.status) return sendError(res, fault.status, `injected fault ${fault.status}`);
 
-    let m = /^\/storage\/v1\/b\/([^/]+)\/o\/(.+)$/.exec(url.pathname);
+    let m = /^\/storage\/v1\/b\/([^/]+)\/o\/(.+)\/compose$/.exec(url.pathname);
+    if (m && req.method === "POST") return compose(res, decodeURIComponent(m[1]!), decodeURIComponent(m[2]!), body);
+    m = /^\/storage\/v1\/b\/([^/]+)\/o\/(.+)$/.exec(url.pathname);
     if (m) return objectCall(req, res, decodeURIComponent(m[1]!), decodeURIComponent(m[2]!), query, fault);
     m = /^\/upload\/storage\/v1\/b\/([^/]+)\/o$/.exec(url.pathname);
     if (m && req.method === "POST") return startSession(res, decodeURIComponent(m[1]!), query, body);

@@ -1,12 +1,13 @@
-// Object store for gs:// locations: streaming reads checked by length and CRC32C (large objects
-// into files as parallel ranged reads of one generation), resumable
-// uploads in 8 MiB chunks (bounded memory) that become visible only when the last chunk lands.
+// Object store for gs:// locations: streaming reads checked by length and CRC32C, resumable
+// uploads in 8 MiB chunks (bounded memory) that become visible only when the last chunk lands;
+// large objects into files as parallel ranged reads of one generation, and from files as
+// parallel composite uploads.
 // A request cannot bring Google credentials: every call is the runner's identity, made only where
 // the caller's identity policy allows it.
 
 import type { File } from "@google-cloud/storage";
 import { createReadStream } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
@@ -32,6 +33,12 @@ import { parseGcsLocation } from "./gcs-location.ts";
 
 /** Resumable upload chunk: memory held by an upload is about one chunk. */
 export const UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024;
+/** GCS composes at most 32 objects in one request. */
+const MAX_COMPOSE_SOURCES = 32;
+/** Resumable chunks are multiples of 256 KiB. */
+const RESUMABLE_CHUNK_UNIT = 256 * 1024;
+/** What the pieces of a composite upload buffer together (their resumable chunks). */
+const COMPOSE_MEMORY_BYTES = 64 * 1024 * 1024;
 /** Bytes buffered between a download and its reader. */
 const READ_BUFFER_BYTES = 1024 * 1024;
 
@@ -204,7 +211,71 @@ export class GcsStore implements ObjectStore {
     }
   }
 
-  private async send(location: string, body: Readable): Promise<ObjectInfo> {
+  /**
+   * A file as the object. One of two parts or more goes as a parallel composite upload: the file's
+   * pieces are uploaded as temporary objects side by side (resumable, each from its own slice of
+   * the file), composed into the object in one request (GCS keeps the old object until then),
+   * and removed, whatever happened. A file still being written is sent once it is whole.
+   */
+  async putFile(location: string, path: string, options: FileTransferOptions = {}): Promise<ObjectInfo> {
+    if (options.growing) await options.growing.reach(Infinity);
+    const sizeBytes = (await stat(path)).size;
+    const pieces = Math.min(
+      MAX_COMPOSE_SOURCES,
+      this.transfer.concurrency,
+      Math.floor(sizeBytes / this.transfer.partBytes),
+    );
+    const slice = (start: number, end: number) => {
+      const source = createReadStream(path, { start, end, highWaterMark: READ_BUFFER_BYTES });
+      const onBytes = options.onBytes;
+      if (!onBytes) return source;
+      const meter = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          onBytes(chunk.length);
+          done(null, chunk);
+        },
+      });
+      source.on("error", (err) => meter.destroy(err));
+      return source.pipe(meter);
+    };
+    if (pieces < 2) return this.put(location, slice(0, Math.max(0, sizeBytes - 1)));
+    const { bucket, key } = this.place(location);
+    const pieceBytes = Math.ceil(sizeBytes / pieces);
+    // Resumable chunks are buffered: together the pieces hold at most COMPOSE_MEMORY_BYTES.
+    const chunkBytes = Math.max(
+      RESUMABLE_CHUNK_UNIT,
+      Math.min(
+        UPLOAD_CHUNK_BYTES,
+        Math.floor(COMPOSE_MEMORY_BYTES / pieces / RESUMABLE_CHUNK_UNIT) * RESUMABLE_CHUNK_UNIT,
+      ),
+    );
+    const tag = crypto.randomUUID();
+    const names = Array.from({ length: pieces }, (_, i) => `${key}.studio-runner-piece-${tag}-${i}`);
+    try {
+      // Every piece settles before anything is removed: none may land after the clean-up.
+      const sent = await Promise.allSettled(
+        names.map((name, i) => {
+          const end = Math.min(sizeBytes, (i + 1) * pieceBytes) - 1;
+          return this.send(`gs://${bucket}/${name}`, slice(i * pieceBytes, end), chunkBytes);
+        }),
+      );
+      const failed = sent.find((r) => r.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      const info = await this.withAccount(location, "COMPOSE", async (o) => {
+        const [composed, answer] = await o.handle.storage.bucket(bucket).combine(names, key);
+        const metadata = (answer as GcsMetadata | undefined)?.size !== undefined ? answer : composed.metadata;
+        return infoOf(metadata as GcsMetadata);
+      });
+      if (info.sizeBytes !== sizeBytes) {
+        throw new RetryableError(`COMPOSE ${location}: composed ${info.sizeBytes} bytes of a ${sizeBytes}-byte file`);
+      }
+      return info;
+    } finally {
+      await Promise.all(names.map((name) => this.delete(`gs://${bucket}/${name}`).catch(() => undefined)));
+    }
+  }
+
+  private async send(location: string, body: Readable, chunkBytes = UPLOAD_CHUNK_BYTES): Promise<ObjectInfo> {
     // The body can be sent once: with several identities and none known for the bucket, one is
     // chosen first by a metadata read it may answer.
     const { bucket, key } = this.place(location);
@@ -237,7 +308,7 @@ export class GcsStore implements ObjectStore {
     });
     const upload = file.createWriteStream({
       resumable: true,
-      chunkSize: UPLOAD_CHUNK_BYTES,
+      chunkSize: chunkBytes,
       validation: "crc32c",
       metadata: { contentType: "application/octet-stream" },
     });
