@@ -9,7 +9,8 @@ import type { FileTransferOptions, ObjectInfo, ObjectStore } from "./object-stor
 /** Read size for local files handed to a stream put (fewer, larger chunks cost less CPU). */
 const FILE_READ_BYTES = 1024 * 1024;
 
-function counting(onBytes?: (bytes: number) => void): Transform {
+/** Passes chunks on, telling `onBytes` the size of each. */
+export function counting(onBytes?: (bytes: number) => void): Transform {
   return new Transform({
     transform(chunk: Buffer, _encoding, done) {
       onBytes?.(chunk.length);

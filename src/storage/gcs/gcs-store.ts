@@ -25,6 +25,7 @@ import {
   type TransferSettings,
   worthParallel,
 } from "../parallel-ranges.ts";
+import { counting } from "../file-transfer.ts";
 import { writeStreamToFile } from "../growing-file.ts";
 import { FastCrc32c } from "./crc32c.ts";
 import { GcsClients, type GcsHandle } from "./gcs-clients.ts";
@@ -227,14 +228,7 @@ export class GcsStore implements ObjectStore {
     );
     const slice = (start: number, end: number) => {
       const source = createReadStream(path, { start, end, highWaterMark: READ_BUFFER_BYTES });
-      const onBytes = options.onBytes;
-      if (!onBytes) return source;
-      const meter = new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          onBytes(chunk.length);
-          done(null, chunk);
-        },
-      });
+      const meter = counting(options.onBytes);
       source.on("error", (err) => meter.destroy(err));
       return source.pipe(meter);
     };
