@@ -121,18 +121,29 @@ export function packOpenDirectory(dir: FileHandle, options: PackOptions = {}): R
   const pack = tar.pack();
   const out = new PassThrough();
   const skipped: SkippedEntry[] = [];
+  // The tar stream closed before it was finalized (its reader went away): the walk stops there,
+  // closing what it opened, instead of waiting forever on an entry nobody reads.
+  let finalized = false;
+  const abandoned = new Promise<never>((_, reject) =>
+    (pack as unknown as Readable).once("close", () => {
+      if (!finalized) reject(new Error("the tar stream was closed before it was complete"));
+    }),
+  );
+  abandoned.catch(() => undefined);
   (async () => {
     try {
       for await (const e of walkDirectory(dir, { openFiles: true, onSkipped: (s) => skipped.push(s) })) {
+        if ((pack as unknown as Readable).destroyed) await abandoned;
         if (e.kind === "dir") {
           pack.entry({ name: `${e.rel}/`, type: "directory", mode: e.mode, mtime: e.mtime });
         } else if (e.kind === "symlink") {
           pack.entry({ name: e.rel, type: "symlink", linkname: e.target, mtime: e.mtime });
         } else {
           try {
-            await addFile(pack, e, () =>
-              skipped.push({ rel: e.rel, why: "shrank while it was read (padded with zeros)" }),
-            );
+            await Promise.race([
+              addFile(pack, e, () => skipped.push({ rel: e.rel, why: "shrank while it was read (padded with zeros)" })),
+              abandoned,
+            ]);
           } finally {
             await closeFile(e.fd!);
           }
@@ -141,6 +152,7 @@ export function packOpenDirectory(dir: FileHandle, options: PackOptions = {}): R
     } finally {
       await dir.close();
     }
+    finalized = true;
     pack.finalize();
     if (skipped.length) options.onSkipped?.(skipped);
   })().catch((err) => {
@@ -148,8 +160,16 @@ export function packOpenDirectory(dir: FileHandle, options: PackOptions = {}): R
     out.destroy(err);
   });
   const tarStream = pack as unknown as Readable;
+  // A reader that goes away early (an upload refused or failed) stops the packing quietly: the
+  // tar stream's own "closed" error has nobody else to hear it.
+  tarStream.on("error", (err) => out.destroy(err));
+  out.on("close", () => {
+    if (!out.readableEnded) pack.destroy();
+  });
   if (options.gzip) {
-    tarStream.pipe(createGzip()).pipe(out);
+    const gzip = createGzip();
+    gzip.on("error", (err) => out.destroy(err));
+    tarStream.pipe(gzip).pipe(out);
   } else {
     tarStream.pipe(out);
   }
@@ -175,8 +195,10 @@ export function packDirectory(root: string, options: PackOptions = {}): Readable
   (options.followRootLink ? realpath(root).then(tryOpenDirectory) : tryOpenDirectory(root)).then(
     (opened) => {
       if ("not" in opened) return out.destroy(new NotADirectoryToPack(root, opened.not));
+      if (out.destroyed) return void opened.dir.close().catch(() => undefined); // nobody reads any more
       const inner = packOpenDirectory(opened.dir, options);
       inner.on("error", (err) => out.destroy(err));
+      out.on("close", () => inner.destroy()); // a reader that went away stops the packing
       inner.pipe(out);
     },
     (err) => out.destroy(err),

@@ -27,7 +27,7 @@ export async function downloadToFile(
   options: FileTransferOptions = {},
 ): Promise<void> {
   if (store.getFile) return store.getFile(location, path, options);
-  await writeStreamToFile(await store.get(location, options.known), path, options);
+  await writeStreamToFile(await store.get(location), path, options);
 }
 
 /** The file's bytes as the object (readers see the old object or the whole new one). */

@@ -15,11 +15,8 @@ export type ObjectInfo = {
 export interface ObjectStore {
   /** Metadata, or undefined when the object does not exist. */
   head(location: string): Promise<ObjectInfo | undefined>;
-  /**
-   * A stream of the object's bytes; NotFoundError when it does not exist. `known`: what head() said
-   * of it just before, so a store that needs its size and version need not ask again.
-   */
-  get(location: string, known?: ObjectInfo): Promise<Readable>;
+  /** A stream of the object's bytes (over one connection); NotFoundError when it does not exist. */
+  get(location: string): Promise<Readable>;
   /** Store the stream's bytes; readers see the old object or the whole new one, never a part. */
   put(location: string, body: Readable): Promise<ObjectInfo>;
   delete(location: string): Promise<void>;

@@ -156,6 +156,26 @@ describe("pack → unpack round trip", () => {
 
   // packDirectory of an empty directory yields only the two zero end-of-archive blocks; unpackArchive
   // rejects that as "not a tar archive" (looksLikeTar wants "ustar" in the first block).
+  test("a reader that stops early (an upload refused) stops the packing without an unheard error", async () => {
+    const src = join(tmp, "big");
+    await mkdir(src);
+    for (let i = 0; i < 12; i++) await writeFile(join(src, `f${i}`), randomBytes(2 * 1024 * 1024));
+    const unheard: unknown[] = [];
+    const hear = (err: unknown) => unheard.push(err);
+    process.on("uncaughtException", hear);
+    try {
+      for (const gzip of [false, true]) {
+        const out = packDirectory(src, { gzip });
+        out.once("data", () => out.destroy());
+        await new Promise((resolve) => out.on("close", resolve));
+        await Bun.sleep(200); // what the tar stream would raise arrives after the reader's close
+      }
+    } finally {
+      process.off("uncaughtException", hear);
+    }
+    expect(unheard).toEqual([]);
+  });
+
   test("an empty directory packs to an archive that unpacks to nothing", async () => {
     const src = join(tmp, "src");
     await mkdir(src);
