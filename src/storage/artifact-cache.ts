@@ -5,11 +5,8 @@ import type { Readable } from "node:stream";
 import { errorMessage, RetryableError } from "../errors.ts";
 import { verifyingStream } from "./content-digest.ts";
 import { downloadToFile } from "./file-transfer.ts";
-import { followFile, GrowingFile } from "./growing-file.ts";
+import { followFile, GrowingFile, LOCAL_READ_BYTES } from "./growing-file.ts";
 import type { ObjectInfo, ObjectStore } from "./object-store.ts";
-
-/** Read size for cached copies: large reads cost far less CPU than the 64 KiB default. */
-const FILE_READ_BYTES = 1024 * 1024;
 
 export type CacheReadOptions = {
   /** Hears about the bytes of a download as they arrive (progress lines). */
@@ -99,7 +96,7 @@ export class ArtifactCache {
     const local = hit ? path : (await this.fetch(store, location, version, options)).path;
     // Open now: once open, an eviction by another download cannot take the bytes away.
     const file = await open(local, "r");
-    const plain = file.createReadStream({ highWaterMark: FILE_READ_BYTES });
+    const plain = file.createReadStream({ highWaterMark: LOCAL_READ_BYTES });
     if (!hit || !options.sha256) return { stream: plain, hit, failure: () => undefined };
     let fault: Error | undefined;
     const stream = verifyingStream(plain, options.sha256, (actual) => {
@@ -182,7 +179,7 @@ export class ArtifactCache {
 
 async function sha256OfFile(path: string): Promise<string> {
   const hash = new Bun.CryptoHasher("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: FILE_READ_BYTES })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: LOCAL_READ_BYTES })) hash.update(chunk as Buffer);
   return hash.digest("hex");
 }
 

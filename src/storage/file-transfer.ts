@@ -3,11 +3,8 @@
 
 import { createReadStream } from "node:fs";
 import { Transform } from "node:stream";
-import { writeStreamToFile } from "./growing-file.ts";
+import { LOCAL_READ_BYTES, writeStreamToFile } from "./growing-file.ts";
 import type { FileTransferOptions, ObjectInfo, ObjectStore } from "./object-store.ts";
-
-/** Read size for local files handed to a stream put (fewer, larger chunks cost less CPU). */
-const FILE_READ_BYTES = 1024 * 1024;
 
 /** Passes chunks on, telling `onBytes` the size of each. */
 export function counting(onBytes?: (bytes: number) => void): Transform {
@@ -39,7 +36,7 @@ export async function uploadFromFile(
 ): Promise<ObjectInfo> {
   if (store.putFile) return store.putFile(location, path, options);
   await options.growing?.reach(Infinity); // a stream put needs the whole file
-  const file = createReadStream(path, { highWaterMark: FILE_READ_BYTES });
+  const file = createReadStream(path, { highWaterMark: LOCAL_READ_BYTES });
   const body = counting(options.onBytes);
   file.on("error", (err) => body.destroy(err));
   return store.put(location, file.pipe(body));

@@ -6,8 +6,8 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { Readable } from "node:stream";
 
-/** Reads of a file being followed: large reads cost far less CPU than the 64 KiB default. */
-const FOLLOW_READ_BYTES = 1024 * 1024;
+/** Reads of local copies (followed, cached, spooled): large reads cost far less CPU than 64 KiB. */
+export const LOCAL_READ_BYTES = 1024 * 1024;
 
 export type GrowingState = { availableBytes: number; complete: boolean };
 
@@ -83,12 +83,12 @@ export function followFile(file: FileHandle, growing: GrowingFile): Readable {
     try {
       let position = 0;
       for (;;) {
-        const state = await growing.reach(position + FOLLOW_READ_BYTES);
+        const state = await growing.reach(position + LOCAL_READ_BYTES);
         if (position >= state.availableBytes) {
           if (state.complete) return;
           continue;
         }
-        const want = Math.min(FOLLOW_READ_BYTES, state.availableBytes - position);
+        const want = Math.min(LOCAL_READ_BYTES, state.availableBytes - position);
         const buffer = Buffer.allocUnsafe(want);
         const { bytesRead } = await file.read(buffer, 0, want, position);
         if (bytesRead === 0)

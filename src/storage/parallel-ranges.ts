@@ -5,10 +5,12 @@
 // change in the middle fails the whole read instead of mixing two versions.
 
 import { writeSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { asFault, RetryableError } from "../errors.ts";
 import { type BackoffStrategy, exponentialBackoff, realSleep, type Sleep } from "../retry/backoff.ts";
 import { type ByteBody, dropBody } from "./byte-body.ts";
 import type { GrowingFile } from "./growing-file.ts";
+import { runWorkers } from "./worker-pool.ts";
 
 /** A range's body: a Node stream or a web stream. */
 export type RangeBody = ByteBody;
@@ -141,7 +143,6 @@ async function fetchPart(
  * must not use it.
  */
 export async function readRangesIntoFile(o: RangesIntoFileOptions): Promise<void> {
-  const stop = new AbortController();
   const partBytes = Math.max(1, o.partBytes);
   const count = Math.ceil(o.totalBytes / partBytes);
   const endOf = (index: number) => Math.min(o.totalBytes, (index + 1) * partBytes);
@@ -156,23 +157,22 @@ export async function readRangesIntoFile(o: RangesIntoFileOptions): Promise<void
     o.growing.reached(lowest < count ? (positions[lowest] ?? lowest * partBytes) : o.totalBytes);
   };
   let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async () => {
-    while (next < count && !stop.signal.aborted) {
-      const index = next++;
-      const start = index * partBytes;
-      positions[index] = start;
-      await fetchPart(o, start, endOf(index) - 1, stop.signal, (position) => written(index, position));
-    }
-  };
-  const workers = Math.max(1, Math.min(o.concurrency, count));
-  await Promise.all(
-    Array.from({ length: workers }, () =>
-      worker().catch((err) => {
-        failure ??= { err };
-        stop.abort();
-      }),
-    ),
-  );
-  if (failure) throw failure.err;
+  await runWorkers(Math.min(o.concurrency, count), async (signal) => {
+    if (next >= count) return false;
+    const index = next++;
+    const start = index * partBytes;
+    positions[index] = start;
+    await fetchPart(o, start, endOf(index) - 1, signal, (position) => written(index, position));
+    return true;
+  });
+}
+
+/** readRangesIntoFile into `path`, created (or replaced) private to the runner and closed at the end. */
+export async function readRangesIntoPath(path: string, o: Omit<RangesIntoFileOptions, "fd">): Promise<void> {
+  const file = await open(path, "w", 0o600);
+  try {
+    await readRangesIntoFile({ ...o, fd: file.fd });
+  } finally {
+    await file.close();
+  }
 }

@@ -17,10 +17,11 @@ import type { Artifact, AwsCredentials, Credentials, Request } from "../request/
 import type { ArtifactCache } from "../storage/artifact-cache.ts";
 import { expectedDigest, verifyingStream } from "../storage/content-digest.ts";
 import { downloadToFile, uploadFromFile } from "../storage/file-transfer.ts";
-import { GrowingFile, spoolInto } from "../storage/growing-file.ts";
+import { GrowingFile, LOCAL_READ_BYTES, spoolInto } from "../storage/growing-file.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
 import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { type Stores, storeFor } from "../storage/stores.ts";
+import { progressMeter, type ProgressSink } from "./progress-meter.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 
 /** How the runner lets a request reach its storage. */
@@ -34,13 +35,6 @@ export type StorageAccess = {
   /** The runner's stores (its GCS clients); absent: the default configuration's. */
   stores?: Stores;
 };
-
-import { progressMeter, type ProgressSink } from "./progress-meter.ts";
-
-export { PROGRESS_MIN_BYTES, type ProgressSink } from "./progress-meter.ts";
-
-/** Read and write size for local copies: large chunks cost far less CPU than the 64 KiB default. */
-const FILE_READ_BYTES = 1024 * 1024;
 
 /** AWS credentials spelled in config.env (values may be %NAME% references to the runner's variables). */
 function credentialsFromConfigEnv(
@@ -213,7 +207,7 @@ async function fetchArtifactInto(
         return { label: artifact.label, files: 0, bytes: 0, cached: false, existed: false, transferredBytes: 0 };
       throw err;
     }
-    source = createReadStream(scratch, { highWaterMark: FILE_READ_BYTES });
+    source = createReadStream(scratch, { highWaterMark: LOCAL_READ_BYTES });
     if (digest) {
       let mismatch: Error | undefined;
       source = verifyingStream(source, digest.sha256, (actual) => (mismatch = digest.mismatch(actual)));
@@ -241,7 +235,8 @@ async function fetchArtifactInto(
     return fetched(result.files, result.bytes);
   } catch (err) {
     source.destroy();
-    // A copy that no longer matches its hash is the storage's fault, not the archive's.
+    // A download that broke, or a copy that no longer matches its hash, is the storage's fault
+    // (retryable), not the archive's.
     throw downloadFault() ?? err;
   } finally {
     if (scratch) await rm(scratch, { force: true });

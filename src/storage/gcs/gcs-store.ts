@@ -7,7 +7,7 @@
 
 import type { File } from "@google-cloud/storage";
 import { createReadStream } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, PermanentError, RetryableError } from "../../errors.ts";
@@ -21,7 +21,7 @@ import {
 import {
   DEFAULT_TRANSFER,
   ObjectChangedError,
-  readRangesIntoFile,
+  readRangesIntoPath,
   type TransferSettings,
   worthParallel,
 } from "../parallel-ranges.ts";
@@ -172,20 +172,14 @@ export class GcsStore implements ObjectStore {
         source.destroy();
       }
     }
-    const out = await open(path, "w", 0o600);
-    try {
-      await readRangesIntoFile({
-        ...this.transfer,
-        fd: out.fd,
-        totalBytes: info.sizeBytes,
-        describe: ctx.operation,
-        onBytes: options.onBytes,
-        growing: options.growing,
-        fetchRange: async (start, end, signal) => Readable.from(range(start, end, signal)),
-      });
-    } finally {
-      await out.close();
-    }
+    await readRangesIntoPath(path, {
+      ...this.transfer,
+      totalBytes: info.sizeBytes,
+      describe: ctx.operation,
+      onBytes: options.onBytes,
+      growing: options.growing,
+      fetchRange: async (start, end, signal) => Readable.from(range(start, end, signal)),
+    });
     if (metadata.crc32c) {
       const crc = new FastCrc32c();
       for await (const chunk of createReadStream(path, { highWaterMark: READ_BUFFER_BYTES }))

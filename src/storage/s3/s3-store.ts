@@ -17,7 +17,7 @@ import {
   type BucketLocationConstraint,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { NotFoundError, PermanentError, RequestError } from "../../errors.ts";
 import type { AwsCredentials } from "../../request/model.ts";
@@ -36,7 +36,8 @@ import { parseS3Location } from "../../request/s3-location.ts";
 import { resumableReadStream, type Body } from "./s3-read-stream.ts";
 import { describeServer, parseEndpoint, resolveTarget, type S3Target } from "./s3-target.ts";
 import { GrowingFile, writeStreamToFile } from "../growing-file.ts";
-import { DEFAULT_TRANSFER, readRangesIntoFile, type TransferSettings, worthParallel } from "../parallel-ranges.ts";
+import { DEFAULT_TRANSFER, readRangesIntoPath, type TransferSettings, worthParallel } from "../parallel-ranges.ts";
+import { runWorkers } from "../worker-pool.ts";
 
 /** S3's smallest multipart part (all but the last). Memory held by an upload is about (parts in flight + 1) parts. */
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -150,20 +151,14 @@ export class S3Store implements ObjectStore {
       await writeStreamToFile(await this.get(location), path, options);
       return;
     }
-    const file = await open(path, "w", 0o600);
-    try {
-      await readRangesIntoFile({
-        ...this.transfer,
-        fd: file.fd,
-        totalBytes: head.ContentLength,
-        describe: `GET ${location}`,
-        onBytes: options.onBytes,
-        growing: options.growing,
-        fetchRange: rangeReader(o.handle, { bucket: Bucket, key: Key, etag, location }, ctx),
-      });
-    } finally {
-      await file.close();
-    }
+    await readRangesIntoPath(path, {
+      ...this.transfer,
+      totalBytes: head.ContentLength,
+      describe: `GET ${location}`,
+      onBytes: options.onBytes,
+      growing: options.growing,
+      fetchRange: rangeReader(o.handle, { bucket: Bucket, key: Key, etag, location }, ctx),
+    });
   }
 
   async put(location: string, body: Readable): Promise<ObjectInfo> {
@@ -240,45 +235,33 @@ export class S3Store implements ObjectStore {
       if (!uploadId) throw new Error("the server started a multipart upload without an UploadId");
       const UploadId = uploadId;
       const parts: CompletedPart[] = [];
-      const stop = new AbortController();
-      let failure: { err: unknown } | undefined;
       let nextIndex = 0;
       let nextStart = 0;
-      const worker = async () => {
-        while (!stop.signal.aborted) {
-          const index = nextIndex++;
-          const start = nextStart;
-          const size = partSizeAt(index, partBytes);
-          nextStart += size;
-          const state = await growing.reach(start + size, stop.signal);
-          const end = Math.min(start + size, state.availableBytes);
-          if (end <= start) return; // the file ended before this part
-          if (index >= MAX_PARTS) throw new PermanentError(`more than ${MAX_PARTS} parts: the file is too large`);
-          const sent = await o.handle.bodies.send(
-            new UploadPartCommand({
-              Bucket,
-              Key,
-              UploadId,
-              PartNumber: index + 1,
-              // A fresh handle: one made earlier would keep the size the file had then.
-              Body: Bun.file(path).slice(start, end),
-              ContentLength: end - start,
-            }),
-            { abortSignal: stop.signal },
-          );
-          parts[index] = { PartNumber: index + 1, ETag: sent.ETag };
-          onBytes?.(end - start);
-        }
-      };
-      await Promise.all(
-        Array.from({ length: Math.max(1, this.transfer.concurrency) }, () =>
-          worker().catch((err) => {
-            failure ??= { err };
-            stop.abort();
+      await runWorkers(this.transfer.concurrency, async (signal) => {
+        const index = nextIndex++;
+        const start = nextStart;
+        const size = partSizeAt(index, partBytes);
+        nextStart += size;
+        const state = await growing.reach(start + size, signal);
+        const end = Math.min(start + size, state.availableBytes);
+        if (end <= start) return false; // the file ended before this part
+        if (index >= MAX_PARTS) throw new PermanentError(`more than ${MAX_PARTS} parts: the file is too large`);
+        const sent = await o.handle.bodies.send(
+          new UploadPartCommand({
+            Bucket,
+            Key,
+            UploadId,
+            PartNumber: index + 1,
+            // A fresh handle: one made earlier would keep the size the file had then.
+            Body: Bun.file(path).slice(start, end),
+            ContentLength: end - start,
           }),
-        ),
-      );
-      if (failure) throw failure.err;
+          { abortSignal: signal },
+        );
+        parts[index] = { PartNumber: index + 1, ETag: sent.ETag };
+        onBytes?.(end - start);
+        return true;
+      });
       const { availableBytes: sizeBytes } = await growing.reach(Infinity);
       const done = await o.handle.client.send(
         new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: parts } }),
