@@ -28,7 +28,7 @@ import { enqueue, makeSandbox, type Sandbox } from "../test/helpers/e2e.ts";
 import { startS3rver, type S3Server } from "../test/helpers/s3-server.ts";
 import { experimentLog, scriptClock, trivialMessages } from "./lib/experiments.ts";
 import type { BenchOptions } from "./lib/options.ts";
-import { RssSampler } from "./lib/proc.ts";
+import { kibToMB, RssSampler } from "./lib/proc.ts";
 import { fmt, row, type Row } from "./lib/report.ts";
 import { BenchRunner } from "./lib/runner.ts";
 import { describeShape, ShapedLink, type LinkShape } from "./lib/shaped-link.ts";
@@ -186,7 +186,7 @@ async function measureOnce(c: Context, path: Path, i: number, f: Figures): Promi
   const late = () => path.link?.stats.lateMs ?? 0;
   const lateBefore = late();
   const runner = new BenchRunner(sb, ["--max-cores", "2", "--limit-tasks", "1"]);
-  const sampler = new RssSampler(runner.pid);
+  const sampler = new RssSampler(runner.pid, 100, Boolean(process.env.BENCH_TRACE));
   // A runner that has settled (as one serving a queue for a while has): its start-up probe of the
   // python interpreters, a few processes, is over before the experiment arrives.
   await runner.waitFor(/python interpreters/, 60_000);
@@ -204,6 +204,8 @@ async function measureOnce(c: Context, path: Path, i: number, f: Figures): Promi
   if (process.env.BENCH_TRACE) {
     for (const l of logText.split("\n").filter((x) => x.includes("[studio-runner]"))) c.say(`  ${l}`);
     for (const l of runner.text().split("\n")) c.say(`  runner: ${l.slice(0, 200)}`);
+    const at = (ms: number) => new Date(sampler.startedAt + ms).toISOString().slice(11, 23);
+    c.say(`  rss: ${sampler.timeline.map(([ms, kib]) => `${at(ms)} ${Math.round(kibToMB(kib))}`).join(", ")}`);
   }
   const downMs = envReady.timeMs - starting.timeMs;
   const upMs = finished.timeMs - clock.endMs;

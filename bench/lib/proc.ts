@@ -35,11 +35,15 @@ export const kibToMB = (kib: number) => (kib * 1024) / 1e6;
 export class RssSampler {
   private peakKiB = 0;
   private hwmKiB = 0;
+  /** [ms since start, RSS KiB] every sample, kept only when asked (BENCH_TRACE). */
+  readonly timeline: Array<[number, number]> = [];
+  readonly startedAt = Date.now();
   private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(
     private readonly pid: number,
     intervalMs = 100,
+    private readonly keepTimeline = false,
   ) {
     this.timer = setInterval(() => this.sample(), intervalMs);
   }
@@ -48,6 +52,7 @@ export class RssSampler {
     const m = memoryOf(this.pid);
     if (!m) return;
     this.peakKiB = Math.max(this.peakKiB, m.rssKiB);
+    if (this.keepTimeline) this.timeline.push([Date.now() - this.startedAt, m.rssKiB]);
     this.hwmKiB = Math.max(this.hwmKiB, m.hwmKiB);
   }
 

@@ -13,8 +13,13 @@ import * as tar from "tar-stream";
 import { tryOpenDirectory, type NotADirectory } from "../fs/safe-open.ts";
 import { closeFile, walkDirectory, type SkippedEntry, type WalkEntry } from "./walk.ts";
 
-/** Files are read in chunks this large (the default 64 KiB costs CPU on large artifacts). */
-const READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Large files are read in chunks this large: the default 64 KiB costs CPU, 1 MiB holds more
+ * garbage buffers between collections (BENCHMARKS.md, "Transfer through files").
+ */
+const READ_CHUNK_BYTES = 256 * 1024;
+/** Files up to this size are read with one read into one buffer. */
+const SMALL_FILE_BYTES = 1024 * 1024;
 
 const readAt = (fd: number, buf: Buffer, offset: number, length: number, position: number) =>
   new Promise<number>((resolve, reject) =>
@@ -71,9 +76,14 @@ async function readSmall(fd: number, sizeBytes: number, onShrunk: () => void): P
   return buf;
 }
 
-async function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, onShrunk: () => void): Promise<void> {
+/** A regular file as the next tar entry, its content read from the descriptor the walk opened. */
+export async function addFile(
+  pack: tar.Pack,
+  e: Extract<WalkEntry, { kind: "file" }>,
+  onShrunk: () => void,
+): Promise<void> {
   const header = { name: e.rel, type: "file" as const, size: e.sizeBytes, mode: e.mode, mtime: e.mtime };
-  if (e.sizeBytes <= READ_CHUNK_BYTES) {
+  if (e.sizeBytes <= SMALL_FILE_BYTES) {
     // One read into one buffer: a stream per small file costs more than the read.
     const content = await readSmall(e.fd!, e.sizeBytes, onShrunk);
     return new Promise((resolve, reject) => pack.entry(header, content, (err) => (err ? reject(err) : resolve())));
@@ -83,7 +93,7 @@ async function addFile(pack: tar.Pack, e: Extract<WalkEntry, { kind: "file" }>, 
       destroy(err?: Error): void;
     };
     // Read from the descriptor the walk opened (never the path again), exactly the size in the
-    // header, 1 MiB at a time; a file that shrank meanwhile is padded with zeros.
+    // header, a chunk at a time; a file that shrank meanwhile is padded with zeros.
     const source = createReadStream("", {
       fd: e.fd!,
       start: 0,

@@ -28,7 +28,26 @@ export interface ObjectStore {
    */
   getFile?(location: string, path: string, options?: FileTransferOptions): Promise<void>;
   putFile?(location: string, path: string, options?: FileTransferOptions): Promise<ObjectInfo>;
+  /**
+   * Optional, for stores that send parts side by side: bytes whose size is known before the
+   * first is sent and any range of which can be read again (a tar laid out over its files, see
+   * archive/tar-layout.ts), as the object. The upload uses no local copy at all.
+   */
+  putSource?(
+    location: string,
+    source: UploadSource,
+    options?: Pick<FileTransferOptions, "onBytes">,
+  ): Promise<ObjectInfo>;
 }
+
+/** Bytes of a known size, any range of which is a request body the runtime can send (again). */
+export type UploadSource = {
+  sizeBytes: number;
+  /** The bytes [start, end): a Blob the runtime reads itself (a file's slice), or a stream of them. */
+  body(start: number, end: number): Blob | ReadableStream<Uint8Array>;
+  /** Called before the object is made: throws when the bytes can no longer be what was laid out. */
+  check?(): void;
+};
 
 export type FileTransferOptions = {
   /** What head() said of the object just before (getFile). */

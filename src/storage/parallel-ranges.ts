@@ -1,19 +1,26 @@
 // A large object read as parallel ranged requests written straight into a file at their offsets:
 // several parts in flight over connections of their own, and no reorder window of buffers in
-// memory (each chunk goes to the page cache as it arrives). A part that breaks is resumed alone
-// from its last written byte; the caller pins the object's version (ETag, generation), so a
-// change in the middle fails the whole read instead of mixing two versions.
+// memory. Where it can, a part's body is written by the runtime itself (Bun.write to a descriptor
+// of its own, placed at the part's first byte), so its bytes never enter the JS heap; otherwise
+// each chunk is written at its offset as it arrives. A part that breaks is resumed alone from its
+// last written byte; the caller pins the object's version (ETag, generation), so a change in the
+// middle fails the whole read instead of mixing two versions.
 
-import { writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { Readable } from "node:stream";
 import { asFault, RetryableError } from "../errors.ts";
 import { type BackoffStrategy, exponentialBackoff, realSleep, type Sleep } from "../retry/backoff.ts";
 import { type ByteBody, dropBody } from "./byte-body.ts";
+import { offsetControl, type OffsetControl } from "./descriptor-offset.ts";
 import type { GrowingFile } from "./growing-file.ts";
 import { runWorkers } from "./worker-pool.ts";
 
 /** A range's body: a Node stream or a web stream. */
 export type RangeBody = ByteBody;
+
+/** A ranged request's answer: its body, and the length its headers announce when they do. */
+export type RangeReply = { body: RangeBody; lengthBytes?: number };
 
 export type TransferSettings = {
   /** Parts of one object in flight at once (--transfer-concurrency). */
@@ -30,8 +37,13 @@ export type RangesIntoFileOptions = TransferSettings & {
   totalBytes: number;
   /** An open file, written with positional writes only. */
   fd: number;
+  /**
+   * The same file's path. With it, a part whose answer announces exactly the asked length is
+   * written natively through a descriptor of its own (opened here, checked to be `fd`'s file).
+   */
+  path?: string;
   /** The bytes [startByte, endByte] (inclusive) of the pinned version; `signal` aborts the request. */
-  fetchRange(startByte: number, endByte: number, signal: AbortSignal): Promise<RangeBody>;
+  fetchRange(startByte: number, endByte: number, signal: AbortSignal): Promise<RangeReply>;
   describe: string;
   /** Tries of one part, the first included. */
   partTries?: number;
@@ -50,6 +62,12 @@ export class ObjectChangedError extends RetryableError {}
 
 /** Writing the file failed (disk full, I/O error): no network retry helps. */
 class LocalWriteFailure extends Error {}
+
+/** A part's writer went past the part's end (into the next part's bytes): the file is not to be trusted. */
+export class RangeOverrunError extends RetryableError {}
+
+/** How often a natively written part's progress (its descriptor's offset) is read. */
+const NATIVE_PROGRESS_POLL_MS = 100;
 
 const DEFAULT_PART_TRIES = 5;
 const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
@@ -71,6 +89,85 @@ function writeAt(fd: number, chunk: Uint8Array, position: number): void {
   }
 }
 
+/** Chunk by chunk through JS: each one written at its offset as it arrives. */
+async function writeChunks(
+  o: RangesIntoFileOptions,
+  body: RangeBody,
+  from: number,
+  end: number,
+  advance: (position: number) => void,
+): Promise<void> {
+  let position = from;
+  for await (const chunk of body as AsyncIterable<Uint8Array>) {
+    if (position + chunk.byteLength > end + 1) {
+      throw new RetryableError(`bytes ${from}-${end}: the server sent more than was asked for`);
+    }
+    writeAt(o.fd, chunk, position);
+    position += chunk.byteLength;
+    advance(position);
+  }
+}
+
+/** The file at `path` opened once more for writing, only if it is still `fd`'s file. */
+function openSameFile(path: string, fd: number): number {
+  const own = fstatSync(fd);
+  const part = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  const seen = fstatSync(part);
+  if (seen.ino !== own.ino || seen.dev !== own.dev) {
+    closeSync(part);
+    throw new LocalWriteFailure(`${path} is no longer the file being written`);
+  }
+  return part;
+}
+
+/**
+ * The runtime writes the body through a descriptor of its own placed at `from` (no chunk enters
+ * the JS heap); its offset, read every NATIVE_PROGRESS_POLL_MS, is the progress.
+ */
+async function writeNatively(
+  seeker: OffsetControl,
+  o: RangesIntoFileOptions & { path: string },
+  body: ReadableStream<Uint8Array>,
+  from: number,
+  end: number,
+  advance: (position: number) => void,
+): Promise<void> {
+  let part: number;
+  try {
+    part = openSameFile(o.path, o.fd);
+  } catch (err) {
+    throw err instanceof LocalWriteFailure ? err : new LocalWriteFailure((err as Error).message, { cause: err });
+  }
+  let position = from;
+  const poll = () => {
+    const at = seeker.tell(part);
+    if (at > end + 1) {
+      throw new RangeOverrunError(`bytes ${from}-${end}: ${at - end - 1} byte(s) were written past the range`);
+    }
+    if (at > position) advance((position = at));
+  };
+  const timer = setInterval(() => {
+    try {
+      poll();
+    } catch {
+      // The final poll below reports it.
+    }
+  }, NATIVE_PROGRESS_POLL_MS);
+  try {
+    seeker.seek(part, from);
+    await Bun.write(Bun.file(part), new Response(body)).catch((err: NodeJS.ErrnoException) => {
+      throw err?.syscall === "write" ? new LocalWriteFailure(err.message, { cause: err }) : err;
+    });
+  } finally {
+    clearInterval(timer);
+    try {
+      poll();
+    } finally {
+      closeSync(part);
+    }
+  }
+}
+
 /** One part, resumed from its last written byte after a break, until it is whole or out of tries. */
 async function fetchPart(
   o: RangesIntoFileOptions,
@@ -83,6 +180,7 @@ async function fetchPart(
   const backoff = o.backoff ?? DEFAULT_BACKOFF;
   const sleep = o.sleep ?? realSleep;
   const idleMs = o.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const seeker = o.path === undefined ? undefined : offsetControl();
   let position = start;
   for (let attempt = 1; ; attempt++) {
     if (stop.aborted) throw new RetryableError(`${o.describe}: read abandoned`);
@@ -96,19 +194,22 @@ async function fetchPart(
       attemptStop.abort();
     };
     let timer = setTimeout(fire, idleMs);
+    const advance = (at: number) => {
+      clearTimeout(timer);
+      timer = setTimeout(fire, idleMs);
+      o.onBytes?.(at - position);
+      position = at;
+      written(position);
+    };
     let body: RangeBody | undefined;
     try {
-      body = await o.fetchRange(position, end, attemptStop.signal);
-      for await (const chunk of body as AsyncIterable<Uint8Array>) {
-        clearTimeout(timer);
-        timer = setTimeout(fire, idleMs);
-        if (position + chunk.byteLength > end + 1) {
-          throw new RetryableError(`bytes ${start}-${end}: the server sent more than was asked for`);
-        }
-        writeAt(o.fd, chunk, position);
-        position += chunk.byteLength;
-        o.onBytes?.(chunk.byteLength);
-        written(position);
+      const reply = await o.fetchRange(position, end, attemptStop.signal);
+      body = reply.body;
+      const whole = reply.lengthBytes === end + 1 - position;
+      if (seeker && whole && !(body instanceof Readable)) {
+        await writeNatively(seeker, { ...o, path: o.path! }, body, position, end, advance);
+      } else {
+        await writeChunks(o, body, position, end, advance);
       }
       if (position !== end + 1) {
         throw new RetryableError(`bytes ${start}-${end}: the body ended after ${position - start} bytes`);
@@ -116,11 +217,11 @@ async function fetchPart(
       return;
     } catch (err) {
       if (body) dropBody(body);
-      if (err instanceof LocalWriteFailure) throw err.cause;
+      if (err instanceof LocalWriteFailure) throw err.cause ?? err;
       const fault = idle
         ? new RetryableError(`bytes ${start}-${end}: no data for ${idleMs / 1000} s`, {}, { cause: err })
         : asFault(err);
-      if (fault instanceof ObjectChangedError || !fault.retryable) throw fault;
+      if (fault instanceof ObjectChangedError || fault instanceof RangeOverrunError || !fault.retryable) throw fault;
       if (attempt >= tries) {
         throw new RetryableError(
           `${o.describe}: bytes ${start}-${end} failed ${tries} times: ${fault.message}`,
@@ -171,7 +272,7 @@ export async function readRangesIntoFile(o: RangesIntoFileOptions): Promise<void
 export async function readRangesIntoPath(path: string, o: Omit<RangesIntoFileOptions, "fd">): Promise<void> {
   const file = await open(path, "w", 0o600);
   try {
-    await readRangesIntoFile({ ...o, fd: file.fd });
+    await readRangesIntoFile({ ...o, fd: file.fd, path });
   } finally {
     await file.close();
   }

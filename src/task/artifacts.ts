@@ -3,13 +3,14 @@
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { type FileHandle, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import { directoryBytes, fingerprintDirectory, packOpenDirectory } from "../archive/pack.ts";
 import type { SkippedEntry } from "../archive/walk.ts";
 import { tryOpenDirectory } from "../fs/safe-open.ts";
+import { layOutOpenDirectory } from "../archive/tar-layout.ts";
 import { unpackArchive } from "../archive/unpack.ts";
 import { formatBytes } from "../config/units.ts";
 import { NotFoundError, PermanentError, RequestError } from "../errors.ts";
@@ -22,6 +23,7 @@ import type { ObjectStore } from "../storage/object-store.ts";
 import { REQUEST_IDENTITY_ONLY, type StorageIdentity } from "../storage/storage-identity.ts";
 import { type Stores, storeFor } from "../storage/stores.ts";
 import { progressMeter, type ProgressSink } from "./progress-meter.ts";
+import { runWorkers } from "../storage/worker-pool.ts";
 import { withUploadRetries } from "./upload-retry.ts";
 
 /** How the runner lets a request reach its storage. */
@@ -283,6 +285,15 @@ async function fetchImageInto(
 
 /** How many left-out names one note lists before it only counts the rest. */
 const SKIPPED_NAMES_SHOWN = 10;
+/** Artifacts packed and sent at once (each large one has its own parts in flight too). */
+const ARTIFACT_UPLOADS_AT_ONCE = 4;
+
+export type UploadOptions = {
+  /** Also artifacts never stored before, even if unchanged since the fetch. */
+  includeMissing?: boolean;
+  /** The job has exited and nothing of it runs: its files hold still (see upload()). */
+  jobGone?: boolean;
+};
 
 /** A note about entries left out of an artifact's tar (names quoted, never a link's target or content). */
 function skippedNote(label: string, skipped: SkippedEntry[]): string {
@@ -333,8 +344,12 @@ export class ArtifactUploader {
     this.last.set(label, await fingerprintDirectory(this.dirs[label]!));
   }
 
-  /** Upload changed artifacts (all labels, or those given); serialised so uploads never overlap. */
-  upload(labels?: string[], options: { includeMissing?: boolean } = {}): Promise<string[]> {
+  /**
+   * Upload changed artifacts (all labels, or those given); serialised so uploads never overlap.
+   * `jobGone`: the job has exited and nothing of it runs any more, so its files hold still: a
+   * store that sends parts side by side then gets the tar laid out over the files (no spool).
+   */
+  upload(labels?: string[], options: UploadOptions = {}): Promise<string[]> {
     const run = this.queue.then(() => this.doUpload(labels, options));
     this.queue = run.catch(() => undefined);
     return run;
@@ -345,7 +360,7 @@ export class ArtifactUploader {
     this.options.onSkipped?.(message);
   }
 
-  private async doUpload(labels: string[] | undefined, options: { includeMissing?: boolean }): Promise<string[]> {
+  private async doUpload(labels: string[] | undefined, options: UploadOptions): Promise<string[]> {
     const uploaded: string[] = [];
     const artifacts = Object.values(this.request.experiment.artifacts).filter(
       (a) => a.mutable && (!labels || labels.includes(a.label)) && this.dirs[a.label],
@@ -359,71 +374,140 @@ export class ArtifactUploader {
     // Nothing to send: no need to ask storage whether this attempt is still the current one.
     if (!changed.length) return uploaded;
     await this.options.beforeUpload?.();
-    for (const { artifact, print } of changed) {
-      const dir = this.dirs[artifact.label]!;
-      const key = artifact.key ?? artifact.qualified;
-      const gzip = /\.(tar\.gz|tgz)$/i.test(key);
-      const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
-      let sentBytes = 0;
-      let refused: string | undefined;
-      let skipped: SkippedEntry[] = [];
-      // A transient storage fault packs and sends the whole artifact again, after a back-off.
-      await withUploadRetries(
-        `upload of ${artifact.label} to ${artifact.qualified}`,
-        async () => {
-          // The directory is opened once, without following a link: what is packed is what was opened.
-          const opened = await tryOpenDirectory(dir);
-          if ("not" in opened) {
-            refused = opened.not;
+    // A few artifacts at a time (the small ones need not wait behind a large one); a spool file
+    // is removed while the next artifacts go, and all are gone before this returns.
+    const removals: Array<Promise<unknown>> = [];
+    const done = new Set<string>();
+    let next = 0;
+    try {
+      await runWorkers(Math.min(ARTIFACT_UPLOADS_AT_ONCE, changed.length), async () => {
+        const item = changed[next++];
+        if (!item) return false;
+        if (await this.uploadOne(item.artifact, item.print, removals, options.jobGone ?? false))
+          done.add(item.artifact.label);
+        return true;
+      });
+    } finally {
+      await Promise.all(removals);
+    }
+    // In the order the artifacts were listed, whatever order they finished in.
+    for (const { artifact } of changed) if (done.has(artifact.label)) uploaded.push(artifact.label);
+    return uploaded;
+  }
+
+  /**
+   * The tar laid out over the directory's files and sent from them (archive/tar-layout.ts);
+   * undefined when a layout is not worth it (many small files), the directory then still open.
+   */
+  private async sendLaidOut(
+    putSource: NonNullable<ObjectStore["putSource"]>,
+    location: string,
+    dir: FileHandle,
+    onBytes: (bytes: number) => void,
+  ): Promise<{ sizeBytes: number; skipped: SkippedEntry[] } | undefined> {
+    let layout;
+    try {
+      layout = await layOutOpenDirectory(dir);
+    } catch (err) {
+      await dir.close();
+      throw err;
+    }
+    if (!layout) return undefined;
+    try {
+      await putSource(location, layout.source, { onBytes });
+      return { sizeBytes: layout.source.sizeBytes, skipped: layout.skipped };
+    } finally {
+      await layout.close();
+      await dir.close();
+    }
+  }
+
+  /** Packs and sends one changed artifact; false when its directory was not there to send. */
+  private async uploadOne(
+    artifact: Artifact,
+    print: string,
+    removals: Array<Promise<unknown>>,
+    jobGone: boolean,
+  ): Promise<boolean> {
+    const dir = this.dirs[artifact.label]!;
+    const key = artifact.key ?? artifact.qualified;
+    const gzip = /\.(tar\.gz|tgz)$/i.test(key);
+    const expectedBytes = this.options.progress ? await directoryBytes(dir) : 0;
+    let sentBytes = 0;
+    let refused: string | undefined;
+    let skipped: SkippedEntry[] = [];
+    let layOut = jobGone;
+    // A transient storage fault packs and sends the whole artifact again, after a back-off.
+    await withUploadRetries(
+      `upload of ${artifact.label} to ${artifact.qualified}`,
+      async () => {
+        // The directory is opened once, without following a link: what is packed is what was opened.
+        const opened = await tryOpenDirectory(dir);
+        if ("not" in opened) {
+          refused = opened.not;
+          return;
+        }
+        skipped = [];
+        const store = storeOf(artifact, this.request, this.options);
+        // The tar's size is known only once it is packed: the files' total stands in for it.
+        const meter = progressMeter(
+          `uploading ${artifact.label} (${artifact.qualified})`,
+          gzip ? undefined : expectedBytes,
+          this.options.progress,
+        );
+        if (layOut && store.putSource && !gzip) {
+          layOut = false; // should this try fail, the next one packs the ordinary way
+          const laidOut = await this.sendLaidOut(
+            store.putSource.bind(store),
+            artifact.qualified,
+            opened.dir,
+            meter.add,
+          );
+          if (laidOut) {
+            skipped = laidOut.skipped;
+            sentBytes = laidOut.sizeBytes;
+            meter.finished();
             return;
           }
-          skipped = [];
-          // Packed into a file of the runner's own (the job cannot reach it) while the parts already
-          // whole are sent from it: in parallel, straight from disk, and a retried part is read again.
-          const spool = await this.spoolPath();
-          const growing = new GrowingFile();
-          const packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
-          // The tar's size is known only once it is packed: the files' total stands in for it.
-          const meter = progressMeter(
-            `uploading ${artifact.label} (${artifact.qualified})`,
-            gzip ? undefined : expectedBytes,
-            this.options.progress,
-          );
-          try {
-            const packing = spoolInto(packed, spool, growing);
-            packing.catch(() => undefined);
-            await uploadFromFile(storeOf(artifact, this.request, this.options), artifact.qualified, spool, {
-              onBytes: meter.add,
-              growing,
-            }).catch((err) => {
-              packed.destroy(); // nobody will send the rest
-              throw err;
-            });
-            sentBytes = await packing;
-            meter.finished();
-          } finally {
-            await rm(spool, { force: true });
-          }
-        },
-        (message) => {
-          this.options.progress?.(message);
-          this.options.onRetry?.(message);
-        },
+        }
+        // Packed into a file of the runner's own (the job cannot reach it) while the parts already
+        // whole are sent from it: in parallel, straight from disk, and a retried part is read again.
+        const spool = await this.spoolPath();
+        const growing = new GrowingFile();
+        const packed = packOpenDirectory(opened.dir, { gzip, onSkipped: (s) => (skipped = s) });
+        try {
+          const packing = spoolInto(packed, spool, growing);
+          packing.catch(() => undefined);
+          await uploadFromFile(store, artifact.qualified, spool, {
+            onBytes: meter.add,
+            growing,
+          }).catch((err) => {
+            packed.destroy(); // nobody will send the rest
+            throw err;
+          });
+          sentBytes = await packing;
+          meter.finished();
+        } finally {
+          removals.push(rm(spool, { force: true }).catch(() => undefined));
+        }
+      },
+      (message) => {
+        this.options.progress?.(message);
+        this.options.onRetry?.(message);
+      },
+    );
+    this.last.set(artifact.label, print);
+    if (refused) {
+      // Never the link's target: the stored copy (if any) stays as it was.
+      this.note(
+        `artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; ` +
+          "not uploaded (links are never followed), the stored copy is left as it was",
       );
-      this.last.set(artifact.label, print);
-      if (refused) {
-        // Never the link's target: the stored copy (if any) stays as it was.
-        this.note(
-          `artifact ${artifact.label}: its directory is ${refused === "missing" ? "missing" : refused}; ` +
-            "not uploaded (links are never followed), the stored copy is left as it was",
-        );
-        continue;
-      }
-      if (skipped.length) this.note(skippedNote(artifact.label, skipped));
-      this.options.onUploaded?.(artifact.label, sentBytes);
-      this.existed.set(artifact.label, true);
-      uploaded.push(artifact.label);
+      return false;
     }
-    return uploaded;
+    if (skipped.length) this.note(skippedNote(artifact.label, skipped));
+    this.options.onUploaded?.(artifact.label, sentBytes);
+    this.existed.set(artifact.label, true);
+    return true;
   }
 }

@@ -78,6 +78,11 @@ export type AttemptState = {
   readonly job: JobHandle;
   /** Timers and listeners each step armed, disarmed by its cleanup. */
   readonly disarm: Map<string, Cancel>;
+  /**
+   * Work a cleanup left for after the delivery is settled (a finished experiment's directory is
+   * removed once it is acked, not before); still inside the attempt, so its reservation is held.
+   */
+  readonly afterSettle: Array<() => Promise<void>>;
   // set by the layout and log steps
   dirs?: Record<string, string>;
   jobEnv?: JobEnv;

@@ -70,9 +70,11 @@ export async function runAttempt(
     queue: delivery.queue,
   };
   const phases = new PhaseClock(ctx.events, who);
-  const { ending, name } = await attempt(delivery, ctx, control, who, phases, steps, reservation, parsed);
+  const { ending, name, afterSettle } = await attempt(delivery, ctx, control, who, phases, steps, reservation, parsed);
   if (ending.kind === "finished") phases.enter("ack");
-  const outcome = await settle(delivery, ending, ctx.log, name);
+  const outcome = await settle(delivery, ending, ctx.log, name).finally(() =>
+    Promise.all(afterSettle.map((work) => work().catch((err) => ctx.log.warn(`${name}: ${errorMessage(err)}`)))),
+  );
   ctx.events?.emit("attempt.finished", {
     ...who,
     result: resultOf(outcome),
@@ -94,7 +96,7 @@ async function attempt(
   steps: readonly AttemptStep[],
   reservation?: Reservation,
   parsed?: Request,
-): Promise<{ ending: Ending; name: string }> {
+): Promise<{ ending: Ending; name: string; afterSettle: Array<() => Promise<void>> }> {
   const where = `${delivery.queue}/${delivery.id}`;
   let request: Request;
   try {
@@ -102,7 +104,7 @@ async function attempt(
   } catch (err) {
     // A RetryableError: the runner's own key cannot be read just now, not the request's fault.
     const fault = err instanceof RetryableError ? err : new PermanentError(`bad request: ${errorMessage(err)}`);
-    return { ending: endingOf(fault, where), name: where };
+    return { ending: endingOf(fault, where), name: where, afterSettle: [] };
   }
   const key = request.experiment.key;
   who.key = key;
@@ -111,7 +113,7 @@ async function attempt(
   const limit = timeLimit(request, ctx.maxDurationMs, clock.nowMs());
   if (limit && limit.ms <= 0) {
     const expired = new PermanentError(`experiment ${key} expired before it could start (${limit.because})`);
-    return { ending: endingOf(expired, key), name };
+    return { ending: endingOf(expired, key), name, afterSettle: [] };
   }
   const state: AttemptState = {
     delivery,
@@ -126,8 +128,9 @@ async function attempt(
     clock,
     job: new JobHandle(),
     disarm: new Map(),
+    afterSettle: [],
   };
-  return { ending: await runSteps(state, steps, phases), name };
+  return { ending: await runSteps(state, steps, phases), name, afterSettle: state.afterSettle };
 }
 
 /** The observers' name for an outcome: a finished script succeeded only with exit code 0. */

@@ -193,6 +193,7 @@ export function harness(
       clock,
       job: new JobHandle(),
       disarm: new Map(),
+      afterSettle: [],
       ...overrides,
     }),
   };

@@ -178,7 +178,7 @@ export class GcsStore implements ObjectStore {
       describe: ctx.operation,
       onBytes: options.onBytes,
       growing: options.growing,
-      fetchRange: async (start, end, signal) => Readable.from(range(start, end, signal)),
+      fetchRange: async (start, end, signal) => ({ body: Readable.from(range(start, end, signal)) }),
     });
     if (metadata.crc32c) {
       const crc = new FastCrc32c();

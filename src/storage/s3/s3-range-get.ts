@@ -3,7 +3,7 @@
 // sent), so a replaced object fails as ObjectChangedError instead of mixing two versions.
 
 import { GetObjectCommand } from "@aws-sdk/client-s3";
-import { ObjectChangedError, type RangeBody } from "../parallel-ranges.ts";
+import { ObjectChangedError, type RangeBody, type RangeReply } from "../parallel-ranges.ts";
 import { dropBody } from "../byte-body.ts";
 import type { S3Handle } from "./s3-clients.ts";
 import { s3Fault, type S3ErrorContext } from "./s3-errors.ts";
@@ -15,7 +15,7 @@ export function rangeReader(
   handle: S3Handle,
   object: PinnedObject,
   ctx: S3ErrorContext,
-): (start: number, end: number, signal: AbortSignal) => Promise<RangeBody> {
+): (start: number, end: number, signal: AbortSignal) => Promise<RangeReply> {
   const { bucket: Bucket, key: Key, etag } = object;
   const changed = (cause?: unknown) =>
     new ObjectChangedError(
@@ -39,7 +39,7 @@ export function rangeReader(
         dropBody(body);
         throw changed();
       }
-      return body;
+      return { body, lengthBytes: r.ContentLength };
     } catch (err) {
       if (err instanceof ObjectChangedError) throw err;
       if (isChange(err)) throw changed(err);

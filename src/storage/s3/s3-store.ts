@@ -28,6 +28,7 @@ import {
   type ObjectInfo,
   type ObjectStore,
   type StoreOptions,
+  type UploadSource,
 } from "../object-store.ts";
 import { s3ClientFor, type S3Handle } from "./s3-clients.ts";
 import { rangeReader } from "./s3-range-get.ts";
@@ -199,36 +200,56 @@ export class S3Store implements ObjectStore {
    * that fails for good aborts the upload, so neither an object nor an open upload is left behind.
    */
   async putFile(location: string, path: string, options: FileTransferOptions = {}): Promise<ObjectInfo> {
+    const growing = options.growing ?? wholeFile((await stat(path)).size);
+    // A fresh handle for every body: one made earlier would keep the size the file had then.
+    return this.putParts(
+      location,
+      { growing, body: (start, end) => Bun.file(path).slice(start, end) },
+      options.onBytes,
+    );
+  }
+
+  /** Bytes laid out before they are sent (a tar over its files): parts side by side, no local copy. */
+  async putSource(
+    location: string,
+    source: UploadSource,
+    options: Pick<FileTransferOptions, "onBytes"> = {},
+  ): Promise<ObjectInfo> {
+    const parts: PartSource = { growing: wholeFile(source.sizeBytes), body: source.body, check: source.check };
+    return this.putParts(location, parts, options.onBytes);
+  }
+
+  private async putParts(location: string, source: PartSource, onBytes?: (bytes: number) => void): Promise<ObjectInfo> {
     const o = await this.open(location);
     const ctx = o.context("PUT");
     const { bucket: Bucket, key: Key } = o.target;
     const partBytes = Math.max(MIN_PART_BYTES, this.transfer.partBytes);
-    const growing = options.growing ?? wholeFile((await stat(path)).size);
-    const first = await growing.reach(partBytes + 1);
+    const first = await source.growing.reach(partBytes + 1);
     if (first.complete && first.availableBytes <= partBytes) {
       const sizeBytes = first.availableBytes;
       let etag: string | undefined;
       try {
-        const Body = Bun.file(path).slice(0, sizeBytes);
+        source.check?.();
+        const Body = source.body(0, sizeBytes);
         etag = (await o.handle.bodies.send(new PutObjectCommand({ Bucket, Key, Body, ContentLength: sizeBytes }))).ETag;
       } catch (err) {
         throw s3Fault(err, ctx);
       }
-      options.onBytes?.(sizeBytes);
+      onBytes?.(sizeBytes);
       return this.verifyStored(location, sizeBytes, etag, ctx);
     }
-    const sent = await this.partsFromFile(o, path, growing, partBytes, options.onBytes);
+    const sent = await this.partsFrom(o, source, partBytes, onBytes);
     return this.verifyStored(location, sent.sizeBytes, sent.etag, ctx);
   }
 
-  private async partsFromFile(
+  private async partsFrom(
     o: Opened,
-    path: string,
-    growing: GrowingFile,
+    source: PartSource,
     partBytes: number,
     onBytes?: (bytes: number) => void,
   ): Promise<{ sizeBytes: number; etag?: string }> {
     const { bucket: Bucket, key: Key } = o.target;
+    const { growing } = source;
     let uploadId: string | undefined;
     try {
       uploadId = (await o.handle.client.send(new CreateMultipartUploadCommand({ Bucket, Key }))).UploadId;
@@ -244,7 +265,7 @@ export class S3Store implements ObjectStore {
         nextStart += size;
         const state = await growing.reach(start + size, signal);
         const end = Math.min(start + size, state.availableBytes);
-        if (end <= start) return false; // the file ended before this part
+        if (end <= start) return false; // the bytes ended before this part
         if (index >= MAX_PARTS) throw new PermanentError(`more than ${MAX_PARTS} parts: the file is too large`);
         const sent = await o.handle.bodies.send(
           new UploadPartCommand({
@@ -252,8 +273,7 @@ export class S3Store implements ObjectStore {
             Key,
             UploadId,
             PartNumber: index + 1,
-            // A fresh handle: one made earlier would keep the size the file had then.
-            Body: Bun.file(path).slice(start, end),
+            Body: source.body(start, end),
             ContentLength: end - start,
           }),
           { abortSignal: signal },
@@ -263,6 +283,7 @@ export class S3Store implements ObjectStore {
         return true;
       });
       const { availableBytes: sizeBytes } = await growing.reach(Infinity);
+      source.check?.();
       const done = await o.handle.client.send(
         new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: parts } }),
       );
@@ -399,6 +420,13 @@ function partSizeAt(index: number, partBytes: number): number {
 }
 
 /** A file already whole, for code that also follows files still being written. */
+/** What parts are cut from: how far the bytes reach (a file may still be written), and any range as a body. */
+type PartSource = {
+  growing: GrowingFile;
+  body(start: number, end: number): Blob | ReadableStream<Uint8Array>;
+  check?(): void;
+};
+
 function wholeFile(sizeBytes: number): GrowingFile {
   const whole = new GrowingFile();
   whole.finish(sizeBytes);

@@ -40,9 +40,15 @@ export const layoutStep: AttemptStep = {
       throw asFault(err).with({ phase: "lay out the experiment's directory" });
     }
   },
-  async cleanup(s) {
-    await forgetOwner(s.attemptDir).catch(() => undefined);
-    // The directory goes before the request can be taken again (a full disk is a common cause of faults).
-    if (!s.ctx.keepDirectories) await rm(s.attemptDir, { recursive: true, force: true }).catch(() => undefined);
+  async cleanup(s, ending) {
+    const remove = async () => {
+      await forgetOwner(s.attemptDir).catch(() => undefined);
+      if (!s.ctx.keepDirectories) await rm(s.attemptDir, { recursive: true, force: true }).catch(() => undefined);
+    };
+    // A finished experiment is acked first (nothing of it is needed any more; its owner record
+    // lets a restarted runner remove the directory should this one stop in between). Any other
+    // ending removes it before the request can be taken again (a full disk is a common cause of faults).
+    if (ending.kind === "finished") s.afterSettle.push(remove);
+    else await remove();
   },
 };

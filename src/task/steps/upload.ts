@@ -37,7 +37,7 @@ export const uploadStep: AttemptStep = {
     await log.close();
     if (exit.killedFor === "shutdown") {
       await uploader
-        .upload(undefined, { includeMissing: true })
+        .upload(undefined, { includeMissing: true, jobGone: true })
         .catch((err) => s.ctx.log.warn(`checkpoint before requeue failed: ${errorMessage(err)}`));
       s.ending = { kind: "shutdown", reason };
       return;
@@ -55,7 +55,7 @@ async function uploadFinal(s: AttemptState, exitMsg: string) {
   const labels = Object.keys(request.experiment.artifacts).filter((l) => l !== "_results");
   const startedMs = s.clock.nowMs();
   try {
-    const sent = await uploader.upload(labels, { includeMissing: true });
+    const sent = await uploader.upload(labels, { includeMissing: true, jobGone: true });
     s.ctx.log.info(
       `experiment ${s.key}: ${sent.length} artifact(s) uploaded in ${formatDuration(s.clock.nowMs() - startedMs)}`,
       { experiment: s.key },
@@ -72,7 +72,7 @@ async function uploadFinal(s: AttemptState, exitMsg: string) {
       };
       // The job may have planted a link at _results or _results.json: neither is followed.
       await writeRunnerFile(dirs._results, "_results.json", JSON.stringify(doc, null, 2));
-      await uploader.upload(["_results"], { includeMissing: true });
+      await uploader.upload(["_results"], { includeMissing: true, jobGone: true });
     }
   } catch (err) {
     if (err instanceof SupersededError) throw err;

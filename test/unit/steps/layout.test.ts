@@ -1,6 +1,6 @@
 // Covers src/task/steps/layout.ts: one folder per artifact, a read-only artifact mapping that is
 // never written through a planted link, the owner record, and a cleanup that removes it all
-// (kept with --debug).
+// (a finished experiment's only once it is acked; kept with --debug).
 
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
@@ -23,10 +23,24 @@ describe("layout step", () => {
     expect(s.jobEnv!.env.STUDIOML_EXPERIMENT).toBe(h.request.experiment.key);
     const owners = join(h.ctx.workingDir, "studio-runner", ".owners");
     expect(readdirSync(owners)).toHaveLength(1);
+    // A finished experiment's directory outlives the cleanup until its delivery is settled (acked).
     await layoutStep.cleanup!(s, finished);
+    expect(existsSync(s.attemptDir)).toBe(true);
+    expect(s.afterSettle).toHaveLength(1);
+    for (const work of s.afterSettle) await work();
     expect(existsSync(s.attemptDir)).toBe(false);
     expect(readdirSync(owners)).toHaveLength(0);
     await layoutStep.cleanup!(s, finished); // idempotent
+    for (const work of s.afterSettle) await work();
+  });
+
+  test("any other ending removes the directory in the cleanup, before the request can be taken again", async () => {
+    const h = harness();
+    const s = h.state();
+    await layoutStep.prepare!(s);
+    await layoutStep.cleanup!(s, { kind: "superseded", reason: "a newer attempt" });
+    expect(existsSync(s.attemptDir)).toBe(false);
+    expect(s.afterSettle).toHaveLength(0);
   });
 
   test("--debug keeps the directory", async () => {
@@ -34,6 +48,7 @@ describe("layout step", () => {
     const s = h.state();
     await layoutStep.prepare!(s);
     await layoutStep.cleanup!(s, finished);
+    for (const work of s.afterSettle) await work();
     expect(existsSync(s.dirs!.output!)).toBe(true);
   });
 
