@@ -4,11 +4,14 @@
 import { fixtureTest } from "../helpers/fixture-test.ts";
 import { describe, expect } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import { packOpenDirectory } from "../../src/archive/pack.ts";
+import { layOutOpenDirectory } from "../../src/archive/tar-layout.ts";
 import { NotFoundError } from "../../src/errors.ts";
+import { tryOpenDirectory } from "../../src/fs/safe-open.ts";
 import { downloadToFile, uploadFromFile } from "../../src/storage/file-transfer.ts";
 import { GrowingFile, spoolInto } from "../../src/storage/growing-file.ts";
 import type { ObjectStore } from "../../src/storage/object-store.ts";
@@ -134,6 +137,52 @@ export function storeConformance(kind: string, makeHarness: () => Promise<StoreH
         await rm(dir, { recursive: true, force: true });
       }
     });
+
+    withHarness(
+      "putSource (where a store has it): a tar laid out over its files stores the packed tar; a file that shrank stores nothing",
+      async (h) => {
+        const putSource = h.store.putSource?.bind(h.store);
+        if (!putSource) return; // stores without it upload artifacts from a spool file (tested above)
+        const dir = await mkdtemp(join(tmpdir(), "store-layout-"));
+        try {
+          await mkdir(join(dir, "sub"));
+          await writeFile(join(dir, "big.bin"), randomBytes(LARGE_BYTES)); // spans parts, sent from the file
+          await writeFile(join(dir, "sub/small.txt"), "small\n");
+          const packedTar = async () => {
+            const opened = await tryOpenDirectory(dir);
+            if ("not" in opened) throw new Error("no directory");
+            return readAll(packOpenDirectory(opened.dir), "buffer");
+          };
+          const sendLaidOut = async (loc: string, before?: () => Promise<void>) => {
+            const opened = await tryOpenDirectory(dir);
+            if ("not" in opened) throw new Error("no directory");
+            const layout = await layOutOpenDirectory(opened.dir);
+            if (!layout) throw new Error("not laid out");
+            try {
+              await before?.();
+              let counted = 0;
+              const info = await putSource(loc, layout.source, { onBytes: (n) => (counted += n) });
+              expect(counted).toBe(layout.source.sizeBytes);
+              return info;
+            } finally {
+              await layout.close();
+              await opened.dir.close();
+            }
+          };
+          const loc = h.locationOf("experiments/k/modeldir.tar");
+          const expected = await packedTar();
+          const info = await sendLaidOut(loc);
+          expect(info.sizeBytes).toBe(expected.length);
+          expect(sha256(await readAll(await h.store.get(loc), "buffer"))).toBe(sha256(expected));
+
+          // big.bin shrinks after the layout, before it is sent: the old object stays, whole.
+          await expect(sendLaidOut(loc, () => truncate(join(dir, "big.bin"), 3 * MiB))).rejects.toThrow();
+          expect(sha256(await readAll(await h.store.get(loc), "buffer"))).toBe(sha256(expected));
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      },
+    );
 
     withHarness("delete removes the object", async (h) => {
       const loc = h.locationOf("experiments/k/tb.tar");

@@ -6,11 +6,12 @@
 import { createReadStream, createWriteStream, type Stats } from "node:fs";
 import { lstat, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, RequestError, RetryableError, RunnerFault } from "../../errors.ts";
 import { getRunnerLimits } from "../../request/location-policy.ts";
-import type { ObjectInfo, ObjectStore } from "../object-store.ts";
+import type { FileTransferOptions, ObjectInfo, ObjectStore, UploadSource } from "../object-store.ts";
 import { ConfinedPaths } from "./confined-path.ts";
 
 /**
@@ -128,6 +129,31 @@ export class FileStore implements ObjectStore {
       if (err instanceof RunnerFault) throw err;
       throw new RetryableError(`cannot write ${location}: ${(err as Error).message}`, {}, { cause: err });
     }
+  }
+
+  /**
+   * Laid-out bytes (a tar over the files it packs) written into place as put() does, with no
+   * spool on the way; `check()` and the byte count are confirmed before the file takes the name.
+   */
+  async putSource(
+    location: string,
+    source: UploadSource,
+    options: Pick<FileTransferOptions, "onBytes"> = {},
+  ): Promise<ObjectInfo> {
+    const whole = source.body(0, source.sizeBytes);
+    const web = whole instanceof Blob ? whole.stream() : whole;
+    async function* checked() {
+      let bytes = 0;
+      for await (const chunk of Readable.fromWeb(web as NodeReadableStream<Uint8Array>)) {
+        const b = chunk as Buffer;
+        bytes += b.length;
+        options.onBytes?.(b.length);
+        yield b;
+      }
+      if (bytes !== source.sizeBytes) throw new Error(`${bytes} bytes read of the ${source.sizeBytes} laid out`);
+      source.check?.();
+    }
+    return this.put(location, Readable.from(checked()));
   }
 
   async delete(location: string): Promise<void> {
