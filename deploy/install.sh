@@ -4,7 +4,10 @@
 # never overwrites /etc/studio-runner/config.yaml or env).
 #
 #   sudo deploy/install.sh [--binary dist/studio-runner] [--prefix /usr/local] [--no-enable] [--start]
+#                          [--allowed-signers FILE [--signer ID]]
 #   DESTDIR=/tmp/stage deploy/install.sh     # stage into a directory: no user, no systemctl
+# From an unpacked release archive, the files are first checked against its SHA256SUMS, and its
+# signature against your allowed-signers file (ssh-keygen -Y verify; nothing is fetched).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,7 +15,9 @@ prefix=/usr/local
 binary=""
 enable=1
 start=0
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+signers=""
+signer="release@studio-runner"
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="${2:?--prefix needs a directory}"; shift 2 ;;
@@ -20,12 +25,30 @@ while [ $# -gt 0 ]; do
     --binary) binary="${2:?--binary needs a file}"; shift 2 ;;
     --binary=*) binary="${1#*=}"; shift ;;
     --no-enable) enable=0; shift ;;
+    --allowed-signers) signers="${2:?--allowed-signers needs a file}"; shift 2 ;;
+    --allowed-signers=*) signers="${1#*=}"; shift ;;
+    --signer) signer="${2:?--signer needs an identity}"; shift 2 ;;
+    --signer=*) signer="${1#*=}"; shift ;;
     --start) start=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 destdir="${DESTDIR:-}"
+
+# A release archive carries SHA256SUMS of its files (and SHA256SUMS.sig when it was signed).
+if [ -f "$here/SHA256SUMS" ]; then
+  if [ -f "$here/SHA256SUMS.sig" ] && [ -n "$signers" ]; then
+    ssh-keygen -q -Y verify -f "$signers" -I "$signer" -n studio-runner-release -s "$here/SHA256SUMS.sig" \
+      <"$here/SHA256SUMS" >/dev/null || { echo "install.sh: the release signature does not verify with $signers" >&2; exit 1; }
+    echo "signature of SHA256SUMS verified ($signer)"
+  elif [ -n "$signers" ]; then
+    echo "install.sh: --allowed-signers given but this release is not signed (no SHA256SUMS.sig)" >&2
+    exit 1
+  fi
+  (cd "$here" && sha256sum --quiet --strict -c SHA256SUMS) || { echo "install.sh: files do not match SHA256SUMS" >&2; exit 1; }
+  echo "files match SHA256SUMS"
+fi
 if [ -z "$binary" ]; then
   for candidate in "$here/../dist/studio-runner" "$here/studio-runner" "$here/../studio-runner"; do
     if [ -x "$candidate" ]; then binary="$candidate"; break; fi
@@ -62,7 +85,9 @@ fi
 
 # The unit, pointing at the binary where this prefix put it.
 install -d -m 0755 "$unitdir"
-sed "s|^ExecStart=/usr/local/bin/studio-runner |ExecStart=$bindir/studio-runner |" "$here/systemd/studio-runner.service" >"$unitdir/.studio-runner.service.new"
+unit="$here/systemd/studio-runner.service"
+[ -f "$unit" ] || unit="$here/studio-runner.service" # a release archive keeps it beside the binary
+sed "s|^ExecStart=/usr/local/bin/studio-runner |ExecStart=$bindir/studio-runner |" "$unit" >"$unitdir/.studio-runner.service.new"
 chmod 0644 "$unitdir/.studio-runner.service.new"
 mv -f "$unitdir/.studio-runner.service.new" "$unitdir/studio-runner.service"
 echo "installed /etc/systemd/system/studio-runner.service"

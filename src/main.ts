@@ -1,5 +1,7 @@
 // Entry point of the studio-runner binary: the run, submit, env, gpus and version commands.
 
+// First: it decides about colour before citty is loaded.
+import { restoreColourEnvironment } from "./cli/plain-output.ts";
 import { defineCommand, runMain } from "citty";
 import { envCommand } from "./cli/env.ts";
 import { gpusCommand } from "./cli/gpus.ts";
@@ -18,6 +20,7 @@ const main = defineCommand({
 });
 
 async function start(): Promise<void> {
+  restoreColourEnvironment();
   await runMain(main);
 }
 

@@ -6,6 +6,8 @@ declare module "unbzip2-stream" {
 }
 declare const STUDIO_RUNNER_VERSION: string;
 declare const STUDIO_RUNNER_COMMIT: string;
+declare const STUDIO_RUNNER_BUILD_DATE: string;
+declare const STUDIO_RUNNER_TARGET: string;
 /** Files imported `with { type: "text" }` (embedded in the binary). */
 declare module "*.py" {
   const text: string;

@@ -19,9 +19,18 @@ describe("compiled binary", () => {
     expect(v.stdout.toString()).toMatch(/^\d+\.\d+\.\d+/);
     const version = run(["version"]);
     expect(version.stdout.toString()).toMatch(/^studio-runner \d+\.\d+\.\d+ \(commit /);
+    const json = JSON.parse(run(["version", "--json"]).stdout.toString());
+    expect(json.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(json.commit).toMatch(/^[0-9a-f]{7,}$/);
+    expect(json.buildDate).toMatch(/^\d{4}-\d\d-\d\dT/); // the commit's date
+    expect(json.target).toBe(`linux-${process.arch}`);
+    expect(json.bun).toBe(Bun.version);
     const help = run(["--help"]);
     expect(help.exitCode).toBe(0);
     expect(help.stdout.toString()).toContain("submit");
+    // Help into a pipe (a file, journald): no escape codes, with no NO_COLOR needed.
+    expect(help.stdout.toString()).not.toContain("\u001b[");
+    expect(run(["run", "--help"]).stdout.toString()).not.toContain("\u001b[");
     const runHelp = run(["run", "--help"]);
     for (const flag of [
       "--queue-root",
