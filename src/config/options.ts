@@ -152,6 +152,30 @@ export const RUN_OPTIONS = [
     defaultText: "65534:65534 (nobody)",
   },
   {
+    name: "pip-index-url",
+    type: "string",
+    description:
+      "the package index every environment build uses (PIP_INDEX_URL, pip's own variable; file:///… for a " +
+      "local simple index)",
+  },
+  {
+    name: "pip-extra-index-url",
+    type: "string",
+    description: "more indexes, separated by spaces or commas (PIP_EXTRA_INDEX_URL)",
+  },
+  {
+    name: "pip-find-links",
+    type: "string",
+    description:
+      "wheelhouse directories or pages to take distributions from, separated by spaces or commas (PIP_FIND_LINKS)",
+  },
+  {
+    name: "pip-no-index",
+    type: "boolean",
+    description: "no package index at all: only --pip-find-links (air-gapped machines; PIP_NO_INDEX)",
+    default: "false",
+  },
+  {
     name: "allow-pip-urls",
     type: "boolean",
     description:

@@ -1,5 +1,5 @@
-// The venv cache as the settings describe it (--cache-dir, --venv-*, --pip-*, --max-env-builds,
-// --allow-pip-urls), made the same way for `run` and for `env prepare/list/prune`.
+// The venv cache as the settings describe it (--cache-dir, --venv-*, --pip-* including the package
+// sources, --max-env-builds, --allow-pip-urls), made the same way for `run` and for `env prepare/list/prune`.
 
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
@@ -19,7 +19,31 @@ export type VenvSettings = Pick<
   | "venv-reuse-superset"
   | "venv-system-site-packages"
   | "allow-pip-urls"
+  | "pip-index-url"
+  | "pip-extra-index-url"
+  | "pip-find-links"
+  | "pip-no-index"
 >;
+
+const listOf = (text: string | undefined) => (text ?? "").split(/[\s,]+/).filter(Boolean);
+
+/**
+ * The operator's package sources (--pip-index-url, --pip-extra-index-url, --pip-find-links,
+ * --pip-no-index) as pip's own environment variables, for every environment build. A flag left
+ * unset leaves pip's own configuration (pip.conf, PIP_* already in the environment) as it is.
+ */
+export function pipSourceEnv(
+  settings: Pick<VenvSettings, "pip-index-url" | "pip-extra-index-url" | "pip-find-links" | "pip-no-index">,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (settings["pip-index-url"]) env.PIP_INDEX_URL = settings["pip-index-url"];
+  const extra = listOf(settings["pip-extra-index-url"]);
+  if (extra.length) env.PIP_EXTRA_INDEX_URL = extra.join(" ");
+  const links = listOf(settings["pip-find-links"]);
+  if (links.length) env.PIP_FIND_LINKS = links.join(" ");
+  if (settings["pip-no-index"]) env.PIP_NO_INDEX = "1";
+  return env;
+}
 
 /** --pip-strict, --pip-relax-pins (both at once is a configuration problem, see pinModeProblems). */
 export function pinModeFrom(settings: Pick<VenvSettings, "pip-strict" | "pip-relax-pins">): PinMode {
@@ -56,7 +80,8 @@ export function venvCacheFromSettings(
     maxBuilds: maxEnvBuilds(settings),
     reuseSuperset: settings["venv-reuse-superset"],
     systemSitePackages: settings["venv-system-site-packages"],
-    env: runnerEnv, // builds take only pip's and the proxies' settings from it
+    // Builds take only pip's and the proxies' settings from it; the operator's flags win.
+    env: { ...runnerEnv, ...pipSourceEnv(settings) },
     allowPipUrls: settings["allow-pip-urls"],
     log,
   });

@@ -8,10 +8,11 @@
 //  3. --venv-reuse-superset: a prepared environment serves an experiment whose pins it satisfies only
 //     with the flag, and never one with a pin it does not satisfy;
 //  4. a prepared environment is not evicted for age (--venv-max-age) while an unprepared one is;
-//  5. --max-env-builds 1 builds two new environments one after the other, --max-env-builds 2 at once.
+//  5. --max-env-builds 1 builds two new environments one after the other, --max-env-builds 2 at once;
+//  6. --pip-no-index with --pip-find-links: a build takes its distributions from a wheelhouse only.
 
 import { describe, expect, test } from "bun:test";
-import { appendFileSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   enqueue,
@@ -371,5 +372,25 @@ describe("env prepare, list, prune", () => {
         `${Math.round(second.start - first.end)}ms; ` +
         `--max-env-builds 2: overlap ${Math.round(a.end - b.start)}ms`,
     );
+  }, 300_000);
+
+  test("--pip-no-index with --pip-find-links: the build takes distributions from the wheelhouse only", async () => {
+    const sb = await makeSandbox("envprep-wheelhouse");
+    const wheelhouse = join(sb.dir, "wheelhouse");
+    mkdirSync(wheelhouse);
+    copyFileSync(
+      "/opt/pypi/files/six-1.17.0-py2.py3-none-any.whl",
+      join(wheelhouse, "six-1.17.0-py2.py3-none-any.whl"),
+    );
+    const offline = ["--pip-no-index", "--pip-find-links", wheelhouse, "--pip-strict"];
+    const { hash } = prepare(sb, ["six==1.17.0"], ...offline);
+    const sitePackages = join(venvDir(sb, hash), "lib", "python3.11", "site-packages");
+    expect(filesIn(sitePackages).some((n) => n.startsWith("six-1.17.0"))).toBe(true);
+    // The same flags, a pin the wheelhouse lacks: no index is asked, so --pip-strict fails naming it.
+    const file = join(sb.dir, "reqs-missing.txt");
+    writeFileSync(file, "appdirs==1.4.4\n");
+    const r = env(sb, "prepare", "-r", file, "--python", "3.11", ...offline);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toContain("appdirs==1.4.4");
   }, 300_000);
 });
