@@ -4,10 +4,12 @@
 // length), so an upload sends those bytes straight from the file (the runtime reads them) and no
 // copy of the tar is made anywhere: no spool file, no window of parts in memory.
 //
-// How the content stays unread: a large file's entry is given views of one "stand-in" buffer,
-// allocated once and never touched, as its content; tar-stream passes chunks through unchanged,
-// so every chunk of the packed stream that is a view of that buffer is the next stretch of the
-// file being laid out, and everything else is bytes to keep.
+// How the content stays unread: a large file's entry is given views of one zero-filled "stand-in"
+// buffer as its content; tar-stream passes chunks through unchanged, so every chunk of the packed
+// stream that is a view of that buffer is the next stretch of the file being laid out, and
+// everything else is bytes to keep. Should a packer ever copy chunks instead, no referenced file
+// would be seen whole, and the layout fails rather than send anything (and never the runner's
+// own memory: the stand-in holds zeros).
 //
 // The layout is a snapshot of sizes: a file that shrinks before its bytes are sent would leave
 // the tar misaligned, so check() (called before the upload is completed) refuses it then.
@@ -35,8 +37,8 @@ export const DEFAULT_LAYOUT_LIMITS: LayoutLimits = {
   maxReferencedFiles: 256,
 };
 
-/** The stand-in content handed to tar-stream per write: views of one buffer nothing reads. */
-const STAND_IN_BYTES = 8 * MiB;
+/** The stand-in content handed to tar-stream per write: views of one zero-filled buffer. */
+const STAND_IN_BYTES = 1 * MiB;
 /** A stream body reads a referenced file in pieces this large. */
 const READ_PIECE_BYTES = 256 * 1024;
 
@@ -81,7 +83,7 @@ export async function layOutOpenDirectory(
   limits: LayoutLimits = DEFAULT_LAYOUT_LIMITS,
 ): Promise<TarLayout | undefined> {
   const pack = tar.pack();
-  const standIn = Buffer.allocUnsafe(STAND_IN_BYTES);
+  const standIn = Buffer.alloc(STAND_IN_BYTES);
   const segments: Segment[] = [];
   const kept: number[] = [];
   const skipped: SkippedEntry[] = [];
@@ -186,6 +188,10 @@ export async function layOutOpenDirectory(
   if (notWorthIt) {
     await closeKept();
     return undefined;
+  }
+  if (pending.length) {
+    await closeKept();
+    throw new Error(`the packer did not pass ${pending[0]!.rel}'s stand-in content through: not laid out`);
   }
 
   const find = (at: number): number => {
