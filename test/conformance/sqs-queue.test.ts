@@ -279,11 +279,17 @@ describe("sqs: settings, accounts and errors", () => {
   test("--sqs-certs accounts make a backend that serves the server; problems are listed without secrets", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sqs-certs-"));
     try {
-      expect(SQS_OPTIONS.map((o) => o.name)).toEqual(["sqs-certs", "aws-region", "sqs-endpoint", "sqs-visibility"]);
+      expect(SQS_OPTIONS.map((o) => o.name)).toEqual([
+        "sqs-certs",
+        "sqs-default-account",
+        "aws-region",
+        "sqs-endpoint",
+        "sqs-visibility",
+      ]);
       expect(sqsSettingsProblems({})).toEqual([]);
       expect(sqsBackendFromSettings({}, { info: () => undefined, warn: () => undefined })).toBeUndefined();
       expect(sqsSettingsProblems({ "sqs-endpoint": server.endpoint }, {})).toEqual([
-        "--sqs-endpoint is set but --sqs-certs is not",
+        "--sqs-endpoint is set but neither --sqs-certs nor --sqs-default-account is",
       ]);
       expect(sqsSettingsProblems({ "sqs-certs": dir }, {})[0]).toContain("no account sub-directories");
       mkdirSync(join(dir, "acct1"));

@@ -1,10 +1,13 @@
-// The run settings of the SQS backend (--sqs-certs, --aws-region, --sqs-endpoint, --sqs-visibility):
-// their option specs, their checks, and the backend they make.
+// The run settings of the SQS backend (--sqs-certs or --sqs-default-account, --aws-region,
+// --sqs-endpoint, --sqs-visibility): their option specs, their checks, and the backend they make.
+// --sqs-certs and --sqs-default-account are exclusive: a certs directory may itself hold an account
+// named "default", and one runner serving two identities by accident is worse than a refusal.
 
 import { DEFAULT_MAX_DELIVERIES, type OptionSpec, type RUN_OPTIONS } from "../../config/options.ts";
 import { type SettingsOf, type SomeSettings, textSetting } from "../../config/settings.ts";
 import type { QueueBackend, QueueFilter } from "../task-queue.ts";
-import { AccountError, readAccounts } from "./accounts.ts";
+import { AccountError, readAccounts, type SqsAccount } from "./accounts.ts";
+import { chainSummary, defaultChainAccount } from "./default-account.ts";
 import type { QueueLog } from "./delivery.ts";
 import { SqsQueueBackend } from "./sqs-queue.ts";
 
@@ -22,9 +25,19 @@ export const SQS_OPTIONS = [
       "each holding AWS `credentials` and `config` files (profile default)",
   },
   {
+    name: "sqs-default-account",
+    type: "boolean",
+    description:
+      "serve SQS with one account, default, whose credentials the AWS SDK's default chain finds " +
+      "(AWS_ACCESS_KEY_ID…, AWS_PROFILE and the shared files, web identity, instance role); not with --sqs-certs",
+    default: "false",
+  },
+  {
     name: "aws-region",
     type: "string",
-    description: "AWS region of the SQS accounts whose config file names none",
+    description:
+      "AWS region of the SQS accounts whose config file names none, and of --sqs-default-account " +
+      "(then its profile's region)",
     defaultText: "$AWS_REGION, $AWS_DEFAULT_REGION or us-east-1",
   },
   {
@@ -59,16 +72,25 @@ export function sqsSettingsProblems(
   env: Record<string, string | undefined> = process.env,
 ): string[] {
   const certs = textSetting(settings["sqs-certs"]);
+  const chain = settings["sqs-default-account"] === true;
   const problems: string[] = [];
-  if (!certs) {
-    if (textSetting(settings["sqs-endpoint"])) problems.push("--sqs-endpoint is set but --sqs-certs is not");
+  if (!certs && !chain) {
+    if (textSetting(settings["sqs-endpoint"]))
+      problems.push("--sqs-endpoint is set but neither --sqs-certs nor --sqs-default-account is");
     return problems;
   }
-  try {
-    readAccounts(certs);
-  } catch (err) {
-    if (!(err instanceof AccountError)) throw err;
-    problems.push(`--sqs-certs: ${err.message}`);
+  if (certs && chain)
+    problems.push(
+      "--sqs-certs and --sqs-default-account are both set: choose one " +
+        "(the accounts of the directory, or the AWS SDK's default credential chain)",
+    );
+  if (certs) {
+    try {
+      readAccounts(certs);
+    } catch (err) {
+      if (!(err instanceof AccountError)) throw err;
+      problems.push(`--sqs-certs: ${err.message}`);
+    }
   }
   const endpoint = endpointOf(settings, env);
   if (endpoint && !/^https?:\/\/[^/]+/.test(endpoint))
@@ -79,19 +101,30 @@ export function sqsSettingsProblems(
   return problems;
 }
 
-/** The backend when --sqs-certs is set (settings already checked), else undefined; filter: a live queue filter read
- * at each discovery. */
+/** The accounts to serve: those of --sqs-certs, or the one of --sqs-default-account (logged, without secrets). */
+function accountsOf(settings: SqsSettings, log: QueueLog, env: Record<string, string | undefined>): SqsAccount[] {
+  const certs = textSetting(settings["sqs-certs"]);
+  if (certs) return readAccounts(certs);
+  const account = defaultChainAccount(settings["aws-region"], env);
+  log.info(
+    `SQS account ${account.name}: credentials from ${chainSummary(env)}; ` +
+      `region ${account.region} (from ${account.regionFrom})`,
+  );
+  return [{ name: account.name, region: account.region }];
+}
+
+/** The backend when --sqs-certs or --sqs-default-account is set (settings already checked), else undefined;
+ * filter: a live queue filter read at each discovery. */
 export function sqsBackendFromSettings(
   settings: SqsSettings,
   log: QueueLog,
   env: Record<string, string | undefined> = process.env,
   filter?: QueueFilter,
 ): QueueBackend | undefined {
-  const certs = textSetting(settings["sqs-certs"]);
-  if (!certs) return undefined;
+  if (!textSetting(settings["sqs-certs"]) && settings["sqs-default-account"] !== true) return undefined;
   const visibility = settings["sqs-visibility"];
   return new SqsQueueBackend({
-    accounts: readAccounts(certs),
+    accounts: accountsOf(settings, log, env),
     region:
       textSetting(settings["aws-region"]) ??
       (env.AWS_REGION?.trim() || undefined) ??

@@ -1,4 +1,5 @@
-// Turns AWS SDK errors of SQS calls into typed runner faults: refused credentials are permanent, the rest retryable.
+// Turns AWS SDK errors of SQS calls into typed runner faults: refused credentials are permanent, the rest retryable
+// (credentials the SDK's default chain could not find yet too: a role or a mounted token may still come).
 
 import { PermanentError, RetryableError, type RunnerFault } from "../../errors.ts";
 
@@ -33,6 +34,14 @@ export function sqsFault(err: unknown, operation: string, where: string): Runner
   const detail = err instanceof Error && err.message && err.message !== name ? `: ${err.message}` : "";
   const text = `SQS ${operation} on ${where} failed (${name}${status ? `, HTTP ${status}` : ""})${detail}`;
   if (MISSING_QUEUE.has(name) || /NonExistentQueue/.test(name)) return new QueueMissingError(text, {}, { cause: err });
+  if (name === "CredentialsProviderError")
+    return new RetryableError(
+      `${text}: no credentials found; the AWS SDK's default chain looks at AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ` +
+        "AWS_PROFILE and the shared credentials/config files, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, " +
+        "and the container or instance role",
+      {},
+      { cause: err },
+    );
   if (ACCESS_REFUSED.has(name) || status === 403) {
     return new PermanentError(
       `${text}: the credentials were refused; check the account's credentials and its SQS permissions`,
