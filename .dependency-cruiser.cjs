@@ -27,6 +27,8 @@ const LAYERS = [
   ["task", ["src/task/"]],
   // What runs attempts or sends requests: the daemon loop, Kubernetes, the submit client.
   ["daemon", ["src/runner/", "src/k8s/", "src/submit/"]],
+  // `doctor`'s checks of a machine and its settings (they make backends and stores to reach them).
+  ["doctor", ["src/doctor/"]],
   // The commands.
   ["cli", ["src/cli/"]],
   ["main", ["src/main.ts"]],

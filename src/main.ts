@@ -1,8 +1,9 @@
-// Entry point of the studio-runner binary: the run, submit, env, gpus and version commands.
+// Entry point of the studio-runner binary: the run, submit, env, gpus, doctor and version commands.
 
 // First: it decides about colour before citty is loaded.
 import { restoreColourEnvironment } from "./cli/plain-output.ts";
 import { defineCommand, runMain } from "citty";
+import { doctorCommand } from "./cli/doctor.ts";
 import { envCommand } from "./cli/env.ts";
 import { gpusCommand } from "./cli/gpus.ts";
 import { runCommand } from "./cli/run.ts";
@@ -16,7 +17,14 @@ const main = defineCommand({
     version: VERSION,
     description: "Runs studioml experiments from queues on this machine's CPUs and GPUs",
   },
-  subCommands: { run: runCommand, submit: submitCommand, version: versionCommand, gpus: gpusCommand, env: envCommand },
+  subCommands: {
+    run: runCommand,
+    submit: submitCommand,
+    version: versionCommand,
+    gpus: gpusCommand,
+    env: envCommand,
+    doctor: doctorCommand,
+  },
 });
 
 async function start(): Promise<void> {

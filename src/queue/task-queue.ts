@@ -56,7 +56,18 @@ export interface QueueBackend {
   publish(queue: string, body: Uint8Array | string): Promise<string>;
   /** A publisher of reports to this backend's `<queue>_response` queues, with its settings, on clients of its own. */
   responsePublisher(): ResponsePublisher;
+  /**
+   * Reach the server with this backend's own identity and list its queues, taking nothing (for
+   * `doctor`): what was found, in one line; throws the reason when it cannot.
+   */
+  check(timeoutMs: number): Promise<string>;
   close(): Promise<void>;
+}
+
+/** "N queue(s): a, b, c …" for check() answers. */
+export function describeQueues(names: string[], shown = 5): string {
+  const list = names.slice(0, shown).join(", ") + (names.length > shown ? ` … (+${names.length - shown})` : "");
+  return `${names.length} queue${names.length === 1 ? "" : "s"}${names.length ? `: ${list}` : ""}`;
 }
 
 export type QueueFilter = { match?: RegExp; mismatch?: RegExp };

@@ -8,7 +8,7 @@ import { dlopen, FFIType } from "bun:ffi";
 
 const SEEK_SET = 0;
 const SEEK_CUR = 1;
-const LIBC_NAMES = ["libc.so.6", "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1"];
+export const LIBC_NAMES = ["libc.so.6", "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1"];
 
 export type OffsetControl = {
   /** Moves the descriptor's offset to `position`. */

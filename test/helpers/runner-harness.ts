@@ -147,6 +147,10 @@ export class CountingBackend implements QueueBackend {
     return this.receives.get(queue) ?? 0;
   }
 
+  check(timeoutMs: number): Promise<string> {
+    return this.inner.check(timeoutMs);
+  }
+
   async discover(): Promise<string[]> {
     this.discoveries++;
     if (this.failDiscovery) throw new Error(this.failDiscovery);

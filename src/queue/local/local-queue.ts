@@ -32,7 +32,7 @@ import type {
   ReceiveOptions,
   TaskQueue,
 } from "../task-queue.ts";
-import { filterOf, queueWanted } from "../task-queue.ts";
+import { describeQueues, filterOf, queueWanted } from "../task-queue.ts";
 import type { ResponsePublisher } from "../response-publisher.ts";
 import { LocalResponsePublisher } from "./response-publisher.ts";
 
@@ -97,6 +97,22 @@ export class LocalQueueBackend implements QueueBackend {
       await this.recover(name);
     }
     return names;
+  }
+
+  /** The root is a directory this process can write; its queues listed, nothing recovered or created. */
+  async check(_timeoutMs: number): Promise<string> {
+    const root = this.options.root;
+    if (!(await stat(root).catch(() => undefined)))
+      return `${root} does not exist yet (made on the first run): no queues`;
+    const probe = join(root, `.doctor-${process.pid}.tmp`);
+    await writeFile(probe, "");
+    await rm(probe, { force: true });
+    const entries = await readdir(root, { withFileTypes: true });
+    const names = entries
+      .filter((e) => e.isDirectory() && !e.name.startsWith(".") && queueWanted(e.name, filterOf(this.options)))
+      .map((e) => e.name)
+      .sort();
+    return `${root} writable; ${describeQueues(names)}`;
   }
 
   open(name: string): TaskQueue {

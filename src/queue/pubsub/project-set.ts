@@ -84,6 +84,31 @@ export class PubsubProjectSet implements QueueBackend {
     return [...owner.keys()].sort();
   }
 
+  /** Every project found is listed with its own credentials; none found, or any refusing, throws. */
+  async check(timeoutMs: number): Promise<string> {
+    const { projects, problems } = this.options.scan();
+    if (!projects.length)
+      throw new Error(`no Google project to serve${problems.length ? `: ${problems.join("; ")}` : ""}`);
+    const lines: string[] = [];
+    for (const source of projects) {
+      const backend = new PubsubQueueBackend({
+        projectId: source.projectId,
+        keyFilename: source.keyFilename,
+        maxDeliveries: this.options.maxDeliveries,
+        match: this.options.match,
+        mismatch: this.options.mismatch,
+        filter: this.options.filter,
+        log: this.options.log,
+      });
+      try {
+        lines.push(`${await backend.check(timeoutMs)} (credentials: ${source.origin})`);
+      } finally {
+        await backend.close();
+      }
+    }
+    return [...lines, ...problems].join("; ");
+  }
+
   open(name: string): TaskQueue {
     return {
       name,

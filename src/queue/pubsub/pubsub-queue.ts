@@ -6,6 +6,7 @@ import { waitForWake } from "../wait-for-wake.ts";
 import { PubSub, v1, type Topic } from "@google-cloud/pubsub";
 import { errorMessage } from "../../errors.ts";
 import {
+  describeQueues,
   filterOf,
   queueWanted,
   type Delivery,
@@ -85,6 +86,28 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
 
   async discover(): Promise<string[]> {
     return [...(await this.queues()).keys()].sort();
+  }
+
+  /** The project's subscriptions listed with this backend's credentials. */
+  async check(timeoutMs: number): Promise<string> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const [subs] = await Promise.race([this.pubsub.getSubscriptions({ gaxOpts: { timeout: timeoutMs } }), late]);
+      const queues = new Set<string>();
+      for (const sub of subs.map((x) => shortName(x.name))) {
+        if (isFailedPlace(sub)) continue;
+        const queue = queueOfSubscription(sub);
+        if (queueWanted(queue, filterOf(this.options))) queues.add(queue);
+      }
+      return `project ${this.projectId}: ${describeQueues([...queues].sort())}`;
+    } catch (err) {
+      throw new Error(`cannot list the subscriptions of Pub/Sub project ${this.projectId}: ${errorMessage(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   open(name: string): TaskQueue {

@@ -5,7 +5,18 @@
 import type { GetMessage, Options } from "amqplib";
 import { randomUUID } from "node:crypto";
 import { RetryableError } from "../../errors.ts";
-import type { Delivery, QueueBackend, QueueFilterOptions, ReceiveOptions, TaskQueue } from "../task-queue.ts";
+import {
+  describeQueues,
+  filterOf,
+  queueWanted,
+  type Delivery,
+  type QueueBackend,
+  type QueueFilterOptions,
+  type ReceiveOptions,
+  type TaskQueue,
+} from "../task-queue.ts";
+import { probeAmqpConnection } from "./connection-probe.ts";
+import { listStudioQueues } from "./management-api.ts";
 import { AdminChannel } from "./admin-channel.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import { managementAddress, parseAmqpUrl, type AmqpAddress, type ManagementAddress } from "./broker-address.ts";
@@ -23,7 +34,7 @@ import type { DeliveryHost, QueueLog, RabbitDelivery, SettledHow } from "./deliv
 import { HoldRegistry } from "./hold-registry.ts";
 import { copyProperties, type Reason } from "./message-copy.ts";
 import { NewWorkWatch } from "./new-work-watch.ts";
-import { ExchangeTap } from "./exchange-tap.ts";
+import { ExchangeTap, isServerNamedQueue } from "./exchange-tap.ts";
 import { ConfirmedPublisher, UnroutableError } from "./publisher.ts";
 import { QueueDiscovery } from "./queue-discovery.ts";
 import type { ResponsePublisher } from "../response-publisher.ts";
@@ -142,6 +153,24 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
     this.session.start();
     void this.tap.open();
     return this.discovery.names();
+  }
+
+  /** The management API lists the queues and one AMQP connection opens with these credentials. */
+  async check(timeoutMs: number): Promise<string> {
+    await probeAmqpConnection(this.address, timeoutMs);
+    const fallback = this.options.fallbackQueues ?? [];
+    let names: string[];
+    let source = `management API ${this.management.redacted}`;
+    try {
+      names = await listStudioQueues(this.management, this.address.vhost, timeoutMs);
+    } catch (err) {
+      // Without the API the runner serves the --amqp-queues list, when there is one.
+      if (!fallback.length) throw err;
+      names = fallback;
+      source = `management API unreachable (${this.session.mask(err)}), --amqp-queues`;
+    }
+    const wanted = names.filter((n) => !isServerNamedQueue(n) && queueWanted(n, filterOf(this.options))).sort();
+    return `connected to ${this.address.redacted}; ${source}: ${describeQueues(wanted)}`;
   }
 
   open(name: string): TaskQueue {

@@ -40,6 +40,7 @@ import {
 } from "@aws-sdk/client-sqs";
 import { errorMessage, RetryableError } from "../../errors.ts";
 import {
+  describeQueues,
   filterOf,
   queueWanted,
   type Delivery,
@@ -107,6 +108,7 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
       const client = new SQSClient({
         region,
         ...(options.endpoint ? { endpoint: options.endpoint, useQueueUrlAsEndpoint: false } : {}),
+        // No credentials given (--sqs-default-account): the SDK's default chain resolves and refreshes them.
         ...(account.credentials ? { credentials: account.credentials } : {}),
         maxAttempts: 3,
       });
@@ -379,6 +381,22 @@ export class SqsQueueBackend implements QueueBackend, SqsDeliveryHost {
         }),
       ),
     );
+  }
+
+  /** Every account lists its queues with its own credentials; the first that cannot throws. */
+  async check(_timeoutMs: number): Promise<string> {
+    const lines: string[] = [];
+    for (const account of this.accounts) {
+      let urls: string[];
+      try {
+        urls = await this.listQueueUrls(account);
+      } catch (err) {
+        throw new Error(`cannot list the queues of ${account.where}: ${errorMessage(err)}`);
+      }
+      const names = urls.map(queueNameOfUrl).filter((n) => queueWanted(n, filterOf(this.options)));
+      lines.push(`${account.where}: ${describeQueues(names.sort())}`);
+    }
+    return lines.join("; ");
   }
 
   private async listQueueUrls(account: Account): Promise<string[]> {
