@@ -1,13 +1,13 @@
 // `npm run release`: dist/release/ with one archive per Linux target a GPU fleet may need, each
-// holding the binary, LICENSE, README, the systemd unit, install.sh, an example config and the
-// checksums of those files; SHA256SUMS of the archives; and, when RELEASE_SIGNING_KEY names an
+// holding the binary, LICENSE, README, the systemd unit, install.sh, an example config, the demo
+// (demo.sh and hello/) and the checksums of those files; SHA256SUMS of the archives; and, when RELEASE_SIGNING_KEY names an
 // SSH private key, detached signatures of both checksum lists (`ssh-keygen -Y sign`, checked
 // offline with `ssh-keygen -Y verify`). Archives are reproducible: names sorted, owner 0, every
 // mtime the commit's, gzip without a name or time, so the same commit gives the same SHA256SUMS.
 
 import { spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import { buildIdentity, compileBinary } from "./compile.ts";
 
 /** Bun's Linux runtimes: x64 (AVX2), x64-baseline (no AVX2), arm64 (Grace, Graviton), and musl. */
@@ -30,6 +30,8 @@ const PAYLOAD: Array<[from: string, as: string, mode: number]> = [
   ["deploy/systemd/studio-runner.service", "studio-runner.service", 0o644],
   ["deploy/install.sh", "install.sh", 0o755],
   ["deploy/config.example.yaml", "config.example.yaml", 0o644],
+  ["examples/demo-run.sh", "demo.sh", 0o755],
+  ["examples/hello/train.py", "hello/train.py", 0o644],
 ];
 
 function run(command: string, args: string[], cwd = ROOT): string {
@@ -41,6 +43,13 @@ function run(command: string, args: string[], cwd = ROOT): string {
 /** `sha256sum`'s own format ("<hex>  <name>"), names relative to `dir`, sorted. */
 function checksums(dir: string, names: string[]): string {
   return run("sha256sum", ["--", ...[...names].sort()], dir);
+}
+
+/** Every file under `dir`, as paths relative to it. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => relative(dir, join(e.parentPath, e.name)));
 }
 
 function sign(file: string, key: string): void {
@@ -63,10 +72,11 @@ export async function buildRelease(outDir = join(ROOT, "dist/release")): Promise
     await compileBinary(join(dir, "studio-runner"), id, target);
     chmodSync(join(dir, "studio-runner"), 0o755);
     for (const [from, as, mode] of PAYLOAD) {
+      mkdirSync(dirname(join(dir, as)), { recursive: true });
       copyFileSync(join(ROOT, from), join(dir, as));
       chmodSync(join(dir, as), mode);
     }
-    writeFileSync(join(dir, "SHA256SUMS"), checksums(dir, readdirSync(dir)));
+    writeFileSync(join(dir, "SHA256SUMS"), checksums(dir, filesUnder(dir)));
     if (key) sign(join(dir, "SHA256SUMS"), key);
     for (const f of readdirSync(dir)) if (f.startsWith("SHA256SUMS")) chmodSync(join(dir, f), 0o644);
     const archive = `${name}.tar.gz`;

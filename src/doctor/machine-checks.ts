@@ -38,7 +38,9 @@ export function gpuChecks(env: Record<string, string | undefined>, cpuOnly: bool
         ),
       );
   }
-  for (const p of inventory.problems) lines.push(warn("gpus", p));
+  // Cards left out are on their own lines above; the other problems (unmatched visible devices …) here.
+  const perCard = new Set(inventory.devices.filter((d) => !isSchedulable(d)).map((d) => d.uuid));
+  for (const p of inventory.problems) if (![...perCard].some((u) => p.includes(u))) lines.push(warn("gpus", p));
   return lines;
 }
 

@@ -1,7 +1,8 @@
 // `studio-runner doctor` from the compiled binary: all green on this machine for a local queue
 // (and for a real RabbitMQ and a signature-checking S3 server given the right credentials), and
 // each broken setup shows its own red line and exits non-zero: no python, an unwritable cache dir,
-// an unreachable RabbitMQ, a wrong S3 secret, bwrap missing. The broken setups are made on the
+// an unreachable RabbitMQ, a wrong S3 secret, bwrap missing (and, with the stand-in NVML, a line
+// per card and no usable card). The broken setups are made on the
 // host (a read-only mount, a hidden bwrap, a PATH without python), never inside the runner.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -9,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buildFakeNvml } from "../helpers/fake-nvml/build.ts";
 import { BINARY, ensureBinary, makeSandbox, type Sandbox, testEnv } from "../helpers/e2e.ts";
 import { AMQP_URL, ensureRabbitMQ, rabbitMQAvailable } from "../helpers/rabbitmq.ts";
 import { freePort, motoAvailable, type S3Server, startMoto } from "../helpers/s3-server.ts";
@@ -211,6 +213,33 @@ describe("doctor", () => {
       expect(s.detail).toMatch(/403|SignatureDoesNotMatch|denied|refused/i);
       expect(o.out + o.err).not.toContain(wrong);
       expect(o.out + o.err).not.toContain(user.secretAccessKey);
+    },
+    180_000,
+  );
+
+  const fakeNvml = buildFakeNvml();
+  // The stand-in NVML checks the inventory's wiring only; on a GPU machine the cards are real.
+  test.skipIf(!fakeNvml)(
+    "NVML and each card: a line per card; no usable card left is red",
+    () => {
+      const o = doctor(localFlags(), { env: { STUDIO_RUNNER_NVML_LIBRARY: fakeNvml! } });
+      console.log(o.out);
+      expect(o.code).toBe(0);
+      expect(line(o, "gpus").status).toBe("ok");
+      expect(line(o, "gpu 0")).toMatchObject({ status: "ok" });
+      expect(line(o, "gpu 0").detail).toContain("GPU-11111111-2222-3333-4444-555555555555");
+      expect(line(o, "gpu 1").status).toBe("warn");
+      expect(line(o, "gpu 1").detail).toContain("uncorrected ECC");
+      // Only the card with ECC errors visible: the runner would refuse to start, so doctor is red.
+      const bad = doctor(localFlags(), {
+        env: {
+          STUDIO_RUNNER_NVML_LIBRARY: fakeNvml!,
+          CUDA_VISIBLE_DEVICES: "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        },
+      });
+      expect(bad.code).toBe(1);
+      expect(line(bad, "gpus").status).toBe("fail");
+      expect(line(bad, "gpus").fix).toContain("--cpu-only");
     },
     180_000,
   );

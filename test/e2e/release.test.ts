@@ -2,14 +2,26 @@
 // Linux target with the expected files, SHA256SUMS that check, signatures that verify offline with
 // ssh-keygen, the same checksums both times, binaries of the right architecture and C library; the
 // x64 ones run here, the arm64 one under qemu-user with Debian's aarch64 glibc, the baseline one
-// under an emulated CPU without AVX2, and the musl one is checked against Debian's musl loader;
-// install.sh from an unpacked archive checks its files and its signature before it installs.
+// under an emulated CPU without AVX2, and the musl one under Debian's musl loader;
+// the demo runs from an unpacked archive in a network namespace with no network, pip given only a
+// wheelhouse; install.sh from an unpacked archive checks its files and its signature before it installs.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { buildRelease, RELEASE_TARGETS, SIGNATURE_NAMESPACE } from "../../build/release.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -43,6 +55,10 @@ afterAll(() => {
 
 const ARM64_SYSROOT = "/usr/aarch64-linux-gnu";
 const MUSL_LOADER = "/lib/ld-musl-x86_64.so.1";
+/** The wheels of this machine's offline PyPI mirror (test-infra.md). */
+const PYPI_FILES = "/opt/pypi/files";
+/** Where Debian keeps the (glibc) C++ runtime. */
+const GLIBC_LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"];
 
 function tool(name: string): string | undefined {
   const r = spawnSync("bash", ["-c", `command -v ${name}`], { encoding: "utf8" });
@@ -107,6 +123,9 @@ describe("release archives", () => {
           `${dir}/SHA256SUMS`,
           `${dir}/SHA256SUMS.sig`,
           `${dir}/config.example.yaml`,
+          `${dir}/demo.sh`,
+          `${dir}/hello/`,
+          `${dir}/hello/train.py`,
           `${dir}/install.sh`,
           `${dir}/studio-runner`,
           `${dir}/studio-runner.service`,
@@ -130,7 +149,7 @@ describe("release archives", () => {
     }
   });
 
-  test("the arm64 binary runs under qemu-user: --version, version --json, gpus --json", () => {
+  test("the arm64 binary runs under qemu-user: --version, version --json, gpus --json, doctor", () => {
     const qemu = tool("qemu-aarch64-static") ?? tool("qemu-aarch64");
     if (!qemu || !existsSync(ARM64_SYSROOT)) return missing("qemu-aarch64 and Debian's libc6-arm64-cross");
     const bin = join(unpack("linux-arm64"), "studio-runner");
@@ -144,7 +163,25 @@ describe("release archives", () => {
     const gpus = run(["gpus", "--json"]);
     expect(gpus.code).toBe(0);
     expect(Array.isArray(JSON.parse(gpus.out).devices)).toBe(true); // none here: no NVML under emulation
-  });
+    // doctor: the emulated binary probes this machine's python, bwrap, cgroups and directories.
+    const dirs = mkdtempSync(join(root, "doctor-arm64-"));
+    const doctor = run([
+      "doctor",
+      "--json",
+      "--queue-root",
+      join(dirs, "queue"),
+      "--working-dir",
+      dirs,
+      "--cache-dir",
+      join(dirs, "cache"),
+      "--storage",
+      `file://${join(dirs, "storage")}`,
+    ]);
+    console.log(`release test: doctor of the arm64 binary under qemu-user exited ${doctor.code}\n${doctor.out}`);
+    const report = JSON.parse(doctor.out);
+    expect(report.checks.filter((c: { status: string }) => c.status === "fail")).toEqual([]);
+    expect(doctor.code).toBe(0);
+  }, 300_000);
 
   test("under an emulated CPU without AVX2 the baseline binary runs (and so, measured, does the default one)", () => {
     const qemu = tool("qemu-x86_64-static") ?? tool("qemu-x86_64");
@@ -174,7 +211,7 @@ describe("release archives", () => {
     console.log(`release test: the default linux-x64 binary under -cpu Nehalem exited ${modern.code}`);
   });
 
-  test("the musl binary is linked for musl; Debian's musl loader finds all but the musl C++ runtime", () => {
+  test("the musl binary runs under Debian's musl loader (with glibc's C++ runtime and a 7-symbol shim)", () => {
     if (!existsSync(MUSL_LOADER)) return missing(`Debian's musl (${MUSL_LOADER})`);
     const bin = join(unpack("linux-x64-musl"), "studio-runner");
     const needed = sh("readelf", ["-d", bin])
@@ -184,13 +221,41 @@ describe("release archives", () => {
     expect(needed).toContain("libc.musl-x86_64.so.1");
     expect(needed.every((n) => n === "libc.musl-x86_64.so.1" || /^lib(stdc\+\+|gcc_s|m)\.so/.test(n!))).toBe(true);
     // Debian ships musl's loader and C library but no libstdc++ built for musl (Alpine's
-    // `apk add libstdc++` does): run here, the loader stops at exactly that and nothing else.
-    const r = sh(MUSL_LOADER, [bin, "--version"]);
-    const missingLibraries = [...`${r.out}${r.err}`.matchAll(/Error loading shared library ([^:]+):/g)].map(
+    // `apk add libstdc++ libgcc` does): alone, the loader stops at exactly that and nothing else.
+    const bare = sh(MUSL_LOADER, [bin, "--version"]);
+    const missingLibraries = [...`${bare.out}${bare.err}`.matchAll(/Error loading shared library ([^:]+):/g)].map(
       (m) => m[1],
     );
     expect(missingLibraries.length).toBeGreaterThan(0);
     expect(missingLibraries.every((l) => /^lib(stdc\+\+|gcc_s)\.so/.test(l!))).toBe(true);
+    // Given Debian's libstdc++ and libgcc_s (glibc builds) and a shim for the glibc-only symbols
+    // they use, the musl binary itself runs on musl: its C library calls all go to musl.
+    const libs = mkdtempSync(join(root, "musl-libs-"));
+    for (const name of ["libstdc++.so.6", "libgcc_s.so.1"]) {
+      const from = GLIBC_LIB_DIRS.map((d) => join(d, name)).find((p) => existsSync(p));
+      if (!from) return missing(`Debian's ${name}`);
+      copyFileSync(from, join(libs, name));
+    }
+    const shim = sh("cc", [
+      "-shared",
+      "-fPIC",
+      "-nostdlib",
+      "-Wl,-soname,ld-linux-x86-64.so.2",
+      "-o",
+      join(libs, "ld-linux-x86-64.so.2"),
+      join(import.meta.dir, "../helpers/musl-shim/glibc-symbols.c"),
+    ]);
+    expect(shim.code).toBe(0);
+    const onMusl = (args: string[]) => sh(MUSL_LOADER, ["--library-path", libs, bin, ...args]);
+    const version = onMusl(["--version"]);
+    expect(version.code).toBe(0);
+    expect(version.out.trim()).toBe(pkg.version);
+    const json = onMusl(["version", "--json"]);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.out)).toMatchObject({ version: pkg.version, target: "linux-x64-musl" });
+    const gpus = onMusl(["gpus", "--json"]);
+    expect(gpus.code).toBe(0);
+    expect(Array.isArray(JSON.parse(gpus.out).devices)).toBe(true);
   });
 
   test(
@@ -202,6 +267,53 @@ describe("release archives", () => {
     },
     BUILD_TIMEOUT_MS,
   );
+
+  test("the demo runs from an unpacked archive with no network at all, pip given only a wheelhouse", async () => {
+    const wheel = readdirSync(PYPI_FILES).find((f) => /^six-[\d.]+-py2\.py3-none-any\.whl$/.test(f));
+    if (!wheel) return missing(`a six wheel in ${PYPI_FILES} (the machine's offline mirror)`);
+    // A path with no node_modules anywhere above it, readable by the job user the runner (root) drops to.
+    const place = mkdtempSync(join(tmpdir(), "release-demo-"));
+    try {
+      chmodSync(place, 0o755);
+      for (let d = place; d !== "/"; d = dirname(d)) expect(existsSync(join(d, "node_modules"))).toBe(false);
+      expect(sh("tar", ["-xzf", join(first, archiveOf("linux-x64")), "-C", place]).code).toBe(0);
+      const unpacked = join(place, `studio-runner-${pkg.version}-linux-x64`);
+      const wheelhouse = join(place, "wheelhouse");
+      mkdirSync(wheelhouse, { mode: 0o755 });
+      copyFileSync(join(PYPI_FILES, wheel), join(wheelhouse, wheel));
+      chmodSync(join(wheelhouse, wheel), 0o644);
+      const requirements = join(place, "requirements.txt");
+      writeFileSync(requirements, `six==${wheel.split("-")[1]}\n`);
+      // The namespace really has no network: this machine's loopback server cannot be reached from it.
+      const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      const probe = `import socket; socket.create_connection(("127.0.0.1", ${server.port}), timeout=3)`;
+      expect(sh("python3", ["-c", probe]).code).toBe(0);
+      expect(sh("unshare", ["-n", "python3", "-c", probe]).code).not.toBe(0);
+      server.stop(true);
+      // Nothing of this machine's pip setup: no index in the environment, a HOME without pip.conf.
+      const env: Record<string, string> = {
+        PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        HOME: join(place, "home"),
+        LANG: "C.UTF-8",
+        DEMO_DIR: join(place, "demo"),
+        DEMO_REQUIREMENTS: requirements,
+      };
+      const r = spawnSync(
+        "unshare",
+        ["-n", join(unpacked, "demo.sh"), "--pip-find-links", wheelhouse, "--pip-no-index"],
+        { cwd: place, env, encoding: "utf8", timeout: 600_000 },
+      );
+      console.log(`release test: demo from the archive under unshare -n exited ${r.status}\n${r.stdout}\n${r.stderr}`);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain("step 6: loss=");
+      expect(r.stdout).toContain("saved model to modeldir/model.json");
+      expect(r.stdout).toMatch(/\{"w": 2\.98/);
+      // The environment build installed the pin, and it can only have come from the wheelhouse.
+      expect(r.stdout).toContain("requirements: 1 installed as pinned, 0 at another version, 0 missing");
+    } finally {
+      rmSync(place, { recursive: true, force: true });
+    }
+  }, 600_000);
 
   test("install.sh from an unpacked archive checks the files and the signature before it installs", () => {
     const unpacked = unpack("linux-x64");
