@@ -141,9 +141,9 @@ version_of() {
 
 # The runners started from the installed binary: processes whose executable is that file (with
 # " (deleted)" once the file was replaced under them) and whose first argument is `run`; `submit`
-# or `env` of the same binary are not runners. A runner's children are its experiments (python,
-# bwrap, never this binary), but a process whose parent is itself one of the runners is left out
-# all the same: only the top runner is signalled, and it stops its own children.
+# or `env` of the same binary are not runners. A runner's descendants are its experiments (python,
+# bwrap, never this binary), but one that runs the binary is left out all the same: only the top
+# runner is signalled, and it stops its own experiments.
 runner_pids() {
   local target="$1" dir pid exe arg1 ppid
   local -a found=()
@@ -156,9 +156,19 @@ runner_pids() {
     found+=("$pid")
   done
   for pid in ${found[@]+"${found[@]}"}; do
-    ppid="$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)" || continue
-    case " ${found[*]} " in *" $ppid "*) continue ;; esac
-    echo "$pid"
+    under_runner "$pid" "${found[*]}" || echo "$pid"
+  done
+}
+
+# Whether one of PID's ancestors is among RUNNERS: an experiment (or anything it started) that runs
+# the binary itself is not a runner to drain, however deep below the runner it is.
+under_runner() {
+  local at="$1" runners=" $2 " ppid
+  while :; do
+    ppid="$(awk '/^PPid:/ { print $2 }' "/proc/$at/status" 2>/dev/null)" || return 1
+    [ -n "$ppid" ] && [ "$ppid" -gt 1 ] || return 1
+    case "$runners" in *" $ppid "*) return 0 ;; esac
+    at="$ppid"
   done
 }
 

@@ -10,7 +10,10 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { buildFakeNvml } from "../helpers/fake-nvml/build.ts";
+import { pubsubEmulatorInstalled, startPubsubEmulator } from "../helpers/pubsub-emulator.ts";
+import { startSqsServer } from "../helpers/sqs-server.ts";
 import { BINARY, ensureBinary, makeSandbox, type Sandbox, testEnv } from "../helpers/e2e.ts";
 import { AMQP_URL, ensureRabbitMQ, rabbitMQAvailable } from "../helpers/rabbitmq.ts";
 import { freePort, motoAvailable, type S3Server, startMoto } from "../helpers/s3-server.ts";
@@ -20,6 +23,7 @@ type Outcome = { code: number | null; out: string; err: string; checks: Check[] 
 
 const rabbitAvailable = (await rabbitMQAvailable()) || !!process.env.CI;
 const haveMoto = motoAvailable() || !!process.env.CI;
+const pubsubAvailable = pubsubEmulatorInstalled() || !!process.env.CI;
 const BUCKET = "doctor-bucket";
 
 let box: Sandbox;
@@ -213,6 +217,46 @@ describe("doctor", () => {
       expect(s.detail).toMatch(/403|SignatureDoesNotMatch|denied|refused/i);
       expect(o.out + o.err).not.toContain(wrong);
       expect(o.out + o.err).not.toContain(user.secretAccessKey);
+    },
+    180_000,
+  );
+
+  test.skipIf(!pubsubAvailable)(
+    "SQS and Pub/Sub: reached with their own credentials, queues listed; an unreachable SQS is red",
+    async () => {
+      const sqs = await startSqsServer();
+      const emulator = await startPubsubEmulator();
+      try {
+        const keys = { accessKeyId: "doctor-sqs-key", secretAccessKey: "doctor-sqs-secret-0000" };
+        const client = new SQSClient({ endpoint: sqs.endpoint, region: "us-east-1", credentials: keys });
+        await client.send(new CreateQueueCommand({ QueueName: "sqs_doctor_listed" }));
+        client.destroy();
+        const env = {
+          AWS_ACCESS_KEY_ID: keys.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+          AWS_REGION: "us-east-1",
+          PUBSUB_EMULATOR_HOST: emulator.host,
+        };
+        const flags = [...localFlags(), "--sqs-default-account", "--pubsub-project", "doctor-project"];
+        const o = doctor([...flags, "--sqs-endpoint", sqs.endpoint], { env });
+        console.log(o.out);
+        expect(o.code).toBe(0);
+        expect(line(o, "queue sqs").status).toBe("ok");
+        expect(line(o, "queue sqs").detail).toContain("sqs_doctor_listed");
+        expect(line(o, "queue pubsub").status).toBe("ok");
+        expect(line(o, "queue pubsub").detail).toContain("doctor-project");
+
+        const port = await freePort(); // nothing listens there
+        const bad = doctor([...flags, "--sqs-endpoint", `http://127.0.0.1:${port}`, "--timeout", "5s"], { env });
+        console.log(bad.out);
+        expect(bad.code).toBe(1);
+        expect(line(bad, "queue sqs").status).toBe("fail");
+        expect(line(bad, "queue sqs").fix).toContain("--sqs-endpoint");
+        expect(bad.out + bad.err).not.toContain(keys.secretAccessKey);
+      } finally {
+        await sqs.stop();
+        await emulator.stop();
+      }
     },
     180_000,
   );
