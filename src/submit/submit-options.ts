@@ -116,6 +116,10 @@ export const SUBMIT_OPTIONS = [
       "send to SQS: a directory of per-account AWS credentials/config sub-directories, as for run " +
       "(the queue is made when missing)",
   },
+  {
+    ...spec(SQS_OPTIONS, "sqs-default-account"),
+    description: "send to SQS with the identity the AWS SDK's standard credential chain finds (not with --sqs-certs)",
+  },
   spec(SQS_OPTIONS, "sqs-endpoint"),
   spec(SQS_OPTIONS, "aws-region"),
   {

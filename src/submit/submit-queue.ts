@@ -1,4 +1,4 @@
-// Which queue `submit` publishes to: RabbitMQ (--amqp-url), SQS (--sqs-certs), Google Pub/Sub
+// Which queue `submit` publishes to: RabbitMQ (--amqp-url), SQS (--sqs-certs or --sqs-default-account), Google Pub/Sub
 // (--google-certs / --pubsub-project, or PUBSUB_EMULATOR_HOST with a project) or a local
 // directory, built from the same settings tables the daemon uses so both read the same flags.
 
@@ -13,7 +13,14 @@ import type { SubmitSettings } from "./submit-options.ts";
 /** The queue settings of submit; --queue-root resolved to a directory. */
 export type SubmitQueueSettings = Pick<
   SubmitSettings,
-  "amqp-url" | "amqp-queue-type" | "sqs-certs" | "sqs-endpoint" | "aws-region" | "google-certs" | "pubsub-project"
+  | "amqp-url"
+  | "amqp-queue-type"
+  | "sqs-certs"
+  | "sqs-default-account"
+  | "sqs-endpoint"
+  | "aws-region"
+  | "google-certs"
+  | "pubsub-project"
 > & { "queue-root": string };
 
 export type SubmitQueue = {
@@ -30,13 +37,12 @@ const QUIET = { info: () => undefined, warn: () => undefined };
 export function submitQueueProblems(flags: SubmitQueueSettings, env: Record<string, string | undefined>): string[] {
   const chosen = [
     flags["amqp-url"] && "--amqp-url",
-    flags["sqs-certs"] && "--sqs-certs",
+    (flags["sqs-certs"] || flags["sqs-default-account"]) && "--sqs-certs/--sqs-default-account",
     (flags["google-certs"] || flags["pubsub-project"]) && "--google-certs/--pubsub-project",
   ].filter(Boolean);
   const problems: string[] = [];
   if (chosen.length > 1) problems.push(`${chosen.join(", ")}: choose one queue system`);
-  if (flags["sqs-certs"]) problems.push(...sqsSettingsProblems(flags, env));
-  else if (flags["sqs-endpoint"]) problems.push("--sqs-endpoint is set but --sqs-certs is not");
+  problems.push(...sqsSettingsProblems(flags, env));
   if (flags["google-certs"] || flags["pubsub-project"]) problems.push(...pubsubSettingsProblems(flags));
   return problems;
 }
@@ -53,7 +59,7 @@ export function submitQueue(flags: SubmitQueueSettings, env: Record<string, stri
       local: false,
     };
   }
-  if (flags["sqs-certs"])
+  if (flags["sqs-certs"] || flags["sqs-default-account"])
     return { backend: sqsBackendFromSettings(flags, QUIET, env)!, defaultQueue: "sqs_default", local: false };
   if (flags["google-certs"] || flags["pubsub-project"]) {
     const backend = pubsubBackendFromSettings(flags, QUIET);

@@ -9,7 +9,7 @@
 // instance role is not tested: metadata addresses are never contacted (AWS_EC2_METADATA_DISABLED).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { SqsQueueBackend } from "../../src/queue/sqs/sqs-queue.ts";
@@ -215,6 +215,43 @@ describe("run --sqs-default-account", () => {
         token: sts.issued.sessionToken,
       });
   }, 300_000);
+
+  test("submit --sqs-default-account sends the request signed with the chain's key", async () => {
+    const sb = await makeSandbox("sqs-chain-submit");
+    const queue = `sqs_chain_submit_${Date.now()}`;
+    const keys = { AWS_ACCESS_KEY_ID: "AKIAE2ESUBMITCHAIN01", AWS_SECRET_ACCESS_KEY: "e2e-submit-chain-secret" };
+    const ws = join(sb.dir, "ws");
+    mkdirSync(ws);
+    writeFileSync(join(ws, "train.py"), "print('hi')\n");
+    const first = proxy.seen.length;
+    const r = await runBinaryAsync(
+      [
+        "submit",
+        "--sqs-default-account",
+        "--sqs-endpoint",
+        proxy.endpoint,
+        "--queue",
+        queue,
+        "--storage",
+        `file://${sb.storageRoot}`,
+        "--workspace",
+        ws,
+        "train.py",
+      ],
+      { env: chainEnv(sb.dir, { ...keys, AWS_REGION: "eu-west-1" }), timeoutMs: 60_000 },
+    );
+    expect(r.code).toBe(0);
+    expect(r.stdout + r.stderr).not.toContain(keys.AWS_SECRET_ACCESS_KEY);
+    const sent = signedSince(first).filter((x) => x.target === "AmazonSQS.SendMessage");
+    expect(sent.length).toBe(1);
+    expect(sent[0]).toMatchObject({ accessKeyId: keys.AWS_ACCESS_KEY_ID, region: "eu-west-1", service: "sqs" });
+    const q = producer("eu-west-1");
+    const delivery = await q.open(queue).receive();
+    expect(delivery).toBeDefined();
+    expect(JSON.parse(new TextDecoder().decode(delivery!.body)).experiment.key).toBe(r.stdout.split("\n")[0]);
+    await delivery!.ack();
+    await q.close();
+  }, 120_000);
 
   test("--sqs-certs with --sqs-default-account, and --sqs-endpoint alone, are refused naming both flags", async () => {
     const sb = await makeSandbox("sqs-chain-refused");

@@ -205,7 +205,7 @@ describe("submit to SQS with S3 storage", () => {
       "train.py",
     ]);
     expect(both.code).toBe(2);
-    expect(both.stderr).toContain("--amqp-url, --sqs-certs: choose one queue system");
+    expect(both.stderr).toContain("--amqp-url, --sqs-certs/--sqs-default-account: choose one queue system");
     expect(both.stderr).toContain("--sqs-certs: /nonexistent is not a directory");
     const endpointOnly = runBinary([
       "submit",
@@ -216,6 +216,6 @@ describe("submit to SQS with S3 storage", () => {
       "train.py",
     ]);
     expect(endpointOnly.code).toBe(2);
-    expect(endpointOnly.stderr).toContain("--sqs-endpoint is set but --sqs-certs is not");
+    expect(endpointOnly.stderr).toContain("--sqs-endpoint is set but neither --sqs-certs nor --sqs-default-account is");
   });
 });
