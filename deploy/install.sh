@@ -21,8 +21,9 @@
 # --rollback: swaps studio-runner and studio-runner.previous (so a second rollback is the upgrade
 #   again), drained and restarted the same way; the unit and the config are left as they are.
 # From an unpacked release archive, the files are first checked against its SHA256SUMS, and its
-# signature against your allowed-signers file (ssh-keygen -Y verify; nothing is fetched);
-# --rollback uses the installed files only.
+# signature against your allowed-signers file (ssh-keygen -Y verify; nothing is fetched). The file
+# is kept as /etc/studio-runner/allowed_signers and used by later runs that name none (so an
+# unsigned or foreign release is refused from then on). --rollback uses the installed files only.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -69,6 +70,15 @@ esac
 if [ "$mode" = rollback ] && [ -n "$binary$signers" ]; then
   echo "install.sh: --rollback uses the installed binaries: no --binary or --allowed-signers" >&2
   exit 2
+fi
+
+# The allowed-signers file given once is kept in /etc/studio-runner: later upgrades check with it
+# without being told, and then refuse releases that are not signed by a key it trusts.
+kept_signers="$destdir/etc/studio-runner/allowed_signers"
+signers_given="$signers"
+if [ -z "$signers" ] && [ -f "$kept_signers" ] && [ "$mode" != rollback ]; then
+  signers="$kept_signers"
+  echo "checking the release signature with /etc/studio-runner/allowed_signers (kept from an earlier install)"
 fi
 
 if [ "$mode" != rollback ]; then
@@ -305,6 +315,10 @@ if [ "$mode" != rollback ]; then
   if [ ! -e "$etc/env" ]; then
     install -m 0600 /dev/null "$etc/env"
     echo "# Secrets as environment variables, e.g. AMQP_URL=amqp://user:password@host:5672/%2f" >"$etc/env"
+  fi
+  if [ -n "$signers_given" ] && ! cmp -s "$signers_given" "$kept_signers"; then
+    install -m 0644 "$signers_given" "$kept_signers"
+    echo "kept $signers_given as /etc/studio-runner/allowed_signers: later upgrades check signatures with it"
   fi
 
   # The unit, pointing at the binary where this prefix put it.

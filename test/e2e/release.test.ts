@@ -328,6 +328,14 @@ describe("release archives", () => {
     expect(readFileSync(join(good, "etc/systemd/system/studio-runner.service"), "utf8")).toContain(
       "ExecStart=/usr/local/bin/studio-runner run",
     );
+    // The allowed-signers file is kept: the next run (an upgrade) checks the signature unasked.
+    expect(readFileSync(join(good, "etc/studio-runner/allowed_signers"), "utf8")).toBe(
+      readFileSync(allowedSigners, "utf8"),
+    );
+    const again = install(good, ["--upgrade"]);
+    expect(again.code).toBe(0);
+    expect(again.out).toContain("kept from an earlier install");
+    expect(again.out).toContain("signature of SHA256SUMS verified");
 
     // A key the operator does not trust: refused, nothing installed.
     const other = join(root, "other-key");
@@ -339,6 +347,14 @@ describe("release archives", () => {
     expect(refused.code).not.toBe(0);
     expect(refused.err).toContain("signature does not verify");
     expect(existsSync(join(refusedStage, "usr"))).toBe(false);
+    // A kept file that does not trust this release's key: refused without being asked.
+    const pinned = mkdtempSync(join(root, "stage-"));
+    mkdirSync(join(pinned, "etc/studio-runner"), { recursive: true });
+    writeFileSync(join(pinned, "etc/studio-runner/allowed_signers"), readFileSync(untrusted));
+    const refusedByKept = install(pinned);
+    expect(refusedByKept.code).not.toBe(0);
+    expect(refusedByKept.err).toContain("signature does not verify");
+    expect(existsSync(join(pinned, "usr"))).toBe(false);
 
     // A binary changed after the release: refused, nothing installed.
     appendFileSync(join(unpacked, "studio-runner"), "tampered");
