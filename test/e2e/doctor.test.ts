@@ -7,7 +7,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
@@ -25,6 +25,8 @@ const rabbitAvailable = (await rabbitMQAvailable()) || !!process.env.CI;
 const haveMoto = motoAvailable() || !!process.env.CI;
 const pubsubAvailable = pubsubEmulatorInstalled() || !!process.env.CI;
 const BUCKET = "doctor-bucket";
+/** The uid and gid of `nobody`, as a service user that is not root. */
+const NOBODY = 65534;
 
 let box: Sandbox;
 let moto: S3Server | undefined;
@@ -164,6 +166,44 @@ describe("doctor", () => {
     expect(dir.detail).toContain("EROFS");
     expect(dir.fix).toContain("--cache-dir");
     expect(line(o, "dir working-dir").status).toBe("ok");
+  }, 180_000);
+
+  test("as a service user (not root): a cache dir it does not own is red, exit 1", () => {
+    // Directories as an install makes them: the service user's own, and one left to root (0755).
+    const base = mkdtempSync(join(tmpdir(), "doctor-user-"));
+    cleanup.push(base);
+    chmodSync(base, 0o755);
+    for (const d of ["work", "queue", "storage", "home"]) {
+      mkdirSync(join(base, d));
+      chownSync(join(base, d), NOBODY, NOBODY);
+    }
+    mkdirSync(join(base, "cache"), { mode: 0o755 });
+    const flags = [
+      "--queue-root",
+      join(base, "queue"),
+      "--working-dir",
+      join(base, "work"),
+      "--cache-dir",
+      join(base, "cache"),
+      "--storage",
+      `file://${join(base, "storage")}`,
+    ];
+    const asNobody = (argv: string[]) => [
+      "setpriv",
+      `--reuid=${NOBODY}`,
+      `--regid=${NOBODY}`,
+      "--clear-groups",
+      ...argv,
+    ];
+    const o = doctor(flags, { wrap: asNobody, env: { HOME: join(base, "home") } });
+    console.log(o.out);
+    expect(o.code).toBe(1);
+    const cache = line(o, "dir cache-dir");
+    expect(cache.status).toBe("fail");
+    expect(cache.detail).toContain(`not writable by uid ${NOBODY} (EACCES)`);
+    expect(line(o, "dir working-dir").status).toBe("ok");
+    expect(line(o, "dir queue-root").status).toBe("ok");
+    expect(line(o, "python").status).toBe("ok");
   }, 180_000);
 
   test.skipIf(!rabbitAvailable)(
