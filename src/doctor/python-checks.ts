@@ -162,7 +162,8 @@ async function sourceProblem(where: string, timeoutMs: number): Promise<string |
   }
   const path = where.startsWith("file://") ? decodeURIComponent(where.slice("file://".length)) : where;
   try {
-    if (!statSync(path).isDirectory()) return statSync(path).isFile() ? undefined : "not a directory";
+    const st = statSync(path);
+    if (!st.isDirectory()) return st.isFile() ? undefined : "not a directory";
     return readdirSync(path).length ? undefined : "an empty directory";
   } catch (err) {
     return `cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;

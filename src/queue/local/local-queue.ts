@@ -87,11 +87,7 @@ export class LocalQueueBackend implements QueueBackend {
   async discover(): Promise<string[]> {
     await mkdir(this.options.root, { recursive: true });
     this.ensureWatch(this.options.root);
-    const entries = await readdir(this.options.root, { withFileTypes: true });
-    const names = entries
-      .filter((e) => e.isDirectory() && !e.name.startsWith(".") && queueWanted(e.name, filterOf(this.options)))
-      .map((e) => e.name)
-      .sort();
+    const names = await this.queueDirs();
     for (const name of names) {
       this.ensureWatch(this.dir(name));
       await this.recover(name);
@@ -107,12 +103,16 @@ export class LocalQueueBackend implements QueueBackend {
     const probe = join(root, `.doctor-${process.pid}.tmp`);
     await writeFile(probe, "");
     await rm(probe, { force: true });
-    const entries = await readdir(root, { withFileTypes: true });
-    const names = entries
+    return `${root} writable; ${describeQueues(await this.queueDirs())}`;
+  }
+
+  /** The wanted queue directories under the root, sorted (dot-directories are the runner's own). */
+  private async queueDirs(): Promise<string[]> {
+    const entries = await readdir(this.options.root, { withFileTypes: true });
+    return entries
       .filter((e) => e.isDirectory() && !e.name.startsWith(".") && queueWanted(e.name, filterOf(this.options)))
       .map((e) => e.name)
       .sort();
-    return `${root} writable; ${describeQueues(names)}`;
   }
 
   open(name: string): TaskQueue {

@@ -88,25 +88,14 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
     return [...(await this.queues()).keys()].sort();
   }
 
-  /** The project's subscriptions listed with this backend's credentials. */
+  /** The project's subscriptions listed with this backend's credentials (the caller bounds the wait too). */
   async check(timeoutMs: number): Promise<string> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
     try {
-      const [subs] = await Promise.race([this.pubsub.getSubscriptions({ gaxOpts: { timeout: timeoutMs } }), late]);
-      const queues = new Set<string>();
-      for (const sub of subs.map((x) => shortName(x.name))) {
-        if (isFailedPlace(sub)) continue;
-        const queue = queueOfSubscription(sub);
-        if (queueWanted(queue, filterOf(this.options))) queues.add(queue);
-      }
-      return `project ${this.projectId}: ${describeQueues([...queues].sort())}`;
+      const [subs] = await this.pubsub.getSubscriptions({ gaxOpts: { timeout: timeoutMs } });
+      const queues = this.wantedQueues(subs.map((x) => shortName(x.name)));
+      return `project ${this.projectId}: ${describeQueues([...queues.keys()].sort())}`;
     } catch (err) {
       throw new Error(`cannot list the subscriptions of Pub/Sub project ${this.projectId}: ${errorMessage(err)}`);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -230,16 +219,22 @@ export class PubsubQueueBackend implements QueueBackend, DeliveryHost {
       this.answer = { queues: this.lastQueues, atMs: Date.now() };
       return this.lastQueues;
     }
+    const queues = this.wantedQueues(subscriptions);
+    this.lastQueues = queues;
+    this.answer = { queues, atMs: Date.now() };
+    return queues;
+  }
+
+  /** Wanted queue → its subscription, from subscription ids (the failed places are never work). */
+  private wantedQueues(subscriptions: string[]): Map<string, string> {
     const queues = new Map<string, string>();
-    for (const sub of subscriptions.sort()) {
+    for (const sub of [...subscriptions].sort()) {
       if (isFailedPlace(sub)) continue;
       const queue = queueOfSubscription(sub);
       if (!queueWanted(queue, filterOf(this.options))) continue;
       // `<queue>_sub` (the python client's) wins over a subscription named like the queue itself.
       if (!queues.has(queue) || sub.endsWith(SUBSCRIPTION_SUFFIX)) queues.set(queue, sub);
     }
-    this.lastQueues = queues;
-    this.answer = { queues, atMs: Date.now() };
     return queues;
   }
 

@@ -2,7 +2,7 @@
 // or, while it cannot be reached, the --amqp-queues list (else the names it listed last);
 // filtered by --queue-match/--queue-mismatch. Answers are reused for a short while.
 
-import { filterOf, queueWanted, type QueueFilterOptions } from "../task-queue.ts";
+import { filterOf, queueWanted, type QueueFilter, type QueueFilterOptions } from "../task-queue.ts";
 import type { ManagementAddress } from "./broker-address.ts";
 import type { QueueLog } from "./delivery.ts";
 import { isServerNamedQueue } from "./exchange-tap.ts";
@@ -66,9 +66,13 @@ export class QueueDiscovery {
       }
       this.apiDown = true;
     }
-    // Server-named queues bound to the exchange are runners' taps, never work.
-    const wanted = names.filter((n) => !isServerNamedQueue(n) && queueWanted(n, filterOf(this.options))).sort();
+    const wanted = wantedQueues(names, filterOf(this.options));
     this.answer = { names: wanted, atMs: Date.now() };
     return wanted;
   }
+}
+
+/** The work queues among names bound to the exchange, sorted: server-named ones are runners' taps, never work. */
+export function wantedQueues(names: string[], filter: QueueFilter): string[] {
+  return names.filter((n) => !isServerNamedQueue(n) && queueWanted(n, filter)).sort();
 }

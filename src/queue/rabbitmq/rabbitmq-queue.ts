@@ -8,7 +8,6 @@ import { RetryableError } from "../../errors.ts";
 import {
   describeQueues,
   filterOf,
-  queueWanted,
   type Delivery,
   type QueueBackend,
   type QueueFilterOptions,
@@ -34,9 +33,9 @@ import type { DeliveryHost, QueueLog, RabbitDelivery, SettledHow } from "./deliv
 import { HoldRegistry } from "./hold-registry.ts";
 import { copyProperties, type Reason } from "./message-copy.ts";
 import { NewWorkWatch } from "./new-work-watch.ts";
-import { ExchangeTap, isServerNamedQueue } from "./exchange-tap.ts";
+import { ExchangeTap } from "./exchange-tap.ts";
 import { ConfirmedPublisher, UnroutableError } from "./publisher.ts";
-import { QueueDiscovery } from "./queue-discovery.ts";
+import { QueueDiscovery, wantedQueues } from "./queue-discovery.ts";
 import type { ResponsePublisher } from "../response-publisher.ts";
 import { RabbitResponsePublisher } from "./response-publisher.ts";
 import { Receiver } from "./receiver.ts";
@@ -169,8 +168,7 @@ export class RabbitQueueBackend implements QueueBackend, DeliveryHost {
       names = fallback;
       source = `management API unreachable (${this.session.mask(err)}), --amqp-queues`;
     }
-    const wanted = names.filter((n) => !isServerNamedQueue(n) && queueWanted(n, filterOf(this.options))).sort();
-    return `connected to ${this.address.redacted}; ${source}: ${describeQueues(wanted)}`;
+    return `connected to ${this.address.redacted}; ${source}: ${describeQueues(wantedQueues(names, filterOf(this.options)))}`;
   }
 
   open(name: string): TaskQueue {
